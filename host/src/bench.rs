@@ -1,0 +1,314 @@
+//! `dialgate bench`: the whole-server load driver.
+//!
+//! Starts the real server in-process on loopback (sled in a temporary directory, the dev
+//! outbox as provider) and a bare axum handler that only checks a bearer header and
+//! echoes a small JSON body, the floor of this HTTP stack on this machine. It then drives
+//! each with keep-alive HTTP/1.1 connections for a fixed time and prints requests/s and
+//! latency percentiles: the floor, lookup, and send + verify flows with durable state.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::providers::{DevOutbox, OutboundMessage, Provider, SendFuture};
+use crate::settings::{BucketLimit, EndpointLimits, PhoneSettings};
+
+/// Options of `dialgate bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds to drive each scenario.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Scenarios to run: floor, lookup, flow (comma-separated).
+    #[arg(long, default_value = "floor,lookup,flow", value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// Figures of one scenario.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub name: String,
+    pub operations: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub errors: u64,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.operations as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The dev outbox plus an in-memory copy of each code, so the driver can answer.
+struct RecordingOutbox {
+    inner: DevOutbox,
+    codes: Mutex<HashMap<String, String>>,
+}
+
+impl Provider for RecordingOutbox {
+    fn name(&self) -> &str {
+        "dev-outbox"
+    }
+
+    fn send(&self, message: OutboundMessage) -> SendFuture<'_> {
+        self.codes.lock().insert(message.phone.clone(), message.code.clone());
+        self.inner.send(message)
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.connections)
+        .build_http();
+    let dir = tempfile_dir()?;
+    let mut results = Vec::new();
+    println!(
+        "dialgate bench: {} connections, {} s per scenario, {} cores",
+        args.connections,
+        args.seconds,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    for scenario in &args.scenarios {
+        let figures = match scenario.as_str() {
+            "floor" => floor(&client, &args).await?,
+            "lookup" => lookup(&client, &args, &dir.join("lookup")).await?,
+            "flow" => flow(&client, &args, &dir.join("flow")).await?,
+            other => bail!("unknown scenario {other:?}; expected floor, lookup or flow"),
+        };
+        print_row(&figures, results.first());
+        results.push(figures);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("dialgate-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn print_row(figures: &Figures, floor: Option<&Figures>) {
+    let share = floor
+        .filter(|f| f.name.starts_with("floor") && !figures.name.starts_with("floor"))
+        .map(|f| format!("  ({:.0}% of floor)", 100.0 * figures.per_second() / f.per_second()))
+        .unwrap_or_default();
+    println!(
+        "{:<34} {:>10.0}/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}{}",
+        figures.name,
+        figures.per_second(),
+        figures.p50.as_secs_f64() * 1e3,
+        figures.p99.as_secs_f64() * 1e3,
+        figures.errors,
+        share
+    );
+}
+
+async fn floor(client: &HttpClient, args: &BenchArgs) -> anyhow::Result<Figures> {
+    async fn echo(headers: HeaderMap, Json(body): Json<Value>) -> Result<Json<Value>, StatusCode> {
+        let ok = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "Bearer floor-key");
+        if ok {
+            Ok(Json(body))
+        } else {
+            Err(StatusCode::UNAUTHORIZED)
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, Router::new().route("/echo", post(echo))).await
+    });
+    let url = format!("http://{addr}/echo");
+    let client = client.clone();
+    let figures = drive("floor (bare axum: bearer + echo)", args, move |_| {
+        let request = post_json(&url, "floor-key", &json!({"phone": "+14155551234"}));
+        let client = client.clone();
+        async move { expect_ok(client.request(request?).await).await.map(|_| ()) }
+    })
+    .await;
+    server.abort();
+    Ok(figures)
+}
+
+async fn start_server(dir: &std::path::Path) -> anyhow::Result<(SocketAddr, String, Arc<RecordingOutbox>, tokio::task::JoinHandle<()>)> {
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    let (engine, _) = crate::server::build_engine(&config, Arc::new(SystemClock))?;
+    let outbox = engine.outbox.clone().context("the dev outbox is on in bench mode")?;
+    let recording = Arc::new(RecordingOutbox {
+        inner: outbox,
+        codes: Mutex::new(HashMap::new()),
+    });
+    let mut engine = Arc::into_inner(engine).context("engine not yet shared")?;
+    engine.provider = Some(Arc::clone(&recording) as Arc<dyn Provider>);
+    let engine = Arc::new(engine);
+    let tenant = engine.create_tenant(Some("bench")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = tenant.api_key.context("new tenants come with a key")?;
+    let generous = BucketLimit { per_minute: 10_000_000, burst: 1_000_000 };
+    let limits = EndpointLimits { per_tenant: generous, per_phone: generous, per_ip: generous };
+    let mut settings = PhoneSettings::default();
+    settings.rate_limits.send_otp = limits;
+    settings.rate_limits.verify_otp = limits;
+    engine.put_settings(&tenant.id, settings).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = crate::server::serve_on(listener, engine, std::future::pending()).await;
+    });
+    Ok((addr, key, recording, task))
+}
+
+/// Ten countries, interleaved.
+const NUMBERS: [&str; 10] = [
+    "+14155552671", "+442079460123", "+998901234567", "+4915123456789", "+33612345678",
+    "+79161234567", "+5511987654321", "+919876543210", "+8613812345678", "+34612345678",
+];
+
+async fn lookup(client: &HttpClient, args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<Figures> {
+    let (addr, key, _, server) = start_server(dir).await?;
+    let url = format!("http://{addr}/v1/phone/lookup");
+    let client = client.clone();
+    let figures = drive("lookup (POST /v1/phone/lookup)", args, move |i| {
+        let body = json!({"phone": NUMBERS[(i % 10) as usize], "applicant_country": "US"});
+        let request = post_json(&url, &key, &body);
+        let client = client.clone();
+        async move { expect_ok(client.request(request?).await).await.map(|_| ()) }
+    })
+    .await;
+    server.abort();
+    Ok(figures)
+}
+
+async fn flow(client: &HttpClient, args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<Figures> {
+    let (addr, key, outbox, server) = start_server(dir).await?;
+    let send_url = format!("http://{addr}/v1/phone/send-otp");
+    let verify_url = format!("http://{addr}/v1/phone/verify-otp");
+    let client = client.clone();
+    let figures = drive("send + verify (flows, fsynced)", args, move |i| {
+        // Distinct valid UK mobile numbers: +44 7911 000000 onwards.
+        let phone = format!("+447911{:06}", i % 1_000_000);
+        let applicant = format!("applicant-{i}");
+        let client = client.clone();
+        let send = post_json(&send_url, &key, &json!({"phone": phone, "applicant_id": applicant, "channel": "sms"}));
+        let verify_url = verify_url.clone();
+        let key = key.clone();
+        let outbox = Arc::clone(&outbox);
+        async move {
+            expect_ok(client.request(send?).await).await?;
+            let code = outbox.codes.lock().remove(&phone).context("code not recorded")?;
+            let verify = post_json(&verify_url, &key, &json!({"phone": phone, "applicant_id": applicant, "code": code}))?;
+            let body = expect_ok(client.request(verify).await).await?;
+            if !body.windows(10).any(|w| w == b"\"verified\"") {
+                bail!("verification did not succeed: {}", String::from_utf8_lossy(&body));
+            }
+            Ok(())
+        }
+    })
+    .await;
+    server.abort();
+    Ok(figures)
+}
+
+fn post_json(url: &str, key: &str, body: &Value) -> anyhow::Result<Request<Full<Bytes>>> {
+    Ok(Request::post(url)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?)
+}
+
+async fn expect_ok(
+    response: Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+) -> anyhow::Result<Bytes> {
+    let response = response?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("status {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(body)
+}
+
+/// Runs `op` from `connections` concurrent workers for the configured time.
+async fn drive<F, Fut>(name: &str, args: &BenchArgs, op: F) -> Figures
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let warmup = Duration::from_secs(1).min(Duration::from_secs(args.seconds));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let deadline = measure_from + Duration::from_secs(args.seconds);
+    let mut workers = Vec::new();
+    for _ in 0..args.connections {
+        let op = op.clone();
+        let counter = Arc::clone(&counter);
+        let errors = Arc::clone(&errors);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            loop {
+                let began = Instant::now();
+                if began >= deadline {
+                    break;
+                }
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let result = op(i).await;
+                if began >= measure_from {
+                    match result {
+                        Ok(()) => latencies.push(began.elapsed()),
+                        Err(err) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("first error: {err:#}");
+                            }
+                        }
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap_or_default());
+    }
+    let elapsed = Instant::now().saturating_duration_since(measure_from);
+    all.sort_unstable();
+    let pick = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    Figures {
+        name: name.to_owned(),
+        operations: all.len() as u64,
+        elapsed,
+        p50: pick(0.50),
+        p99: pick(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}

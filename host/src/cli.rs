@@ -1,0 +1,101 @@
+//! Command-line interface of the `dialgate` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, FileConfig, Overrides};
+
+/// Dialgate: a programmable, self-hostable phone-verification host.
+#[derive(Debug, Parser)]
+#[command(name = "dialgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (embedded sled store, dev outbox unless --production).
+    Serve(ServeArgs),
+    /// Run the load driver against an in-process server over loopback and print figures.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags and DIALGATE_* variables override its keys.
+    #[arg(long, env = "DIALGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "DIALGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./dialgate-data].
+    #[arg(long, env = "DIALGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Operator credential; when unset on first start one is generated and printed once.
+    #[arg(long, env = "DIALGATE_OPERATOR_KEY", hide_env_values = true)]
+    operator_key: Option<String>,
+    /// Production mode: disables the dev outbox and its endpoint.
+    #[arg(long, env = "DIALGATE_PRODUCTION")]
+    production: bool,
+    /// Secret that keys code hashes; generated and stored on first start when unset.
+    #[arg(long, env = "DIALGATE_CODE_SECRET", hide_env_values = true)]
+    code_secret: Option<String>,
+    /// Extra disposable-number list (one E.164 number or prefix per line).
+    #[arg(long, env = "DIALGATE_DISPOSABLE_LIST")]
+    disposable_list: Option<PathBuf>,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Bench(args) => crate::bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let config = Config::resolve(
+        file,
+        Overrides {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            operator_key: args.operator_key,
+            production: args.production,
+            code_secret: args.code_secret,
+            disposable_list: args.disposable_list,
+        },
+    );
+    crate::server::run(config).await
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,118 @@
+//! Server configuration: defaults, overridden by a TOML file, overridden by
+//! `DIALGATE_*` environment variables and command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "dialgate-data";
+
+/// The effective configuration of `dialgate serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The operator credential; generated on first start when absent.
+    pub operator_key: Option<String>,
+    /// Production mode: no dev outbox.
+    pub production: bool,
+    /// Secret that keys code hashes; generated and stored on first start when absent.
+    pub code_secret: Option<String>,
+    /// An extra disposable-number list merged with the built-in one.
+    pub disposable_list: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            operator_key: None,
+            production: false,
+            code_secret: None,
+            disposable_list: None,
+        }
+    }
+}
+
+/// The TOML file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub operator_key: Option<String>,
+    pub production: Option<bool>,
+    pub code_secret: Option<String>,
+    pub disposable_list: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads a TOML configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+    }
+}
+
+/// Overrides from flags or the environment (the higher layer).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub operator_key: Option<String>,
+    pub production: bool,
+    pub code_secret: Option<String>,
+    pub disposable_list: Option<PathBuf>,
+}
+
+impl Config {
+    /// Layers `file` over the defaults and `overrides` over both.
+    pub fn resolve(file: FileConfig, overrides: Overrides) -> Self {
+        let defaults = Config::default();
+        Config {
+            listen: overrides.listen.or(file.listen).unwrap_or(defaults.listen),
+            data_dir: overrides.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            operator_key: overrides.operator_key.or(file.operator_key),
+            production: overrides.production || file.production.unwrap_or(false),
+            code_secret: overrides.code_secret.or(file.code_secret),
+            disposable_list: overrides.disposable_list.or(file.disposable_list),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nproduction = true").expect("toml");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:9100".parse().expect("addr")),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides);
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert!(config.production);
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_dev_setup() {
+        let config = Config::resolve(FileConfig::default(), Overrides::default());
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(!config.production);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("lsiten = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! The verification report (`GET /v1/verifications/{id}`).
+//!
+//! Where the report's source document contradicts itself, the choices are: `country_code`
+//! is the ISO 3166-1 alpha-2 code (as its type definition says) because the dialling code
+//! already has its own field, `phone_number_prefix` (e.g. `+1`); a voice call is reported
+//! as `call`; `verified_at` is `null` until a code was verified; and
+//! `verification_attempts` counts code entries.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::{AuditEvent, ReportStatus, Verification};
+use crate::phone::countries;
+use crate::warnings::Warning;
+
+use super::triggers::AuditTrail;
+use super::{Caller, Engine, FlowError};
+
+/// Carrier block of the report.
+#[derive(Debug, Serialize)]
+pub struct ReportCarrier {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub carrier_type: &'static str,
+}
+
+/// The `phone` object of the report.
+#[derive(Debug, Serialize)]
+pub struct PhoneReport {
+    pub status: ReportStatus,
+    pub phone_number_prefix: String,
+    pub phone_number: String,
+    pub full_number: String,
+    pub country_code: Option<String>,
+    pub country_iso3: Option<&'static str>,
+    pub country_name: Option<&'static str>,
+    pub carrier: ReportCarrier,
+    pub is_disposable: bool,
+    pub is_virtual: bool,
+    pub verification_method: Option<&'static str>,
+    pub verification_attempts: u32,
+    pub warnings: Vec<Warning>,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+/// The report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub verification_id: String,
+    pub applicant_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub phone: PhoneReport,
+}
+
+impl Engine {
+    fn load(&self, caller: &Caller, id: &str) -> Result<Verification, FlowError> {
+        self.db
+            .get(crate::store::Tree::Verifications, &Engine::verification_key(&caller.tenant_id, id))?
+            .ok_or(FlowError::NotFound("verification"))
+    }
+
+    /// The report of one of the caller's verifications.
+    pub fn report(&self, caller: &Caller, id: &str) -> Result<Report, FlowError> {
+        let verification = self.load(caller, id)?;
+        Ok(to_report(verification))
+    }
+
+    /// The audit trail of one of the caller's verifications.
+    pub fn events(&self, caller: &Caller, id: &str) -> Result<Vec<AuditEvent>, FlowError> {
+        self.load(caller, id)?;
+        Ok(AuditTrail::events(&self.db, &caller.tenant_id, id)?)
+    }
+}
+
+fn to_report(verification: Verification) -> Report {
+    let facts = &verification.phone;
+    let country = facts.region.as_deref().and_then(countries::by_alpha2);
+    Report {
+        verification_id: verification.id.clone(),
+        applicant_id: verification.applicant_id.clone(),
+        created_at: verification.created_at,
+        updated_at: verification.updated_at,
+        phone: PhoneReport {
+            status: verification.status,
+            phone_number_prefix: format!("+{}", facts.calling_code),
+            phone_number: facts.national_number.clone(),
+            full_number: facts.e164.clone(),
+            country_code: facts.region.clone(),
+            country_iso3: country.and_then(|c| c.alpha3),
+            country_name: country.map(|c| c.name),
+            carrier: ReportCarrier {
+                name: facts.carrier_name.clone(),
+                carrier_type: facts.line_type.carrier_type(),
+            },
+            is_disposable: facts.is_disposable,
+            is_virtual: facts.is_virtual(),
+            verification_method: verification.channel.map(|c| c.report_method()),
+            verification_attempts: verification.code.attempts,
+            warnings: verification.warnings,
+            verified_at: verification.verified_at,
+        },
+    }
+}

@@ -1,0 +1,22 @@
+//! Dialgate: a programmable, self-hostable phone-verification host.
+//!
+//! The crate is the server library behind the `dialgate` binary. ARCHITECTURE.md
+//! maps its modules; the README documents the HTTP API.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod disposable;
+pub mod flows;
+pub mod limits;
+pub mod messages;
+pub mod model;
+pub mod otp;
+pub mod phone;
+pub mod providers;
+pub mod server;
+pub mod settings;
+pub mod store;
+pub mod warnings;

@@ -1,0 +1,5 @@
+//! The `dialgate` binary: see `dialgate --help`.
+
+fn main() -> std::process::ExitCode {
+    dialgate::cli::main()
+}

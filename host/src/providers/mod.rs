@@ -1,0 +1,57 @@
+//! The sending seam: providers deliver code messages.
+//!
+//! The flows hand an [`OutboundMessage`] to a [`Provider`] and record the
+//! [`Dispatch`] it returns. The built-in provider is the dev outbox; messaging
+//! adapters plug in behind the same trait.
+
+mod outbox;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Channel;
+
+pub use outbox::{DevOutbox, OutboxMessage};
+
+/// A code message ready to send.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub tenant_id: String,
+    pub verification_id: String,
+    pub phone: String,
+    pub channel: Channel,
+    pub language: String,
+    pub body: String,
+    /// The code itself; only development providers may keep it.
+    pub code: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A provider's acknowledgement of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub provider: String,
+    pub message_id: String,
+}
+
+/// Why a provider could not take a message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("provider {provider} could not send: {message}")]
+pub struct SendError {
+    pub provider: String,
+    pub message: String,
+}
+
+/// A boxed future, so providers can be trait objects.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Dispatch, SendError>> + Send + 'a>>;
+
+/// Something that delivers code messages.
+pub trait Provider: Send + Sync + 'static {
+    /// A stable name for reports and logs.
+    fn name(&self) -> &str;
+    /// Hands `message` over for delivery.
+    fn send(&self, message: OutboundMessage) -> SendFuture<'_>;
+}

@@ -1,0 +1,80 @@
+//! The dev outbox: a provider that keeps each message in the store instead of sending it,
+//! so a newcomer can read the code back through `GET /v1/dev/outbox`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Dispatch, OutboundMessage, Provider, SendError, SendFuture};
+use crate::store::{key, Db, Tree};
+
+/// A message kept by the dev outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    pub id: String,
+    pub verification_id: String,
+    pub phone: String,
+    pub channel: String,
+    pub body: String,
+    pub code: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The dev outbox provider.
+#[derive(Debug, Clone)]
+pub struct DevOutbox {
+    db: Db,
+}
+
+impl DevOutbox {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The tenant's messages, newest first, optionally for one number.
+    pub fn list(&self, tenant_id: &str, phone: Option<&str>, limit: usize) -> Result<Vec<OutboxMessage>, crate::store::StoreError> {
+        let prefix = key(&[tenant_id, ""]);
+        let scan_limit = if phone.is_some() { 10_000 } else { limit };
+        let messages: Vec<OutboxMessage> = self.db.scan(Tree::Outbox, &prefix, scan_limit, false)?;
+        Ok(messages
+            .into_iter()
+            .filter(|message| phone.is_none_or(|p| message.phone == p))
+            .take(limit)
+            .collect())
+    }
+}
+
+/// Keys sort newest first: the time is stored as the distance to the end of time.
+fn newest_first(at: DateTime<Utc>) -> String {
+    let nanos = at.timestamp_nanos_opt().unwrap_or_default();
+    format!("{:020}", i64::MAX - nanos)
+}
+
+impl Provider for DevOutbox {
+    fn name(&self) -> &str {
+        "dev-outbox"
+    }
+
+    fn send(&self, message: OutboundMessage) -> SendFuture<'_> {
+        Box::pin(async move {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let record = OutboxMessage {
+                id: id.clone(),
+                verification_id: message.verification_id,
+                phone: message.phone,
+                channel: message.channel.as_str().to_owned(),
+                body: message.body,
+                code: message.code,
+                created_at: message.created_at,
+            };
+            let key = key(&[&message.tenant_id, &newest_first(message.created_at), &id]);
+            self.db.put(Tree::Outbox, &key, &record).map_err(|err| SendError {
+                provider: "dev-outbox".into(),
+                message: err.to_string(),
+            })?;
+            Ok(Dispatch {
+                provider: "dev-outbox".into(),
+                message_id: id,
+            })
+        })
+    }
+}

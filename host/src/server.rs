@@ -1,0 +1,154 @@
+//! Assembling and running the server: store, engine, router, listener, shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::disposable::DisposableList;
+use crate::flows::{AuditTrail, Engine, OperatorKey};
+use crate::limits::Buckets;
+use crate::otp::CodeHasher;
+use crate::phone::carrier;
+use crate::providers::{DevOutbox, Provider};
+use crate::store::Db;
+
+/// Builds the engine for `config` on the sled store in its data directory.
+pub fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<(Arc<Engine>, OperatorKey)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let db = Db::open_sled(&config.data_dir)?;
+    let secret = Engine::code_secret(&db, config.code_secret.as_deref())?;
+    let disposable = match &config.disposable_list {
+        Some(path) => DisposableList::with_file(path)?,
+        None => DisposableList::built_in(),
+    };
+    let outbox = (!config.production).then(|| DevOutbox::new(db.clone()));
+    let provider = outbox.clone().map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
+    carrier::preload();
+    let engine = Engine {
+        hooks: Arc::new(AuditTrail::new(db.clone())),
+        db,
+        clock,
+        hasher: CodeHasher::new(secret),
+        provider,
+        outbox,
+        limits: Buckets::default(),
+        disposable,
+    };
+    let operator = engine
+        .init_operator_key(config.operator_key.as_deref())
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    Ok((Arc::new(engine), operator))
+}
+
+/// A server listening in the background (used by tests and the load driver).
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    pub operator: OperatorKey,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes requests in flight, and waits for the server to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Starts the server on `config.listen` in the background.
+pub async fn spawn(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    let (engine, operator) = build_engine(config, clock)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_on(listener, Arc::clone(&engine), async {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer {
+        addr,
+        engine,
+        operator,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains.
+pub async fn serve_on(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = api::app(engine);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `dialgate serve`: runs in the foreground until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (engine, operator) = build_engine(&config, Arc::new(SystemClock))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    announce(&config, addr, &operator);
+    serve_on(listener, engine, shutdown_signal()).await?;
+    tracing::info!("dialgate stopped");
+    Ok(())
+}
+
+fn announce(config: &Config, addr: SocketAddr, operator: &OperatorKey) {
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "dialgate listening");
+    println!("dialgate listening on http://{addr} (data in {})", config.data_dir.display());
+    if let OperatorKey::Generated(secret) = operator {
+        println!();
+        println!("  Operator key (shown once; only its hash is stored):");
+        println!("    {secret}");
+        println!("  Create a tenant: curl -s -X POST http://{addr}/v1/tenants -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' -d '{{\"name\":\"acme\"}}'");
+        println!();
+    }
+    if !config.production {
+        let banner = "DEV MODE: codes are NOT delivered; they go to the dev outbox (GET /v1/dev/outbox). Use --production for real traffic.";
+        eprintln!("\n!!! {banner}\n");
+        tracing::warn!("{banner}");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,251 @@
+//! Storage: a small key-value trait, its sled implementation, and [`Db`], the typed
+//! layer the rest of the host uses.
+//!
+//! Only this module names sled. Records are JSON values in named trees; keys of
+//! tenant-owned records start with the tenant id, so a scan can never cross tenants.
+//! Durability: [`Db::sync`] is a group commit. Handlers call it after their writes and
+//! before they answer, so every state acknowledged to a client has been flushed and
+//! fsynced; concurrent requests share one flush.
+
+mod sled_store;
+
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use sled_store::SledStore;
+
+/// The trees (tables) of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Server-wide secrets and markers.
+    Meta,
+    /// `tenant id` → tenant.
+    Tenants,
+    /// `sha256(api key)` → key record.
+    ApiKeys,
+    /// `tenant id / key id` → key record.
+    TenantKeys,
+    /// `tenant id / verification id` → verification.
+    Verifications,
+    /// `tenant id / e164 / applicant` → id of the latest verification.
+    VerificationIndex,
+    /// `tenant id / e164 / applicant` → timestamps of recent sends.
+    SendLog,
+    /// `tenant id / e164` → who verified the number first.
+    VerifiedNumbers,
+    /// `tenant id / e164` → blocklist entry.
+    Blocklist,
+    /// `tenant id` → settings.
+    Settings,
+    /// `tenant id / reverse time / message id` → dev outbox message.
+    Outbox,
+    /// `tenant id / idempotency key` → stored answer.
+    Idempotency,
+    /// `tenant id / verification id / time` → audit event.
+    Audit,
+}
+
+impl Tree {
+    /// Every tree, for backends that open them up front.
+    pub const ALL: [Tree; 13] = [
+        Tree::Meta,
+        Tree::Tenants,
+        Tree::ApiKeys,
+        Tree::TenantKeys,
+        Tree::Verifications,
+        Tree::VerificationIndex,
+        Tree::SendLog,
+        Tree::VerifiedNumbers,
+        Tree::Blocklist,
+        Tree::Settings,
+        Tree::Outbox,
+        Tree::Idempotency,
+        Tree::Audit,
+    ];
+
+    /// The tree's stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Tenants => "tenants",
+            Tree::ApiKeys => "api_keys",
+            Tree::TenantKeys => "tenant_keys",
+            Tree::Verifications => "verifications",
+            Tree::VerificationIndex => "verification_index",
+            Tree::SendLog => "send_log",
+            Tree::VerifiedNumbers => "verified_numbers",
+            Tree::Blocklist => "blocklist",
+            Tree::Settings => "settings",
+            Tree::Outbox => "outbox",
+            Tree::Idempotency => "idempotency",
+            Tree::Audit => "audit",
+        }
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    #[error("stored record under {key} in {tree} is corrupt: {message}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+/// A key-value pair.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// The storage contract every backend implements.
+pub trait Store: Send + Sync + 'static {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a key; whether it was there.
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError>;
+    /// Sets `key` to `new` (or removes it) only if it currently holds `expected`.
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+    /// Up to `limit` pairs whose key starts with `prefix`, in key order or reversed.
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8], limit: usize, reverse: bool) -> Result<Vec<Pair>, StoreError>;
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Joins key parts with `/`.
+pub fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("/").into_bytes()
+}
+
+/// The typed store the host uses: JSON records, compare-and-swap updates, group commit.
+#[derive(Clone)]
+pub struct Db {
+    store: Arc<dyn Store>,
+    flusher: mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db(..)")
+    }
+}
+
+impl Db {
+    /// Wraps a backend and starts its group-commit thread.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), StoreError>>>();
+        let flushing = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name("dialgate-flush".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut waiters = vec![first];
+                    while let Ok(next) = rx.try_recv() {
+                        waiters.push(next);
+                    }
+                    let result = flushing.flush();
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })
+            .expect("spawn the flush thread");
+        Self { store, flusher: tx }
+    }
+
+    /// Opens the embedded sled store under `dir`.
+    pub fn open_sled(dir: &std::path::Path) -> Result<Self, StoreError> {
+        Ok(Self::new(Arc::new(SledStore::open(dir)?)))
+    }
+
+    /// Waits until every write made before this call is durable.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.flusher
+            .send(tx)
+            .map_err(|_| StoreError::Backend("flush thread stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("flush thread stopped".into()))?
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.store
+            .get(tree, key)?
+            .map(|bytes| decode(tree, key, &bytes))
+            .transpose()
+    }
+
+    pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.store.put(tree, key, &encode(value)?)
+    }
+
+    /// Stores `value` only if `key` is absent; whether it was stored.
+    pub fn insert_new<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<bool, StoreError> {
+        self.store.compare_and_swap(tree, key, None, Some(&encode(value)?))
+    }
+
+    pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
+        self.store.remove(tree, key)
+    }
+
+    /// Records under `prefix`, decoded, in key order or reversed.
+    pub fn scan<T: DeserializeOwned>(&self, tree: Tree, prefix: &[u8], limit: usize, reverse: bool) -> Result<Vec<T>, StoreError> {
+        self.store
+            .scan_prefix(tree, prefix, limit, reverse)?
+            .into_iter()
+            .map(|(key, bytes)| decode(tree, &key, &bytes))
+            .collect()
+    }
+
+    /// Atomically replaces the record under `key` with `update(current)`.
+    ///
+    /// `update` may run more than once under contention and must be a pure function of
+    /// its input. Returning `Err` aborts without writing; `Ok(None)` removes the record.
+    pub fn update<T, E, R>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        mut update: impl FnMut(Option<T>) -> Result<(Option<T>, R), E>,
+    ) -> Result<R, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<StoreError>,
+    {
+        loop {
+            let current = self.store.get(tree, key)?;
+            let decoded = current.as_deref().map(|bytes| decode(tree, key, bytes)).transpose()?;
+            let (next, result) = update(decoded)?;
+            let encoded = next.as_ref().map(encode).transpose()?;
+            if self
+                .store
+                .compare_and_swap(tree, key, current.as_deref(), encoded.as_deref())?
+            {
+                return Ok(result);
+            }
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|err| StoreError::Backend(format!("cannot encode record: {err}")))
+}
+
+fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        tree: tree.name(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: err.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
