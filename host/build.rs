@@ -15,15 +15,21 @@ fn main() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "txt"))
         .filter_map(|path| {
             let stem = path.file_stem()?.to_str()?.to_owned();
-            stem.chars().all(|c| c.is_ascii_digit()).then_some((stem, path))
+            stem.chars()
+                .all(|c| c.is_ascii_digit())
+                .then_some((stem, path))
         })
         .collect();
     entries.sort();
     let mut out = String::from("&[\n");
     for (code, path) in entries {
-        out.push_str(&format!("    ({code}, include_str!({:?})),\n", path.display().to_string()));
+        out.push_str(&format!(
+            "    ({code}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
     }
     out.push_str("]\n");
-    let dest = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("carrier_tables.rs");
+    let dest =
+        PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("carrier_tables.rs");
     fs::write(dest, out).expect("write carrier_tables.rs");
 }

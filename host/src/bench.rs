@@ -73,7 +73,9 @@ impl Provider for RecordingOutbox {
     }
 
     fn send(&self, message: OutboundMessage) -> SendFuture<'_> {
-        self.codes.lock().insert(message.phone.clone(), message.code.clone());
+        self.codes
+            .lock()
+            .insert(message.phone.clone(), message.code.clone());
         self.inner.send(message)
     }
 }
@@ -105,7 +107,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("dialgate-bench-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("dialgate-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
@@ -113,7 +116,12 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 fn print_row(figures: &Figures, floor: Option<&Figures>) {
     let share = floor
         .filter(|f| f.name.starts_with("floor") && !figures.name.starts_with("floor"))
-        .map(|f| format!("  ({:.0}% of floor)", 100.0 * figures.per_second() / f.per_second()))
+        .map(|f| {
+            format!(
+                "  ({:.0}% of floor)",
+                100.0 * figures.per_second() / f.per_second()
+            )
+        })
         .unwrap_or_default();
     println!(
         "{:<34} {:>10.0}/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}{}",
@@ -155,14 +163,24 @@ async fn floor(client: &HttpClient, args: &BenchArgs) -> anyhow::Result<Figures>
     Ok(figures)
 }
 
-async fn start_server(dir: &std::path::Path) -> anyhow::Result<(SocketAddr, String, Arc<RecordingOutbox>, tokio::task::JoinHandle<()>)> {
+async fn start_server(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    SocketAddr,
+    String,
+    Arc<RecordingOutbox>,
+    tokio::task::JoinHandle<()>,
+)> {
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.to_path_buf(),
         ..Config::default()
     };
     let (engine, _) = crate::server::build_engine(&config, Arc::new(SystemClock))?;
-    let outbox = engine.outbox.clone().context("the dev outbox is on in bench mode")?;
+    let outbox = engine
+        .outbox
+        .clone()
+        .context("the dev outbox is on in bench mode")?;
     let recording = Arc::new(RecordingOutbox {
         inner: outbox,
         codes: Mutex::new(HashMap::new()),
@@ -170,14 +188,27 @@ async fn start_server(dir: &std::path::Path) -> anyhow::Result<(SocketAddr, Stri
     let mut engine = Arc::into_inner(engine).context("engine not yet shared")?;
     engine.provider = Some(Arc::clone(&recording) as Arc<dyn Provider>);
     let engine = Arc::new(engine);
-    let tenant = engine.create_tenant(Some("bench")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tenant = engine
+        .create_tenant(Some("bench"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = tenant.api_key.context("new tenants come with a key")?;
-    let generous = BucketLimit { per_minute: 10_000_000, burst: 1_000_000 };
-    let limits = EndpointLimits { per_tenant: generous, per_phone: generous, per_ip: generous };
+    let generous = BucketLimit {
+        per_minute: 10_000_000,
+        burst: 1_000_000,
+    };
+    let limits = EndpointLimits {
+        per_tenant: generous,
+        per_phone: generous,
+        per_ip: generous,
+    };
     let mut settings = PhoneSettings::default();
     settings.rate_limits.send_otp = limits;
     settings.rate_limits.verify_otp = limits;
-    engine.put_settings(&tenant.id, settings).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine
+        .put_settings(&tenant.id, settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -188,11 +219,23 @@ async fn start_server(dir: &std::path::Path) -> anyhow::Result<(SocketAddr, Stri
 
 /// Ten countries, interleaved.
 const NUMBERS: [&str; 10] = [
-    "+14155552671", "+442079460123", "+998901234567", "+4915123456789", "+33612345678",
-    "+79161234567", "+5511987654321", "+919876543210", "+8613812345678", "+34612345678",
+    "+14155552671",
+    "+442079460123",
+    "+998901234567",
+    "+4915123456789",
+    "+33612345678",
+    "+79161234567",
+    "+5511987654321",
+    "+919876543210",
+    "+8613812345678",
+    "+34612345678",
 ];
 
-async fn lookup(client: &HttpClient, args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<Figures> {
+async fn lookup(
+    client: &HttpClient,
+    args: &BenchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<Figures> {
     let (addr, key, _, server) = start_server(dir).await?;
     let url = format!("http://{addr}/v1/phone/lookup");
     let client = client.clone();
@@ -207,7 +250,11 @@ async fn lookup(client: &HttpClient, args: &BenchArgs, dir: &std::path::Path) ->
     Ok(figures)
 }
 
-async fn flow(client: &HttpClient, args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<Figures> {
+async fn flow(
+    client: &HttpClient,
+    args: &BenchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<Figures> {
     let (addr, key, outbox, server) = start_server(dir).await?;
     let send_url = format!("http://{addr}/v1/phone/send-otp");
     let verify_url = format!("http://{addr}/v1/phone/verify-otp");
@@ -217,17 +264,32 @@ async fn flow(client: &HttpClient, args: &BenchArgs, dir: &std::path::Path) -> a
         let phone = format!("+447911{:06}", i % 1_000_000);
         let applicant = format!("applicant-{i}");
         let client = client.clone();
-        let send = post_json(&send_url, &key, &json!({"phone": phone, "applicant_id": applicant, "channel": "sms"}));
+        let send = post_json(
+            &send_url,
+            &key,
+            &json!({"phone": phone, "applicant_id": applicant, "channel": "sms"}),
+        );
         let verify_url = verify_url.clone();
         let key = key.clone();
         let outbox = Arc::clone(&outbox);
         async move {
             expect_ok(client.request(send?).await).await?;
-            let code = outbox.codes.lock().remove(&phone).context("code not recorded")?;
-            let verify = post_json(&verify_url, &key, &json!({"phone": phone, "applicant_id": applicant, "code": code}))?;
+            let code = outbox
+                .codes
+                .lock()
+                .remove(&phone)
+                .context("code not recorded")?;
+            let verify = post_json(
+                &verify_url,
+                &key,
+                &json!({"phone": phone, "applicant_id": applicant, "code": code}),
+            )?;
             let body = expect_ok(client.request(verify).await).await?;
             if !body.windows(10).any(|w| w == b"\"verified\"") {
-                bail!("verification did not succeed: {}", String::from_utf8_lossy(&body));
+                bail!(
+                    "verification did not succeed: {}",
+                    String::from_utf8_lossy(&body)
+                );
             }
             Ok(())
         }
@@ -302,7 +364,11 @@ where
     }
     let elapsed = Instant::now().saturating_duration_since(measure_from);
     all.sort_unstable();
-    let pick = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     Figures {
         name: name.to_owned(),
         operations: all.len() as u64,

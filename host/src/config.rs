@@ -30,7 +30,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             operator_key: None,
             production: false,
@@ -55,8 +57,10 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads a TOML configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))
     }
 }
 
@@ -77,7 +81,10 @@ impl Config {
         let defaults = Config::default();
         Config {
             listen: overrides.listen.or(file.listen).unwrap_or(defaults.listen),
-            data_dir: overrides.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or(defaults.data_dir),
             operator_key: overrides.operator_key.or(file.operator_key),
             production: overrides.production || file.production.unwrap_or(false),
             code_secret: overrides.code_secret.or(file.code_secret),
@@ -92,7 +99,9 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file_which_beats_defaults() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nproduction = true").expect("toml");
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nproduction = true")
+                .expect("toml");
         let overrides = Overrides {
             listen: Some("127.0.0.1:9100".parse().expect("addr")),
             ..Overrides::default()

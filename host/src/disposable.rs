@@ -32,8 +32,9 @@ impl DisposableList {
     /// The built-in list plus the entries of `file`.
     pub fn with_file(file: &Path) -> anyhow::Result<Self> {
         let mut list = Self::built_in();
-        let text = std::fs::read_to_string(file)
-            .map_err(|err| anyhow::anyhow!("cannot read disposable list {}: {err}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|err| {
+            anyhow::anyhow!("cannot read disposable list {}: {err}", file.display())
+        })?;
         list.extend_from_text(&file.display().to_string(), &text)?;
         Ok(list)
     }
@@ -45,11 +46,14 @@ impl DisposableList {
                 continue;
             }
             let digits = line.strip_prefix('+').unwrap_or("");
-            if digits.len() < 2 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            if digits.len() < 2 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(ListError {
                     source_name: source_name.to_owned(),
                     line: index + 1,
-                    message: format!("{line:?} is not an E.164 number or prefix such as \"+447700900\""),
+                    message: format!(
+                        "{line:?} is not an E.164 number or prefix such as \"+447700900\""
+                    ),
                 });
             }
             self.prefixes.push(line.to_owned());
@@ -59,7 +63,9 @@ impl DisposableList {
 
     /// Whether `e164` starts with a listed prefix.
     pub fn contains(&self, e164: &str) -> bool {
-        self.prefixes.iter().any(|prefix| e164.starts_with(prefix.as_str()))
+        self.prefixes
+            .iter()
+            .any(|prefix| e164.starts_with(prefix.as_str()))
     }
 }
 
@@ -77,7 +83,9 @@ mod tests {
     #[test]
     fn bad_lines_are_reported_with_their_number() {
         let mut list = DisposableList::default();
-        let err = list.extend_from_text("f", "# ok\n+4477\nnot-a-number\n").expect_err("bad line");
+        let err = list
+            .extend_from_text("f", "# ok\n+4477\nnot-a-number\n")
+            .expect_err("bad line");
         assert_eq!(err.line, 3);
     }
 }

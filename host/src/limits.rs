@@ -41,7 +41,10 @@ impl Buckets {
             map.retain(|_, bucket| refill(*bucket, limit, now).tokens < f64::from(limit.burst));
         }
         let burst = f64::from(limit.burst);
-        let bucket = map.entry(key.to_owned()).or_insert(Bucket { tokens: burst, at: now });
+        let bucket = map.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
         *bucket = refill(*bucket, limit, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -66,9 +69,9 @@ fn refill(bucket: Bucket, limit: BucketLimit, now: DateTime<Utc>) -> Bucket {
 }
 
 fn shard_of(key: &str) -> usize {
-    let hash = key
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     (hash % 16) as usize
 }
 
@@ -77,7 +80,10 @@ mod tests {
     use super::*;
     use chrono::Duration;
 
-    const LIMIT: BucketLimit = BucketLimit { per_minute: 60, burst: 3 };
+    const LIMIT: BucketLimit = BucketLimit {
+        per_minute: 60,
+        burst: 3,
+    };
 
     #[test]
     fn burst_then_deny_then_refill() {
@@ -86,7 +92,12 @@ mod tests {
         for _ in 0..3 {
             assert!(buckets.take("k", LIMIT, now).is_ok());
         }
-        assert_eq!(buckets.take("k", LIMIT, now), Err(Limited { retry_after_secs: 1 }));
+        assert_eq!(
+            buckets.take("k", LIMIT, now),
+            Err(Limited {
+                retry_after_secs: 1
+            })
+        );
         assert!(buckets.take("k", LIMIT, now + Duration::seconds(1)).is_ok());
     }
 
@@ -104,8 +115,16 @@ mod tests {
     fn retry_after_reflects_the_rate() {
         let buckets = Buckets::default();
         let now = Utc::now();
-        let slow = BucketLimit { per_minute: 1, burst: 1 };
+        let slow = BucketLimit {
+            per_minute: 1,
+            burst: 1,
+        };
         assert!(buckets.take("s", slow, now).is_ok());
-        assert_eq!(buckets.take("s", slow, now), Err(Limited { retry_after_secs: 60 }));
+        assert_eq!(
+            buckets.take("s", slow, now),
+            Err(Limited {
+                retry_after_secs: 60
+            })
+        );
     }
 }

@@ -45,7 +45,10 @@ mod tests {
     fn every_language_carries_the_code_and_expiry() {
         for lang in LANGUAGES {
             let text = code_message(lang, "482913", 10);
-            assert!(text.contains("482913") && text.contains("10"), "{lang}: {text}");
+            assert!(
+                text.contains("482913") && text.contains("10"),
+                "{lang}: {text}"
+            );
         }
     }
 }

@@ -19,9 +19,16 @@ use crate::providers::{DevOutbox, Provider};
 use crate::store::Db;
 
 /// Builds the engine for `config` on the sled store in its data directory.
-pub fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<(Arc<Engine>, OperatorKey)> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+pub fn build_engine(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<Engine>, OperatorKey)> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let db = Db::open_sled(&config.data_dir)?;
     let secret = Engine::code_secret(&db, config.code_secret.as_deref())?;
     let disposable = match &config.disposable_list {
@@ -29,7 +36,9 @@ pub fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<(A
         None => DisposableList::built_in(),
     };
     let outbox = (!config.production).then(|| DevOutbox::new(db.clone()));
-    let provider = outbox.clone().map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
+    let provider = outbox
+        .clone()
+        .map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
     carrier::preload();
     let engine = Engine {
         hooks: Arc::new(AuditTrail::new(db.clone())),
@@ -88,11 +97,18 @@ pub async fn spawn(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains.
-pub async fn serve_on(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve_on(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = api::app(engine);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// `dialgate serve`: runs in the foreground until SIGINT or SIGTERM.
@@ -110,7 +126,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 fn announce(config: &Config, addr: SocketAddr, operator: &OperatorKey) {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "dialgate listening");
-    println!("dialgate listening on http://{addr} (data in {})", config.data_dir.display());
+    println!(
+        "dialgate listening on http://{addr} (data in {})",
+        config.data_dir.display()
+    );
     if let OperatorKey::Generated(secret) = operator {
         println!();
         println!("  Operator key (shown once; only its hash is stored):");

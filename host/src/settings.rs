@@ -160,16 +160,36 @@ fn check(ok: bool, field: &str, message: impl Into<String>) -> Result<(), Invali
 impl PhoneSettings {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        check((1..=1440).contains(&self.otp_expiry_minutes), "otp_expiry_minutes", "must be between 1 and 1440")?;
-        check((1..=20).contains(&self.max_otp_attempts), "max_otp_attempts", "must be between 1 and 20")?;
-        check(self.max_resends_per_24h <= 50, "max_resends_per_24h", "must be between 0 and 50")?;
+        check(
+            (1..=1440).contains(&self.otp_expiry_minutes),
+            "otp_expiry_minutes",
+            "must be between 1 and 1440",
+        )?;
+        check(
+            (1..=20).contains(&self.max_otp_attempts),
+            "max_otp_attempts",
+            "must be between 1 and 20",
+        )?;
+        check(
+            self.max_resends_per_24h <= 50,
+            "max_resends_per_24h",
+            "must be between 0 and 50",
+        )?;
         check(
             CODE_LENGTH_RANGE.contains(&self.code_length),
             "code_length",
             "must be between 4 and 10",
         )?;
-        check((1..=365).contains(&self.sim_swap_threshold_days), "sim_swap_threshold_days", "must be between 1 and 365")?;
-        check((1..=100).contains(&self.high_risk_threshold), "high_risk_threshold", "must be between 1 and 100")?;
+        check(
+            (1..=365).contains(&self.sim_swap_threshold_days),
+            "sim_swap_threshold_days",
+            "must be between 1 and 365",
+        )?;
+        check(
+            (1..=100).contains(&self.high_risk_threshold),
+            "high_risk_threshold",
+            "must be between 1 and 100",
+        )?;
         check(
             self.medium_risk_threshold < self.high_risk_threshold,
             "medium_risk_threshold",
@@ -178,10 +198,22 @@ impl PhoneSettings {
         for (factor, points) in &self.risk_contributions {
             let field = format!("risk_contributions.{factor}");
             check(risk::is_factor(factor), &field, "is not a risk factor")?;
-            check((-100..=100).contains(points), &field, "must be between -100 and 100")?;
+            check(
+                (-100..=100).contains(points),
+                &field,
+                "must be between -100 and 100",
+            )?;
         }
-        check(self.known_fraud_carriers.len() <= 1_000, "known_fraud_carriers", "at most 1000 entries")?;
-        check(self.disposable_numbers.len() <= 10_000, "disposable_numbers", "at most 10000 entries")?;
+        check(
+            self.known_fraud_carriers.len() <= 1_000,
+            "known_fraud_carriers",
+            "at most 1000 entries",
+        )?;
+        check(
+            self.disposable_numbers.len() <= 10_000,
+            "disposable_numbers",
+            "at most 10000 entries",
+        )?;
         for (i, entry) in self.disposable_numbers.iter().enumerate() {
             let digits = entry.strip_prefix('+').unwrap_or("");
             check(
@@ -190,11 +222,26 @@ impl PhoneSettings {
                 "must be an E.164 number or prefix such as \"+4475\"",
             )?;
         }
-        for (name, limits) in [("send_otp", &self.rate_limits.send_otp), ("verify_otp", &self.rate_limits.verify_otp)] {
-            for (scope, bucket) in [("per_tenant", limits.per_tenant), ("per_phone", limits.per_phone), ("per_ip", limits.per_ip)] {
+        for (name, limits) in [
+            ("send_otp", &self.rate_limits.send_otp),
+            ("verify_otp", &self.rate_limits.verify_otp),
+        ] {
+            for (scope, bucket) in [
+                ("per_tenant", limits.per_tenant),
+                ("per_phone", limits.per_phone),
+                ("per_ip", limits.per_ip),
+            ] {
                 let field = format!("rate_limits.{name}.{scope}");
-                check((1..=10_000_000).contains(&bucket.per_minute), &format!("{field}.per_minute"), "must be between 1 and 10000000")?;
-                check((1..=1_000_000).contains(&bucket.burst), &format!("{field}.burst"), "must be between 1 and 1000000")?;
+                check(
+                    (1..=10_000_000).contains(&bucket.per_minute),
+                    &format!("{field}.per_minute"),
+                    "must be between 1 and 10000000",
+                )?;
+                check(
+                    (1..=1_000_000).contains(&bucket.burst),
+                    &format!("{field}.burst"),
+                    "must be between 1 and 1000000",
+                )?;
             }
         }
         Ok(())
@@ -211,7 +258,9 @@ impl PhoneSettings {
 
     /// Whether `e164` is on the tenant's disposable list (exact number or prefix).
     pub fn lists_disposable(&self, e164: &str) -> bool {
-        self.disposable_numbers.iter().any(|entry| e164.starts_with(entry.as_str()))
+        self.disposable_numbers
+            .iter()
+            .any(|entry| e164.starts_with(entry.as_str()))
     }
 }
 
@@ -232,24 +281,63 @@ mod tests {
     #[test]
     fn out_of_range_values_name_the_field() {
         let cases: Vec<(PhoneSettings, &str)> = vec![
-            (PhoneSettings { code_length: 3, ..Default::default() }, "code_length"),
-            (PhoneSettings { otp_expiry_minutes: 0, ..Default::default() }, "otp_expiry_minutes"),
-            (PhoneSettings { max_otp_attempts: 0, ..Default::default() }, "max_otp_attempts"),
-            (PhoneSettings { medium_risk_threshold: 80, ..Default::default() }, "medium_risk_threshold"),
-            (PhoneSettings { disposable_numbers: vec!["4475".into()], ..Default::default() }, "disposable_numbers[0]"),
             (
-                PhoneSettings { risk_contributions: [("made_up".to_owned(), 5)].into(), ..Default::default() },
+                PhoneSettings {
+                    code_length: 3,
+                    ..Default::default()
+                },
+                "code_length",
+            ),
+            (
+                PhoneSettings {
+                    otp_expiry_minutes: 0,
+                    ..Default::default()
+                },
+                "otp_expiry_minutes",
+            ),
+            (
+                PhoneSettings {
+                    max_otp_attempts: 0,
+                    ..Default::default()
+                },
+                "max_otp_attempts",
+            ),
+            (
+                PhoneSettings {
+                    medium_risk_threshold: 80,
+                    ..Default::default()
+                },
+                "medium_risk_threshold",
+            ),
+            (
+                PhoneSettings {
+                    disposable_numbers: vec!["4475".into()],
+                    ..Default::default()
+                },
+                "disposable_numbers[0]",
+            ),
+            (
+                PhoneSettings {
+                    risk_contributions: [("made_up".to_owned(), 5)].into(),
+                    ..Default::default()
+                },
                 "risk_contributions.made_up",
             ),
         ];
         for (settings, field) in cases {
-            assert_eq!(settings.validate().map_err(|e| e.field), Err(field.to_owned()));
+            assert_eq!(
+                settings.validate().map_err(|e| e.field),
+                Err(field.to_owned())
+            );
         }
     }
 
     #[test]
     fn disposable_list_matches_prefixes() {
-        let settings = PhoneSettings { disposable_numbers: vec!["+44750".into()], ..Default::default() };
+        let settings = PhoneSettings {
+            disposable_numbers: vec!["+44750".into()],
+            ..Default::default()
+        };
         assert!(settings.lists_disposable("+447501234567"));
         assert!(!settings.lists_disposable("+447401234567"));
     }

@@ -142,7 +142,17 @@ mod tests {
     fn decline_beats_review_beats_approve() {
         let w = |action| Warning::new(Risk::DuplicatedPhoneNumber, action, None);
         assert_eq!(strongest(&[]), RiskAction::Approve);
-        assert_eq!(strongest(&[w(RiskAction::Approve), w(RiskAction::Review)]), RiskAction::Review);
-        assert_eq!(strongest(&[w(RiskAction::Review), w(RiskAction::Decline), w(RiskAction::Approve)]), RiskAction::Decline);
+        assert_eq!(
+            strongest(&[w(RiskAction::Approve), w(RiskAction::Review)]),
+            RiskAction::Review
+        );
+        assert_eq!(
+            strongest(&[
+                w(RiskAction::Review),
+                w(RiskAction::Decline),
+                w(RiskAction::Approve)
+            ]),
+            RiskAction::Decline
+        );
     }
 }

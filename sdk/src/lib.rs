@@ -1,0 +1,79 @@
+//! The Dialgate plugin SDK: the vocabulary plugins share with the host.
+//!
+//! This first release carries the trigger points of the verification flows and the API
+//! version. The WebAssembly contract (WIT worlds for rule, messaging-adapter and
+//! lookup-adapter plugins) and the guest traits build on these names.
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the plugin API this SDK speaks.
+pub const API_VERSION: &str = "0.1.0";
+
+/// A point in the verification flows where tenant programming runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A number was parsed, classified and scored.
+    PhoneLookupComplete,
+    /// A code is about to be generated and sent.
+    BeforeSendOtp,
+    /// A provider accepted a code message.
+    OtpSent,
+    /// A provider reported a delivery status.
+    OtpDeliveryUpdate,
+    /// A submitted code matched.
+    OtpVerified,
+    /// A submitted code was wrong or expired, or attempts ran out.
+    OtpFailed,
+    /// The verification reached a final status.
+    VerificationCompleted,
+}
+
+impl Trigger {
+    /// Every trigger, in flow order.
+    pub const ALL: [Trigger; 7] = [
+        Trigger::PhoneLookupComplete,
+        Trigger::BeforeSendOtp,
+        Trigger::OtpSent,
+        Trigger::OtpDeliveryUpdate,
+        Trigger::OtpVerified,
+        Trigger::OtpFailed,
+        Trigger::VerificationCompleted,
+    ];
+
+    /// The wire name, e.g. `phone_lookup_complete`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::PhoneLookupComplete => "phone_lookup_complete",
+            Trigger::BeforeSendOtp => "before_send_otp",
+            Trigger::OtpSent => "otp_sent",
+            Trigger::OtpDeliveryUpdate => "otp_delivery_update",
+            Trigger::OtpVerified => "otp_verified",
+            Trigger::OtpFailed => "otp_failed",
+            Trigger::VerificationCompleted => "verification_completed",
+        }
+    }
+
+    /// The trigger with wire name `name`.
+    pub fn from_name(name: &str) -> Option<Trigger> {
+        Trigger::ALL
+            .into_iter()
+            .find(|trigger| trigger.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_match_serde() {
+        for trigger in Trigger::ALL {
+            assert_eq!(Trigger::from_name(trigger.name()), Some(trigger));
+            let json = serde_json::to_string(&trigger).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", trigger.name()));
+        }
+        assert_eq!(Trigger::from_name("nope"), None);
+    }
+}

@@ -1,1 +1,11 @@
-fn main(){}
+//! End-to-end tests of Dialgate: each test starts a real server (in-process on loopback,
+//! or the `dialgate` binary for crash tests) and talks HTTP to it.
+
+mod bad_input;
+mod crash;
+mod flow;
+mod report;
+mod settings;
+mod support;
+mod tenants;
+mod warnings;

@@ -21,7 +21,10 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{id}", delete(revoke_key))
-        .route("/v1/settings/phone-verification", get(get_settings).put(put_settings))
+        .route(
+            "/v1/settings/phone-verification",
+            get(get_settings).put(put_settings),
+        )
         .route("/v1/blocklist", post(block).get(blocklist))
         .route("/v1/blocklist/{phone}", delete(unblock))
         .route("/v1/dev/outbox", get(outbox))
@@ -38,10 +41,16 @@ async fn create_tenant(
     _operator: OperatorCaller,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
-    Ok((StatusCode::CREATED, Json(engine.create_tenant(body.name.as_deref()).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(engine.create_tenant(body.name.as_deref()).await?),
+    ))
 }
 
-async fn list_tenants(State(engine): State<Arc<Engine>>, _operator: OperatorCaller) -> Result<Json<Value>, ApiError> {
+async fn list_tenants(
+    State(engine): State<Arc<Engine>>,
+    _operator: OperatorCaller,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "tenants": engine.list_tenants()? })))
 }
 
@@ -50,10 +59,16 @@ async fn create_key(
     TenantCaller(caller): TenantCaller,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
-    Ok((StatusCode::CREATED, Json(engine.create_key(&caller, body.name.as_deref()).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(engine.create_key(&caller, body.name.as_deref()).await?),
+    ))
 }
 
-async fn list_keys(State(engine): State<Arc<Engine>>, TenantCaller(caller): TenantCaller) -> Result<Json<Value>, ApiError> {
+async fn list_keys(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "keys": engine.list_keys(&caller)? })))
 }
 
@@ -66,7 +81,10 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_settings(State(engine): State<Arc<Engine>>, TenantCaller(caller): TenantCaller) -> Result<Json<PhoneSettings>, ApiError> {
+async fn get_settings(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+) -> Result<Json<PhoneSettings>, ApiError> {
     Ok(Json(engine.settings(&caller.tenant_id)?))
 }
 
@@ -78,14 +96,21 @@ async fn put_settings(
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<Json<PhoneSettings>, ApiError> {
     if !patch.is_object() {
-        return Err(ApiError::invalid("body", "must be a JSON object of settings"));
+        return Err(ApiError::invalid(
+            "body",
+            "must be a JSON object of settings",
+        ));
     }
     let current = engine.settings(&caller.tenant_id)?;
-    let mut merged = serde_json::to_value(current).map_err(|err| ApiError::invalid("body", err.to_string()))?;
+    let mut merged =
+        serde_json::to_value(current).map_err(|err| ApiError::invalid("body", err.to_string()))?;
     merge(&mut merged, patch);
-    let bytes = serde_json::to_vec(&merged).map_err(|err| ApiError::invalid("body", err.to_string()))?;
+    let bytes =
+        serde_json::to_vec(&merged).map_err(|err| ApiError::invalid("body", err.to_string()))?;
     let settings: PhoneSettings = super::extract::parse_json(&bytes)?;
-    Ok(Json(engine.put_settings(&caller.tenant_id, settings).await?))
+    Ok(Json(
+        engine.put_settings(&caller.tenant_id, settings).await?,
+    ))
 }
 
 fn merge(target: &mut Value, patch: Value) {
@@ -93,7 +118,9 @@ fn merge(target: &mut Value, patch: Value) {
         (Value::Object(target), Value::Object(patch)) => {
             for (key, value) in patch {
                 match target.get_mut(&key) {
-                    Some(existing) if existing.is_object() && value.is_object() => merge(existing, value),
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge(existing, value)
+                    }
                     _ => {
                         target.insert(key, value);
                     }
@@ -109,10 +136,16 @@ async fn block(
     TenantCaller(caller): TenantCaller,
     ApiJson(body): ApiJson<crate::flows::BlockRequest>,
 ) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
-    Ok((StatusCode::CREATED, Json(engine.block(&caller, body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(engine.block(&caller, body).await?),
+    ))
 }
 
-async fn blocklist(State(engine): State<Arc<Engine>>, TenantCaller(caller): TenantCaller) -> Result<Json<Value>, ApiError> {
+async fn blocklist(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "entries": engine.blocklist(&caller)? })))
 }
 
@@ -138,16 +171,24 @@ async fn outbox(
     ApiQuery(query): ApiQuery<OutboxQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let outbox = engine.outbox.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "the dev outbox is disabled: this host runs in production mode")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the dev outbox is disabled: this host runs in production mode",
+        )
     })?;
     let phone = query
         .phone
         .as_deref()
-        .map(|p| crate::phone::to_e164(p).map_err(|reason| ApiError::invalid("phone", reason.describe())))
+        .map(|p| {
+            crate::phone::to_e164(p).map_err(|reason| ApiError::invalid("phone", reason.describe()))
+        })
         .transpose()?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    Ok(Json(json!({ "messages": outbox.list(&caller.tenant_id, phone.as_deref(), limit)? })))
+    Ok(Json(
+        json!({ "messages": outbox.list(&caller.tenant_id, phone.as_deref(), limit)? }),
+    ))
 }

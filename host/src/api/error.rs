@@ -56,13 +56,22 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = message.into();
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("{field}: {message}")).with_field(field)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field}: {message}"),
+        )
+        .with_field(field)
     }
 }
 
@@ -72,22 +81,40 @@ impl From<FlowError> for ApiError {
         match err {
             FlowError::InvalidPhone { field, reason } => Self {
                 reason: Some(reason),
-                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone_number", message).with_field(field)
+                ..Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_phone_number",
+                    message,
+                )
+                .with_field(field)
             },
             FlowError::Invalid { field, .. } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+                    .with_field(field)
             }
             FlowError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             FlowError::Conflict { code, .. } => Self::new(StatusCode::CONFLICT, code, message),
-            FlowError::RateLimited { code, retry_after_secs, .. } => Self {
+            FlowError::RateLimited {
+                code,
+                retry_after_secs,
+                ..
+            } => Self {
                 retry_after_secs: Some(retry_after_secs),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
             },
-            FlowError::Provider(_) => Self::new(StatusCode::BAD_GATEWAY, "provider_failed", message),
-            FlowError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            FlowError::Provider(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "provider_failed", message)
+            }
+            FlowError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
             FlowError::Store(err) => {
                 tracing::error!(error = %err, "storage failure");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal storage error; see the server log")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal storage error; see the server log",
+                )
             }
         }
     }

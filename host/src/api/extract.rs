@@ -28,7 +28,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
             let json = content_type
                 .to_str()
-                .map(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+                .map(|ct| {
+                    ct.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .eq_ignore_ascii_case("application/json")
+                })
                 .unwrap_or(false);
             if !json {
                 return Err(ApiError::new(
@@ -46,7 +52,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     format!("the body is larger than the limit of {BODY_LIMIT} bytes"),
                 )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", rejection.body_text())
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    rejection.body_text(),
+                )
             }
         })?;
         parse_json(&bytes).map(ApiJson)
@@ -56,37 +66,71 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// Parses JSON, naming the offending field on a type error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "the request body is empty; send a JSON object"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "the request body is empty; send a JSON object",
+        ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {inner}"));
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            );
+        }
+        // The parser stops at the first field it cannot use; a document that is broken
+        // further on (truncated, trailing data) is still malformed, not a field error.
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {syntax}"),
+            );
         }
         let text = inner.to_string();
         // The position refers to the parsed document, which the client may not have sent
         // verbatim (settings are merged first); the field path says where.
-        let message = text.rsplit_once(" at line ").map_or(text.as_str(), |(head, _)| head).to_owned();
+        let message = text
+            .rsplit_once(" at line ")
+            .map_or(text.as_str(), |(head, _)| head)
+            .to_owned();
         let field = field_of(&path, &message);
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("{field}: {message}")).with_field(field)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field}: {message}"),
+        )
+        .with_field(field)
     })?;
-    deserializer
-        .end()
-        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("trailing data after the JSON body: {err}")))?;
+    deserializer.end().map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("trailing data after the JSON body: {err}"),
+        )
+    })?;
     Ok(value)
 }
 
 /// The field a deserialisation error is about: its path, or for a missing or unknown
 /// field, the name serde quotes in backticks.
 fn field_of(path: &str, message: &str) -> String {
-    let quoted = message.split('`').nth(1).filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+    let quoted = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
     match (path, quoted) {
         (".", Some(name)) => name.to_owned(),
         (prefix, Some(name)) if message.starts_with("missing field") => format!("{prefix}.{name}"),
         (".", None) => "body".to_owned(),
-        (path, Some(name)) if message.starts_with("unknown field") && !path.ends_with(name) => format!("{path}.{name}"),
+        (path, Some(name)) if message.starts_with("unknown field") && !path.ends_with(name) => {
+            format!("{path}.{name}")
+        }
         (path, _) => path.to_owned(),
     }
 }
@@ -100,29 +144,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
-        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
             .map(ApiQuery)
             .map_err(|err| {
                 let path = err.path().to_string();
-                ApiError::invalid(if path == "." { "query".to_owned() } else { path }, err.into_inner().to_string())
+                ApiError::invalid(
+                    if path == "." {
+                        "query".to_owned()
+                    } else {
+                        path
+                    },
+                    err.into_inner().to_string(),
+                )
             })
     }
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send Authorization: Bearer <api key>"))?;
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("missing Authorization header; send Authorization: Bearer <api key>")
+    })?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <api key>\""))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must be \"Bearer <api key>\"")
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized("the Authorization header must be \"Bearer <api key>\""));
+        return Err(ApiError::unauthorized(
+            "the Authorization header must be \"Bearer <api key>\"",
+        ));
     }
     Ok(token.trim())
 }
@@ -142,7 +195,10 @@ pub struct TenantCaller(pub Caller);
 impl FromRequestParts<Arc<Engine>> for TenantCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        engine: &Arc<Engine>,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         let record = engine
             .tenant_for_key(token)?
@@ -161,12 +217,17 @@ pub struct OperatorCaller;
 impl FromRequestParts<Arc<Engine>> for OperatorCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        engine: &Arc<Engine>,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         if engine.is_operator(token)? {
             Ok(OperatorCaller)
         } else {
-            Err(ApiError::unauthorized("this endpoint needs the operator key"))
+            Err(ApiError::unauthorized(
+                "this endpoint needs the operator key",
+            ))
         }
     }
 }
@@ -196,16 +257,37 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(field("{}"), (StatusCode::UNPROCESSABLE_ENTITY, Some("phone".into())));
-        assert_eq!(field(r#"{"phone": 5}"#), (StatusCode::UNPROCESSABLE_ENTITY, Some("phone".into())));
-        assert_eq!(field(r#"{"phone": "x", "inner": {"n": 300}}"#), (StatusCode::UNPROCESSABLE_ENTITY, Some("inner.n".into())));
-        assert_eq!(field(r#"{"phone": "x", "extra": 1}"#), (StatusCode::UNPROCESSABLE_ENTITY, Some("extra".into())));
+        assert_eq!(
+            field("{}"),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("phone".into()))
+        );
+        assert_eq!(
+            field(r#"{"phone": 5}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("phone".into()))
+        );
+        assert_eq!(
+            field(r#"{"phone": "x", "inner": {"n": 300}}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("inner.n".into()))
+        );
+        assert_eq!(
+            field(r#"{"phone": "x", "extra": 1}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("extra".into()))
+        );
     }
 
     #[test]
     fn malformed_json_is_a_bad_request() {
         assert_eq!(field(r#"{"phone": "#).0, StatusCode::BAD_REQUEST);
         assert_eq!(field("").0, StatusCode::BAD_REQUEST);
-        assert_eq!(field(r#"{"phone": "x"} trailing"#).0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            field(r#"{"phone": "x"} trailing"#).0,
+            StatusCode::BAD_REQUEST
+        );
+        // A field error early in a document that breaks further on is still malformed.
+        assert_eq!(field(r#"{"phone": 5, "#).0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            field(r#"{"inner": {"n": 1}} trailing"#).0,
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -7,7 +7,9 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::flows::{Engine, IdempotencyKey, LookupRequest, SendRequest, ValidateRequest, VerifyRequest};
+use crate::flows::{
+    Engine, IdempotencyKey, LookupRequest, SendRequest, ValidateRequest, VerifyRequest,
+};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, TenantCaller};

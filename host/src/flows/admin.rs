@@ -64,7 +64,10 @@ fn check_name(name: Option<&str>, field: &str, required: bool) -> Result<String,
         return Err(FlowError::invalid(field, "must not be empty"));
     }
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(FlowError::invalid(field, "must be at most 100 characters without control characters"));
+        return Err(FlowError::invalid(
+            field,
+            "must be at most 100 characters without control characters",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -85,7 +88,10 @@ impl Engine {
     pub fn init_operator_key(&self, configured: Option<&str>) -> Result<OperatorKey, FlowError> {
         if let Some(secret) = configured {
             if secret.len() < 16 {
-                return Err(FlowError::invalid("operator_key", "must be at least 16 characters"));
+                return Err(FlowError::invalid(
+                    "operator_key",
+                    "must be at least 16 characters",
+                ));
             }
             self.db.put(Tree::Meta, OPERATOR_KEY, &sha256_hex(secret))?;
             return Ok(OperatorKey::Configured);
@@ -94,7 +100,8 @@ impl Engine {
             return Ok(OperatorKey::Stored);
         }
         let secret = new_secret("dgop_");
-        self.db.put(Tree::Meta, OPERATOR_KEY, &sha256_hex(&secret))?;
+        self.db
+            .put(Tree::Meta, OPERATOR_KEY, &sha256_hex(&secret))?;
         Ok(OperatorKey::Generated(secret))
     }
 
@@ -103,7 +110,10 @@ impl Engine {
         let Some(stored) = self.db.get::<String>(Tree::Meta, OPERATOR_KEY)? else {
             return Ok(false);
         };
-        Ok(sha256_hex(secret).as_bytes().ct_eq(stored.as_bytes()).into())
+        Ok(sha256_hex(secret)
+            .as_bytes()
+            .ct_eq(stored.as_bytes())
+            .into())
     }
 
     /// The tenant an API key belongs to.
@@ -152,15 +162,21 @@ impl Engine {
             hash: sha256_hex(&secret),
             created_at: self.clock.now(),
         };
-        self.db.put(Tree::TenantKeys, &key(&[tenant_id, &record.id]), &record)?;
-        self.db.put(Tree::ApiKeys, record.hash.as_bytes(), &record)?;
+        self.db
+            .put(Tree::TenantKeys, &key(&[tenant_id, &record.id]), &record)?;
+        self.db
+            .put(Tree::ApiKeys, record.hash.as_bytes(), &record)?;
         Ok(CreatedKey {
             key: view(record),
             api_key: secret,
         })
     }
 
-    pub async fn create_key(&self, caller: &Caller, name: Option<&str>) -> Result<CreatedKey, FlowError> {
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        name: Option<&str>,
+    ) -> Result<CreatedKey, FlowError> {
         let name = check_name(name, "name", false)?;
         let created = self.store_key(&caller.tenant_id, &name)?;
         self.db.sync().await?;
@@ -168,14 +184,22 @@ impl Engine {
     }
 
     pub fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyView>, FlowError> {
-        let keys: Vec<ApiKey> = self.db.scan(Tree::TenantKeys, &key(&[&caller.tenant_id, ""]), 10_000, false)?;
+        let keys: Vec<ApiKey> = self.db.scan(
+            Tree::TenantKeys,
+            &key(&[&caller.tenant_id, ""]),
+            10_000,
+            false,
+        )?;
         Ok(keys.into_iter().map(view).collect())
     }
 
     /// Revokes one of the caller's keys; the last key cannot be revoked.
     pub async fn revoke_key(&self, caller: &Caller, id: &str) -> Result<(), FlowError> {
         let tenant_key = key(&[&caller.tenant_id, id]);
-        let record: ApiKey = self.db.get(Tree::TenantKeys, &tenant_key)?.ok_or(FlowError::NotFound("API key"))?;
+        let record: ApiKey = self
+            .db
+            .get(Tree::TenantKeys, &tenant_key)?
+            .ok_or(FlowError::NotFound("API key"))?;
         if self.list_keys(caller)?.len() <= 1 {
             return Err(FlowError::Conflict {
                 code: "last_key",
@@ -190,7 +214,10 @@ impl Engine {
     }
 
     /// The secret that keys code hashes: configured, stored, or generated once and stored.
-    pub fn code_secret(db: &crate::store::Db, configured: Option<&str>) -> Result<[u8; 32], StoreError> {
+    pub fn code_secret(
+        db: &crate::store::Db,
+        configured: Option<&str>,
+    ) -> Result<[u8; 32], StoreError> {
         if let Some(secret) = configured {
             return Ok(Sha256::digest(secret.as_bytes()).into());
         }
@@ -211,8 +238,15 @@ impl Engine {
         Ok(secret)
     }
 
-    pub async fn block(&self, caller: &Caller, request: BlockRequest) -> Result<BlockedNumber, FlowError> {
-        let e164 = phone::to_e164(&request.phone).map_err(|reason| FlowError::InvalidPhone { field: "phone", reason })?;
+    pub async fn block(
+        &self,
+        caller: &Caller,
+        request: BlockRequest,
+    ) -> Result<BlockedNumber, FlowError> {
+        let e164 = phone::to_e164(&request.phone).map_err(|reason| FlowError::InvalidPhone {
+            field: "phone",
+            reason,
+        })?;
         let reason = request
             .reason
             .map(|r| check_name(Some(&r), "reason", false))
@@ -223,18 +257,33 @@ impl Engine {
             reason,
             created_at: self.clock.now(),
         };
-        self.db.put(Tree::Blocklist, &key(&[&caller.tenant_id, &entry.phone]), &entry)?;
+        self.db.put(
+            Tree::Blocklist,
+            &key(&[&caller.tenant_id, &entry.phone]),
+            &entry,
+        )?;
         self.db.sync().await?;
         Ok(entry)
     }
 
     pub fn blocklist(&self, caller: &Caller) -> Result<Vec<BlockedNumber>, FlowError> {
-        Ok(self.db.scan(Tree::Blocklist, &key(&[&caller.tenant_id, ""]), 100_000, false)?)
+        Ok(self.db.scan(
+            Tree::Blocklist,
+            &key(&[&caller.tenant_id, ""]),
+            100_000,
+            false,
+        )?)
     }
 
     pub async fn unblock(&self, caller: &Caller, phone_input: &str) -> Result<(), FlowError> {
-        let e164 = phone::to_e164(phone_input).map_err(|reason| FlowError::InvalidPhone { field: "phone", reason })?;
-        if !self.db.remove(Tree::Blocklist, &key(&[&caller.tenant_id, &e164]))? {
+        let e164 = phone::to_e164(phone_input).map_err(|reason| FlowError::InvalidPhone {
+            field: "phone",
+            reason,
+        })?;
+        if !self
+            .db
+            .remove(Tree::Blocklist, &key(&[&caller.tenant_id, &e164]))?
+        {
             return Err(FlowError::NotFound("blocklist entry"));
         }
         self.db.sync().await?;

@@ -47,9 +47,14 @@ pub fn parse_valid(input: &str, field: &'static str) -> Result<PhoneNumber, Flow
 }
 
 /// Checks an optional ISO country from field `field`; returns it upper-cased.
-pub fn parse_country(input: Option<&str>, field: &'static str) -> Result<Option<String>, FlowError> {
+pub fn parse_country(
+    input: Option<&str>,
+    field: &'static str,
+) -> Result<Option<String>, FlowError> {
     input
-        .map(|code| phone::normalize_country(code).map_err(|err| FlowError::invalid(field, err.to_string())))
+        .map(|code| {
+            phone::normalize_country(code).map_err(|err| FlowError::invalid(field, err.to_string()))
+        })
         .transpose()
 }
 
@@ -76,9 +81,15 @@ impl Engine {
         let risk = risk::assess(&signals, &policy);
         let mut warnings = Vec::new();
 
-        let blocked: Option<BlockedNumber> = self.db.get(Tree::Blocklist, &key(&[tenant_id, &number.e164]))?;
+        let blocked: Option<BlockedNumber> = self
+            .db
+            .get(Tree::Blocklist, &key(&[tenant_id, &number.e164]))?;
         if let Some(entry) = blocked {
-            warnings.push(Warning::new(Risk::PhoneNumberInBlocklist, RiskAction::Decline, entry.reason));
+            warnings.push(Warning::new(
+                Risk::PhoneNumberInBlocklist,
+                RiskAction::Decline,
+                entry.reason,
+            ));
         }
         if risk.risk_score >= settings.high_risk_threshold {
             warnings.push(Warning::new(
@@ -87,7 +98,8 @@ impl Engine {
                 Some(format!("risk score {} of 100", risk.risk_score)),
             ));
         }
-        let is_disposable = self.disposable.contains(&number.e164) || settings.lists_disposable(&number.e164);
+        let is_disposable =
+            self.disposable.contains(&number.e164) || settings.lists_disposable(&number.e164);
         if is_disposable {
             warnings.push(Warning::new(
                 Risk::DisposableNumberDetected,
@@ -102,7 +114,11 @@ impl Engine {
                 } else {
                     settings.risk_actions.voip_number_detected
                 };
-                warnings.push(Warning::new(Risk::VoipNumberDetected, action, carrier_name.map(str::to_owned)));
+                warnings.push(Warning::new(
+                    Risk::VoipNumberDetected,
+                    action,
+                    carrier_name.map(str::to_owned),
+                ));
             }
             LineType::Virtual if settings.block_virtual => {
                 warnings.push(Warning::new(
@@ -113,7 +129,9 @@ impl Engine {
             }
             _ => {}
         }
-        if let Some(warning) = self.duplicate_warning(tenant_id, settings, &number.e164, applicant_id)? {
+        if let Some(warning) =
+            self.duplicate_warning(tenant_id, settings, &number.e164, applicant_id)?
+        {
             warnings.push(warning);
         }
         Ok(Analysis {
@@ -136,7 +154,9 @@ impl Engine {
         let Some(applicant_id) = applicant_id else {
             return Ok(None);
         };
-        let owner: Option<VerifiedOwner> = self.db.get(Tree::VerifiedNumbers, &key(&[tenant_id, e164]))?;
+        let owner: Option<VerifiedOwner> = self
+            .db
+            .get(Tree::VerifiedNumbers, &key(&[tenant_id, e164]))?;
         Ok(owner
             .filter(|owner| owner.applicant_id != applicant_id)
             .map(|owner| {

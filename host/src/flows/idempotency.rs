@@ -54,50 +54,81 @@ pub(crate) fn fingerprint(body: &impl Serialize) -> String {
 }
 
 impl Engine {
-    pub(crate) fn claim_idempotency(&self, tenant_id: &str, idem: &IdempotencyKey, fingerprint: &str) -> Result<Claim, FlowError> {
+    pub(crate) fn claim_idempotency(
+        &self,
+        tenant_id: &str,
+        idem: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<Claim, FlowError> {
         let now = self.clock.now();
         let key = key(&[tenant_id, &idem.0]);
-        self.db.update::<Stored, FlowError, Claim>(Tree::Idempotency, &key, |current| {
-            let fresh = Stored {
-                fingerprint: fingerprint.to_owned(),
-                created_at: now,
-                answer: None,
-            };
-            match current {
-                Some(stored) if stored.created_at + Duration::hours(RETENTION_HOURS) > now => {
-                    if stored.fingerprint != fingerprint {
-                        return Err(FlowError::Conflict {
-                            code: "idempotency_key_reused",
-                            message: "this Idempotency-Key was used with a different request body".into(),
-                        });
+        self.db
+            .update::<Stored, FlowError, Claim>(Tree::Idempotency, &key, |current| {
+                let fresh = Stored {
+                    fingerprint: fingerprint.to_owned(),
+                    created_at: now,
+                    answer: None,
+                };
+                match current {
+                    Some(stored) if stored.created_at + Duration::hours(RETENTION_HOURS) > now => {
+                        if stored.fingerprint != fingerprint {
+                            return Err(FlowError::Conflict {
+                                code: "idempotency_key_reused",
+                                message:
+                                    "this Idempotency-Key was used with a different request body"
+                                        .into(),
+                            });
+                        }
+                        match stored.answer {
+                            Some(answer) => Ok((
+                                Some(Stored {
+                                    answer: Some(answer.clone()),
+                                    ..stored
+                                }),
+                                Claim::Replay(answer),
+                            )),
+                            None if stored.created_at + Duration::seconds(STALE_PENDING_SECS)
+                                > now =>
+                            {
+                                Err(FlowError::Conflict {
+                                    code: "idempotency_key_in_use",
+                                    message:
+                                        "a request with this Idempotency-Key is still in progress"
+                                            .into(),
+                                })
+                            }
+                            None => Ok((Some(fresh), Claim::Fresh)),
+                        }
                     }
-                    match stored.answer {
-                        Some(answer) => Ok((Some(Stored { answer: Some(answer.clone()), ..stored }), Claim::Replay(answer))),
-                        None if stored.created_at + Duration::seconds(STALE_PENDING_SECS) > now => Err(FlowError::Conflict {
-                            code: "idempotency_key_in_use",
-                            message: "a request with this Idempotency-Key is still in progress".into(),
-                        }),
-                        None => Ok((Some(fresh), Claim::Fresh)),
-                    }
+                    _ => Ok((Some(fresh), Claim::Fresh)),
                 }
-                _ => Ok((Some(fresh), Claim::Fresh)),
-            }
-        })
+            })
     }
 
-    pub(crate) fn complete_idempotency(&self, tenant_id: &str, idem: &IdempotencyKey, fingerprint: &str, answer: &impl Serialize) -> Result<(), FlowError> {
-        let answer = serde_json::to_value(answer).map_err(|err| FlowError::Provider(err.to_string()))?;
+    pub(crate) fn complete_idempotency(
+        &self,
+        tenant_id: &str,
+        idem: &IdempotencyKey,
+        fingerprint: &str,
+        answer: &impl Serialize,
+    ) -> Result<(), FlowError> {
+        let answer =
+            serde_json::to_value(answer).map_err(|err| FlowError::Provider(err.to_string()))?;
         let stored = Stored {
             fingerprint: fingerprint.to_owned(),
             created_at: self.clock.now(),
             answer: Some(answer),
         };
-        self.db.put(Tree::Idempotency, &key(&[tenant_id, &idem.0]), &stored)?;
+        self.db
+            .put(Tree::Idempotency, &key(&[tenant_id, &idem.0]), &stored)?;
         Ok(())
     }
 
     pub(crate) fn release_idempotency(&self, tenant_id: &str, idem: &IdempotencyKey) {
-        if let Err(err) = self.db.remove(Tree::Idempotency, &key(&[tenant_id, &idem.0])) {
+        if let Err(err) = self
+            .db
+            .remove(Tree::Idempotency, &key(&[tenant_id, &idem.0]))
+        {
             tracing::warn!(error = %err, "could not release an idempotency key");
         }
     }

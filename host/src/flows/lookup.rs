@@ -127,13 +127,28 @@ impl Engine {
     }
 
     /// Looks a number up without sending anything.
-    pub async fn lookup(&self, caller: &Caller, request: LookupRequest) -> Result<LookupResponse, FlowError> {
+    pub async fn lookup(
+        &self,
+        caller: &Caller,
+        request: LookupRequest,
+    ) -> Result<LookupResponse, FlowError> {
         let number = parse_valid(&request.phone, "phone")?;
-        let applicant_country = parse_country(request.applicant_country.as_deref(), "applicant_country")?;
-        let applicant_id = request.applicant_id.as_deref().map(check_applicant).transpose()?;
+        let applicant_country =
+            parse_country(request.applicant_country.as_deref(), "applicant_country")?;
+        let applicant_id = request
+            .applicant_id
+            .as_deref()
+            .map(check_applicant)
+            .transpose()?;
         let tenant_id = caller.tenant_id.as_str();
         let settings = self.settings(tenant_id)?;
-        let analysis = self.analyse(tenant_id, &settings, number, applicant_id, applicant_country.as_deref())?;
+        let analysis = self.analyse(
+            tenant_id,
+            &settings,
+            number,
+            applicant_id,
+            applicant_country.as_deref(),
+        )?;
         let now = self.clock.now();
 
         let mut verification_id = None;
@@ -149,7 +164,11 @@ impl Engine {
                 language: "en".to_owned(),
                 status: decided,
                 otp_verified: false,
-                code: CodeState { active: None, attempts: 0, max_attempts: settings.max_otp_attempts },
+                code: CodeState {
+                    active: None,
+                    attempts: 0,
+                    max_attempts: settings.max_otp_attempts,
+                },
                 sends: 0,
                 risk: analysis.risk.clone(),
                 warnings: analysis.warnings.clone(),
@@ -157,7 +176,11 @@ impl Engine {
                 updated_at: now,
                 verified_at: (decided != ReportStatus::Declined).then_some(now),
             };
-            self.db.put(Tree::Verifications, &Engine::verification_key(tenant_id, &verification.id), &verification)?;
+            self.db.put(
+                Tree::Verifications,
+                &Engine::verification_key(tenant_id, &verification.id),
+                &verification,
+            )?;
             self.db.put(
                 Tree::VerificationIndex,
                 &key(&[tenant_id, &verification.phone.e164, applicant]),
@@ -187,7 +210,13 @@ impl Engine {
         if verification_id.is_some() {
             self.db.sync().await?;
         }
-        Ok(lookup_response(&analysis.facts(), analysis.risk, analysis.warnings, verification_id, status))
+        Ok(lookup_response(
+            &analysis.facts(),
+            analysis.risk,
+            analysis.warnings,
+            verification_id,
+            status,
+        ))
     }
 }
 

@@ -53,7 +53,10 @@ impl std::fmt::Debug for Engine {
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     #[error("{field}: {}", reason.describe())]
-    InvalidPhone { field: &'static str, reason: InvalidReason },
+    InvalidPhone {
+        field: &'static str,
+        reason: InvalidReason,
+    },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("{0} not found")]
@@ -61,7 +64,11 @@ pub enum FlowError {
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
-    RateLimited { code: &'static str, message: String, retry_after_secs: u64 },
+    RateLimited {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Provider(String),
     #[error("{0}")]
@@ -97,11 +104,16 @@ impl Engine {
     }
 
     /// Validates and stores the tenant's settings.
-    pub async fn put_settings(&self, tenant_id: &str, settings: PhoneSettings) -> Result<PhoneSettings, FlowError> {
+    pub async fn put_settings(
+        &self,
+        tenant_id: &str,
+        settings: PhoneSettings,
+    ) -> Result<PhoneSettings, FlowError> {
         settings
             .validate()
             .map_err(|err| FlowError::invalid(err.field, err.message))?;
-        self.db.put(Tree::Settings, tenant_id.as_bytes(), &settings)?;
+        self.db
+            .put(Tree::Settings, tenant_id.as_bytes(), &settings)?;
         self.db.sync().await?;
         Ok(settings)
     }

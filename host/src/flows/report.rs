@@ -56,7 +56,10 @@ pub struct Report {
 impl Engine {
     fn load(&self, caller: &Caller, id: &str) -> Result<Verification, FlowError> {
         self.db
-            .get(crate::store::Tree::Verifications, &Engine::verification_key(&caller.tenant_id, id))?
+            .get(
+                crate::store::Tree::Verifications,
+                &Engine::verification_key(&caller.tenant_id, id),
+            )?
             .ok_or(FlowError::NotFound("verification"))
     }
 

@@ -50,12 +50,18 @@ pub struct SendResponse {
 
 impl Engine {
     /// Sends a code, or replays the first answer for a repeated `Idempotency-Key`.
-    pub async fn send_otp(&self, caller: &Caller, request: SendRequest, idem: Option<IdempotencyKey>) -> Result<SendResponse, FlowError> {
+    pub async fn send_otp(
+        &self,
+        caller: &Caller,
+        request: SendRequest,
+        idem: Option<IdempotencyKey>,
+    ) -> Result<SendResponse, FlowError> {
         let tenant_id = caller.tenant_id.as_str();
         let print = fingerprint(&request);
         if let Some(idem) = &idem {
             if let Claim::Replay(answer) = self.claim_idempotency(tenant_id, idem, &print)? {
-                return serde_json::from_value(answer).map_err(|err| FlowError::Provider(err.to_string()));
+                return serde_json::from_value(answer)
+                    .map_err(|err| FlowError::Provider(err.to_string()));
             }
         }
         let result = self.send_fresh(caller, request).await;
@@ -71,12 +77,31 @@ impl Engine {
         result
     }
 
-    pub(crate) fn check_limits(&self, tenant_id: &str, scope: &str, limits: &EndpointLimits, e164: &str, ip: &str) -> Result<(), FlowError> {
+    pub(crate) fn check_limits(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        limits: &EndpointLimits,
+        e164: &str,
+        ip: &str,
+    ) -> Result<(), FlowError> {
         let now = self.clock.now();
         for (name, bucket_key, limit) in [
-            ("tenant", format!("{scope}/t/{tenant_id}"), limits.per_tenant),
-            ("phone number", format!("{scope}/p/{tenant_id}/{e164}"), limits.per_phone),
-            ("client IP", format!("{scope}/i/{tenant_id}/{ip}"), limits.per_ip),
+            (
+                "tenant",
+                format!("{scope}/t/{tenant_id}"),
+                limits.per_tenant,
+            ),
+            (
+                "phone number",
+                format!("{scope}/p/{tenant_id}/{e164}"),
+                limits.per_phone,
+            ),
+            (
+                "client IP",
+                format!("{scope}/i/{tenant_id}/{ip}"),
+                limits.per_ip,
+            ),
         ] {
             self.limits
                 .take(&bucket_key, limit, now)
@@ -89,20 +114,39 @@ impl Engine {
         Ok(())
     }
 
-    async fn send_fresh(&self, caller: &Caller, request: SendRequest) -> Result<SendResponse, FlowError> {
+    async fn send_fresh(
+        &self,
+        caller: &Caller,
+        request: SendRequest,
+    ) -> Result<SendResponse, FlowError> {
         let tenant_id = caller.tenant_id.as_str();
         let number = parse_valid(&request.phone, "phone")?;
-        let applicant_id = request.applicant_id.as_deref().map(check_applicant).transpose()?;
+        let applicant_id = request
+            .applicant_id
+            .as_deref()
+            .map(check_applicant)
+            .transpose()?;
         let settings = self.settings(tenant_id)?;
         let ip = request.client_ip.as_deref().unwrap_or(&caller.client_ip);
-        self.check_limits(tenant_id, "send-otp", &settings.rate_limits.send_otp, &number.e164, ip)?;
+        self.check_limits(
+            tenant_id,
+            "send-otp",
+            &settings.rate_limits.send_otp,
+            &number.e164,
+            ip,
+        )?;
         let now = self.clock.now();
         let applicant_key = applicant_id.unwrap_or("");
         let log_key = key(&[tenant_id, &number.e164, applicant_key]);
         let sends: Vec<DateTime<Utc>> = self.db.get(Tree::SendLog, &log_key)?.unwrap_or_default();
         // Every send after the first within 24 hours is a resend.
         if otp::sends_in_window(&sends, now) > settings.max_resends_per_24h {
-            let oldest = sends.iter().filter(|at| **at > now - Duration::hours(24)).min().copied().unwrap_or(now);
+            let oldest = sends
+                .iter()
+                .filter(|at| **at > now - Duration::hours(24))
+                .min()
+                .copied()
+                .unwrap_or(now);
             let retry = (oldest + Duration::hours(24) - now).num_seconds().max(1);
             return Err(FlowError::RateLimited {
                 code: "resend_limit_exceeded",
@@ -117,13 +161,17 @@ impl Engine {
         let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None)?;
         let language = messages::resolve_language(request.language.as_deref());
         let index_key = key(&[tenant_id, &analysis.number.e164, applicant_key]);
-        let open: Option<Verification> = match self.db.get::<String>(Tree::VerificationIndex, &index_key)? {
-            Some(id) => self
-                .db
-                .get::<Verification>(Tree::Verifications, &Engine::verification_key(tenant_id, &id))?
-                .filter(|verification| verification.status.is_open()),
-            None => None,
-        };
+        let open: Option<Verification> =
+            match self.db.get::<String>(Tree::VerificationIndex, &index_key)? {
+                Some(id) => self
+                    .db
+                    .get::<Verification>(
+                        Tree::Verifications,
+                        &Engine::verification_key(tenant_id, &id),
+                    )?
+                    .filter(|verification| verification.status.is_open()),
+                None => None,
+            };
         let mut verification = open.unwrap_or_else(|| Verification {
             id: Engine::id(),
             tenant_id: tenant_id.to_owned(),
@@ -133,7 +181,11 @@ impl Engine {
             language: language.to_owned(),
             status: ReportStatus::NotFinished,
             otp_verified: false,
-            code: CodeState { active: None, attempts: 0, max_attempts: settings.max_otp_attempts },
+            code: CodeState {
+                active: None,
+                attempts: 0,
+                max_attempts: settings.max_otp_attempts,
+            },
             sends: 0,
             risk: analysis.risk.clone(),
             warnings: Vec::new(),
@@ -164,8 +216,18 @@ impl Engine {
                 ..event(trigger, status, detail)
             })
         };
-        fire(Trigger::PhoneLookupComplete, verification.status, None, &verification)?;
-        fire(Trigger::BeforeSendOtp, verification.status, Some(request.channel.as_str().to_owned()), &verification)?;
+        fire(
+            Trigger::PhoneLookupComplete,
+            verification.status,
+            None,
+            &verification,
+        )?;
+        fire(
+            Trigger::BeforeSendOtp,
+            verification.status,
+            Some(request.channel.as_str().to_owned()),
+            &verification,
+        )?;
 
         if warnings::strongest(&verification.warnings) == RiskAction::Decline {
             verification.status = ReportStatus::Declined;
@@ -177,7 +239,12 @@ impl Engine {
                 .filter(|w| w.action == RiskAction::Decline)
                 .map(|w| w.risk.tag())
                 .collect();
-            fire(Trigger::VerificationCompleted, verification.status, Some(reasons.join(",")), &verification)?;
+            fire(
+                Trigger::VerificationCompleted,
+                verification.status,
+                Some(reasons.join(",")),
+                &verification,
+            )?;
             self.db.sync().await?;
             return Ok(SendResponse {
                 verification_id: verification.id,
@@ -190,14 +257,15 @@ impl Engine {
             });
         }
 
-        let provider = self
-            .provider
-            .clone()
-            .ok_or_else(|| FlowError::Unavailable("no messaging provider is configured for this host".into()))?;
+        let provider = self.provider.clone().ok_or_else(|| {
+            FlowError::Unavailable("no messaging provider is configured for this host".into())
+        })?;
         let code = otp::generate_code(settings.code_length);
         let ttl = Duration::minutes(i64::from(settings.otp_expiry_minutes));
         verification.code.max_attempts = settings.max_otp_attempts;
-        verification.code.issue(&self.hasher, &verification.id, &code, now, ttl);
+        verification
+            .code
+            .issue(&self.hasher, &verification.id, &code, now, ttl);
         let verification = self.store_resend(verification, &index_key)?;
         let message = OutboundMessage {
             tenant_id: tenant_id.to_owned(),
@@ -209,8 +277,14 @@ impl Engine {
             code,
             created_at: now,
         };
-        let dispatch = provider.send(message).await.map_err(|err| FlowError::Provider(err.to_string()))?;
-        let mut sends: Vec<DateTime<Utc>> = sends.into_iter().filter(|at| *at > now - Duration::hours(24)).collect();
+        let dispatch = provider
+            .send(message)
+            .await
+            .map_err(|err| FlowError::Provider(err.to_string()))?;
+        let mut sends: Vec<DateTime<Utc>> = sends
+            .into_iter()
+            .filter(|at| *at > now - Duration::hours(24))
+            .collect();
         sends.push(now);
         let used = otp::sends_in_window(&sends, now).saturating_sub(1);
         self.db.put(Tree::SendLog, &log_key, &sends)?;
@@ -235,35 +309,52 @@ impl Engine {
     /// Stores a verification with a freshly issued code. A concurrent check of the same
     /// verification may have counted attempts meanwhile; those are kept, and a
     /// verification that closed meanwhile is not reopened.
-    fn store_resend(&self, prepared: Verification, index_key: &[u8]) -> Result<Verification, FlowError> {
+    fn store_resend(
+        &self,
+        prepared: Verification,
+        index_key: &[u8],
+    ) -> Result<Verification, FlowError> {
         let key = Engine::verification_key(&prepared.tenant_id, &prepared.id);
-        let stored = self.db.update::<Verification, FlowError, Verification>(Tree::Verifications, &key, |current| {
-            let mut next = prepared.clone();
-            if let Some(current) = current {
-                if !current.status.is_open() {
-                    return Err(FlowError::Conflict {
-                        code: "verification_closed",
-                        message: format!("the verification was completed meanwhile with status {:?}", current.status),
-                    });
+        let stored = self.db.update::<Verification, FlowError, Verification>(
+            Tree::Verifications,
+            &key,
+            |current| {
+                let mut next = prepared.clone();
+                if let Some(current) = current {
+                    if !current.status.is_open() {
+                        return Err(FlowError::Conflict {
+                            code: "verification_closed",
+                            message: format!(
+                                "the verification was completed meanwhile with status {:?}",
+                                current.status
+                            ),
+                        });
+                    }
+                    next.code.attempts = current.code.attempts;
+                    next.sends = current.sends + 1;
+                } else {
+                    next.sends = 1;
                 }
-                next.code.attempts = current.code.attempts;
-                next.sends = current.sends + 1;
-            } else {
-                next.sends = 1;
-            }
-            Ok((Some(next.clone()), next))
-        })?;
-        self.db.put(Tree::VerificationIndex, index_key, &stored.id)?;
+                Ok((Some(next.clone()), next))
+            },
+        )?;
+        self.db
+            .put(Tree::VerificationIndex, index_key, &stored.id)?;
         Ok(stored)
     }
 
-    pub(crate) fn save_verification(&self, verification: &Verification, index_key: &[u8]) -> Result<(), FlowError> {
+    pub(crate) fn save_verification(
+        &self,
+        verification: &Verification,
+        index_key: &[u8],
+    ) -> Result<(), FlowError> {
         self.db.put(
             Tree::Verifications,
             &Engine::verification_key(&verification.tenant_id, &verification.id),
             verification,
         )?;
-        self.db.put(Tree::VerificationIndex, index_key, &verification.id)?;
+        self.db
+            .put(Tree::VerificationIndex, index_key, &verification.id)?;
         Ok(())
     }
 }

@@ -12,32 +12,8 @@ use chrono::{DateTime, Utc};
 use crate::model::{AuditEvent, ReportStatus};
 use crate::store::{key, Db, StoreError, Tree};
 
-/// The trigger points of the flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    PhoneLookupComplete,
-    BeforeSendOtp,
-    OtpSent,
-    OtpDeliveryUpdate,
-    OtpVerified,
-    OtpFailed,
-    VerificationCompleted,
-}
-
-impl Trigger {
-    /// The trigger's wire name, e.g. `phone_lookup_complete`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Trigger::PhoneLookupComplete => "phone_lookup_complete",
-            Trigger::BeforeSendOtp => "before_send_otp",
-            Trigger::OtpSent => "otp_sent",
-            Trigger::OtpDeliveryUpdate => "otp_delivery_update",
-            Trigger::OtpVerified => "otp_verified",
-            Trigger::OtpFailed => "otp_failed",
-            Trigger::VerificationCompleted => "verification_completed",
-        }
-    }
-}
+/// The trigger points of the flows; the names are shared with plugins through the SDK.
+pub use dialgate_sdk::Trigger;
 
 /// What a trigger reports about the flow at that point.
 #[derive(Debug, Clone)]
@@ -69,8 +45,17 @@ impl AuditTrail {
     }
 
     /// The audit trail of one verification, oldest first.
-    pub fn events(db: &Db, tenant_id: &str, verification_id: &str) -> Result<Vec<AuditEvent>, StoreError> {
-        db.scan(Tree::Audit, &key(&[tenant_id, verification_id, ""]), 10_000, false)
+    pub fn events(
+        db: &Db,
+        tenant_id: &str,
+        verification_id: &str,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        db.scan(
+            Tree::Audit,
+            &key(&[tenant_id, verification_id, ""]),
+            10_000,
+            false,
+        )
     }
 }
 

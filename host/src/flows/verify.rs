@@ -55,22 +55,40 @@ pub struct VerifyResponse {
 
 impl Engine {
     /// Checks a code against the open verification of the number and applicant.
-    pub async fn verify_otp(&self, caller: &Caller, request: VerifyRequest) -> Result<VerifyResponse, FlowError> {
+    pub async fn verify_otp(
+        &self,
+        caller: &Caller,
+        request: VerifyRequest,
+    ) -> Result<VerifyResponse, FlowError> {
         let tenant_id = caller.tenant_id.as_str();
         let number = parse_valid(&request.phone, "phone")?;
-        let applicant_id = request.applicant_id.as_deref().map(check_applicant).transpose()?;
+        let applicant_id = request
+            .applicant_id
+            .as_deref()
+            .map(check_applicant)
+            .transpose()?;
         let code = request.code.trim();
-        if code.is_empty() || code.len() > 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        let length_ok =
+            u8::try_from(code.len()).is_ok_and(|len| crate::otp::CODE_LENGTH_RANGE.contains(&len));
+        if !length_ok || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(FlowError::invalid("code", "must be 4 to 10 digits"));
         }
         let settings = self.settings(tenant_id)?;
         let ip = request.client_ip.as_deref().unwrap_or(&caller.client_ip);
-        self.check_limits(tenant_id, "verify-otp", &settings.rate_limits.verify_otp, &number.e164, ip)?;
+        self.check_limits(
+            tenant_id,
+            "verify-otp",
+            &settings.rate_limits.verify_otp,
+            &number.e164,
+            ip,
+        )?;
         let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
-        let id: String = self
-            .db
-            .get(Tree::VerificationIndex, &index_key)?
-            .ok_or(FlowError::NotFound("verification for this phone number and applicant"))?;
+        let id: String =
+            self.db
+                .get(Tree::VerificationIndex, &index_key)?
+                .ok_or(FlowError::NotFound(
+                    "verification for this phone number and applicant",
+                ))?;
         let now = self.clock.now();
         // A number verified for another applicant meanwhile is a duplicate now.
         let duplicate = self.duplicate_warning(tenant_id, &settings, &number.e164, applicant_id)?;
@@ -170,8 +188,14 @@ impl Engine {
     }
 
     /// Remembers the first applicant a number was verified for, for duplicate detection.
-    pub(crate) fn record_owner(&self, tenant_id: &str, verification: &Verification) -> Result<(), FlowError> {
-        let (Some(applicant_id), Some(verified_at)) = (&verification.applicant_id, verification.verified_at) else {
+    pub(crate) fn record_owner(
+        &self,
+        tenant_id: &str,
+        verification: &Verification,
+    ) -> Result<(), FlowError> {
+        let (Some(applicant_id), Some(verified_at)) =
+            (&verification.applicant_id, verification.verified_at)
+        else {
             return Ok(());
         };
         let owner = VerifiedOwner {
@@ -179,8 +203,11 @@ impl Engine {
             verification_id: verification.id.clone(),
             verified_at,
         };
-        self.db
-            .insert_new(Tree::VerifiedNumbers, &key(&[tenant_id, &verification.phone.e164]), &owner)?;
+        self.db.insert_new(
+            Tree::VerifiedNumbers,
+            &key(&[tenant_id, &verification.phone.e164]),
+            &owner,
+        )?;
         Ok(())
     }
 }

@@ -98,7 +98,13 @@ impl CodeState {
     /// Checks `code` at `now`, updating attempts and consuming the code as the rules say:
     /// an expired code is not counted as an attempt; a match consumes the code; the
     /// last wrong attempt consumes it too.
-    pub fn check(&mut self, hasher: &CodeHasher, verification_id: &str, code: &str, now: DateTime<Utc>) -> CheckOutcome {
+    pub fn check(
+        &mut self,
+        hasher: &CodeHasher,
+        verification_id: &str,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> CheckOutcome {
         let Some(active) = &self.active else {
             return CheckOutcome::NoActiveCode;
         };
@@ -120,12 +126,21 @@ impl CodeState {
             self.active = None;
             CheckOutcome::AttemptsExceeded
         } else {
-            CheckOutcome::Incorrect { attempts_remaining: remaining }
+            CheckOutcome::Incorrect {
+                attempts_remaining: remaining,
+            }
         }
     }
 
     /// Installs a fresh code, replacing any earlier one.
-    pub fn issue(&mut self, hasher: &CodeHasher, verification_id: &str, code: &str, now: DateTime<Utc>, ttl: Duration) {
+    pub fn issue(
+        &mut self,
+        hasher: &CodeHasher,
+        verification_id: &str,
+        code: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) {
         self.active = Some(ActiveCode {
             hash: hasher.hash(verification_id, code),
             expires_at: now + ttl,
@@ -150,7 +165,11 @@ mod tests {
 
     fn state(max: u32) -> (CodeState, DateTime<Utc>) {
         let now = Utc::now();
-        let mut state = CodeState { active: None, attempts: 0, max_attempts: max };
+        let mut state = CodeState {
+            active: None,
+            attempts: 0,
+            max_attempts: max,
+        };
         state.issue(&hasher(), "v1", "123456", now, Duration::minutes(10));
         (state, now)
     }
@@ -186,25 +205,48 @@ mod tests {
     #[test]
     fn right_code_verifies_once() {
         let (mut state, now) = state(3);
-        assert_eq!(state.check(&hasher(), "v1", "123456", now), CheckOutcome::Verified);
-        assert_eq!(state.check(&hasher(), "v1", "123456", now), CheckOutcome::NoActiveCode);
+        assert_eq!(
+            state.check(&hasher(), "v1", "123456", now),
+            CheckOutcome::Verified
+        );
+        assert_eq!(
+            state.check(&hasher(), "v1", "123456", now),
+            CheckOutcome::NoActiveCode
+        );
     }
 
     #[test]
     fn wrong_codes_count_down_then_exhaust() {
         let (mut state, now) = state(2);
-        assert_eq!(state.check(&hasher(), "v1", "000000", now), CheckOutcome::Incorrect { attempts_remaining: 1 });
-        assert_eq!(state.check(&hasher(), "v1", "000001", now), CheckOutcome::AttemptsExceeded);
-        assert_eq!(state.check(&hasher(), "v1", "123456", now), CheckOutcome::NoActiveCode);
+        assert_eq!(
+            state.check(&hasher(), "v1", "000000", now),
+            CheckOutcome::Incorrect {
+                attempts_remaining: 1
+            }
+        );
+        assert_eq!(
+            state.check(&hasher(), "v1", "000001", now),
+            CheckOutcome::AttemptsExceeded
+        );
+        assert_eq!(
+            state.check(&hasher(), "v1", "123456", now),
+            CheckOutcome::NoActiveCode
+        );
     }
 
     #[test]
     fn expired_code_is_rejected_without_using_an_attempt() {
         let (mut state, now) = state(2);
         let later = now + Duration::minutes(10);
-        assert_eq!(state.check(&hasher(), "v1", "123456", later), CheckOutcome::Expired);
+        assert_eq!(
+            state.check(&hasher(), "v1", "123456", later),
+            CheckOutcome::Expired
+        );
         assert_eq!(state.attempts, 0);
-        assert_eq!(state.check(&hasher(), "v1", "123456", later), CheckOutcome::NoActiveCode);
+        assert_eq!(
+            state.check(&hasher(), "v1", "123456", later),
+            CheckOutcome::NoActiveCode
+        );
     }
 
     #[test]

@@ -80,6 +80,10 @@ mod tests {
     #[test]
     fn every_table_contributes_entries() {
         assert!(TABLES.len() > 200, "tables embedded: {}", TABLES.len());
-        assert!(INDEX.names.len() > 28_000, "prefixes: {}", INDEX.names.len());
+        assert!(
+            INDEX.names.len() > 28_000,
+            "prefixes: {}",
+            INDEX.names.len()
+        );
     }
 }

@@ -121,7 +121,10 @@ pub struct UnknownCountry(pub String);
 fn region_for(code: &str) -> Result<Region, UnknownCountry> {
     let upper = code.trim().to_ascii_uppercase();
     let region = Region::from_code(&upper).map_err(|_| UnknownCountry(code.to_owned()))?;
-    if PHONE_NUMBER_UTIL.get_country_code_for_region(region).is_none() {
+    if PHONE_NUMBER_UTIL
+        .get_country_code_for_region(region)
+        .is_none()
+    {
         return Err(UnknownCountry(code.to_owned()));
     }
     Ok(region)
@@ -137,7 +140,10 @@ pub fn normalize_country(code: &str) -> Result<String, UnknownCountry> {
 /// Returns `Err` only when the input cannot be parsed at all; a parsed number that is
 /// not valid comes back with [`PhoneNumber::invalid_reason`] set. When `country` is
 /// given and the number belongs to another country, the reason is `InvalidForRegion`.
-pub fn parse(input: &str, country: Option<&str>) -> Result<Result<PhoneNumber, InvalidReason>, UnknownCountry> {
+pub fn parse(
+    input: &str,
+    country: Option<&str>,
+) -> Result<Result<PhoneNumber, InvalidReason>, UnknownCountry> {
     let region = country.map(region_for).transpose()?;
     let number = match PHONE_NUMBER_UTIL.parse(input, region) {
         Ok(number) => number,
@@ -177,7 +183,9 @@ pub fn parse(input: &str, country: Option<&str>) -> Result<Result<PhoneNumber, I
         calling_code: u32::try_from(number.country_code).unwrap_or_default(),
         national_number: rlibphonenumber::get_national_significant_number_owned(&number),
         region: number_region,
-        formatted_national: util.format(&number, PhoneNumberFormat::National).into_owned(),
+        formatted_national: util
+            .format(&number, PhoneNumberFormat::National)
+            .into_owned(),
         formatted_international: util
             .format(&number, PhoneNumberFormat::International)
             .into_owned(),
@@ -229,7 +237,9 @@ fn classify(kind: PhoneNumberType, e164: &str) -> LineType {
 pub fn to_e164(input: &str) -> Result<String, InvalidReason> {
     match parse(input, None) {
         Ok(Ok(number)) if number.is_valid() => Ok(number.e164),
-        Ok(Ok(number)) => Err(number.invalid_reason.unwrap_or(InvalidReason::InvalidForRegion)),
+        Ok(Ok(number)) => Err(number
+            .invalid_reason
+            .unwrap_or(InvalidReason::InvalidForRegion)),
         Ok(Err(reason)) => Err(reason),
         Err(_) => Err(InvalidReason::NotANumber),
     }

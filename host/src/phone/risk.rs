@@ -20,7 +20,11 @@ pub const FACTORS: &[(&str, i32, &str)] = &[
     ("voip_number", 15, "VoIP provider number"),
     ("virtual_number", 20, "Virtual phone service"),
     ("prepaid", 10, "Prepaid SIM card"),
-    ("country_mismatch", 15, "Phone country differs from applicant"),
+    (
+        "country_mismatch",
+        15,
+        "Phone country differs from applicant",
+    ),
     ("new_number", 5, "Number recently activated"),
     ("unusual_carrier", 5, "Less common carrier"),
 ];
@@ -133,7 +137,8 @@ pub struct RiskAssessment {
 impl RiskAssessment {
     /// Adds a factor (e.g. set by a rule) and recomputes score and level.
     pub fn with_factor(mut self, hit: FactorHit, policy: &RiskPolicy) -> Self {
-        self.factors.retain(|existing| existing.factor != hit.factor);
+        self.factors
+            .retain(|existing| existing.factor != hit.factor);
         self.factors.push(hit);
         let (score, level) = total(&self.factors, policy);
         self.risk_score = score;
@@ -177,7 +182,10 @@ pub fn assess(signals: &Signals<'_>, policy: &RiskPolicy) -> RiskAssessment {
             .iter()
             .any(|listed| listed.eq_ignore_ascii_case(name))
         {
-            hit("known_fraud_carrier", format!("{name} is listed as a fraud carrier"));
+            hit(
+                "known_fraud_carrier",
+                format!("{name} is listed as a fraud carrier"),
+            );
         }
     }
     if signals.prepaid == Some(true) {
@@ -187,15 +195,24 @@ pub fn assess(signals: &Signals<'_>, policy: &RiskPolicy) -> RiskAssessment {
         if !phone.eq_ignore_ascii_case(applicant) {
             hit(
                 "country_mismatch",
-                format!("Phone country {phone} differs from applicant country {}", applicant.to_ascii_uppercase()),
+                format!(
+                    "Phone country {phone} differs from applicant country {}",
+                    applicant.to_ascii_uppercase()
+                ),
             );
         }
     }
-    if let Some(days) = signals.activated_days_ago.filter(|days| *days <= RECENT_DAYS) {
+    if let Some(days) = signals
+        .activated_days_ago
+        .filter(|days| *days <= RECENT_DAYS)
+    {
         hit("new_number", format!("Activated {days} days ago"));
     }
     if signals.unusual_carrier == Some(true) {
-        hit("unusual_carrier", format!("{carrier} is uncommon for this country"));
+        hit(
+            "unusual_carrier",
+            format!("{carrier} is uncommon for this country"),
+        );
     }
     factors.retain(|hit| hit.contribution != 0);
     let (risk_score, risk_level) = total(&factors, policy);
@@ -211,7 +228,11 @@ mod tests {
     use super::*;
 
     fn names(assessment: &RiskAssessment) -> Vec<&str> {
-        assessment.factors.iter().map(|hit| hit.factor.as_str()).collect()
+        assessment
+            .factors
+            .iter()
+            .map(|hit| hit.factor.as_str())
+            .collect()
     }
 
     #[test]
@@ -236,11 +257,14 @@ mod tests {
             ..Signals::default()
         };
         let assessment = assess(&signals, &RiskPolicy::default());
-        assert_eq!(assessment.factors, vec![FactorHit {
-            factor: "voip_number".into(),
-            contribution: 15,
-            details: "Google Voice VoIP number".into(),
-        }]);
+        assert_eq!(
+            assessment.factors,
+            vec![FactorHit {
+                factor: "voip_number".into(),
+                contribution: 15,
+                details: "Google Voice VoIP number".into(),
+            }]
+        );
         assert_eq!(assessment.risk_score, 15);
     }
 
@@ -261,7 +285,10 @@ mod tests {
         };
         let assessment = assess(&signals, &RiskPolicy::default());
         for hit in &assessment.factors {
-            let (_, points, _) = FACTORS.iter().find(|(name, _, _)| *name == hit.factor).expect("known factor");
+            let (_, points, _) = FACTORS
+                .iter()
+                .find(|(name, _, _)| *name == hit.factor)
+                .expect("known factor");
             assert_eq!(hit.contribution, *points, "{}", hit.factor);
         }
         // Premium excludes the VoIP and virtual factors: the line has one type.
@@ -273,8 +300,14 @@ mod tests {
 
     #[test]
     fn virtual_numbers_score_twenty() {
-        let signals = Signals { line_type: Some(LineType::Virtual), ..Signals::default() };
-        assert_eq!(names(&assess(&signals, &RiskPolicy::default())), ["virtual_number"]);
+        let signals = Signals {
+            line_type: Some(LineType::Virtual),
+            ..Signals::default()
+        };
+        assert_eq!(
+            names(&assess(&signals, &RiskPolicy::default())),
+            ["virtual_number"]
+        );
     }
 
     #[test]
@@ -304,9 +337,16 @@ mod tests {
 
     #[test]
     fn tenant_overrides_change_contributions_and_levels() {
-        let mut policy = RiskPolicy { medium_threshold: 10, high_threshold: 40, ..RiskPolicy::default() };
+        let mut policy = RiskPolicy {
+            medium_threshold: 10,
+            high_threshold: 40,
+            ..RiskPolicy::default()
+        };
         policy.contributions.insert("voip_number".into(), 45);
-        let signals = Signals { line_type: Some(LineType::Voip), ..Signals::default() };
+        let signals = Signals {
+            line_type: Some(LineType::Voip),
+            ..Signals::default()
+        };
         let assessment = assess(&signals, &policy);
         assert_eq!(assessment.risk_score, 45);
         assert_eq!(assessment.risk_level, RiskLevel::High);
@@ -331,8 +371,21 @@ mod tests {
     #[test]
     fn with_factor_replaces_and_rescores() {
         let policy = RiskPolicy::default();
-        let base = assess(&Signals { line_type: Some(LineType::Voip), ..Signals::default() }, &policy);
-        let updated = base.with_factor(FactorHit { factor: "fraud_history".into(), contribution: 50, details: "rule".into() }, &policy);
+        let base = assess(
+            &Signals {
+                line_type: Some(LineType::Voip),
+                ..Signals::default()
+            },
+            &policy,
+        );
+        let updated = base.with_factor(
+            FactorHit {
+                factor: "fraud_history".into(),
+                contribution: 50,
+                details: "rule".into(),
+            },
+            &policy,
+        );
         assert_eq!(updated.risk_score, 65);
         assert_eq!(updated.risk_level, RiskLevel::High);
     }

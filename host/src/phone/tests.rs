@@ -35,17 +35,32 @@ fn national_form_needs_a_country() {
     let number = ok("90 123 45 67", Some("uz"));
     assert_eq!(number.e164, "+998901234567");
     assert_eq!(number.line_type, LineType::Mobile);
-    assert_eq!(parse("90 123 45 67", None), Ok(Err(InvalidReason::InvalidCountryCode)));
+    assert_eq!(
+        parse("90 123 45 67", None),
+        Ok(Err(InvalidReason::InvalidCountryCode))
+    );
 }
 
 #[test]
 fn invalid_inputs_name_their_reason() {
     assert_eq!(parse("hello", None), Ok(Err(InvalidReason::NotANumber)));
-    assert_eq!(parse("+999 123456", None), Ok(Err(InvalidReason::InvalidCountryCode)));
-    assert_eq!(ok("+1 415", None).invalid_reason, Some(InvalidReason::TooShort));
-    assert_eq!(ok("+1 415 555 1234 5678", None).invalid_reason, Some(InvalidReason::TooLong));
+    assert_eq!(
+        parse("+999 123456", None),
+        Ok(Err(InvalidReason::InvalidCountryCode))
+    );
+    assert_eq!(
+        ok("+1 415", None).invalid_reason,
+        Some(InvalidReason::TooShort)
+    );
+    assert_eq!(
+        ok("+1 415 555 1234 5678", None).invalid_reason,
+        Some(InvalidReason::TooLong)
+    );
     // Right length, but 555-01xx style ranges outside any plan.
-    assert_eq!(ok("+1 123 555 1234", None).invalid_reason, Some(InvalidReason::InvalidForRegion));
+    assert_eq!(
+        ok("+1 123 555 1234", None).invalid_reason,
+        Some(InvalidReason::InvalidForRegion)
+    );
 }
 
 #[test]
@@ -76,7 +91,10 @@ fn non_geographic_numbers_have_no_region() {
 
 #[test]
 fn to_e164_normalises_spacing_and_punctuation() {
-    assert_eq!(to_e164("+998 (90) 123-45-67"), Ok("+998901234567".to_owned()));
+    assert_eq!(
+        to_e164("+998 (90) 123-45-67"),
+        Ok("+998901234567".to_owned())
+    );
     assert_eq!(to_e164("12"), Err(InvalidReason::InvalidCountryCode));
 }
 
@@ -85,8 +103,10 @@ fn to_e164_normalises_spacing_and_punctuation() {
 /// plans that cannot tell them apart, exactly as libphonenumber itself reports them.
 fn agrees(requested: PhoneNumberType, reported: PhoneNumberType) -> bool {
     requested == reported
-        || (matches!(requested, PhoneNumberType::FixedLine | PhoneNumberType::Mobile)
-            && reported == PhoneNumberType::FixedLineOrMobile)
+        || (matches!(
+            requested,
+            PhoneNumberType::FixedLine | PhoneNumberType::Mobile
+        ) && reported == PhoneNumberType::FixedLineOrMobile)
 }
 
 #[test]
@@ -97,7 +117,10 @@ fn agrees_with_libphonenumber_examples_for_every_region_and_type() {
     for region in util.get_supported_regions() {
         let code = region.as_region_str().as_str().to_owned();
         for kind in PhoneNumberType::iter() {
-            if matches!(kind, PhoneNumberType::FixedLineOrMobile | PhoneNumberType::Unknown) {
+            if matches!(
+                kind,
+                PhoneNumberType::FixedLineOrMobile | PhoneNumberType::Unknown
+            ) {
                 continue;
             }
             let Ok(example) = util.get_example_number_for_type_and_region(region, kind) else {
@@ -108,13 +131,24 @@ fn agrees_with_libphonenumber_examples_for_every_region_and_type() {
             let reported = util.get_number_type(&example);
             checked += 1;
             if !ours.is_valid() || ours.e164 != e164 || !agrees(kind, reported) {
-                failures.push(format!("{code} {kind:?} {e164}: {ours:?} reported {reported:?}"));
+                failures.push(format!(
+                    "{code} {kind:?} {e164}: {ours:?} reported {reported:?}"
+                ));
             }
             if ours.is_valid() && reported != PhoneNumberType::FixedLineOrMobile {
-                assert_eq!(ours.line_type, classify(kind, &e164), "{code} {kind:?} {e164}");
+                assert_eq!(
+                    ours.line_type,
+                    classify(kind, &e164),
+                    "{code} {kind:?} {e164}"
+                );
             }
         }
     }
     assert!(checked > 1_000, "only {checked} examples checked");
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -1,6 +1,8 @@
 //! The dev outbox: a provider that keeps each message in the store instead of sending it,
 //! so a newcomer can read the code back through `GET /v1/dev/outbox`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -31,10 +33,16 @@ impl DevOutbox {
     }
 
     /// The tenant's messages, newest first, optionally for one number.
-    pub fn list(&self, tenant_id: &str, phone: Option<&str>, limit: usize) -> Result<Vec<OutboxMessage>, crate::store::StoreError> {
+    pub fn list(
+        &self,
+        tenant_id: &str,
+        phone: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, crate::store::StoreError> {
         let prefix = key(&[tenant_id, ""]);
         let scan_limit = if phone.is_some() { 10_000 } else { limit };
-        let messages: Vec<OutboxMessage> = self.db.scan(Tree::Outbox, &prefix, scan_limit, false)?;
+        let messages: Vec<OutboxMessage> =
+            self.db.scan(Tree::Outbox, &prefix, scan_limit, false)?;
         Ok(messages
             .into_iter()
             .filter(|message| phone.is_none_or(|p| message.phone == p))
@@ -43,10 +51,13 @@ impl DevOutbox {
     }
 }
 
-/// Keys sort newest first: the time is stored as the distance to the end of time.
+/// Keys sort newest first: the time is stored as the distance to the end of time, then a
+/// falling sequence, so messages with the same timestamp also list the latest first.
 fn newest_first(at: DateTime<Utc>) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let nanos = at.timestamp_nanos_opt().unwrap_or_default();
-    format!("{:020}", i64::MAX - nanos)
+    let seq = u64::MAX - SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("{:020}/{seq:020}", i64::MAX - nanos)
 }
 
 impl Provider for DevOutbox {
@@ -67,10 +78,12 @@ impl Provider for DevOutbox {
                 created_at: message.created_at,
             };
             let key = key(&[&message.tenant_id, &newest_first(message.created_at), &id]);
-            self.db.put(Tree::Outbox, &key, &record).map_err(|err| SendError {
-                provider: "dev-outbox".into(),
-                message: err.to_string(),
-            })?;
+            self.db
+                .put(Tree::Outbox, &key, &record)
+                .map_err(|err| SendError {
+                    provider: "dev-outbox".into(),
+                    message: err.to_string(),
+                })?;
             Ok(Dispatch {
                 provider: "dev-outbox".into(),
                 message_id: id,

@@ -116,7 +116,13 @@ pub trait Store: Send + Sync + 'static {
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError>;
     /// Up to `limit` pairs whose key starts with `prefix`, in key order or reversed.
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8], limit: usize, reverse: bool) -> Result<Vec<Pair>, StoreError>;
+    fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Pair>, StoreError>;
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -177,7 +183,11 @@ impl Db {
             .map_err(|_| StoreError::Backend("flush thread stopped".into()))?
     }
 
-    pub fn get<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         self.store
             .get(tree, key)?
             .map(|bytes| decode(tree, key, &bytes))
@@ -189,8 +199,14 @@ impl Db {
     }
 
     /// Stores `value` only if `key` is absent; whether it was stored.
-    pub fn insert_new<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<bool, StoreError> {
-        self.store.compare_and_swap(tree, key, None, Some(&encode(value)?))
+    pub fn insert_new<T: Serialize>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        value: &T,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .compare_and_swap(tree, key, None, Some(&encode(value)?))
     }
 
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
@@ -198,7 +214,13 @@ impl Db {
     }
 
     /// Records under `prefix`, decoded, in key order or reversed.
-    pub fn scan<T: DeserializeOwned>(&self, tree: Tree, prefix: &[u8], limit: usize, reverse: bool) -> Result<Vec<T>, StoreError> {
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<T>, StoreError> {
         self.store
             .scan_prefix(tree, prefix, limit, reverse)?
             .into_iter()
@@ -222,7 +244,10 @@ impl Db {
     {
         loop {
             let current = self.store.get(tree, key)?;
-            let decoded = current.as_deref().map(|bytes| decode(tree, key, bytes)).transpose()?;
+            let decoded = current
+                .as_deref()
+                .map(|bytes| decode(tree, key, bytes))
+                .transpose()?;
             let (next, result) = update(decoded)?;
             let encoded = next.as_ref().map(encode).transpose()?;
             if self
@@ -236,7 +261,8 @@ impl Db {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|err| StoreError::Backend(format!("cannot encode record: {err}")))
+    serde_json::to_vec(value)
+        .map_err(|err| StoreError::Backend(format!("cannot encode record: {err}")))
 }
 
 fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

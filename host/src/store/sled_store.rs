@@ -23,7 +23,12 @@ impl SledStore {
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(Some(500))
             .open()
-            .map_err(|err| StoreError::Backend(format!("cannot open the data directory {}: {err}", dir.display())))?;
+            .map_err(|err| {
+                StoreError::Backend(format!(
+                    "cannot open the data directory {}: {err}",
+                    dir.display()
+                ))
+            })?;
         let mut trees = HashMap::new();
         for tree in Tree::ALL {
             trees.insert(tree, db.open_tree(tree.name()).map_err(backend)?);
@@ -38,7 +43,11 @@ impl SledStore {
 
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(tree).get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(tree)
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -50,7 +59,13 @@ impl Store for SledStore {
         Ok(self.tree(tree).remove(key).map_err(backend)?.is_some())
     }
 
-    fn compare_and_swap(&self, tree: Tree, key: &[u8], expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError> {
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
         Ok(self
             .tree(tree)
             .compare_and_swap(key, expected, new)
@@ -58,9 +73,17 @@ impl Store for SledStore {
             .is_ok())
     }
 
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8], limit: usize, reverse: bool) -> Result<Vec<Pair>, StoreError> {
+    fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Pair>, StoreError> {
         let iter = self.tree(tree).scan_prefix(prefix);
-        let collect = |item: sled::Result<(sled::IVec, sled::IVec)>| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend);
+        let collect = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)
+        };
         if reverse {
             iter.rev().take(limit).map(collect).collect()
         } else {

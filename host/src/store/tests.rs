@@ -12,7 +12,10 @@ fn sled_db() -> (tempfile::TempDir, Db) {
 fn put_get_remove_round_trip() {
     let (_dir, db) = sled_db();
     db.put(Tree::Tenants, b"t1", &"acme").expect("put");
-    assert_eq!(db.get::<String>(Tree::Tenants, b"t1").expect("get"), Some("acme".into()));
+    assert_eq!(
+        db.get::<String>(Tree::Tenants, b"t1").expect("get"),
+        Some("acme".into())
+    );
     assert!(db.remove(Tree::Tenants, b"t1").expect("remove"));
     assert!(!db.remove(Tree::Tenants, b"t1").expect("remove again"));
     assert_eq!(db.get::<String>(Tree::Tenants, b"t1").expect("get"), None);
@@ -39,8 +42,15 @@ fn scan_is_bounded_by_prefix_and_limit_and_can_reverse() {
     for (k, v) in [("a/1", 1), ("a/2", 2), ("a/3", 3), ("b/1", 9)] {
         db.put(Tree::Outbox, k.as_bytes(), &v).expect("put");
     }
-    assert_eq!(db.scan::<i32>(Tree::Outbox, b"a/", 10, false).expect("scan"), [1, 2, 3]);
-    assert_eq!(db.scan::<i32>(Tree::Outbox, b"a/", 2, true).expect("scan"), [3, 2]);
+    assert_eq!(
+        db.scan::<i32>(Tree::Outbox, b"a/", 10, false)
+            .expect("scan"),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        db.scan::<i32>(Tree::Outbox, b"a/", 2, true).expect("scan"),
+        [3, 2]
+    );
 }
 
 #[test]
@@ -50,19 +60,26 @@ fn concurrent_updates_lose_nothing() {
         for _ in 0..4 {
             scope.spawn(|| {
                 for _ in 0..250 {
-                    db.update::<u32, StoreError, ()>(Tree::Meta, b"counter", |n| Ok((Some(n.unwrap_or(0) + 1), ())))
-                        .expect("update");
+                    db.update::<u32, StoreError, ()>(Tree::Meta, b"counter", |n| {
+                        Ok((Some(n.unwrap_or(0) + 1), ()))
+                    })
+                    .expect("update");
                 }
             });
         }
     });
-    assert_eq!(db.get::<u32>(Tree::Meta, b"counter").expect("get"), Some(1000));
+    assert_eq!(
+        db.get::<u32>(Tree::Meta, b"counter").expect("get"),
+        Some(1000)
+    );
 }
 
 #[test]
 fn corrupt_records_are_reported_not_panicked_on() {
     let (_dir, db) = sled_db();
-    db.store.put(Tree::Meta, b"bad", b"{not json").expect("raw put");
+    db.store
+        .put(Tree::Meta, b"bad", b"{not json")
+        .expect("raw put");
     let err = db.get::<u32>(Tree::Meta, b"bad").expect_err("corrupt");
     assert!(err.to_string().contains("corrupt"), "{err}");
 }
@@ -85,5 +102,8 @@ async fn synced_writes_survive_reopen() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let db = reopened.expect("reopen");
-    assert_eq!(db.get::<String>(Tree::Tenants, b"t").expect("get"), Some("kept".into()));
+    assert_eq!(
+        db.get::<String>(Tree::Tenants, b"t").expect("get"),
+        Some("kept".into())
+    );
 }

@@ -1,0 +1,357 @@
+//! Durability with the real `dialgate` binary: SIGKILL in the middle of a send/verify
+//! loop loses nothing that was acknowledged, SIGTERM shuts down cleanly with exit code
+//! 0, and a restart keeps tenants, keys, settings and the blocklist.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use reqwest::Method;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+/// Acknowledged operations to wait for before the kill.
+const ACKS_BEFORE_KILL: usize = 24;
+/// Concurrent clients in the send/verify loop.
+const WORKERS: u32 = 4;
+
+/// A `dialgate serve` process on a loopback port.
+struct Binary {
+    child: Child,
+    api: Api,
+    // Kept open so the server never writes to a closed pipe.
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Binary {
+    /// Starts the binary on `data_dir` and waits for its listening line.
+    async fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--operator-key")
+            .arg(OPERATOR_KEY)
+            .env_remove("DIALGATE_CONFIG")
+            .env_remove("DIALGATE_PRODUCTION")
+            .env_remove("DIALGATE_CODE_SECRET")
+            .env_remove("DIALGATE_DISPOSABLE_LIST")
+            .env("DIALGATE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the dialgate binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read the binary's stdout")
+                .expect("the binary exited before announcing its address");
+            if let Some(rest) = line.strip_prefix("dialgate listening on http://") {
+                let (addr, data) = rest
+                    .split_once(' ')
+                    .expect("address followed by the data directory");
+                assert!(data.contains(&data_dir.display().to_string()), "{line}");
+                break addr.to_owned();
+            }
+        };
+        Self {
+            child,
+            api: Api::new(format!("http://{addr}")),
+            _stdout: lines,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+}
+
+/// What a client saw acknowledged before the crash.
+#[derive(Debug, Clone)]
+struct Acked {
+    verification_id: String,
+    phone: String,
+    applicant: String,
+    code: String,
+    /// The verify answer was 2xx with `verified`.
+    verified: bool,
+}
+
+/// Sends and verifies codes in a loop until the server stops answering. Every 2xx answer
+/// is recorded and reported on `acks`.
+async fn send_verify_loop(
+    api: Api,
+    tenant: Tenant,
+    worker: u32,
+    acks: mpsc::UnboundedSender<()>,
+) -> Vec<Acked> {
+    let mut seen = Vec::new();
+    for i in 0..100_000u32 {
+        let phone = format!("+998901{worker}{i:05}");
+        let applicant = format!("crash-{worker}-{i}");
+        let body =
+            serde_json::to_vec(&json!({"phone": phone, "applicant_id": applicant})).expect("json");
+        let Ok(sent) = api
+            .try_raw(
+                Method::POST,
+                "/v1/phone/send-otp",
+                Some(&tenant.key),
+                Some(("application/json", body)),
+                &[],
+            )
+            .await
+        else {
+            break;
+        };
+        assert_eq!(
+            sent.status, 200,
+            "send failed while the server was up: {}",
+            sent.text
+        );
+        let verification_id = sent.body["verification_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let path = format!("/v1/dev/outbox?phone={}", encode(&phone));
+        let Ok(outbox) = api
+            .try_raw(Method::GET, &path, Some(&tenant.key), None, &[])
+            .await
+        else {
+            seen.push(Acked {
+                verification_id,
+                phone,
+                applicant,
+                code: String::new(),
+                verified: false,
+            });
+            break;
+        };
+        let code = outbox.body["messages"][0]["code"]
+            .as_str()
+            .expect("code in the outbox")
+            .to_owned();
+        seen.push(Acked {
+            verification_id,
+            phone: phone.clone(),
+            applicant: applicant.clone(),
+            code: code.clone(),
+            verified: false,
+        });
+        let _ = acks.send(());
+        let body =
+            serde_json::to_vec(&json!({"phone": phone, "applicant_id": applicant, "code": code}))
+                .expect("json");
+        let Ok(verified) = api
+            .try_raw(
+                Method::POST,
+                "/v1/phone/verify-otp",
+                Some(&tenant.key),
+                Some(("application/json", body)),
+                &[],
+            )
+            .await
+        else {
+            break;
+        };
+        assert_eq!(
+            verified.status, 200,
+            "verify failed while the server was up: {}",
+            verified.text
+        );
+        assert_eq!(verified.body["verification_status"], "verified");
+        if let Some(last) = seen.last_mut() {
+            last.verified = true;
+        }
+        let _ = acks.send(());
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_sends_and_verifies_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let mut server = Binary::start(&data).await;
+    let tenant = server.api.create_tenant(OPERATOR_KEY, "crash").await;
+    let generous = json!({"per_minute": 1_000_000, "burst": 100_000});
+    let settings = server
+        .api
+        .settings(
+            &tenant,
+            json!({
+                "code_length": 8,
+                "rate_limits": {
+                    "send_otp": {"per_tenant": generous, "per_ip": generous},
+                    "verify_otp": {"per_tenant": generous, "per_ip": generous},
+                },
+            }),
+        )
+        .await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|worker| {
+            tokio::spawn(send_verify_loop(
+                server.api.clone(),
+                tenant.clone(),
+                worker,
+                tx.clone(),
+            ))
+        })
+        .collect();
+    drop(tx);
+    for _ in 0..ACKS_BEFORE_KILL {
+        rx.recv().await.expect("the loop stopped before the kill");
+    }
+    // SIGKILL while the workers are still sending and verifying.
+    server.child.kill().await.expect("SIGKILL the server");
+    let mut acked = Vec::new();
+    for worker in workers {
+        acked.extend(worker.await.expect("worker"));
+    }
+    assert!(
+        acked.len() >= ACKS_BEFORE_KILL / 2,
+        "{} sends acknowledged",
+        acked.len()
+    );
+    assert!(acked.iter().any(|a| a.verified));
+
+    let restarted = Binary::start(&data).await;
+    let api = &restarted.api;
+    // Tenant, key and settings survived.
+    let tenants = api
+        .get("/v1/tenants", OPERATOR_KEY)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(tenants["tenants"][0]["id"], tenant.id.as_str());
+    assert_eq!(
+        api.get("/v1/settings/phone-verification", &tenant.key)
+            .await
+            .expect(200),
+        &settings
+    );
+
+    for ack in &acked {
+        let report = api
+            .get(
+                &format!("/v1/verifications/{}", ack.verification_id),
+                &tenant.key,
+            )
+            .await;
+        let report = report.expect(200);
+        assert_eq!(report["phone"]["full_number"], ack.phone.as_str());
+        assert_eq!(report["applicant_id"], ack.applicant.as_str());
+        let messages = api.outbox(&tenant, &ack.phone).await;
+        assert!(
+            messages
+                .iter()
+                .any(|m| m["verification_id"] == ack.verification_id.as_str()),
+            "the acknowledged message for {} is gone: {messages:?}",
+            ack.phone
+        );
+        let status = report["phone"]["status"].as_str().expect("status");
+        assert!(["Not Finished", "Approved"].contains(&status), "{report}");
+        if ack.verified {
+            assert_eq!(report["phone"]["status"], "Approved", "{report}");
+            assert!(report["phone"]["verified_at"].is_string(), "{report}");
+        } else if report["phone"]["status"] == "Not Finished" && !ack.code.is_empty() {
+            // The code (and the stored hashing secret) survived: it still verifies.
+            let verified = api
+                .verify(&tenant, &ack.phone, &ack.applicant, &ack.code)
+                .await;
+            assert_eq!(verified.expect(200)["verification_status"], "verified");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_and_a_restart_keeps_tenants_keys_and_settings() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let mut server = Binary::start(&data).await;
+    let tenant = server.api.create_tenant(OPERATOR_KEY, "durable").await;
+    let second = server
+        .api
+        .post("/v1/keys", &tenant.key, json!({"name": "backup"}))
+        .await;
+    let second_key = second.expect(201)["api_key"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let settings = server
+        .api
+        .settings(&tenant, json!({"code_length": 5, "block_voip": true}))
+        .await;
+    server
+        .api
+        .post("/v1/blocklist", &tenant.key, json!({"phone": uz_number(9)}))
+        .await
+        .expect(201);
+    let sent = server.api.send(&tenant, UZ_BEELINE, "a").await;
+    let code = server.api.latest_code(&tenant, UZ_BEELINE).await;
+    assert_eq!(code.len(), 5);
+    server.api = Api::new(String::new());
+
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = server.child.wait().await.expect("wait for the server");
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "SIGTERM must end the server cleanly: {exit:?}"
+    );
+
+    let restarted = Binary::start(&data).await;
+    let api = &restarted.api;
+    let tenants = api
+        .get("/v1/tenants", OPERATOR_KEY)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(tenants["tenants"].as_array().expect("tenants").len(), 1);
+    assert_eq!(tenants["tenants"][0]["id"], tenant.id.as_str());
+    assert_eq!(
+        api.get("/v1/settings/phone-verification", &tenant.key)
+            .await
+            .expect(200),
+        &settings
+    );
+    let backup = Tenant {
+        id: tenant.id.clone(),
+        key: second_key,
+    };
+    assert_eq!(
+        api.get("/v1/keys", &backup.key).await.expect(200)["keys"]
+            .as_array()
+            .expect("keys")
+            .len(),
+        2
+    );
+    let blocked = api
+        .get("/v1/blocklist", &tenant.key)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(blocked["entries"][0]["phone"], uz_number(9).as_str());
+
+    // The code sent before the restart still verifies.
+    let verified = api.verify(&backup, UZ_BEELINE, "a", &code).await;
+    let verified = verified.expect(200);
+    assert_eq!(verified["verification_status"], "verified");
+    assert_eq!(verified["verification_id"], sent["verification_id"]);
+}

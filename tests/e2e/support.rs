@@ -1,0 +1,503 @@
+//! Test harness: starts the real Dialgate server in-process on loopback with a manual
+//! clock, creates tenants, and wraps the HTTP calls and assertions the suites share.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dialgate::clock::ManualClock;
+use dialgate::config::Config;
+use dialgate::server::RunningServer;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// The operator credential every test server is configured with.
+pub const OPERATOR_KEY: &str = "e2e-operator-key-0f3b9c2d7a61";
+
+/// A Beeline (Uzbekistan) mobile number: a valid number with a known original operator.
+pub const UZ_BEELINE: &str = "+998901234567";
+/// A London number in the Ofcom drama range (020 7946 0xxx) that the built-in
+/// disposable list covers.
+pub const UK_DISPOSABLE: &str = "+442079460123";
+/// A UK VoIP number (libphonenumber classifies 056 as VoIP).
+pub const UK_VOIP: &str = "+445612345678";
+
+/// Another Beeline number, distinct per `n` (0..=99).
+pub fn uz_number(n: u32) -> String {
+    format!("+9989012345{n:02}")
+}
+
+/// An HTTP answer: status, headers, and the body parsed as JSON (`Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// Panics with the body unless the status is `status`; returns the body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        &self.body
+    }
+
+    /// Asserts an error answer: `status`, the documented shape
+    /// `{"error": {"code", "message", "field"?}}` (plus `reason` for invalid numbers),
+    /// and `code`. Returns the `error` object.
+    #[track_caller]
+    pub fn error(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_error_shape(&self.body);
+        let error = &self.body["error"];
+        assert_eq!(
+            error["code"], code,
+            "unexpected error code; body: {}",
+            self.text
+        );
+        error
+    }
+
+    /// Asserts a 422 `invalid_field` error naming `field`.
+    #[track_caller]
+    pub fn invalid_field(&self, field: &str) -> &Value {
+        let error = self.error(422, "invalid_field");
+        assert_eq!(
+            error["field"], field,
+            "unexpected field; body: {}",
+            self.text
+        );
+        error
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// Checks that `body` is exactly `{"error": {"code", "message", "field"?, "reason"?}}`.
+#[track_caller]
+pub fn assert_error_shape(body: &Value) {
+    let outer = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    assert_eq!(
+        outer.len(),
+        1,
+        "error body has extra top-level keys: {body}"
+    );
+    let error = outer
+        .get("error")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("error body has no error object: {body}"));
+    assert!(
+        error
+            .get("code")
+            .and_then(Value::as_str)
+            .is_some_and(|c| !c.is_empty()),
+        "error.code: {body}"
+    );
+    assert!(
+        error
+            .get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| !m.is_empty()),
+        "error.message: {body}"
+    );
+    for key in error.keys() {
+        assert!(
+            ["code", "message", "field", "reason"].contains(&key.as_str()),
+            "unexpected key {key} in {body}"
+        );
+    }
+    if let Some(field) = error.get("field") {
+        assert!(
+            field.as_str().is_some_and(|f| !f.is_empty()),
+            "error.field must be a non-empty string: {body}"
+        );
+    }
+}
+
+/// A tenant and its first API key.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+}
+
+/// HTTP access to one server.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("build the HTTP client");
+        Self { base, client }
+    }
+
+    /// Sends a request; `body` is serialised as JSON with `Content-Type: application/json`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let bytes = body.map(|b| serde_json::to_vec(b).expect("serialise the body"));
+        self.raw(
+            method,
+            path,
+            key,
+            bytes.map(|b| ("application/json", b)),
+            &[],
+        )
+        .await
+    }
+
+    /// Sends a request with an arbitrary body, content type and extra headers.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        self.try_raw(method, path, key, body, headers)
+            .await
+            .expect("the server answers")
+    }
+
+    /// Like [`Api::raw`], but a transport failure (e.g. the server died) is an `Err`.
+    pub async fn try_raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, reqwest::Error> {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("body is not JSON ({err}): {text}"))
+        };
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            text,
+        })
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(key), Some(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(key), Some(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(key), None).await
+    }
+
+    /// Creates a tenant with the operator key.
+    pub async fn create_tenant(&self, operator_key: &str, name: &str) -> Tenant {
+        let reply = self
+            .post("/v1/tenants", operator_key, json!({ "name": name }))
+            .await;
+        let body = reply.expect(201);
+        Tenant {
+            id: body["id"].as_str().expect("tenant id").to_owned(),
+            key: body["api_key"]
+                .as_str()
+                .expect("api key shown on creation")
+                .to_owned(),
+        }
+    }
+
+    /// `POST /v1/phone/send-otp` with `body`.
+    pub async fn send_otp(&self, tenant: &Tenant, body: Value) -> Reply {
+        self.post("/v1/phone/send-otp", &tenant.key, body).await
+    }
+
+    /// Sends a code to `phone` for `applicant` and expects it to be pending.
+    pub async fn send(&self, tenant: &Tenant, phone: &str, applicant: &str) -> Value {
+        let reply = self
+            .send_otp(tenant, json!({ "phone": phone, "applicant_id": applicant }))
+            .await;
+        let body = reply.expect(200).clone();
+        assert_eq!(body["status"], "pending", "send was not pending: {body}");
+        body
+    }
+
+    /// `POST /v1/phone/verify-otp`.
+    pub async fn verify(&self, tenant: &Tenant, phone: &str, applicant: &str, code: &str) -> Reply {
+        self.post(
+            "/v1/phone/verify-otp",
+            &tenant.key,
+            json!({ "phone": phone, "applicant_id": applicant, "code": code }),
+        )
+        .await
+    }
+
+    /// The tenant's dev-outbox messages for `phone`, newest first.
+    pub async fn outbox(&self, tenant: &Tenant, phone: &str) -> Vec<Value> {
+        let path = format!("/v1/dev/outbox?phone={}&limit=1000", encode(phone));
+        let body = self.get(&path, &tenant.key).await.expect(200).clone();
+        body["messages"].as_array().expect("messages array").clone()
+    }
+
+    /// The code of the newest outbox message for `phone`.
+    pub async fn latest_code(&self, tenant: &Tenant, phone: &str) -> String {
+        let messages = self.outbox(tenant, phone).await;
+        let newest = messages
+            .first()
+            .unwrap_or_else(|| panic!("no outbox message for {phone}"));
+        newest["code"].as_str().expect("code").to_owned()
+    }
+
+    /// Sends a code and verifies it; returns the verify answer.
+    pub async fn send_and_verify(&self, tenant: &Tenant, phone: &str, applicant: &str) -> Value {
+        self.send(tenant, phone, applicant).await;
+        let code = self.latest_code(tenant, phone).await;
+        self.verify(tenant, phone, applicant, &code)
+            .await
+            .expect(200)
+            .clone()
+    }
+
+    /// The verification report.
+    pub async fn report(&self, tenant: &Tenant, id: &str) -> Value {
+        self.get(&format!("/v1/verifications/{id}"), &tenant.key)
+            .await
+            .expect(200)
+            .clone()
+    }
+
+    /// Applies a settings patch and expects it to be accepted; returns the new settings.
+    pub async fn settings(&self, tenant: &Tenant, patch: Value) -> Value {
+        self.put("/v1/settings/phone-verification", &tenant.key, patch)
+            .await
+            .expect(200)
+            .clone()
+    }
+}
+
+/// Percent-encodes a query value (enough for phone numbers: `+` and spaces).
+pub fn encode(value: &str) -> String {
+    value
+        .replace('%', "%25")
+        .replace('+', "%2B")
+        .replace(' ', "%20")
+}
+
+/// A server started in-process on `127.0.0.1:0` over a temporary data directory, with
+/// a manual clock.
+#[derive(Debug)]
+pub struct TestServer {
+    pub api: Api,
+    pub clock: ManualClock,
+    // Held for the test's lifetime: dropping the handle stops the server, dropping the
+    // directory deletes its data.
+    _running: RunningServer,
+    _dir: TempDir,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// The configuration of a test server over `data_dir`.
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        data_dir: data_dir.to_path_buf(),
+        operator_key: Some(OPERATOR_KEY.to_owned()),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    /// A development-mode server with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `configure` may change first.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary data directory");
+        let mut config = test_config(&dir.path().join("data"));
+        configure(&mut config);
+        let clock = ManualClock::new();
+        let running = dialgate::server::spawn(&config, Arc::new(clock.clone()))
+            .await
+            .expect("the server starts");
+        let api = Api::new(format!("http://{}", running.addr));
+        Self {
+            api,
+            clock,
+            _running: running,
+            _dir: dir,
+        }
+    }
+
+    /// A server with one fresh tenant.
+    pub async fn with_tenant() -> (Self, Tenant) {
+        let server = Self::start().await;
+        let tenant = server.tenant("acme").await;
+        (server, tenant)
+    }
+
+    /// Creates a tenant.
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        self.api.create_tenant(OPERATOR_KEY, name).await
+    }
+
+    /// Moves the server's clock forward.
+    pub fn advance(&self, by: chrono::Duration) {
+        self.clock.advance(by);
+    }
+}
+
+/// The `risk` tags of a warnings array.
+pub fn risks(warnings: &Value) -> Vec<String> {
+    warnings
+        .as_array()
+        .unwrap_or_else(|| panic!("warnings is not an array: {warnings}"))
+        .iter()
+        .map(|w| w["risk"].as_str().expect("risk tag").to_owned())
+        .collect()
+}
+
+/// The warning with tag `risk` in `warnings`.
+#[track_caller]
+pub fn warning<'a>(warnings: &'a Value, risk: &str) -> &'a Value {
+    warnings
+        .as_array()
+        .and_then(|all| all.iter().find(|w| w["risk"] == risk))
+        .unwrap_or_else(|| panic!("no {risk} warning in {warnings}"))
+}
+
+/// The sorted keys of a JSON object.
+#[track_caller]
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// `names` as sorted owned strings, to compare with [`keys`].
+pub fn sorted(names: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    names.sort();
+    names
+}
+
+/// Parses an RFC 3339 timestamp field.
+#[track_caller]
+pub fn timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp is not a string: {value}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|err| panic!("{text} is not RFC 3339: {err}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// A code of the same length that differs from `code` in every digit.
+pub fn wrong_code(code: &str) -> String {
+    code.bytes()
+        .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
+        .collect()
+}
+
+/// Asserts that `warning` is a complete warning for `risk` leading to `action`: the six
+/// documented fields, `log_type` derived from the action, and both descriptions.
+#[track_caller]
+pub fn assert_warning(warning: &Value, risk: &str, action: &str) {
+    assert_eq!(
+        keys(warning),
+        sorted(&[
+            "risk",
+            "additional_data",
+            "log_type",
+            "short_description",
+            "long_description",
+            "action"
+        ]),
+        "warning fields: {warning}"
+    );
+    assert_eq!(warning["risk"], risk, "{warning}");
+    assert_eq!(warning["action"], action, "{warning}");
+    let log_type = match action {
+        "Decline" => "error",
+        "Review" => "warning",
+        "Approve" => "information",
+        other => panic!("unknown action {other}"),
+    };
+    assert_eq!(warning["log_type"], log_type, "{warning}");
+    assert!(
+        warning["short_description"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{warning}"
+    );
+    assert!(
+        warning["long_description"]
+            .as_str()
+            .is_some_and(|s| s.len() > 20),
+        "{warning}"
+    );
+    assert!(
+        warning["additional_data"].is_null() || warning["additional_data"].is_string(),
+        "{warning}"
+    );
+}
