@@ -76,8 +76,17 @@ mod tests {
     #[test]
     fn built_in_list_covers_the_drama_ranges() {
         let list = DisposableList::built_in();
-        assert!(list.contains("+447700900123"));
-        assert!(!list.contains("+447700123456"));
+        assert!(list.contains("+442079460123"));
+        assert!(!list.contains("+442079470123"));
+    }
+
+    #[test]
+    fn every_built_in_entry_can_match_a_valid_number() {
+        let list = DisposableList::built_in();
+        for prefix in &list.prefixes {
+            let number = format!("{prefix}123");
+            assert_eq!(crate::phone::to_e164(&number).as_deref(), Ok(number.as_str()), "{prefix}");
+        }
     }
 
     #[test]

@@ -18,14 +18,30 @@ pub fn resolve_language(tag: Option<&str>) -> &'static str {
 
 /// The text carrying `code`, valid for `minutes`, in `language`.
 pub fn code_message(language: &str, code: &str, minutes: u32) -> String {
+    let one = minutes == 1;
     match language {
         "ru" => format!("Ваш код подтверждения: {code}. Он действует {minutes} мин."),
         "uz" => format!("Tasdiqlash kodingiz: {code}. U {minutes} daqiqa amal qiladi."),
-        "es" => format!("Tu código de verificación es {code}. Caduca en {minutes} minutos."),
-        "fr" => format!("Votre code de vérification est {code}. Il expire dans {minutes} minutes."),
-        "de" => format!("Ihr Bestätigungscode lautet {code}. Er läuft in {minutes} Minuten ab."),
-        "pt" => format!("O seu código de verificação é {code}. Expira em {minutes} minutos."),
-        _ => format!("Your verification code is {code}. It expires in {minutes} minutes."),
+        "es" => {
+            let unit = if one { "minuto" } else { "minutos" };
+            format!("Tu código de verificación es {code}. Caduca en {minutes} {unit}.")
+        }
+        "fr" => {
+            let unit = if one { "minute" } else { "minutes" };
+            format!("Votre code de vérification est {code}. Il expire dans {minutes} {unit}.")
+        }
+        "de" => {
+            let unit = if one { "Minute" } else { "Minuten" };
+            format!("Ihr Bestätigungscode lautet {code}. Er läuft in {minutes} {unit} ab.")
+        }
+        "pt" => {
+            let unit = if one { "minuto" } else { "minutos" };
+            format!("O seu código de verificação é {code}. Expira em {minutes} {unit}.")
+        }
+        _ => {
+            let unit = if one { "minute" } else { "minutes" };
+            format!("Your verification code is {code}. It expires in {minutes} {unit}.")
+        }
     }
 }
 
@@ -39,6 +55,12 @@ mod tests {
         assert_eq!(resolve_language(Some("RU")), "ru");
         assert_eq!(resolve_language(Some("xx")), "en");
         assert_eq!(resolve_language(None), "en");
+    }
+
+    #[test]
+    fn one_minute_is_singular() {
+        assert!(code_message("en", "1234", 1).ends_with("1 minute."));
+        assert!(code_message("en", "1234", 2).ends_with("2 minutes."));
     }
 
     #[test]

@@ -102,9 +102,9 @@ impl Engine {
             Ok(number) => Validation {
                 valid: number.is_valid(),
                 line_type: number.is_valid().then_some(number.line_type.as_str()),
+                formatted_national: Some(number.formatted_national()),
+                formatted_international: Some(number.formatted_international()),
                 formatted_e164: Some(number.e164),
-                formatted_national: Some(number.formatted_national),
-                formatted_international: Some(number.formatted_international),
                 country_code: Some(number.calling_code.to_string()),
                 country: number.region,
                 reason: number.invalid_reason,

@@ -120,6 +120,10 @@ impl Engine {
         request: SendRequest,
     ) -> Result<SendResponse, FlowError> {
         let tenant_id = caller.tenant_id.as_str();
+        // Checked first, so that nothing is recorded for a send that cannot happen.
+        let provider = self.provider.clone().ok_or_else(|| {
+            FlowError::Unavailable("no messaging provider is configured for this host".into())
+        })?;
         let number = parse_valid(&request.phone, "phone")?;
         let applicant_id = request
             .applicant_id
@@ -257,9 +261,6 @@ impl Engine {
             });
         }
 
-        let provider = self.provider.clone().ok_or_else(|| {
-            FlowError::Unavailable("no messaging provider is configured for this host".into())
-        })?;
         let code = otp::generate_code(settings.code_length);
         let ttl = Duration::minutes(i64::from(settings.otp_expiry_minutes));
         verification.code.max_attempts = settings.max_otp_attempts;

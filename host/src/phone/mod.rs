@@ -86,7 +86,11 @@ impl InvalidReason {
 }
 
 /// A parsed number with everything the host derives from it offline.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The national and international formats are computed on demand: choosing a
+/// formatting pattern is the costliest step of libphonenumber and only validation
+/// answers show them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PhoneNumber {
     /// E.164 form, e.g. `+14155551234`.
     pub e164: String,
@@ -96,17 +100,28 @@ pub struct PhoneNumber {
     pub national_number: String,
     /// ISO 3166-1 alpha-2 region, `None` for non-geographic numbers (+800 …).
     pub region: Option<String>,
-    /// National format, e.g. `(415) 555-1234`.
-    pub formatted_national: String,
-    /// International format, e.g. `+1 415-555-1234`.
-    pub formatted_international: String,
     /// Line type; `Unknown` when the number is not valid.
     pub line_type: LineType,
     /// `None` when valid, else why not.
     pub invalid_reason: Option<InvalidReason>,
+    parsed: rlibphonenumber::PhoneNumber,
 }
 
 impl PhoneNumber {
+    /// National format, e.g. `(415) 555-1234`.
+    pub fn formatted_national(&self) -> String {
+        PHONE_NUMBER_UTIL
+            .format(&self.parsed, PhoneNumberFormat::National)
+            .into_owned()
+    }
+
+    /// International format, e.g. `+1 415-555-1234`.
+    pub fn formatted_international(&self) -> String {
+        PHONE_NUMBER_UTIL
+            .format(&self.parsed, PhoneNumberFormat::International)
+            .into_owned()
+    }
+
     /// Whether the number is valid for its numbering plan.
     pub fn is_valid(&self) -> bool {
         self.invalid_reason.is_none()
@@ -183,15 +198,10 @@ pub fn parse(
         calling_code: u32::try_from(number.country_code).unwrap_or_default(),
         national_number: rlibphonenumber::get_national_significant_number_owned(&number),
         region: number_region,
-        formatted_national: util
-            .format(&number, PhoneNumberFormat::National)
-            .into_owned(),
-        formatted_international: util
-            .format(&number, PhoneNumberFormat::International)
-            .into_owned(),
         e164,
         line_type,
         invalid_reason,
+        parsed: number,
     }))
 }
 

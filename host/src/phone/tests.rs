@@ -15,8 +15,8 @@ fn ok(input: &str, country: Option<&str>) -> PhoneNumber {
 fn us_number_formats_like_the_seed() {
     let number = ok("+1 (415) 555-1234", None);
     assert_eq!(number.e164, "+14155551234");
-    assert_eq!(number.formatted_national, "(415) 555-1234");
-    assert_eq!(number.formatted_international, "+1 415-555-1234");
+    assert_eq!(number.formatted_national(), "(415) 555-1234");
+    assert_eq!(number.formatted_international(), "+1 415-555-1234");
     assert_eq!(number.calling_code, 1);
     assert_eq!(number.region.as_deref(), Some("US"));
 }
