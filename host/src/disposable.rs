@@ -85,7 +85,11 @@ mod tests {
         let list = DisposableList::built_in();
         for prefix in &list.prefixes {
             let number = format!("{prefix}123");
-            assert_eq!(crate::phone::to_e164(&number).as_deref(), Ok(number.as_str()), "{prefix}");
+            assert_eq!(
+                crate::phone::to_e164(&number).as_deref(),
+                Ok(number.as_str()),
+                "{prefix}"
+            );
         }
     }
 

@@ -11,7 +11,7 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::disposable::DisposableList;
-use crate::flows::{AuditTrail, Engine, OperatorKey};
+use crate::flows::{Caches, Engine, NoRules, OperatorKey};
 use crate::limits::Buckets;
 use crate::otp::CodeHasher;
 use crate::phone::carrier;
@@ -41,7 +41,7 @@ pub fn build_engine(
         .map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
     carrier::preload();
     let engine = Engine {
-        hooks: Arc::new(AuditTrail::new(db.clone())),
+        hooks: Arc::new(NoRules),
         db,
         clock,
         hasher: CodeHasher::new(secret),
@@ -49,6 +49,7 @@ pub fn build_engine(
         outbox,
         limits: Buckets::default(),
         disposable,
+        caches: Caches::default(),
     };
     let operator = engine
         .init_operator_key(config.operator_key.as_deref())

@@ -85,7 +85,8 @@ async fn get_settings(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<PhoneSettings>, ApiError> {
-    Ok(Json(engine.settings(&caller.tenant_id)?))
+    let settings = engine.settings(&caller.tenant_id)?;
+    Ok(Json(PhoneSettings::clone(&settings)))
 }
 
 /// Updates the settings: fields present in the body replace the current ones (nested
@@ -102,8 +103,8 @@ async fn put_settings(
         ));
     }
     let current = engine.settings(&caller.tenant_id)?;
-    let mut merged =
-        serde_json::to_value(current).map_err(|err| ApiError::invalid("body", err.to_string()))?;
+    let mut merged = serde_json::to_value(&*current)
+        .map_err(|err| ApiError::invalid("body", err.to_string()))?;
     merge(&mut merged, patch);
     let bytes =
         serde_json::to_vec(&merged).map_err(|err| ApiError::invalid("body", err.to_string()))?;

@@ -118,7 +118,9 @@ impl Engine {
 
     /// The tenant an API key belongs to.
     pub fn tenant_for_key(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
-        self.db.get(Tree::ApiKeys, sha256_hex(secret).as_bytes())
+        let hash = sha256_hex(secret);
+        self.caches
+            .key(&hash, || self.db.get(Tree::ApiKeys, hash.as_bytes()))
     }
 
     pub async fn create_tenant(&self, name: Option<&str>) -> Result<TenantView, FlowError> {
@@ -207,7 +209,9 @@ impl Engine {
             });
         }
         // Authentication goes through `ApiKeys`: remove that first so the key stops working.
-        self.db.remove(Tree::ApiKeys, record.hash.as_bytes())?;
+        self.caches.remove_key(&record.hash, || {
+            self.db.remove(Tree::ApiKeys, record.hash.as_bytes())
+        })?;
         self.db.remove(Tree::TenantKeys, &tenant_key)?;
         self.db.sync().await?;
         Ok(())

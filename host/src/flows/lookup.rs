@@ -10,7 +10,7 @@ use crate::store::{key, Tree};
 use crate::warnings::{self, RiskAction, Warning};
 
 use super::analysis::{parse_country, parse_valid};
-use super::triggers::{Trigger, TriggerEvent};
+use super::triggers::{AuditTrail, Trigger, TriggerEvent};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/validate`.
@@ -192,22 +192,27 @@ impl Engine {
             verification_id = Some(verification.id);
             status = Some(decided);
         }
+        let mut trail = Vec::new();
         for trigger in [Trigger::PhoneLookupComplete, Trigger::VerificationCompleted] {
             if trigger == Trigger::VerificationCompleted && verification_id.is_none() {
                 continue;
             }
-            self.hooks.fire(&TriggerEvent {
-                trigger,
-                tenant_id,
-                verification_id: verification_id.as_deref(),
-                phone: &analysis.number.e164,
-                applicant_id,
-                status: status.unwrap_or(ReportStatus::NotFinished),
-                detail: None,
-                at: now,
-            })?;
+            self.fire(
+                &mut trail,
+                &TriggerEvent {
+                    trigger,
+                    tenant_id,
+                    verification_id: verification_id.as_deref(),
+                    phone: &analysis.number.e164,
+                    applicant_id,
+                    status: status.unwrap_or(ReportStatus::NotFinished),
+                    detail: None,
+                    at: now,
+                },
+            )?;
         }
-        if verification_id.is_some() {
+        if let Some(id) = &verification_id {
+            AuditTrail::record(&self.db, tenant_id, id, &trail)?;
             self.db.sync().await?;
         }
         Ok(lookup_response(

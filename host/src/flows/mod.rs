@@ -11,7 +11,10 @@ mod send;
 pub mod triggers;
 mod verify;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use crate::clock::Clock;
 use crate::disposable::DisposableList;
@@ -26,7 +29,7 @@ pub use admin::{BlockRequest, CreatedKey, KeyView, OperatorKey, TenantView};
 pub use idempotency::IdempotencyKey;
 pub use lookup::{LookupRequest, ValidateRequest};
 pub use send::SendRequest;
-pub use triggers::{AuditTrail, Trigger, TriggerEvent, TriggerHooks};
+pub use triggers::{AuditTrail, NoRules, Trigger, TriggerEvent, TriggerHooks};
 pub use verify::VerifyRequest;
 
 /// Everything the flows need, shared by all requests.
@@ -41,6 +44,89 @@ pub struct Engine {
     pub hooks: Arc<dyn TriggerHooks>,
     pub limits: Buckets,
     pub disposable: DisposableList,
+    /// Read-through caches of hot, rarely changed records.
+    pub caches: Caches,
+}
+
+/// In-process caches of API keys and settings. Only this process writes the embedded
+/// store (sled locks its directory). A miss loads from the store, and a write updates
+/// the store, while holding the cache's write lock, so a load can never put back a
+/// record older than a concurrent write.
+#[derive(Debug, Default)]
+pub struct Caches {
+    keys: RwLock<HashMap<String, crate::model::ApiKey>>,
+    settings: RwLock<HashMap<String, Arc<PhoneSettings>>>,
+}
+
+/// Entries kept per cache; beyond this the cache starts over (a cheap bound).
+const CACHE_LIMIT: usize = 100_000;
+
+fn read_through<V: Clone>(
+    cache: &RwLock<HashMap<String, V>>,
+    key: &str,
+    load: impl FnOnce() -> Result<Option<V>, StoreError>,
+) -> Result<Option<V>, StoreError> {
+    if let Some(hit) = cache.read().get(key) {
+        return Ok(Some(hit.clone()));
+    }
+    let mut entries = cache.write();
+    if let Some(hit) = entries.get(key) {
+        return Ok(Some(hit.clone()));
+    }
+    let loaded = load()?;
+    if let Some(value) = &loaded {
+        if entries.len() >= CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(key.to_owned(), value.clone());
+    }
+    Ok(loaded)
+}
+
+impl Caches {
+    /// The API key with this hash, through the cache.
+    pub(crate) fn key(
+        &self,
+        hash: &str,
+        load: impl FnOnce() -> Result<Option<crate::model::ApiKey>, StoreError>,
+    ) -> Result<Option<crate::model::ApiKey>, StoreError> {
+        read_through(&self.keys, hash, load)
+    }
+
+    /// Removes a key from the store (`remove`) and the cache together.
+    pub(crate) fn remove_key(
+        &self,
+        hash: &str,
+        remove: impl FnOnce() -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let mut keys = self.keys.write();
+        let removed = remove()?;
+        keys.remove(hash);
+        Ok(removed)
+    }
+
+    fn settings(
+        &self,
+        tenant_id: &str,
+        load: impl FnOnce() -> Result<Option<Arc<PhoneSettings>>, StoreError>,
+    ) -> Result<Option<Arc<PhoneSettings>>, StoreError> {
+        read_through(&self.settings, tenant_id, load)
+    }
+
+    fn store_settings(
+        &self,
+        tenant_id: &str,
+        settings: Arc<PhoneSettings>,
+        store: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut all = self.settings.write();
+        store()?;
+        if all.len() >= CACHE_LIMIT {
+            all.clear();
+        }
+        all.insert(tenant_id.to_owned(), settings);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -96,11 +182,13 @@ pub struct Caller {
 
 impl Engine {
     /// The tenant's settings, or the defaults when the tenant never saved any.
-    pub fn settings(&self, tenant_id: &str) -> Result<PhoneSettings, StoreError> {
-        Ok(self
-            .db
-            .get(Tree::Settings, tenant_id.as_bytes())?
-            .unwrap_or_default())
+    pub fn settings(&self, tenant_id: &str) -> Result<Arc<PhoneSettings>, StoreError> {
+        let loaded = self.caches.settings(tenant_id, || {
+            let stored: Option<PhoneSettings> =
+                self.db.get(Tree::Settings, tenant_id.as_bytes())?;
+            Ok(Some(Arc::new(stored.unwrap_or_default())))
+        })?;
+        Ok(loaded.unwrap_or_default())
     }
 
     /// Validates and stores the tenant's settings.
@@ -112,8 +200,10 @@ impl Engine {
         settings
             .validate()
             .map_err(|err| FlowError::invalid(err.field, err.message))?;
-        self.db
-            .put(Tree::Settings, tenant_id.as_bytes(), &settings)?;
+        self.caches
+            .store_settings(tenant_id, Arc::new(settings.clone()), || {
+                self.db.put(Tree::Settings, tenant_id.as_bytes(), &settings)
+            })?;
         self.db.sync().await?;
         Ok(settings)
     }

@@ -15,7 +15,7 @@ use crate::warnings::{self, RiskAction, Warning};
 use super::analysis::parse_valid;
 use super::idempotency::{fingerprint, Claim, IdempotencyKey};
 use super::lookup::check_applicant;
-use super::triggers::{Trigger, TriggerEvent};
+use super::triggers::{AuditTrail, Trigger, TriggerEvent};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/send-otp`.
@@ -213,12 +213,16 @@ impl Engine {
             detail,
             at: now,
         };
-        let fire = |trigger, status, detail: Option<String>, verification: &Verification| {
-            self.hooks.fire(&TriggerEvent {
-                verification_id: Some(&verification.id),
-                phone: &verification.phone.e164,
-                ..event(trigger, status, detail)
-            })
+        let mut trail = Vec::new();
+        let mut fire = |trigger, status, detail: Option<String>, verification: &Verification| {
+            self.fire(
+                &mut trail,
+                &TriggerEvent {
+                    verification_id: Some(&verification.id),
+                    phone: &verification.phone.e164,
+                    ..event(trigger, status, detail)
+                },
+            )
         };
         fire(
             Trigger::PhoneLookupComplete,
@@ -249,6 +253,7 @@ impl Engine {
                 Some(reasons.join(",")),
                 &verification,
             )?;
+            AuditTrail::record(&self.db, tenant_id, &verification.id, &trail)?;
             self.db.sync().await?;
             return Ok(SendResponse {
                 verification_id: verification.id,
@@ -295,6 +300,7 @@ impl Engine {
             Some(format!("{} {}", dispatch.provider, dispatch.message_id)),
             &verification,
         )?;
+        AuditTrail::record(&self.db, tenant_id, &verification.id, &trail)?;
         self.db.sync().await?;
         Ok(SendResponse {
             verification_id: verification.id,

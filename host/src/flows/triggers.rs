@@ -1,9 +1,8 @@
 //! Trigger points: where the flows hand control to tenant programming.
 //!
-//! Every flow fires its triggers through [`TriggerHooks`]. The host's own
-//! implementation, [`AuditTrail`], records each firing on the verification's audit
-//! trail (`GET /v1/verifications/{id}/events`); the plugin host wraps it to run rule
-//! plugins at the same points.
+//! Every flow fires its triggers through [`TriggerHooks`], the seam where rule plugins
+//! run, and records each firing on the verification's [`AuditTrail`]
+//! (`GET /v1/verifications/{id}/events`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,56 +27,79 @@ pub struct TriggerEvent<'a> {
     pub at: DateTime<Utc>,
 }
 
-/// Receives every trigger the flows fire.
+/// Receives every trigger the flows fire, in order, while the flow waits: this is the
+/// seam where tenant rule plugins run.
 pub trait TriggerHooks: Send + Sync + 'static {
     fn fire(&self, event: &TriggerEvent<'_>) -> Result<(), StoreError>;
 }
 
-/// Records triggers on the verification's audit trail.
-#[derive(Debug, Clone)]
-pub struct AuditTrail {
-    db: Db,
+/// The hooks of a host without rule plugins: firing a trigger only records it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRules;
+
+impl TriggerHooks for NoRules {
+    fn fire(&self, _event: &TriggerEvent<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
-impl AuditTrail {
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
+/// The audit trail: every trigger fired for a verification, stored one record per
+/// request (the triggers a request fires are written together, in firing order).
+#[derive(Debug, Clone)]
+pub struct AuditTrail;
 
+impl AuditTrail {
     /// The audit trail of one verification, oldest first.
     pub fn events(
         db: &Db,
         tenant_id: &str,
         verification_id: &str,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        db.scan(
+        let batches: Vec<Vec<AuditEvent>> = db.scan(
             Tree::Audit,
             &key(&[tenant_id, verification_id, ""]),
             10_000,
             false,
+        )?;
+        Ok(batches.into_iter().flatten().collect())
+    }
+
+    /// Stores the triggers one request fired for a verification.
+    pub(crate) fn record(
+        db: &Db,
+        tenant_id: &str,
+        verification_id: &str,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        // Requests at the same instant are kept apart and in order by a sequence number.
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let seq = format!("{:016}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let at = format!("{:020}", first.at.timestamp_nanos_opt().unwrap_or_default());
+        db.put(
+            Tree::Audit,
+            &key(&[tenant_id, verification_id, &at, &seq]),
+            &events,
         )
     }
 }
 
-impl TriggerHooks for AuditTrail {
-    fn fire(&self, event: &TriggerEvent<'_>) -> Result<(), StoreError> {
-        let Some(verification_id) = event.verification_id else {
-            return Ok(());
-        };
-        // Events of one request share a timestamp; the sequence keeps them in firing order.
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let seq = format!("{:016}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
-        let at = format!("{:020}", event.at.timestamp_nanos_opt().unwrap_or_default());
-        let record = AuditEvent {
+impl super::Engine {
+    /// Fires a trigger through the hooks and notes it in `trail` for the audit trail.
+    pub(crate) fn fire(
+        &self,
+        trail: &mut Vec<AuditEvent>,
+        event: &TriggerEvent<'_>,
+    ) -> Result<(), StoreError> {
+        self.hooks.fire(event)?;
+        trail.push(AuditEvent {
             at: event.at,
             trigger: event.trigger.name().to_owned(),
             status: event.status,
             detail: event.detail.clone(),
-        };
-        self.db.put(
-            Tree::Audit,
-            &key(&[event.tenant_id, verification_id, &at, &seq]),
-            &record,
-        )
+        });
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ use crate::warnings::{self, Risk, RiskAction, Warning};
 
 use super::analysis::parse_valid;
 use super::lookup::check_applicant;
-use super::triggers::{Trigger, TriggerEvent};
+use super::triggers::{AuditTrail, Trigger, TriggerEvent};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/verify-otp`.
@@ -147,22 +147,27 @@ impl Engine {
             CheckOutcome::AttemptsExceeded => (Trigger::OtpFailed, "attempts_exceeded"),
             CheckOutcome::Expired | CheckOutcome::NoActiveCode => (Trigger::OtpFailed, "expired"),
         };
-        let fire = |trigger| {
-            self.hooks.fire(&TriggerEvent {
-                trigger,
-                tenant_id,
-                verification_id: Some(&verification.id),
-                phone: &verification.phone.e164,
-                applicant_id,
-                status: verification.status,
-                detail: Some(label.to_owned()),
-                at: now,
-            })
+        let mut trail = Vec::new();
+        let mut fire = |trigger| {
+            self.fire(
+                &mut trail,
+                &TriggerEvent {
+                    trigger,
+                    tenant_id,
+                    verification_id: Some(&verification.id),
+                    phone: &verification.phone.e164,
+                    applicant_id,
+                    status: verification.status,
+                    detail: Some(label.to_owned()),
+                    at: now,
+                },
+            )
         };
         fire(trigger)?;
         if !verification.status.is_open() {
             fire(Trigger::VerificationCompleted)?;
         }
+        AuditTrail::record(&self.db, tenant_id, &verification.id, &trail)?;
         self.db.sync().await?;
 
         let verified = outcome == CheckOutcome::Verified;

@@ -165,7 +165,11 @@ pub fn parse(
         Err(err) => return Ok(Err(parse_error_reason(&err))),
     };
     let util = &*PHONE_NUMBER_UTIL;
-    let valid = util.is_valid_number(&number);
+    // One type match decides validity too: libphonenumber's `isValidNumber` is exactly
+    // "the number matches a type of its region's plan", so asking for validity and
+    // then for the type would match the same patterns twice.
+    let kind = util.get_number_type(&number);
+    let valid = kind != PhoneNumberType::Unknown;
     let number_region = util
         .get_region_for_number(&number)
         .filter(|r| *r != Region::World)
@@ -190,7 +194,7 @@ pub fn parse(
         }
     }
     let line_type = if invalid_reason.is_none() {
-        classify(util.get_number_type(&number), &e164)
+        classify(kind, &e164)
     } else {
         LineType::Unknown
     };

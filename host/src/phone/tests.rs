@@ -116,6 +116,14 @@ fn agrees_with_libphonenumber_examples_for_every_region_and_type() {
     let mut failures = Vec::new();
     for region in util.get_supported_regions() {
         let code = region.as_region_str().as_str().to_owned();
+        if let Ok(invalid) = util.get_invalid_example_number(region) {
+            let e164 = util.format(&invalid, PhoneNumberFormat::E164).into_owned();
+            if let Ok(Ok(ours)) = parse(&e164, None) {
+                if ours.is_valid() != util.is_valid_number(&invalid) {
+                    failures.push(format!("{code} invalid example {e164}: {ours:?}"));
+                }
+            }
+        }
         for kind in PhoneNumberType::iter() {
             if matches!(
                 kind,
