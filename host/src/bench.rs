@@ -114,8 +114,9 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 }
 
 fn print_row(figures: &Figures, floor: Option<&Figures>) {
+    // Only a single-request scenario compares with the floor; a flow is two requests.
     let share = floor
-        .filter(|f| f.name.starts_with("floor") && !figures.name.starts_with("floor"))
+        .filter(|f| f.name.starts_with("floor") && figures.name.starts_with("lookup"))
         .map(|f| {
             format!(
                 "  ({:.0}% of floor)",
