@@ -1,7 +1,10 @@
 //! What the host knows about a number for one tenant: classification, original
 //! operator, risk score and warnings. Shared by lookup, send and verify.
 
-use crate::model::{BlockedNumber, PhoneFacts, VerifiedOwner};
+use chrono::{DateTime, Utc};
+
+use crate::model::{BlockedNumber, PhoneFacts, ReportStatus, Verification, VerifiedOwner};
+use crate::otp::CodeState;
 use crate::phone::risk::{self, RiskAssessment, Signals};
 use crate::phone::{self, carrier, LineType, PhoneNumber};
 use crate::settings::PhoneSettings;
@@ -21,6 +24,37 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// A new, open verification of the analysed number.
+    pub fn start_verification(
+        &self,
+        tenant_id: &str,
+        applicant_id: Option<&str>,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Verification {
+        Verification {
+            id: Engine::id(),
+            tenant_id: tenant_id.to_owned(),
+            applicant_id: applicant_id.map(str::to_owned),
+            phone: self.facts(),
+            channel: None,
+            language: "en".to_owned(),
+            status: ReportStatus::NotFinished,
+            otp_verified: false,
+            code: CodeState {
+                active: None,
+                attempts: 0,
+                max_attempts,
+            },
+            sends: 0,
+            risk: self.risk.clone(),
+            warnings: self.warnings.clone(),
+            created_at: now,
+            updated_at: now,
+            verified_at: None,
+        }
+    }
+
     pub fn facts(&self) -> PhoneFacts {
         PhoneFacts {
             e164: self.number.e164.clone(),

@@ -2,8 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{PhoneFacts, ReportStatus, Verification};
-use crate::otp::CodeState;
+use crate::model::{PhoneFacts, ReportStatus};
 use crate::phone::risk::RiskAssessment;
 use crate::phone::{self, InvalidReason};
 use crate::store::{key, Tree};
@@ -155,27 +154,14 @@ impl Engine {
         let mut status = None;
         if let (false, Some(applicant)) = (settings.require_otp, applicant_id) {
             let decided = decide_without_otp(&analysis.warnings);
-            let verification = Verification {
-                id: Engine::id(),
-                tenant_id: tenant_id.to_owned(),
-                applicant_id: Some(applicant.to_owned()),
-                phone: analysis.facts(),
-                channel: None,
-                language: "en".to_owned(),
-                status: decided,
-                otp_verified: false,
-                code: CodeState {
-                    active: None,
-                    attempts: 0,
-                    max_attempts: settings.max_otp_attempts,
-                },
-                sends: 0,
-                risk: analysis.risk.clone(),
-                warnings: analysis.warnings.clone(),
-                created_at: now,
-                updated_at: now,
-                verified_at: (decided != ReportStatus::Declined).then_some(now),
-            };
+            let mut verification = analysis.start_verification(
+                tenant_id,
+                Some(applicant),
+                settings.max_otp_attempts,
+                now,
+            );
+            verification.status = decided;
+            verification.verified_at = (decided != ReportStatus::Declined).then_some(now);
             self.db.put(
                 Tree::Verifications,
                 &Engine::verification_key(tenant_id, &verification.id),

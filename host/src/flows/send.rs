@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::messages;
 use crate::model::{Channel, ReportStatus, Verification};
-use crate::otp::{self, CodeState};
+use crate::otp;
 use crate::providers::OutboundMessage;
 use crate::settings::EndpointLimits;
 use crate::store::{key, Tree};
@@ -176,26 +176,8 @@ impl Engine {
                     .filter(|verification| verification.status.is_open()),
                 None => None,
             };
-        let mut verification = open.unwrap_or_else(|| Verification {
-            id: Engine::id(),
-            tenant_id: tenant_id.to_owned(),
-            applicant_id: applicant_id.map(str::to_owned),
-            phone: analysis.facts(),
-            channel: Some(request.channel),
-            language: language.to_owned(),
-            status: ReportStatus::NotFinished,
-            otp_verified: false,
-            code: CodeState {
-                active: None,
-                attempts: 0,
-                max_attempts: settings.max_otp_attempts,
-            },
-            sends: 0,
-            risk: analysis.risk.clone(),
-            warnings: Vec::new(),
-            created_at: now,
-            updated_at: now,
-            verified_at: None,
+        let mut verification = open.unwrap_or_else(|| {
+            analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now)
         });
         verification.phone = analysis.facts();
         verification.risk = analysis.risk.clone();
