@@ -118,6 +118,18 @@ pub struct Verification {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub verified_at: Option<DateTime<Utc>>,
+    /// The audit trail: every trigger fired for this verification, in order. It is
+    /// stored with the verification, so recording it costs no extra write.
+    #[serde(default)]
+    pub events: Vec<AuditEvent>,
+}
+
+/// What the host keeps per tenant, number and applicant: the latest verification and
+/// the times of recent sends (for the resend limit, which spans verifications).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicantNumber {
+    pub verification_id: Option<String>,
+    pub sends: Vec<DateTime<Utc>>,
 }
 
 /// A number on a tenant's blocklist.

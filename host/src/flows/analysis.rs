@@ -52,6 +52,7 @@ impl Analysis {
             created_at: now,
             updated_at: now,
             verified_at: None,
+            events: Vec::new(),
         }
     }
 

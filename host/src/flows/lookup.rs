@@ -9,7 +9,7 @@ use crate::store::{key, Tree};
 use crate::warnings::{self, RiskAction, Warning};
 
 use super::analysis::{parse_country, parse_valid};
-use super::triggers::{AuditTrail, Trigger, TriggerEvent};
+use super::triggers::{Trigger, TriggerEvent};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/validate`.
@@ -150,37 +150,22 @@ impl Engine {
         )?;
         let now = self.clock.now();
 
-        let mut verification_id = None;
-        let mut status = None;
+        let mut decided = None;
         if let (false, Some(applicant)) = (settings.require_otp, applicant_id) {
-            let decided = decide_without_otp(&analysis.warnings);
+            let status = decide_without_otp(&analysis.warnings);
             let mut verification = analysis.start_verification(
                 tenant_id,
                 Some(applicant),
                 settings.max_otp_attempts,
                 now,
             );
-            verification.status = decided;
-            verification.verified_at = (decided != ReportStatus::Declined).then_some(now);
-            self.db.put(
-                Tree::Verifications,
-                &Engine::verification_key(tenant_id, &verification.id),
-                &verification,
-            )?;
-            self.db.put(
-                Tree::VerificationIndex,
-                &key(&[tenant_id, &verification.phone.e164, applicant]),
-                &verification.id,
-            )?;
-            if decided != ReportStatus::Declined {
-                self.record_owner(tenant_id, &verification)?;
-            }
-            verification_id = Some(verification.id);
-            status = Some(decided);
+            verification.status = status;
+            verification.verified_at = (status != ReportStatus::Declined).then_some(now);
+            decided = Some(verification);
         }
         let mut trail = Vec::new();
         for trigger in [Trigger::PhoneLookupComplete, Trigger::VerificationCompleted] {
-            if trigger == Trigger::VerificationCompleted && verification_id.is_none() {
+            if trigger == Trigger::VerificationCompleted && decided.is_none() {
                 continue;
             }
             self.fire(
@@ -188,19 +173,39 @@ impl Engine {
                 &TriggerEvent {
                     trigger,
                     tenant_id,
-                    verification_id: verification_id.as_deref(),
+                    verification_id: decided.as_ref().map(|v| v.id.as_str()),
                     phone: &analysis.number.e164,
                     applicant_id,
-                    status: status.unwrap_or(ReportStatus::NotFinished),
+                    status: decided
+                        .as_ref()
+                        .map_or(ReportStatus::NotFinished, |v| v.status),
                     detail: None,
                     at: now,
                 },
             )?;
         }
-        if let Some(id) = &verification_id {
-            AuditTrail::record(&self.db, tenant_id, id, &trail)?;
-            self.db.sync().await?;
-        }
+        let (verification_id, status) = match decided {
+            Some(mut verification) => {
+                verification.events = trail;
+                self.db.put(
+                    Tree::Verifications,
+                    &Engine::verification_key(tenant_id, &verification.id),
+                    &verification,
+                )?;
+                let index_key = key(&[
+                    tenant_id,
+                    &verification.phone.e164,
+                    applicant_id.unwrap_or(""),
+                ]);
+                self.note_send(&index_key, &verification.id, None)?;
+                if verification.status != ReportStatus::Declined {
+                    self.record_owner(tenant_id, &verification)?;
+                }
+                self.db.sync().await?;
+                (Some(verification.id), Some(verification.status))
+            }
+            None => (None, None),
+        };
         Ok(lookup_response(
             &analysis.facts(),
             analysis.risk,

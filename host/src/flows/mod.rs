@@ -29,7 +29,7 @@ pub use admin::{BlockRequest, CreatedKey, KeyView, OperatorKey, TenantView};
 pub use idempotency::IdempotencyKey;
 pub use lookup::{LookupRequest, ValidateRequest};
 pub use send::SendRequest;
-pub use triggers::{AuditTrail, NoRules, Trigger, TriggerEvent, TriggerHooks};
+pub use triggers::{NoRules, Trigger, TriggerEvent, TriggerHooks};
 pub use verify::VerifyRequest;
 
 /// Everything the flows need, shared by all requests.

@@ -13,7 +13,6 @@ use crate::model::{AuditEvent, ReportStatus, Verification};
 use crate::phone::countries;
 use crate::warnings::Warning;
 
-use super::triggers::AuditTrail;
 use super::{Caller, Engine, FlowError};
 
 /// Carrier block of the report.
@@ -71,8 +70,7 @@ impl Engine {
 
     /// The audit trail of one of the caller's verifications.
     pub fn events(&self, caller: &Caller, id: &str) -> Result<Vec<AuditEvent>, FlowError> {
-        self.load(caller, id)?;
-        Ok(AuditTrail::events(&self.db, &caller.tenant_id, id)?)
+        Ok(self.load(caller, id)?.events)
     }
 }
 

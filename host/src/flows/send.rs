@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::messages;
-use crate::model::{Channel, ReportStatus, Verification};
+use crate::model::{ApplicantNumber, AuditEvent, Channel, ReportStatus, Verification};
 use crate::otp;
 use crate::providers::OutboundMessage;
 use crate::settings::EndpointLimits;
@@ -15,7 +15,7 @@ use crate::warnings::{self, RiskAction, Warning};
 use super::analysis::parse_valid;
 use super::idempotency::{fingerprint, Claim, IdempotencyKey};
 use super::lookup::check_applicant;
-use super::triggers::{AuditTrail, Trigger, TriggerEvent};
+use super::triggers::{Trigger, TriggerEvent};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/send-otp`.
@@ -140,42 +140,25 @@ impl Engine {
             ip,
         )?;
         let now = self.clock.now();
-        let applicant_key = applicant_id.unwrap_or("");
-        let log_key = key(&[tenant_id, &number.e164, applicant_key]);
-        let sends: Vec<DateTime<Utc>> = self.db.get(Tree::SendLog, &log_key)?.unwrap_or_default();
-        // Every send after the first within 24 hours is a resend.
-        if otp::sends_in_window(&sends, now) > settings.max_resends_per_24h {
-            let oldest = sends
-                .iter()
-                .filter(|at| **at > now - Duration::hours(24))
-                .min()
-                .copied()
-                .unwrap_or(now);
-            let retry = (oldest + Duration::hours(24) - now).num_seconds().max(1);
-            return Err(FlowError::RateLimited {
-                code: "resend_limit_exceeded",
-                message: format!(
-                    "at most {} code resends per 24 hours for this number and applicant",
-                    settings.max_resends_per_24h
-                ),
-                retry_after_secs: u64::try_from(retry).unwrap_or(1),
-            });
-        }
+        let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
+        let entry: ApplicantNumber = self
+            .db
+            .get(Tree::VerificationIndex, &index_key)?
+            .unwrap_or_default();
+        check_resends(&entry.sends, settings.max_resends_per_24h, now)?;
 
         let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None)?;
         let language = messages::resolve_language(request.language.as_deref());
-        let index_key = key(&[tenant_id, &analysis.number.e164, applicant_key]);
-        let open: Option<Verification> =
-            match self.db.get::<String>(Tree::VerificationIndex, &index_key)? {
-                Some(id) => self
-                    .db
-                    .get::<Verification>(
-                        Tree::Verifications,
-                        &Engine::verification_key(tenant_id, &id),
-                    )?
-                    .filter(|verification| verification.status.is_open()),
-                None => None,
-            };
+        let open: Option<Verification> = match &entry.verification_id {
+            Some(id) => self
+                .db
+                .get::<Verification>(
+                    Tree::Verifications,
+                    &Engine::verification_key(tenant_id, id),
+                )?
+                .filter(|verification| verification.status.is_open()),
+            None => None,
+        };
         let mut verification = open.unwrap_or_else(|| {
             analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now)
         });
@@ -185,24 +168,20 @@ impl Engine {
         verification.channel = Some(request.channel);
         verification.language = language.to_owned();
         verification.updated_at = now;
-        let event = |trigger, status, detail: Option<String>| TriggerEvent {
-            trigger,
-            tenant_id,
-            verification_id: None,
-            phone: "",
-            applicant_id,
-            status,
-            detail,
-            at: now,
-        };
+
         let mut trail = Vec::new();
         let mut fire = |trigger, status, detail: Option<String>, verification: &Verification| {
             self.fire(
                 &mut trail,
                 &TriggerEvent {
+                    trigger,
+                    tenant_id,
                     verification_id: Some(&verification.id),
                     phone: &verification.phone.e164,
-                    ..event(trigger, status, detail)
+                    applicant_id,
+                    status,
+                    detail,
+                    at: now,
                 },
             )
         };
@@ -222,7 +201,6 @@ impl Engine {
         if warnings::strongest(&verification.warnings) == RiskAction::Decline {
             verification.status = ReportStatus::Declined;
             verification.code.active = None;
-            self.save_verification(&verification, &index_key)?;
             let reasons: Vec<&str> = verification
                 .warnings
                 .iter()
@@ -235,7 +213,13 @@ impl Engine {
                 Some(reasons.join(",")),
                 &verification,
             )?;
-            AuditTrail::record(&self.db, tenant_id, &verification.id, &trail)?;
+            verification.events.append(&mut trail);
+            self.db.put(
+                Tree::Verifications,
+                &Engine::verification_key(tenant_id, &verification.id),
+                &verification,
+            )?;
+            self.note_send(&index_key, &verification.id, None)?;
             self.db.sync().await?;
             return Ok(SendResponse {
                 verification_id: verification.id,
@@ -254,7 +238,6 @@ impl Engine {
         verification
             .code
             .issue(&self.hasher, &verification.id, &code, now, ttl);
-        let verification = self.store_resend(verification, &index_key)?;
         let message = OutboundMessage {
             tenant_id: tenant_id.to_owned(),
             verification_id: verification.id.clone(),
@@ -269,81 +252,115 @@ impl Engine {
             .send(message)
             .await
             .map_err(|err| FlowError::Provider(err.to_string()))?;
-        let mut sends: Vec<DateTime<Utc>> = sends
-            .into_iter()
-            .filter(|at| *at > now - Duration::hours(24))
-            .collect();
-        sends.push(now);
-        let used = otp::sends_in_window(&sends, now).saturating_sub(1);
-        self.db.put(Tree::SendLog, &log_key, &sends)?;
         fire(
             Trigger::OtpSent,
             verification.status,
             Some(format!("{} {}", dispatch.provider, dispatch.message_id)),
             &verification,
         )?;
-        AuditTrail::record(&self.db, tenant_id, &verification.id, &trail)?;
+        let verification = self.store_sent(verification, trail)?;
+        let sends = self.note_send(&index_key, &verification.id, Some(now))?;
         self.db.sync().await?;
+        let resends = otp::sends_in_window(&sends, now).saturating_sub(1);
         Ok(SendResponse {
             verification_id: verification.id,
             phone: verification.phone.e164,
             status: "pending".into(),
             channel: request.channel,
             expires_at: verification.code.active.map(|code| code.expires_at),
-            resends_remaining: settings.max_resends_per_24h.saturating_sub(used),
+            resends_remaining: settings.max_resends_per_24h.saturating_sub(resends),
             warnings: verification.warnings,
         })
     }
 
-    /// Stores a verification with a freshly issued code. A concurrent check of the same
-    /// verification may have counted attempts meanwhile; those are kept, and a
-    /// verification that closed meanwhile is not reopened.
-    fn store_resend(
+    /// Stores a verification whose code was just sent, with the triggers this request
+    /// fired. The write comes after the provider accepted the message, so the code is
+    /// only stored once it is on its way; a crash in between leaves the user a code
+    /// that does not verify, and the client, which got no answer, sends again. A
+    /// concurrent check of the same verification may have counted attempts meanwhile;
+    /// those are kept, and a verification that closed meanwhile is not reopened.
+    fn store_sent(
         &self,
         prepared: Verification,
-        index_key: &[u8],
+        trail: Vec<AuditEvent>,
     ) -> Result<Verification, FlowError> {
         let key = Engine::verification_key(&prepared.tenant_id, &prepared.id);
-        let stored = self.db.update::<Verification, FlowError, Verification>(
+        self.db.update::<Verification, FlowError, Verification>(
             Tree::Verifications,
             &key,
             |current| {
                 let mut next = prepared.clone();
-                if let Some(current) = current {
-                    if !current.status.is_open() {
+                match current {
+                    Some(current) if !current.status.is_open() => {
                         return Err(FlowError::Conflict {
                             code: "verification_closed",
                             message: format!(
                                 "the verification was completed meanwhile with status {:?}",
                                 current.status
                             ),
-                        });
+                        })
                     }
-                    next.code.attempts = current.code.attempts;
-                    next.sends = current.sends + 1;
-                } else {
-                    next.sends = 1;
+                    Some(current) => {
+                        next.code.attempts = current.code.attempts;
+                        next.sends = current.sends + 1;
+                        next.events = current.events;
+                    }
+                    None => next.sends = 1,
                 }
+                next.events.extend(trail.iter().cloned());
                 Ok((Some(next.clone()), next))
             },
-        )?;
-        self.db
-            .put(Tree::VerificationIndex, index_key, &stored.id)?;
-        Ok(stored)
+        )
     }
 
-    pub(crate) fn save_verification(
+    /// Points the number and applicant at `verification_id` and, for a sent code,
+    /// records the send; returns the sends of the last 24 hours.
+    pub(crate) fn note_send(
         &self,
-        verification: &Verification,
         index_key: &[u8],
-    ) -> Result<(), FlowError> {
-        self.db.put(
-            Tree::Verifications,
-            &Engine::verification_key(&verification.tenant_id, &verification.id),
-            verification,
-        )?;
+        verification_id: &str,
+        sent_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<DateTime<Utc>>, FlowError> {
         self.db
-            .put(Tree::VerificationIndex, index_key, &verification.id)?;
-        Ok(())
+            .update::<ApplicantNumber, FlowError, Vec<DateTime<Utc>>>(
+                Tree::VerificationIndex,
+                index_key,
+                |current| {
+                    let mut entry = current.unwrap_or_default();
+                    entry.verification_id = Some(verification_id.to_owned());
+                    if let Some(at) = sent_at {
+                        entry.sends.retain(|sent| *sent > at - Duration::hours(24));
+                        entry.sends.push(at);
+                    }
+                    let sends = entry.sends.clone();
+                    Ok((Some(entry), sends))
+                },
+            )
     }
+}
+
+/// Refuses a send beyond the resend limit: every send after the first within 24 hours
+/// is a resend.
+fn check_resends(
+    sends: &[DateTime<Utc>],
+    max_resends: u32,
+    now: DateTime<Utc>,
+) -> Result<(), FlowError> {
+    if otp::sends_in_window(sends, now) <= max_resends {
+        return Ok(());
+    }
+    let oldest = sends
+        .iter()
+        .filter(|at| **at > now - Duration::hours(24))
+        .min()
+        .copied()
+        .unwrap_or(now);
+    let retry = (oldest + Duration::hours(24) - now).num_seconds().max(1);
+    Err(FlowError::RateLimited {
+        code: "resend_limit_exceeded",
+        message: format!(
+            "at most {max_resends} code resends per 24 hours for this number and applicant"
+        ),
+        retry_after_secs: u64::try_from(retry).unwrap_or(1),
+    })
 }

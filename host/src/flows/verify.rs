@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ReportStatus, Verification, VerifiedOwner};
+use crate::model::{ApplicantNumber, AuditEvent, ReportStatus, Verification, VerifiedOwner};
 use crate::otp::CheckOutcome;
 use crate::phone::risk::RiskLevel;
 use crate::store::{key, Tree};
@@ -11,7 +11,7 @@ use crate::warnings::{self, Risk, RiskAction, Warning};
 
 use super::analysis::parse_valid;
 use super::lookup::check_applicant;
-use super::triggers::{AuditTrail, Trigger, TriggerEvent};
+use super::triggers::{Trigger, TriggerEvent};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/verify-otp`.
@@ -83,12 +83,12 @@ impl Engine {
             ip,
         )?;
         let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
-        let id: String =
-            self.db
-                .get(Tree::VerificationIndex, &index_key)?
-                .ok_or(FlowError::NotFound(
-                    "verification for this phone number and applicant",
-                ))?;
+        let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, &index_key)?;
+        let id = entry
+            .and_then(|entry| entry.verification_id)
+            .ok_or(FlowError::NotFound(
+                "verification for this phone number and applicant",
+            ))?;
         let now = self.clock.now();
         // A number verified for another applicant meanwhile is a duplicate now.
         let duplicate = self.duplicate_warning(tenant_id, &settings, &number.e164, applicant_id)?;
@@ -134,6 +134,15 @@ impl Engine {
                     }
                     CheckOutcome::Incorrect { .. } | CheckOutcome::Expired | CheckOutcome::NoActiveCode => {}
                 }
+                // The audit trail goes into this same write; the hooks run after it.
+                for trigger in triggers_for(outcome, verification.status) {
+                    verification.events.push(AuditEvent {
+                        at: now,
+                        trigger: trigger.name().to_owned(),
+                        status: verification.status,
+                        detail: Some(label_of(outcome).to_owned()),
+                    });
+                }
                 Ok((Some(verification.clone()), (verification, outcome)))
             },
         )?;
@@ -141,33 +150,19 @@ impl Engine {
         if outcome == CheckOutcome::Verified && verification.status != ReportStatus::Declined {
             self.record_owner(tenant_id, &verification)?;
         }
-        let (trigger, label) = match outcome {
-            CheckOutcome::Verified => (Trigger::OtpVerified, "verified"),
-            CheckOutcome::Incorrect { .. } => (Trigger::OtpFailed, "incorrect_code"),
-            CheckOutcome::AttemptsExceeded => (Trigger::OtpFailed, "attempts_exceeded"),
-            CheckOutcome::Expired | CheckOutcome::NoActiveCode => (Trigger::OtpFailed, "expired"),
-        };
-        let mut trail = Vec::new();
-        let mut fire = |trigger| {
-            self.fire(
-                &mut trail,
-                &TriggerEvent {
-                    trigger,
-                    tenant_id,
-                    verification_id: Some(&verification.id),
-                    phone: &verification.phone.e164,
-                    applicant_id,
-                    status: verification.status,
-                    detail: Some(label.to_owned()),
-                    at: now,
-                },
-            )
-        };
-        fire(trigger)?;
-        if !verification.status.is_open() {
-            fire(Trigger::VerificationCompleted)?;
+        let label = label_of(outcome);
+        for trigger in triggers_for(outcome, verification.status) {
+            self.hooks.fire(&TriggerEvent {
+                trigger,
+                tenant_id,
+                verification_id: Some(&verification.id),
+                phone: &verification.phone.e164,
+                applicant_id,
+                status: verification.status,
+                detail: Some(label.to_owned()),
+                at: now,
+            })?;
         }
-        AuditTrail::record(&self.db, tenant_id, &verification.id, &trail)?;
         self.db.sync().await?;
 
         let verified = outcome == CheckOutcome::Verified;
@@ -214,6 +209,31 @@ impl Engine {
             &owner,
         )?;
         Ok(())
+    }
+}
+
+/// The answer's `verification_status` for an outcome.
+fn label_of(outcome: CheckOutcome) -> &'static str {
+    match outcome {
+        CheckOutcome::Verified => "verified",
+        CheckOutcome::Incorrect { .. } => "incorrect_code",
+        CheckOutcome::AttemptsExceeded => "attempts_exceeded",
+        CheckOutcome::Expired | CheckOutcome::NoActiveCode => "expired",
+    }
+}
+
+/// The triggers a check fires: its own, then `verification_completed` if it closed the
+/// verification.
+fn triggers_for(outcome: CheckOutcome, status: ReportStatus) -> Vec<Trigger> {
+    let first = if outcome == CheckOutcome::Verified {
+        Trigger::OtpVerified
+    } else {
+        Trigger::OtpFailed
+    };
+    if status.is_open() {
+        vec![first]
+    } else {
+        vec![first, Trigger::VerificationCompleted]
     }
 }
 

@@ -29,10 +29,8 @@ pub enum Tree {
     TenantKeys,
     /// `tenant id / verification id` → verification.
     Verifications,
-    /// `tenant id / e164 / applicant` → id of the latest verification.
+    /// `tenant id / e164 / applicant` → latest verification and recent sends.
     VerificationIndex,
-    /// `tenant id / e164 / applicant` → timestamps of recent sends.
-    SendLog,
     /// `tenant id / e164` → who verified the number first.
     VerifiedNumbers,
     /// `tenant id / e164` → blocklist entry.
@@ -43,26 +41,22 @@ pub enum Tree {
     Outbox,
     /// `tenant id / idempotency key` → stored answer.
     Idempotency,
-    /// `tenant id / verification id / time` → audit event.
-    Audit,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
         Tree::TenantKeys,
         Tree::Verifications,
         Tree::VerificationIndex,
-        Tree::SendLog,
         Tree::VerifiedNumbers,
         Tree::Blocklist,
         Tree::Settings,
         Tree::Outbox,
         Tree::Idempotency,
-        Tree::Audit,
     ];
 
     /// The tree's stable name.
@@ -74,13 +68,11 @@ impl Tree {
             Tree::TenantKeys => "tenant_keys",
             Tree::Verifications => "verifications",
             Tree::VerificationIndex => "verification_index",
-            Tree::SendLog => "send_log",
             Tree::VerifiedNumbers => "verified_numbers",
             Tree::Blocklist => "blocklist",
             Tree::Settings => "settings",
             Tree::Outbox => "outbox",
             Tree::Idempotency => "idempotency",
-            Tree::Audit => "audit",
         }
     }
 }
