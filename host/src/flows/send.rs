@@ -285,6 +285,15 @@ impl Engine {
         trail: Vec<AuditEvent>,
     ) -> Result<Verification, FlowError> {
         let key = Engine::verification_key(&prepared.tenant_id, &prepared.id);
+        if prepared.sends == 0 {
+            // A verification started by this request: nobody else knows its id yet.
+            let mut fresh = prepared.clone();
+            fresh.sends = 1;
+            fresh.events.extend(trail.iter().cloned());
+            if self.db.insert_new(Tree::Verifications, &key, &fresh)? {
+                return Ok(fresh);
+            }
+        }
         self.db.update::<Verification, FlowError, Verification>(
             Tree::Verifications,
             &key,
