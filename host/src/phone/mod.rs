@@ -260,4 +260,6 @@ pub fn to_e164(input: &str) -> Result<String, InvalidReason> {
 }
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod tests;
