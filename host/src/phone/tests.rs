@@ -160,3 +160,20 @@ fn agrees_with_libphonenumber_examples_for_every_region_and_type() {
         failures.join("\n")
     );
 }
+
+proptest::proptest! {
+    #[test]
+    fn parsing_arbitrary_input_never_panics(input in "\\PC{0,40}", country in "[A-Za-z]{0,3}") {
+        let _ = parse(&input, None);
+        let _ = parse(&input, Some(&country));
+        let _ = to_e164(&input);
+    }
+
+    #[test]
+    fn parsing_digit_strings_never_panics(digits in "\\+?[0-9 ()\\-]{0,30}") {
+        if let Ok(Ok(number)) = parse(&digits, None) {
+            let _ = number.formatted_national();
+            let _ = number.formatted_international();
+        }
+    }
+}
