@@ -1,8 +1,9 @@
 //! The Dialgate plugin SDK: the vocabulary plugins share with the host.
 //!
-//! This first release carries the trigger points of the verification flows and the API
-//! version. The WebAssembly contract (WIT worlds for rule, messaging-adapter and
-//! lookup-adapter plugins) and the guest traits build on these names.
+//! This release carries the trigger points of the verification flows and the API
+//! version. The WebAssembly contract itself is the WIT package in `sdk/wit/plugin.wit`
+//! (`dialgate:plugin@0.1.0`: the `rule`, `messaging-adapter` and `lookup-adapter`
+//! worlds); `tests/contract.rs` keeps it documented and in step with these names.
 #![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
