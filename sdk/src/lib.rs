@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "guest")]
+pub mod rule;
+
 /// Version of the plugin API this SDK speaks.
 pub const API_VERSION: &str = "0.1.0";
 
