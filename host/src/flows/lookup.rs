@@ -197,7 +197,7 @@ impl Engine {
                     &verification.phone.e164,
                     applicant_id.unwrap_or(""),
                 ]);
-                self.note_send(&index_key, &verification.id, None)?;
+                self.record_in_index(&index_key, &verification.id, None)?;
                 if verification.status != ReportStatus::Declined {
                     self.record_owner(tenant_id, &verification)?;
                 }

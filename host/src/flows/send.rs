@@ -219,7 +219,7 @@ impl Engine {
                 &Engine::verification_key(tenant_id, &verification.id),
                 &verification,
             )?;
-            self.note_send(&index_key, &verification.id, None)?;
+            self.record_in_index(&index_key, &verification.id, None)?;
             self.db.sync().await?;
             return Ok(SendResponse {
                 verification_id: verification.id,
@@ -259,7 +259,7 @@ impl Engine {
             &verification,
         )?;
         let verification = self.store_sent(verification, trail)?;
-        let sends = self.note_send(&index_key, &verification.id, Some(now))?;
+        let sends = self.record_in_index(&index_key, &verification.id, Some(now))?;
         self.db.sync().await?;
         let resends = otp::sends_in_window(&sends, now).saturating_sub(1);
         Ok(SendResponse {
@@ -324,7 +324,7 @@ impl Engine {
 
     /// Points the number and applicant at `verification_id` and, for a sent code,
     /// records the send; returns the sends of the last 24 hours.
-    pub(crate) fn note_send(
+    pub(crate) fn record_in_index(
         &self,
         index_key: &[u8],
         verification_id: &str,
