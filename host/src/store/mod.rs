@@ -41,11 +41,13 @@ pub enum Tree {
     Outbox,
     /// `tenant id / idempotency key` → stored answer.
     Idempotency,
+    /// `tenant id / plugin id / key` → a plugin's key-value data.
+    PluginKv,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -57,6 +59,7 @@ impl Tree {
         Tree::Settings,
         Tree::Outbox,
         Tree::Idempotency,
+        Tree::PluginKv,
     ];
 
     /// The tree's stable name.
@@ -73,6 +76,7 @@ impl Tree {
             Tree::Settings => "settings",
             Tree::Outbox => "outbox",
             Tree::Idempotency => "idempotency",
+            Tree::PluginKv => "plugin_kv",
         }
     }
 }

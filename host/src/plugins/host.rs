@@ -1,0 +1,134 @@
+//! What the runtime gives a rule plugin: the per-call store state and the host side of
+//! the `log`, `clock` and `kv` interfaces.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::store::{key, Db, StoreError, Tree};
+
+use super::wit::dialgate::plugin::{clock, kv, log, rule_types, types};
+use super::Scope;
+
+/// Longest key a plugin may use.
+const MAX_KEY_BYTES: usize = 256;
+/// Largest value a plugin may store.
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Longest log line kept.
+const MAX_LOG_BYTES: usize = 1024;
+
+/// The state of one call's store.
+pub struct State {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub db: Db,
+    pub scope: Scope,
+    pub now_millis: i64,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for State {}
+impl rule_types::Host for State {}
+
+impl log::Host for State {
+    fn write(&mut self, level: log::Level, message: String) {
+        let mut end = message.len().min(MAX_LOG_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &message[..end];
+        let (tenant, plugin) = (&self.scope.tenant_id, &self.scope.plugin_id);
+        match level {
+            log::Level::Trace => tracing::trace!(tenant, plugin, "{text}"),
+            log::Level::Debug => tracing::debug!(tenant, plugin, "{text}"),
+            log::Level::Info => tracing::info!(tenant, plugin, "{text}"),
+            log::Level::Warn => tracing::warn!(tenant, plugin, "{text}"),
+            log::Level::Error => tracing::error!(tenant, plugin, "{text}"),
+        }
+    }
+}
+
+impl clock::Host for State {
+    fn now_millis(&mut self) -> i64 {
+        self.now_millis
+    }
+}
+
+impl State {
+    fn kv_key(&self, name: &str) -> Result<Vec<u8>, kv::KvError> {
+        if name.is_empty() || name.len() > MAX_KEY_BYTES {
+            return Err(kv::KvError::BadKey(format!(
+                "keys are 1 to {MAX_KEY_BYTES} bytes"
+            )));
+        }
+        Ok(key(&[&self.scope.tenant_id, &self.scope.plugin_id, name]))
+    }
+}
+
+fn unavailable(err: StoreError) -> kv::KvError {
+    kv::KvError::Unavailable(err.to_string())
+}
+
+impl kv::Host for State {
+    fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, kv::KvError> {
+        let key = self.kv_key(&name)?;
+        self.db.get(Tree::PluginKv, &key).map_err(unavailable)
+    }
+
+    fn set(&mut self, name: String, value: Vec<u8>) -> Result<(), kv::KvError> {
+        let key = self.kv_key(&name)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(kv::KvError::ValueTooLarge(
+                u32::try_from(MAX_VALUE_BYTES).unwrap_or(u32::MAX),
+            ));
+        }
+        self.db
+            .put(Tree::PluginKv, &key, &value)
+            .map_err(unavailable)
+    }
+
+    fn delete(&mut self, name: String) -> Result<(), kv::KvError> {
+        let key = self.kv_key(&name)?;
+        self.db
+            .remove(Tree::PluginKv, &key)
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// Counters are stored as their decimal text, so `get` reads them as such.
+    fn increment(&mut self, name: String, delta: i64) -> Result<i64, kv::KvError> {
+        let key = self.kv_key(&name)?;
+        let counted =
+            self.db
+                .update::<Vec<u8>, StoreError, Option<i64>>(Tree::PluginKv, &key, |current| {
+                    let Some(bytes) = current else {
+                        return Ok((Some(delta.to_string().into_bytes()), Some(delta)));
+                    };
+                    match std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|text| text.parse::<i64>().ok())
+                    {
+                        Some(value) => {
+                            let next = value.saturating_add(delta);
+                            Ok((Some(next.to_string().into_bytes()), Some(next)))
+                        }
+                        None => Ok((Some(bytes), None)),
+                    }
+                });
+        match counted.map_err(unavailable)? {
+            Some(value) => Ok(value),
+            None => Err(kv::KvError::BadKey(format!(
+                "{name:?} holds a value that is not a counter"
+            ))),
+        }
+    }
+}
