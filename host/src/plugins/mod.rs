@@ -10,6 +10,8 @@
 //! a [`Failure`]; the host itself never fails with the plugin.
 
 mod host;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -4,10 +4,6 @@
 //! `tests/hostile/` for wasm32-wasip2, so those tests need that target (`.ci/test` adds
 //! it and runs them); the key-value tests run everywhere.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
-
 use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::WasiCtx;
@@ -30,69 +26,18 @@ fn scope(tenant: &str) -> Scope {
     }
 }
 
-/// Builds the guests once per test run, into their own target directory.
 fn guest(artifact: &str) -> Vec<u8> {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("host/ sits in the workspace")
-            .to_path_buf();
-        let target = workspace.join("target/guests");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&workspace)
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "otp-for-voip", "-p", "flag-sim-swap"])
-            .args(["-p", "hostile-spin", "-p", "hostile-memory-bomb"])
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("run cargo");
-        assert!(
-            status.success(),
-            "building the guests failed (rustup target add wasm32-wasip2)"
-        );
-        target.join("wasm32-wasip2/release")
-    });
-    let path = dir.join(format!("{artifact}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    super::testing::guest_component(artifact)
 }
 
 fn event(line_type: &str, sim_swap_days_ago: Option<u32>, config: &[(&str, &str)]) -> wit::Event {
-    wit::Event {
-        trigger: wit::Trigger::PhoneLookupComplete,
-        tenant_id: "tenant".to_owned(),
-        verification: wit::VerificationSnapshot {
-            id: Some("verification".to_owned()),
-            status: wit::VerificationStatus::NotFinished,
-            channel: None,
-            attempts: 0,
-            resends: 0,
-            flags: Vec::new(),
-            otp_verified: false,
-        },
-        phone: wit::PhoneIntelligence {
-            e164: "+14155552671".to_owned(),
-            line_type: line_type.to_owned(),
-            country: Some("US".to_owned()),
-            carrier_name: None,
-            carrier_is_original: false,
-            risk_score: 0,
-            risk_level: "low".to_owned(),
-            risk_factors: Vec::new(),
-            ported: None,
-            ported_days_ago: None,
-            sim_swap_days_ago,
-            line_status: None,
-            roaming: None,
-        },
-        applicant_id: Some("applicant".to_owned()),
-        applicant_country: None,
-        config: config
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
+    let mut event = super::testing::event(line_type);
+    event.phone.sim_swap_days_ago = sim_swap_days_ago;
+    event.config = config
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    event
 }
 
 #[test]
