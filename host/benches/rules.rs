@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dialgate::plugins::{testing, Limits, PluginRuntime, Scope};
+use dialgate::plugins::{testing, Kind, Limits, PluginRuntime, Scope};
 use dialgate::store::Db;
 
 fn rules(c: &mut Criterion) {
@@ -14,7 +14,7 @@ fn rules(c: &mut Criterion) {
     let db = Db::open_sled(dir.path()).expect("open sled");
     let runtime = PluginRuntime::new(db, Limits::default()).expect("runtime");
     let rule = runtime
-        .compile_rule(&testing::guest_component("otp_for_voip"))
+        .load(&testing::guest_component("otp_for_voip"), Some(Kind::Rule))
         .expect("a rule");
     let scope = Scope {
         tenant_id: "tenant".to_owned(),
@@ -23,19 +23,15 @@ fn rules(c: &mut Criterion) {
     let event = testing::event("voip");
     c.bench_function("rule/invoke_fresh_instance", |b| {
         b.iter(|| {
-            let invocation = runtime
-                .invoke_rule(&rule, &scope, 0, black_box(&event))
-                .expect("runs");
-            black_box(invocation.actions.len())
+            let (_, actions) = runtime.invoke_rule(&rule, &scope, 0, black_box(&event));
+            black_box(actions.expect("runs").len())
         });
     });
     c.bench_function("rule/chain_of_10", |b| {
         b.iter(|| {
             for _ in 0..10 {
-                let invocation = runtime
-                    .invoke_rule(&rule, &scope, 0, black_box(&event))
-                    .expect("runs");
-                black_box(invocation.actions.len());
+                let (_, actions) = runtime.invoke_rule(&rule, &scope, 0, black_box(&event));
+                black_box(actions.expect("runs").len());
             }
         });
     });

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::otp::CodeState;
 use crate::phone::risk::RiskAssessment;
 use crate::phone::LineType;
-use crate::warnings::Warning;
+use crate::plugins::registry::RuleRun;
+use crate::warnings::{RiskAction, Warning};
 
 /// A tenant: one customer of the host, owning keys, settings and verifications.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +90,26 @@ pub struct PhoneFacts {
     pub line_type: LineType,
     pub carrier_name: Option<String>,
     pub is_disposable: bool,
+    /// What a lookup adapter said about the line; empty when none was asked.
+    #[serde(default)]
+    pub line: LineSignals,
+}
+
+/// What a lookup adapter reported about a line. Absent values are unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineSignals {
+    /// The adapter that answered.
+    pub source: Option<String>,
+    pub current_carrier: Option<String>,
+    pub ported: Option<bool>,
+    pub ported_days_ago: Option<u32>,
+    pub sim_swap_days_ago: Option<u32>,
+    pub last_sim_change: Option<DateTime<Utc>>,
+    pub line_status: Option<String>,
+    pub roaming: Option<bool>,
+    pub prepaid: Option<bool>,
+    /// Why the adapter gave no answer, when it failed.
+    pub error: Option<String>,
 }
 
 impl PhoneFacts {
@@ -118,10 +139,123 @@ pub struct Verification {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub verified_at: Option<DateTime<Utc>>,
-    /// The audit trail: every trigger fired for this verification, in order. It is
-    /// stored with the verification, so recording it costs no extra write.
+    /// The audit trail: every trigger fired for this verification, in order, with the
+    /// rules that ran. It is stored with the verification.
     #[serde(default)]
     pub events: Vec<AuditEvent>,
+    /// Flags set by rules.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Decisions of rules (and of failed rules, per the tenant's failure setting).
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
+    /// Cases rules opened.
+    #[serde(default)]
+    pub cases: Vec<CaseRef>,
+    /// Information rules asked the applicant for.
+    #[serde(default)]
+    pub info_requested: Vec<String>,
+    /// The channel a rule requires a code on.
+    #[serde(default)]
+    pub otp_required: Option<Channel>,
+    /// The provider a rule routed sends to.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Delivery updates of the code messages, in arrival order.
+    #[serde(default)]
+    pub deliveries: Vec<DeliveryEvent>,
+}
+
+/// Where a code message is on its way to the handset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Queued,
+    Sent,
+    Delivered,
+    Failed,
+    Expired,
+}
+
+impl DeliveryStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Expired => "expired",
+        }
+    }
+}
+
+/// A delivery update of one code message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryEvent {
+    pub message_id: String,
+    pub status: DeliveryStatus,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Verification {
+    /// The strongest of the warnings' actions and the rules' decisions.
+    pub fn verdict(&self) -> RiskAction {
+        crate::warnings::strongest(&self.warnings).max(
+            self.decisions
+                .iter()
+                .map(|decision| decision.action)
+                .max()
+                .unwrap_or(RiskAction::Approve),
+        )
+    }
+
+    /// The final status the verdict gives a verification that is done.
+    pub fn final_status(&self) -> ReportStatus {
+        match self.verdict() {
+            RiskAction::Decline => ReportStatus::Declined,
+            RiskAction::Review => ReportStatus::InReview,
+            RiskAction::Approve => ReportStatus::Approved,
+        }
+    }
+}
+
+/// A rule's decision on a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: RiskAction,
+    pub reason: Option<String>,
+    /// The rule plugin that decided.
+    pub plugin: String,
+    pub trigger: String,
+}
+
+/// A case opened for a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRef {
+    pub case_id: String,
+    pub case_type: String,
+    pub priority: String,
+    pub title: String,
+}
+
+/// A case for people to work, opened by a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case {
+    pub id: String,
+    pub tenant_id: String,
+    pub verification_id: Option<String>,
+    pub phone: String,
+    pub applicant_id: Option<String>,
+    pub case_type: String,
+    pub priority: String,
+    pub title: String,
+    pub status: String,
+    pub flags: Vec<String>,
+    /// The rule plugin that opened it.
+    pub opened_by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// What the host keeps per tenant, number and applicant: the latest verification and
@@ -155,4 +289,7 @@ pub struct AuditEvent {
     pub trigger: String,
     pub status: ReportStatus,
     pub detail: Option<String>,
+    /// The rules that ran at this trigger: their actions or failures, fuel and time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleRun>,
 }

@@ -11,10 +11,12 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::disposable::DisposableList;
-use crate::flows::{Caches, Engine, NoRules, OperatorKey};
+use crate::flows::{Caches, Engine, OperatorKey};
 use crate::limits::Buckets;
 use crate::otp::CodeHasher;
 use crate::phone::carrier;
+use crate::plugins::registry::Registry;
+use crate::plugins::{builtins, Limits, PluginRuntime};
 use crate::providers::{DevOutbox, Provider};
 use crate::store::Db;
 
@@ -40,8 +42,12 @@ pub fn build_engine(
         .clone()
         .map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
     carrier::preload();
+    let runtime = PluginRuntime::new(db.clone(), Limits::default())
+        .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
+    let plugins = Registry::open(Arc::new(runtime), db.clone(), builtins::all())
+        .map_err(|err| anyhow::anyhow!("cannot load the tenants' plugins: {err}"))?;
     let engine = Engine {
-        hooks: Arc::new(NoRules),
+        plugins: Arc::new(plugins),
         db,
         clock,
         hasher: CodeHasher::new(secret),
@@ -120,6 +126,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     announce(&config, addr, &operator);
+    let preloading = Arc::clone(&engine);
+    tokio::task::spawn_blocking(move || {
+        preloading.plugins.preload_builtins();
+        let names: Vec<&str> = preloading
+            .plugins
+            .builtins()
+            .iter()
+            .map(|b| b.name)
+            .collect();
+        tracing::info!(plugins = ?names, stats = ?preloading.plugins.runtime().stats(), "first-party plugins loaded");
+    });
     serve_on(listener, engine, shutdown_signal()).await?;
     tracing::info!("dialgate stopped");
     Ok(())

@@ -42,6 +42,22 @@ pub struct PhoneSettings {
     /// The tenant's own disposable numbers or number prefixes, E.164 (`+4475…`).
     pub disposable_numbers: Vec<String>,
     pub rate_limits: RateLimits,
+    /// What a failed rule plugin (trap, breached limit, own error) means for the
+    /// verification: `continue` (fail open), `review`, or `decline` (fail closed).
+    pub on_plugin_failure: PluginFailure,
+}
+
+/// What a failed rule plugin means for the verification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginFailure {
+    /// Fail open: record the failure and carry on as if the rule had asked nothing.
+    #[default]
+    Continue,
+    /// Record the failure and send the verification to review.
+    Review,
+    /// Fail closed: record the failure and decline.
+    Decline,
 }
 
 impl Default for PhoneSettings {
@@ -64,6 +80,7 @@ impl Default for PhoneSettings {
             known_fraud_carriers: Vec::new(),
             disposable_numbers: Vec::new(),
             rate_limits: RateLimits::default(),
+            on_plugin_failure: PluginFailure::Continue,
         }
     }
 }

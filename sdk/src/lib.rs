@@ -4,10 +4,25 @@
 //! version. The WebAssembly contract itself is the WIT package in `sdk/wit/plugin.wit`
 //! (`dialgate:plugin@0.1.0`: the `rule`, `messaging-adapter` and `lookup-adapter`
 //! worlds); `tests/contract.rs` keeps it documented and in step with these names.
+//!
+//! With the `guest` feature (on by default) it is also the guest side of the contract:
+//! [`rule`] for rule plugins, [`messaging`] and [`lookup`] for adapters (which share
+//! [`adapter`]'s host services), and [`http`]'s pure helpers. [`contract`] holds the
+//! types all of them share.
 #![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "guest")]
+pub mod adapter;
+#[cfg(feature = "guest")]
+pub mod contract;
+#[cfg(feature = "guest")]
+pub mod http;
+#[cfg(feature = "guest")]
+pub mod lookup;
+#[cfg(feature = "guest")]
+pub mod messaging;
 #[cfg(feature = "guest")]
 pub mod rule;
 

@@ -20,31 +20,19 @@
 //! }
 //!
 //! dialgate_sdk::register_rule!(OtpForVoip);
+//! # fn main() {}
 //! ```
 
-#[doc(hidden)]
-pub mod bindings {
-    wit_bindgen::generate!({
-        world: "rule",
-        path: "wit",
-        pub_export_macro: true,
-        export_macro_name: "__export_rule_world",
-        default_bindings_module: "dialgate_sdk::rule::bindings",
-    });
-}
-
-pub use bindings::dialgate::plugin::rule_types::{
-    Action, CreateCase, Event, SetRisk, VerificationSnapshot,
-};
-pub use bindings::dialgate::plugin::types::{
+pub use crate::contract::rule_types::{Action, CreateCase, Event, SetRisk, VerificationSnapshot};
+pub use crate::contract::types::{
     Channel, PhoneIntelligence, PluginError, RiskFactor, Trigger, VerificationStatus,
 };
 
 /// Host services a rule may use.
 pub mod host {
-    pub use super::bindings::dialgate::plugin::clock::now_millis;
-    pub use super::bindings::dialgate::plugin::kv::{self, KvError};
-    pub use super::bindings::dialgate::plugin::log::{write as log, Level};
+    pub use crate::contract::clock::now_millis;
+    pub use crate::contract::kv::{self, KvError};
+    pub use crate::contract::log::{write as log, Level};
 }
 
 /// A rule plugin.
@@ -72,35 +60,32 @@ impl Event {
     }
 }
 
-impl PluginError {
-    /// An error with a machine-readable `code` and a `message` for the operator's log.
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: code.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
 /// Registers `$rule` (a type implementing [`Rule`]) as the component's export.
+/// Invoke it once, at module level (it defines a module).
 #[macro_export]
 macro_rules! register_rule {
     ($rule:ty) => {
         #[doc(hidden)]
-        pub struct __DialgateRuleExport;
+        mod __dialgate_rule_export {
+            use super::*;
 
-        impl $crate::rule::bindings::Guest for __DialgateRuleExport {
-            fn on_event(
-                event: $crate::rule::Event,
-            ) -> ::core::result::Result<
-                ::std::vec::Vec<$crate::rule::Action>,
-                $crate::rule::PluginError,
-            > {
-                <$rule as $crate::rule::Rule>::on_event(&event)
+            $crate::__generate_world!(rule);
+
+            pub struct Export;
+
+            impl Guest for Export {
+                fn on_event(
+                    event: $crate::rule::Event,
+                ) -> ::core::result::Result<
+                    ::std::vec::Vec<$crate::rule::Action>,
+                    $crate::rule::PluginError,
+                > {
+                    <$rule as $crate::rule::Rule>::on_event(&event)
+                }
             }
-        }
 
-        $crate::rule::bindings::__export_rule_world!(__DialgateRuleExport with_types_in $crate::rule::bindings);
+            export!(Export);
+        }
     };
 }
 

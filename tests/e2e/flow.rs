@@ -25,6 +25,7 @@ async fn send_then_verify_with_the_code_from_the_outbox_approves() {
             "status",
             "channel",
             "expires_at",
+            "flags",
             "resends_remaining",
             "warnings"
         ])

@@ -4,8 +4,10 @@
 mod bad_input;
 mod crash;
 mod flow;
+mod plugins;
 mod report;
 mod settings;
+mod sims;
 mod support;
 mod tenants;
 mod warnings;

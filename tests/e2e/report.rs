@@ -7,12 +7,22 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+/// The document's fields, then what rules and providers add.
 const REPORT_FIELDS: &[&str] = &[
     "verification_id",
     "applicant_id",
     "created_at",
     "updated_at",
     "phone",
+    "risk_assessment",
+    "flags",
+    "decisions",
+    "cases",
+    "info_requested",
+    "otp_required",
+    "route",
+    "deliveries",
+    "rules_fired",
 ];
 const PHONE_FIELDS: &[&str] = &[
     "status",
@@ -167,6 +177,7 @@ async fn lookup_answers_in_the_documented_shape_with_a_country_mismatch_factor()
             "valid",
             "type",
             "carrier",
+            "flags",
             "location",
             "risk_assessment",
             "line_status",

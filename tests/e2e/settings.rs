@@ -31,6 +31,7 @@ fn defaults() -> Value {
         "risk_contributions": {},
         "known_fraud_carriers": [],
         "disposable_numbers": [],
+        "on_plugin_failure": "continue",
         "rate_limits": {
             "send_otp": {
                 "per_tenant": {"per_minute": 6000, "burst": 600},

@@ -396,6 +396,29 @@ impl TestServer {
         self.api.create_tenant(OPERATOR_KEY, name).await
     }
 
+    /// Stops the server (finishing requests in flight) and starts it again on the same
+    /// data directory and clock: what a process restart does to the store.
+    pub async fn restart(self) -> Self {
+        let Self {
+            clock,
+            _running: running,
+            _dir: dir,
+            ..
+        } = self;
+        running.shutdown().await;
+        let config = test_config(&dir.path().join("data"));
+        let running = dialgate::server::spawn(&config, Arc::new(clock.clone()))
+            .await
+            .expect("the server starts again");
+        let api = Api::new(format!("http://{}", running.addr));
+        Self {
+            api,
+            clock,
+            _running: running,
+            _dir: dir,
+        }
+    }
+
     /// Moves the server's clock forward.
     pub fn advance(&self, by: chrono::Duration) {
         self.clock.advance(by);

@@ -28,6 +28,7 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/blocklist", post(block).get(blocklist))
         .route("/v1/blocklist/{phone}", delete(unblock))
         .route("/v1/dev/outbox", get(outbox))
+        .route("/v1/dev/outbox/{id}/delivery", post(outbox_delivery))
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,4 +193,34 @@ async fn outbox(
     Ok(Json(
         json!({ "messages": outbox.list(&caller.tenant_id, phone.as_deref(), limit)? }),
     ))
+}
+
+/// Development: plays a provider's delivery receipt for a dev outbox message, so
+/// `otp_delivery_update` rules can be tried without a real provider.
+async fn outbox_delivery(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<crate::flows::DeliveryRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let outbox = engine.outbox.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the dev outbox is disabled: this host runs in production mode",
+        )
+    })?;
+    let message = outbox
+        .list(&caller.tenant_id, None, 1000)?
+        .into_iter()
+        .find(|message| message.id == id)
+        .ok_or_else(|| ApiError::not_found("outbox message"))?;
+    let verification = engine
+        .delivery_update(&caller, &message.verification_id, &id, body)
+        .await?;
+    Ok(Json(json!({
+        "verification_id": verification.id,
+        "status": verification.status,
+        "deliveries": verification.deliveries,
+    })))
 }

@@ -6,6 +6,7 @@ mod admin;
 pub mod error;
 pub mod extract;
 mod phone;
+mod plugins;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .route("/readyz", get(readyz))
         .merge(phone::router())
         .merge(admin::router())
+        .merge(plugins::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{BlockedNumber, PhoneFacts, ReportStatus, Verification, VerifiedOwner};
+use crate::model::{
+    BlockedNumber, LineSignals, PhoneFacts, ReportStatus, Verification, VerifiedOwner,
+};
 use crate::otp::CodeState;
 use crate::phone::risk::{self, RiskAssessment, Signals};
 use crate::phone::{self, carrier, LineType, PhoneNumber};
@@ -21,6 +23,8 @@ pub struct Analysis {
     pub risk: RiskAssessment,
     pub warnings: Vec<Warning>,
     pub is_disposable: bool,
+    /// What the tenant's lookup adapter said, if it has one.
+    pub line: LineSignals,
 }
 
 impl Analysis {
@@ -53,6 +57,13 @@ impl Analysis {
             updated_at: now,
             verified_at: None,
             events: Vec::new(),
+            flags: Vec::new(),
+            decisions: Vec::new(),
+            cases: Vec::new(),
+            info_requested: Vec::new(),
+            otp_required: None,
+            route: None,
+            deliveries: Vec::new(),
         }
     }
 
@@ -65,6 +76,7 @@ impl Analysis {
             line_type: self.number.line_type,
             carrier_name: self.carrier_name.map(str::to_owned),
             is_disposable: self.is_disposable,
+            line: self.line.clone(),
         }
     }
 }
@@ -102,14 +114,17 @@ impl Engine {
         number: PhoneNumber,
         applicant_id: Option<&str>,
         applicant_country: Option<&str>,
+        line: LineSignals,
     ) -> Result<Analysis, FlowError> {
         let carrier_name = carrier::original_operator(&number.e164);
         let signals = Signals {
             line_type: Some(number.line_type),
             phone_country: number.region.as_deref(),
             applicant_country,
-            carrier_name,
+            carrier_name: line.current_carrier.as_deref().or(carrier_name),
             fraud_carriers: &settings.known_fraud_carriers,
+            ported_days_ago: line.ported_days_ago,
+            prepaid: line.prepaid,
             ..Signals::default()
         };
         let policy = settings.risk_policy();
@@ -175,6 +190,7 @@ impl Engine {
             risk,
             warnings,
             is_disposable,
+            line,
         })
     }
 

@@ -2,14 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{PhoneFacts, ReportStatus};
+use crate::model::{CaseRef, Channel, Decision, ReportStatus, Verification};
 use crate::phone::risk::RiskAssessment;
 use crate::phone::{self, InvalidReason};
 use crate::store::{key, Tree};
-use crate::warnings::{self, RiskAction, Warning};
+use crate::warnings::Warning;
 
 use super::analysis::{parse_country, parse_valid};
-use super::triggers::{Trigger, TriggerEvent};
+use super::triggers::{Firing, Trigger};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/validate`.
@@ -70,6 +70,21 @@ pub struct LocationView {
     pub region: Option<String>,
 }
 
+/// The lookup adapter block of a lookup.
+#[derive(Debug, Serialize)]
+pub struct AdapterView {
+    pub name: String,
+    pub error: Option<String>,
+}
+
+/// The SIM-swap block of a lookup.
+#[derive(Debug, Serialize)]
+pub struct SimSwapView {
+    /// The date of the last SIM change.
+    pub last_sim_change: String,
+    pub days_since_change: Option<u32>,
+}
+
 /// Answer of `POST /v1/phone/lookup`.
 #[derive(Debug, Serialize)]
 pub struct LookupResponse {
@@ -81,10 +96,30 @@ pub struct LookupResponse {
     pub location: LocationView,
     pub risk_assessment: RiskAssessment,
     /// `active`, `inactive` or `unknown`; only a lookup adapter can say more than `unknown`.
-    pub line_status: &'static str,
+    pub line_status: String,
     pub ported: Option<bool>,
     pub roaming: Option<bool>,
+    /// The tenant's lookup adapter that was asked, and why it gave no answer if it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lookup_adapter: Option<AdapterView>,
+    /// The last SIM change, when the tenant's lookup adapter knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sim_swap: Option<SimSwapView>,
     pub warnings: Vec<Warning>,
+    /// Flags rules set.
+    pub flags: Vec<String>,
+    /// Rules' decisions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<Decision>,
+    /// Cases rules opened.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<CaseRef>,
+    /// Information rules ask the applicant for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub info_requested: Vec<String>,
+    /// The channel a rule requires a code on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp_required: Option<Channel>,
     /// Set when the tenant does not require OTP and the lookup decided a verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification_id: Option<String>,
@@ -125,7 +160,9 @@ impl Engine {
         })
     }
 
-    /// Looks a number up without sending anything.
+    /// Looks a number up without sending anything. When the tenant does not require a
+    /// code and the lookup names an applicant, the lookup decides a verification on its
+    /// own, unless a rule requires a code, which leaves the verification open for one.
     pub async fn lookup(
         &self,
         caller: &Caller,
@@ -141,87 +178,80 @@ impl Engine {
             .transpose()?;
         let tenant_id = caller.tenant_id.as_str();
         let settings = self.settings(tenant_id)?;
+        let line = self.line_signals(tenant_id, &settings, &number.e164).await;
         let analysis = self.analyse(
             tenant_id,
             &settings,
             number,
             applicant_id,
             applicant_country.as_deref(),
+            line,
         )?;
         let now = self.clock.now();
-
-        let mut decided = None;
-        if let (false, Some(applicant)) = (settings.require_otp, applicant_id) {
-            let status = decide_without_otp(&analysis.warnings);
-            let mut verification = analysis.start_verification(
-                tenant_id,
-                Some(applicant),
-                settings.max_otp_attempts,
-                now,
-            );
-            verification.status = status;
-            verification.verified_at = (status != ReportStatus::Declined).then_some(now);
-            decided = Some(verification);
-        }
+        let auto = !settings.require_otp && applicant_id.is_some();
+        let mut verification =
+            analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now);
         let mut trail = Vec::new();
-        for trigger in [Trigger::PhoneLookupComplete, Trigger::VerificationCompleted] {
-            if trigger == Trigger::VerificationCompleted && decided.is_none() {
-                continue;
-            }
+        let firing = |trigger| Firing {
+            trigger,
+            stored: auto,
+            applicant_country: applicant_country.as_deref(),
+            resends: 0,
+            at: now,
+        };
+        let fired = self
+            .fire(
+                &mut trail,
+                firing(Trigger::PhoneLookupComplete),
+                None,
+                &mut verification,
+                &settings,
+            )
+            .await?;
+        if !auto {
+            return Ok(lookup_response(&verification, None, None));
+        }
+        let needs_code = fired.otp_channel.is_some() && fired.blocked.is_none();
+        if !needs_code {
+            verification.status = verification.final_status();
+            verification.verified_at =
+                (verification.status != ReportStatus::Declined).then_some(now);
             self.fire(
                 &mut trail,
-                &TriggerEvent {
-                    trigger,
-                    tenant_id,
-                    verification_id: decided.as_ref().map(|v| v.id.as_str()),
-                    phone: &analysis.number.e164,
-                    applicant_id,
-                    status: decided
-                        .as_ref()
-                        .map_or(ReportStatus::NotFinished, |v| v.status),
-                    detail: None,
-                    at: now,
-                },
-            )?;
-        }
-        let (verification_id, status) = match decided {
-            Some(mut verification) => {
-                verification.events = trail;
-                self.db.put(
-                    Tree::Verifications,
-                    &Engine::verification_key(tenant_id, &verification.id),
-                    &verification,
-                )?;
-                let index_key = key(&[
-                    tenant_id,
-                    &verification.phone.e164,
-                    applicant_id.unwrap_or(""),
-                ]);
-                self.record_in_index(&index_key, &verification.id, None)?;
-                if verification.status != ReportStatus::Declined {
-                    self.record_owner(tenant_id, &verification)?;
-                }
-                self.db.sync().await?;
-                (Some(verification.id), Some(verification.status))
+                firing(Trigger::VerificationCompleted),
+                None,
+                &mut verification,
+                &settings,
+            )
+            .await?;
+            // A rule at completion may still decline or send to review.
+            verification.status = verification.final_status();
+            if verification.status == ReportStatus::Declined {
+                verification.verified_at = None;
             }
-            None => (None, None),
-        };
+        }
+        verification.events = trail;
+        self.db.put(
+            Tree::Verifications,
+            &Engine::verification_key(tenant_id, &verification.id),
+            &verification,
+        )?;
+        let index_key = key(&[
+            tenant_id,
+            &verification.phone.e164,
+            applicant_id.unwrap_or(""),
+        ]);
+        self.record_in_index(&index_key, &verification.id, None)?;
+        if !verification.status.is_open() && verification.status != ReportStatus::Declined {
+            self.record_owner(tenant_id, &verification)?;
+        }
+        self.db.sync().await?;
+        let status = verification.status;
         Ok(lookup_response(
-            &analysis.facts(),
-            analysis.risk,
-            analysis.warnings,
-            verification_id,
-            status,
+            &verification,
+            Some(verification.id.clone()),
+            Some(status),
         ))
-    }
-}
-
-/// The status of a verification decided by lookup alone.
-fn decide_without_otp(warnings: &[Warning]) -> ReportStatus {
-    match warnings::strongest(warnings) {
-        RiskAction::Decline => ReportStatus::Declined,
-        RiskAction::Review => ReportStatus::InReview,
-        RiskAction::Approve => ReportStatus::Approved,
     }
 }
 
@@ -236,32 +266,52 @@ pub(crate) fn check_applicant(id: &str) -> Result<&str, FlowError> {
     Ok(id)
 }
 
+/// The lookup answer for the (possibly unstored) verification a lookup built.
 pub(crate) fn lookup_response(
-    facts: &PhoneFacts,
-    risk: RiskAssessment,
-    warnings: Vec<Warning>,
+    verification: &Verification,
     verification_id: Option<String>,
     status: Option<ReportStatus>,
 ) -> LookupResponse {
+    let facts = &verification.phone;
+    let line = &facts.line;
     LookupResponse {
         phone: facts.e164.clone(),
         valid: true,
         line_type: facts.line_type.as_str(),
         carrier: CarrierView {
-            name: facts.carrier_name.clone(),
+            name: line
+                .current_carrier
+                .clone()
+                .or_else(|| facts.carrier_name.clone()),
             carrier_type: facts.line_type.carrier_type(),
-            original_operator: facts.carrier_name.is_some(),
+            original_operator: line.current_carrier.is_none() && facts.carrier_name.is_some(),
         },
         location: LocationView {
             country: facts.region.clone(),
             country_code: facts.calling_code.to_string(),
             region: None,
         },
-        risk_assessment: risk,
-        line_status: "unknown",
-        ported: None,
-        roaming: None,
-        warnings,
+        risk_assessment: verification.risk.clone(),
+        line_status: line
+            .line_status
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned()),
+        ported: line.ported,
+        roaming: line.roaming,
+        lookup_adapter: line.source.clone().map(|name| AdapterView {
+            name,
+            error: line.error.clone(),
+        }),
+        sim_swap: line.last_sim_change.map(|at| SimSwapView {
+            last_sim_change: at.date_naive().to_string(),
+            days_since_change: line.sim_swap_days_ago,
+        }),
+        warnings: verification.warnings.clone(),
+        flags: verification.flags.clone(),
+        decisions: verification.decisions.clone(),
+        cases: verification.cases.clone(),
+        info_requested: verification.info_requested.clone(),
+        otp_required: verification.otp_required,
         verification_id,
         status,
     }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod analysis;
+mod delivery;
 mod idempotency;
 mod lookup;
 mod report;
@@ -26,10 +27,11 @@ use crate::settings::PhoneSettings;
 use crate::store::{key, Db, StoreError, Tree};
 
 pub use admin::{BlockRequest, CreatedKey, KeyView, OperatorKey, TenantView};
+pub use delivery::DeliveryRequest;
 pub use idempotency::IdempotencyKey;
 pub use lookup::{LookupRequest, ValidateRequest};
 pub use send::SendRequest;
-pub use triggers::{NoRules, Trigger, TriggerEvent, TriggerHooks};
+pub use triggers::{Fired, Firing, Trigger};
 pub use verify::VerifyRequest;
 
 /// Everything the flows need, shared by all requests.
@@ -41,7 +43,8 @@ pub struct Engine {
     pub provider: Option<Arc<dyn Provider>>,
     /// The dev outbox when it is enabled (development mode).
     pub outbox: Option<DevOutbox>,
-    pub hooks: Arc<dyn TriggerHooks>,
+    /// The tenants' plugins: rules run at the triggers, adapters enrich lookups.
+    pub plugins: Arc<crate::plugins::registry::Registry>,
     pub limits: Buckets,
     pub disposable: DisposableList,
     /// Read-through caches of hot, rarely changed records.

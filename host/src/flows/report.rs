@@ -9,8 +9,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{AuditEvent, ReportStatus, Verification};
+use crate::model::{
+    AuditEvent, CaseRef, Channel, Decision, DeliveryEvent, ReportStatus, Verification,
+};
 use crate::phone::countries;
+use crate::phone::risk::RiskAssessment;
+use crate::plugins::registry::RuleRun;
 use crate::warnings::Warning;
 
 use super::{Caller, Engine, FlowError};
@@ -50,6 +54,32 @@ pub struct Report {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub phone: PhoneReport,
+    /// The number's score and the factors behind it (rules' `set_risk` included).
+    pub risk_assessment: RiskAssessment,
+    /// Flags rules set.
+    pub flags: Vec<String>,
+    /// Rules' decisions (and failed rules' outcomes, per the tenant's setting).
+    pub decisions: Vec<Decision>,
+    /// Cases rules opened.
+    pub cases: Vec<CaseRef>,
+    /// Information rules asked the applicant for.
+    pub info_requested: Vec<String>,
+    /// The channel a rule required a code on.
+    pub otp_required: Option<Channel>,
+    /// The provider a rule routed sends to.
+    pub route: Option<String>,
+    /// Delivery updates of the code messages.
+    pub deliveries: Vec<DeliveryEvent>,
+    /// Every rule that ran, at which trigger, with its actions or failure.
+    pub rules_fired: Vec<RuleFired>,
+}
+
+/// One rule run on the report.
+#[derive(Debug, Serialize)]
+pub struct RuleFired {
+    pub trigger: String,
+    #[serde(flatten)]
+    pub run: RuleRun,
 }
 
 impl Engine {
@@ -75,6 +105,16 @@ impl Engine {
 }
 
 fn to_report(verification: Verification) -> Report {
+    let rules_fired = verification
+        .events
+        .iter()
+        .flat_map(|event| {
+            event.rules.iter().map(|run| RuleFired {
+                trigger: event.trigger.clone(),
+                run: run.clone(),
+            })
+        })
+        .collect();
     let facts = &verification.phone;
     let country = facts.region.as_deref().and_then(countries::by_alpha2);
     Report {
@@ -101,5 +141,14 @@ fn to_report(verification: Verification) -> Report {
             warnings: verification.warnings,
             verified_at: verification.verified_at,
         },
+        risk_assessment: verification.risk,
+        flags: verification.flags,
+        decisions: verification.decisions,
+        cases: verification.cases,
+        info_requested: verification.info_requested,
+        otp_required: verification.otp_required,
+        route: verification.route,
+        deliveries: verification.deliveries,
+        rules_fired,
     }
 }

@@ -10,12 +10,12 @@ use crate::otp;
 use crate::providers::OutboundMessage;
 use crate::settings::EndpointLimits;
 use crate::store::{key, Tree};
-use crate::warnings::{self, RiskAction, Warning};
+use crate::warnings::{RiskAction, Warning};
 
 use super::analysis::parse_valid;
 use super::idempotency::{fingerprint, Claim, IdempotencyKey};
 use super::lookup::check_applicant;
-use super::triggers::{Trigger, TriggerEvent};
+use super::triggers::{Firing, Trigger};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/send-otp`.
@@ -46,6 +46,9 @@ pub struct SendResponse {
     pub expires_at: Option<DateTime<Utc>>,
     pub resends_remaining: u32,
     pub warnings: Vec<Warning>,
+    /// Flags rules set.
+    #[serde(default)]
+    pub flags: Vec<String>,
 }
 
 impl Engine {
@@ -147,7 +150,8 @@ impl Engine {
             .unwrap_or_default();
         check_resends(&entry.sends, settings.max_resends_per_24h, now)?;
 
-        let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None)?;
+        let line = self.line_signals(tenant_id, &settings, &number.e164).await;
+        let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None, line)?;
         let language = messages::resolve_language(request.language.as_deref());
         let open: Option<Verification> = match &entry.verification_id {
             Some(id) => self
@@ -162,57 +166,62 @@ impl Engine {
         let mut verification = open.unwrap_or_else(|| {
             analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now)
         });
+        let mut channel = request.channel;
         verification.phone = analysis.facts();
         verification.risk = analysis.risk.clone();
         verification.warnings = analysis.warnings.clone();
-        verification.channel = Some(request.channel);
+        verification.channel = Some(channel);
         verification.language = language.to_owned();
         verification.updated_at = now;
 
-        let mut trail = Vec::new();
-        let mut fire = |trigger, status, detail: Option<String>, verification: &Verification| {
-            self.fire(
-                &mut trail,
-                &TriggerEvent {
-                    trigger,
-                    tenant_id,
-                    verification_id: Some(&verification.id),
-                    phone: &verification.phone.e164,
-                    applicant_id,
-                    status,
-                    detail,
-                    at: now,
-                },
-            )
+        let resends = otp::sends_in_window(&entry.sends, now);
+        let firing = |trigger| Firing {
+            trigger,
+            stored: true,
+            applicant_country: None,
+            resends,
+            at: now,
         };
-        fire(
-            Trigger::PhoneLookupComplete,
-            verification.status,
-            None,
-            &verification,
-        )?;
-        fire(
-            Trigger::BeforeSendOtp,
-            verification.status,
-            Some(request.channel.as_str().to_owned()),
-            &verification,
-        )?;
+        let mut trail = Vec::new();
+        let looked_up = self
+            .fire(
+                &mut trail,
+                firing(Trigger::PhoneLookupComplete),
+                None,
+                &mut verification,
+                &settings,
+            )
+            .await?;
+        let mut blocked = looked_up.blocked;
+        if blocked.is_none() {
+            let before = self
+                .fire(
+                    &mut trail,
+                    firing(Trigger::BeforeSendOtp),
+                    Some(channel.as_str().to_owned()),
+                    &mut verification,
+                    &settings,
+                )
+                .await?;
+            blocked = before.blocked;
+            if let Some(required) = before.otp_channel.or(looked_up.otp_channel) {
+                channel = required;
+                verification.channel = Some(required);
+            }
+        }
 
-        if warnings::strongest(&verification.warnings) == RiskAction::Decline {
+        if blocked.is_some() || verification.verdict() == RiskAction::Decline {
             verification.status = ReportStatus::Declined;
             verification.code.active = None;
-            let reasons: Vec<&str> = verification
-                .warnings
-                .iter()
-                .filter(|w| w.action == RiskAction::Decline)
-                .map(|w| w.risk.tag())
-                .collect();
-            fire(
-                Trigger::VerificationCompleted,
-                verification.status,
-                Some(reasons.join(",")),
-                &verification,
-            )?;
+            let reasons = decline_reasons(&verification);
+            self.fire(
+                &mut trail,
+                firing(Trigger::VerificationCompleted),
+                Some(reasons),
+                &mut verification,
+                &settings,
+            )
+            .await?;
             verification.events.append(&mut trail);
             self.db.put(
                 Tree::Verifications,
@@ -225,10 +234,11 @@ impl Engine {
                 verification_id: verification.id,
                 phone: verification.phone.e164,
                 status: "declined".into(),
-                channel: request.channel,
+                channel,
                 expires_at: None,
                 resends_remaining: 0,
                 warnings: verification.warnings,
+                flags: verification.flags,
             });
         }
 
@@ -242,7 +252,7 @@ impl Engine {
             tenant_id: tenant_id.to_owned(),
             verification_id: verification.id.clone(),
             phone: verification.phone.e164.clone(),
-            channel: request.channel,
+            channel,
             language: language.to_owned(),
             body: messages::code_message(language, &code, settings.otp_expiry_minutes),
             code,
@@ -252,24 +262,42 @@ impl Engine {
             .send(message)
             .await
             .map_err(|err| FlowError::Provider(err.to_string()))?;
-        fire(
-            Trigger::OtpSent,
-            verification.status,
+        self.fire(
+            &mut trail,
+            firing(Trigger::OtpSent),
             Some(format!("{} {}", dispatch.provider, dispatch.message_id)),
-            &verification,
-        )?;
+            &mut verification,
+            &settings,
+        )
+        .await?;
+        if verification.verdict() == RiskAction::Decline {
+            // A rule declined after the code went out: the code is withdrawn.
+            verification.status = ReportStatus::Declined;
+            verification.code.active = None;
+            let reasons = decline_reasons(&verification);
+            self.fire(
+                &mut trail,
+                firing(Trigger::VerificationCompleted),
+                Some(reasons),
+                &mut verification,
+                &settings,
+            )
+            .await?;
+        }
         let verification = self.store_sent(verification, trail)?;
         let sends = self.record_in_index(&index_key, &verification.id, Some(now))?;
         self.db.sync().await?;
         let resends = otp::sends_in_window(&sends, now).saturating_sub(1);
+        let declined = verification.status == ReportStatus::Declined;
         Ok(SendResponse {
             verification_id: verification.id,
             phone: verification.phone.e164,
-            status: "pending".into(),
-            channel: request.channel,
+            status: if declined { "declined" } else { "pending" }.into(),
+            channel,
             expires_at: verification.code.active.map(|code| code.expires_at),
             resends_remaining: settings.max_resends_per_24h.saturating_sub(resends),
             warnings: verification.warnings,
+            flags: verification.flags,
         })
     }
 
@@ -346,6 +374,27 @@ impl Engine {
                 },
             )
     }
+}
+
+/// Why a verification was declined: the declining warnings' tags and rules' reasons.
+fn decline_reasons(verification: &Verification) -> String {
+    let warnings = verification
+        .warnings
+        .iter()
+        .filter(|w| w.action == RiskAction::Decline)
+        .map(|w| w.risk.tag().to_owned());
+    let decisions = verification
+        .decisions
+        .iter()
+        .filter(|d| d.action == RiskAction::Decline)
+        .map(|d| {
+            format!(
+                "{}: {}",
+                d.plugin,
+                d.reason.as_deref().unwrap_or("declined")
+            )
+        });
+    warnings.chain(decisions).collect::<Vec<_>>().join(",")
 }
 
 /// Refuses a send beyond the resend limit: every send after the first within 24 hours

@@ -1,68 +1,358 @@
 //! Trigger points: where the flows hand control to tenant programming.
 //!
-//! Every flow fires its triggers through [`TriggerHooks`], the seam where rule plugins
-//! run, and records each firing on the verification's audit trail
+//! [`Engine::fire`] builds the trigger's event from the verification as it stands,
+//! runs the tenant's rules bound to the trigger (in their order, each in its own
+//! sandboxed instance), applies what they ask for to the verification, and records
+//! the firing with every rule's actions or failure on the audit trail
 //! (`GET /v1/verifications/{id}/events`).
+//!
+//! How actions apply:
+//! - `decline`, `review`, `approve` are decisions; the verdict is the strongest of them
+//!   and of the warnings: decline over review over approve. `approve` never overrides
+//!   a warning or another rule.
+//! - `block` declines at once and stops the flow: later rules at the trigger do not
+//!   run, no code is sent.
+//! - `add_flag`, `set_risk` (the score and level are recomputed; a score reaching the
+//!   high threshold raises `HIGH_RISK_PHONE_NUMBER`), `create_case`, `request_info`
+//!   and `route` are recorded on the verification and shown on its report.
+//! - `send_otp` requires a code: a lookup that would decide without one leaves the
+//!   verification open; before a send, it sets the channel.
+//! - A rule that fails (trap, breached limit, malformed output, its own error) is
+//!   recorded, and the tenant's `on_plugin_failure` setting decides: `continue` (fail
+//!   open), `review`, or `decline` (fail closed).
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{AuditEvent, ReportStatus};
-use crate::store::StoreError;
+use crate::model::Case;
+use crate::model::{AuditEvent, CaseRef, Channel, Decision, LineSignals, Verification};
+use crate::phone::risk::FactorHit;
+use crate::plugins::event::{FactorView, PhoneView, RuleAction, RuleEvent, Snapshot};
+use crate::plugins::registry::RuleRun;
+use crate::plugins::Failure;
+use crate::settings::{PhoneSettings, PluginFailure};
+use crate::store::{key, Tree};
+use crate::warnings::{Risk, RiskAction, Warning};
+
+use super::{Engine, FlowError};
 
 /// The trigger points of the flows; the names are shared with plugins through the SDK.
 pub use dialgate_sdk::Trigger;
 
-/// What a trigger reports about the flow at that point.
-#[derive(Debug, Clone)]
-pub struct TriggerEvent<'a> {
+/// What a firing tells the flow beyond the changes made to the verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fired {
+    /// A rule blocked the flow, with this reason.
+    pub blocked: Option<String>,
+    /// A rule required a code on this channel.
+    pub otp_channel: Option<Channel>,
+}
+
+/// Context of one firing.
+#[derive(Debug, Clone, Copy)]
+pub struct Firing<'a> {
     pub trigger: Trigger,
-    pub tenant_id: &'a str,
-    pub verification_id: Option<&'a str>,
-    pub phone: &'a str,
-    pub applicant_id: Option<&'a str>,
-    pub status: ReportStatus,
-    pub detail: Option<String>,
+    /// Whether the verification is (or will be) stored, so its id means something.
+    pub stored: bool,
+    pub applicant_country: Option<&'a str>,
+    /// Resends in the last 24 hours, for the event.
+    pub resends: u32,
     pub at: DateTime<Utc>,
 }
 
-/// Receives every trigger the flows fire, in order, while the flow waits: this is the
-/// seam where tenant rule plugins run.
-pub trait TriggerHooks: Send + Sync + 'static {
-    fn fire(&self, event: &TriggerEvent<'_>) -> Result<(), StoreError>;
-}
-
-/// The hooks of a host without rule plugins: firing a trigger only records it.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoRules;
-
-impl TriggerHooks for NoRules {
-    fn fire(&self, _event: &TriggerEvent<'_>) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
-impl AuditEvent {
-    /// The audit record of a trigger firing.
-    pub fn of(event: &TriggerEvent<'_>) -> Self {
-        AuditEvent {
-            at: event.at,
-            trigger: event.trigger.name().to_owned(),
-            status: event.status,
-            detail: event.detail.clone(),
-        }
-    }
-}
-
-impl super::Engine {
-    /// Fires a trigger through the hooks and notes it in `trail`; the flow stores the
-    /// trail with the verification in the write it makes anyway.
-    pub(crate) fn fire(
+impl Engine {
+    /// Fires a trigger for `verification`: runs the tenant's rules, applies their
+    /// actions to it, and notes the firing in `trail` (which the flow stores with the
+    /// verification in the write it makes anyway).
+    pub(crate) async fn fire(
         &self,
         trail: &mut Vec<AuditEvent>,
-        event: &TriggerEvent<'_>,
-    ) -> Result<(), StoreError> {
-        self.hooks.fire(event)?;
-        trail.push(AuditEvent::of(event));
-        Ok(())
+        firing: Firing<'_>,
+        detail: Option<String>,
+        verification: &mut Verification,
+        settings: &PhoneSettings,
+    ) -> Result<Fired, FlowError> {
+        let live = self.plugins.live(&verification.tenant_id);
+        let runs = match live {
+            Some(live) if !live.rules(firing.trigger).is_empty() => {
+                let event = rule_event(&firing, verification);
+                let plugins = Arc::clone(&self.plugins);
+                let at = firing.at.timestamp_millis();
+                // Plugins run on the blocking pool: WASI's synchronous host calls may
+                // block, which a request worker must never do.
+                tokio::task::spawn_blocking(move || plugins.run_rules(&live, &event, at))
+                    .await
+                    .unwrap_or_else(|err| {
+                        vec![RuleRun {
+                            plugin_id: String::new(),
+                            name: "(plugin runtime)".to_owned(),
+                            version: String::new(),
+                            actions: Vec::new(),
+                            error: Some(Failure::Trap {
+                                message: format!("the rule chain was lost: {err}"),
+                            }),
+                            fuel: 0,
+                            micros: 0,
+                        }]
+                    })
+            }
+            _ => Vec::new(),
+        };
+        let fired = self.apply(&firing, &runs, verification, settings)?;
+        trail.push(AuditEvent {
+            at: firing.at,
+            trigger: firing.trigger.name().to_owned(),
+            status: verification.status,
+            detail,
+            rules: runs,
+        });
+        Ok(fired)
+    }
+
+    /// Applies the rules' actions and failures to the verification.
+    fn apply(
+        &self,
+        firing: &Firing<'_>,
+        runs: &[RuleRun],
+        verification: &mut Verification,
+        settings: &PhoneSettings,
+    ) -> Result<Fired, FlowError> {
+        let mut fired = Fired::default();
+        let trigger = firing.trigger.name();
+        for run in runs {
+            let decide = |verification: &mut Verification, action, reason: Option<String>| {
+                verification.decisions.push(Decision {
+                    action,
+                    reason,
+                    plugin: run.name.clone(),
+                    trigger: trigger.to_owned(),
+                });
+            };
+            if let Some(error) = &run.error {
+                let action = match settings.on_plugin_failure {
+                    PluginFailure::Continue => None,
+                    PluginFailure::Review => Some(RiskAction::Review),
+                    PluginFailure::Decline => Some(RiskAction::Decline),
+                };
+                if let Some(action) = action {
+                    decide(
+                        verification,
+                        action,
+                        Some(format!("rule {} failed: {error}", run.name)),
+                    );
+                }
+                continue;
+            }
+            for action in &run.actions {
+                match action {
+                    RuleAction::Approve => decide(verification, RiskAction::Approve, None),
+                    RuleAction::Review => decide(verification, RiskAction::Review, None),
+                    RuleAction::Decline { reason } => {
+                        decide(verification, RiskAction::Decline, Some(reason.clone()));
+                    }
+                    RuleAction::Block { reason } => {
+                        decide(verification, RiskAction::Decline, Some(reason.clone()));
+                        fired.blocked = Some(reason.clone());
+                    }
+                    RuleAction::AddFlag { flag } => {
+                        if !verification.flags.contains(flag) {
+                            verification.flags.push(flag.clone());
+                        }
+                    }
+                    RuleAction::SetRisk {
+                        factor,
+                        contribution,
+                        details,
+                    } => {
+                        let policy = settings.risk_policy();
+                        verification.risk = verification.risk.clone().with_factor(
+                            FactorHit {
+                                factor: factor.clone(),
+                                contribution: *contribution,
+                                details: details.clone(),
+                            },
+                            &policy,
+                        );
+                        let high = verification.risk.risk_score >= settings.high_risk_threshold;
+                        let raised = verification
+                            .warnings
+                            .iter()
+                            .any(|w| w.risk == Risk::HighRiskPhoneNumber);
+                        if high && !raised {
+                            verification.warnings.push(Warning::new(
+                                Risk::HighRiskPhoneNumber,
+                                RiskAction::Decline,
+                                Some(format!(
+                                    "risk score {} of 100 after rule {}",
+                                    verification.risk.risk_score, run.name
+                                )),
+                            ));
+                        }
+                    }
+                    RuleAction::CreateCase {
+                        case_type,
+                        priority,
+                        title,
+                    } => {
+                        let case = Case {
+                            id: format!("case_{}", uuid::Uuid::new_v4().simple()),
+                            tenant_id: verification.tenant_id.clone(),
+                            verification_id: firing.stored.then(|| verification.id.clone()),
+                            phone: verification.phone.e164.clone(),
+                            applicant_id: verification.applicant_id.clone(),
+                            case_type: case_type.clone(),
+                            priority: priority.clone(),
+                            title: title.clone(),
+                            status: "open".to_owned(),
+                            flags: verification.flags.clone(),
+                            opened_by: run.name.clone(),
+                            created_at: firing.at,
+                        };
+                        self.db
+                            .put(Tree::Cases, &key(&[&case.tenant_id, &case.id]), &case)?;
+                        verification.cases.push(CaseRef {
+                            case_id: case.id,
+                            case_type: case.case_type,
+                            priority: case.priority,
+                            title: case.title,
+                        });
+                    }
+                    RuleAction::RequestInfo { info_needed } => {
+                        if !verification.info_requested.contains(info_needed) {
+                            verification.info_requested.push(info_needed.clone());
+                        }
+                    }
+                    RuleAction::SendOtp { channel } => {
+                        verification.otp_required = Some(*channel);
+                        fired.otp_channel = Some(*channel);
+                    }
+                    RuleAction::Route { provider } => {
+                        verification.route = Some(provider.clone());
+                    }
+                }
+            }
+            if fired.blocked.is_some() {
+                break;
+            }
+        }
+        Ok(fired)
+    }
+
+    /// What the tenant's lookup adapter knows about `e164`; empty when the tenant has
+    /// none. A failing adapter is recorded in `error`, and the flow goes on without it.
+    pub(crate) async fn line_signals(
+        &self,
+        tenant_id: &str,
+        settings: &PhoneSettings,
+        e164: &str,
+    ) -> LineSignals {
+        let Some(live) = self.plugins.live(tenant_id) else {
+            return LineSignals::default();
+        };
+        let Some(adapter) = live.lookup() else {
+            return LineSignals::default();
+        };
+        let now = self.clock.now();
+        let scope = crate::plugins::Scope {
+            tenant_id: tenant_id.to_owned(),
+            plugin_id: adapter.plugin_id.clone(),
+        };
+        let (_, answer) = self
+            .plugins
+            .runtime()
+            .invoke_lookup(
+                &adapter.loaded,
+                &scope,
+                now.timestamp_millis(),
+                adapter.call.clone(),
+                e164,
+            )
+            .await;
+        let mut line = LineSignals {
+            source: Some(adapter.name.clone()),
+            ..LineSignals::default()
+        };
+        let found = match answer {
+            Ok(found) => found,
+            Err(failure) => {
+                tracing::warn!(
+                    tenant = tenant_id,
+                    adapter = adapter.name,
+                    "lookup adapter failed: {failure}"
+                );
+                line.error = Some(failure.to_string());
+                return line;
+            }
+        };
+        let days_since = |millis: i64| {
+            let days = (now.timestamp_millis() - millis).max(0) / 86_400_000;
+            u32::try_from(days).unwrap_or(u32::MAX)
+        };
+        line.current_carrier = found.carrier_name;
+        line.line_status = found.line_status;
+        line.roaming = found.roaming;
+        line.prepaid = found.prepaid;
+        if let Some(last) = found.porting_history.last() {
+            line.ported = Some(true);
+            line.ported_days_ago = Some(days_since(last.at_millis));
+        }
+        if settings.sim_swap_check {
+            if let Some(millis) = found.last_sim_change_millis {
+                line.sim_swap_days_ago = Some(days_since(millis));
+                line.last_sim_change = DateTime::<Utc>::from_timestamp_millis(millis);
+            }
+        }
+        line
+    }
+}
+
+/// The event rules see for `verification` at this firing.
+fn rule_event(firing: &Firing<'_>, verification: &Verification) -> RuleEvent {
+    let phone = &verification.phone;
+    RuleEvent {
+        trigger: firing.trigger,
+        tenant_id: verification.tenant_id.clone(),
+        verification: Snapshot {
+            id: firing.stored.then(|| verification.id.clone()),
+            status: verification.status,
+            channel: verification.channel,
+            attempts: verification.code.attempts,
+            resends: firing.resends,
+            flags: verification.flags.clone(),
+            otp_verified: verification.otp_verified,
+        },
+        phone: PhoneView {
+            e164: phone.e164.clone(),
+            line_type: phone.line_type.as_str().to_owned(),
+            country: phone.region.clone(),
+            carrier_name: phone
+                .line
+                .current_carrier
+                .clone()
+                .or_else(|| phone.carrier_name.clone()),
+            carrier_is_original: phone.line.current_carrier.is_none()
+                && phone.carrier_name.is_some(),
+            risk_score: verification.risk.risk_score,
+            risk_level: verification.risk.risk_level.as_str().to_owned(),
+            risk_factors: verification
+                .risk
+                .factors
+                .iter()
+                .map(|hit| FactorView {
+                    factor: hit.factor.clone(),
+                    contribution: hit.contribution,
+                    details: hit.details.clone(),
+                })
+                .collect(),
+            ported: phone.line.ported,
+            ported_days_ago: phone.line.ported_days_ago,
+            sim_swap_days_ago: phone.line.sim_swap_days_ago,
+            line_status: phone.line.line_status.clone(),
+            roaming: phone.line.roaming,
+        },
+        applicant_id: verification.applicant_id.clone(),
+        applicant_country: firing.applicant_country.map(str::to_owned),
+        config: Default::default(),
     }
 }

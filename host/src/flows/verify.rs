@@ -3,15 +3,15 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApplicantNumber, AuditEvent, ReportStatus, Verification, VerifiedOwner};
+use crate::model::{ApplicantNumber, ReportStatus, Verification, VerifiedOwner};
 use crate::otp::CheckOutcome;
 use crate::phone::risk::RiskLevel;
 use crate::store::{key, Tree};
-use crate::warnings::{self, Risk, RiskAction, Warning};
+use crate::warnings::{Risk, RiskAction, Warning};
 
 use super::analysis::parse_valid;
 use super::lookup::check_applicant;
-use super::triggers::{Trigger, TriggerEvent};
+use super::triggers::{Firing, Trigger};
 use super::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/verify-otp`.
@@ -118,11 +118,7 @@ impl Engine {
                                 verification.warnings.push(warning);
                             }
                         }
-                        verification.status = match warnings::strongest(&verification.warnings) {
-                            RiskAction::Decline => ReportStatus::Declined,
-                            RiskAction::Review => ReportStatus::InReview,
-                            RiskAction::Approve => ReportStatus::Approved,
-                        };
+                        verification.status = verification.final_status();
                     }
                     CheckOutcome::AttemptsExceeded => {
                         verification.status = ReportStatus::Declined;
@@ -134,34 +130,63 @@ impl Engine {
                     }
                     CheckOutcome::Incorrect { .. } | CheckOutcome::Expired | CheckOutcome::NoActiveCode => {}
                 }
-                // The audit trail goes into this same write; the hooks run after it.
-                for trigger in triggers_for(outcome, verification.status) {
-                    verification.events.push(AuditEvent {
-                        at: now,
-                        trigger: trigger.name().to_owned(),
-                        status: verification.status,
-                        detail: Some(label_of(outcome).to_owned()),
-                    });
-                }
                 Ok((Some(verification.clone()), (verification, outcome)))
             },
         )?;
 
+        // The rules run on the settled check; what they change, and the audit trail,
+        // go into a second write.
+        let label = label_of(outcome);
+        let mut working = verification;
+        let mut trail = Vec::new();
+        let firing = |trigger| Firing {
+            trigger,
+            stored: true,
+            applicant_country: None,
+            resends: 0,
+            at: now,
+        };
+        let first = if outcome == CheckOutcome::Verified {
+            Trigger::OtpVerified
+        } else {
+            Trigger::OtpFailed
+        };
+        self.fire(
+            &mut trail,
+            firing(first),
+            Some(label.to_owned()),
+            &mut working,
+            &settings,
+        )
+        .await?;
+        settle(&mut working);
+        if !working.status.is_open() {
+            self.fire(
+                &mut trail,
+                firing(Trigger::VerificationCompleted),
+                Some(label.to_owned()),
+                &mut working,
+                &settings,
+            )
+            .await?;
+            settle(&mut working);
+        }
+        let verification = self.db.update::<Verification, FlowError, _>(
+            Tree::Verifications,
+            &Engine::verification_key(tenant_id, &id),
+            |current| {
+                let mut stored = current.ok_or(FlowError::NotFound("verification"))?;
+                let attempts = stored.code.attempts;
+                let events = std::mem::take(&mut stored.events);
+                stored = working.clone();
+                stored.code.attempts = attempts.max(working.code.attempts);
+                stored.events = events;
+                stored.events.extend(trail.iter().cloned());
+                Ok((Some(stored.clone()), stored))
+            },
+        )?;
         if outcome == CheckOutcome::Verified && verification.status != ReportStatus::Declined {
             self.record_owner(tenant_id, &verification)?;
-        }
-        let label = label_of(outcome);
-        for trigger in triggers_for(outcome, verification.status) {
-            self.hooks.fire(&TriggerEvent {
-                trigger,
-                tenant_id,
-                verification_id: Some(&verification.id),
-                phone: &verification.phone.e164,
-                applicant_id,
-                status: verification.status,
-                detail: Some(label.to_owned()),
-                at: now,
-            })?;
         }
         self.db.sync().await?;
 
@@ -222,18 +247,18 @@ fn label_of(outcome: CheckOutcome) -> &'static str {
     }
 }
 
-/// The triggers a check fires: its own, then `verification_completed` if it closed the
-/// verification.
-fn triggers_for(outcome: CheckOutcome, status: ReportStatus) -> Vec<Trigger> {
-    let first = if outcome == CheckOutcome::Verified {
-        Trigger::OtpVerified
-    } else {
-        Trigger::OtpFailed
-    };
-    if status.is_open() {
-        vec![first]
-    } else {
-        vec![first, Trigger::VerificationCompleted]
+/// Applies the rules' verdict after a check: a decline closes the verification (an
+/// open one loses its code), a review turns an approval into a review.
+fn settle(verification: &mut Verification) {
+    match verification.verdict() {
+        RiskAction::Decline if verification.status != ReportStatus::Declined => {
+            verification.status = ReportStatus::Declined;
+            verification.code.active = None;
+        }
+        RiskAction::Review if verification.status == ReportStatus::Approved => {
+            verification.status = ReportStatus::InReview;
+        }
+        _ => {}
     }
 }
 

@@ -94,6 +94,17 @@ pub enum RiskLevel {
     High,
 }
 
+impl RiskLevel {
+    /// The wire name: `low`, `medium` or `high`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+        }
+    }
+}
+
 /// What is known about a number when it is scored. `None` means unknown.
 #[derive(Debug, Clone, Default)]
 pub struct Signals<'a> {

@@ -1,14 +1,17 @@
-//! What the runtime gives a rule plugin: the per-call store state and the host side of
-//! the `log`, `clock` and `kv` interfaces.
+//! What the runtime gives a plugin: the per-call store state (frozen clocks, the memory
+//! meter) and the host side of the `log`, `clock` and `kv` interfaces.
+
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::store::{key, Db, StoreError, Tree};
 
+use super::adapters::AdapterCall;
 use super::wit::dialgate::plugin::{clock, kv, log, rule_types, types};
-use super::Scope;
+use super::{Limits, Scope};
 
 /// Longest key a plugin may use.
 const MAX_KEY_BYTES: usize = 256;
@@ -16,15 +19,107 @@ const MAX_KEY_BYTES: usize = 256;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Longest log line kept.
 const MAX_LOG_BYTES: usize = 1024;
+/// Log lines kept per call; later ones are dropped.
+const MAX_LOG_LINES: u32 = 32;
 
 /// The state of one call's store.
 pub struct State {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub meter: Meter,
     pub db: Db,
     pub scope: Scope,
     pub now_millis: i64,
+    pub log_lines: u32,
+    /// What an adapter call is granted: configuration, secrets, outbound hosts.
+    pub adapter: Option<AdapterCall>,
+}
+
+impl State {
+    /// The state of a call for `scope` at the flow's time `now_millis`.
+    pub fn new(
+        db: &Db,
+        scope: &Scope,
+        now_millis: i64,
+        limits: &Limits,
+        adapter: Option<AdapterCall>,
+    ) -> Self {
+        let frozen = Duration::from_millis(u64::try_from(now_millis).unwrap_or(0));
+        let wasi = WasiCtx::builder()
+            .wall_clock(FrozenWall(frozen))
+            .monotonic_clock(FrozenMonotonic)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            meter: Meter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limits.memory_bytes)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                peak: 0,
+            },
+            db: db.clone(),
+            scope: scope.clone(),
+            now_millis,
+            log_lines: 0,
+            adapter,
+        }
+    }
+}
+
+/// The memory cap, which also remembers the largest memory a call grew to.
+pub struct Meter {
+    limits: StoreLimits,
+    pub peak: usize,
+}
+
+impl ResourceLimiter for Meter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+}
+
+/// The wall clock a plugin sees: the flow's time, frozen for the call.
+struct FrozenWall(Duration);
+
+impl HostWallClock for FrozenWall {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// The monotonic clock a plugin sees: it never advances.
+struct FrozenMonotonic;
+
+impl HostMonotonicClock for FrozenMonotonic {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 impl WasiView for State {
@@ -41,6 +136,10 @@ impl rule_types::Host for State {}
 
 impl log::Host for State {
     fn write(&mut self, level: log::Level, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
         let mut end = message.len().min(MAX_LOG_BYTES);
         while !message.is_char_boundary(end) {
             end -= 1;

@@ -1,31 +1,53 @@
-//! The plugin runtime: runs rule plugins (WebAssembly components of the contract's
-//! `rule` world) in a sandbox. The only module that names wasmtime.
+//! The plugin runtime: loads WebAssembly components of the contract's worlds and runs
+//! them in a sandbox. The only module that names wasmtime.
 //!
-//! A plugin is compiled once into a [`RulePlugin`] (a pre-instantiated component); each
-//! call gets a fresh instance in a fresh store, so nothing survives between calls or
-//! crosses tenants. Per call the store has a CPU budget (fuel), a memory cap and an
-//! empty WASI context: no environment, arguments, files, sockets or clocks. The host
-//! imports a rule may use are log, the flow's clock and a key-value store scoped to
-//! (tenant, plugin). A trap, an exhausted budget or a plugin's own error comes back as
-//! a [`Failure`]; the host itself never fails with the plugin.
+//! Loading checks what a component is before anything runs: its world (from its
+//! exports), the contract's API version, and every import against what that world
+//! grants, naming the first import that is not granted. Compiled code is cached in
+//! the store by content hash and engine fingerprint, so a restart loads plugins
+//! without compiling them again.
+//!
+//! Each call gets a fresh instance in a fresh store, from a pre-instantiated component
+//! and the pooling allocator, so nothing survives between calls or crosses tenants.
+//! Per call the store has a fuel budget, a wall-clock deadline (epoch interruption,
+//! ticked every millisecond by one thread), a memory cap, caps on the size of what
+//! goes in and what comes out, and a WASI context that grants nothing: no environment,
+//! arguments, files or sockets, and clocks frozen at the flow's time. A trap, a
+//! breached limit or the plugin's own error comes back as a [`Failure`]; the host
+//! itself never fails with the plugin.
 
+mod adapters;
+pub mod builtins;
+mod convert;
+pub mod event;
 mod host;
+pub mod registry;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
 mod tests;
 
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::WasiCtx;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use crate::store::Db;
+use crate::store::{key, Db, Tree};
 
+pub use self::adapters::{
+    AdapterCall, AdapterDispatch, AdapterMessage, CallbackRequest, DeliveryUpdate, HttpGrant,
+    Intelligence, SendRefusal,
+};
+pub use self::event::{RuleAction, RuleEvent};
 use self::host::State;
 
-/// Bindings of the `rule` world, generated from `sdk/wit/plugin.wit`.
+/// Bindings of the contract's worlds, generated from `sdk/wit/plugin.wit`.
 pub mod wit {
     wasmtime::component::bindgen!({
         world: "rule",
@@ -43,49 +65,157 @@ pub mod wit {
 pub struct Limits {
     /// Fuel (roughly, WebAssembly instructions) a call may use.
     pub fuel: u64,
+    /// Wall-clock time a call may take, in milliseconds.
+    pub time_ms: u64,
     /// Linear memory a call may grow to, in bytes.
     pub memory_bytes: usize,
     /// Actions a call may return.
     pub max_actions: usize,
+    /// Bytes of text a call's actions may carry in all.
+    pub max_output_bytes: usize,
+    /// Bytes of JSON an event may take.
+    pub max_input_bytes: usize,
 }
 
 impl Default for Limits {
-    /// 10 million units of fuel (a small rule uses a few thousand), 16 MiB of memory,
-    /// 64 actions.
+    /// 10 million units of fuel (a small rule uses a few thousand), 10 ms, 16 MiB of
+    /// memory, 64 actions carrying at most 16 KiB of text, events up to 64 KiB.
     fn default() -> Self {
         Self {
             fuel: 10_000_000,
+            time_ms: 10,
             memory_bytes: 16 << 20,
             max_actions: 64,
+            max_output_bytes: 16 << 10,
+            max_input_bytes: 64 << 10,
         }
     }
 }
 
+/// The worlds of the contract a plugin can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Rule,
+    MessagingAdapter,
+    LookupAdapter,
+}
+
+impl Kind {
+    /// The world's name in the contract.
+    pub fn world(self) -> &'static str {
+        match self {
+            Kind::Rule => "rule",
+            Kind::MessagingAdapter => "messaging-adapter",
+            Kind::LookupAdapter => "lookup-adapter",
+        }
+    }
+
+    /// The contract's interfaces the world imports.
+    fn granted(self) -> &'static [&'static str] {
+        match self {
+            Kind::Rule => &["types", "rule-types", "log", "clock", "kv"],
+            Kind::MessagingAdapter => &[
+                "types",
+                "messaging-types",
+                "log",
+                "clock",
+                "http-client",
+                "config",
+            ],
+            Kind::LookupAdapter => &[
+                "types",
+                "lookup-types",
+                "log",
+                "clock",
+                "http-client",
+                "config",
+            ],
+        }
+    }
+
+    /// The functions the world exports.
+    fn exports(self) -> &'static [&'static str] {
+        match self {
+            Kind::Rule => &["on-event"],
+            Kind::MessagingAdapter => &["send", "parse-callback"],
+            Kind::LookupAdapter => &["lookup"],
+        }
+    }
+}
+
+/// WASI interfaces linked for the Rust standard library's imports; the context each
+/// call gets makes them grant nothing (no variables, arguments, files or streams) and
+/// freezes the clocks at the flow's time. Sockets and outbound HTTP are never granted.
+const WASI_GRANTED: &[&str] = &[
+    "wasi:io/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+
 /// Why a plugin could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LoadError(String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component exports none of the contract's worlds ({0})")]
+    UnknownWorld(String),
+    #[error("the component is a {found} plugin, not a {expected} plugin")]
+    WrongWorld { expected: String, found: String },
+    #[error("the component imports `{import}`, which the {world} world does not grant")]
+    ForbiddenImport { import: String, world: String },
+    #[error(
+        "the component speaks dialgate:plugin@{found}; this host speaks @{}",
+        dialgate_sdk::API_VERSION
+    )]
+    ApiVersion { found: String },
+    #[error("cannot link the component: {0}")]
+    Link(String),
+    #[error("the plugin runtime failed: {0}")]
+    Runtime(String),
+}
 
 /// Why a call did not produce actions. The sandbox's failures and the plugin's own
 /// error are kept apart.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Failure {
-    #[error("the plugin used up its CPU budget of {0} fuel")]
-    OutOfFuel(u64),
-    #[error("the plugin trapped: {0}")]
-    Trap(String),
+    #[error("the plugin used up its CPU budget of {fuel} fuel")]
+    OutOfFuel { fuel: u64 },
+    #[error("the plugin ran past its deadline of {ms} ms")]
+    Timeout { ms: u64 },
+    #[error("the plugin exhausted its call stack")]
+    StackOverflow,
+    #[error("the plugin trapped: {message}")]
+    Trap { message: String },
+    #[error("the event is {bytes} bytes; at most {limit} may be passed to a plugin")]
+    InputTooLarge { bytes: usize, limit: usize },
     #[error("the plugin returned {returned} actions; at most {limit} are allowed")]
     TooManyActions { returned: usize, limit: usize },
+    #[error("the plugin's actions carry {bytes} bytes of text; at most {limit} are allowed")]
+    OutputTooLarge { bytes: usize, limit: usize },
+    #[error("the plugin's output is malformed: {message}")]
+    Malformed { message: String },
     #[error("the plugin reported {code}: {message}")]
     Plugin { code: String, message: String },
 }
 
 /// A successful call.
 #[derive(Debug, Clone)]
-pub struct Invocation {
-    pub actions: Vec<wit::Action>,
-    pub fuel_used: u64,
-    pub elapsed: Duration,
+pub struct Invocation<T> {
+    pub output: T,
+    pub usage: Usage,
+}
+
+/// What a call used, successful or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub fuel: u64,
+    pub micros: u64,
+    /// The largest linear memory the call grew to, in bytes.
+    pub peak_memory_bytes: usize,
 }
 
 /// Who a call runs for: the key-value store is scoped to this pair.
@@ -95,12 +225,29 @@ pub struct Scope {
     pub plugin_id: String,
 }
 
-/// The engine and linker shared by all plugins.
+/// How many components were compiled and how many came precompiled from the cache.
+#[derive(Debug, Default)]
+struct Counters {
+    compiled: AtomicU64,
+    from_cache: AtomicU64,
+}
+
+/// The runtime's counters, for operators and tests.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RuntimeStats {
+    pub compiled: u64,
+    pub loaded_from_cache: u64,
+}
+
+/// The engine and linkers shared by all plugins.
 pub struct PluginRuntime {
     engine: Engine,
-    linker: Linker<State>,
+    rule_linker: Linker<State>,
+    adapters: adapters::Linkers,
     limits: Limits,
     db: Db,
+    fingerprint: String,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -111,103 +258,322 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
-/// A compiled, pre-instantiated rule plugin.
-pub struct RulePlugin {
-    pre: wit::RulePre<State>,
+/// A loaded component of a known world, ready to instantiate.
+#[derive(Clone)]
+pub struct Loaded {
+    pub kind: Kind,
+    pub sha256: String,
+    inner: Arc<LoadedInner>,
 }
 
-impl std::fmt::Debug for RulePlugin {
+enum LoadedInner {
+    Rule(wit::RulePre<State>),
+    Adapter(adapters::AdapterPre),
+}
+
+impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RulePlugin(..)")
+        write!(f, "Loaded({:?}, {})", self.kind, self.sha256)
     }
+}
+
+/// The hex SHA-256 of a component's bytes: its identity in the store.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 impl PluginRuntime {
-    /// A runtime whose plugins keep their key-value data in `db`.
+    /// A runtime whose plugins keep their key-value data, and whose compiled code is
+    /// cached, in `db`.
     pub fn new(db: Db, limits: Limits) -> Result<Self, LoadError> {
+        let runtime = |err: wasmtime::Error| LoadError::Runtime(format!("{err:#}"));
         let mut config = Config::new();
         config.consume_fuel(true);
-        let engine = Engine::new(&config).map_err(|err| LoadError(format!("{err:#}")))?;
-        let mut linker = Linker::new(&engine);
-        // WASI is linked for the Rust standard library's imports; the context each call
-        // gets is empty, so it grants nothing.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|err| LoadError(format!("{err:#}")))?;
-        wit::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(|err| LoadError(format!("{err:#}")))?;
+        config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(2048)
+            .total_memories(512)
+            .total_tables(1024)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Slots reserve what the cap allows, not the default 4 GiB each.
+        config.memory_reservation(limits.memory_bytes as u64);
+        let engine = Engine::new(&config).map_err(runtime)?;
+        start_epoch_ticker(&engine);
+
+        let mut rule_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut rule_linker).map_err(runtime)?;
+        wit::Rule::add_to_linker::<_, HasSelf<_>>(&mut rule_linker, |state| state)
+            .map_err(runtime)?;
+        let adapters = adapters::Linkers::new(&engine).map_err(runtime)?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let fingerprint = format!("{:016x}", hasher.finish());
         Ok(Self {
             engine,
-            linker,
+            rule_linker,
+            adapters,
             limits,
             db,
+            fingerprint,
+            counters: Counters::default(),
         })
     }
 
-    /// Compiles a rule component and resolves its imports. A component that is not a
-    /// rule, or imports anything the runtime does not provide, is refused with an error
-    /// that names what is wrong.
-    pub fn compile_rule(&self, bytes: &[u8]) -> Result<RulePlugin, LoadError> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|err| LoadError(format!("not a valid component: {err:#}")))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|err| LoadError(format!("cannot link the component: {err:#}")))?;
-        let pre = wit::RulePre::new(pre)
-            .map_err(|err| LoadError(format!("not a rule plugin: {err:#}")))?;
-        Ok(RulePlugin { pre })
+    /// The runtime's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
-    /// Runs `plugin` on `event` in a fresh instance under the runtime's limits.
+    /// How many components this runtime compiled and how many it loaded precompiled.
+    pub fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            compiled: self.counters.compiled.load(Ordering::Relaxed),
+            loaded_from_cache: self.counters.from_cache.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks `bytes` as a component of the contract and, when `expected` is given,
+    /// of that world; compiles it (or loads it precompiled from the cache) and
+    /// pre-instantiates it.
+    pub fn load(&self, bytes: &[u8], expected: Option<Kind>) -> Result<Loaded, LoadError> {
+        let sha256 = content_hash(bytes);
+        let component = self.component(&sha256, bytes)?;
+        let kind = self.inspect(&component)?;
+        if let Some(expected) = expected.filter(|expected| *expected != kind) {
+            return Err(LoadError::WrongWorld {
+                expected: expected.world().to_owned(),
+                found: kind.world().to_owned(),
+            });
+        }
+        let link = |err: wasmtime::Error| LoadError::Link(format!("{err:#}"));
+        let inner = match kind {
+            Kind::Rule => {
+                let pre = self.rule_linker.instantiate_pre(&component).map_err(link)?;
+                LoadedInner::Rule(wit::RulePre::new(pre).map_err(link)?)
+            }
+            Kind::MessagingAdapter | Kind::LookupAdapter => {
+                LoadedInner::Adapter(self.adapters.pre(kind, &component).map_err(link)?)
+            }
+        };
+        Ok(Loaded {
+            kind,
+            sha256,
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The compiled component for `bytes`: precompiled from the cache when this engine
+    /// compiled it before, else compiled now and cached.
+    fn component(&self, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let artifact_key = key(&[sha256, &self.fingerprint]);
+        let cached = self
+            .db
+            .get_raw(Tree::PluginArtifacts, &artifact_key)
+            .map_err(|err| LoadError::Runtime(err.to_string()))?;
+        if let Some(artifact) = cached {
+            if let Ok(component) = deserialize_own_artifact(&self.engine, &artifact) {
+                self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
+                return Ok(component);
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|err| LoadError::NotAComponent(format!("{err:#}")))?;
+        self.counters.compiled.fetch_add(1, Ordering::Relaxed);
+        if let Ok(artifact) = component.serialize() {
+            self.db
+                .put_raw(Tree::PluginArtifacts, &artifact_key, &artifact)
+                .map_err(|err| LoadError::Runtime(err.to_string()))?;
+        }
+        Ok(component)
+    }
+
+    /// Which world the component targets, checking the API version and that it imports
+    /// nothing its world does not grant.
+    fn inspect(&self, component: &Component) -> Result<Kind, LoadError> {
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+        let kind = [Kind::Rule, Kind::MessagingAdapter, Kind::LookupAdapter]
+            .into_iter()
+            .find(|kind| kind.exports().iter().all(|name| exports.contains(name)))
+            .ok_or_else(|| LoadError::UnknownWorld(exports.join(", ")))?;
+        for (name, item) in ty.imports(&self.engine) {
+            if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                return Err(LoadError::ForbiddenImport {
+                    import: name.to_owned(),
+                    world: kind.world().to_owned(),
+                });
+            }
+            if let Some(rest) = name.strip_prefix("dialgate:plugin/") {
+                let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+                if version != dialgate_sdk::API_VERSION {
+                    return Err(LoadError::ApiVersion {
+                        found: version.to_owned(),
+                    });
+                }
+                if kind.granted().contains(&interface) {
+                    continue;
+                }
+            } else if WASI_GRANTED.iter().any(|prefix| name.starts_with(prefix)) {
+                continue;
+            }
+            return Err(LoadError::ForbiddenImport {
+                import: name.to_owned(),
+                world: kind.world().to_owned(),
+            });
+        }
+        Ok(kind)
+    }
+
+    /// A fresh store for one call, with the per-call limits armed.
+    fn store(&self, state: State) -> Result<Store<State>, Failure> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.meter);
+        store.set_fuel(self.limits.fuel).map_err(trap)?;
+        // One tick a millisecond; the deadline is a tick past the budget so a call
+        // starting just before a tick still gets its full time.
+        store.set_epoch_deadline(self.limits.time_ms + 1);
+        Ok(store)
+    }
+
+    /// What a finished call used, and its error mapped to a [`Failure`].
+    fn finish<T>(
+        &self,
+        store: &Store<State>,
+        started: Instant,
+        result: wasmtime::Result<T>,
+    ) -> (Usage, Result<T, Failure>) {
+        let usage = Usage {
+            fuel: self
+                .limits
+                .fuel
+                .saturating_sub(store.get_fuel().unwrap_or(0)),
+            micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            peak_memory_bytes: store.data().meter.peak,
+        };
+        let result = result.map_err(|err| match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Failure::OutOfFuel {
+                fuel: self.limits.fuel,
+            },
+            Some(Trap::Interrupt) => Failure::Timeout {
+                ms: self.limits.time_ms,
+            },
+            Some(Trap::StackOverflow) => Failure::StackOverflow,
+            _ => trap(err),
+        });
+        (usage, result)
+    }
+
+    /// Runs the rule `plugin` on `event` in a fresh instance under the runtime's
+    /// limits. A failed call still reports what it used.
     pub fn invoke_rule(
         &self,
-        plugin: &RulePlugin,
+        plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
-        event: &wit::Event,
-    ) -> Result<Invocation, Failure> {
-        let started = Instant::now();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
-        let state = State {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limits,
-            db: self.db.clone(),
-            scope: scope.clone(),
-            now_millis,
+        event: &RuleEvent,
+    ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
+        let LoadedInner::Rule(pre) = plugin.inner.as_ref() else {
+            return (
+                Usage::default(),
+                Err(Failure::Malformed {
+                    message: format!("a {} plugin cannot run as a rule", plugin.kind.world()),
+                }),
+            );
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        let budget = self.limits.fuel;
-        store
-            .set_fuel(budget)
-            .map_err(|err| Failure::Trap(format!("{err:#}")))?;
-        let result = plugin
-            .pre
+        let input = serde_json::to_vec(event)
+            .map(|json| json.len())
+            .unwrap_or(0);
+        if input > self.limits.max_input_bytes {
+            return (
+                Usage::default(),
+                Err(Failure::InputTooLarge {
+                    bytes: input,
+                    limit: self.limits.max_input_bytes,
+                }),
+            );
+        }
+        let started = Instant::now();
+        let state = State::new(&self.db, scope, now_millis, &self.limits, None);
+        let mut store = match self.store(state) {
+            Ok(store) => store,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let wit_event = convert::event(event);
+        let result = pre
             .instantiate(&mut store)
-            .and_then(|rule| rule.call_on_event(&mut store, event));
-        let fuel_used = budget.saturating_sub(store.get_fuel().unwrap_or(0));
-        let answer = result.map_err(|err| match err.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => Failure::OutOfFuel(budget),
-            _ => Failure::Trap(format!("{err:#}")),
-        })?;
-        let actions = answer.map_err(|err| Failure::Plugin {
-            code: err.code,
-            message: err.message,
-        })?;
+            .and_then(|rule| rule.call_on_event(&mut store, &wit_event));
+        let (usage, result) = self.finish(&store, started, result);
+        let result = result.and_then(|answer| {
+            let actions = answer.map_err(|err| Failure::Plugin {
+                code: err.code,
+                message: err.message,
+            })?;
+            self.check_actions(actions)
+        });
+        (usage, result)
+    }
+
+    /// Converts and checks a rule's answer against the output caps.
+    fn check_actions(&self, actions: Vec<wit::Action>) -> Result<Vec<RuleAction>, Failure> {
         if actions.len() > self.limits.max_actions {
             return Err(Failure::TooManyActions {
                 returned: actions.len(),
                 limit: self.limits.max_actions,
             });
         }
-        Ok(Invocation {
-            actions,
-            fuel_used,
-            elapsed: started.elapsed(),
-        })
+        let actions: Vec<RuleAction> = actions.into_iter().map(convert::action).collect();
+        let bytes: usize = actions.iter().map(RuleAction::text_len).sum();
+        if bytes > self.limits.max_output_bytes {
+            return Err(Failure::OutputTooLarge {
+                bytes,
+                limit: self.limits.max_output_bytes,
+            });
+        }
+        Ok(actions)
+    }
+}
+
+fn trap(err: wasmtime::Error) -> Failure {
+    Failure::Trap {
+        message: format!("{err:#}"),
+    }
+}
+
+/// Loads a component this host compiled and stored itself.
+///
+/// Deserialising compiled code is unsafe because wasmtime cannot check that the bytes
+/// are code it produced. These bytes are: they are read from the store's
+/// `plugin_artifacts` tree, which only [`PluginRuntime::component`] writes, with the
+/// output of `Component::serialize` on this engine's configuration, keyed by the
+/// engine's compatibility fingerprint; wasmtime still checks the artifact's header
+/// against the engine and refuses a mismatch, which makes the caller compile afresh.
+/// The store lives in the operator's data directory, which is trusted like the binary.
+#[allow(unsafe_code)]
+fn deserialize_own_artifact(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: see above; the artifact was produced by `Component::serialize` for an
+    // engine with this compatibility fingerprint, and never comes from a tenant.
+    unsafe { Component::deserialize(engine, artifact) }
+}
+
+/// Ticks the engine's epoch every millisecond, for as long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("dialgate-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(1));
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::error!("cannot start the plugin deadline thread: {err}");
     }
 }

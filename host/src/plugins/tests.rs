@@ -1,17 +1,15 @@
-//! The rule runtime with real components: the first-party rules return their actions,
-//! and hostile rules (an endless loop, a memory bomb) are stopped and reported while
-//! the runtime keeps serving. The components are built from `rules/` and
-//! `tests/hostile/` for wasm32-wasip2, so those tests need that target (`.ci/test` adds
-//! it and runs them); the key-value tests run everywhere.
+//! The plugin runtime with real components: the first-party rules return their actions,
+//! hostile plugins (endless loop, memory bomb, deep recursion, huge output, panic,
+//! forbidden import) are stopped or refused and reported while the runtime keeps
+//! serving, and compiled code is reused from the cache. The components are built from
+//! `rules/`, `plugins/` and `tests/hostile/` for wasm32-wasip2, so those tests need
+//! that target (`.ci/test` adds it and runs them); the key-value tests run everywhere.
 
-use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimitsBuilder;
-use wasmtime_wasi::WasiCtx;
-
+use super::event::{RuleAction, RuleEvent, Trigger};
 use super::host::State;
 use super::wit::dialgate::plugin::kv::{self, Host as _};
-use super::wit::{self, Action, Channel};
 use super::*;
+use crate::model::Channel;
 
 fn db() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -30,7 +28,7 @@ fn guest(artifact: &str) -> Vec<u8> {
     super::testing::guest_component(artifact)
 }
 
-fn event(line_type: &str, sim_swap_days_ago: Option<u32>, config: &[(&str, &str)]) -> wit::Event {
+fn event(line_type: &str, sim_swap_days_ago: Option<u32>, config: &[(&str, &str)]) -> RuleEvent {
     let mut event = super::testing::event(line_type);
     event.phone.sim_swap_days_ago = sim_swap_days_ago;
     event.config = config
@@ -40,43 +38,49 @@ fn event(line_type: &str, sim_swap_days_ago: Option<u32>, config: &[(&str, &str)
     event
 }
 
+fn runtime(db: Db) -> PluginRuntime {
+    PluginRuntime::new(db, Limits::default()).expect("runtime")
+}
+
+fn rule(runtime: &PluginRuntime, artifact: &str) -> Loaded {
+    runtime
+        .load(&guest(artifact), Some(Kind::Rule))
+        .expect("a rule")
+}
+
 #[test]
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
 fn otp_for_voip_asks_for_a_code_for_voip_numbers_only() {
     let (_dir, db) = db();
-    let runtime = PluginRuntime::new(db, Limits::default()).expect("runtime");
-    let rule = runtime
-        .compile_rule(&guest("otp_for_voip"))
-        .expect("a rule");
-    let voip = runtime
-        .invoke_rule(&rule, &scope("a"), 0, &event("voip", None, &[]))
-        .expect("runs");
+    let runtime = runtime(db);
+    let rule = rule(&runtime, "otp_for_voip");
+    let (usage, voip) = runtime.invoke_rule(&rule, &scope("a"), 0, &event("voip", None, &[]));
     assert!(matches!(
-        voip.actions.as_slice(),
-        [Action::RequestInfo(_), Action::SendOtp(Channel::Sms)]
+        voip.expect("runs").as_slice(),
+        [
+            RuleAction::RequestInfo { .. },
+            RuleAction::SendOtp {
+                channel: Channel::Sms
+            }
+        ]
     ));
-    assert!(voip.fuel_used > 0);
-    let mobile = runtime
-        .invoke_rule(&rule, &scope("a"), 0, &event("mobile", None, &[]))
-        .expect("runs");
-    assert!(mobile.actions.is_empty());
+    assert!(usage.fuel > 0);
+    assert!(usage.peak_memory_bytes > 0);
+    let (_, mobile) = runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", None, &[]));
+    assert!(mobile.expect("runs").is_empty());
 }
 
 #[test]
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
 fn flag_sim_swap_reads_its_configuration_and_reports_bad_configuration() {
     let (_dir, db) = db();
-    let runtime = PluginRuntime::new(db, Limits::default()).expect("runtime");
-    let rule = runtime
-        .compile_rule(&guest("flag_sim_swap"))
-        .expect("a rule");
-    let recent = runtime
-        .invoke_rule(&rule, &scope("a"), 0, &event("mobile", Some(2), &[]))
-        .expect("runs");
+    let runtime = runtime(db);
+    let rule = rule(&runtime, "flag_sim_swap");
+    let (_, recent) = runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", Some(2), &[]));
     assert!(
-        matches!(recent.actions.as_slice(), [Action::AddFlag(flag), Action::CreateCase(_)] if flag == "recent_sim_swap")
+        matches!(recent.expect("runs").as_slice(), [RuleAction::AddFlag { flag }, RuleAction::CreateCase { .. }] if flag == "recent_sim_swap")
     );
-    let bad = runtime.invoke_rule(
+    let (_, bad) = runtime.invoke_rule(
         &rule,
         &scope("a"),
         0,
@@ -87,25 +91,68 @@ fn flag_sim_swap_reads_its_configuration_and_reports_bad_configuration() {
 
 #[test]
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn velocity_counts_codes_per_number_across_applicants_in_the_store() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let rule = rule(&runtime, "velocity");
+    let mut event = event("mobile", None, &[("max_codes", "2")]);
+    event.trigger = Trigger::BeforeSendOtp;
+    let now = 1_700_000_000_000;
+    for applicant in ["a", "b"] {
+        event.applicant_id = Some(applicant.to_owned());
+        let (_, answer) = runtime.invoke_rule(&rule, &scope("t"), now, &event);
+        assert_eq!(answer.expect("runs"), Vec::new());
+    }
+    event.applicant_id = Some("c".to_owned());
+    let (_, third) = runtime.invoke_rule(&rule, &scope("t"), now, &event);
+    let third = third.expect("runs");
+    assert!(
+        third
+            .iter()
+            .any(|a| matches!(a, RuleAction::Decline { .. })),
+        "{third:?}"
+    );
+    // Another tenant's count is its own.
+    let (_, other) = runtime.invoke_rule(&rule, &scope("u"), now, &event);
+    assert_eq!(other.expect("runs"), Vec::new());
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
 fn an_endless_loop_runs_out_of_fuel_and_the_runtime_keeps_serving() {
     let (_dir, db) = db();
     let limits = Limits::default();
     let runtime = PluginRuntime::new(db, limits).expect("runtime");
-    let spin = runtime
-        .compile_rule(&guest("hostile_spin"))
-        .expect("a rule");
-    let result = runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[]));
+    let spin = rule(&runtime, "hostile_spin");
+    let (_, result) = runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[]));
     assert!(
-        matches!(&result, Err(Failure::OutOfFuel(fuel)) if *fuel == limits.fuel),
+        matches!(&result, Err(Failure::OutOfFuel { fuel }) if *fuel == limits.fuel),
         "{result:?}"
     );
-    let good = runtime
-        .compile_rule(&guest("otp_for_voip"))
-        .expect("a rule");
-    let after = runtime
-        .invoke_rule(&good, &scope("b"), 0, &event("voip", None, &[]))
-        .expect("another plugin still runs");
-    assert_eq!(after.actions.len(), 2);
+    let good = rule(&runtime, "otp_for_voip");
+    let (_, after) = runtime.invoke_rule(&good, &scope("b"), 0, &event("voip", None, &[]));
+    assert_eq!(after.expect("another plugin still runs").len(), 2);
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn an_endless_loop_with_fuel_to_spare_hits_the_deadline() {
+    let (_dir, db) = db();
+    let runtime = PluginRuntime::new(
+        db,
+        Limits {
+            fuel: u64::MAX / 2,
+            ..Limits::default()
+        },
+    )
+    .expect("runtime");
+    let spin = rule(&runtime, "hostile_spin");
+    let (usage, result) = runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[]));
+    assert!(
+        matches!(result, Err(Failure::Timeout { ms: 10 })),
+        "{result:?}"
+    );
+    assert!(usage.fuel > 0);
 }
 
 #[test]
@@ -116,37 +163,142 @@ fn a_memory_bomb_hits_the_memory_cap() {
         db,
         Limits {
             fuel: u64::MAX / 2,
+            time_ms: 10_000,
             ..Limits::default()
         },
     )
     .expect("runtime");
-    let bomb = runtime
-        .compile_rule(&guest("hostile_memory_bomb"))
-        .expect("a rule");
-    let result = runtime.invoke_rule(&bomb, &scope("a"), 0, &event("mobile", None, &[]));
+    let bomb = rule(&runtime, "hostile_memory_bomb");
+    let (_, result) = runtime.invoke_rule(&bomb, &scope("a"), 0, &event("mobile", None, &[]));
     assert!(
-        matches!(&result, Err(Failure::Trap(message)) if message.contains("memory")),
+        matches!(&result, Err(Failure::Trap { message }) if message.contains("memory")),
         "{result:?}"
     );
 }
 
 #[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn deep_recursion_exhausts_the_stack_and_a_panic_traps() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let deep = rule(&runtime, "hostile_deep_recursion");
+    let (_, result) = runtime.invoke_rule(&deep, &scope("a"), 0, &event("mobile", None, &[]));
+    assert!(
+        matches!(
+            result,
+            Err(Failure::StackOverflow) | Err(Failure::OutOfFuel { .. })
+        ),
+        "{result:?}"
+    );
+    let panic = rule(&runtime, "hostile_panic");
+    let (_, result) = runtime.invoke_rule(&panic, &scope("a"), 0, &event("mobile", None, &[]));
+    assert!(matches!(result, Err(Failure::Trap { .. })), "{result:?}");
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn huge_output_is_refused_by_the_output_caps() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let huge = rule(&runtime, "hostile_huge_output");
+    let (_, one_big) = runtime.invoke_rule(&huge, &scope("a"), 0, &event("mobile", None, &[]));
+    assert!(
+        matches!(
+            one_big,
+            Err(Failure::OutputTooLarge { .. }) | Err(Failure::Trap { .. })
+        ),
+        "{one_big:?}"
+    );
+    let (_, many) = runtime.invoke_rule(
+        &huge,
+        &scope("a"),
+        0,
+        &event("mobile", None, &[("mode", "many")]),
+    );
+    assert!(
+        matches!(
+            many,
+            Err(Failure::TooManyActions { .. })
+                | Err(Failure::Trap { .. })
+                | Err(Failure::OutOfFuel { .. })
+        ),
+        "{many:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_forbidden_import_is_refused_by_name() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let err = runtime
+        .load(&guest("hostile_forbidden_import"), None)
+        .expect_err("refused");
+    assert!(
+        matches!(&err, LoadError::ForbiddenImport { import, world } if import.starts_with("dialgate:plugin/http-client") && world == "rule"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn worlds_are_recognised_and_a_wrong_one_is_refused() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let lookup = runtime.load(&guest("camara_lookup"), None).expect("loads");
+    assert_eq!(lookup.kind, Kind::LookupAdapter);
+    let sms = runtime.load(&guest("http_sms"), None).expect("loads");
+    assert_eq!(sms.kind, Kind::MessagingAdapter);
+    let err = runtime
+        .load(&guest("otp_for_voip"), Some(Kind::LookupAdapter))
+        .expect_err("a rule is not a lookup adapter");
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    let (_, refused) = runtime.invoke_rule(&sms, &scope("a"), 0, &event("voip", None, &[]));
+    assert!(matches!(refused, Err(Failure::Malformed { .. })));
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_second_runtime_loads_precompiled_code_from_the_cache() {
+    let (_dir, db) = db();
+    let bytes = guest("otp_for_voip");
+    let first = runtime(db.clone());
+    first.load(&bytes, None).expect("compiles");
+    assert_eq!(first.stats().compiled, 1);
+    let second = runtime(db);
+    let loaded = second.load(&bytes, None).expect("loads");
+    assert_eq!(second.stats().compiled, 0);
+    assert_eq!(second.stats().loaded_from_cache, 1);
+    let (_, answer) = second.invoke_rule(&loaded, &scope("a"), 0, &event("voip", None, &[]));
+    assert_eq!(answer.expect("runs").len(), 2);
+}
+
+#[test]
 fn bytes_that_are_not_a_component_are_refused_at_load() {
     let (_dir, db) = db();
-    let runtime = PluginRuntime::new(db, Limits::default()).expect("runtime");
-    let err = runtime.compile_rule(b"not wasm").expect_err("refused");
-    assert!(err.to_string().contains("not a valid component"), "{err}");
+    let runtime = runtime(db);
+    let err = runtime.load(b"not wasm", None).expect_err("refused");
+    assert!(matches!(err, LoadError::NotAComponent(_)), "{err}");
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn an_oversized_event_is_refused_before_the_call() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let rule = rule(&runtime, "otp_for_voip");
+    let mut big = event("voip", None, &[]);
+    big.config.insert("blob".into(), "x".repeat(70 << 10));
+    let (usage, result) = runtime.invoke_rule(&rule, &scope("a"), 0, &big);
+    assert!(
+        matches!(result, Err(Failure::InputTooLarge { .. })),
+        "{result:?}"
+    );
+    assert_eq!(usage.fuel, 0);
 }
 
 fn state(db: &Db, tenant: &str) -> State {
-    State {
-        wasi: WasiCtx::builder().build(),
-        table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new().build(),
-        db: db.clone(),
-        scope: scope(tenant),
-        now_millis: 0,
-    }
+    State::new(db, &scope(tenant), 0, &Limits::default(), None)
 }
 
 #[test]
@@ -188,4 +340,17 @@ fn oversized_keys_and_values_are_refused() {
         a.set("big".into(), vec![0; 65 * 1024]),
         Err(kv::KvError::ValueTooLarge(_))
     ));
+}
+
+#[test]
+fn grants_match_the_host_or_the_host_and_port() {
+    let grant = HttpGrant {
+        hosts: vec!["127.0.0.1:8080".into(), "api.example.com".into()],
+    };
+    let url = |text: &str| reqwest::Url::parse(text).expect("url");
+    assert!(grant.allows(&url("http://127.0.0.1:8080/x")));
+    assert!(!grant.allows(&url("http://127.0.0.1:9090/x")));
+    assert!(grant.allows(&url("https://api.example.com/v1")));
+    assert!(!grant.allows(&url("https://evil.example.com/v1")));
+    assert!(!grant.allows(&url("https://api.example.com.evil.net/v1")));
 }

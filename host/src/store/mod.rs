@@ -43,11 +43,19 @@ pub enum Tree {
     Idempotency,
     /// `tenant id / plugin id / key` → a plugin's key-value data.
     PluginKv,
+    /// `tenant id / plugin id` → a plugin's record: versions, bindings, config.
+    Plugins,
+    /// `sha256 of a component` → the component's bytes (raw).
+    PluginBlobs,
+    /// `sha256 of a component / engine fingerprint` → its precompiled form (raw).
+    PluginArtifacts,
+    /// `tenant id / case id` → a case opened by a rule.
+    Cases,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 16] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -60,6 +68,10 @@ impl Tree {
         Tree::Outbox,
         Tree::Idempotency,
         Tree::PluginKv,
+        Tree::Plugins,
+        Tree::PluginBlobs,
+        Tree::PluginArtifacts,
+        Tree::Cases,
     ];
 
     /// The tree's stable name.
@@ -77,6 +89,10 @@ impl Tree {
             Tree::Outbox => "outbox",
             Tree::Idempotency => "idempotency",
             Tree::PluginKv => "plugin_kv",
+            Tree::Plugins => "plugins",
+            Tree::PluginBlobs => "plugin_blobs",
+            Tree::PluginArtifacts => "plugin_artifacts",
+            Tree::Cases => "cases",
         }
     }
 }
@@ -203,6 +219,29 @@ impl Db {
     ) -> Result<bool, StoreError> {
         self.store
             .compare_and_swap(tree, key, None, Some(&encode(value)?))
+    }
+
+    /// The bytes under `key`, stored as they are (components and compiled artifacts).
+    pub fn get_raw(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(tree, key)
+    }
+
+    /// Stores `bytes` under `key` as they are.
+    pub fn put_raw(&self, tree: Tree, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+        self.store.put(tree, key, bytes)
+    }
+
+    /// Removes every record whose key starts with `prefix`.
+    pub fn remove_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError> {
+        loop {
+            let batch = self.store.scan_prefix(tree, prefix, 1024, false)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for (key, _) in batch {
+                self.store.remove(tree, &key)?;
+            }
+        }
     }
 
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {

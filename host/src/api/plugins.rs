@@ -1,0 +1,675 @@
+//! Plugin management: upload (raw `application/wasm` with the manifest in the query, or
+//! multipart with a JSON manifest part and a component part), list, get, versions,
+//! activate, deactivate, delete, trigger bindings, configuration and secrets, the
+//! first-party catalogue, dry runs, and the cases rules open.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::flows::Engine;
+use crate::model::Case;
+use crate::plugins::event::{RuleEvent, Trigger};
+use crate::plugins::registry::{
+    activate_version, Manifest, PluginView, RegistryError, MAX_COMPONENT_BYTES,
+};
+use crate::plugins::{Kind, LoadError};
+use crate::store::{key, Tree};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller};
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route(
+            "/v1/plugins",
+            post(upload)
+                .get(list)
+                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (64 << 10))),
+        )
+        .route("/v1/plugins/catalog", get(catalogue))
+        .route("/v1/plugins/catalog/{name}", post(install))
+        .route("/v1/plugins/{id}", get(get_one).delete(remove))
+        .route("/v1/plugins/{id}/versions", get(versions))
+        .route("/v1/plugins/{id}/activate", post(activate))
+        .route("/v1/plugins/{id}/deactivate", post(deactivate))
+        .route("/v1/plugins/{id}/bindings", put(bind))
+        .route("/v1/plugins/{id}/config", put(configure))
+        .route("/v1/plugins/{id}/dry-run", post(dry_run))
+        .route("/v1/plugin-runtime", get(runtime_stats))
+        .route("/v1/cases", get(cases))
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        let message = err.to_string();
+        match err {
+            RegistryError::Invalid { field, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+                    .with_field(field)
+            }
+            RegistryError::Load(load) => {
+                let code = match load {
+                    LoadError::ForbiddenImport { .. } => "forbidden_import",
+                    LoadError::ApiVersion { .. } => "unsupported_api_version",
+                    LoadError::WrongWorld { .. } | LoadError::UnknownWorld(_) => "wrong_world",
+                    LoadError::NotAComponent(_) => "not_a_component",
+                    LoadError::Link(_) | LoadError::Runtime(_) => "invalid_component",
+                };
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+                    .with_field("component")
+            }
+            RegistryError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            RegistryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            RegistryError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            RegistryError::Store(err) => crate::flows::FlowError::Store(err).into(),
+        }
+    }
+}
+
+/// The manifest as query parameters of a raw upload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestQuery {
+    name: String,
+    kind: Kind,
+    version: String,
+    /// Comma-separated trigger names.
+    triggers: Option<String>,
+    /// Comma-separated hosts.
+    hosts: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    activate: bool,
+}
+
+fn split(list: Option<&str>) -> Vec<&str> {
+    list.map(|text| {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn parse_triggers(list: Option<&str>) -> Result<Vec<Trigger>, ApiError> {
+    split(list)
+        .into_iter()
+        .map(|name| {
+            Trigger::from_name(name).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    format!("triggers: unknown trigger {name:?}"),
+                )
+                .with_field("triggers")
+            })
+        })
+        .collect()
+}
+
+/// Multipart parts of an upload: `manifest` (JSON) and `component` (bytes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadManifest {
+    #[serde(flatten)]
+    manifest: Manifest,
+}
+
+fn unreadable(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", message)
+}
+
+async fn read_upload(request: Request) -> Result<(Manifest, Bytes, bool), ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let too_large = |rejection: axum::extract::rejection::BytesRejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the component is larger than the limit of {MAX_COMPONENT_BYTES} bytes"),
+            )
+        } else {
+            unreadable(rejection.body_text())
+        }
+    };
+    if content_type.starts_with("application/wasm") {
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let manifest: ManifestQuery = serde_urlencoded::from_str(&query).map_err(|err| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("manifest query: {err}"),
+            )
+            .with_field("manifest")
+        })?;
+        let bytes = Bytes::from_request(request, &()).await.map_err(too_large)?;
+        let activate = manifest.activate;
+        let manifest = Manifest {
+            name: manifest.name,
+            kind: manifest.kind,
+            version: manifest.version,
+            triggers: parse_triggers(manifest.triggers.as_deref())?,
+            hosts: split(manifest.hosts.as_deref())
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            description: manifest.description,
+        };
+        return Ok((manifest, bytes, activate));
+    }
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|rejection| unreadable(rejection.body_text()))?;
+        let (mut manifest, mut component, mut activate) = (None, None, false);
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|err| unreadable(err.body_text()))?
+        {
+            match field.name().unwrap_or("") {
+                "manifest" => {
+                    let text = field
+                        .bytes()
+                        .await
+                        .map_err(|err| unreadable(err.body_text()))?;
+                    let mut de = serde_json::Deserializer::from_slice(&text);
+                    let parsed: UploadManifest = serde_path_to_error::deserialize(&mut de)
+                        .map_err(|err| {
+                            ApiError::new(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "invalid_field",
+                                format!("manifest: {}", err.inner()),
+                            )
+                            .with_field(format!("manifest.{}", err.path()))
+                        })?;
+                    manifest = Some(parsed.manifest);
+                }
+                "component" => {
+                    component = Some(field.bytes().await.map_err(|err| {
+                        if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                            ApiError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "payload_too_large",
+                                format!("the component is larger than the limit of {MAX_COMPONENT_BYTES} bytes"),
+                            )
+                        } else {
+                            unreadable(err.body_text())
+                        }
+                    })?);
+                }
+                "activate" => {
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(|err| unreadable(err.body_text()))?;
+                    activate = text.trim() == "true";
+                }
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_field",
+                        format!("unknown part {other:?}; expected manifest and component"),
+                    )
+                    .with_field(other.to_owned()))
+                }
+            }
+        }
+        let manifest = manifest.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "the manifest part is missing",
+            )
+            .with_field("manifest")
+        })?;
+        let component = component.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "the component part is missing",
+            )
+            .with_field("component")
+        })?;
+        return Ok((manifest, component, activate));
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "upload a component as application/wasm (manifest in the query) or multipart/form-data (manifest and component parts)",
+    ))
+}
+
+async fn upload(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    request: Request,
+) -> Result<(StatusCode, Json<PluginView>), ApiError> {
+    let (manifest, bytes, activate) = read_upload(request).await?;
+    let now = engine.clock.now();
+    let registry = Arc::clone(&engine.plugins);
+    // Checking and compiling a component is CPU work: off the request workers.
+    let record = tokio::task::spawn_blocking(move || {
+        registry.upload(&caller.tenant_id, manifest, &bytes, activate, now)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        )
+    })??;
+    engine
+        .db
+        .sync()
+        .await
+        .map_err(crate::flows::FlowError::from)?;
+    Ok((StatusCode::CREATED, Json(PluginView::from(&record))))
+}
+
+async fn list(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+) -> Result<Json<Value>, ApiError> {
+    let plugins: Vec<PluginView> = engine
+        .plugins
+        .list(&caller.tenant_id)?
+        .iter()
+        .map(PluginView::from)
+        .collect();
+    Ok(Json(json!({ "plugins": plugins })))
+}
+
+async fn get_one(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+) -> Result<Json<PluginView>, ApiError> {
+    Ok(Json(PluginView::from(
+        &engine.plugins.get(&caller.tenant_id, &id)?,
+    )))
+}
+
+async fn versions(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = engine.plugins.get(&caller.tenant_id, &id)?;
+    Ok(Json(json!({
+        "active_version": record.active_version,
+        "versions": record.versions,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateBody {
+    version: String,
+}
+
+async fn modify(
+    engine: &Arc<Engine>,
+    tenant_id: &str,
+    id: &str,
+    change: impl FnOnce(&mut crate::plugins::registry::PluginRecord) -> Result<(), RegistryError>,
+) -> Result<Json<PluginView>, ApiError> {
+    let record = engine
+        .plugins
+        .modify(tenant_id, id, engine.clock.now(), change)?;
+    engine
+        .db
+        .sync()
+        .await
+        .map_err(crate::flows::FlowError::from)?;
+    Ok(Json(PluginView::from(&record)))
+}
+
+async fn activate(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ActivateBody>,
+) -> Result<Json<PluginView>, ApiError> {
+    modify(&engine, &caller.tenant_id, &id, |record| {
+        activate_version(record, &body.version)
+    })
+    .await
+}
+
+async fn deactivate(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+) -> Result<Json<PluginView>, ApiError> {
+    modify(&engine, &caller.tenant_id, &id, |record| {
+        record.active_version = None;
+        Ok(())
+    })
+    .await
+}
+
+async fn remove(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    engine.plugins.delete(&caller.tenant_id, &id)?;
+    engine
+        .db
+        .sync()
+        .await
+        .map_err(crate::flows::FlowError::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindBody {
+    triggers: Vec<Trigger>,
+    order: Option<i32>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+async fn bind(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<BindBody>,
+) -> Result<Json<PluginView>, ApiError> {
+    modify(&engine, &caller.tenant_id, &id, |record| {
+        if record.kind != Kind::Rule {
+            return Err(invalid(
+                "triggers",
+                "only rule plugins are bound to triggers",
+            ));
+        }
+        let wanted = record
+            .active()
+            .or(record.versions.last())
+            .map(|v| v.triggers.clone())
+            .unwrap_or_default();
+        if let Some(other) = body.triggers.iter().find(|t| !wanted.contains(t)) {
+            return Err(invalid(
+                "triggers",
+                format!(
+                    "{} is not among the triggers the plugin's manifest asks for",
+                    other.name()
+                ),
+            ));
+        }
+        if let Some(order) = body.order {
+            if !(-1_000_000..=1_000_000).contains(&order) {
+                return Err(invalid("order", "must be between -1000000 and 1000000"));
+            }
+            record.order = order;
+        }
+        let mut triggers = body.triggers.clone();
+        triggers.dedup();
+        record.triggers = triggers;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    /// Replaces the plain settings.
+    config: Option<BTreeMap<String, String>>,
+    /// Sets (string) or removes (null) secrets; others are kept.
+    secrets: Option<BTreeMap<String, Option<String>>>,
+    /// Replaces the granted hosts; each must be one the manifest asks for.
+    granted_hosts: Option<Vec<String>>,
+}
+
+/// Entries and bytes a plugin's configuration may hold.
+const MAX_CONFIG_ENTRIES: usize = 64;
+const MAX_CONFIG_VALUE: usize = 4096;
+
+fn check_entries<'a>(
+    field: &str,
+    entries: impl Iterator<Item = (&'a String, usize)>,
+) -> Result<(), RegistryError> {
+    for (name, len) in entries {
+        if name.is_empty() || name.len() > 128 {
+            return Err(invalid(field, "names are 1 to 128 characters"));
+        }
+        if len > MAX_CONFIG_VALUE {
+            return Err(invalid(
+                &format!("{field}.{name}"),
+                format!("at most {MAX_CONFIG_VALUE} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn configure(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ConfigBody>,
+) -> Result<Json<PluginView>, ApiError> {
+    modify(&engine, &caller.tenant_id, &id, |record| {
+        if let Some(config) = body.config {
+            check_entries("config", config.iter().map(|(k, v)| (k, v.len())))?;
+            if config.len() > MAX_CONFIG_ENTRIES {
+                return Err(invalid(
+                    "config",
+                    format!("at most {MAX_CONFIG_ENTRIES} entries"),
+                ));
+            }
+            record.config = config;
+        }
+        if let Some(secrets) = body.secrets {
+            check_entries(
+                "secrets",
+                secrets
+                    .iter()
+                    .map(|(k, v)| (k, v.as_deref().map_or(0, str::len))),
+            )?;
+            for (name, value) in secrets {
+                match value {
+                    Some(value) => record.secrets.insert(name, value),
+                    None => record.secrets.remove(&name),
+                };
+            }
+            if record.secrets.len() > MAX_CONFIG_ENTRIES {
+                return Err(invalid(
+                    "secrets",
+                    format!("at most {MAX_CONFIG_ENTRIES} entries"),
+                ));
+            }
+        }
+        if let Some(hosts) = body.granted_hosts {
+            let asked = record.active().map(|v| v.hosts.clone()).unwrap_or_default();
+            if let Some(host) = hosts.iter().find(|host| !asked.contains(host)) {
+                return Err(invalid(
+                    "granted_hosts",
+                    format!("{host} is not among the hosts the plugin's manifest asks for"),
+                ));
+            }
+            record.granted_hosts = hosts;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunBody {
+    event: RuleEvent,
+}
+
+async fn dry_run(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DryRunBody>,
+) -> Result<Json<Value>, ApiError> {
+    let now = engine.clock.now().timestamp_millis();
+    let registry = Arc::clone(&engine.plugins);
+    let (usage, result) = tokio::task::spawn_blocking(move || {
+        registry.dry_run(&caller.tenant_id, &id, body.event, now)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        )
+    })??;
+    let (actions, error) = match result {
+        Ok(actions) => (actions, None),
+        Err(failure) => (Vec::new(), Some(failure)),
+    };
+    Ok(Json(json!({
+        "actions": actions,
+        "error": error,
+        "fuel": usage.fuel,
+        "micros": usage.micros,
+        "peak_memory_bytes": usage.peak_memory_bytes,
+    })))
+}
+
+async fn catalogue(State(engine): State<Arc<Engine>>, _caller: TenantCaller) -> Json<Value> {
+    let plugins: Vec<Value> = engine
+        .plugins
+        .builtins()
+        .iter()
+        .map(|builtin| {
+            json!({
+                "name": builtin.name,
+                "kind": builtin.kind,
+                "description": builtin.description,
+                "triggers": builtin.triggers,
+                "size": builtin.bytes.len(),
+            })
+        })
+        .collect();
+    Json(json!({ "plugins": plugins }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallBody {
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+async fn install(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PluginView>), ApiError> {
+    let hosts = if body.iter().all(u8::is_ascii_whitespace) {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<Option<InstallBody>>(&body)
+            .map_err(|err| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    format!("body: {err}"),
+                )
+            })?
+            .map(|body| body.hosts)
+            .unwrap_or_default()
+    };
+    let now = engine.clock.now();
+    let registry = Arc::clone(&engine.plugins);
+    let record = tokio::task::spawn_blocking(move || {
+        registry.install_builtin(&caller.tenant_id, &name, hosts, now)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        )
+    })??;
+    engine
+        .db
+        .sync()
+        .await
+        .map_err(crate::flows::FlowError::from)?;
+    Ok((StatusCode::CREATED, Json(PluginView::from(&record))))
+}
+
+async fn runtime_stats(
+    State(engine): State<Arc<Engine>>,
+    _operator: OperatorCaller,
+) -> Json<Value> {
+    let runtime = engine.plugins.runtime();
+    let limits = runtime.limits();
+    Json(json!({
+        "stats": runtime.stats(),
+        "limits": {
+            "fuel": limits.fuel,
+            "time_ms": limits.time_ms,
+            "memory_bytes": limits.memory_bytes,
+            "max_actions": limits.max_actions,
+            "max_output_bytes": limits.max_output_bytes,
+            "max_input_bytes": limits.max_input_bytes,
+        },
+        "builtins": engine.plugins.builtins().iter().map(|b| b.name).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn cases(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    ApiQuery(query): ApiQuery<CaseQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let mut cases: Vec<Case> = engine
+        .db
+        .scan(
+            Tree::Cases,
+            &key(&[&caller.tenant_id, ""]),
+            usize::MAX,
+            false,
+        )
+        .map_err(crate::flows::FlowError::from)?;
+    if let Some(status) = &query.status {
+        cases.retain(|case| &case.status == status);
+    }
+    cases.sort_by_key(|case| std::cmp::Reverse(case.created_at));
+    cases.truncate(limit);
+    Ok(Json(json!({ "cases": cases })))
+}

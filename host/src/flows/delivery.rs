@@ -1,0 +1,93 @@
+//! Delivery updates: a provider (or, in development, the dev outbox) reports where a
+//! code message is; the verification records it and `otp_delivery_update` fires.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DeliveryEvent, DeliveryStatus, Verification};
+use crate::store::Tree;
+
+use super::triggers::{Firing, Trigger};
+use super::{Caller, Engine, FlowError};
+
+/// Body of a delivery update.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRequest {
+    pub status: DeliveryStatus,
+    pub reason: Option<String>,
+}
+
+impl Engine {
+    /// Records a delivery update of message `message_id` of verification
+    /// `verification_id` and fires `otp_delivery_update`.
+    pub async fn delivery_update(
+        &self,
+        caller: &Caller,
+        verification_id: &str,
+        message_id: &str,
+        request: DeliveryRequest,
+    ) -> Result<Verification, FlowError> {
+        let tenant_id = caller.tenant_id.as_str();
+        if request.reason.as_ref().is_some_and(|r| r.len() > 512) {
+            return Err(FlowError::invalid("reason", "at most 512 characters"));
+        }
+        let settings = self.settings(tenant_id)?;
+        let key = Engine::verification_key(tenant_id, verification_id);
+        let mut working: Verification = self
+            .db
+            .get(Tree::Verifications, &key)?
+            .ok_or(FlowError::NotFound("verification"))?;
+        let now = self.clock.now();
+        working.deliveries.push(DeliveryEvent {
+            message_id: message_id.to_owned(),
+            status: request.status,
+            reason: request.reason.clone(),
+            at: now,
+        });
+        let mut trail = Vec::new();
+        self.fire(
+            &mut trail,
+            Firing {
+                trigger: Trigger::OtpDeliveryUpdate,
+                stored: true,
+                applicant_country: None,
+                resends: 0,
+                at: now,
+            },
+            Some(format!("{message_id} {}", request.status.as_str())),
+            &mut working,
+            &settings,
+        )
+        .await?;
+        if working.status.is_open() && working.verdict() == crate::warnings::RiskAction::Decline {
+            working.status = crate::model::ReportStatus::Declined;
+            working.code.active = None;
+        }
+        let stored =
+            self.db
+                .update::<Verification, FlowError, _>(Tree::Verifications, &key, |current| {
+                    let mut current = current.ok_or(FlowError::NotFound("verification"))?;
+                    current.deliveries.push(DeliveryEvent {
+                        message_id: message_id.to_owned(),
+                        status: request.status,
+                        reason: request.reason.clone(),
+                        at: now,
+                    });
+                    current.flags = working.flags.clone();
+                    current.decisions = working.decisions.clone();
+                    current.cases = working.cases.clone();
+                    current.info_requested = working.info_requested.clone();
+                    current.risk = working.risk.clone();
+                    current.warnings = working.warnings.clone();
+                    current.route = working.route.clone();
+                    if current.status.is_open() && !working.status.is_open() {
+                        current.status = working.status;
+                        current.code.active = None;
+                    }
+                    current.events.extend(trail.iter().cloned());
+                    Ok((Some(current.clone()), current))
+                })?;
+        self.db.sync().await?;
+        Ok(stored)
+    }
+}

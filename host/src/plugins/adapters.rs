@@ -1,0 +1,487 @@
+//! Adapter plugins: the `messaging-adapter` and `lookup-adapter` worlds, host side.
+//!
+//! Adapters get what rules do not: outbound HTTP and their tenant's configuration and
+//! secrets. Outbound HTTP goes only to hosts the plugin's manifest asked for and the
+//! tenant granted (exact host, or host and port), follows no redirects, waits at most a
+//! few seconds and reads at most 1 MiB of answer. Adapter calls block on the network,
+//! so they run on tokio's blocking pool, never on a request worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::host::State;
+use super::{Failure, Kind, Loaded, LoadedInner, PluginRuntime, Scope, Usage};
+
+/// Bindings of the `messaging-adapter` world; shared interfaces come from the rule's.
+pub mod messaging {
+    wasmtime::component::bindgen!({
+        world: "messaging-adapter",
+        path: "../sdk/wit",
+        with: {
+            "dialgate:plugin/types": crate::plugins::wit::dialgate::plugin::types,
+            "dialgate:plugin/log": crate::plugins::wit::dialgate::plugin::log,
+            "dialgate:plugin/clock": crate::plugins::wit::dialgate::plugin::clock,
+        },
+    });
+}
+
+/// Bindings of the `lookup-adapter` world.
+pub mod lookup {
+    wasmtime::component::bindgen!({
+        world: "lookup-adapter",
+        path: "../sdk/wit",
+        with: {
+            "dialgate:plugin/types": crate::plugins::wit::dialgate::plugin::types,
+            "dialgate:plugin/log": crate::plugins::wit::dialgate::plugin::log,
+            "dialgate:plugin/clock": crate::plugins::wit::dialgate::plugin::clock,
+            "dialgate:plugin/http-client": super::messaging::dialgate::plugin::http_client,
+            "dialgate:plugin/config": super::messaging::dialgate::plugin::config,
+        },
+    });
+}
+
+use self::messaging::dialgate::plugin::{config, http_client, messaging_types};
+use super::wit::dialgate::plugin::types::{HttpRequest, HttpResponse};
+
+/// Time an adapter call may take in all, HTTP waits included.
+const ADAPTER_DEADLINE_MS: u64 = 15_000;
+/// Time one outbound request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer an adapter may read.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Hosts an adapter may reach: entries are `host` or `host:port`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpGrant {
+    pub hosts: Vec<String>,
+}
+
+impl HttpGrant {
+    /// Whether `url`'s host (and port) is granted.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let with_port = url
+            .port_or_known_default()
+            .map(|port| format!("{host}:{port}"));
+        self.hosts
+            .iter()
+            .any(|entry| entry == host || Some(entry) == with_port.as_ref())
+    }
+}
+
+/// What one adapter call is granted.
+#[derive(Debug, Clone)]
+pub struct AdapterCall {
+    pub config: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+    pub grant: HttpGrant,
+}
+
+/// Pre-instantiated adapters.
+pub(super) enum AdapterPre {
+    Messaging(messaging::MessagingAdapterPre<State>),
+    Lookup(lookup::LookupAdapterPre<State>),
+}
+
+/// The linkers of the adapter worlds.
+pub(super) struct Linkers {
+    messaging: Linker<State>,
+    lookup: Linker<State>,
+}
+
+impl Linkers {
+    pub(super) fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
+        let mut messaging = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut messaging)?;
+        messaging::MessagingAdapter::add_to_linker::<_, HasSelf<_>>(&mut messaging, |s| s)?;
+        let mut lookup = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut lookup)?;
+        lookup::LookupAdapter::add_to_linker::<_, HasSelf<_>>(&mut lookup, |s| s)?;
+        Ok(Self { messaging, lookup })
+    }
+
+    pub(super) fn pre(&self, kind: Kind, component: &Component) -> wasmtime::Result<AdapterPre> {
+        Ok(match kind {
+            Kind::MessagingAdapter => AdapterPre::Messaging(messaging::MessagingAdapterPre::new(
+                self.messaging.instantiate_pre(component)?,
+            )?),
+            _ => AdapterPre::Lookup(lookup::LookupAdapterPre::new(
+                self.lookup.instantiate_pre(component)?,
+            )?),
+        })
+    }
+}
+
+/// A code message for a messaging adapter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterMessage {
+    pub id: String,
+    pub to: String,
+    pub channel: crate::model::Channel,
+    pub body: String,
+    pub language: String,
+}
+
+/// A provider's delivery callback, as the host received it.
+#[derive(Debug, Clone)]
+pub struct CallbackRequest {
+    pub method: String,
+    /// The path and query.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A provider's acceptance of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdapterDispatch {
+    pub provider_message_id: String,
+    pub segments: Option<u32>,
+}
+
+/// Why a provider did not accept a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum SendRefusal {
+    #[error("the provider rejected the message: {0}")]
+    Rejected(String),
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the adapter is misconfigured: {0}")]
+    BadConfig(String),
+}
+
+/// A delivery status reported by a provider callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryUpdate {
+    pub provider_message_id: String,
+    pub status: &'static str,
+    pub at_millis: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// One change of operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Port {
+    pub from_carrier: Option<String>,
+    pub to_carrier: String,
+    pub at_millis: i64,
+}
+
+/// What a lookup adapter learned about a number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Intelligence {
+    pub carrier_name: Option<String>,
+    pub carrier_type: Option<String>,
+    pub line_type: Option<String>,
+    pub porting_history: Vec<Port>,
+    pub last_sim_change_millis: Option<i64>,
+    pub line_status: Option<String>,
+    pub roaming: Option<bool>,
+    pub prepaid: Option<bool>,
+}
+
+/// What an adapter call returned, or why it failed, with what it used.
+pub type AdapterResult<T> = (Usage, Result<T, Failure>);
+
+impl PluginRuntime {
+    /// Runs `f` on the adapter's fresh instance on tokio's blocking pool.
+    async fn adapter_call<T: Send + 'static>(
+        self: &Arc<Self>,
+        plugin: &Loaded,
+        scope: &Scope,
+        now_millis: i64,
+        grant: AdapterCall,
+        f: impl FnOnce(&AdapterPre, &mut wasmtime::Store<State>) -> wasmtime::Result<Result<T, Failure>>
+            + Send
+            + 'static,
+    ) -> AdapterResult<T> {
+        let runtime = Arc::clone(self);
+        let plugin = plugin.clone();
+        let scope = scope.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let LoadedInner::Adapter(pre) = plugin.inner.as_ref() else {
+                return (
+                    Usage::default(),
+                    Err(Failure::Malformed {
+                        message: format!("a {} plugin is not an adapter", plugin.kind.world()),
+                    }),
+                );
+            };
+            let started = Instant::now();
+            let state = State::new(
+                &runtime.db,
+                &scope,
+                now_millis,
+                &runtime.limits,
+                Some(grant),
+            );
+            let mut store = match runtime.store(state) {
+                Ok(store) => store,
+                Err(failure) => return (Usage::default(), Err(failure)),
+            };
+            store.set_epoch_deadline(ADAPTER_DEADLINE_MS);
+            let result = f(pre, &mut store);
+            let (usage, result) = runtime.finish(&store, started, result);
+            (usage, result.and_then(|inner| inner))
+        })
+        .await;
+        joined.unwrap_or_else(|err| {
+            (
+                Usage::default(),
+                Err(Failure::Trap {
+                    message: format!("the adapter call was lost: {err}"),
+                }),
+            )
+        })
+    }
+
+    /// Asks a lookup adapter about `number`.
+    pub async fn invoke_lookup(
+        self: &Arc<Self>,
+        plugin: &Loaded,
+        scope: &Scope,
+        now_millis: i64,
+        grant: AdapterCall,
+        number: &str,
+    ) -> AdapterResult<Intelligence> {
+        let number = number.to_owned();
+        self.adapter_call(plugin, scope, now_millis, grant, move |pre, store| {
+            let AdapterPre::Lookup(pre) = pre else {
+                return Ok(Err(not_kind("lookup")));
+            };
+            let adapter = pre.instantiate(&mut *store)?;
+            let answer = adapter.call_lookup(&mut *store, &number)?;
+            Ok(answer.map(intelligence).map_err(plugin_error))
+        })
+        .await
+    }
+
+    /// Hands a message to a messaging adapter. The outer error is the sandbox's; the
+    /// inner one is the provider's refusal.
+    pub async fn invoke_send(
+        self: &Arc<Self>,
+        plugin: &Loaded,
+        scope: &Scope,
+        now_millis: i64,
+        grant: AdapterCall,
+        message: AdapterMessage,
+    ) -> AdapterResult<Result<AdapterDispatch, SendRefusal>> {
+        self.adapter_call(plugin, scope, now_millis, grant, move |pre, store| {
+            let AdapterPre::Messaging(pre) = pre else {
+                return Ok(Err(not_kind("messaging")));
+            };
+            let adapter = pre.instantiate(&mut *store)?;
+            let wit_message = messaging_types::Message {
+                id: message.id,
+                to: message.to,
+                channel: super::convert::channel_to_wit(message.channel),
+                body: message.body,
+                language: message.language,
+            };
+            let answer = adapter.call_send(&mut *store, &wit_message)?;
+            Ok(Ok(answer
+                .map(|dispatch| AdapterDispatch {
+                    provider_message_id: dispatch.provider_message_id,
+                    segments: dispatch.segments,
+                })
+                .map_err(|err| match err {
+                    messaging_types::SendError::Rejected(text) => SendRefusal::Rejected(text),
+                    messaging_types::SendError::Unavailable(text) => SendRefusal::Unavailable(text),
+                    messaging_types::SendError::BadConfig(text) => SendRefusal::BadConfig(text),
+                })))
+        })
+        .await
+    }
+
+    /// Hands an authenticated provider callback to a messaging adapter.
+    pub async fn invoke_parse_callback(
+        self: &Arc<Self>,
+        plugin: &Loaded,
+        scope: &Scope,
+        now_millis: i64,
+        grant: AdapterCall,
+        request: CallbackRequest,
+    ) -> AdapterResult<Vec<DeliveryUpdate>> {
+        self.adapter_call(plugin, scope, now_millis, grant, move |pre, store| {
+            let AdapterPre::Messaging(pre) = pre else {
+                return Ok(Err(not_kind("messaging")));
+            };
+            let adapter = pre.instantiate(&mut *store)?;
+            let request = HttpRequest {
+                method: request.method,
+                url: request.url,
+                headers: request.headers,
+                body: request.body,
+            };
+            let answer = adapter.call_parse_callback(&mut *store, &request)?;
+            Ok(answer
+                .map(|updates| updates.into_iter().map(delivery_update).collect())
+                .map_err(plugin_error))
+        })
+        .await
+    }
+}
+
+fn not_kind(kind: &str) -> Failure {
+    Failure::Malformed {
+        message: format!("the plugin is not a {kind} adapter"),
+    }
+}
+
+fn plugin_error(err: super::wit::dialgate::plugin::types::PluginError) -> Failure {
+    Failure::Plugin {
+        code: err.code,
+        message: err.message,
+    }
+}
+
+fn intelligence(found: lookup::dialgate::plugin::lookup_types::Intelligence) -> Intelligence {
+    Intelligence {
+        carrier_name: found.carrier_name,
+        carrier_type: found.carrier_type,
+        line_type: found.line_type,
+        porting_history: found
+            .porting_history
+            .into_iter()
+            .map(|port| Port {
+                from_carrier: port.from_carrier,
+                to_carrier: port.to_carrier,
+                at_millis: port.at_millis,
+            })
+            .collect(),
+        last_sim_change_millis: found.last_sim_change_millis,
+        line_status: found.line_status,
+        roaming: found.roaming,
+        prepaid: found.prepaid,
+    }
+}
+
+fn delivery_update(update: messaging_types::DeliveryUpdate) -> DeliveryUpdate {
+    use messaging_types::DeliveryStatus;
+    DeliveryUpdate {
+        provider_message_id: update.provider_message_id,
+        status: match update.status {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Expired => "expired",
+        },
+        at_millis: update.at_millis,
+        reason: update.reason,
+    }
+}
+
+impl config::Host for State {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.adapter.as_ref()?.config.get(&key).cloned()
+    }
+
+    fn secret(&mut self, key: String) -> Option<String> {
+        self.adapter.as_ref()?.secrets.get(&key).cloned()
+    }
+}
+
+impl messaging_types::Host for State {}
+impl lookup::dialgate::plugin::lookup_types::Host for State {}
+
+impl http_client::Host for State {
+    fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, http_client::HttpError> {
+        use http_client::HttpError;
+        let Some(call) = self.adapter.as_ref() else {
+            return Err(HttpError::NotGranted(
+                "no outbound HTTP for this call".into(),
+            ));
+        };
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|err| HttpError::BadUrl(format!("{}: {err}", request.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HttpError::BadUrl(format!(
+                "{}: only http and https are allowed",
+                request.url
+            )));
+        }
+        if !call.grant.allows(&url) {
+            let host = url.host_str().unwrap_or_default();
+            let host = url
+                .port()
+                .map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
+            tracing::warn!(
+                tenant = self.scope.tenant_id,
+                plugin = self.scope.plugin_id,
+                "refused outbound HTTP to {host}: not granted"
+            );
+            return Err(HttpError::NotGranted(host));
+        }
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| HttpError::BadUrl(format!("bad method {:?}", request.method)))?;
+        let mut builder = self.http_client().request(method, url).body(request.body);
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| HttpError::Connection("no runtime for outbound HTTP".into()))?;
+        handle.block_on(async move {
+            let response = builder.send().await.map_err(|err| {
+                if err.is_timeout() {
+                    HttpError::Timeout
+                } else {
+                    HttpError::Connection(format!("{err}"))
+                }
+            })?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut body = Vec::new();
+            let mut response = response;
+            while let Some(chunk) = response.chunk().await.map_err(|err| {
+                if err.is_timeout() {
+                    HttpError::Timeout
+                } else {
+                    HttpError::Connection(format!("{err}"))
+                }
+            })? {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(HttpError::ResponseTooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+            })
+        })
+    }
+}
+
+impl State {
+    fn http_client(&self) -> reqwest::Client {
+        HTTP.get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(HTTP_TIMEOUT)
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
+    }
+}
+
+/// The client outbound adapter requests share (connection pools, TLS roots).
+static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();

@@ -1,0 +1,122 @@
+//! Conversions between the host's rule vocabulary ([`RuleEvent`], [`RuleAction`]) and
+//! the types generated from the WIT contract.
+
+use crate::model::{Channel, ReportStatus};
+
+use super::event::{RuleAction, RuleEvent, Trigger};
+use super::wit;
+
+fn trigger(trigger: Trigger) -> wit::Trigger {
+    match trigger {
+        Trigger::PhoneLookupComplete => wit::Trigger::PhoneLookupComplete,
+        Trigger::BeforeSendOtp => wit::Trigger::BeforeSendOtp,
+        Trigger::OtpSent => wit::Trigger::OtpSent,
+        Trigger::OtpDeliveryUpdate => wit::Trigger::OtpDeliveryUpdate,
+        Trigger::OtpVerified => wit::Trigger::OtpVerified,
+        Trigger::OtpFailed => wit::Trigger::OtpFailed,
+        Trigger::VerificationCompleted => wit::Trigger::VerificationCompleted,
+    }
+}
+
+fn status(status: ReportStatus) -> wit::VerificationStatus {
+    match status {
+        ReportStatus::Approved => wit::VerificationStatus::Approved,
+        ReportStatus::Declined => wit::VerificationStatus::Declined,
+        ReportStatus::InReview => wit::VerificationStatus::InReview,
+        ReportStatus::NotFinished => wit::VerificationStatus::NotFinished,
+    }
+}
+
+pub(super) fn channel_to_wit(channel: Channel) -> wit::Channel {
+    match channel {
+        Channel::Sms => wit::Channel::Sms,
+        Channel::Voice => wit::Channel::Voice,
+        Channel::Whatsapp => wit::Channel::Whatsapp,
+        Channel::Viber => wit::Channel::Viber,
+        Channel::Telegram => wit::Channel::Telegram,
+    }
+}
+
+fn channel_from_wit(channel: wit::Channel) -> Channel {
+    match channel {
+        wit::Channel::Sms => Channel::Sms,
+        wit::Channel::Voice => Channel::Voice,
+        wit::Channel::Whatsapp => Channel::Whatsapp,
+        wit::Channel::Viber => Channel::Viber,
+        wit::Channel::Telegram => Channel::Telegram,
+    }
+}
+
+/// The WIT event for a host event.
+pub(super) fn event(event: &RuleEvent) -> wit::Event {
+    let phone = &event.phone;
+    wit::Event {
+        trigger: trigger(event.trigger),
+        tenant_id: event.tenant_id.clone(),
+        verification: wit::VerificationSnapshot {
+            id: event.verification.id.clone(),
+            status: status(event.verification.status),
+            channel: event.verification.channel.map(channel_to_wit),
+            attempts: event.verification.attempts,
+            resends: event.verification.resends,
+            flags: event.verification.flags.clone(),
+            otp_verified: event.verification.otp_verified,
+        },
+        phone: wit::PhoneIntelligence {
+            e164: phone.e164.clone(),
+            line_type: phone.line_type.clone(),
+            country: phone.country.clone(),
+            carrier_name: phone.carrier_name.clone(),
+            carrier_is_original: phone.carrier_is_original,
+            risk_score: phone.risk_score,
+            risk_level: phone.risk_level.clone(),
+            risk_factors: phone
+                .risk_factors
+                .iter()
+                .map(|factor| wit::RiskFactor {
+                    factor: factor.factor.clone(),
+                    contribution: factor.contribution,
+                    details: factor.details.clone(),
+                })
+                .collect(),
+            ported: phone.ported,
+            ported_days_ago: phone.ported_days_ago,
+            sim_swap_days_ago: phone.sim_swap_days_ago,
+            line_status: phone.line_status.clone(),
+            roaming: phone.roaming,
+        },
+        applicant_id: event.applicant_id.clone(),
+        applicant_country: event.applicant_country.clone(),
+        config: event
+            .config
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+    }
+}
+
+/// The host action for a WIT action.
+pub(super) fn action(action: wit::Action) -> RuleAction {
+    match action {
+        wit::Action::Approve => RuleAction::Approve,
+        wit::Action::Review => RuleAction::Review,
+        wit::Action::Decline(reason) => RuleAction::Decline { reason },
+        wit::Action::AddFlag(flag) => RuleAction::AddFlag { flag },
+        wit::Action::SetRisk(risk) => RuleAction::SetRisk {
+            factor: risk.factor,
+            contribution: risk.contribution,
+            details: risk.details,
+        },
+        wit::Action::CreateCase(case) => RuleAction::CreateCase {
+            case_type: case.case_type,
+            priority: case.priority,
+            title: case.title,
+        },
+        wit::Action::RequestInfo(info_needed) => RuleAction::RequestInfo { info_needed },
+        wit::Action::SendOtp(channel) => RuleAction::SendOtp {
+            channel: channel_from_wit(channel),
+        },
+        wit::Action::Route(provider) => RuleAction::Route { provider },
+        wit::Action::Block(reason) => RuleAction::Block { reason },
+    }
+}

@@ -1,0 +1,230 @@
+//! The JSON face of the rule contract: the event a rule receives and the actions it
+//! returns, as the flows build them, the dry-run API accepts them and
+//! `dialgate plugin run` reads them. The runtime converts them to and from the
+//! generated WIT types; nothing else in the host sees those.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Channel, ReportStatus};
+
+pub use dialgate_sdk::Trigger;
+
+/// What a rule is told when its trigger fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleEvent {
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub tenant_id: String,
+    #[serde(default)]
+    pub verification: Snapshot,
+    pub phone: PhoneView,
+    #[serde(default)]
+    pub applicant_id: Option<String>,
+    #[serde(default)]
+    pub applicant_country: Option<String>,
+    /// The tenant's configuration of the plugin; the host fills it in per plugin.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// The verification as it stands when the trigger fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub status: ReportStatus,
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub resends: u32,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub otp_verified: bool,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self {
+            id: None,
+            status: ReportStatus::NotFinished,
+            channel: None,
+            attempts: 0,
+            resends: 0,
+            flags: Vec::new(),
+            otp_verified: false,
+        }
+    }
+}
+
+/// What is known about the number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneView {
+    pub e164: String,
+    #[serde(default = "unknown")]
+    pub line_type: String,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub carrier_name: Option<String>,
+    #[serde(default)]
+    pub carrier_is_original: bool,
+    #[serde(default)]
+    pub risk_score: u8,
+    #[serde(default = "low")]
+    pub risk_level: String,
+    #[serde(default)]
+    pub risk_factors: Vec<FactorView>,
+    #[serde(default)]
+    pub ported: Option<bool>,
+    #[serde(default)]
+    pub ported_days_ago: Option<u32>,
+    #[serde(default)]
+    pub sim_swap_days_ago: Option<u32>,
+    #[serde(default)]
+    pub line_status: Option<String>,
+    #[serde(default)]
+    pub roaming: Option<bool>,
+}
+
+fn unknown() -> String {
+    "unknown".to_owned()
+}
+
+fn low() -> String {
+    "low".to_owned()
+}
+
+/// One risk factor of the score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorView {
+    pub factor: String,
+    pub contribution: i32,
+    #[serde(default)]
+    pub details: String,
+}
+
+/// What a rule asks the host to do, in the workflow-rule vocabulary
+/// (`{"type": "add_flag", "flag": "recent_sim_swap"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleAction {
+    Approve,
+    Review,
+    Decline {
+        reason: String,
+    },
+    AddFlag {
+        flag: String,
+    },
+    SetRisk {
+        factor: String,
+        contribution: i32,
+        details: String,
+    },
+    CreateCase {
+        case_type: String,
+        priority: String,
+        title: String,
+    },
+    RequestInfo {
+        info_needed: String,
+    },
+    SendOtp {
+        channel: Channel,
+    },
+    Route {
+        provider: String,
+    },
+    Block {
+        reason: String,
+    },
+}
+
+impl RuleAction {
+    /// The action's `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuleAction::Approve => "approve",
+            RuleAction::Review => "review",
+            RuleAction::Decline { .. } => "decline",
+            RuleAction::AddFlag { .. } => "add_flag",
+            RuleAction::SetRisk { .. } => "set_risk",
+            RuleAction::CreateCase { .. } => "create_case",
+            RuleAction::RequestInfo { .. } => "request_info",
+            RuleAction::SendOtp { .. } => "send_otp",
+            RuleAction::Route { .. } => "route",
+            RuleAction::Block { .. } => "block",
+        }
+    }
+
+    /// Bytes of text the action carries, for the output cap.
+    pub fn text_len(&self) -> usize {
+        match self {
+            RuleAction::Approve | RuleAction::Review | RuleAction::SendOtp { .. } => 0,
+            RuleAction::Decline { reason } | RuleAction::Block { reason } => reason.len(),
+            RuleAction::AddFlag { flag } => flag.len(),
+            RuleAction::SetRisk {
+                factor, details, ..
+            } => factor.len() + details.len(),
+            RuleAction::CreateCase {
+                case_type,
+                priority,
+                title,
+            } => case_type.len() + priority.len() + title.len(),
+            RuleAction::RequestInfo { info_needed } => info_needed.len(),
+            RuleAction::Route { provider } => provider.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_use_the_workflow_rule_spelling() {
+        let json = serde_json::json!([
+            {"type": "request_info", "info_needed": "Phone verification required"},
+            {"type": "send_otp", "channel": "sms"},
+            {"type": "add_flag", "flag": "recent_sim_swap"},
+            {"type": "create_case", "case_type": "fraud", "priority": "high",
+             "title": "Recent SIM swap detected"},
+            {"type": "decline", "reason": "velocity"},
+            {"type": "approve"}
+        ]);
+        let actions: Vec<RuleAction> = serde_json::from_value(json.clone()).expect("parses");
+        assert_eq!(
+            actions[1],
+            RuleAction::SendOtp {
+                channel: Channel::Sms
+            }
+        );
+        assert_eq!(serde_json::to_value(&actions).expect("serialises"), json);
+    }
+
+    #[test]
+    fn a_minimal_event_parses_with_defaults() {
+        let event: RuleEvent = serde_json::from_value(serde_json::json!({
+            "trigger": "phone_lookup_complete",
+            "phone": {"e164": "+14155552671", "line_type": "voip"}
+        }))
+        .expect("parses");
+        assert_eq!(event.verification.status, ReportStatus::NotFinished);
+        assert_eq!(event.phone.risk_level, "low");
+        let err = serde_json::from_value::<RuleEvent>(serde_json::json!({
+            "trigger": "phone_lookup_complete",
+            "phone": {"e164": "+1", "bogus": 1}
+        }))
+        .expect_err("unknown field");
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,721 @@
+//! The plugin registry: each tenant's plugins, their versions, bindings and
+//! configuration, kept in the store, and the live set the flows run.
+//!
+//! Records live in the `plugins` tree; component bytes live once per content hash in
+//! `plugin_blobs`. The live set of a tenant is an immutable snapshot behind an `Arc`,
+//! rebuilt and swapped in whole after every change: a call in flight keeps the snapshot
+//! (and so the plugin version) it started with, and the next call sees the new one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{key, Db, StoreError, Tree};
+
+use super::adapters::{AdapterCall, HttpGrant};
+use super::event::{RuleAction, RuleEvent, Trigger};
+use super::{content_hash, Failure, Kind, LoadError, Loaded, PluginRuntime, Scope, Usage};
+
+/// Largest component accepted, in bytes.
+pub const MAX_COMPONENT_BYTES: usize = 8 << 20;
+/// Plugins a tenant may have.
+const MAX_PLUGINS_PER_TENANT: usize = 200;
+/// Versions kept per plugin.
+const MAX_VERSIONS: usize = 50;
+
+/// What an uploader says about a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub kind: Kind,
+    pub version: String,
+    /// Triggers a rule wants to run at.
+    #[serde(default)]
+    pub triggers: Vec<Trigger>,
+    /// Hosts (`host` or `host:port`) an adapter needs to reach.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One uploaded version of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: String,
+    pub sha256: String,
+    pub size: usize,
+    pub triggers: Vec<Trigger>,
+    pub hosts: Vec<String>,
+    pub description: Option<String>,
+    pub uploaded_at: DateTime<Utc>,
+}
+
+/// A tenant's plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub kind: Kind,
+    pub versions: Vec<VersionRecord>,
+    /// The version that runs; `None` while deactivated.
+    pub active_version: Option<String>,
+    /// Triggers the plugin is bound to (rules).
+    pub triggers: Vec<Trigger>,
+    /// Position among the rules of a trigger: lower runs first, ties by name.
+    pub order: i32,
+    pub config: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+    /// Hosts the tenant granted, among those the active version asks for.
+    pub granted_hosts: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PluginRecord {
+    /// The record of the active version.
+    pub fn active(&self) -> Option<&VersionRecord> {
+        let active = self.active_version.as_deref()?;
+        self.versions.iter().find(|v| v.version == active)
+    }
+}
+
+/// A plugin as the API shows it: secrets by name only.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    pub active_version: Option<String>,
+    pub versions: Vec<VersionRecord>,
+    pub triggers: Vec<Trigger>,
+    pub order: i32,
+    pub config: BTreeMap<String, String>,
+    pub secrets: Vec<String>,
+    pub granted_hosts: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&PluginRecord> for PluginView {
+    fn from(record: &PluginRecord) -> Self {
+        PluginView {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            kind: record.kind,
+            active_version: record.active_version.clone(),
+            versions: record.versions.clone(),
+            triggers: record.triggers.clone(),
+            order: record.order,
+            config: record.config.clone(),
+            secrets: record.secrets.keys().cloned().collect(),
+            granted_hosts: record.granted_hosts.clone(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("plugin not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A rule as it runs.
+#[derive(Debug, Clone)]
+pub struct LiveRule {
+    pub plugin_id: String,
+    pub name: String,
+    pub version: String,
+    pub order: i32,
+    pub config: BTreeMap<String, String>,
+    pub loaded: Loaded,
+}
+
+/// An adapter as it runs.
+#[derive(Debug, Clone)]
+pub struct LiveAdapter {
+    pub plugin_id: String,
+    pub name: String,
+    pub version: String,
+    pub loaded: Loaded,
+    pub call: AdapterCall,
+}
+
+/// What runs for one tenant: an immutable snapshot.
+#[derive(Debug, Default)]
+pub struct TenantLive {
+    rules: HashMap<Trigger, Vec<LiveRule>>,
+    lookup: Option<LiveAdapter>,
+    messaging: Vec<LiveAdapter>,
+}
+
+impl TenantLive {
+    /// The rules bound to `trigger`, in run order.
+    pub fn rules(&self, trigger: Trigger) -> &[LiveRule] {
+        self.rules.get(&trigger).map_or(&[], Vec::as_slice)
+    }
+
+    /// The tenant's active lookup adapter.
+    pub fn lookup(&self) -> Option<&LiveAdapter> {
+        self.lookup.as_ref()
+    }
+
+    /// The tenant's active messaging adapters, by name.
+    pub fn messaging(&self) -> &[LiveAdapter] {
+        &self.messaging
+    }
+}
+
+/// One rule's run at a trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRun {
+    pub plugin_id: String,
+    pub name: String,
+    pub version: String,
+    pub actions: Vec<RuleAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    pub fuel: u64,
+    pub micros: u64,
+}
+
+/// A first-party plugin shipped inside the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub description: &'static str,
+    pub triggers: &'static [Trigger],
+    pub bytes: &'static [u8],
+}
+
+/// The registry.
+pub struct Registry {
+    runtime: Arc<PluginRuntime>,
+    db: Db,
+    live: RwLock<HashMap<String, Arc<TenantLive>>>,
+    loaded: Mutex<HashMap<String, Loaded>>,
+    builtins: Vec<Builtin>,
+    /// Serialises changes, so each rebuild sees every earlier change.
+    changes: Mutex<()>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// The registry over `db`, with every tenant's active plugins loaded.
+    pub fn open(
+        runtime: Arc<PluginRuntime>,
+        db: Db,
+        builtins: Vec<Builtin>,
+    ) -> Result<Self, RegistryError> {
+        let registry = Self {
+            runtime,
+            db,
+            live: RwLock::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
+            builtins,
+            changes: Mutex::new(()),
+        };
+        let records: Vec<PluginRecord> = registry.db.scan(Tree::Plugins, b"", usize::MAX, false)?;
+        let mut tenants: Vec<String> = records.into_iter().map(|r| r.tenant_id).collect();
+        tenants.dedup();
+        for tenant in tenants {
+            registry.rebuild(&tenant)?;
+        }
+        Ok(registry)
+    }
+
+    /// Compiles (or loads from the cache) every first-party plugin, so installing one
+    /// is immediate. A plugin that does not load is logged and left out.
+    pub fn preload_builtins(&self) {
+        for builtin in &self.builtins {
+            let sha256 = content_hash(builtin.bytes);
+            if let Err(err) = self.load(&sha256, builtin.bytes, builtin.kind) {
+                tracing::error!(
+                    plugin = builtin.name,
+                    "first-party plugin does not load: {err}"
+                );
+            }
+        }
+    }
+
+    /// The runtime plugins run in.
+    pub fn runtime(&self) -> &Arc<PluginRuntime> {
+        &self.runtime
+    }
+
+    /// The first-party plugins a tenant can install.
+    pub fn builtins(&self) -> &[Builtin] {
+        &self.builtins
+    }
+
+    /// The live snapshot of `tenant_id` (empty when it has no active plugins).
+    pub fn live(&self, tenant_id: &str) -> Option<Arc<TenantLive>> {
+        self.live.read().get(tenant_id).cloned()
+    }
+
+    /// Loads `bytes` (at most once per content hash).
+    fn load(&self, sha256: &str, bytes: &[u8], kind: Kind) -> Result<Loaded, RegistryError> {
+        let cached = self.loaded.lock().get(sha256).cloned();
+        if let Some(hit) = cached.filter(|hit| hit.kind == kind) {
+            return Ok(hit);
+        }
+        let loaded = self.runtime.load(bytes, Some(kind))?;
+        self.loaded.lock().insert(sha256.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Rebuilds and swaps in the live snapshot of `tenant_id` from the store.
+    fn rebuild(&self, tenant_id: &str) -> Result<(), RegistryError> {
+        let records: Vec<PluginRecord> =
+            self.db
+                .scan(Tree::Plugins, &key(&[tenant_id, ""]), usize::MAX, false)?;
+        let mut live = TenantLive::default();
+        for record in records {
+            let Some(active) = record.active() else {
+                continue;
+            };
+            let cached = self.loaded.lock().get(&active.sha256).cloned();
+            let loaded = match cached {
+                Some(hit) => hit,
+                None => {
+                    let bytes = self
+                        .db
+                        .get_raw(Tree::PluginBlobs, active.sha256.as_bytes())?
+                        .ok_or_else(|| {
+                            RegistryError::Conflict(format!(
+                                "the component of {} {} is missing from the store",
+                                record.name, active.version
+                            ))
+                        })?;
+                    self.load(&active.sha256, &bytes, record.kind)?
+                }
+            };
+            match record.kind {
+                Kind::Rule => {
+                    for trigger in &record.triggers {
+                        live.rules.entry(*trigger).or_default().push(LiveRule {
+                            plugin_id: record.id.clone(),
+                            name: record.name.clone(),
+                            version: active.version.clone(),
+                            order: record.order,
+                            config: record.config.clone(),
+                            loaded: loaded.clone(),
+                        });
+                    }
+                }
+                Kind::LookupAdapter | Kind::MessagingAdapter => {
+                    let adapter = LiveAdapter {
+                        plugin_id: record.id.clone(),
+                        name: record.name.clone(),
+                        version: active.version.clone(),
+                        loaded,
+                        call: AdapterCall {
+                            config: record.config.clone(),
+                            secrets: record.secrets.clone(),
+                            grant: HttpGrant {
+                                hosts: record.granted_hosts.clone(),
+                            },
+                        },
+                    };
+                    if record.kind == Kind::LookupAdapter {
+                        // One lookup adapter answers per tenant: the first by name.
+                        if live.lookup.is_none() {
+                            live.lookup = Some(adapter);
+                        }
+                    } else {
+                        live.messaging.push(adapter);
+                    }
+                }
+            }
+        }
+        for rules in live.rules.values_mut() {
+            rules.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+        }
+        self.live
+            .write()
+            .insert(tenant_id.to_owned(), Arc::new(live));
+        Ok(())
+    }
+
+    fn record_key(tenant_id: &str, id: &str) -> Vec<u8> {
+        key(&[tenant_id, id])
+    }
+
+    /// Every plugin of the tenant.
+    pub fn list(&self, tenant_id: &str) -> Result<Vec<PluginRecord>, RegistryError> {
+        Ok(self
+            .db
+            .scan(Tree::Plugins, &key(&[tenant_id, ""]), usize::MAX, false)?)
+    }
+
+    /// One plugin of the tenant.
+    pub fn get(&self, tenant_id: &str, id: &str) -> Result<PluginRecord, RegistryError> {
+        self.db
+            .get(Tree::Plugins, &Self::record_key(tenant_id, id))?
+            .ok_or(RegistryError::NotFound)
+    }
+
+    /// Checks and stores an uploaded version. A new name creates a plugin whose first
+    /// version is active and bound to the triggers it asks for; a known name adds a
+    /// version, which becomes active only when `activate` says so.
+    pub fn upload(
+        &self,
+        tenant_id: &str,
+        manifest: Manifest,
+        bytes: &[u8],
+        activate: bool,
+        now: DateTime<Utc>,
+    ) -> Result<PluginRecord, RegistryError> {
+        check_manifest(&manifest)?;
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(RegistryError::TooLarge(format!(
+                "the component is {} bytes; at most {MAX_COMPONENT_BYTES} are accepted",
+                bytes.len()
+            )));
+        }
+        if bytes.is_empty() {
+            return Err(invalid("component", "the body is empty"));
+        }
+        let sha256 = content_hash(bytes);
+        // Checks the world, version and imports, and compiles once.
+        self.load(&sha256, bytes, manifest.kind)?;
+
+        let _change = self.changes.lock();
+        let existing = self
+            .list(tenant_id)?
+            .into_iter()
+            .find(|record| record.name == manifest.name);
+        let version = VersionRecord {
+            version: manifest.version.clone(),
+            sha256: sha256.clone(),
+            size: bytes.len(),
+            triggers: manifest.triggers.clone(),
+            hosts: manifest.hosts.clone(),
+            description: manifest.description.clone(),
+            uploaded_at: now,
+        };
+        let record = match existing {
+            Some(mut record) => {
+                if record.kind != manifest.kind {
+                    return Err(RegistryError::Conflict(format!(
+                        "plugin {} is a {} plugin; a {} cannot be a version of it",
+                        record.name,
+                        record.kind.world(),
+                        manifest.kind.world()
+                    )));
+                }
+                if record
+                    .versions
+                    .iter()
+                    .any(|v| v.version == manifest.version)
+                {
+                    return Err(RegistryError::Conflict(format!(
+                        "plugin {} already has a version {}",
+                        record.name, manifest.version
+                    )));
+                }
+                if record.versions.len() >= MAX_VERSIONS {
+                    return Err(RegistryError::Conflict(format!(
+                        "plugin {} has {MAX_VERSIONS} versions; delete it or reuse one",
+                        record.name
+                    )));
+                }
+                record.versions.push(version);
+                if activate {
+                    activate_version(&mut record, &manifest.version)?;
+                }
+                record.updated_at = now;
+                record
+            }
+            None => {
+                if self.list(tenant_id)?.len() >= MAX_PLUGINS_PER_TENANT {
+                    return Err(RegistryError::Conflict(format!(
+                        "a tenant may have at most {MAX_PLUGINS_PER_TENANT} plugins"
+                    )));
+                }
+                PluginRecord {
+                    id: format!("plg_{}", uuid::Uuid::new_v4().simple()),
+                    tenant_id: tenant_id.to_owned(),
+                    name: manifest.name.clone(),
+                    kind: manifest.kind,
+                    versions: vec![version],
+                    active_version: Some(manifest.version.clone()),
+                    triggers: manifest.triggers.clone(),
+                    order: 100,
+                    config: BTreeMap::new(),
+                    secrets: BTreeMap::new(),
+                    granted_hosts: Vec::new(),
+                    created_at: now,
+                    updated_at: now,
+                }
+            }
+        };
+        self.db
+            .put_raw(Tree::PluginBlobs, sha256.as_bytes(), bytes)?;
+        self.db.put(
+            Tree::Plugins,
+            &Self::record_key(tenant_id, &record.id),
+            &record,
+        )?;
+        self.rebuild(tenant_id)?;
+        Ok(record)
+    }
+
+    /// Installs a first-party plugin for the tenant.
+    pub fn install_builtin(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        hosts: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<PluginRecord, RegistryError> {
+        let builtin = *self
+            .builtins
+            .iter()
+            .find(|builtin| builtin.name == name)
+            .ok_or(RegistryError::NotFound)?;
+        let manifest = Manifest {
+            name: builtin.name.to_owned(),
+            kind: builtin.kind,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            triggers: builtin.triggers.to_vec(),
+            hosts,
+            description: Some(builtin.description.to_owned()),
+        };
+        self.upload(tenant_id, manifest, builtin.bytes, true, now)
+    }
+
+    /// Changes a plugin with `change` and swaps the tenant's live set.
+    pub fn modify(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&mut PluginRecord) -> Result<(), RegistryError>,
+    ) -> Result<PluginRecord, RegistryError> {
+        let _change = self.changes.lock();
+        let mut record = self.get(tenant_id, id)?;
+        change(&mut record)?;
+        record.updated_at = now;
+        if let Some(active) = record.active().cloned() {
+            let bytes = self
+                .db
+                .get_raw(Tree::PluginBlobs, active.sha256.as_bytes())?
+                .ok_or(RegistryError::NotFound)?;
+            self.load(&active.sha256, &bytes, record.kind)?;
+        }
+        self.db
+            .put(Tree::Plugins, &Self::record_key(tenant_id, id), &record)?;
+        self.rebuild(tenant_id)?;
+        Ok(record)
+    }
+
+    /// Deletes a plugin with its key-value data.
+    pub fn delete(&self, tenant_id: &str, id: &str) -> Result<(), RegistryError> {
+        let _change = self.changes.lock();
+        if !self
+            .db
+            .remove(Tree::Plugins, &Self::record_key(tenant_id, id))?
+        {
+            return Err(RegistryError::NotFound);
+        }
+        let prefix = key(&[tenant_id, id, ""]);
+        self.db.remove_prefix(Tree::PluginKv, &prefix)?;
+        self.rebuild(tenant_id)?;
+        Ok(())
+    }
+
+    /// Runs the tenant's rules bound to `event.trigger`, in order, each with its own
+    /// configuration. A `block` action stops the chain.
+    pub fn run_rules(&self, live: &TenantLive, event: &RuleEvent, now_millis: i64) -> Vec<RuleRun> {
+        let mut runs = Vec::new();
+        let mut event = event.clone();
+        for rule in live.rules(event.trigger) {
+            event.config = rule.config.clone();
+            let scope = Scope {
+                tenant_id: event.tenant_id.clone(),
+                plugin_id: rule.plugin_id.clone(),
+            };
+            let (usage, result) =
+                self.runtime
+                    .invoke_rule(&rule.loaded, &scope, now_millis, &event);
+            let blocked = matches!(&result, Ok(actions) if actions.iter().any(|a| matches!(a, RuleAction::Block { .. })));
+            runs.push(rule_run(rule, usage, result));
+            if blocked {
+                break;
+            }
+        }
+        runs
+    }
+
+    /// Runs one of the tenant's rule plugins on `event` without applying anything.
+    pub fn dry_run(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        mut event: RuleEvent,
+        now_millis: i64,
+    ) -> Result<(Usage, Result<Vec<RuleAction>, Failure>), RegistryError> {
+        let record = self.get(tenant_id, id)?;
+        if record.kind != Kind::Rule {
+            return Err(invalid(
+                "id",
+                format!(
+                    "{} is a {} plugin; only rules can be dry-run",
+                    record.name,
+                    record.kind.world()
+                ),
+            ));
+        }
+        let active = record
+            .active()
+            .ok_or_else(|| invalid("id", "the plugin has no active version"))?;
+        let bytes = self
+            .db
+            .get_raw(Tree::PluginBlobs, active.sha256.as_bytes())?
+            .ok_or(RegistryError::NotFound)?;
+        let loaded = self.load(&active.sha256, &bytes, Kind::Rule)?;
+        event.tenant_id = tenant_id.to_owned();
+        if event.config.is_empty() {
+            event.config = record.config.clone();
+        }
+        let scope = Scope {
+            tenant_id: tenant_id.to_owned(),
+            plugin_id: record.id.clone(),
+        };
+        Ok(self
+            .runtime
+            .invoke_rule(&loaded, &scope, now_millis, &event))
+    }
+}
+
+fn rule_run(rule: &LiveRule, usage: Usage, result: Result<Vec<RuleAction>, Failure>) -> RuleRun {
+    let (actions, error) = match result {
+        Ok(actions) => (actions, None),
+        Err(failure) => (Vec::new(), Some(failure)),
+    };
+    RuleRun {
+        plugin_id: rule.plugin_id.clone(),
+        name: rule.name.clone(),
+        version: rule.version.clone(),
+        actions,
+        error,
+        fuel: usage.fuel,
+        micros: usage.micros,
+    }
+}
+
+/// Makes `version` the active one.
+pub fn activate_version(record: &mut PluginRecord, version: &str) -> Result<(), RegistryError> {
+    let found = record
+        .versions
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| {
+            invalid(
+                "version",
+                format!("plugin {} has no version {version}", record.name),
+            )
+        })?;
+    // Grants and bindings never exceed what the new version asks for.
+    let hosts = found.hosts.clone();
+    let triggers = found.triggers.clone();
+    record.granted_hosts.retain(|host| hosts.contains(host));
+    if record.kind == Kind::Rule {
+        record.triggers.retain(|trigger| triggers.contains(trigger));
+        if record.triggers.is_empty() {
+            record.triggers = triggers;
+        }
+    }
+    record.active_version = Some(version.to_owned());
+    Ok(())
+}
+
+/// Names are 1–64 characters of lower-case letters, digits, `-` and `_`; versions are
+/// 1–32 printable characters; rules ask for triggers, adapters do not.
+fn check_manifest(manifest: &Manifest) -> Result<(), RegistryError> {
+    let name_ok = !manifest.name.is_empty()
+        && manifest.name.len() <= 64
+        && manifest
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(invalid(
+            "name",
+            "must be 1 to 64 characters of a-z, 0-9, '-' and '_'",
+        ));
+    }
+    let version_ok = !manifest.version.is_empty()
+        && manifest.version.len() <= 32
+        && manifest
+            .version
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '/');
+    if !version_ok {
+        return Err(invalid(
+            "version",
+            "must be 1 to 32 printable characters without '/'",
+        ));
+    }
+    match manifest.kind {
+        Kind::Rule if manifest.triggers.is_empty() => {
+            return Err(invalid(
+                "triggers",
+                "a rule must ask for at least one trigger",
+            ))
+        }
+        Kind::Rule if !manifest.hosts.is_empty() => {
+            return Err(invalid("hosts", "rules cannot make outbound requests"))
+        }
+        Kind::MessagingAdapter | Kind::LookupAdapter if !manifest.triggers.is_empty() => {
+            return Err(invalid("triggers", "adapters do not run at triggers"))
+        }
+        _ => {}
+    }
+    for host in &manifest.hosts {
+        let ok = !host.is_empty()
+            && host.len() <= 255
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !ok {
+            return Err(invalid(
+                "hosts",
+                format!("{host:?} is not a host or host:port"),
+            ));
+        }
+    }
+    Ok(())
+}
