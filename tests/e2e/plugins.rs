@@ -12,7 +12,7 @@ use dialgate::plugins::testing::guest_component;
 
 use dialgate::clock::Clock as _;
 
-use crate::sims::CamaraSim;
+use crate::sims::{CamaraSim, SmsSim};
 use crate::support::*;
 
 /// Uploads `artifact` raw with the manifest in `query` (without the leading `?`).
@@ -931,4 +931,153 @@ async fn plugins_reload_after_a_restart_without_compiling_again() {
     assert_eq!(stats["stats"]["loaded_from_cache"], 1, "{stats}");
     let voip = lookup(&server, &tenant, json!({"phone": UK_VOIP})).await;
     assert_eq!(voip["otp_required"], "sms");
+}
+
+/// Sets up an `http-sms` adapter named `name` of `shape` against `sim`, granted and with
+/// a callback token; returns its id.
+async fn sms_adapter(
+    server: &TestServer,
+    tenant: &Tenant,
+    sim: &SmsSim,
+    name: &str,
+    shape: &str,
+) -> String {
+    let reply = upload(
+        server,
+        tenant,
+        "http_sms",
+        &format!(
+            "name={name}&kind=messaging_adapter&version=1&hosts={}",
+            sim.host()
+        ),
+    )
+    .await;
+    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    let (config, secrets) = match shape {
+        "twilio" => (
+            json!({"shape": "twilio", "base_url": sim.base_url(), "sender": "+15005550006", "account_sid": "AC42"}),
+            json!({"auth_token": "twilio-secret", "callback_token": "cb-token"}),
+        ),
+        _ => (
+            json!({"shape": "vonage", "base_url": sim.base_url(), "sender": "Dialgate", "api_key": "key42"}),
+            json!({"api_secret": "vonage-secret", "callback_token": "cb-token"}),
+        ),
+    };
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            json!({"config": config, "secrets": secrets, "granted_hosts": [sim.host()]}),
+        )
+        .await
+        .expect(200);
+    id
+}
+
+#[tokio::test]
+async fn codes_go_out_through_the_http_sms_adapter_and_receipts_come_back() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let sim = SmsSim::start().await;
+    let id = sms_adapter(&server, &tenant, &sim, "twilio-sms", "twilio").await;
+    echo(&server, &tenant, Value::Null).await;
+    let phone = uz_number(60);
+    let sent = server.send(&tenant, &phone, "a").await;
+    let accepted = sim.accepted();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].to, phone);
+    assert_eq!(accepted[0].from, "+15005550006");
+    assert!(
+        server.outbox(&tenant, &phone).await.is_empty(),
+        "not the dev outbox"
+    );
+    let code: String = accepted[0]
+        .text
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    assert_eq!(code.len(), 6, "{}", accepted[0].text);
+    let expected_auth = format!("Basic {}", base64_basic("AC42", "twilio-secret"));
+    assert_eq!(
+        accepted[0].authorization.as_deref(),
+        Some(expected_auth.as_str())
+    );
+
+    // The provider's status callback, authenticated by the token, reaches the report.
+    let callback = format!("/v1/callbacks/{}/{id}?token=cb-token", tenant.id);
+    let body = format!("MessageSid={}&MessageStatus=delivered", accepted[0].id);
+    let reply = server
+        .raw(
+            Method::POST,
+            &callback,
+            None,
+            Some((
+                "application/x-www-form-urlencoded",
+                body.clone().into_bytes(),
+            )),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.expect(200)["recorded"], 1);
+    let wrong = format!("/v1/callbacks/{}/{id}?token=guess", tenant.id);
+    server
+        .raw(
+            Method::POST,
+            &wrong,
+            None,
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+            &[],
+        )
+        .await
+        .error(401, "unauthorized");
+    let verification = sent["verification_id"].as_str().expect("id");
+    let report = server.report(&tenant, verification).await;
+    assert_eq!(report["deliveries"][0]["status"], "delivered");
+    assert_eq!(
+        report["deliveries"][0]["message_id"],
+        accepted[0].id.as_str()
+    );
+    assert!(strings(&report["flags"])
+        .iter()
+        .any(|f| f.starts_with("otp_delivery_update|")));
+
+    let verified = server.verify(&tenant, &phone, "a", &code).await;
+    assert_eq!(verified.expect(200)["status"], "Approved");
+}
+
+#[tokio::test]
+async fn an_outage_fails_over_to_the_next_adapter_and_a_total_outage_is_reported() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let twilio = SmsSim::start().await;
+    let vonage = SmsSim::start().await;
+    sms_adapter(&server, &tenant, &twilio, "a-twilio", "twilio").await;
+    sms_adapter(&server, &tenant, &vonage, "b-vonage", "vonage").await;
+    twilio.fail_with(Some(503));
+    let phone = uz_number(61);
+    server.send(&tenant, &phone, "a").await;
+    assert_eq!(twilio.refused(), 1);
+    let delivered = vonage.accepted();
+    assert_eq!(delivered.len(), 1, "the second adapter delivered the code");
+    assert_eq!(delivered[0].to, phone.trim_start_matches('+'));
+
+    vonage.fail_with(Some(500));
+    let reply = server
+        .send_otp(
+            &tenant,
+            json!({"phone": uz_number(62), "applicant_id": "a"}),
+        )
+        .await;
+    let error = reply.error(502, "provider_failed");
+    let message = error["message"].as_str().expect("message");
+    assert!(
+        message.contains("a-twilio") && message.contains("b-vonage"),
+        "{message}"
+    );
+    assert_eq!(vonage.accepted().len(), 1, "nothing was delivered twice");
+}
+
+/// `user:password` in base64, as HTTP Basic authentication sends it.
+fn base64_basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }

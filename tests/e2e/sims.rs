@@ -158,3 +158,146 @@ async fn check(
     };
     (StatusCode::OK, Json(json!({"swapped": swapped})))
 }
+
+/// A message an SMS simulator accepted.
+#[derive(Debug, Clone)]
+pub struct Sms {
+    pub id: String,
+    pub to: String,
+    pub from: String,
+    pub text: String,
+    pub authorization: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SmsState {
+    fail_with: Option<u16>,
+    accepted: Vec<Sms>,
+    refused: usize,
+}
+
+/// An SMS API on 127.0.0.1 speaking both request shapes the `http-sms` adapter knows:
+/// Twilio's `POST /2010-04-01/Accounts/{sid}/Messages.json` and Vonage's
+/// `POST /sms/json`. It can be told to fail every request with a status.
+#[derive(Debug, Clone)]
+pub struct SmsSim {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<SmsState>>,
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+impl SmsSim {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(SmsState::default()));
+        let app = Router::new()
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages.json",
+                post(twilio_send),
+            )
+            .route("/sms/json", post(vonage_send))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the simulator");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.state.lock().expect("lock").fail_with = status;
+    }
+
+    /// Messages accepted so far.
+    pub fn accepted(&self) -> Vec<Sms> {
+        self.state.lock().expect("lock").accepted.clone()
+    }
+
+    /// Requests refused by an injected fault.
+    pub fn refused(&self) -> usize {
+        self.state.lock().expect("lock").refused
+    }
+
+    fn take(&self, headers: &HeaderMap, to: &str, from: &str, text: &str) -> Result<String, u16> {
+        let mut state = self.state.lock().expect("lock");
+        if let Some(status) = state.fail_with {
+            state.refused += 1;
+            return Err(status);
+        }
+        let id = format!("SM{:032x}", state.accepted.len() + 1);
+        state.accepted.push(Sms {
+            id: id.clone(),
+            to: to.to_owned(),
+            from: from.to_owned(),
+            text: text.to_owned(),
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
+        Ok(id)
+    }
+}
+
+async fn twilio_send(
+    State(state): State<Arc<Mutex<SmsState>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
+    let sim = SmsSim {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        state,
+    };
+    let fields = form(&body);
+    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    match sim.take(&headers, &field("To"), &field("From"), &field("Body")) {
+        Ok(sid) => (
+            StatusCode::CREATED,
+            Json(json!({"sid": sid, "status": "queued", "num_segments": "1"})),
+        ),
+        Err(status) => (
+            StatusCode::from_u16(status).expect("status"),
+            Json(json!({"code": 20500, "message": "injected fault", "status": status})),
+        ),
+    }
+}
+
+async fn vonage_send(
+    State(state): State<Arc<Mutex<SmsState>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
+    let sim = SmsSim {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        state,
+    };
+    let fields = form(&body);
+    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    match sim.take(&headers, &field("to"), &field("from"), &field("text")) {
+        Ok(id) => (
+            StatusCode::OK,
+            Json(json!({"message-count": "1", "messages": [
+                {"to": field("to"), "message-id": id, "status": "0", "message-parts": "1"}
+            ]})),
+        ),
+        Err(status) => (
+            StatusCode::from_u16(status).expect("status"),
+            Json(json!({"message-count": "1", "messages": [
+                {"status": "1", "error-text": "injected fault"}
+            ]})),
+        ),
+    }
+}

@@ -45,6 +45,10 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/plugins/{id}/dry-run", post(dry_run))
         .route("/v1/plugin-runtime", get(runtime_stats))
         .route("/v1/cases", get(cases))
+        .route(
+            "/v1/callbacks/{tenant}/{plugin}",
+            post(callback).get(callback),
+        )
 }
 
 impl From<RegistryError> for ApiError {
@@ -672,4 +676,67 @@ async fn cases(
     cases.sort_by_key(|case| std::cmp::Reverse(case.created_at));
     cases.truncate(limit);
     Ok(Json(json!({ "cases": cases })))
+}
+
+/// A provider's delivery callback for a tenant's messaging adapter; authenticated by the
+/// adapter's `callback_token` secret, given as the `token` query parameter.
+async fn callback(
+    State(engine): State<Arc<Engine>>,
+    Path((tenant_id, plugin_id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let token = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let bytes = axum::body::to_bytes(body, crate::flows::MAX_CALLBACK_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "callbacks are at most {} bytes",
+                    crate::flows::MAX_CALLBACK_BYTES
+                ),
+            )
+        })?;
+    let request = crate::plugins::CallbackRequest {
+        method: parts.method.as_str().to_owned(),
+        url: path_and_query,
+        headers,
+        body: bytes.to_vec(),
+    };
+    let recorded = engine
+        .provider_callback(&tenant_id, &plugin_id, token.as_deref(), request)
+        .await
+        .map_err(|err| match err {
+            crate::flows::CallbackError::Unknown => ApiError::not_found("callback endpoint"),
+            crate::flows::CallbackError::Unauthorized => {
+                ApiError::unauthorized("the callback token is missing or wrong")
+            }
+            crate::flows::CallbackError::Unparsable(message) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unparsable_callback",
+                message,
+            ),
+            crate::flows::CallbackError::Flow(err) => err.into(),
+        })?;
+    Ok(Json(json!({ "recorded": recorded })))
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod analysis;
 mod delivery;
+mod dispatch;
 mod idempotency;
 mod lookup;
 mod report;
@@ -28,6 +29,7 @@ use crate::store::{key, Db, StoreError, Tree};
 
 pub use admin::{BlockRequest, CreatedKey, KeyView, OperatorKey, TenantView};
 pub use delivery::DeliveryRequest;
+pub use dispatch::{CallbackError, MAX_CALLBACK_BYTES};
 pub use idempotency::IdempotencyKey;
 pub use lookup::{LookupRequest, ValidateRequest};
 pub use send::SendRequest;

@@ -124,9 +124,15 @@ impl Engine {
     ) -> Result<SendResponse, FlowError> {
         let tenant_id = caller.tenant_id.as_str();
         // Checked first, so that nothing is recorded for a send that cannot happen.
-        let provider = self.provider.clone().ok_or_else(|| {
-            FlowError::Unavailable("no messaging provider is configured for this host".into())
-        })?;
+        let has_adapters = self
+            .plugins
+            .live(tenant_id)
+            .is_some_and(|live| !live.messaging().is_empty());
+        if self.provider.is_none() && !has_adapters {
+            return Err(FlowError::Unavailable(
+                "no messaging provider is configured for this host".into(),
+            ));
+        }
         let number = parse_valid(&request.phone, "phone")?;
         let applicant_id = request
             .applicant_id
@@ -258,10 +264,9 @@ impl Engine {
             code,
             created_at: now,
         };
-        let dispatch = provider
-            .send(message)
-            .await
-            .map_err(|err| FlowError::Provider(err.to_string()))?;
+        let dispatch = self
+            .dispatch(message, verification.route.as_deref())
+            .await?;
         self.fire(
             &mut trail,
             firing(Trigger::OtpSent),

@@ -51,11 +51,13 @@ pub enum Tree {
     PluginArtifacts,
     /// `tenant id / case id` → a case opened by a rule.
     Cases,
+    /// `tenant id / plugin id / provider message id` → the verification it belongs to.
+    MessageIndex,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 16] = [
+    pub const ALL: [Tree; 17] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -72,6 +74,7 @@ impl Tree {
         Tree::PluginBlobs,
         Tree::PluginArtifacts,
         Tree::Cases,
+        Tree::MessageIndex,
     ];
 
     /// The tree's stable name.
@@ -93,6 +96,7 @@ impl Tree {
             Tree::PluginBlobs => "plugin_blobs",
             Tree::PluginArtifacts => "plugin_artifacts",
             Tree::Cases => "cases",
+            Tree::MessageIndex => "message_index",
         }
     }
 }
