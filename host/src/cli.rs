@@ -22,6 +22,16 @@ enum Command {
     Serve(ServeArgs),
     /// Run the load driver against an in-process server over loopback and print figures.
     Bench(crate::bench::BenchArgs),
+    /// Work with plugins locally.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Run a rule plugin once on an event under the production limits and print its
+    /// actions, the fuel it used, its peak memory and its time.
+    Run(crate::plugin_run::RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +77,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
+            Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
         }
     });
     match result {

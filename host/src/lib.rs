@@ -15,6 +15,7 @@ pub mod messages;
 pub mod model;
 pub mod otp;
 pub mod phone;
+pub mod plugin_run;
 pub mod plugins;
 pub mod providers;
 pub mod server;

@@ -1081,3 +1081,54 @@ fn base64_basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
+
+#[test]
+fn plugin_run_prints_actions_fuel_memory_and_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = dir.path().join("echo.wasm");
+    std::fs::write(&wasm, guest_component("guest_echo")).expect("write the component");
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        json!({"trigger": "otp_verified", "phone": {"e164": "+14155552671", "line_type": "voip"}})
+            .to_string(),
+    )
+    .expect("write the event");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+        .args(["plugin", "run"])
+        .arg(&wasm)
+        .arg("--event")
+        .arg(&event)
+        .args(["--config", "action=review"])
+        .output()
+        .expect("run dialgate");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(report["world"], "rule");
+    assert_eq!(report["actions"][1], json!({"type": "review"}));
+    assert!(report["fuel"].as_u64().expect("fuel") > 0);
+    assert!(report["peak_memory_bytes"].as_u64().expect("memory") > 0);
+    assert!(report["micros"].as_u64().is_some());
+    assert_eq!(report["limits"]["time_ms"], 10);
+
+    // A bad event is an error naming the field, not a panic.
+    std::fs::write(
+        &event,
+        r#"{"trigger": "otp_verified", "phone": {"e164": 5}}"#,
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+        .args(["plugin", "run"])
+        .arg(&wasm)
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .expect("run dialgate");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("phone.e164"), "{stderr}");
+}
