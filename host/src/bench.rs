@@ -25,6 +25,10 @@ use serde_json::{json, Value};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::flows::Engine;
+use crate::plugins::event::Trigger;
+use crate::plugins::registry::Manifest;
+use crate::plugins::Kind;
 use crate::providers::{DevOutbox, OutboundMessage, Provider, SendFuture};
 use crate::settings::{BucketLimit, EndpointLimits, PhoneSettings};
 
@@ -37,8 +41,13 @@ pub struct BenchArgs {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Scenarios to run: floor, lookup, flow (comma-separated).
-    #[arg(long, default_value = "floor,lookup,flow", value_delimiter = ',')]
+    /// Scenarios to run: floor, lookup, lookup-1rule, lookup-10rules, flow
+    /// (comma-separated).
+    #[arg(
+        long,
+        default_value = "floor,lookup,lookup-1rule,lookup-10rules,flow",
+        value_delimiter = ','
+    )]
     pub scenarios: Vec<String>,
 }
 
@@ -95,11 +104,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for scenario in &args.scenarios {
         let figures = match scenario.as_str() {
             "floor" => floor(&client, &args).await?,
-            "lookup" => lookup(&client, &args, &dir.join("lookup")).await?,
+            "lookup" => lookup(&client, &args, &dir.join("lookup"), 0).await?,
+            "lookup-1rule" => lookup(&client, &args, &dir.join("lookup-1"), 1).await?,
+            "lookup-10rules" => lookup(&client, &args, &dir.join("lookup-10"), 10).await?,
             "flow" => flow(&client, &args, &dir.join("flow")).await?,
-            other => bail!("unknown scenario {other:?}; expected floor, lookup or flow"),
+            other => bail!(
+                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules or flow"
+            ),
         };
-        print_row(&figures, results.first());
+        print_row(&figures, &results);
         results.push(figures);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -113,17 +126,28 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-fn print_row(figures: &Figures, floor: Option<&Figures>) {
-    // Only a single-request scenario compares with the floor; a flow is two requests.
-    let share = floor
-        .filter(|f| f.name.starts_with("floor") && figures.name.starts_with("lookup"))
-        .map(|f| {
-            format!(
+fn print_row(figures: &Figures, earlier: &[Figures]) {
+    // A single-request scenario compares with the floor, a lookup with rules with the
+    // lookup without; a flow is two requests and compares with nothing.
+    let floor = earlier.iter().find(|f| f.name.starts_with("floor"));
+    let plain = earlier
+        .iter()
+        .find(|f| f.name.starts_with("lookup (0 rules)"));
+    let mut share = String::new();
+    if figures.name.starts_with("lookup") {
+        if let Some(floor) = floor {
+            share.push_str(&format!(
                 "  ({:.0}% of floor)",
-                100.0 * figures.per_second() / f.per_second()
-            )
-        })
-        .unwrap_or_default();
+                100.0 * figures.per_second() / floor.per_second()
+            ));
+        }
+        if let Some(plain) = plain.filter(|p| p.name != figures.name) {
+            share.push_str(&format!(
+                "  ({:.0}% of lookup with no rules)",
+                100.0 * figures.per_second() / plain.per_second()
+            ));
+        }
+    }
     println!(
         "{:<34} {:>10.0}/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}{}",
         figures.name,
@@ -166,6 +190,7 @@ async fn floor(client: &HttpClient, args: &BenchArgs) -> anyhow::Result<Figures>
 
 async fn start_server(
     dir: &std::path::Path,
+    rules: usize,
 ) -> anyhow::Result<(
     SocketAddr,
     String,
@@ -210,12 +235,42 @@ async fn start_server(
         .put_settings(&tenant.id, settings)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    install_rules(&engine, &tenant.id, rules)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let _ = crate::server::serve_on(listener, engine, std::future::pending()).await;
     });
     Ok((addr, key, recording, task))
+}
+
+/// Binds `count` copies of the first-party `otp-for-voip` rule (a small rule that asks
+/// nothing of the bench's numbers) to `phone_lookup_complete` for the tenant.
+fn install_rules(engine: &Engine, tenant_id: &str, count: usize) -> anyhow::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let builtin = *engine
+        .plugins
+        .builtins()
+        .iter()
+        .find(|builtin| builtin.name == "otp-for-voip")
+        .context("this build carries no first-party otp-for-voip rule")?;
+    for n in 0..count {
+        let manifest = Manifest {
+            name: format!("rule-{n}"),
+            kind: Kind::Rule,
+            version: "1".to_owned(),
+            triggers: vec![Trigger::PhoneLookupComplete],
+            hosts: Vec::new(),
+            description: None,
+        };
+        engine
+            .plugins
+            .upload(tenant_id, manifest, builtin.bytes, true, chrono::Utc::now())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
 }
 
 /// Ten countries, interleaved.
@@ -236,11 +291,13 @@ async fn lookup(
     client: &HttpClient,
     args: &BenchArgs,
     dir: &std::path::Path,
+    rules: usize,
 ) -> anyhow::Result<Figures> {
-    let (addr, key, _, server) = start_server(dir).await?;
+    let (addr, key, _, server) = start_server(dir, rules).await?;
     let url = format!("http://{addr}/v1/phone/lookup");
     let client = client.clone();
-    let figures = drive("lookup (POST /v1/phone/lookup)", args, move |i| {
+    let name = format!("lookup ({rules} rules)");
+    let figures = drive(&name, args, move |i| {
         let body = json!({"phone": NUMBERS[(i % 10) as usize], "applicant_country": "US"});
         let request = post_json(&url, &key, &body);
         let client = client.clone();
@@ -256,7 +313,7 @@ async fn flow(
     args: &BenchArgs,
     dir: &std::path::Path,
 ) -> anyhow::Result<Figures> {
-    let (addr, key, outbox, server) = start_server(dir).await?;
+    let (addr, key, outbox, server) = start_server(dir, 0).await?;
     let send_url = format!("http://{addr}/v1/phone/send-otp");
     let verify_url = format!("http://{addr}/v1/phone/verify-otp");
     let client = client.clone();
