@@ -25,6 +25,9 @@ pub const MAX_COMPONENT_BYTES: usize = 8 << 20;
 const MAX_PLUGINS_PER_TENANT: usize = 200;
 /// Versions kept per plugin.
 const MAX_VERSIONS: usize = 50;
+/// Active rules a tenant may bind to one trigger: with each call bounded by the
+/// deadline, this bounds the time a trigger can take.
+pub const MAX_RULES_PER_TRIGGER: usize = 16;
 
 /// What an uploader says about a component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,6 +371,29 @@ impl Registry {
         Ok(())
     }
 
+    /// Refuses `record` when, with it, a trigger would have more than
+    /// [`MAX_RULES_PER_TRIGGER`] active rules.
+    fn check_capacity(&self, record: &PluginRecord) -> Result<(), RegistryError> {
+        if record.kind != Kind::Rule || record.active_version.is_none() {
+            return Ok(());
+        }
+        let others = self.list(&record.tenant_id)?;
+        for trigger in &record.triggers {
+            let bound = others
+                .iter()
+                .filter(|other| other.id != record.id && other.active_version.is_some())
+                .filter(|other| other.triggers.contains(trigger))
+                .count();
+            if bound >= MAX_RULES_PER_TRIGGER {
+                return Err(RegistryError::Conflict(format!(
+                    "{} already has {MAX_RULES_PER_TRIGGER} active rules; deactivate one first",
+                    trigger.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn record_key(tenant_id: &str, id: &str) -> Vec<u8> {
         key(&[tenant_id, id])
     }
@@ -481,6 +507,7 @@ impl Registry {
                 }
             }
         };
+        self.check_capacity(&record)?;
         self.db
             .put_raw(Tree::PluginBlobs, sha256.as_bytes(), bytes)?;
         self.db.put(
@@ -527,6 +554,7 @@ impl Registry {
         let _change = self.changes.lock();
         let mut record = self.get(tenant_id, id)?;
         change(&mut record)?;
+        self.check_capacity(&record)?;
         record.updated_at = now;
         if let Some(active) = record.active().cloned() {
             let bytes = self

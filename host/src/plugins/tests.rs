@@ -8,6 +8,8 @@
 use super::event::{RuleAction, RuleEvent, Trigger};
 use super::host::State;
 use super::wit::dialgate::plugin::kv::{self, Host as _};
+use std::sync::Arc;
+
 use super::*;
 use crate::model::Channel;
 
@@ -353,4 +355,79 @@ fn grants_match_the_host_or_the_host_and_port() {
     assert!(grant.allows(&url("https://api.example.com/v1")));
     assert!(!grant.allows(&url("https://evil.example.com/v1")));
     assert!(!grant.allows(&url("https://api.example.com.evil.net/v1")));
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_version_swap_leaves_a_firing_in_flight_on_the_version_it_started_with() {
+    use super::registry::{activate_version, Manifest, Registry};
+    let (_dir, db) = db();
+    let registry = Registry::open(Arc::new(runtime(db.clone())), db, Vec::new()).expect("registry");
+    let manifest = |version: &str| Manifest {
+        name: "swap".to_owned(),
+        kind: Kind::Rule,
+        version: version.to_owned(),
+        triggers: vec![Trigger::PhoneLookupComplete],
+        hosts: Vec::new(),
+        description: None,
+    };
+    let now = chrono::Utc::now();
+    let first = registry
+        .upload("t", manifest("1"), &guest("otp_for_voip"), true, now)
+        .expect("v1");
+    registry
+        .upload("t", manifest("2"), &guest("guest_echo"), false, now)
+        .expect("v2");
+    let mut event = event("voip", None, &[]);
+    event.tenant_id = "t".to_owned();
+    // A firing that took its snapshot before the swap...
+    let in_flight = registry.live("t").expect("live");
+    registry
+        .modify("t", &first.id, now, |record| activate_version(record, "2"))
+        .expect("activate v2");
+    // ...finishes on version 1, and the next firing runs version 2.
+    let old = registry.run_rules(&in_flight, &event, 0);
+    assert_eq!(old[0].version, "1");
+    assert!(matches!(
+        old[0].actions.as_slice(),
+        [RuleAction::RequestInfo { .. }, RuleAction::SendOtp { .. }]
+    ));
+    let new = registry.run_rules(&registry.live("t").expect("live"), &event, 0);
+    assert_eq!(new[0].version, "2");
+    assert!(matches!(
+        new[0].actions.as_slice(),
+        [RuleAction::AddFlag { .. }]
+    ));
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_trigger_takes_a_bounded_number_of_rules() {
+    use super::registry::{Manifest, Registry, RegistryError, MAX_RULES_PER_TRIGGER};
+    let (_dir, db) = db();
+    let registry = Registry::open(Arc::new(runtime(db.clone())), db, Vec::new()).expect("registry");
+    let bytes = guest("otp_for_voip");
+    let manifest = |n: usize| Manifest {
+        name: format!("rule-{n}"),
+        kind: Kind::Rule,
+        version: "1".to_owned(),
+        triggers: vec![Trigger::OtpSent],
+        hosts: Vec::new(),
+        description: None,
+    };
+    let now = chrono::Utc::now();
+    for n in 0..MAX_RULES_PER_TRIGGER {
+        registry
+            .upload("t", manifest(n), &bytes, true, now)
+            .expect("fits");
+    }
+    let refused = registry.upload("t", manifest(99), &bytes, true, now);
+    assert!(
+        matches!(refused, Err(RegistryError::Conflict(_))),
+        "{refused:?}"
+    );
+    // Another tenant has its own room.
+    registry
+        .upload("u", manifest(0), &bytes, true, now)
+        .expect("fits");
 }
