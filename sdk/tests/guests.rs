@@ -85,7 +85,11 @@ fn build(target_dir: &Path) {
         .current_dir(workspace())
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .arg("--target-dir")
-        .arg(target_dir);
+        .arg(target_dir)
+        // The same profile as the host's build of the guests (host/build.rs), so the
+        // two share one build instead of replacing each other's.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true");
     for (package, _, _) in GUESTS {
         command.args(["-p", package]);
     }
