@@ -30,6 +30,41 @@ pub struct RuleEvent {
     pub config: BTreeMap<String, String>,
 }
 
+impl RuleEvent {
+    /// Bytes of text the event carries (strings, flags, factors, configuration), for
+    /// the input cap; cheaper than serialising it.
+    pub fn text_len(&self) -> usize {
+        let opt = |value: &Option<String>| value.as_ref().map_or(0, String::len);
+        let phone = &self.phone;
+        self.tenant_id.len()
+            + opt(&self.verification.id)
+            + self
+                .verification
+                .flags
+                .iter()
+                .map(String::len)
+                .sum::<usize>()
+            + phone.e164.len()
+            + phone.line_type.len()
+            + opt(&phone.country)
+            + opt(&phone.carrier_name)
+            + phone.risk_level.len()
+            + phone
+                .risk_factors
+                .iter()
+                .map(|f| f.factor.len() + f.details.len())
+                .sum::<usize>()
+            + opt(&phone.line_status)
+            + opt(&self.applicant_id)
+            + opt(&self.applicant_country)
+            + self
+                .config
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+    }
+}
+
 /// The verification as it stands when the trigger fires.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
