@@ -51,6 +51,20 @@ pub fn router() -> Router<Arc<Engine>> {
         )
 }
 
+/// Runs registry work that compiles or runs plugins (CPU work, and WASI calls that
+/// may block) on tokio's blocking pool, off the request workers.
+async fn off_worker<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        )
+    })
+}
+
 impl From<RegistryError> for ApiError {
     fn from(err: RegistryError) -> Self {
         let message = err.to_string();
@@ -269,17 +283,9 @@ async fn upload(
     let now = engine.clock.now();
     let registry = Arc::clone(&engine.plugins);
     // Checking and compiling a component is CPU work: off the request workers.
-    let record = tokio::task::spawn_blocking(move || {
-        registry.upload(&caller.tenant_id, manifest, &bytes, activate, now)
-    })
-    .await
-    .map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-        )
-    })??;
+    let record =
+        off_worker(move || registry.upload(&caller.tenant_id, manifest, &bytes, activate, now))
+            .await??;
     engine
         .db
         .sync()
@@ -538,17 +544,8 @@ async fn dry_run(
 ) -> Result<Json<Value>, ApiError> {
     let now = engine.clock.now().timestamp_millis();
     let registry = Arc::clone(&engine.plugins);
-    let (usage, result) = tokio::task::spawn_blocking(move || {
-        registry.dry_run(&caller.tenant_id, &id, body.event, now)
-    })
-    .await
-    .map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-        )
-    })??;
+    let (usage, result) =
+        off_worker(move || registry.dry_run(&caller.tenant_id, &id, body.event, now)).await??;
     let (actions, error) = match result {
         Ok(actions) => (actions, None),
         Err(failure) => (Vec::new(), Some(failure)),
@@ -609,17 +606,8 @@ async fn install(
     };
     let now = engine.clock.now();
     let registry = Arc::clone(&engine.plugins);
-    let record = tokio::task::spawn_blocking(move || {
-        registry.install_builtin(&caller.tenant_id, &name, hosts, now)
-    })
-    .await
-    .map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-        )
-    })??;
+    let record = off_worker(move || registry.install_builtin(&caller.tenant_id, &name, hosts, now))
+        .await??;
     engine
         .db
         .sync()
