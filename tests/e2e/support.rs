@@ -371,8 +371,12 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("create a temporary data directory");
         let mut config = test_config(&dir.path().join("data"));
         configure(&mut config);
-        let clock = ManualClock::new();
-        let running = dialgate::server::spawn(&config, Arc::new(clock.clone()))
+        Self::launch(&config, ManualClock::new(), dir).await
+    }
+
+    /// Starts the server with `config` and `clock` over `dir`.
+    async fn launch(config: &Config, clock: ManualClock, dir: TempDir) -> Self {
+        let running = dialgate::server::spawn(config, Arc::new(clock.clone()))
             .await
             .expect("the server starts");
         let api = Api::new(format!("http://{}", running.addr));
@@ -407,16 +411,7 @@ impl TestServer {
         } = self;
         running.shutdown().await;
         let config = test_config(&dir.path().join("data"));
-        let running = dialgate::server::spawn(&config, Arc::new(clock.clone()))
-            .await
-            .expect("the server starts again");
-        let api = Api::new(format!("http://{}", running.addr));
-        Self {
-            api,
-            clock,
-            _running: running,
-            _dir: dir,
-        }
+        Self::launch(&config, clock, dir).await
     }
 
     /// Moves the server's clock forward.

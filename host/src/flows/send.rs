@@ -217,13 +217,9 @@ impl Engine {
         }
 
         if blocked.is_some() || verification.verdict() == RiskAction::Decline {
-            verification.status = ReportStatus::Declined;
-            verification.code.active = None;
-            let reasons = decline_reasons(&verification);
-            self.fire(
+            self.decline(
                 &mut trail,
                 firing(Trigger::VerificationCompleted),
-                Some(reasons),
                 &mut verification,
                 &settings,
             )
@@ -277,13 +273,9 @@ impl Engine {
         .await?;
         if verification.verdict() == RiskAction::Decline {
             // A rule declined after the code went out: the code is withdrawn.
-            verification.status = ReportStatus::Declined;
-            verification.code.active = None;
-            let reasons = decline_reasons(&verification);
-            self.fire(
+            self.decline(
                 &mut trail,
                 firing(Trigger::VerificationCompleted),
-                Some(reasons),
                 &mut verification,
                 &settings,
             )
@@ -304,6 +296,23 @@ impl Engine {
             warnings: verification.warnings,
             flags: verification.flags,
         })
+    }
+
+    /// Declines the verification (withdrawing any code) and fires
+    /// `verification_completed` with the reasons.
+    async fn decline(
+        &self,
+        trail: &mut Vec<AuditEvent>,
+        completed: Firing<'_>,
+        verification: &mut Verification,
+        settings: &crate::settings::PhoneSettings,
+    ) -> Result<(), FlowError> {
+        verification.status = ReportStatus::Declined;
+        verification.code.active = None;
+        let reasons = decline_reasons(verification);
+        self.fire(trail, completed, Some(reasons), verification, settings)
+            .await?;
+        Ok(())
     }
 
     /// Stores a verification whose code was just sent, with the triggers this request
