@@ -74,12 +74,16 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, finishes requests in flight, and waits for the server to end.
+    /// Stops accepting, finishes requests in flight, waits for the server to end and
+    /// for its store to close, so the data directory can be opened again at once.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        let closed = self.engine.db.closed();
+        drop(self);
+        closed.await;
     }
 }
 
@@ -137,7 +141,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .collect();
         tracing::info!(plugins = ?names, stats = ?preloading.plugins.runtime().stats(), "first-party plugins loaded");
     });
+    let closed = engine.db.closed();
     serve_on(listener, engine, shutdown_signal()).await?;
+    closed.await;
     tracing::info!("dialgate stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod sled_store;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -153,6 +154,9 @@ pub fn key(parts: &[&str]) -> Vec<u8> {
 pub struct Db {
     store: Arc<dyn Store>,
     flusher: mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>>,
+    /// Turns `true` once every handle is gone and the backend is closed (for sled: its
+    /// directory lock released).
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Db {
@@ -165,6 +169,7 @@ impl Db {
     /// Wraps a backend and starts its group-commit thread.
     pub fn new(store: Arc<dyn Store>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), StoreError>>>();
+        let (closing, closed) = tokio::sync::watch::channel(false);
         let flushing = Arc::clone(&store);
         std::thread::Builder::new()
             .name("dialgate-flush".into())
@@ -179,9 +184,28 @@ impl Db {
                         let _ = waiter.send(result.clone());
                     }
                 }
+                // Every `Db` is gone (the channel closed): this thread holds the last
+                // reference, so dropping it closes the backend.
+                drop(flushing);
+                let _ = closing.send(true);
             })
             .expect("spawn the flush thread");
-        Self { store, flusher: tx }
+        Self {
+            store,
+            flusher: tx,
+            closed,
+        }
+    }
+
+    /// A signal that completes once every handle to this store has been dropped and the
+    /// backend has closed. A process that reopens the same directory (a restart) waits
+    /// on it, since sled holds a lock on its directory until then.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.clone();
+        async move {
+            // An error means the flush thread ended, which it does only after closing.
+            let _ = closed.wait_for(|closed| *closed).await;
+        }
     }
 
     /// Opens the embedded sled store under `dir`.
