@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("otp-for-voip", "otp_for_voip"),
     ("flag-sim-swap", "flag_sim_swap"),
     ("velocity", "velocity"),
+    ("workflow-interpreter", "workflow_interpreter"),
     ("http-sms", "http_sms"),
     ("camara-lookup", "camara_lookup"),
 ];

@@ -27,6 +27,7 @@ mod generated {
                 import dialgate:plugin/rule-types@0.1.0;
                 import dialgate:plugin/messaging-types@0.1.0;
                 import dialgate:plugin/lookup-types@0.1.0;
+                import dialgate:plugin/workflow-types@0.1.0;
                 import dialgate:plugin/log@0.1.0;
                 import dialgate:plugin/clock@0.1.0;
                 import dialgate:plugin/kv@0.1.0;
@@ -42,6 +43,7 @@ mod generated {
 
 pub use generated::dialgate::plugin::{
     clock, config, http_client, kv, log, lookup_types, messaging_types, rule_types, types,
+    workflow_types,
 };
 
 impl types::PluginError {
@@ -60,9 +62,9 @@ pub mod __private {
     pub use wit_bindgen;
 }
 
-/// Generates, in the plugin crate, the export glue of `rule`, `messaging_adapter` or
-/// `lookup_adapter` against this module's types: a `Guest` trait and an `export!`
-/// macro. Used by the registration macros; the plugin must name the SDK
+/// Generates, in the plugin crate, the export glue of `rule`, `messaging_adapter`,
+/// `lookup_adapter` or (for the host's own interpreter) `workflow_interpreter` against
+/// this module's types: a `Guest` trait and an `export!` macro. Used by the registration macros; the plugin must name the SDK
 /// `dialgate_sdk`. The text below is `sdk/wit/plugin.wit` verbatim (a test keeps it
 /// so), since wit-bindgen resolves a `path` from the plugin's own directory.
 #[doc(hidden)]
@@ -119,6 +121,16 @@ macro_rules! __generate_world {
                 "dialgate:plugin/clock@0.1.0": dialgate_sdk::contract::clock,
                 "dialgate:plugin/http-client@0.1.0": dialgate_sdk::contract::http_client,
                 "dialgate:plugin/config@0.1.0": dialgate_sdk::contract::config,
+            },
+        );
+    };
+    (workflow_interpreter) => {
+        $crate::__generate_world!(@contract
+            world: "dialgate:plugin/workflow-interpreter@0.1.0",
+            with: {
+                "dialgate:plugin/types@0.1.0": dialgate_sdk::contract::types,
+                "dialgate:plugin/rule-types@0.1.0": dialgate_sdk::contract::rule_types,
+                "dialgate:plugin/workflow-types@0.1.0": dialgate_sdk::contract::workflow_types,
             },
         );
     };
@@ -200,6 +212,9 @@ interface types {
         /// `toll_free`, `premium`, `virtual`, `shared_cost`, `uan`, `pager`,
         /// `voicemail` or `unknown`.
         line-type: string,
+        /// The coarse carrier type the lookup reports: `mobile`, `landline`, `voip` or
+        /// `unknown`.
+        carrier-type: string,
         /// ISO 3166-1 alpha-2 country of the number; absent for non-geographic numbers.
         country: option<string>,
         /// The carrier's name, if known.
@@ -518,6 +533,43 @@ interface lookup-types {
         /// Whether the subscription is prepaid.
         prepaid: option<bool>,
     }
+}
+
+/// What the first-party workflow interpreter returns.
+interface workflow-types {
+    /// One node of a rule's condition, evaluated, for explaining a match.
+    record condition-outcome {
+        /// The rule's index in the program.
+        rule: u32,
+        /// The node's index in the rule's condition tree, in pre-order (the root is 0).
+        node: u32,
+        /// Whether the node matched.
+        matched: bool,
+        /// For a comparison, the field's value as JSON (`null` when unknown).
+        value: option<string>,
+    }
+
+    /// The outcome of evaluating a program.
+    record evaluation {
+        /// The indices of the rules that matched, in order.
+        matched: list<u32>,
+        /// Every node's outcome, when an explanation was asked for.
+        explanation: list<condition-outcome>,
+    }
+}
+
+/// The host's first-party interpreter of tenants' declarative workflow rules. It is not
+/// a world tenants upload to: the host ships the one component that targets it and
+/// runs it in the same sandbox, under the same limits, as tenants' rules.
+world workflow-interpreter {
+    use types.{plugin-error};
+    use rule-types.{event};
+    use workflow-types.{evaluation};
+
+    /// Evaluates `program` (the host's compiled form of the rules bound to the event's
+    /// trigger) against `event`; with `explain`, evaluates every node and reports
+    /// each one's outcome.
+    export evaluate: func(program: list<u8>, event: event, explain: bool) -> result<evaluation, plugin-error>;
 }
 
 /// A tenant's rule: runs at the triggers it is bound to and returns actions.

@@ -9,6 +9,10 @@
 //! [`rule`] for rule plugins, [`messaging`] and [`lookup`] for adapters (which share
 //! [`adapter`]'s host services), and [`http`]'s pure helpers. [`contract`] holds the
 //! types all of them share.
+//!
+//! [`workflow`] is the declarative workflow-rule language, shared by the host (which
+//! validates and compiles tenants' rules) and the first-party interpreter component
+//! (which evaluates them in the sandbox).
 #![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +29,7 @@ pub mod lookup;
 pub mod messaging;
 #[cfg(feature = "guest")]
 pub mod rule;
+pub mod workflow;
 
 /// Version of the plugin API this SDK speaks.
 pub const API_VERSION: &str = "0.1.0";

@@ -111,6 +111,7 @@ pub mod testing {
             phone: PhoneIntelligence {
                 e164: "+14155552671".to_owned(),
                 line_type: "mobile".to_owned(),
+                carrier_type: "mobile".to_owned(),
                 country: Some("US".to_owned()),
                 carrier_name: None,
                 carrier_is_original: false,

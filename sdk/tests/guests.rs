@@ -1,5 +1,6 @@
 //! The in-tree guests build with `cargo build --target wasm32-wasip2` into components of
-//! the contract's worlds: the rules in `rules/` and the hostile rules in
+//! the contract's worlds: the rules in `rules/` (but the workflow interpreter, which
+//! exports `evaluate` and imports nothing but the types it shares) and the hostile rules in
 //! `tests/hostile/` export `on-event` and import only the rule world's interfaces and
 //! WASI, never outbound HTTP (except `hostile-forbidden-import`, which must); the
 //! adapters in `plugins/` export their world's functions and import only what their
@@ -36,6 +37,11 @@ const MESSAGING_ADAPTER: World = World {
     ],
 };
 
+const WORKFLOW_INTERPRETER: World = World {
+    exports: &["evaluate"],
+    granted: &["types", "rule-types", "workflow-types"],
+};
+
 const LOOKUP_ADAPTER: World = World {
     exports: &["lookup"],
     granted: &[
@@ -49,10 +55,15 @@ const LOOKUP_ADAPTER: World = World {
 };
 
 /// (package, artifact, world) of every guest that must stay within its world.
-const GUESTS: [(&str, &str, &World); 11] = [
+const GUESTS: [(&str, &str, &World); 12] = [
     ("otp-for-voip", "otp_for_voip", &RULE),
     ("flag-sim-swap", "flag_sim_swap", &RULE),
     ("velocity", "velocity", &RULE),
+    (
+        "workflow-interpreter",
+        "workflow_interpreter",
+        &WORKFLOW_INTERPRETER,
+    ),
     ("hostile-spin", "hostile_spin", &RULE),
     ("hostile-memory-bomb", "hostile_memory_bomb", &RULE),
     ("hostile-deep-recursion", "hostile_deep_recursion", &RULE),

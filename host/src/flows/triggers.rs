@@ -325,6 +325,7 @@ fn rule_event(firing: &Firing<'_>, verification: &Verification) -> RuleEvent {
         phone: PhoneView {
             e164: phone.e164.clone(),
             line_type: phone.line_type.as_str().to_owned(),
+            carrier_type: Some(phone.line_type.carrier_type().to_owned()),
             country: phone.region.clone(),
             carrier_name: phone
                 .line

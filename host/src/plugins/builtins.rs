@@ -47,6 +47,15 @@ const CATALOGUE: &[(&str, &str, Kind, &[Trigger], &str)] = &[
     ),
 ];
 
+/// The workflow interpreter component (see `rules/workflow-interpreter`), which runs
+/// tenants' declarative rules; `None` when the build skipped the guests.
+pub fn interpreter() -> Option<&'static [u8]> {
+    BYTES
+        .iter()
+        .find(|(artifact, _)| *artifact == "workflow_interpreter")
+        .map(|(_, bytes)| *bytes)
+}
+
 /// The first-party plugins this binary carries.
 pub fn all() -> Vec<Builtin> {
     CATALOGUE

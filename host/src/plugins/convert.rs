@@ -65,6 +65,7 @@ pub(super) fn event(event: &RuleEvent) -> wit::Event {
         phone: wit::PhoneIntelligence {
             e164: phone.e164.clone(),
             line_type: phone.line_type.clone(),
+            carrier_type: phone.carrier_type(),
             country: phone.country.clone(),
             carrier_name: phone.carrier_name.clone(),
             carrier_is_original: phone.carrier_is_original,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Channel, ReportStatus};
+use crate::phone::LineType;
 
 pub use dialgate_sdk::Trigger;
 
@@ -46,6 +47,7 @@ impl RuleEvent {
                 .sum::<usize>()
             + phone.e164.len()
             + phone.line_type.len()
+            + opt(&phone.carrier_type)
             + opt(&phone.country)
             + opt(&phone.carrier_name)
             + phone.risk_level.len()
@@ -105,6 +107,9 @@ pub struct PhoneView {
     pub e164: String,
     #[serde(default = "unknown")]
     pub line_type: String,
+    /// `mobile`, `landline`, `voip` or `unknown`; derived from `line_type` when absent.
+    #[serde(default)]
+    pub carrier_type: Option<String>,
     #[serde(default)]
     pub country: Option<String>,
     #[serde(default)]
@@ -127,6 +132,19 @@ pub struct PhoneView {
     pub line_status: Option<String>,
     #[serde(default)]
     pub roaming: Option<bool>,
+}
+
+impl PhoneView {
+    /// The coarse carrier type: as given, else derived from the line type the way the
+    /// lookup reports it.
+    pub fn carrier_type(&self) -> String {
+        if let Some(given) = &self.carrier_type {
+            return given.clone();
+        }
+        serde_json::from_value::<LineType>(serde_json::Value::String(self.line_type.clone()))
+            .map_or("unknown", LineType::carrier_type)
+            .to_owned()
+    }
 }
 
 fn unknown() -> String {

@@ -58,7 +58,22 @@ pub mod wit {
     pub use self::dialgate::plugin::types::{
         Channel, PhoneIntelligence, RiskFactor, Trigger, VerificationStatus,
     };
+
+    /// Bindings of the `workflow-interpreter` world, over the rule world's types.
+    pub mod interpreter {
+        wasmtime::component::bindgen!({
+            world: "workflow-interpreter",
+            path: "../sdk/wit",
+            with: {
+                "dialgate:plugin/types": super::dialgate::plugin::types,
+                "dialgate:plugin/rule-types": super::dialgate::plugin::rule_types,
+            },
+        });
+    }
 }
+
+/// Largest compiled rule program the interpreter is given, in bytes.
+pub const MAX_PROGRAM_BYTES: usize = 512 << 10;
 
 /// Per-call limits of the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +254,19 @@ pub struct RuntimeStats {
     pub loaded_from_cache: u64,
 }
 
+/// The workflow interpreter, loaded and pre-instantiated.
+#[derive(Clone)]
+pub struct Interpreter {
+    pub sha256: String,
+    pre: wit::interpreter::WorkflowInterpreterPre<State>,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Interpreter({})", self.sha256)
+    }
+}
+
 /// The engine and linkers shared by all plugins.
 pub struct PluginRuntime {
     engine: Engine,
@@ -371,6 +399,78 @@ impl PluginRuntime {
             sha256,
             inner: Arc::new(inner),
         })
+    }
+
+    /// Loads the first-party workflow interpreter (compiled once, then cached like any
+    /// plugin). It targets a world tenants cannot upload to, so it is checked here by
+    /// its export alone.
+    pub fn load_interpreter(&self, bytes: &[u8]) -> Result<Interpreter, LoadError> {
+        let sha256 = content_hash(bytes);
+        let component = self.component(&sha256, bytes)?;
+        let link = |err: wasmtime::Error| LoadError::Link(format!("{err:#}"));
+        let pre = self.rule_linker.instantiate_pre(&component).map_err(link)?;
+        let pre = wit::interpreter::WorkflowInterpreterPre::new(pre).map_err(link)?;
+        Ok(Interpreter { sha256, pre })
+    }
+
+    /// Evaluates a compiled rule `program` on `event` in a fresh interpreter instance,
+    /// under the same limits as a rule plugin. Returns the indices of the rules that
+    /// matched, checked against the program's `rules` count, and, with `explain`, every
+    /// node's outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub fn invoke_interpreter(
+        &self,
+        interpreter: &Interpreter,
+        scope: &Scope,
+        now_millis: i64,
+        event: &RuleEvent,
+        program: &[u8],
+        rules: usize,
+        explain: bool,
+    ) -> (Usage, Result<wit::interpreter::Evaluation, Failure>) {
+        let input = event.text_len();
+        if input > self.limits.max_input_bytes || program.len() > MAX_PROGRAM_BYTES {
+            return (
+                Usage::default(),
+                Err(Failure::InputTooLarge {
+                    bytes: input + program.len(),
+                    limit: self.limits.max_input_bytes + MAX_PROGRAM_BYTES,
+                }),
+            );
+        }
+        let started = Instant::now();
+        let state = State::new(&self.db, scope, now_millis, &self.limits, None);
+        let mut store = match self.store(state) {
+            Ok(store) => store,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let wit_event = convert::event(event);
+        let result = interpreter
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_evaluate(&mut store, program, &wit_event, explain));
+        let (usage, result) = self.finish(&store, started, result);
+        let result = result.and_then(|answer| {
+            let evaluation = answer.map_err(|err| Failure::Plugin {
+                code: err.code,
+                message: err.message,
+            })?;
+            let ascending = evaluation.matched.windows(2).all(|pair| pair[0] < pair[1]);
+            let in_range = evaluation
+                .matched
+                .iter()
+                .all(|index| (*index as usize) < rules);
+            if !ascending || !in_range {
+                return Err(Failure::Malformed {
+                    message: format!(
+                        "matched rules {:?} are not ascending indices below {rules}",
+                        evaluation.matched
+                    ),
+                });
+            }
+            Ok(evaluation)
+        });
+        (usage, result)
     }
 
     /// The compiled component for `bytes`: precompiled from the cache when this engine

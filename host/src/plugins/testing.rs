@@ -8,10 +8,11 @@ use std::sync::OnceLock;
 use super::event::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 12] = [
+const GUESTS: [&str; 13] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
+    "workflow-interpreter",
     "http-sms",
     "camara-lookup",
     "hostile-spin",
@@ -78,6 +79,7 @@ pub fn event(line_type: &str) -> RuleEvent {
         phone: PhoneView {
             e164: "+14155552671".to_owned(),
             line_type: line_type.to_owned(),
+            carrier_type: None,
             country: Some("US".to_owned()),
             carrier_name: None,
             carrier_is_original: false,
