@@ -22,3 +22,4 @@ pub mod server;
 pub mod settings;
 pub mod store;
 pub mod warnings;
+pub mod workflows;

@@ -157,6 +157,41 @@ impl Field {
             .map(|spec| spec.field)
     }
 
+    /// The values a text field can take, when it has a fixed vocabulary (empty for
+    /// free text). Validation refuses a literal outside it: it could never match.
+    pub fn vocabulary(self) -> &'static [&'static str] {
+        match self {
+            Field::Trigger => &[
+                "phone_lookup_complete",
+                "before_send_otp",
+                "otp_sent",
+                "otp_delivery_update",
+                "otp_verified",
+                "otp_failed",
+                "verification_completed",
+            ],
+            Field::VerificationStatus => &["Approved", "Declined", "In Review", "Not Finished"],
+            Field::Channel => &["sms", "voice", "whatsapp", "viber", "telegram"],
+            Field::PhoneType => &[
+                "mobile",
+                "landline",
+                "voip",
+                "toll_free",
+                "premium",
+                "virtual",
+                "shared_cost",
+                "uan",
+                "pager",
+                "voicemail",
+                "unknown",
+            ],
+            Field::CarrierType => &["mobile", "landline", "voip", "unknown"],
+            Field::RiskLevel => &["low", "medium", "high"],
+            Field::LineStatus => &["active", "inactive", "unknown"],
+            _ => &[],
+        }
+    }
+
     /// The field's catalogue entry.
     pub fn spec(self) -> &'static FieldSpec {
         FIELDS

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 mod phone;
 mod plugins;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(phone::router())
         .merge(admin::router())
         .merge(plugins::router())
+        .merge(workflows::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -53,7 +53,7 @@ pub fn router() -> Router<Arc<Engine>> {
 
 /// Runs registry work that compiles or runs plugins (CPU work, and WASI calls that
 /// may block) on tokio's blocking pool, off the request workers.
-async fn off_worker<T: Send + 'static>(
+pub(super) async fn off_worker<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|err| {

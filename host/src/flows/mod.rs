@@ -12,6 +12,7 @@ mod report;
 mod send;
 pub mod triggers;
 mod verify;
+pub mod workflows;
 
 use std::collections::HashMap;
 use std::sync::Arc;

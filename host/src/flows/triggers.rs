@@ -29,7 +29,7 @@ use crate::model::Case;
 use crate::model::{AuditEvent, CaseRef, Channel, Decision, LineSignals, Verification};
 use crate::phone::risk::FactorHit;
 use crate::plugins::event::{FactorView, PhoneView, RuleAction, RuleEvent, Snapshot};
-use crate::plugins::registry::RuleRun;
+use crate::plugins::registry::{RuleRun, RuleSource};
 use crate::plugins::Failure;
 use crate::settings::{PhoneSettings, PluginFailure};
 use crate::store::{key, Tree};
@@ -75,7 +75,7 @@ impl Engine {
     ) -> Result<Fired, FlowError> {
         let live = self.plugins.live(&verification.tenant_id);
         let runs = match live {
-            Some(live) if !live.rules(firing.trigger).is_empty() => {
+            Some(live) if live.has_rules(firing.trigger) => {
                 let event = rule_event(&firing, verification);
                 let plugins = Arc::clone(&self.plugins);
                 let at = firing.at.timestamp_millis();
@@ -85,6 +85,7 @@ impl Engine {
                     .await
                     .unwrap_or_else(|err| {
                         vec![RuleRun {
+                            source: RuleSource::Plugin,
                             plugin_id: String::new(),
                             name: "(plugin runtime)".to_owned(),
                             version: String::new(),
@@ -308,7 +309,7 @@ impl Engine {
 }
 
 /// The event rules see for `verification` at this firing.
-fn rule_event(firing: &Firing<'_>, verification: &Verification) -> RuleEvent {
+pub(crate) fn rule_event(firing: &Firing<'_>, verification: &Verification) -> RuleEvent {
     let phone = &verification.phone;
     RuleEvent {
         trigger: firing.trigger,

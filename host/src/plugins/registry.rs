@@ -5,9 +5,18 @@
 //! `plugin_blobs`. The live set of a tenant is an immutable snapshot behind an `Arc`,
 //! rebuilt and swapped in whole after every change: a call in flight keeps the snapshot
 //! (and so the plugin version) it started with, and the next call sees the new one.
+//!
+//! The snapshot also holds the tenant's enabled declarative workflow rules, compiled per
+//! trigger into one program for the first-party interpreter component. At a trigger,
+//! declarative rules and code plugins run in one order: by `order`, then declarative
+//! rules before code plugins, then by creation (declarative) or name (plugins). The
+//! interpreter decides every declarative rule in one sandboxed call, against the same
+//! event the code plugins see; walking the order, a matched declarative rule
+//! contributes its actions, a code plugin is called, and a `block` from either ends
+//! the chain.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
@@ -17,7 +26,11 @@ use crate::store::{key, Db, StoreError, Tree};
 
 use super::adapters::{AdapterCall, HttpGrant};
 use super::event::{RuleAction, RuleEvent, Trigger};
-use super::{content_hash, Failure, Kind, LoadError, Loaded, PluginRuntime, Scope, Usage};
+use super::{
+    content_hash, Failure, Interpreter, Kind, LoadError, Loaded, PluginRuntime, Scope, Usage,
+};
+use crate::workflows::{self, NodeInfo, WorkflowRule};
+use dialgate_sdk::workflow::Program;
 
 /// Largest component accepted, in bytes.
 pub const MAX_COMPONENT_BYTES: usize = 8 << 20;
@@ -169,18 +182,48 @@ pub struct LiveAdapter {
     pub call: AdapterCall,
 }
 
+/// A declarative rule as it runs.
+#[derive(Debug, Clone)]
+pub struct LiveWorkflow {
+    pub rule_id: String,
+    pub revision: u32,
+    pub order: i32,
+    pub actions: Vec<RuleAction>,
+    /// Its nodes, for explaining a match.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// The enabled declarative rules of one trigger, compiled into one program.
+#[derive(Debug, Clone, Default)]
+pub struct LiveProgram {
+    /// The encoded [`Program`]: rule `i` of it is `rules[i]`.
+    pub program: Vec<u8>,
+    pub rules: Vec<LiveWorkflow>,
+}
+
 /// What runs for one tenant: an immutable snapshot.
 #[derive(Debug, Default)]
 pub struct TenantLive {
     rules: HashMap<Trigger, Vec<LiveRule>>,
+    workflows: HashMap<Trigger, Arc<LiveProgram>>,
     lookup: Option<LiveAdapter>,
     messaging: Vec<LiveAdapter>,
 }
 
 impl TenantLive {
-    /// The rules bound to `trigger`, in run order.
+    /// The rule plugins bound to `trigger`, in run order.
     pub fn rules(&self, trigger: Trigger) -> &[LiveRule] {
         self.rules.get(&trigger).map_or(&[], Vec::as_slice)
+    }
+
+    /// The enabled declarative rules of `trigger`, compiled.
+    pub fn workflows(&self, trigger: Trigger) -> Option<&Arc<LiveProgram>> {
+        self.workflows.get(&trigger)
+    }
+
+    /// Whether anything (plugin or declarative rule) runs at `trigger`.
+    pub fn has_rules(&self, trigger: Trigger) -> bool {
+        !self.rules(trigger).is_empty() || self.workflows.contains_key(&trigger)
     }
 
     /// The tenant's active lookup adapter.
@@ -194,9 +237,25 @@ impl TenantLive {
     }
 }
 
-/// One rule's run at a trigger.
+/// What kind of rule ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    /// A rule plugin (a Wasm component).
+    #[default]
+    Plugin,
+    /// A declarative workflow rule.
+    Workflow,
+}
+
+/// One rule's run at a trigger. A declarative rule is recorded when it matched (or
+/// when the evaluation failed); its `plugin_id` and `name` are its `rule_id`, its
+/// `version` is `r{revision}`, and its fuel and time are those of the one interpreter
+/// call that decided every declarative rule at the trigger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRun {
+    #[serde(default)]
+    pub source: RuleSource,
     pub plugin_id: String,
     pub name: String,
     pub version: String,
@@ -224,6 +283,8 @@ pub struct Registry {
     live: RwLock<HashMap<String, Arc<TenantLive>>>,
     loaded: Mutex<HashMap<String, Loaded>>,
     builtins: Vec<Builtin>,
+    /// The workflow interpreter, loaded on first use.
+    interpreter: OnceLock<Result<Interpreter, String>>,
     /// Serialises changes, so each rebuild sees every earlier change.
     changes: Mutex<()>,
 }
@@ -247,10 +308,17 @@ impl Registry {
             live: RwLock::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             builtins,
+            interpreter: OnceLock::new(),
             changes: Mutex::new(()),
         };
         let records: Vec<PluginRecord> = registry.db.scan(Tree::Plugins, b"", usize::MAX, false)?;
         let mut tenants: Vec<String> = records.into_iter().map(|r| r.tenant_id).collect();
+        let rules: Vec<WorkflowRule> =
+            registry
+                .db
+                .scan(Tree::WorkflowRules, b"", usize::MAX, false)?;
+        tenants.extend(rules.into_iter().map(|rule| rule.tenant_id));
+        tenants.sort();
         tenants.dedup();
         for tenant in tenants {
             registry.rebuild(&tenant)?;
@@ -365,10 +433,126 @@ impl Registry {
         for rules in live.rules.values_mut() {
             rules.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
         }
+        live.workflows = self.compile_workflows(tenant_id)?;
         self.live
             .write()
             .insert(tenant_id.to_owned(), Arc::new(live));
         Ok(())
+    }
+
+    /// The tenant's enabled declarative rules, compiled per trigger. A stored rule that
+    /// no longer compiles (it cannot, unless the store was edited by hand) is logged
+    /// and left out.
+    fn compile_workflows(
+        &self,
+        tenant_id: &str,
+    ) -> Result<HashMap<Trigger, Arc<LiveProgram>>, RegistryError> {
+        let mut rules = self.workflow_rules(tenant_id)?;
+        rules.retain(|rule| rule.enabled);
+        let mut by_trigger: HashMap<Trigger, (Program, Vec<LiveWorkflow>)> = HashMap::new();
+        for rule in rules {
+            let compiled = match workflows::compile(&rule.conditions) {
+                Ok(compiled) => compiled,
+                Err(err) => {
+                    tracing::error!(tenant_id, rule_id = %rule.rule_id, "stored workflow rule does not compile: {err}");
+                    continue;
+                }
+            };
+            let (program, live) = by_trigger.entry(rule.trigger).or_default();
+            program.rules.push(compiled.condition);
+            live.push(LiveWorkflow {
+                rule_id: rule.rule_id,
+                revision: rule.revision,
+                order: rule.order,
+                actions: rule.actions,
+                nodes: compiled.nodes,
+            });
+        }
+        Ok(by_trigger
+            .into_iter()
+            .map(|(trigger, (program, rules))| {
+                let program = program.encode();
+                (trigger, Arc::new(LiveProgram { program, rules }))
+            })
+            .collect())
+    }
+
+    /// Every declarative rule of the tenant, in run order within each trigger: by
+    /// `order`, then creation.
+    pub fn workflow_rules(&self, tenant_id: &str) -> Result<Vec<WorkflowRule>, RegistryError> {
+        let mut rules: Vec<WorkflowRule> = self.db.scan(
+            Tree::WorkflowRules,
+            &key(&[tenant_id, ""]),
+            usize::MAX,
+            false,
+        )?;
+        rules.sort_by(|a, b| {
+            (a.trigger.name(), a.order, a.created_at, &a.rule_id).cmp(&(
+                b.trigger.name(),
+                b.order,
+                b.created_at,
+                &b.rule_id,
+            ))
+        });
+        Ok(rules)
+    }
+
+    /// Runs `change` (a write to the tenant's declarative rules) while no other change
+    /// runs, then swaps in the tenant's new live snapshot: the next request sees it.
+    pub fn change_workflows<T, E: From<RegistryError>>(
+        &self,
+        tenant_id: &str,
+        change: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _serial = self.changes.lock();
+        let answer = change()?;
+        self.rebuild(tenant_id)?;
+        Ok(answer)
+    }
+
+    /// The workflow interpreter, loaded (compiled, or precompiled from the cache) on
+    /// first use.
+    pub fn interpreter(&self) -> Result<&Interpreter, Failure> {
+        self.interpreter
+            .get_or_init(|| {
+                let bytes = super::builtins::interpreter().ok_or_else(|| {
+                    "this build carries no workflow interpreter (DIALGATE_SKIP_GUESTS)".to_owned()
+                })?;
+                self.runtime
+                    .load_interpreter(bytes)
+                    .map_err(|err| err.to_string())
+            })
+            .as_ref()
+            .map_err(|message| Failure::Trap {
+                message: format!("the workflow interpreter does not load: {message}"),
+            })
+    }
+
+    /// Evaluates a compiled program on `event` in the sandbox.
+    pub fn evaluate(
+        &self,
+        program: &LiveProgram,
+        event: &RuleEvent,
+        now_millis: i64,
+        explain: bool,
+    ) -> (Usage, Result<super::wit::interpreter::Evaluation, Failure>) {
+        let interpreter = match self.interpreter() {
+            Ok(interpreter) => interpreter,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let scope = Scope {
+            tenant_id: event.tenant_id.clone(),
+            plugin_id: "workflow-interpreter".to_owned(),
+        };
+        self.runtime.invoke_interpreter(
+            interpreter,
+            &scope,
+            now_millis,
+            event,
+            &program.program,
+            program.rules.len(),
+            explain,
+        )
     }
 
     /// Refuses `record` when, with it, a trigger would have more than
@@ -584,22 +768,78 @@ impl Registry {
         Ok(())
     }
 
-    /// Runs the tenant's rules bound to `event.trigger`, in order, each with its own
-    /// configuration. A `block` action stops the chain.
+    /// Runs the tenant's rules at `event.trigger`, declarative and code, in their one
+    /// order (see the module's documentation); each plugin gets its own configuration.
+    /// A `block` action stops the chain.
     pub fn run_rules(&self, live: &TenantLive, event: &RuleEvent, now_millis: i64) -> Vec<RuleRun> {
         let mut runs = Vec::new();
         let mut event = event.clone();
-        for rule in live.rules(event.trigger) {
-            event.config = rule.config.clone();
-            let scope = Scope {
-                tenant_id: event.tenant_id.clone(),
-                plugin_id: rule.plugin_id.clone(),
+        event.config.clear();
+        // Every declarative rule is decided up front, in one sandboxed call.
+        let program = live.workflows(event.trigger);
+        let decided = program.map(|program| {
+            let (usage, result) = self.evaluate(program, &event, now_millis, false);
+            (program, usage, result.map(|evaluation| evaluation.matched))
+        });
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        match &decided {
+            Some((program, _, Ok(matched))) => steps.extend(
+                matched
+                    .iter()
+                    .filter_map(|index| program.rules.get(*index as usize))
+                    .map(Step::Workflow),
+            ),
+            Some((program, usage, Err(failure))) => {
+                // The evaluation failed: one failed run stands for the trigger's
+                // declarative rules, placed where the first of them would run.
+                runs.push(RuleRun {
+                    source: RuleSource::Workflow,
+                    plugin_id: "workflow-interpreter".to_owned(),
+                    name: format!("workflow rules ({})", program.rules.len()),
+                    version: String::new(),
+                    actions: Vec::new(),
+                    error: Some(failure.clone()),
+                    fuel: usage.fuel,
+                    micros: usage.micros,
+                });
+            }
+            None => {}
+        }
+        steps.extend(live.rules(event.trigger).iter().map(Step::Plugin));
+        steps.sort_by(|a, b| a.key().cmp(&b.key()));
+        let usage = decided
+            .as_ref()
+            .map(|(_, usage, _)| *usage)
+            .unwrap_or_default();
+        for step in steps {
+            let run = match step {
+                Step::Workflow(rule) => RuleRun {
+                    source: RuleSource::Workflow,
+                    plugin_id: rule.rule_id.clone(),
+                    name: rule.rule_id.clone(),
+                    version: format!("r{}", rule.revision),
+                    actions: rule.actions.clone(),
+                    error: None,
+                    fuel: usage.fuel,
+                    micros: usage.micros,
+                },
+                Step::Plugin(rule) => {
+                    event.config = rule.config.clone();
+                    let scope = Scope {
+                        tenant_id: event.tenant_id.clone(),
+                        plugin_id: rule.plugin_id.clone(),
+                    };
+                    let (usage, result) =
+                        self.runtime
+                            .invoke_rule(&rule.loaded, &scope, now_millis, &event);
+                    rule_run(rule, usage, result)
+                }
             };
-            let (usage, result) =
-                self.runtime
-                    .invoke_rule(&rule.loaded, &scope, now_millis, &event);
-            let blocked = matches!(&result, Ok(actions) if actions.iter().any(|a| matches!(a, RuleAction::Block { .. })));
-            runs.push(rule_run(rule, usage, result));
+            let blocked = run
+                .actions
+                .iter()
+                .any(|action| matches!(action, RuleAction::Block { .. }));
+            runs.push(run);
             if blocked {
                 break;
             }
@@ -648,12 +888,30 @@ impl Registry {
     }
 }
 
+/// One step of a trigger's chain.
+enum Step<'a> {
+    Workflow(&'a LiveWorkflow),
+    Plugin(&'a LiveRule),
+}
+
+impl Step<'_> {
+    /// The run order: by `order`, declarative before code, then by position (the
+    /// program's order, which is creation order) or by name.
+    fn key(&self) -> (i32, u8, &str) {
+        match self {
+            Step::Workflow(rule) => (rule.order, 0, ""),
+            Step::Plugin(rule) => (rule.order, 1, &rule.name),
+        }
+    }
+}
+
 fn rule_run(rule: &LiveRule, usage: Usage, result: Result<Vec<RuleAction>, Failure>) -> RuleRun {
     let (actions, error) = match result {
         Ok(actions) => (actions, None),
         Err(failure) => (Vec::new(), Some(failure)),
     };
     RuleRun {
+        source: RuleSource::Plugin,
         plugin_id: rule.plugin_id.clone(),
         name: rule.name.clone(),
         version: rule.version.clone(),

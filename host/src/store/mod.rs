@@ -54,11 +54,13 @@ pub enum Tree {
     Cases,
     /// `tenant id / plugin id / provider message id` → the verification it belongs to.
     MessageIndex,
+    /// `tenant id / rule id` → a declarative workflow rule.
+    WorkflowRules,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 17] = [
+    pub const ALL: [Tree; 18] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -76,6 +78,7 @@ impl Tree {
         Tree::PluginArtifacts,
         Tree::Cases,
         Tree::MessageIndex,
+        Tree::WorkflowRules,
     ];
 
     /// The tree's stable name.
@@ -98,6 +101,7 @@ impl Tree {
             Tree::PluginArtifacts => "plugin_artifacts",
             Tree::Cases => "cases",
             Tree::MessageIndex => "message_index",
+            Tree::WorkflowRules => "workflow_rules",
         }
     }
 }
