@@ -791,3 +791,42 @@ async fn another_tenant_can_neither_see_nor_change_cases_nor_decide_reviews() {
     .await
     .expect(200);
 }
+
+#[tokio::test]
+async fn of_two_concurrent_decisions_exactly_one_is_recorded() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    for round in 0..3 {
+        let id = in_review(&server, &tenant, &format!("applicant-{round}")).await;
+        let (first, second) = tokio::join!(
+            review(
+                &server,
+                &tenant,
+                &id,
+                json!({"decision": "approve", "note": "first"})
+            ),
+            review(
+                &server,
+                &tenant,
+                &id,
+                json!({"decision": "decline", "note": "second"})
+            ),
+        );
+        let mut statuses = [first.status, second.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "{} / {}", first.text, second.text);
+        let winner = if first.status == 200 { &first } else { &second };
+        let report = server.report(&tenant, &id).await;
+        assert_eq!(report["phone"]["status"], winner.body["phone"]["status"]);
+        assert_eq!(report["review"], winner.body["review"]);
+        let events = server
+            .get(&format!("/v1/verifications/{id}/events"), &tenant.key)
+            .await;
+        let reviews = events.expect(200)["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["trigger"] == "review")
+            .count();
+        assert_eq!(reviews, 1, "one decision on the trail");
+    }
+}
