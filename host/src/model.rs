@@ -164,6 +164,44 @@ pub struct Verification {
     /// Delivery updates of the code messages, in arrival order.
     #[serde(default)]
     pub deliveries: Vec<DeliveryEvent>,
+    /// A person's decision on a verification that was In Review.
+    #[serde(default)]
+    pub review: Option<Review>,
+}
+
+/// What a reviewer decided about a verification In Review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewDecision {
+    Approve,
+    Decline,
+}
+
+impl ReviewDecision {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewDecision::Approve => "approve",
+            ReviewDecision::Decline => "decline",
+        }
+    }
+
+    /// The status the decision gives the verification.
+    pub fn status(self) -> ReportStatus {
+        match self {
+            ReviewDecision::Approve => ReportStatus::Approved,
+            ReviewDecision::Decline => ReportStatus::Declined,
+        }
+    }
+}
+
+/// A reviewer's decision, recorded on the verification and shown on its report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub decision: ReviewDecision,
+    pub note: String,
+    pub reviewer: Option<String>,
+    pub decided_at: DateTime<Utc>,
 }
 
 /// Where a code message is on its way to the handset.
@@ -240,8 +278,62 @@ pub struct CaseRef {
     pub title: String,
 }
 
-/// A case for people to work, opened by a rule.
+/// Where a case is in its work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    #[default]
+    Open,
+    InProgress,
+    Resolved,
+}
+
+impl CaseStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Open => "open",
+            CaseStatus::InProgress => "in_progress",
+            CaseStatus::Resolved => "resolved",
+        }
+    }
+
+    /// The status named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            CaseStatus::Open,
+            CaseStatus::InProgress,
+            CaseStatus::Resolved,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == name)
+    }
+}
+
+/// A note on a case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseNote {
+    pub at: DateTime<Utc>,
+    /// Who wrote it: the patch's `author`, else the case's assignee, else unknown.
+    pub author: Option<String>,
+    pub text: String,
+}
+
+/// One change to a case: who changed which field from what to what, and when. A note
+/// is recorded as a change of `notes` with the note's text as `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseChange {
+    pub at: DateTime<Utc>,
+    pub by: Option<String>,
+    /// `assignee`, `status` or `notes`.
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A case for people to work, opened by a rule. Fields added after the first release
+/// default, so cases stored before them still load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
     pub id: String,
     pub tenant_id: String,
@@ -251,11 +343,25 @@ pub struct Case {
     pub case_type: String,
     pub priority: String,
     pub title: String,
-    pub status: String,
+    pub status: CaseStatus,
     pub flags: Vec<String>,
     /// The rule plugin that opened it.
     pub opened_by: String,
     pub created_at: DateTime<Utc>,
+    /// Who works the case; `None` while unassigned.
+    #[serde(default)]
+    pub assignee: Option<String>,
+    #[serde(default)]
+    pub notes: Vec<CaseNote>,
+    /// Every change made to the case, oldest first.
+    #[serde(default)]
+    pub history: Vec<CaseChange>,
+    /// The last change; `None` for a case never changed (its creation time stands).
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// When it was last resolved; `None` while not resolved.
+    #[serde(default)]
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// What the host keeps per tenant, number and applicant: the latest verification and

@@ -2,6 +2,7 @@
 //! or the `dialgate` binary for crash tests) and talks HTTP to it.
 
 mod bad_input;
+mod cases;
 mod crash;
 mod flow;
 mod plugins;

@@ -23,6 +23,7 @@ const REPORT_FIELDS: &[&str] = &[
     "route",
     "deliveries",
     "rules_fired",
+    "review",
 ];
 const PHONE_FIELDS: &[&str] = &[
     "status",

@@ -3,6 +3,7 @@
 //! Handlers are thin: they extract and authenticate, call a flow, and render JSON.
 
 mod admin;
+mod cases;
 pub mod error;
 pub mod extract;
 mod phone;
@@ -33,6 +34,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(admin::router())
         .merge(plugins::router())
         .merge(workflows::router())
+        .merge(cases::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

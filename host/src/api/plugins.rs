@@ -1,7 +1,7 @@
 //! Plugin management: upload (raw `application/wasm` with the manifest in the query, or
 //! multipart with a JSON manifest part and a component part), list, get, versions,
 //! activate, deactivate, delete, trigger bindings, configuration and secrets, the
-//! first-party catalogue, dry runs, and the cases rules open.
+//! first-party catalogue, dry runs, and provider callbacks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,16 +15,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::flows::Engine;
-use crate::model::Case;
 use crate::plugins::event::{RuleEvent, Trigger};
 use crate::plugins::registry::{
     activate_version, Manifest, PluginView, RegistryError, MAX_COMPONENT_BYTES,
 };
 use crate::plugins::{Kind, LoadError};
-use crate::store::{key, Tree};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller};
+use super::extract::{ApiJson, OperatorCaller, TenantCaller};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -44,7 +42,6 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/plugins/{id}/config", put(configure))
         .route("/v1/plugins/{id}/dry-run", post(dry_run))
         .route("/v1/plugin-runtime", get(runtime_stats))
-        .route("/v1/cases", get(cases))
         .route(
             "/v1/callbacks/{tenant}/{plugin}",
             post(callback).get(callback),
@@ -634,36 +631,6 @@ async fn runtime_stats(
         },
         "builtins": engine.plugins.builtins().iter().map(|b| b.name).collect::<Vec<_>>(),
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaseQuery {
-    status: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn cases(
-    State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
-    ApiQuery(query): ApiQuery<CaseQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let mut cases: Vec<Case> = engine
-        .db
-        .scan(
-            Tree::Cases,
-            &key(&[&caller.tenant_id, ""]),
-            usize::MAX,
-            false,
-        )
-        .map_err(crate::flows::FlowError::from)?;
-    if let Some(status) = &query.status {
-        cases.retain(|case| &case.status == status);
-    }
-    cases.sort_by_key(|case| std::cmp::Reverse(case.created_at));
-    cases.truncate(limit);
-    Ok(Json(json!({ "cases": cases })))
 }
 
 /// A provider's delivery callback for a tenant's messaging adapter; authenticated by the

@@ -64,6 +64,7 @@ impl Analysis {
             otp_required: None,
             route: None,
             deliveries: Vec::new(),
+            review: None,
         }
     }
 

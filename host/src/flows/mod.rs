@@ -1,9 +1,10 @@
-//! The verification flows: lookup, send-otp, verify-otp, reports, and the tenant
-//! administration they rest on. This is where the pure domain (`phone`, `otp`,
-//! `warnings`) meets storage, providers and the trigger seam.
+//! The verification flows: lookup, send-otp, verify-otp, reports, cases and review
+//! decisions, and the tenant administration they rest on. This is where the pure
+//! domain (`phone`, `otp`, `warnings`) meets storage, providers and the trigger seam.
 
 mod admin;
 mod analysis;
+mod cases;
 mod delivery;
 mod dispatch;
 mod idempotency;
@@ -29,6 +30,7 @@ use crate::settings::PhoneSettings;
 use crate::store::{key, Db, StoreError, Tree};
 
 pub use admin::{BlockRequest, CreatedKey, KeyView, OperatorKey, TenantView};
+pub use cases::{CasePatch, CaseQuery, ReviewRequest};
 pub use delivery::DeliveryRequest;
 pub use dispatch::{CallbackError, MAX_CALLBACK_BYTES};
 pub use idempotency::IdempotencyKey;

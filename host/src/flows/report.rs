@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
-    AuditEvent, CaseRef, Channel, Decision, DeliveryEvent, ReportStatus, Verification,
+    AuditEvent, CaseRef, Channel, Decision, DeliveryEvent, ReportStatus, Review, Verification,
 };
 use crate::phone::countries;
 use crate::phone::risk::RiskAssessment;
@@ -72,6 +72,8 @@ pub struct Report {
     pub deliveries: Vec<DeliveryEvent>,
     /// Every rule that ran, at which trigger, with its actions or failure.
     pub rules_fired: Vec<RuleFired>,
+    /// A reviewer's decision on the verification, once it was In Review and decided.
+    pub review: Option<Review>,
 }
 
 /// One rule run on the report.
@@ -104,7 +106,7 @@ impl Engine {
     }
 }
 
-fn to_report(verification: Verification) -> Report {
+pub(super) fn to_report(verification: Verification) -> Report {
     let rules_fired = verification
         .events
         .iter()
@@ -150,5 +152,6 @@ fn to_report(verification: Verification) -> Report {
         route: verification.route,
         deliveries: verification.deliveries,
         rules_fired,
+        review: verification.review,
     }
 }

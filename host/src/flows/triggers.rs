@@ -205,10 +205,11 @@ impl Engine {
                             case_type: case_type.clone(),
                             priority: priority.clone(),
                             title: title.clone(),
-                            status: "open".to_owned(),
+                            status: crate::model::CaseStatus::Open,
                             flags: verification.flags.clone(),
                             opened_by: run.name.clone(),
                             created_at: firing.at,
+                            ..Case::default()
                         };
                         self.db
                             .put(Tree::Cases, &key(&[&case.tenant_id, &case.id]), &case)?;
