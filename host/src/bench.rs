@@ -41,11 +41,12 @@ pub struct BenchArgs {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Scenarios to run: floor, lookup, lookup-1rule, lookup-10rules, flow
+    /// Scenarios to run: floor, lookup, lookup-1rule, lookup-10rules,
+    /// lookup-10workflows, flow
     /// (comma-separated).
     #[arg(
         long,
-        default_value = "floor,lookup,lookup-1rule,lookup-10rules,flow",
+        default_value = "floor,lookup,lookup-1rule,lookup-10rules,lookup-10workflows,flow",
         value_delimiter = ','
     )]
     pub scenarios: Vec<String>,
@@ -104,12 +105,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for scenario in &args.scenarios {
         let figures = match scenario.as_str() {
             "floor" => floor(&client, &args).await?,
-            "lookup" => lookup(&client, &args, &dir.join("lookup"), 0).await?,
-            "lookup-1rule" => lookup(&client, &args, &dir.join("lookup-1"), 1).await?,
-            "lookup-10rules" => lookup(&client, &args, &dir.join("lookup-10"), 10).await?,
+            "lookup" => lookup(&client, &args, &dir.join("lookup"), Rules::Plugins(0)).await?,
+            "lookup-1rule" => {
+                lookup(&client, &args, &dir.join("lookup-1"), Rules::Plugins(1)).await?
+            }
+            "lookup-10rules" => {
+                lookup(&client, &args, &dir.join("lookup-10"), Rules::Plugins(10)).await?
+            }
+            "lookup-10workflows" => {
+                lookup(&client, &args, &dir.join("lookup-10w"), Rules::Workflows(10)).await?
+            }
             "flow" => flow(&client, &args, &dir.join("flow")).await?,
             other => bail!(
-                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules or flow"
+                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows or flow"
             ),
         };
         print_row(&figures, &results);
@@ -188,9 +196,27 @@ async fn floor(client: &HttpClient, args: &BenchArgs) -> anyhow::Result<Figures>
     Ok(figures)
 }
 
+/// What the bench's tenant runs at `phone_lookup_complete`.
+#[derive(Debug, Clone, Copy)]
+enum Rules {
+    /// This many copies of the `otp-for-voip` rule plugin.
+    Plugins(usize),
+    /// This many declarative rules shaped like seed 004's `otp_for_voip`.
+    Workflows(usize),
+}
+
+impl std::fmt::Display for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rules::Plugins(count) => write!(f, "{count} rules"),
+            Rules::Workflows(count) => write!(f, "{count} declarative rules"),
+        }
+    }
+}
+
 async fn start_server(
     dir: &std::path::Path,
-    rules: usize,
+    rules: Rules,
 ) -> anyhow::Result<(
     SocketAddr,
     String,
@@ -235,7 +261,10 @@ async fn start_server(
         .put_settings(&tenant.id, settings)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    install_rules(&engine, &tenant.id, rules)?;
+    match rules {
+        Rules::Plugins(count) => install_rules(&engine, &tenant.id, count)?,
+        Rules::Workflows(count) => install_workflows(&engine, &tenant.id, count)?,
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -273,6 +302,30 @@ fn install_rules(engine: &Engine, tenant_id: &str, count: usize) -> anyhow::Resu
     Ok(())
 }
 
+/// Creates `count` declarative rules at `phone_lookup_complete`, shaped like seed
+/// 004's `otp_for_voip` (two comparisons; none of the bench's numbers is VoIP, so they
+/// are evaluated in full and none fires).
+fn install_workflows(engine: &Engine, tenant_id: &str, count: usize) -> anyhow::Result<()> {
+    for n in 0..count {
+        let body = json!({
+            "rule_id": format!("rule_{n}"),
+            "trigger": "phone_lookup_complete",
+            "conditions": {"all": [
+                {"field": "phone_type", "operator": "eq", "value": "voip"},
+                {"field": "phone_otp_verified", "operator": "eq", "value": false}
+            ]},
+            "actions": [
+                {"type": "request_info", "info_needed": "Phone verification required"},
+                {"type": "send_otp", "channel": "sms"}
+            ]
+        });
+        engine
+            .create_workflow_rule(tenant_id, &body)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
 /// Ten countries, interleaved.
 const NUMBERS: [&str; 10] = [
     "+14155552671",
@@ -291,12 +344,12 @@ async fn lookup(
     client: &HttpClient,
     args: &BenchArgs,
     dir: &std::path::Path,
-    rules: usize,
+    rules: Rules,
 ) -> anyhow::Result<Figures> {
     let (addr, key, _, server) = start_server(dir, rules).await?;
     let url = format!("http://{addr}/v1/phone/lookup");
     let client = client.clone();
-    let name = format!("lookup ({rules} rules)");
+    let name = format!("lookup ({rules})");
     let figures = drive(&name, args, move |i| {
         let body = json!({"phone": NUMBERS[(i % 10) as usize], "applicant_country": "US"});
         let request = post_json(&url, &key, &body);
@@ -313,7 +366,7 @@ async fn flow(
     args: &BenchArgs,
     dir: &std::path::Path,
 ) -> anyhow::Result<Figures> {
-    let (addr, key, outbox, server) = start_server(dir, 0).await?;
+    let (addr, key, outbox, server) = start_server(dir, Rules::Plugins(0)).await?;
     let send_url = format!("http://{addr}/v1/phone/send-otp");
     let verify_url = format!("http://{addr}/v1/phone/verify-otp");
     let client = client.clone();

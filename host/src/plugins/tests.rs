@@ -435,3 +435,109 @@ fn a_trigger_takes_a_bounded_number_of_rules() {
         .upload("u", manifest(0), &bytes, true, now)
         .expect("fits");
 }
+
+fn seed_program() -> dialgate_sdk::workflow::Program {
+    use dialgate_sdk::workflow::{Condition, Field, Operator, Program, Value};
+    let voip = Condition::All(vec![
+        Condition::Test {
+            field: Field::PhoneType,
+            op: Operator::Eq,
+            value: Value::Text("voip".into()),
+        },
+        Condition::Test {
+            field: Field::PhoneOtpVerified,
+            op: Operator::Eq,
+            value: Value::Bool(false),
+        },
+    ]);
+    let swap = Condition::Test {
+        field: Field::SimSwapDaysAgo,
+        op: Operator::Lt,
+        value: Value::Number(7.0),
+    };
+    Program {
+        rules: vec![voip, swap],
+    }
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn the_interpreter_decides_declarative_rules_in_the_sandbox() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let interpreter = runtime
+        .load_interpreter(&guest("workflow_interpreter"))
+        .expect("loads");
+    let program = seed_program().encode();
+    let run = |event: &RuleEvent, explain: bool| {
+        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, event, &program, 2, explain)
+    };
+    let (usage, result) = run(&event("voip", Some(3), &[]), false);
+    let evaluation = result.expect("evaluates");
+    assert_eq!(evaluation.matched, vec![0, 1]);
+    assert!(evaluation.explanation.is_empty());
+    assert!(
+        usage.fuel > 0 && usage.fuel < Limits::default().fuel,
+        "{usage:?}"
+    );
+    let (_, result) = run(&event("mobile", None, &[]), true);
+    let evaluation = result.expect("evaluates");
+    assert!(evaluation.matched.is_empty());
+    // Four nodes: the `all`, its two comparisons, and the SIM-swap comparison.
+    let values: Vec<Option<&str>> = evaluation
+        .explanation
+        .iter()
+        .map(|outcome| outcome.value.as_deref())
+        .collect();
+    assert_eq!(
+        values,
+        [None, Some("\"mobile\""), Some("false"), Some("null")]
+    );
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_bad_or_hostile_program_is_contained() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let interpreter = runtime
+        .load_interpreter(&guest("workflow_interpreter"))
+        .expect("loads");
+    let event = event("voip", None, &[]);
+    let (_, garbage) =
+        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &[0xff; 9], 1, false);
+    assert!(
+        matches!(&garbage, Err(Failure::Plugin { code, .. }) if code == "bad-program"),
+        "{garbage:?}"
+    );
+    // The host never builds such a program (validation bounds depth and size), but the
+    // sandbox holds if one arrives: `not` (variant 2) nested 400,000 deep, far past
+    // any stack.
+    let deep = vec![2u8; 400_000];
+    let (_, result) =
+        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &deep, 1, false);
+    assert!(result.is_err(), "{result:?}");
+    let too_big = vec![0u8; MAX_PROGRAM_BYTES + 1];
+    let (_, result) =
+        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &too_big, 1, false);
+    assert!(
+        matches!(result, Err(Failure::InputTooLarge { .. })),
+        "{result:?}"
+    );
+    // A rule count that does not match the program makes the answer malformed.
+    let program = seed_program().encode();
+    let (_, result) =
+        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &program, 1, false);
+    assert!(
+        result.is_ok(),
+        "only rule 0 matches a voip number without a swap"
+    );
+    let mut swapped = super::testing::event("voip");
+    swapped.phone.sim_swap_days_ago = Some(1);
+    let (_, result) =
+        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &swapped, &program, 1, false);
+    assert!(
+        matches!(result, Err(Failure::Malformed { .. })),
+        "{result:?}"
+    );
+}
