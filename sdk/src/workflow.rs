@@ -503,14 +503,18 @@ fn explained(
         value: None,
     });
     let matched = match condition {
-        Condition::All(children) => children
-            .iter()
-            .map(|child| explained(child, facts, rule, next, outcomes))
-            .fold(true, |all, hit| all && hit),
-        Condition::Any(children) => children
-            .iter()
-            .map(|child| explained(child, facts, rule, next, outcomes))
-            .fold(false, |any, hit| any || hit),
+        // Every child is evaluated (no short cut), so each one is explained.
+        Condition::All(children) | Condition::Any(children) => {
+            let mut hits = 0;
+            for child in children {
+                hits += usize::from(explained(child, facts, rule, next, outcomes));
+            }
+            if matches!(condition, Condition::All(_)) {
+                hits == children.len()
+            } else {
+                hits > 0
+            }
+        }
         Condition::Not(child) => !explained(child, facts, rule, next, outcomes),
         Condition::Test { field, op, value } => {
             let fact = facts.fact(*field);
