@@ -329,6 +329,9 @@ impl Registry {
     /// Compiles (or loads from the cache) every first-party plugin, so installing one
     /// is immediate. A plugin that does not load is logged and left out.
     pub fn preload_builtins(&self) {
+        if let Err(failure) = self.interpreter() {
+            tracing::error!("{failure}");
+        }
         for builtin in &self.builtins {
             let sha256 = content_hash(builtin.bytes);
             if let Err(err) = self.load(&sha256, builtin.bytes, builtin.kind) {
@@ -508,6 +511,11 @@ impl Registry {
         let answer = change()?;
         self.rebuild(tenant_id)?;
         Ok(answer)
+    }
+
+    /// Whether the workflow interpreter is loaded.
+    pub fn interpreter_ready(&self) -> bool {
+        matches!(self.interpreter.get(), Some(Ok(_)))
     }
 
     /// The workflow interpreter, loaded (compiled, or precompiled from the cache) on
