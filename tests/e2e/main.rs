@@ -12,3 +12,4 @@ mod sims;
 mod support;
 mod tenants;
 mod warnings;
+mod workflows;

@@ -365,7 +365,7 @@ impl Engine {
                     ));
                 }
                 let now = self.clock.now();
-                drafts
+                let mut drafts = drafts
                     .iter()
                     .enumerate()
                     .map(|(i, draft)| {
@@ -379,10 +379,11 @@ impl Engine {
                             })?;
                         Ok(draft_rule(tenant_id, definition, i, now))
                     })
-                    .collect::<Result<Vec<_>, FlowError>>()?
-                    .into_iter()
-                    .filter(|(rule, _)| rule.trigger == event.trigger)
-                    .collect()
+                    .collect::<Result<Vec<_>, FlowError>>()?;
+                drafts.retain(|(rule, _)| rule.trigger == event.trigger);
+                // Drafts run as stored rules would: by `order`, ties as listed.
+                drafts.sort_by_key(|(rule, _)| rule.order);
+                drafts
             }
             None => self
                 .workflow_rules(tenant_id, Some(event.trigger), None)?

@@ -540,6 +540,17 @@ fn action(json: &Json, path: &str) -> Result<RuleAction, FlowError> {
     }
     let action: RuleAction = serde_json::from_value(json.clone())
         .map_err(|err| invalid(path, format!("{err} (a {kind} action)")))?;
+    // serde does not apply `deny_unknown_fields` to the field-less variants of an
+    // internally tagged enum (`{"type": "review", "why": 1}` parses): refuse the keys
+    // it dropped rather than store less than the tenant wrote.
+    if let Ok(Json::Object(parsed)) = serde_json::to_value(&action) {
+        if let Some(extra) = object.keys().find(|key| !parsed.contains_key(key.as_str())) {
+            return Err(invalid(
+                format!("{path}.{extra}"),
+                format!("unknown key for a {kind} action"),
+            ));
+        }
+    }
     let check = |name: &str, text: &str| -> Result<(), FlowError> {
         if text.trim().is_empty() || text.chars().count() > MAX_TEXT {
             return Err(invalid(
