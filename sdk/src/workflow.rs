@@ -486,9 +486,6 @@ fn holds(condition: &Condition, facts: &dyn Facts) -> bool {
 }
 
 /// Whether `condition` holds, evaluating every node and recording its outcome.
-// The folds must not short-cut: every child is explained, which `all`/`any` (clippy's
-// suggestion) would skip.
-#[allow(clippy::unnecessary_fold)]
 fn explained(
     condition: &Condition,
     facts: &dyn Facts,
