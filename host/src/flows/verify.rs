@@ -137,6 +137,7 @@ impl Engine {
         // The rules run on the settled check; what they change, and the audit trail,
         // go into a second write.
         let label = label_of(outcome);
+        let first_status = verification.status;
         let mut working = verification;
         let mut trail = Vec::new();
         let firing = |trigger| Firing {
@@ -176,6 +177,13 @@ impl Engine {
             &Engine::verification_key(tenant_id, &id),
             |current| {
                 let mut stored = current.ok_or(FlowError::NotFound("verification"))?;
+                if !stored.status.is_open() && stored.status != first_status {
+                    // A concurrent check closed the verification after this one's
+                    // first write: its outcome stands. This request's firings stay
+                    // on the audit trail.
+                    stored.events.extend(trail.iter().cloned());
+                    return Ok((Some(stored.clone()), stored));
+                }
                 let attempts = stored.code.attempts;
                 let events = std::mem::take(&mut stored.events);
                 stored = working.clone();
