@@ -79,31 +79,24 @@ impl Engine {
                 let event = rule_event(&firing, verification);
                 let plugins = Arc::clone(&self.plugins);
                 let at = firing.at.timestamp_millis();
-                if live.rules(firing.trigger).is_empty() && plugins.interpreter_ready() {
-                    // Declarative rules alone: the first-party interpreter makes no
-                    // host call that could block (see ARCHITECTURE.md), and its call
-                    // is bounded by fuel and the deadline, so it runs in place.
-                    plugins.run_rules(&live, &event, at)
-                } else {
-                    // Plugins run on the blocking pool: WASI's synchronous host calls may
-                    // block, which a request worker must never do.
-                    tokio::task::spawn_blocking(move || plugins.run_rules(&live, &event, at))
-                        .await
-                        .unwrap_or_else(|err| {
-                            vec![RuleRun {
-                                source: RuleSource::Plugin,
-                                plugin_id: String::new(),
-                                name: "(plugin runtime)".to_owned(),
-                                version: String::new(),
-                                actions: Vec::new(),
-                                error: Some(Failure::Trap {
-                                    message: format!("the rule chain was lost: {err}"),
-                                }),
-                                fuel: 0,
-                                micros: 0,
-                            }]
-                        })
-                }
+                // Plugins run on the blocking pool: WASI's synchronous host calls may
+                // block, which a request worker must never do.
+                tokio::task::spawn_blocking(move || plugins.run_rules(&live, &event, at))
+                    .await
+                    .unwrap_or_else(|err| {
+                        vec![RuleRun {
+                            source: RuleSource::Plugin,
+                            plugin_id: String::new(),
+                            name: "(plugin runtime)".to_owned(),
+                            version: String::new(),
+                            actions: Vec::new(),
+                            error: Some(Failure::Trap {
+                                message: format!("the rule chain was lost: {err}"),
+                            }),
+                            fuel: 0,
+                            micros: 0,
+                        }]
+                    })
             }
             _ => Vec::new(),
         };

@@ -513,11 +513,6 @@ impl Registry {
         Ok(answer)
     }
 
-    /// Whether the workflow interpreter is loaded.
-    pub fn interpreter_ready(&self) -> bool {
-        matches!(self.interpreter.get(), Some(Ok(_)))
-    }
-
     /// The workflow interpreter, loaded (compiled, or precompiled from the cache) on
     /// first use.
     pub fn interpreter(&self) -> Result<&Interpreter, Failure> {
