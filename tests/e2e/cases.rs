@@ -49,26 +49,7 @@ async fn sim_swap_rules(server: &TestServer, tenant: &Tenant, sim: &CamaraSim) {
             json!({"sim_swap_check": true, "sim_swap_threshold_days": 7}),
         )
         .await;
-    let reply = server
-        .post(
-            "/v1/plugins/catalog/camara-lookup",
-            &tenant.key,
-            json!({"hosts": [sim.host()]}),
-        )
-        .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({
-                "config": {"base_url": sim.base_url()},
-                "secrets": {"access_token": "camara-token-123"},
-                "granted_hosts": [sim.host()],
-            }),
-        )
-        .await
-        .expect(200);
+    install_camara(server, tenant, sim, true).await;
     server
         .post(
             "/v1/plugins/catalog/flag-sim-swap",

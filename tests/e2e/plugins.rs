@@ -320,33 +320,12 @@ async fn seed_rule_otp_for_voip_requires_a_code_for_voip_numbers() {
     );
 }
 
-/// Installs the CAMARA lookup adapter pointed at `sim`, granted when `grant` says so.
+/// Installs the CAMARA lookup adapter pointed at `sim`, granted when `grant` says so,
+/// and checks that its secret is never returned.
 async fn camara(server: &TestServer, tenant: &Tenant, sim: &CamaraSim, grant: bool) -> String {
-    let id = install(
-        server,
-        tenant,
-        "camara-lookup",
-        json!({"hosts": [sim.host()]}),
-    )
-    .await;
-    let granted: Vec<String> = if grant { vec![sim.host()] } else { Vec::new() };
-    let reply = server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({
-                "config": {"base_url": sim.base_url()},
-                "secrets": {"access_token": "camara-token-123"},
-                "granted_hosts": granted,
-            }),
-        )
-        .await;
-    let plugin = reply.expect(200);
-    assert_eq!(plugin["secrets"], json!(["access_token"]));
-    assert!(
-        !reply.text.contains("camara-token-123"),
-        "a secret was returned"
-    );
+    let (id, reply) = install_camara(server, tenant, sim, grant).await;
+    assert_eq!(reply.expect(200)["secrets"], json!(["access_token"]));
+    assert!(!reply.text.contains(CAMARA_TOKEN), "a secret was returned");
     id
 }
 

@@ -519,3 +519,39 @@ pub fn assert_warning(warning: &Value, risk: &str, action: &str) {
         "{warning}"
     );
 }
+
+/// The CAMARA access token the tests configure, which must never be returned.
+pub const CAMARA_TOKEN: &str = "camara-token-123";
+
+/// Installs the first-party CAMARA lookup adapter pointed at `sim`, with its access
+/// token, and grants its host when `grant` says so. Returns the adapter's id and the
+/// configuration call's reply (the plugin as the API shows it).
+pub async fn install_camara(
+    server: &TestServer,
+    tenant: &Tenant,
+    sim: &crate::sims::CamaraSim,
+    grant: bool,
+) -> (String, Reply) {
+    let reply = server
+        .post(
+            "/v1/plugins/catalog/camara-lookup",
+            &tenant.key,
+            json!({"hosts": [sim.host()]}),
+        )
+        .await;
+    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    let granted: Vec<String> = if grant { vec![sim.host()] } else { Vec::new() };
+    let configured = server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            json!({
+                "config": {"base_url": sim.base_url()},
+                "secrets": {"access_token": CAMARA_TOKEN},
+                "granted_hosts": granted,
+            }),
+        )
+        .await;
+    configured.expect(200);
+    (id, configured)
+}

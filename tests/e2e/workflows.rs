@@ -181,26 +181,7 @@ fn has_echo_flag(flags: &Value) -> bool {
 
 /// Installs the CAMARA lookup adapter pointed at `sim`, granted.
 async fn camara(server: &TestServer, tenant: &Tenant, sim: &CamaraSim) {
-    let reply = server
-        .post(
-            "/v1/plugins/catalog/camara-lookup",
-            &tenant.key,
-            json!({"hosts": [sim.host()]}),
-        )
-        .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({
-                "config": {"base_url": sim.base_url()},
-                "secrets": {"access_token": "camara-token-123"},
-                "granted_hosts": [sim.host()],
-            }),
-        )
-        .await
-        .expect(200);
+    install_camara(server, tenant, sim, true).await;
 }
 
 /// `POST /v1/workflows/rules/test`, expected to answer 200.

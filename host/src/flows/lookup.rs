@@ -160,23 +160,19 @@ impl Engine {
         })
     }
 
-    /// Looks a number up without sending anything. When the tenant does not require a
-    /// code and the lookup names an applicant, the lookup decides a verification on its
-    /// own, unless a rule requires a code, which leaves the verification open for one.
-    pub async fn lookup(
+    /// Checks a lookup's input and analyses the number for the tenant: parse, the
+    /// tenant's lookup adapter, classification, score and warnings. Shared by the
+    /// lookup flow and the workflow-rule test, which stores nothing.
+    pub(crate) async fn look_up<'a>(
         &self,
-        caller: &Caller,
-        request: LookupRequest,
-    ) -> Result<LookupResponse, FlowError> {
-        let number = parse_valid(&request.phone, "phone")?;
-        let applicant_country =
-            parse_country(request.applicant_country.as_deref(), "applicant_country")?;
-        let applicant_id = request
-            .applicant_id
-            .as_deref()
-            .map(check_applicant)
-            .transpose()?;
-        let tenant_id = caller.tenant_id.as_str();
+        tenant_id: &str,
+        phone: &str,
+        applicant_id: Option<&'a str>,
+        applicant_country: Option<&str>,
+    ) -> Result<Looked<'a>, FlowError> {
+        let number = parse_valid(phone, "phone")?;
+        let applicant_country = parse_country(applicant_country, "applicant_country")?;
+        let applicant_id = applicant_id.map(check_applicant).transpose()?;
         let settings = self.settings(tenant_id)?;
         let line = self.line_signals(tenant_id, &settings, &number.e164).await;
         let analysis = self.analyse(
@@ -187,6 +183,36 @@ impl Engine {
             applicant_country.as_deref(),
             line,
         )?;
+        Ok(Looked {
+            settings,
+            analysis,
+            applicant_id,
+            applicant_country,
+        })
+    }
+
+    /// Looks a number up without sending anything. When the tenant does not require a
+    /// code and the lookup names an applicant, the lookup decides a verification on its
+    /// own, unless a rule requires a code, which leaves the verification open for one.
+    pub async fn lookup(
+        &self,
+        caller: &Caller,
+        request: LookupRequest,
+    ) -> Result<LookupResponse, FlowError> {
+        let tenant_id = caller.tenant_id.as_str();
+        let Looked {
+            settings,
+            analysis,
+            applicant_id,
+            applicant_country,
+        } = self
+            .look_up(
+                tenant_id,
+                &request.phone,
+                request.applicant_id.as_deref(),
+                request.applicant_country.as_deref(),
+            )
+            .await?;
         let now = self.clock.now();
         let auto = !settings.require_otp && applicant_id.is_some();
         let mut verification =
@@ -253,6 +279,14 @@ impl Engine {
             Some(status),
         ))
     }
+}
+
+/// A lookup's input, checked, and the number analysed for the tenant.
+pub(crate) struct Looked<'a> {
+    pub settings: std::sync::Arc<crate::settings::PhoneSettings>,
+    pub analysis: super::analysis::Analysis,
+    pub applicant_id: Option<&'a str>,
+    pub applicant_country: Option<String>,
 }
 
 /// Applicant ids are opaque to the host but bounded and free of control characters.

@@ -15,8 +15,6 @@ use crate::plugins::{Failure, Usage};
 use crate::store::{key, Tree};
 use crate::workflows::{self, check_rule_id, Definition, WorkflowRule};
 
-use super::analysis::{parse_country, parse_valid};
-use super::lookup::check_applicant;
 use super::triggers::{rule_event, Firing};
 use super::{Engine, FlowError};
 
@@ -501,19 +499,11 @@ impl Engine {
         applicant_country: Option<&str>,
         trigger: Trigger,
     ) -> Result<RuleEvent, FlowError> {
-        let number = parse_valid(phone, "phone")?;
-        let applicant_country = parse_country(applicant_country, "applicant_country")?;
-        let applicant_id = applicant_id.map(check_applicant).transpose()?;
-        let settings = self.settings(tenant_id)?;
-        let line = self.line_signals(tenant_id, &settings, &number.e164).await;
-        let analysis = self.analyse(
-            tenant_id,
-            &settings,
-            number,
-            applicant_id,
-            applicant_country.as_deref(),
-            line,
-        )?;
+        let looked = self
+            .look_up(tenant_id, phone, applicant_id, applicant_country)
+            .await?;
+        let (settings, analysis) = (looked.settings, looked.analysis);
+        let (applicant_id, applicant_country) = (looked.applicant_id, looked.applicant_country);
         let now = self.clock.now();
         let verification =
             analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now);
