@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use dialgate_sdk::workflow::{
-    Condition, Field, FieldType, Operand, Operator, Value, FIELDS, OPERATORS,
+    Condition, Field, FieldType, Operand, Operator, Program, Value, FIELDS, OPERATORS,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -33,6 +33,10 @@ pub const MAX_LIST: usize = 200;
 pub const MAX_RULES_PER_TRIGGER: usize = 100;
 /// Most rules a tenant may have.
 pub const MAX_RULES_PER_TENANT: usize = 500;
+/// Largest compiled form of one rule's conditions, in bytes. With at most
+/// [`MAX_RULES_PER_TRIGGER`] rules, a trigger's program stays under the interpreter's
+/// input cap (`plugins::MAX_PROGRAM_BYTES`).
+pub const MAX_RULE_BYTES: usize = crate::plugins::MAX_PROGRAM_BYTES / MAX_RULES_PER_TRIGGER;
 
 /// A tenant's declarative rule, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +233,19 @@ pub fn definition(body: &Json, path_id: Option<&str>) -> Result<Definition, Flow
 pub fn compile(conditions: &Json) -> Result<Compiled, FlowError> {
     let mut nodes = Vec::new();
     let condition = node(conditions, "conditions", 1, &mut nodes)?;
+    let mut program = Program {
+        rules: vec![condition],
+    };
+    let bytes = program.encode().len();
+    if bytes > MAX_RULE_BYTES {
+        return Err(invalid(
+            "conditions",
+            format!(
+                "compile to {bytes} bytes; a rule may take at most {MAX_RULE_BYTES} (shorten its lists and texts)"
+            ),
+        ));
+    }
+    let condition = program.rules.remove(0);
     Ok(Compiled { condition, nodes })
 }
 
@@ -631,6 +648,7 @@ pub fn catalogue() -> Json {
             "max_list": MAX_LIST,
             "max_rules_per_trigger": MAX_RULES_PER_TRIGGER,
             "max_rules_per_tenant": MAX_RULES_PER_TENANT,
+            "max_rule_bytes": MAX_RULE_BYTES,
         },
     })
 }

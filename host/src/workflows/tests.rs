@@ -286,6 +286,15 @@ fn every_mistake_names_its_spot() {
             "actions[1].contribution",
             "between -100 and 100",
         ),
+        (
+            with(
+                "conditions",
+                json!({"any": (0..30).map(|_| json!({"field": "carrier_name", "operator": "in",
+                    "value": vec!["x".repeat(MAX_TEXT); 20]})).collect::<Vec<_>>()}),
+            ),
+            "conditions",
+            "a rule may take at most",
+        ),
         (with("enabled", json!("yes")), "enabled", "true or false"),
         (with("order", json!(1.5)), "order", "whole number"),
         (with("description", json!(long)), "description", "at most"),
