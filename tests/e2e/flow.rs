@@ -49,6 +49,8 @@ async fn send_then_verify_with_the_code_from_the_outbox_approves() {
             "channel",
             "body",
             "code",
+            "encoding",
+            "segments",
             "created_at"
         ])
     );
@@ -60,7 +62,8 @@ async fn send_then_verify_with_the_code_from_the_outbox_approves() {
     assert_eq!(code.len(), 6);
     assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
     let body = message["body"].as_str().expect("body");
-    assert!(body.contains(code) && body.contains("10 minutes"), "{body}");
+    // In Uzbek, the number's language: "valid for 10 minutes".
+    assert!(body.contains(code) && body.contains("10 daqiqa"), "{body}");
 
     let verified = server
         .verify(&tenant, UZ_BEELINE, "applicant-1", code)
@@ -79,6 +82,62 @@ async fn send_then_verify_with_the_code_from_the_outbox_approves() {
 
     let report = server.report(&tenant, id).await;
     assert_eq!(report["phone"]["status"], "Approved");
+}
+
+#[tokio::test]
+async fn a_message_takes_the_request_s_language_else_the_number_s_country_and_reports_its_encoding()
+{
+    let (server, tenant) = TestServer::with_tenant().await;
+    let body_of = |messages: &[Value]| messages[0].clone();
+    // No language asked: an Uzbek number gets Uzbek, which GSM-7 carries.
+    server.send(&tenant, UZ_BEELINE, "a").await;
+    let uzbek = body_of(&server.outbox(&tenant, UZ_BEELINE).await);
+    assert!(
+        uzbek["body"]
+            .as_str()
+            .expect("body")
+            .starts_with("Tasdiqlash kodingiz"),
+        "{uzbek}"
+    );
+    assert_eq!(uzbek["encoding"], "GSM-7");
+    assert_eq!(uzbek["segments"], 1);
+    // A language without a built-in text: the country decides (Russia: Russian, UCS-2).
+    let russia = "+79161234567";
+    server
+        .send_otp(
+            &tenant,
+            json!({"phone": russia, "applicant_id": "b", "language": "tlh"}),
+        )
+        .await
+        .expect(200);
+    let russian = body_of(&server.outbox(&tenant, russia).await);
+    assert!(
+        russian["body"]
+            .as_str()
+            .expect("body")
+            .starts_with("Ваш код"),
+        "{russian}"
+    );
+    assert_eq!(russian["encoding"], "UCS-2");
+    assert_eq!(russian["segments"], 1);
+    // A language asked for wins over the country.
+    let us = "+14155552671";
+    server
+        .send_otp(
+            &tenant,
+            json!({"phone": us, "applicant_id": "c", "language": "zh-TW"}),
+        )
+        .await
+        .expect(200);
+    let chinese = body_of(&server.outbox(&tenant, us).await);
+    assert!(
+        chinese["body"]
+            .as_str()
+            .expect("body")
+            .starts_with("您的验证码"),
+        "{chinese}"
+    );
+    assert_eq!(chinese["encoding"], "UCS-2");
 }
 
 #[tokio::test]

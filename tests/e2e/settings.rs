@@ -282,7 +282,8 @@ async fn expiry_and_attempt_settings_take_effect() {
         message["body"]
             .as_str()
             .expect("body")
-            .contains("expires in 1 minute"),
+            // Uzbek, the number's language: "it is valid for 1 minute".
+            .contains("U 1 daqiqa amal qiladi"),
         "{message}"
     );
 

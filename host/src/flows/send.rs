@@ -158,7 +158,10 @@ impl Engine {
 
         let line = self.line_signals(tenant_id, &settings, &number.e164).await;
         let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None, line)?;
-        let language = messages::resolve_language(request.language.as_deref());
+        let language = messages::resolve_language(
+            request.language.as_deref(),
+            analysis.facts().region.as_deref(),
+        );
         let open: Option<Verification> = match &entry.verification_id {
             Some(id) => self
                 .db

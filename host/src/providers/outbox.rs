@@ -18,6 +18,12 @@ pub struct OutboxMessage {
     pub channel: String,
     pub body: String,
     pub code: String,
+    /// `GSM-7` or `UCS-2`: how an SMS carries the body.
+    #[serde(default)]
+    pub encoding: Option<crate::messages::Encoding>,
+    /// The SMS segments the body takes.
+    #[serde(default)]
+    pub segments: Option<u32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -68,11 +74,14 @@ impl Provider for DevOutbox {
     fn send(&self, message: OutboundMessage) -> SendFuture<'_> {
         Box::pin(async move {
             let id = uuid::Uuid::new_v4().simple().to_string();
+            let (encoding, segments) = crate::messages::sms_encoding(&message.body);
             let record = OutboxMessage {
                 id: id.clone(),
                 verification_id: message.verification_id,
                 phone: message.phone,
                 channel: message.channel.as_str().to_owned(),
+                encoding: Some(encoding),
+                segments: Some(segments),
                 body: message.body,
                 code: message.code,
                 created_at: message.created_at,
