@@ -10,34 +10,20 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use dialgate::clock::Clock as _;
-use dialgate::plugins::testing::guest_component;
 
 use crate::sims::CamaraSim;
 use crate::support::*;
 
-const ALL_TRIGGERS: &str = "phone_lookup_complete,before_send_otp,otp_sent,otp_delivery_update,otp_verified,otp_failed,verification_completed";
-
 /// Uploads and activates the echo rule bound to every trigger; it opens a `review`
 /// case of priority `low` (title `echo case`) when a code is verified.
 async fn echo_opening_cases(server: &TestServer, tenant: &Tenant) {
-    let reply = server
-        .raw(
-            Method::POST,
-            &format!("/v1/plugins?name=echo&kind=rule&version=1.0.0&activate=true&triggers={ALL_TRIGGERS}"),
-            Some(&tenant.key),
-            Some(("application/wasm", guest_component("guest_echo"))),
-            &[],
-        )
-        .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({"config": {"action": "create_case", "on": "otp_verified"}}),
-        )
-        .await
-        .expect(200);
+    upload_echo(
+        server,
+        tenant,
+        ALL_TRIGGERS,
+        json!({"action": "create_case", "on": "otp_verified"}),
+    )
+    .await;
 }
 
 /// Installs the CAMARA adapter (pointed at `sim`, granted) and the `flag-sim-swap` rule

@@ -32,29 +32,9 @@ async fn upload_bytes(server: &TestServer, tenant: &Tenant, bytes: Vec<u8>, quer
         .await
 }
 
-const ALL_TRIGGERS: &str = "phone_lookup_complete,before_send_otp,otp_sent,otp_delivery_update,otp_verified,otp_failed,verification_completed";
-
 /// Uploads the echo rule bound to every trigger, with `config`; returns its id.
 async fn echo(server: &TestServer, tenant: &Tenant, config: Value) -> String {
-    let reply = upload(
-        server,
-        tenant,
-        "guest_echo",
-        &format!("name=echo&kind=rule&version=1.0.0&triggers={ALL_TRIGGERS}"),
-    )
-    .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
-    if config != Value::Null {
-        server
-            .put(
-                &format!("/v1/plugins/{id}/config"),
-                &tenant.key,
-                json!({ "config": config }),
-            )
-            .await
-            .expect(200);
-    }
-    id
+    upload_echo(server, tenant, ALL_TRIGGERS, config).await
 }
 
 async fn install(server: &TestServer, tenant: &Tenant, name: &str, body: Value) -> String {

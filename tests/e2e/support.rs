@@ -555,3 +555,42 @@ pub async fn install_camara(
     configured.expect(200);
     (id, configured)
 }
+
+/// Every trigger, comma-separated, as a manifest names them.
+pub const ALL_TRIGGERS: &str = "phone_lookup_complete,before_send_otp,otp_sent,otp_delivery_update,otp_verified,otp_failed,verification_completed";
+
+/// Uploads the in-tree `echo` rule (`tests/guests/echo`) bound to `triggers`
+/// (comma-separated) and, unless `config` is null, configures it; returns its id. The
+/// rule reports each event it sees as a flag and performs the action its
+/// configuration names.
+pub async fn upload_echo(
+    server: &TestServer,
+    tenant: &Tenant,
+    triggers: &str,
+    config: Value,
+) -> String {
+    let reply = server
+        .raw(
+            Method::POST,
+            &format!("/v1/plugins?name=echo&kind=rule&version=1.0.0&triggers={triggers}"),
+            Some(&tenant.key),
+            Some((
+                "application/wasm",
+                dialgate::plugins::testing::guest_component("guest_echo"),
+            )),
+            &[],
+        )
+        .await;
+    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    if config != Value::Null {
+        server
+            .put(
+                &format!("/v1/plugins/{id}/config"),
+                &tenant.key,
+                json!({ "config": config }),
+            )
+            .await
+            .expect(200);
+    }
+    id
+}

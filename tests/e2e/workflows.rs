@@ -5,11 +5,9 @@
 //! isolation), changes taking effect on the next request and surviving a restart, and
 //! declarative rules sharing one run order with code plugins.
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use dialgate::clock::Clock as _;
-use dialgate::plugins::testing::guest_component;
 
 use crate::sims::CamaraSim;
 use crate::support::*;
@@ -141,16 +139,7 @@ fn strings(value: &Value) -> Vec<String> {
 /// `config`; returns its id. It always adds a flag describing the event
 /// (`phone_lookup_complete|…`) and performs the configured `action`.
 async fn echo(server: &TestServer, tenant: &Tenant, order: i32, config: Value) -> String {
-    let reply = server
-        .raw(
-            Method::POST,
-            "/v1/plugins?name=echo&kind=rule&version=1.0.0&triggers=phone_lookup_complete",
-            Some(&tenant.key),
-            Some(("application/wasm", guest_component("guest_echo"))),
-            &[],
-        )
-        .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    let id = upload_echo(server, tenant, "phone_lookup_complete", config).await;
     server
         .put(
             &format!("/v1/plugins/{id}/bindings"),
@@ -159,16 +148,6 @@ async fn echo(server: &TestServer, tenant: &Tenant, order: i32, config: Value) -
         )
         .await
         .expect(200);
-    if config != Value::Null {
-        server
-            .put(
-                &format!("/v1/plugins/{id}/config"),
-                &tenant.key,
-                json!({ "config": config }),
-            )
-            .await
-            .expect(200);
-    }
     id
 }
 
