@@ -46,6 +46,36 @@ pub use generated::dialgate::plugin::{
     workflow_types,
 };
 
+impl types::Trigger {
+    /// The trigger's wire name, e.g. `phone_lookup_complete` (as [`crate::Trigger`]
+    /// names it).
+    pub fn name(self) -> &'static str {
+        let shared = match self {
+            types::Trigger::PhoneLookupComplete => crate::Trigger::PhoneLookupComplete,
+            types::Trigger::BeforeSendOtp => crate::Trigger::BeforeSendOtp,
+            types::Trigger::OtpSent => crate::Trigger::OtpSent,
+            types::Trigger::OtpDeliveryUpdate => crate::Trigger::OtpDeliveryUpdate,
+            types::Trigger::OtpVerified => crate::Trigger::OtpVerified,
+            types::Trigger::OtpFailed => crate::Trigger::OtpFailed,
+            types::Trigger::VerificationCompleted => crate::Trigger::VerificationCompleted,
+        };
+        shared.name()
+    }
+}
+
+impl types::Channel {
+    /// The channel's wire name, e.g. `sms`.
+    pub fn name(self) -> &'static str {
+        match self {
+            types::Channel::Sms => "sms",
+            types::Channel::Voice => "voice",
+            types::Channel::Whatsapp => "whatsapp",
+            types::Channel::Viber => "viber",
+            types::Channel::Telegram => "telegram",
+        }
+    }
+}
+
 impl types::PluginError {
     /// An error with a machine-readable `code` and a `message` for the operator's log.
     pub fn new(code: &str, message: impl Into<String>) -> Self {

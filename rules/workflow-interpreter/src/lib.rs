@@ -8,7 +8,7 @@
 //! asked, every condition's outcome). It knows nothing of actions: the host holds
 //! each rule's actions and applies those of the rules that matched.
 
-use dialgate_sdk::contract::types::{Channel, Trigger, VerificationStatus};
+use dialgate_sdk::contract::types::VerificationStatus;
 use dialgate_sdk::contract::workflow_types::ConditionOutcome;
 use dialgate_sdk::workflow::{evaluate, Fact, Facts, Field, Program};
 
@@ -75,12 +75,12 @@ impl Facts for EventFacts<'_> {
         let phone = &event.phone;
         let verification = &event.verification;
         match field {
-            Field::Trigger => Fact::Text(trigger_name(event.trigger)),
+            Field::Trigger => Fact::Text(event.trigger.name()),
             Field::VerificationStatus => Fact::Text(status_name(verification.status)),
             Field::PhoneOtpVerified => Fact::Bool(verification.otp_verified),
             Field::Channel => verification
                 .channel
-                .map_or(Fact::Unknown, |channel| Fact::Text(channel_name(channel))),
+                .map_or(Fact::Unknown, |channel| Fact::Text(channel.name())),
             Field::OtpAttempts => Fact::Number(f64::from(verification.attempts)),
             Field::OtpResends => Fact::Number(f64::from(verification.resends)),
             Field::Flags => Fact::TextList(verification.flags.iter().map(String::as_str).collect()),
@@ -116,18 +116,6 @@ impl Facts for EventFacts<'_> {
     }
 }
 
-fn trigger_name(trigger: Trigger) -> &'static str {
-    match trigger {
-        Trigger::PhoneLookupComplete => "phone_lookup_complete",
-        Trigger::BeforeSendOtp => "before_send_otp",
-        Trigger::OtpSent => "otp_sent",
-        Trigger::OtpDeliveryUpdate => "otp_delivery_update",
-        Trigger::OtpVerified => "otp_verified",
-        Trigger::OtpFailed => "otp_failed",
-        Trigger::VerificationCompleted => "verification_completed",
-    }
-}
-
 fn status_name(status: VerificationStatus) -> &'static str {
     match status {
         VerificationStatus::Approved => "Approved",
@@ -137,23 +125,15 @@ fn status_name(status: VerificationStatus) -> &'static str {
     }
 }
 
-fn channel_name(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Sms => "sms",
-        Channel::Voice => "voice",
-        Channel::Whatsapp => "whatsapp",
-        Channel::Viber => "viber",
-        Channel::Telegram => "telegram",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use dialgate_sdk::workflow::{Condition, Operator, Value};
 
     fn event() -> Event {
-        let mut event = dialgate_sdk::rule::testing::event(Trigger::PhoneLookupComplete);
+        let mut event = dialgate_sdk::rule::testing::event(
+            dialgate_sdk::contract::types::Trigger::PhoneLookupComplete,
+        );
         event.phone.line_type = "voip".to_owned();
         event.phone.carrier_type = "voip".to_owned();
         event.applicant_country = Some("GB".to_owned());

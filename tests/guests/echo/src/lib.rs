@@ -5,24 +5,11 @@
 //! trigger matches `on` (a trigger name, default every trigger).
 
 use dialgate_sdk::rule::{
-    Action, Channel, CreateCase, Event, PluginError, Rule, SetRisk, Trigger, VerificationStatus,
+    Action, Channel, CreateCase, Event, PluginError, Rule, SetRisk, VerificationStatus,
 };
 
 /// The rule.
 pub struct Echo;
-
-/// The wire name of a trigger.
-fn trigger_name(trigger: Trigger) -> &'static str {
-    match trigger {
-        Trigger::PhoneLookupComplete => "phone_lookup_complete",
-        Trigger::BeforeSendOtp => "before_send_otp",
-        Trigger::OtpSent => "otp_sent",
-        Trigger::OtpDeliveryUpdate => "otp_delivery_update",
-        Trigger::OtpVerified => "otp_verified",
-        Trigger::OtpFailed => "otp_failed",
-        Trigger::VerificationCompleted => "verification_completed",
-    }
-}
 
 /// The report's spelling of a status, without spaces.
 fn status_name(status: VerificationStatus) -> &'static str {
@@ -51,7 +38,7 @@ pub fn describe(event: &Event) -> String {
     let v = &event.verification;
     format!(
         "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
-        trigger_name(event.trigger),
+        event.trigger.name(),
         status_name(v.status),
         channel_name(v.channel),
         v.attempts,
@@ -68,7 +55,7 @@ impl Rule for Echo {
     fn on_event(event: &Event) -> Result<Vec<Action>, PluginError> {
         let mut actions = vec![Action::AddFlag(describe(event))];
         let on = event.config("on");
-        let matches = on.is_none_or(|on| on == trigger_name(event.trigger));
+        let matches = on.is_none_or(|on| on == event.trigger.name());
         if matches {
             match event.config("action") {
                 None => {}
