@@ -331,6 +331,9 @@ pub struct CaseChange {
     pub to: Option<String>,
 }
 
+/// The priorities a case can have, lowest first.
+pub const CASE_PRIORITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+
 /// A case for people to work, opened by a rule. Fields added after the first release
 /// default, so cases stored before them still load.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -605,6 +605,34 @@ async fn every_action_takes_effect() {
     let listed = &cases.expect(200)["cases"][0];
     assert_eq!(listed["verification_id"], id);
     assert_eq!(listed["status"], "open");
+
+    // A case priority outside the vocabulary is malformed output: recorded as the
+    // rule's failure, and no case is opened.
+    let tenant = server.tenant("bad-priority").await;
+    let (mut config, phone) = case("create_case", "otp_sent");
+    config["priority"] = json!("urgent");
+    echo(&server, &tenant, config).await;
+    let sent = server.send(&tenant, &phone, "a").await;
+    let report = server
+        .report(&tenant, sent["verification_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(report["cases"], json!([]));
+    let failed = report["rules_fired"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|run| run["trigger"] == "otp_sent")
+        .expect("the otp_sent run");
+    assert_eq!(failed["error"]["kind"], "malformed", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("\"urgent\""),
+        "{failed}"
+    );
+    let cases = server.get("/v1/cases", &tenant.key).await;
+    assert_eq!(cases.expect(200)["cases"], json!([]));
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::model::{
     AuditEvent, Case, CaseChange, CaseNote, CaseStatus, ReportStatus, Review, ReviewDecision,
-    Verification,
+    Verification, CASE_PRIORITIES,
 };
 use crate::store::{key, Tree};
 
@@ -42,8 +42,6 @@ pub const MAX_NOTE_CHARS: usize = 2000;
 pub const MAX_NAME_CHARS: usize = 128;
 /// History entries a case can hold; a patch that would go beyond is refused.
 pub const MAX_HISTORY: usize = 500;
-/// The priorities the `priority` filter accepts.
-pub const PRIORITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 
 /// The query of `GET /v1/cases`. Values are checked by [`Engine::cases`], which names
 /// the parameter of a bad one.
@@ -92,7 +90,7 @@ impl CaseQuery {
         let priority = self
             .priority
             .map(|name| {
-                if PRIORITIES.contains(&name.as_str()) {
+                if CASE_PRIORITIES.contains(&name.as_str()) {
                     Ok(name)
                 } else {
                     Err(FlowError::invalid(

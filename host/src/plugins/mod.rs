@@ -631,6 +631,23 @@ impl PluginRuntime {
             });
         }
         let actions: Vec<RuleAction> = actions.into_iter().map(convert::action).collect();
+        // A case's priority is a closed vocabulary; a plugin's free text is refused
+        // like any other malformed output, so every stored case can be filtered.
+        if let Some(priority) = actions.iter().find_map(|action| match action {
+            RuleAction::CreateCase { priority, .. }
+                if !crate::model::CASE_PRIORITIES.contains(&priority.as_str()) =>
+            {
+                Some(priority)
+            }
+            _ => None,
+        }) {
+            return Err(Failure::Malformed {
+                message: format!(
+                    "create_case priority {priority:?} is not one of {}",
+                    crate::model::CASE_PRIORITIES.join(", ")
+                ),
+            });
+        }
         let bytes: usize = actions.iter().map(RuleAction::text_len).sum();
         if bytes > self.limits.max_output_bytes {
             return Err(Failure::OutputTooLarge {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::flows::FlowError;
+use crate::model::CASE_PRIORITIES;
 use crate::plugins::event::{RuleAction, Trigger};
 
 /// Deepest nesting of `all`, `any` and `not` (the root counts as 1).
@@ -115,8 +116,6 @@ const ACTION_TYPES: &[&str] = &[
     "route",
     "block",
 ];
-
-const PRIORITIES: &[&str] = &["low", "medium", "high", "critical"];
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> FlowError {
     FlowError::invalid(field, message)
@@ -604,10 +603,10 @@ fn action(json: &Json, path: &str) -> Result<RuleAction, FlowError> {
         } => {
             check("case_type", case_type)?;
             check("title", title)?;
-            if !PRIORITIES.contains(&priority.as_str()) {
+            if !CASE_PRIORITIES.contains(&priority.as_str()) {
                 return Err(invalid(
                     format!("{path}.priority"),
-                    format!("must be one of {}", PRIORITIES.join(", ")),
+                    format!("must be one of {}", CASE_PRIORITIES.join(", ")),
                 ));
             }
         }

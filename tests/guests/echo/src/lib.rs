@@ -2,7 +2,8 @@
 //! adds one flag spelling out the event's fields, and it performs the action the
 //! tenant names in its configuration (`action` = `decline`, `review`, `block`,
 //! `set_risk`, `route`, `request_info`, `create_case` or `send_otp_voice`) when the
-//! trigger matches `on` (a trigger name, default every trigger).
+//! trigger matches `on` (a trigger name, default every trigger). A case it opens has
+//! the configured `priority` (default `low`), valid or not.
 
 use dialgate_sdk::rule::{
     Action, Channel, CreateCase, Event, PluginError, Rule, SetRisk, VerificationStatus,
@@ -72,7 +73,7 @@ impl Rule for Echo {
                 Some("request_info") => actions.push(Action::RequestInfo("id document".into())),
                 Some("create_case") => actions.push(Action::CreateCase(CreateCase {
                     case_type: "review".into(),
-                    priority: "low".into(),
+                    priority: event.config("priority").unwrap_or("low").into(),
                     title: "echo case".into(),
                 })),
                 Some("send_otp_voice") => actions.push(Action::SendOtp(Channel::Voice)),
