@@ -63,13 +63,9 @@ pub struct TestRequest {
 /// One condition's outcome in a test.
 #[derive(Debug, Serialize)]
 pub struct ConditionTrace {
-    pub path: String,
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<&'static str>,
-    /// The value the condition compares with.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<Json>,
+    /// Where the node is, what it is, and the value it compares with.
+    #[serde(flatten)]
+    pub node: workflows::NodeInfo,
     /// The field's value in the event (`null` when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual: Option<Json>,
@@ -351,7 +347,7 @@ impl Engine {
                 .await?
             }
         };
-        let rules: Vec<(WorkflowRule, Vec<workflows::NodeInfo>)> = match &request.rules {
+        let rules: Vec<(WorkflowRule, workflows::Compiled)> = match &request.rules {
             Some(drafts) => {
                 if drafts.is_empty() || drafts.len() > workflows::MAX_RULES_PER_TRIGGER {
                     return Err(FlowError::invalid(
@@ -387,22 +383,21 @@ impl Engine {
                 .workflow_rules(tenant_id, Some(event.trigger), None)?
                 .into_iter()
                 .filter_map(|rule| {
-                    let nodes = workflows::compile(&rule.conditions).ok()?.nodes;
-                    Some((rule, nodes))
+                    let compiled = workflows::compile(&rule.conditions).ok()?;
+                    Some((rule, compiled))
                 })
                 .collect(),
         };
         let mut program = dialgate_sdk::workflow::Program::default();
         let mut live = LiveProgram::default();
-        for (rule, _) in &rules {
-            let compiled = workflows::compile(&rule.conditions)?;
-            program.rules.push(compiled.condition);
+        for (rule, compiled) in &rules {
+            program.rules.push(compiled.condition.clone());
             live.rules.push(LiveWorkflow {
                 rule_id: rule.rule_id.clone(),
                 revision: rule.revision,
                 order: rule.order,
                 actions: rule.actions.clone(),
-                nodes: compiled.nodes,
+                nodes: compiled.nodes.clone(),
             });
         }
         live.program = program.encode();
@@ -425,19 +420,17 @@ impl Engine {
         };
         let mut traces: Vec<RuleTrace> = rules
             .iter()
-            .map(|(rule, nodes)| RuleTrace {
+            .map(|(rule, compiled)| RuleTrace {
                 rule_id: rule.rule_id.clone(),
                 enabled: rule.enabled,
                 order: rule.order,
                 matched: false,
                 actions: rule.actions.clone(),
-                conditions: nodes
+                conditions: compiled
+                    .nodes
                     .iter()
                     .map(|node| ConditionTrace {
-                        path: node.path.clone(),
-                        kind: node.kind,
-                        field: node.field,
-                        value: node.value.clone(),
+                        node: node.clone(),
                         actual: None,
                         matched: false,
                     })
@@ -527,8 +520,8 @@ fn draft_rule(
     definition: Definition,
     position: usize,
     now: chrono::DateTime<Utc>,
-) -> (WorkflowRule, Vec<workflows::NodeInfo>) {
-    let nodes = definition.compiled.nodes;
+) -> (WorkflowRule, workflows::Compiled) {
+    let compiled = definition.compiled;
     let rule = WorkflowRule {
         rule_id: definition.rule_id,
         tenant_id: tenant_id.to_owned(),
@@ -544,7 +537,7 @@ fn draft_rule(
         created_at: now,
         updated_at: now,
     };
-    (rule, nodes)
+    (rule, compiled)
 }
 
 /// Refuses a rule that would take the tenant or its trigger past the limits.

@@ -438,18 +438,12 @@ impl PluginRuntime {
                 }),
             );
         }
-        let started = Instant::now();
-        let state = State::new(&self.db, scope, now_millis, &self.limits, None);
-        let mut store = match self.store(state) {
-            Ok(store) => store,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let wit_event = convert::event(event);
-        let result = interpreter
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_evaluate(&mut store, program, &wit_event, explain));
-        let (usage, result) = self.finish(&store, started, result);
+        let (usage, result) = self.call_with_event(scope, now_millis, event, |store, event| {
+            interpreter
+                .pre
+                .instantiate(&mut *store)
+                .and_then(|instance| instance.call_evaluate(store, program, event, explain))
+        });
         let result = result.and_then(|answer| {
             let evaluation = answer.map_err(|err| Failure::Plugin {
                 code: err.code,
@@ -601,17 +595,10 @@ impl PluginRuntime {
                 }),
             );
         }
-        let started = Instant::now();
-        let state = State::new(&self.db, scope, now_millis, &self.limits, None);
-        let mut store = match self.store(state) {
-            Ok(store) => store,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let wit_event = convert::event(event);
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|rule| rule.call_on_event(&mut store, &wit_event));
-        let (usage, result) = self.finish(&store, started, result);
+        let (usage, result) = self.call_with_event(scope, now_millis, event, |store, event| {
+            pre.instantiate(&mut *store)
+                .and_then(|rule| rule.call_on_event(store, event))
+        });
         let result = result.and_then(|answer| {
             let actions = answer.map_err(|err| Failure::Plugin {
                 code: err.code,
@@ -620,6 +607,26 @@ impl PluginRuntime {
             self.check_actions(actions)
         });
         (usage, result)
+    }
+
+    /// Runs `call` with `event` in a fresh store for `scope` under the per-call limits;
+    /// returns what it used and its result, a trap mapped to a [`Failure`].
+    fn call_with_event<T>(
+        &self,
+        scope: &Scope,
+        now_millis: i64,
+        event: &RuleEvent,
+        call: impl FnOnce(&mut Store<State>, &wit::Event) -> wasmtime::Result<T>,
+    ) -> (Usage, Result<T, Failure>) {
+        let started = Instant::now();
+        let state = State::new(&self.db, scope, now_millis, &self.limits, None);
+        let mut store = match self.store(state) {
+            Ok(store) => store,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let wit_event = convert::event(event);
+        let result = call(&mut store, &wit_event);
+        self.finish(&store, started, result)
     }
 
     /// Converts and checks a rule's answer against the output caps.
