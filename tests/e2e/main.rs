@@ -7,6 +7,7 @@ mod crash;
 mod flow;
 mod plugins;
 mod report;
+mod routing;
 mod settings;
 mod sims;
 mod support;

@@ -167,11 +167,19 @@ pub struct Sms {
     pub from: String,
     pub text: String,
     pub authorization: Option<String>,
+    /// The status callback URL the request carried (`StatusCallback`).
+    pub callback: Option<String>,
+    /// `message` (Messages.json, sms/json) or `call` (Calls.json).
+    pub kind: &'static str,
 }
 
 #[derive(Debug, Default)]
 struct SmsState {
     fail_with: Option<u16>,
+    /// Numbers (E.164 prefixes, `+` optional) answered 503: a country's outage.
+    down_prefixes: Vec<String>,
+    /// How long each answer waits.
+    delay: std::time::Duration,
     accepted: Vec<Sms>,
     refused: usize,
 }
@@ -197,6 +205,7 @@ impl SmsSim {
                 "/2010-04-01/Accounts/{sid}/Messages.json",
                 post(twilio_send),
             )
+            .route("/2010-04-01/Accounts/{sid}/Calls.json", post(twilio_call))
             .route("/sms/json", post(vonage_send))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -221,6 +230,25 @@ impl SmsSim {
         self.state.lock().expect("lock").fail_with = status;
     }
 
+    /// Answers 503 for numbers starting with any of `prefixes` (an outage in one
+    /// country), or for none.
+    pub fn down_for(&self, prefixes: &[&str]) {
+        self.state.lock().expect("lock").down_prefixes = prefixes
+            .iter()
+            .map(|p| p.trim_start_matches('+').to_owned())
+            .collect();
+    }
+
+    /// Delays every answer by `delay` (latency; a timeout when longer than the
+    /// provider's).
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.state.lock().expect("lock").delay = delay;
+    }
+
+    fn current_delay(state: &Arc<Mutex<SmsState>>) -> std::time::Duration {
+        state.lock().expect("lock").delay
+    }
+
     /// Messages accepted so far.
     pub fn accepted(&self) -> Vec<Sms> {
         self.state.lock().expect("lock").accepted.clone()
@@ -231,13 +259,26 @@ impl SmsSim {
         self.state.lock().expect("lock").refused
     }
 
-    fn take(&self, headers: &HeaderMap, to: &str, from: &str, text: &str) -> Result<String, u16> {
+    fn take(
+        &self,
+        headers: &HeaderMap,
+        fields: (&str, &str, &str),
+        callback: Option<String>,
+        kind: &'static str,
+    ) -> Result<String, u16> {
+        let (to, from, text) = fields;
         let mut state = self.state.lock().expect("lock");
-        if let Some(status) = state.fail_with {
+        let number = to.trim_start_matches("whatsapp:").trim_start_matches('+');
+        let down = state
+            .down_prefixes
+            .iter()
+            .any(|p| number.starts_with(p.as_str()));
+        if let Some(status) = state.fail_with.or(down.then_some(503)) {
             state.refused += 1;
             return Err(status);
         }
-        let id = format!("SM{:032x}", state.accepted.len() + 1);
+        let prefix = if kind == "call" { "CA" } else { "SM" };
+        let id = format!("{prefix}{:032x}", state.accepted.len() + 1);
         state.accepted.push(Sms {
             id: id.clone(),
             to: to.to_owned(),
@@ -247,6 +288,8 @@ impl SmsSim {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            callback,
+            kind,
         });
         Ok(id)
     }
@@ -257,16 +300,54 @@ async fn twilio_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<Value>) {
+    tokio::time::sleep(SmsSim::current_delay(&state)).await;
     let sim = SmsSim {
         addr: "127.0.0.1:0".parse().expect("addr"),
         state,
     };
     let fields = form(&body);
     let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
-    match sim.take(&headers, &field("To"), &field("From"), &field("Body")) {
+    let callback = fields.get("StatusCallback").cloned();
+    match sim.take(
+        &headers,
+        (&field("To"), &field("From"), &field("Body")),
+        callback,
+        "message",
+    ) {
         Ok(sid) => (
             StatusCode::CREATED,
             Json(json!({"sid": sid, "status": "queued", "num_segments": "1"})),
+        ),
+        Err(status) => (
+            StatusCode::from_u16(status).expect("status"),
+            Json(json!({"code": 20500, "message": "injected fault", "status": status})),
+        ),
+    }
+}
+
+/// Twilio's Voice API: `Calls.json` with the TwiML to read out.
+async fn twilio_call(
+    State(state): State<Arc<Mutex<SmsState>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
+    tokio::time::sleep(SmsSim::current_delay(&state)).await;
+    let sim = SmsSim {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        state,
+    };
+    let fields = form(&body);
+    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let callback = fields.get("StatusCallback").cloned();
+    match sim.take(
+        &headers,
+        (&field("To"), &field("From"), &field("Twiml")),
+        callback,
+        "call",
+    ) {
+        Ok(sid) => (
+            StatusCode::CREATED,
+            Json(json!({"sid": sid, "status": "queued"})),
         ),
         Err(status) => (
             StatusCode::from_u16(status).expect("status"),
@@ -280,13 +361,19 @@ async fn vonage_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<Value>) {
+    tokio::time::sleep(SmsSim::current_delay(&state)).await;
     let sim = SmsSim {
         addr: "127.0.0.1:0".parse().expect("addr"),
         state,
     };
     let fields = form(&body);
     let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
-    match sim.take(&headers, &field("to"), &field("from"), &field("text")) {
+    match sim.take(
+        &headers,
+        (&field("to"), &field("from"), &field("text")),
+        None,
+        "message",
+    ) {
         Ok(id) => (
             StatusCode::OK,
             Json(json!({"message-count": "1", "messages": [

@@ -235,6 +235,10 @@ impl Api {
         self.call(Method::PUT, path, Some(key), Some(&body)).await
     }
 
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(key), Some(&body)).await
+    }
+
     pub async fn delete(&self, path: &str, key: &str) -> Reply {
         self.call(Method::DELETE, path, Some(key), None).await
     }

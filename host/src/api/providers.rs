@@ -83,7 +83,9 @@ async fn switch(
         ..ProviderInput::default()
     };
     Ok(Json(
-        engine.update_provider(tenant_id, provider_id, input).await?,
+        engine
+            .update_provider(tenant_id, provider_id, input)
+            .await?,
     ))
 }
 

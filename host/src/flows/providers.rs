@@ -624,7 +624,11 @@ impl Engine {
     }
 
     /// `DELETE /v1/providers/{id}`. Receipts for its messages are no longer accepted.
-    pub async fn delete_provider(&self, tenant_id: &str, provider_id: &str) -> Result<(), FlowError> {
+    pub async fn delete_provider(
+        &self,
+        tenant_id: &str,
+        provider_id: &str,
+    ) -> Result<(), FlowError> {
         self.change_routing(tenant_id, || {
             if !self
                 .db

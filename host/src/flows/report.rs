@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
-    AuditEvent, CaseRef, Channel, ChannelWorkflow, Decision, DeliveryEvent, ReportStatus,
-    Review, Verification,
+    AuditEvent, CaseRef, Channel, ChannelWorkflow, Decision, DeliveryEvent, ReportStatus, Review,
+    Verification,
 };
 use crate::phone::countries;
 use crate::phone::risk::RiskAssessment;

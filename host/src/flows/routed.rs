@@ -18,9 +18,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::model::{Channel, DeliveryStatus};
-use crate::plugins::{
-    AdapterCall, AdapterMessage, CallbackRequest, HttpGrant, Scope, SendRefusal,
-};
+use crate::plugins::{AdapterCall, AdapterMessage, CallbackRequest, HttpGrant, Scope, SendRefusal};
 use crate::providers::{Dispatch, OutboundMessage};
 use crate::routing::{Outcome, RuleRoute};
 use crate::store::{key, Tree};
@@ -68,7 +66,12 @@ pub struct MessageRecord {
 impl MessageRecord {
     /// Moves to `status` unless a final status was reached; records it either way.
     /// Returns whether the status changed.
-    fn advance(&mut self, status: DeliveryStatus, at: DateTime<Utc>, reason: Option<String>) -> bool {
+    fn advance(
+        &mut self,
+        status: DeliveryStatus,
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    ) -> bool {
         self.history.push(StatusChange {
             status,
             at,
@@ -121,7 +124,12 @@ fn signature_ok(secret: &str, body: &[u8], given: &str) -> bool {
 impl Engine {
     /// The configuration, secrets and grant a provider's adapter is called with: the
     /// adapter's own, overlaid with the provider's, plus what the host sets.
-    fn provider_call(&self, provider: &Provider, base: &AdapterCall, policy_ms: u32) -> AdapterCall {
+    fn provider_call(
+        &self,
+        provider: &Provider,
+        base: &AdapterCall,
+        policy_ms: u32,
+    ) -> AdapterCall {
         let mut config: BTreeMap<String, String> = base.config.clone();
         config.extend(provider.config.clone());
         if let Some(sender) = &provider.sender_id {
@@ -130,11 +138,13 @@ impl Engine {
         }
         config.insert("provider_id".into(), provider.id.clone());
         let mut callback = self.callback_url(&provider.id);
-        if let (CallbackAuth::Token, Some(token)) =
-            (&provider.callback_auth, provider.secrets.get("callback_token"))
-        {
+        if let (CallbackAuth::Token, Some(token)) = (
+            &provider.callback_auth,
+            provider.secrets.get("callback_token"),
+        ) {
             callback.push_str("?token=");
-            callback.push_str(&form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>());
+            callback
+                .push_str(&form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>());
         }
         config.insert("callback_url".into(), callback);
         let mut secrets = base.secrets.clone();
@@ -250,11 +260,19 @@ impl Engine {
             let outcome = match adapter {
                 None => Err((
                     Outcome::Error,
-                    format!("messaging adapter `{}` is not installed or not active", provider.plugin),
+                    format!(
+                        "messaging adapter `{}` is not installed or not active",
+                        provider.plugin
+                    ),
                 )),
                 Some(adapter) => {
-                    let call = self.provider_call(provider, &adapter.call, routing.policy.attempt_timeout_ms);
-                    let budget = call.timeout.unwrap_or(Duration::from_secs(5)) + Duration::from_millis(500);
+                    let call = self.provider_call(
+                        provider,
+                        &adapter.call,
+                        routing.policy.attempt_timeout_ms,
+                    );
+                    let budget =
+                        call.timeout.unwrap_or(Duration::from_secs(5)) + Duration::from_millis(500);
                     let scope = Scope {
                         tenant_id: tenant_id.to_owned(),
                         plugin_id: adapter.plugin_id.clone(),
@@ -279,7 +297,11 @@ impl Engine {
                         Ok((_, Ok(Err(refusal)))) => {
                             let timed_out = matches!(&refusal, SendRefusal::Unavailable(_))
                                 && call.timeout.is_some_and(|t| started.elapsed() >= t);
-                            let kind = if timed_out { Outcome::Timeout } else { Outcome::Error };
+                            let kind = if timed_out {
+                                Outcome::Timeout
+                            } else {
+                                Outcome::Error
+                            };
                             Err((kind, refusal.to_string()))
                         }
                         Ok((_, Err(failure))) => Err((Outcome::Error, failure.to_string())),
@@ -329,9 +351,20 @@ impl Engine {
                 }
             }
         }
+        let skipped: Vec<String> = plan
+            .considered
+            .iter()
+            .filter(|c| c.verdict != "selected")
+            .map(|c| format!("{} ({})", c.name, c.verdict))
+            .collect();
         Err(FlowError::Provider(format!(
-            "every provider failed: {}",
-            failures.join("; ")
+            "every provider failed: {}{}",
+            failures.join("; "),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; not tried: {}", skipped.join(", "))
+            }
         )))
     }
 
@@ -347,7 +380,9 @@ impl Engine {
             1_000,
             false,
         )?;
-        messages.sort_by(|a, b| (a.created_at, a.step, a.attempt).cmp(&(b.created_at, b.step, b.attempt)));
+        messages.sort_by(|a, b| {
+            (a.created_at, a.step, a.attempt).cmp(&(b.created_at, b.step, b.attempt))
+        });
         Ok(messages)
     }
 
@@ -362,7 +397,10 @@ impl Engine {
         let now = self.clock.now();
         let mut expired = 0;
         for message in self.messages_of(tenant_id, verification_id)? {
-            if !matches!(message.status, DeliveryStatus::Queued | DeliveryStatus::Sent) {
+            if !matches!(
+                message.status,
+                DeliveryStatus::Queued | DeliveryStatus::Sent
+            ) {
                 continue;
             }
             let changed = self.db.update::<MessageRecord, FlowError, bool>(
@@ -379,10 +417,14 @@ impl Engine {
             )?;
             if changed {
                 expired += 1;
-                if let Some(routing) = self.tenant_routing(tenant_id).ok() {
+                if let Ok(routing) = self.tenant_routing(tenant_id) {
                     self.routing
                         .ledger
-                        .cell(tenant_id, &message.provider_id, message.country.as_deref().unwrap_or("*"))
+                        .cell(
+                            tenant_id,
+                            &message.provider_id,
+                            message.country.as_deref().unwrap_or("*"),
+                        )
                         .stats
                         .lock()
                         .record(&routing.policy, now, Outcome::Undelivered);
@@ -420,7 +462,10 @@ impl Engine {
                 expected.is_some_and(|expected| bool::from(expected.ct_eq(given.as_bytes())))
             }
             CallbackAuth::HmacSha256 { header: name } => {
-                match (provider.secrets.get("callback_secret"), header(&request, name)) {
+                match (
+                    provider.secrets.get("callback_secret"),
+                    header(&request, name),
+                ) {
                     (Some(secret), Some(given)) => signature_ok(secret, &request.body, &given),
                     _ => false,
                 }
@@ -429,7 +474,10 @@ impl Engine {
         if !authentic {
             return Err(CallbackError::Unauthorized);
         }
-        let live = self.plugins.live(&tenant_id).ok_or(CallbackError::Unknown)?;
+        let live = self
+            .plugins
+            .live(&tenant_id)
+            .ok_or(CallbackError::Unknown)?;
         let adapter = live
             .messaging()
             .iter()
@@ -513,7 +561,11 @@ impl Engine {
                 if let Some(outcome) = outcome {
                     self.routing
                         .ledger
-                        .cell(&tenant_id, provider_id, record.country.as_deref().unwrap_or("*"))
+                        .cell(
+                            &tenant_id,
+                            provider_id,
+                            record.country.as_deref().unwrap_or("*"),
+                        )
                         .stats
                         .lock()
                         .record(&routing.policy, self.clock.now(), outcome);
@@ -587,7 +639,11 @@ mod tests {
         mac.update(b"{\"id\":1}");
         let good = hex::encode(mac.finalize().into_bytes());
         assert!(signature_ok("s3cret", b"{\"id\":1}", &good));
-        assert!(signature_ok("s3cret", b"{\"id\":1}", &format!("sha256={good}")));
+        assert!(signature_ok(
+            "s3cret",
+            b"{\"id\":1}",
+            &format!("sha256={good}")
+        ));
         assert!(!signature_ok("s3cret", b"{\"id\":2}", &good));
         assert!(!signature_ok("other", b"{\"id\":1}", &good));
         assert!(!signature_ok("s3cret", b"{\"id\":1}", "zz"));

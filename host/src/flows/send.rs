@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::messages;
 use crate::model::{
-    ApplicantNumber, AuditEvent, Channel, ChannelWorkflow, ReportStatus, StepOutcome,
-    Verification, WorkflowStep,
+    ApplicantNumber, AuditEvent, Channel, ChannelWorkflow, ReportStatus, StepOutcome, Verification,
+    WorkflowStep,
 };
 use crate::otp;
 use crate::providers::OutboundMessage;
@@ -530,47 +530,51 @@ impl Engine {
             now + Duration::seconds(i64::from(workflow.steps[step as usize].timeout_seconds))
         });
         let ttl = Duration::minutes(i64::from(settings.otp_expiry_minutes));
-        let stored = self.db.update::<Verification, FlowError, Option<Verification>>(
-            Tree::Verifications,
-            &key,
-            |current| {
-                let Some(mut current) = current else {
-                    return Ok((None, None));
-                };
-                if !due(&current) {
-                    return Ok((Some(current), None));
-                }
-                let Some(flow) = current.channel_workflow.as_mut() else {
-                    return Ok((Some(current), None));
-                };
-                flow.outcomes.push(outcome.clone());
-                flow.next_step_at = next_at;
-                if sent.is_ok() {
-                    flow.current = step;
-                    current.channel = Some(channel);
-                    current.code.issue(&self.hasher, &current.id, &code, now, ttl);
-                    current.sends += 1;
-                }
-                current.updated_at = now;
-                current.events.push(AuditEvent {
-                    at: now,
-                    trigger: "channel_fallback".into(),
-                    status: current.status,
-                    detail: Some(format!(
-                        "step {step} on {}: {}{}",
-                        channel.as_str(),
-                        outcome.status,
-                        outcome
-                            .error
-                            .as_deref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default()
-                    )),
-                    rules: Vec::new(),
-                });
-                Ok((Some(current.clone()), Some(current)))
-            },
-        )?;
+        let stored = self
+            .db
+            .update::<Verification, FlowError, Option<Verification>>(
+                Tree::Verifications,
+                &key,
+                |current| {
+                    let Some(mut current) = current else {
+                        return Ok((None, None));
+                    };
+                    if !due(&current) {
+                        return Ok((Some(current), None));
+                    }
+                    let Some(flow) = current.channel_workflow.as_mut() else {
+                        return Ok((Some(current), None));
+                    };
+                    flow.outcomes.push(outcome.clone());
+                    flow.next_step_at = next_at;
+                    if sent.is_ok() {
+                        flow.current = step;
+                        current.channel = Some(channel);
+                        current
+                            .code
+                            .issue(&self.hasher, &current.id, &code, now, ttl);
+                        current.sends += 1;
+                    }
+                    current.updated_at = now;
+                    current.events.push(AuditEvent {
+                        at: now,
+                        trigger: "channel_fallback".into(),
+                        status: current.status,
+                        detail: Some(format!(
+                            "step {step} on {}: {}{}",
+                            channel.as_str(),
+                            outcome.status,
+                            outcome
+                                .error
+                                .as_deref()
+                                .map(|e| format!(" ({e})"))
+                                .unwrap_or_default()
+                        )),
+                        rules: Vec::new(),
+                    });
+                    Ok((Some(current.clone()), Some(current)))
+                },
+            )?;
         let Some(stored) = stored else {
             return Ok(None);
         };

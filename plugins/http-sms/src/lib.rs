@@ -40,6 +40,14 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// The configuration spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Twilio => "twilio",
+            Shape::Vonage => "vonage",
+        }
+    }
+
     /// The shape named by the configuration value `name`.
     pub fn parse(name: Option<&str>) -> Result<Self, String> {
         match name.map(str::trim) {
@@ -106,16 +114,21 @@ impl Settings {
 
 /// The provider request that delivers `message`.
 pub fn build_request(settings: &Settings, message: &Message) -> Result<HttpRequest, SendError> {
-    if message.channel != dialgate_sdk::messaging::Channel::Sms {
-        return Err(SendError::BadConfig(format!(
-            "http-sms delivers only SMS, but a {:?} message was routed to it",
-            message.channel
-        )));
+    use dialgate_sdk::messaging::Channel;
+    match (settings.shape, message.channel) {
+        (Shape::Twilio, Channel::Sms | Channel::Whatsapp | Channel::Voice) => {
+            Ok(twilio::request(settings, message))
+        }
+        (Shape::Vonage, Channel::Sms) => Ok(vonage::request(settings, message)),
+        (shape, channel) => Err(SendError::BadConfig(format!(
+            "the {} shape delivers {}, but a {channel:?} message was routed to it",
+            shape.name(),
+            match shape {
+                Shape::Twilio => "SMS, WhatsApp and voice",
+                Shape::Vonage => "only SMS",
+            }
+        ))),
     }
-    Ok(match settings.shape {
-        Shape::Twilio => twilio::request(settings, message),
-        Shape::Vonage => vonage::request(settings, message),
-    })
 }
 
 /// The provider's answer to a send request, as a dispatch or a send error.
@@ -304,12 +317,30 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn only_sms_is_delivered() {
+    fn twilio_carries_whatsapp_and_voice_and_vonage_only_sms() {
         let settings = settings_from(TWILIO).expect("complete");
+        let mut whatsapp = message();
+        whatsapp.channel = Channel::Whatsapp;
+        let request = build_request(&settings, &whatsapp).expect("whatsapp");
+        assert!(request.url.ends_with("/Messages.json"), "{}", request.url);
+        let body = String::from_utf8(request.body.clone()).expect("utf-8");
+        assert!(body.contains("To=whatsapp%3A%2B"), "{body}");
+        assert!(body.contains("From=whatsapp%3A"), "{body}");
         let mut voice = message();
         voice.channel = Channel::Voice;
+        let request = build_request(&settings, &voice).expect("voice");
+        assert!(request.url.ends_with("/Calls.json"), "{}", request.url);
+        let body = String::from_utf8(request.body).expect("utf-8");
+        assert!(body.contains("Twiml="), "{body}");
+        let mut telegram = message();
+        telegram.channel = Channel::Telegram;
         assert!(matches!(
-            build_request(&settings, &voice),
+            build_request(&settings, &telegram),
+            Err(SendError::BadConfig(reason)) if reason.contains("WhatsApp")
+        ));
+        let vonage = settings_from(VONAGE).expect("complete");
+        assert!(matches!(
+            build_request(&vonage, &whatsapp),
             Err(SendError::BadConfig(reason)) if reason.contains("only SMS")
         ));
     }

@@ -1,33 +1,74 @@
-//! The `twilio` shape: Twilio's Programmable Messaging API (`Messages.json`), its
-//! answers, and its status callbacks.
+//! The `twilio` shape: Twilio's Programmable Messaging API (`Messages.json`, for SMS
+//! and, with `whatsapp:` addresses, WhatsApp), its Voice API (`Calls.json`, the code
+//! read out by TwiML `<Say>`), their answers, and their status callbacks.
 
 use dialgate_sdk::http::form_field;
 use dialgate_sdk::messaging::{
-    DeliveryStatus, DeliveryUpdate, Dispatch, HttpRequest, HttpResponse, Message, PluginError,
-    SendError,
+    Channel, DeliveryStatus, DeliveryUpdate, Dispatch, HttpRequest, HttpResponse, Message,
+    PluginError, SendError,
 };
 use serde_json::Value;
 
 use crate::{bad_callback, snippet, status_error, text_of, Settings};
 
-/// The request that sends `message`: a form post to the account's `Messages.json`,
-/// authenticated with the account SID and auth token.
+/// The request that sends `message`: a form post to the account's `Messages.json`
+/// (SMS, WhatsApp) or `Calls.json` (voice), authenticated with the account SID and
+/// auth token.
 pub fn request(settings: &Settings, message: &Message) -> HttpRequest {
+    let voice = message.channel == Channel::Voice;
     let url = format!(
-        "{}/2010-04-01/Accounts/{}/Messages.json",
-        settings.base_url, settings.account
+        "{}/2010-04-01/Accounts/{}/{}.json",
+        settings.base_url,
+        settings.account,
+        if voice { "Calls" } else { "Messages" }
     );
-    let mut fields = vec![
-        ("To", message.to.as_str()),
-        ("From", settings.sender.as_str()),
-        ("Body", message.body.as_str()),
-    ];
+    let (to, from) = if message.channel == Channel::Whatsapp {
+        (
+            format!("whatsapp:{}", message.to),
+            format!("whatsapp:{}", settings.sender),
+        )
+    } else {
+        (message.to.clone(), settings.sender.clone())
+    };
+    let twiml;
+    let mut fields = vec![("To", to.as_str()), ("From", from.as_str())];
+    if voice {
+        twiml = say(&message.body, &message.language);
+        fields.push(("Twiml", twiml.as_str()));
+    } else {
+        fields.push(("Body", message.body.as_str()));
+    }
     if let Some(callback) = &settings.callback_url {
         fields.push(("StatusCallback", callback.as_str()));
     }
     HttpRequest::post_form(url, fields)
         .with_header("Accept", "application/json")
         .with_basic_auth(&settings.account, &settings.secret)
+}
+
+/// TwiML that reads `text` out twice in `language`, digits one by one.
+fn say(text: &str, language: &str) -> String {
+    let mut spoken = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        match c {
+            '&' => spoken.push_str("&amp;"),
+            '<' => spoken.push_str("&lt;"),
+            '>' => spoken.push_str("&gt;"),
+            '"' => spoken.push_str("&quot;"),
+            d if d.is_ascii_digit() => {
+                spoken.push(d);
+                spoken.push(' ');
+            }
+            other => spoken.push(other),
+        }
+    }
+    let language: String = language
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!(
+        "<Response><Say language=\"{language}\">{spoken}</Say><Pause length=\"1\"/><Say language=\"{language}\">{spoken}</Say></Response>"
+    )
 }
 
 /// A dispatch from a 2xx answer carrying the message's `sid`; otherwise the error
@@ -78,6 +119,29 @@ pub fn parse_callback(request: &HttpRequest) -> Result<Vec<DeliveryUpdate>, Plug
             .find_map(|name| form_field(&fields, name))
             .filter(|value| !value.is_empty())
     };
+    if let Some(call) = field(&["CallSid"]) {
+        // A voice call's status callback: answered and finished means heard.
+        let status = match field(&["CallStatus"]).unwrap_or_default() {
+            "queued" | "initiated" => DeliveryStatus::Queued,
+            "ringing" | "in-progress" => DeliveryStatus::Sent,
+            "completed" => DeliveryStatus::Delivered,
+            "busy" | "no-answer" | "failed" | "canceled" => DeliveryStatus::Failed,
+            other => {
+                return Err(bad_callback(format!(
+                    "twilio call callback with unknown `CallStatus` `{other}`"
+                )))
+            }
+        };
+        let reason = (status == DeliveryStatus::Failed)
+            .then(|| field(&["CallStatus"]).map(str::to_owned))
+            .flatten();
+        return Ok(vec![DeliveryUpdate {
+            provider_message_id: call.to_owned(),
+            status,
+            at_millis: None,
+            reason,
+        }]);
+    }
     let sid = field(&["MessageSid", "SmsSid"])
         .ok_or_else(|| bad_callback("twilio callback without `MessageSid`"))?;
     let status = field(&["MessageStatus", "SmsStatus"])
