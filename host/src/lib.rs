@@ -21,5 +21,6 @@ pub mod providers;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod templates;
 pub mod warnings;
 pub mod workflows;

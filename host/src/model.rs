@@ -167,6 +167,26 @@ pub struct Verification {
     /// A person's decision on a verification that was In Review.
     #[serde(default)]
     pub review: Option<Review>,
+    /// The last code message sent: its template, brand, locale and SMS encoding.
+    #[serde(default)]
+    pub message: Option<CodeMessage>,
+}
+
+/// What the report tells about the last code message of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeMessage {
+    /// The tenant's template the text came from; `None` for the built-in text.
+    pub template_id: Option<String>,
+    /// The brand the send named.
+    pub brand_id: Option<String>,
+    /// The locale of the text: the template variant's (`pt-br`), or the built-in
+    /// text's language.
+    pub locale: String,
+    pub channel: Channel,
+    /// `GSM-7` or `UCS-2`: how an SMS carries the text.
+    pub encoding: crate::messages::Encoding,
+    /// The SMS segments the text takes.
+    pub segments: u32,
 }
 
 /// What a reviewer decided about a verification In Review.

@@ -65,6 +65,7 @@ impl Analysis {
             route: None,
             deliveries: Vec::new(),
             review: None,
+            message: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod idempotency;
 mod lookup;
 mod report;
 mod send;
+mod templates;
 pub mod triggers;
 mod verify;
 pub mod workflows;

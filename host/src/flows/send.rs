@@ -29,6 +29,13 @@ pub struct SendRequest {
     pub language: Option<String>,
     /// The end user's IP address as the calling app saw it, for per-IP limits.
     pub client_ip: Option<String>,
+    /// The message's choice (see `flows/templates.rs`): `locale` is an alias of
+    /// `language`; the brand and template are the tenant's; `app_hash` overrides the
+    /// brand's.
+    pub locale: Option<String>,
+    pub brand_id: Option<String>,
+    pub template_id: Option<String>,
+    pub app_hash: Option<String>,
 }
 
 fn default_channel() -> Channel {
@@ -139,6 +146,7 @@ impl Engine {
             .as_deref()
             .map(check_applicant)
             .transpose()?;
+        let plan = self.plan_code_message(tenant_id, &request)?;
         let settings = self.settings(tenant_id)?;
         let ip = request.client_ip.as_deref().unwrap_or(&caller.client_ip);
         self.check_limits(
@@ -158,10 +166,8 @@ impl Engine {
 
         let line = self.line_signals(tenant_id, &settings, &number.e164).await;
         let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None, line)?;
-        let language = messages::resolve_language(
-            request.language.as_deref(),
-            analysis.facts().region.as_deref(),
-        );
+        let language =
+            messages::resolve_language(plan.locale(), analysis.facts().region.as_deref());
         let open: Option<Verification> = match &entry.verification_id {
             Some(id) => self
                 .db
@@ -253,13 +259,22 @@ impl Engine {
         verification
             .code
             .issue(&self.hasher, &verification.id, &code, now, ttl);
+        let region = verification.phone.region.as_deref();
+        let text = plan.render(
+            language,
+            region,
+            channel,
+            &code,
+            settings.otp_expiry_minutes,
+        )?;
+        verification.message = Some(text.record.clone());
         let message = OutboundMessage {
             tenant_id: tenant_id.to_owned(),
             verification_id: verification.id.clone(),
             phone: verification.phone.e164.clone(),
             channel,
-            language: language.to_owned(),
-            body: messages::code_message(language, &code, settings.otp_expiry_minutes),
+            language: text.record.locale,
+            body: text.body,
             code,
             created_at: now,
         };

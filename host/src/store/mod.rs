@@ -56,11 +56,15 @@ pub enum Tree {
     MessageIndex,
     /// `tenant id / rule id` → a declarative workflow rule.
     WorkflowRules,
+    /// `tenant id / brand id` → a brand.
+    Brands,
+    /// `tenant id / template id` → a message template.
+    Templates,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 18] = [
+    pub const ALL: [Tree; 20] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -79,6 +83,8 @@ impl Tree {
         Tree::Cases,
         Tree::MessageIndex,
         Tree::WorkflowRules,
+        Tree::Brands,
+        Tree::Templates,
     ];
 
     /// The tree's stable name.
@@ -102,6 +108,8 @@ impl Tree {
             Tree::Cases => "cases",
             Tree::MessageIndex => "message_index",
             Tree::WorkflowRules => "workflow_rules",
+            Tree::Brands => "brands",
+            Tree::Templates => "templates",
         }
     }
 }
