@@ -10,6 +10,7 @@ mod report;
 mod settings;
 mod sims;
 mod support;
+mod templates;
 mod tenants;
 mod warnings;
 mod workflows;
