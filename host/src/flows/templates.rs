@@ -470,3 +470,101 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::templates::Variant;
+
+    fn plan(locale: Option<&str>, brand: bool, app_hash: Option<&str>) -> MessagePlan {
+        let now = Utc::now();
+        let variant = |locale: &str, channel, text: &str| Variant {
+            locale: locale.into(),
+            channel,
+            text: text.into(),
+        };
+        MessagePlan {
+            brand: brand.then(|| Brand {
+                id: "acme".into(),
+                name: "Acme".into(),
+                app_hash: None,
+                template_id: None,
+                created_at: now,
+                updated_at: now,
+            }),
+            template: Some(Template {
+                id: "login".into(),
+                name: "Login".into(),
+                variants: vec![
+                    variant("en", Channel::Sms, "{brand} {code}"),
+                    variant("pt", Channel::Sms, "pt {code}"),
+                    variant("pt-br", Channel::Sms, "pt-br {code} {expiry_minutes}"),
+                ],
+                created_at: now,
+                updated_at: now,
+            }),
+            locale: locale.map(str::to_owned),
+            app_hash: app_hash.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn without_a_requested_locale_the_country_s_region_is_tried_first() {
+        let brazil = plan(None, true, None)
+            .render("pt", Some("BR"), Channel::Sms, "1234", 5)
+            .expect("renders");
+        assert_eq!(brazil.body, "pt-br 1234 5");
+        assert_eq!(brazil.record.locale, "pt-br");
+        assert_eq!(brazil.record.template_id.as_deref(), Some("login"));
+        assert_eq!(brazil.record.brand_id.as_deref(), Some("acme"));
+        let portugal = plan(None, true, None)
+            .render("pt", Some("PT"), Channel::Sms, "1234", 5)
+            .expect("renders");
+        assert_eq!(portugal.body, "pt 1234");
+        // A requested locale is used as given, not joined with the country.
+        let asked = plan(Some("pt"), true, None)
+            .render("pt", Some("BR"), Channel::Sms, "1234", 5)
+            .expect("renders");
+        assert_eq!(asked.body, "pt 1234");
+    }
+
+    #[test]
+    fn the_built_in_text_carries_the_app_hash_only_in_an_sms() {
+        // No German voice variant: the built-in text, without the hash.
+        let voice = plan(Some("de"), false, Some("FA+9qCX9VSu"))
+            .render("de", None, Channel::Voice, "1234", 5)
+            .expect("renders");
+        assert_eq!(voice.body, messages::code_message("de", "1234", 5));
+        assert_eq!(voice.record.template_id, None);
+        assert_eq!(voice.record.locale, "de");
+        let plan = MessagePlan {
+            template: None,
+            ..plan(Some("de"), false, Some("FA+9qCX9VSu"))
+        };
+        let sms = plan
+            .render("de", None, Channel::Sms, "1234", 5)
+            .expect("renders");
+        assert_eq!(
+            sms.body,
+            format!("{}\nFA+9qCX9VSu", messages::code_message("de", "1234", 5))
+        );
+        assert_eq!(
+            (sms.record.encoding, sms.record.segments),
+            messages::sms_encoding(&sms.body)
+        );
+    }
+
+    #[test]
+    fn a_variant_using_brand_without_one_is_refused_naming_brand_id() {
+        let refused = plan(Some("en"), false, None)
+            .render("en", None, Channel::Sms, "1234", 5)
+            .expect_err("no brand");
+        assert!(
+            matches!(&refused, FlowError::Invalid { field, message }
+                if field == "brand_id" && message.contains("{brand}")),
+            "{refused:?}"
+        );
+    }
+}
