@@ -22,5 +22,6 @@ pub mod routing;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod templates;
 pub mod warnings;
 pub mod workflows;

@@ -173,6 +173,26 @@ pub struct Verification {
     /// A person's decision on a verification that was In Review.
     #[serde(default)]
     pub review: Option<Review>,
+    /// The last code message sent: its template, brand, locale and SMS encoding.
+    #[serde(default)]
+    pub message: Option<CodeMessage>,
+}
+
+/// What the report tells about the last code message of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeMessage {
+    /// The tenant's template the text came from; `None` for the built-in text.
+    pub template_id: Option<String>,
+    /// The brand the send named.
+    pub brand_id: Option<String>,
+    /// The locale of the text: the template variant's (`pt-br`), or the built-in
+    /// text's language.
+    pub locale: String,
+    pub channel: Channel,
+    /// `GSM-7` or `UCS-2`: how an SMS carries the text.
+    pub encoding: crate::messages::Encoding,
+    /// The SMS segments the text takes.
+    pub segments: u32,
 }
 
 /// What a reviewer decided about a verification In Review.
@@ -235,6 +255,18 @@ pub struct ChannelWorkflow {
     pub outcomes: Vec<StepOutcome>,
     /// When the next step starts, while one remains and the code is not verified.
     pub next_step_at: Option<DateTime<Utc>>,
+    /// The request's choice of text, so later steps render theirs the same way.
+    #[serde(default)]
+    pub choice: MessageChoice,
+}
+
+/// What a send asked of its message's text: locale, brand, template, app hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageChoice {
+    pub locale: Option<String>,
+    pub brand_id: Option<String>,
+    pub template_id: Option<String>,
+    pub app_hash: Option<String>,
 }
 
 /// What one started step of a channel workflow did.

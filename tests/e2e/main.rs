@@ -11,6 +11,7 @@ mod routing;
 mod settings;
 mod sims;
 mod support;
+mod templates;
 mod tenants;
 mod warnings;
 mod workflows;

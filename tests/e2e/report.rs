@@ -24,6 +24,7 @@ const REPORT_FIELDS: &[&str] = &[
     "deliveries",
     "rules_fired",
     "review",
+    "message",
 ];
 const PHONE_FIELDS: &[&str] = &[
     "status",

@@ -9,6 +9,7 @@ pub mod extract;
 mod phone;
 mod plugins;
 mod providers;
+mod templates;
 mod workflows;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(workflows::router())
         .merge(cases::router())
         .merge(providers::router())
+        .merge(templates::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -67,6 +67,7 @@ impl Analysis {
             channel_workflow: None,
             deliveries: Vec::new(),
             review: None,
+            message: None,
         }
     }
 

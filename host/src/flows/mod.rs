@@ -14,6 +14,7 @@ pub mod providers;
 mod report;
 pub mod routed;
 mod send;
+mod templates;
 pub mod triggers;
 mod verify;
 pub mod workflows;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
-    AuditEvent, CaseRef, Channel, ChannelWorkflow, Decision, DeliveryEvent, ReportStatus, Review,
-    Verification,
+    AuditEvent, CaseRef, Channel, ChannelWorkflow, CodeMessage, Decision, DeliveryEvent,
+    ReportStatus, Review, Verification,
 };
 use crate::phone::countries;
 use crate::phone::risk::RiskAssessment;
@@ -83,6 +83,10 @@ pub struct Report {
     pub rules_fired: Vec<RuleFired>,
     /// A reviewer's decision on the verification, once it was In Review and decided.
     pub review: Option<Review>,
+    /// The last code message sent: `template_id` (`null` for the built-in text),
+    /// `brand_id`, `locale`, `channel`, `encoding` (`GSM-7` or `UCS-2`) and
+    /// `segments`; `null` until a code was sent.
+    pub message: Option<CodeMessage>,
 }
 
 /// One rule run on the report.
@@ -168,5 +172,6 @@ pub(super) fn to_report(verification: Verification) -> Report {
         deliveries: verification.deliveries,
         rules_fired,
         review: verification.review,
+        message: verification.message,
     }
 }

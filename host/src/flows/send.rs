@@ -1,13 +1,15 @@
-//! `send-otp`: limits, analysis, the `before_send_otp` decision, a fresh code, and
-//! delivery through the provider.
+//! `send-otp`: limits, analysis, the `before_send_otp` decision, a fresh code, its
+//! text, and delivery through routing; the steps of a channel workflow (the first
+//! that can be sent goes out at once, later ones when the code is not verified in
+//! time, run by the scheduled-jobs worker).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::messages;
 use crate::model::{
-    ApplicantNumber, AuditEvent, Channel, ChannelWorkflow, ReportStatus, StepOutcome, Verification,
-    WorkflowStep,
+    ApplicantNumber, AuditEvent, Channel, ChannelWorkflow, CodeMessage, MessageChoice,
+    ReportStatus, StepOutcome, Verification, WorkflowStep,
 };
 use crate::otp;
 use crate::providers::OutboundMessage;
@@ -20,6 +22,7 @@ use super::analysis::parse_valid;
 use super::idempotency::{fingerprint, Claim, IdempotencyKey};
 use super::jobs::Job;
 use super::lookup::check_applicant;
+use super::templates::MessagePlan;
 use super::triggers::{Firing, Trigger};
 use super::{Caller, Engine, FlowError};
 
@@ -38,6 +41,13 @@ pub struct SendRequest {
     /// was not verified within the previous step's `timeout_seconds`.
     #[serde(default)]
     pub workflow: Option<Vec<WorkflowStep>>,
+    /// The message's choice (see `flows/templates.rs`): `locale` is an alias of
+    /// `language`; the brand and template are the tenant's; `app_hash` overrides the
+    /// brand's.
+    pub locale: Option<String>,
+    pub brand_id: Option<String>,
+    pub template_id: Option<String>,
+    pub app_hash: Option<String>,
 }
 
 /// Steps a channel workflow may have.
@@ -183,6 +193,7 @@ impl Engine {
             .as_deref()
             .map(check_applicant)
             .transpose()?;
+        let plan = self.plan_code_message(tenant_id, &request)?;
         let settings = self.settings(tenant_id)?;
         let ip = request.client_ip.as_deref().unwrap_or(&caller.client_ip);
         self.check_limits(
@@ -202,10 +213,8 @@ impl Engine {
 
         let line = self.line_signals(tenant_id, &settings, &number.e164).await;
         let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None, line)?;
-        let language = messages::resolve_language(
-            request.language.as_deref(),
-            analysis.facts().region.as_deref(),
-        );
+        let language =
+            messages::resolve_language(plan.locale(), analysis.facts().region.as_deref());
         let open: Option<Verification> = match &entry.verification_id {
             Some(id) => self
                 .db
@@ -300,7 +309,8 @@ impl Engine {
         let (code, dispatch) = loop {
             let step = steps[current];
             let code = otp::generate_code(settings.code_length);
-            let message = self.code_message(&verification, step.channel, &code, &settings, now);
+            let (message, record) =
+                self.code_message(&plan, &verification, step.channel, &code, &settings, now)?;
             match self
                 .dispatch(
                     message,
@@ -315,6 +325,7 @@ impl Engine {
             {
                 Ok(dispatch) => {
                     outcomes.push(step_outcome(current, step.channel, now, Ok(&dispatch)));
+                    verification.message = Some(record);
                     break (code, dispatch);
                 }
                 Err(err) if current + 1 < steps.len() => {
@@ -338,6 +349,12 @@ impl Engine {
             current: u32::try_from(current).unwrap_or(0),
             outcomes,
             next_step_at: next_step,
+            choice: MessageChoice {
+                locale: request.locale.clone().or(request.language.clone()),
+                brand_id: request.brand_id.clone(),
+                template_id: request.template_id.clone(),
+                app_hash: request.app_hash.clone(),
+            },
         });
         self.fire(
             &mut trail,
@@ -461,25 +478,35 @@ impl Engine {
         )
     }
 
-    /// The code message for `verification` on `channel`.
+    /// The code message for `verification` on `channel`, rendered from `plan`, and
+    /// what the report tells about it.
     fn code_message(
         &self,
+        plan: &MessagePlan,
         verification: &Verification,
         channel: Channel,
         code: &str,
         settings: &crate::settings::PhoneSettings,
         now: DateTime<Utc>,
-    ) -> OutboundMessage {
-        OutboundMessage {
+    ) -> Result<(OutboundMessage, CodeMessage), FlowError> {
+        let text = plan.render(
+            &verification.language,
+            verification.phone.region.as_deref(),
+            channel,
+            code,
+            settings.otp_expiry_minutes,
+        )?;
+        let message = OutboundMessage {
             tenant_id: verification.tenant_id.clone(),
             verification_id: verification.id.clone(),
             phone: verification.phone.e164.clone(),
             channel,
-            language: verification.language.clone(),
-            body: messages::code_message(&verification.language, code, settings.otp_expiry_minutes),
+            language: text.record.locale.clone(),
+            body: text.body,
             code: code.to_owned(),
             created_at: now,
-        }
+        };
+        Ok((message, text.record))
     }
 
     /// Starts step `step` of a verification's channel workflow, unless its code was
@@ -512,7 +539,29 @@ impl Engine {
         let now = self.clock.now();
         let channel = workflow.steps[step as usize].channel;
         let code = otp::generate_code(settings.code_length);
-        let message = self.code_message(&verification, channel, &code, &settings, now);
+        let choice = &workflow.choice;
+        let again = SendRequest {
+            phone: verification.phone.e164.clone(),
+            applicant_id: None,
+            channel,
+            language: None,
+            client_ip: None,
+            workflow: None,
+            locale: choice.locale.clone(),
+            brand_id: choice.brand_id.clone(),
+            template_id: choice.template_id.clone(),
+            app_hash: choice.app_hash.clone(),
+        };
+        let rendered = self.plan_code_message(tenant_id, &again).and_then(|plan| {
+            self.code_message(&plan, &verification, channel, &code, &settings, now)
+        });
+        let (message, record) = match rendered {
+            Ok(rendered) => rendered,
+            Err(err) => {
+                tracing::warn!(tenant = tenant_id, "fallback step {step}: {err}");
+                return Err(err);
+            }
+        };
         let sent = self
             .dispatch(
                 message,
@@ -550,6 +599,7 @@ impl Engine {
                     if sent.is_ok() {
                         flow.current = step;
                         current.channel = Some(channel);
+                        current.message = Some(record.clone());
                         current
                             .code
                             .issue(&self.hasher, &current.id, &code, now, ttl);

@@ -69,11 +69,15 @@ pub enum Tree {
     /// `due time (20 digits, ms) / job id` → a scheduled job (channel fallback steps,
     /// message expiry).
     Jobs,
+    /// `tenant id / brand id` → a brand.
+    Brands,
+    /// `tenant id / template id` → a message template.
+    Templates,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 24] = [
+    pub const ALL: [Tree; 26] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -98,6 +102,8 @@ impl Tree {
         Tree::Messages,
         Tree::ProviderMessages,
         Tree::Jobs,
+        Tree::Brands,
+        Tree::Templates,
     ];
 
     /// The tree's stable name.
@@ -127,6 +133,8 @@ impl Tree {
             Tree::Messages => "messages",
             Tree::ProviderMessages => "provider_messages",
             Tree::Jobs => "jobs",
+            Tree::Brands => "brands",
+            Tree::Templates => "templates",
         }
     }
 }
