@@ -54,6 +54,8 @@ pub struct Engine {
     pub disposable: DisposableList,
     /// Read-through caches of hot, rarely changed records.
     pub caches: Caches,
+    /// Wakes the webhook delivery worker.
+    pub webhooks: crate::webhooks::Hub,
 }
 
 /// In-process caches of API keys and settings. Only this process writes the embedded

@@ -56,11 +56,18 @@ pub enum Tree {
     MessageIndex,
     /// `tenant id / rule id` → a declarative workflow rule.
     WorkflowRules,
+    /// `tenant id / subscription id` → a webhook subscription.
+    Webhooks,
+    /// `tenant id / subscription id / delivery id` → a webhook delivery and its attempts.
+    WebhookDeliveries,
+    /// `due time (ms, 20 digits) / delivery id` → the delivery due then. The delivery
+    /// worker's schedule across tenants; the value names the tenant.
+    WebhookQueue,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 18] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -79,6 +86,9 @@ impl Tree {
         Tree::Cases,
         Tree::MessageIndex,
         Tree::WorkflowRules,
+        Tree::Webhooks,
+        Tree::WebhookDeliveries,
+        Tree::WebhookQueue,
     ];
 
     /// The tree's stable name.
@@ -102,6 +112,9 @@ impl Tree {
             Tree::Cases => "cases",
             Tree::MessageIndex => "message_index",
             Tree::WorkflowRules => "workflow_rules",
+            Tree::Webhooks => "webhooks",
+            Tree::WebhookDeliveries => "webhook_deliveries",
+            Tree::WebhookQueue => "webhook_queue",
         }
     }
 }
@@ -292,6 +305,24 @@ impl Db {
             .scan_prefix(tree, prefix, limit, reverse)?
             .into_iter()
             .map(|(key, bytes)| decode(tree, &key, &bytes))
+            .collect()
+    }
+
+    /// Records under `prefix` with their keys, decoded, in key order or reversed.
+    pub fn scan_entries<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        self.store
+            .scan_prefix(tree, prefix, limit, reverse)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let value = decode(tree, &key, &bytes)?;
+                Ok((key, value))
+            })
             .collect()
     }
 
