@@ -12,4 +12,5 @@ mod sims;
 mod support;
 mod tenants;
 mod warnings;
+mod webhooks;
 mod workflows;
