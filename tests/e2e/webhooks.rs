@@ -66,7 +66,7 @@ async fn receive(
     State(state): State<Arc<Mutex<ReceiverState>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
     let header = |name: &str| {
         headers
             .get(name)
@@ -87,7 +87,11 @@ async fn receive(
     } else {
         state.script.remove(0)
     };
-    StatusCode::from_u16(status).expect("a status")
+    // A redirect (when scripted) points back here; it must not be followed.
+    (
+        StatusCode::from_u16(status).expect("a status"),
+        [("location", "/hook")],
+    )
 }
 
 impl Receiver {
@@ -989,4 +993,101 @@ async fn bad_input_is_refused_naming_the_field() {
         .post(&format!("/v1/webhooks/{id}/test"), &tenant.key, json!({}))
         .await
         .error(409, "webhook_disabled");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_unreachable_receivers_are_retried() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let receiver = Receiver::start().await;
+    receiver.answer(&[307], 200);
+    let (id, _) = subscribe(&server, &tenant, &receiver.url(), &["*"]).await;
+    test_event(&server, &tenant, &id).await;
+    receiver.wait_for(1).await;
+    let redirected = attempts_recorded(&server, &tenant, &id, 1).await;
+    assert_eq!(redirected["status"], "pending", "{redirected}");
+    assert_eq!(redirected["attempts"][0]["status_code"], 307);
+    assert_eq!(redirected["attempts"][0]["succeeded"], false);
+    receiver.stays_at(1).await;
+
+    // Nothing listens on a port just released: the attempt fails without an answer.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let (closed, _) = subscribe(
+        &server,
+        &tenant,
+        &format!("http://127.0.0.1:{port}/hook"),
+        &["*"],
+    )
+    .await;
+    test_event(&server, &tenant, &closed).await;
+    let refused = attempts_recorded(&server, &tenant, &closed, 1).await;
+    assert_eq!(refused["status"], "pending", "{refused}");
+    assert!(refused["attempts"][0]["status_code"].is_null(), "{refused}");
+    assert!(
+        refused["attempts"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("connection failed")),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn disabling_fails_pending_deliveries_until_they_are_retried() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let receiver = Receiver::start().await;
+    receiver.answer(&[500], 200);
+    let (id, _) = subscribe(&server, &tenant, &receiver.url(), &["*"]).await;
+    let delivery_id = test_event(&server, &tenant, &id).await["id"]
+        .as_str()
+        .expect("delivery id")
+        .to_owned();
+    receiver.wait_for(1).await;
+    attempts_recorded(&server, &tenant, &id, 1).await;
+    let path = format!("/v1/webhooks/{id}");
+    let disable = |enabled: bool| {
+        let server = &server;
+        let tenant = &tenant;
+        let path = path.clone();
+        async move {
+            server
+                .call(
+                    Method::PATCH,
+                    &path,
+                    Some(&tenant.key),
+                    Some(&json!({ "enabled": enabled })),
+                )
+                .await
+                .expect(200)
+                .clone()
+        }
+    };
+    assert_eq!(disable(false).await["enabled"], false);
+    server.advance(Duration::seconds(6));
+    let failed = newest_becomes(&server, &tenant, &id, "failed").await;
+    assert_eq!(failed["last_error"], "the webhook was disabled");
+    assert_eq!(failed["attempts"].as_array().map(Vec::len), Some(1));
+    receiver.stays_at(1).await;
+    let retry = format!("/v1/webhooks/{id}/deliveries/{delivery_id}/retry");
+    server
+        .post(&retry, &tenant.key, json!({}))
+        .await
+        .error(409, "webhook_disabled");
+
+    disable(true).await;
+    server
+        .post(&retry, &tenant.key, json!({}))
+        .await
+        .expect(202);
+    receiver.wait_for(2).await;
+    let delivered = newest_becomes(&server, &tenant, &id, "delivered").await;
+    assert_eq!(delivered["attempts"].as_array().map(Vec::len), Some(2));
+    let only_failed = server
+        .get(
+            &format!("/v1/webhooks/{id}/deliveries?status=failed"),
+            &tenant.key,
+        )
+        .await;
+    assert_eq!(only_failed.expect(200)["deliveries"], json!([]));
 }

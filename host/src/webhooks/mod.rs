@@ -103,7 +103,9 @@ impl EventType {
             EventType::Approved => {
                 "the verification was approved without a code check: by a reviewer, or by a lookup that decides on its own"
             }
-            EventType::Expired => "a code was entered after the code expired (the verification stays open for a new code)",
+            EventType::Expired => {
+                "a code was entered after it expired, or with none active (the verification stays open for a new code)"
+            }
             EventType::CaseCreated => "a rule opened a case",
             EventType::CaseUpdated => "a case was assigned, moved or noted (PATCH /v1/cases/{id}, or resolved by a review decision)",
             EventType::Test => "sent by POST /v1/webhooks/{id}/test",
