@@ -81,26 +81,42 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
             let engine = Arc::clone(&engine);
             let client = client.clone();
             batch.spawn(async move {
-                if let Err(err) = attempt(&engine, &client, &queue_key, &entry).await {
+                let recorded = attempt(&engine, &client, &queue_key, &entry).await;
+                if let Err(err) = &recorded {
                     tracing::error!(
                         delivery = %entry.delivery_id,
                         error = %err,
                         "webhook delivery not recorded"
                     );
                 }
+                recorded.is_ok()
             });
         }
-        let finished = async { while batch.join_next().await.is_some() {} };
-        tokio::select! {
-            () = finished => {}
+        let finished = async {
+            let mut all_recorded = true;
+            while let Some(joined) = batch.join_next().await {
+                all_recorded &= joined.unwrap_or(false);
+            }
+            all_recorded
+        };
+        let all_recorded = tokio::select! {
+            all_recorded = finished => all_recorded,
             _ = stopped.changed() => {
                 batch.abort_all();
                 while batch.join_next().await.is_some() {}
                 return;
             }
-        }
+        };
         if let Err(err) = engine.db.sync().await {
             tracing::error!(error = %err, "webhook attempts not flushed");
+        }
+        if !all_recorded {
+            // The store failed: the entries are still due, so pause rather than post
+            // them again at once.
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = stopped.changed() => return,
+            }
         }
     }
 }
