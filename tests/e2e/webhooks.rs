@@ -1028,7 +1028,7 @@ async fn redirects_are_not_followed_and_unreachable_receivers_are_retried() {
     assert!(
         refused["attempts"][0]["error"]
             .as_str()
-            .is_some_and(|e| e.starts_with("connection failed")),
+            .is_some_and(|e| e.starts_with("connection failed: ") && e.contains("refused")),
         "{refused}"
     );
 }

@@ -325,11 +325,14 @@ async fn post(
     }
 }
 
-/// A transport failure in a few words (without the URL, which the log shows).
+/// A transport failure in a few words: its innermost cause ("Connection refused"),
+/// without the URL, which the subscription shows.
 fn describe(err: &reqwest::Error) -> String {
-    let detail = std::error::Error::source(err)
-        .map(ToString::to_string)
-        .unwrap_or_else(|| err.to_string());
+    let mut innermost: &dyn std::error::Error = err;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    let detail = innermost.to_string();
     if err.is_timeout() {
         format!("timed out after {} s", ATTEMPT_TIMEOUT.as_secs())
     } else if err.is_connect() {
