@@ -2,7 +2,9 @@
 //! schedule (earliest first, by the engine's clock), posts them signed, records each
 //! attempt on the delivery, and reschedules failures on the backoff. It wakes on an
 //! emission and polls, so retries fall due as the clock moves; it stops when told to,
-//! leaving a delivery in flight pending, so a restart attempts it again.
+//! leaving a delivery in flight pending, so a restart attempts it again. Before posting
+//! it flushes the store, so an event never reaches a receiver before the state it
+//! reports is durable.
 
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -71,6 +73,16 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
         if due.is_empty() {
             tokio::select! {
                 () = engine.webhooks.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                _ = stopped.changed() => return,
+            }
+            continue;
+        }
+        // The state an event reports was written before the event: once this flush
+        // returns it is durable, so no receiver hears of a change a crash could undo.
+        if let Err(err) = engine.db.sync().await {
+            tracing::error!(error = %err, "cannot flush before posting webhooks");
+            tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 _ = stopped.changed() => return,
             }
