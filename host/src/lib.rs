@@ -24,4 +24,5 @@ pub mod settings;
 pub mod store;
 pub mod templates;
 pub mod warnings;
+pub mod webhooks;
 pub mod workflows;

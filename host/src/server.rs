@@ -19,6 +19,7 @@ use crate::plugins::registry::Registry;
 use crate::plugins::{builtins, Limits, PluginRuntime};
 use crate::providers::{DevOutbox, Provider};
 use crate::store::Db;
+use crate::webhooks::{self, worker::WorkerHandle};
 
 /// Builds the engine for `config` on the sled store in its data directory.
 pub fn build_engine(
@@ -59,6 +60,7 @@ pub fn build_engine(
         routing: Default::default(),
         public_url: std::sync::OnceLock::new(),
         jobs_wake: tokio::sync::Notify::new(),
+        webhooks: webhooks::Hub::default(),
     };
     let operator = engine
         .init_operator_key(config.operator_key.as_deref())
@@ -74,6 +76,8 @@ pub struct RunningServer {
     pub operator: OperatorKey,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The webhook delivery worker (dropping the handle stops it too).
+    webhooks: Option<WorkerHandle>,
 }
 
 impl RunningServer {
@@ -84,6 +88,9 @@ impl RunningServer {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        if let Some(worker) = self.webhooks.take() {
+            worker.stop().await;
+        }
         let closed = self.engine.db.closed();
         drop(self);
         closed.await;
@@ -102,12 +109,14 @@ pub async fn spawn(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let task = tokio::spawn(serve_on(listener, Arc::clone(&engine), async {
         let _ = stopped.await;
     }));
+    let worker = webhooks::worker::spawn(Arc::clone(&engine));
     Ok(RunningServer {
         addr,
         engine,
         operator,
         stop: Some(stop),
         task,
+        webhooks: Some(worker),
     })
 }
 
@@ -152,7 +161,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(plugins = ?names, stats = ?preloading.plugins.runtime().stats(), "first-party plugins loaded");
     });
     let closed = engine.db.closed();
-    serve_on(listener, engine, shutdown_signal()).await?;
+    let worker = webhooks::worker::spawn(Arc::clone(&engine));
+    let served = serve_on(listener, engine, shutdown_signal()).await;
+    worker.stop().await;
+    served?;
     closed.await;
     tracing::info!("dialgate stopped");
     Ok(())

@@ -14,4 +14,5 @@ mod support;
 mod templates;
 mod tenants;
 mod warnings;
+mod webhooks;
 mod workflows;

@@ -10,6 +10,7 @@ mod phone;
 mod plugins;
 mod providers;
 mod templates;
+mod webhooks;
 mod workflows;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(cases::router())
         .merge(providers::router())
         .merge(templates::router())
+        .merge(webhooks::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

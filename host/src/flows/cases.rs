@@ -388,6 +388,7 @@ impl Engine {
                 Ok((Some(case.clone()), case))
             },
         )?;
+        self.emit_case(crate::webhooks::EventType::CaseUpdated, &case);
         self.db.sync().await?;
         Ok(view(case))
     }
@@ -474,6 +475,7 @@ impl Engine {
                 Ok((Some(current.clone()), current))
             },
         )?;
+        self.emit_outcome(&stored);
         self.db.sync().await?;
         Ok(to_report(stored))
     }
@@ -505,11 +507,14 @@ impl Engine {
                 |current| match current {
                     Some(mut case) if case.status != CaseStatus::Resolved => {
                         apply(&mut case, &change, now)?;
-                        Ok((Some(case), ()))
+                        Ok((Some(case.clone()), Some(case)))
                     }
-                    other => Ok((other, ())),
+                    other => Ok((other, None)),
                 },
             );
+            if let Ok(Some(case)) = &resolved {
+                self.emit_case(crate::webhooks::EventType::CaseUpdated, case);
+            }
             if let Err(err) = resolved {
                 match err {
                     FlowError::Store(_) => return Err(err),

@@ -38,6 +38,7 @@ impl Engine {
             .get(Tree::Verifications, &key)?
             .ok_or(FlowError::NotFound("verification"))?;
         let now = self.clock.now();
+        let was_open = working.status.is_open();
         working.deliveries.push(DeliveryEvent {
             message_id: message_id.to_owned(),
             status: request.status,
@@ -88,6 +89,10 @@ impl Engine {
                     current.events.extend(trail.iter().cloned());
                     Ok((Some(current.clone()), current))
                 })?;
+        self.emit_delivery(&stored, request.status);
+        if was_open && !working.status.is_open() && stored.status == working.status {
+            self.emit_outcome(&stored);
+        }
         self.db.sync().await?;
         Ok(stored)
     }

@@ -271,6 +271,7 @@ impl Engine {
         if !verification.status.is_open() && verification.status != ReportStatus::Declined {
             self.record_owner(tenant_id, &verification)?;
         }
+        self.emit_outcome(&verification);
         self.db.sync().await?;
         let status = verification.status;
         Ok(lookup_response(

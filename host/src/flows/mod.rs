@@ -64,6 +64,8 @@ pub struct Engine {
     pub public_url: std::sync::OnceLock<String>,
     /// Wakes the scheduled-jobs worker when a job is stored.
     pub jobs_wake: tokio::sync::Notify,
+    /// Wakes the webhook delivery worker.
+    pub webhooks: crate::webhooks::Hub,
 }
 
 /// In-process caches of API keys and settings. Only this process writes the embedded

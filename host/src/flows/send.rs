@@ -287,6 +287,7 @@ impl Engine {
                 &verification,
             )?;
             self.record_in_index(&index_key, &verification.id, None)?;
+            self.emit_outcome(&verification);
             self.db.sync().await?;
             return Ok(SendResponse {
                 verification_id: verification.id,
@@ -397,6 +398,8 @@ impl Engine {
             }
         }
         let sends = self.record_in_index(&index_key, &verification.id, Some(now))?;
+        self.emit_webhook(crate::webhooks::EventType::Sent, &verification);
+        self.emit_outcome(&verification);
         self.db.sync().await?;
         let resends = otp::sends_in_window(&sends, now).saturating_sub(1);
         let declined = verification.status == ReportStatus::Declined;

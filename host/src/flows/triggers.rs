@@ -214,6 +214,7 @@ impl Engine {
                         };
                         self.db
                             .put(Tree::Cases, &key(&[&case.tenant_id, &case.id]), &case)?;
+                        self.emit_case(crate::webhooks::EventType::CaseCreated, &case);
                         verification.cases.push(CaseRef {
                             case_id: case.id,
                             case_type: case.case_type,

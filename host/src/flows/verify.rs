@@ -196,6 +196,10 @@ impl Engine {
         if outcome == CheckOutcome::Verified && verification.status != ReportStatus::Declined {
             self.record_owner(tenant_id, &verification)?;
         }
+        self.emit_outcome(&verification);
+        if label == "expired" {
+            self.emit_webhook(crate::webhooks::EventType::Expired, &verification);
+        }
         self.db.sync().await?;
 
         let verified = outcome == CheckOutcome::Verified;

@@ -73,11 +73,18 @@ pub enum Tree {
     Brands,
     /// `tenant id / template id` → a message template.
     Templates,
+    /// `tenant id / subscription id` → a webhook subscription.
+    Webhooks,
+    /// `tenant id / subscription id / delivery id` → a webhook delivery and its attempts.
+    WebhookDeliveries,
+    /// `due time (ms, 20 digits) / delivery id` → the delivery due then. The delivery
+    /// worker's schedule across tenants; the value names the tenant.
+    WebhookQueue,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 26] = [
+    pub const ALL: [Tree; 29] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -104,6 +111,9 @@ impl Tree {
         Tree::Jobs,
         Tree::Brands,
         Tree::Templates,
+        Tree::Webhooks,
+        Tree::WebhookDeliveries,
+        Tree::WebhookQueue,
     ];
 
     /// The tree's stable name.
@@ -135,6 +145,9 @@ impl Tree {
             Tree::Jobs => "jobs",
             Tree::Brands => "brands",
             Tree::Templates => "templates",
+            Tree::Webhooks => "webhooks",
+            Tree::WebhookDeliveries => "webhook_deliveries",
+            Tree::WebhookQueue => "webhook_queue",
         }
     }
 }
@@ -335,6 +348,24 @@ impl Db {
             .scan_prefix(tree, prefix, limit, reverse)?
             .into_iter()
             .map(|(key, bytes)| decode(tree, &key, &bytes))
+            .collect()
+    }
+
+    /// Records under `prefix` with their keys, decoded, in key order or reversed.
+    pub fn scan_entries<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        self.store
+            .scan_prefix(tree, prefix, limit, reverse)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let value = decode(tree, &key, &bytes)?;
+                Ok((key, value))
+            })
             .collect()
     }
 
