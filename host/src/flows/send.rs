@@ -642,6 +642,7 @@ impl Engine {
             )?;
         }
         if sent.is_ok() {
+            self.emit_webhook(crate::webhooks::EventType::Sent, &stored);
             if let Some(code) = &stored.code.active {
                 self.schedule(
                     &Job::ExpireMessages {

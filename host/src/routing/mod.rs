@@ -12,7 +12,8 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -250,13 +251,16 @@ pub fn plan(
 }
 
 /// Per tenant, provider and country: the statistics and breaker routing reads, kept
-/// in memory (they describe recent traffic and start empty after a restart).
+/// in memory (they describe recent traffic and start empty after a restart). Nested
+/// maps keyed by owned strings let a lookup borrow its `&str` keys, so reading a cell
+/// allocates nothing.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    cells: parking_lot::RwLock<BTreeMap<CellKey, std::sync::Arc<Cell>>>,
+    cells: parking_lot::RwLock<Tenants>,
 }
 
-type CellKey = (String, String, String);
+/// tenant → country → provider → cell.
+type Tenants = HashMap<String, HashMap<String, HashMap<String, Arc<Cell>>>>;
 
 /// One provider × country.
 #[derive(Debug)]
@@ -267,16 +271,25 @@ pub struct Cell {
 
 impl Ledger {
     /// The cell of `tenant`'s `provider` for `country` (`"*"` when unknown).
-    pub fn cell(&self, tenant: &str, provider: &str, country: &str) -> std::sync::Arc<Cell> {
-        let key = (tenant.to_owned(), provider.to_owned(), country.to_owned());
-        if let Some(cell) = self.cells.read().get(&key) {
+    pub fn cell(&self, tenant: &str, provider: &str, country: &str) -> Arc<Cell> {
+        if let Some(cell) = self
+            .cells
+            .read()
+            .get(tenant)
+            .and_then(|countries| countries.get(country))
+            .and_then(|providers| providers.get(provider))
+        {
             return cell.clone();
         }
         self.cells
             .write()
-            .entry(key)
+            .entry(tenant.to_owned())
+            .or_default()
+            .entry(country.to_owned())
+            .or_default()
+            .entry(provider.to_owned())
             .or_insert_with(|| {
-                std::sync::Arc::new(Cell {
+                Arc::new(Cell {
                     stats: parking_lot::Mutex::new(Stats::default()),
                     breaker: parking_lot::Mutex::new(Breaker::default()),
                 })
@@ -284,21 +297,33 @@ impl Ledger {
             .clone()
     }
 
-    /// Every cell of `tenant`, for the statistics endpoint.
-    pub fn cells_of(&self, tenant: &str) -> Vec<(String, String, std::sync::Arc<Cell>)> {
-        self.cells
+    /// Every cell of `tenant` as `(provider, country, cell)`, for the statistics
+    /// endpoint, ordered by provider then country.
+    pub fn cells_of(&self, tenant: &str) -> Vec<(String, String, Arc<Cell>)> {
+        let mut cells: Vec<_> = self
+            .cells
             .read()
-            .iter()
-            .filter(|((t, _, _), _)| t == tenant)
-            .map(|((_, p, c), cell)| (p.clone(), c.clone(), cell.clone()))
-            .collect()
+            .get(tenant)
+            .into_iter()
+            .flat_map(|countries| {
+                countries.iter().flat_map(|(country, providers)| {
+                    providers
+                        .iter()
+                        .map(|(provider, cell)| (provider.clone(), country.clone(), cell.clone()))
+                })
+            })
+            .collect();
+        cells.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        cells
     }
 
     /// Forgets a provider's cells (it was deleted).
     pub fn forget(&self, tenant: &str, provider: &str) {
-        self.cells
-            .write()
-            .retain(|(t, p, _), _| !(t == tenant && p == provider));
+        if let Some(countries) = self.cells.write().get_mut(tenant) {
+            for providers in countries.values_mut() {
+                providers.remove(provider);
+            }
+        }
     }
 }
 
