@@ -57,6 +57,9 @@ struct ServeArgs {
     /// Extra disposable-number list (one E.164 number or prefix per line).
     #[arg(long, env = "DIALGATE_DISPOSABLE_LIST")]
     disposable_list: Option<PathBuf>,
+    /// The base URL providers send delivery receipts to [default: http://LISTEN].
+    #[arg(long, env = "DIALGATE_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 /// Entry point of the binary.
@@ -103,6 +106,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             production: args.production,
             code_secret: args.code_secret,
             disposable_list: args.disposable_list,
+            public_url: args.public_url,
         },
     );
     crate::server::run(config).await

@@ -25,6 +25,9 @@ pub struct Config {
     pub code_secret: Option<String>,
     /// An extra disposable-number list merged with the built-in one.
     pub disposable_list: Option<PathBuf>,
+    /// The base URL providers reach this server at, for delivery receipts; the
+    /// listen address when unset.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             production: false,
             code_secret: None,
             disposable_list: None,
+            public_url: None,
         }
     }
 }
@@ -52,6 +56,7 @@ pub struct FileConfig {
     pub production: Option<bool>,
     pub code_secret: Option<String>,
     pub disposable_list: Option<PathBuf>,
+    pub public_url: Option<String>,
 }
 
 impl FileConfig {
@@ -73,6 +78,7 @@ pub struct Overrides {
     pub production: bool,
     pub code_secret: Option<String>,
     pub disposable_list: Option<PathBuf>,
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -89,6 +95,7 @@ impl Config {
             production: overrides.production || file.production.unwrap_or(false),
             code_secret: overrides.code_secret.or(file.code_secret),
             disposable_list: overrides.disposable_list.or(file.disposable_list),
+            public_url: overrides.public_url.or(file.public_url),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod phone;
 pub mod plugin_run;
 pub mod plugins;
 pub mod providers;
+pub mod routing;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -161,6 +161,12 @@ pub struct Verification {
     /// The provider a rule routed sends to.
     #[serde(default)]
     pub route: Option<String>,
+    /// Providers rules forbade (`route` actions naming `!provider`).
+    #[serde(default)]
+    pub avoided_routes: Vec<String>,
+    /// The send's channel workflow, when it has one.
+    #[serde(default)]
+    pub channel_workflow: Option<ChannelWorkflow>,
     /// Delivery updates of the code messages, in arrival order.
     #[serde(default)]
     pub deliveries: Vec<DeliveryEvent>,
@@ -202,6 +208,46 @@ pub struct Review {
     pub note: String,
     pub reviewer: Option<String>,
     pub decided_at: DateTime<Utc>,
+}
+
+/// One step of a channel workflow: send on `channel`, and if the code is not
+/// verified within `timeout_seconds`, go on to the next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowStep {
+    pub channel: Channel,
+    #[serde(default = "default_step_timeout")]
+    pub timeout_seconds: u32,
+}
+
+fn default_step_timeout() -> u32 {
+    60
+}
+
+/// An ordered fallback of channels (e.g. sms → whatsapp → voice) and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelWorkflow {
+    pub steps: Vec<WorkflowStep>,
+    /// The step whose code is the active one.
+    pub current: u32,
+    /// What happened at each step started so far: `sent`, or why it was skipped.
+    #[serde(default)]
+    pub outcomes: Vec<StepOutcome>,
+    /// When the next step starts, while one remains and the code is not verified.
+    pub next_step_at: Option<DateTime<Utc>>,
+}
+
+/// What one started step of a channel workflow did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub step: u32,
+    pub channel: Channel,
+    pub at: DateTime<Utc>,
+    /// `sent` or `failed`.
+    pub status: String,
+    pub provider: Option<String>,
+    pub message_id: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Where a code message is on its way to the handset.

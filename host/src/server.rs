@@ -56,6 +56,9 @@ pub fn build_engine(
         limits: Buckets::default(),
         disposable,
         caches: Caches::default(),
+        routing: Default::default(),
+        public_url: std::sync::OnceLock::new(),
+        jobs_wake: tokio::sync::Notify::new(),
     };
     let operator = engine
         .init_operator_key(config.operator_key.as_deref())
@@ -94,6 +97,7 @@ pub async fn spawn(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    set_public_url(&engine, config, addr);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve_on(listener, Arc::clone(&engine), async {
         let _ = stopped.await;
@@ -113,13 +117,18 @@ pub async fn serve_on(
     engine: Arc<Engine>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let jobs = tokio::spawn(Arc::clone(&engine).run_jobs(jobs_stopped));
     let app = api::app(engine);
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    let _ = stop_jobs.send(true);
+    let _ = jobs.await;
+    served
 }
 
 /// `dialgate serve`: runs in the foreground until SIGINT or SIGTERM.
@@ -129,6 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    set_public_url(&engine, &config, addr);
     announce(&config, addr, &operator);
     let preloading = Arc::clone(&engine);
     tokio::task::spawn_blocking(move || {
@@ -146,6 +156,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     closed.await;
     tracing::info!("dialgate stopped");
     Ok(())
+}
+
+/// Where providers send receipts: the configured public URL, else the bound address.
+fn set_public_url(engine: &Engine, config: &Config, addr: SocketAddr) {
+    let url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let _ = engine.public_url.set(url);
 }
 
 fn announce(config: &Config, addr: SocketAddr, operator: &OperatorKey) {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 mod phone;
 mod plugins;
+mod providers;
 mod workflows;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(plugins::router())
         .merge(workflows::router())
         .merge(cases::router())
+        .merge(providers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

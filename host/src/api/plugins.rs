@@ -640,6 +640,19 @@ async fn callback(
     Path((tenant_id, plugin_id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
+    let (request, token) = read_callback(request).await?;
+    let recorded = engine
+        .provider_callback(&tenant_id, &plugin_id, token.as_deref(), request)
+        .await
+        .map_err(super::providers::callback_error)?;
+    Ok(Json(json!({ "recorded": recorded })))
+}
+
+/// A provider's callback as adapters see it (method, path and query, headers, body),
+/// and its `token` query parameter.
+pub(super) async fn read_callback(
+    request: Request,
+) -> Result<(crate::plugins::CallbackRequest, Option<String>), ApiError> {
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().unwrap_or("").to_owned();
     let token = form_urlencoded::parse(query.as_bytes())
@@ -678,20 +691,5 @@ async fn callback(
         headers,
         body: bytes.to_vec(),
     };
-    let recorded = engine
-        .provider_callback(&tenant_id, &plugin_id, token.as_deref(), request)
-        .await
-        .map_err(|err| match err {
-            crate::flows::CallbackError::Unknown => ApiError::not_found("callback endpoint"),
-            crate::flows::CallbackError::Unauthorized => {
-                ApiError::unauthorized("the callback token is missing or wrong")
-            }
-            crate::flows::CallbackError::Unparsable(message) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unparsable_callback",
-                message,
-            ),
-            crate::flows::CallbackError::Flow(err) => err.into(),
-        })?;
-    Ok(Json(json!({ "recorded": recorded })))
+    Ok((request, token))
 }

@@ -63,6 +63,8 @@ impl Analysis {
             info_requested: Vec::new(),
             otp_required: None,
             route: None,
+            avoided_routes: Vec::new(),
+            channel_workflow: None,
             deliveries: Vec::new(),
             review: None,
         }

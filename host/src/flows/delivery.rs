@@ -80,6 +80,7 @@ impl Engine {
                     current.risk = working.risk.clone();
                     current.warnings = working.warnings.clone();
                     current.route = working.route.clone();
+                    current.avoided_routes = working.avoided_routes.clone();
                     if current.status.is_open() && !working.status.is_open() {
                         current.status = working.status;
                         current.code.active = None;

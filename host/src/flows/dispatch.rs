@@ -1,7 +1,8 @@
-//! Handing a code message to a provider: the tenant's messaging adapters when it has
-//! any (the one a rule routed to first, then the others by name, moving on when one
-//! is unavailable or fails in the sandbox), else the host's own provider (the dev
-//! outbox in development). Provider callbacks come back through
+//! Handing a code message to a provider: the tenant's providers when it has any
+//! (routed and failed over by `routed.rs`); else its messaging adapters (the one a
+//! rule routed to first, then the others by name, moving on when one is unavailable
+//! or fails in the sandbox); else the host's own provider (the dev outbox in
+//! development). Callbacks for adapters without a provider come back through
 //! `POST /v1/callbacks/{tenant}/{plugin}`, authenticated by the adapter's
 //! `callback_token` secret, and are parsed by the adapter that sent the message.
 
@@ -11,6 +12,7 @@ use crate::model::DeliveryStatus;
 use crate::plugins::registry::LiveAdapter;
 use crate::plugins::{AdapterMessage, CallbackRequest, Scope, SendRefusal};
 use crate::providers::{Dispatch, OutboundMessage};
+use crate::routing::RuleRoute;
 use crate::store::{key, Tree};
 
 use super::delivery::DeliveryRequest;
@@ -33,13 +35,24 @@ pub enum CallbackError {
 }
 
 impl Engine {
-    /// Sends `message` through the tenant's messaging adapters, or the host's provider
-    /// when the tenant has none. `route` names the adapter to try first.
+    /// Sends `message` through the tenant's providers, else its messaging adapters,
+    /// else the host's provider. `rule` carries a rule's forced and forbidden
+    /// providers; `step` is the channel-workflow step.
     pub(crate) async fn dispatch(
         &self,
         message: OutboundMessage,
-        route: Option<&str>,
+        country: Option<&str>,
+        rule: &RuleRoute<'_>,
+        step: u32,
     ) -> Result<Dispatch, FlowError> {
+        let routing = self.tenant_routing(&message.tenant_id)?;
+        if !routing.providers.is_empty() {
+            return Ok(self
+                .dispatch_routed(&routing, &message, country, rule, step)
+                .await?
+                .dispatch);
+        }
+        let route = rule.forced;
         let live = self.plugins.live(&message.tenant_id);
         let mut adapters: Vec<LiveAdapter> = live
             .as_ref()
@@ -54,6 +67,7 @@ impl Engine {
                 .await
                 .map_err(|err| FlowError::Provider(err.to_string()));
         }
+        adapters.retain(|adapter| !rule.forbidden.contains(&adapter.name));
         adapters
             .sort_by_key(|adapter| (Some(adapter.name.as_str()) != route, adapter.name.clone()));
         let now = self.clock.now().timestamp_millis();

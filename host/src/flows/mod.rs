@@ -8,8 +8,11 @@ mod cases;
 mod delivery;
 mod dispatch;
 mod idempotency;
+pub mod jobs;
 mod lookup;
+pub mod providers;
 mod report;
+pub mod routed;
 mod send;
 pub mod triggers;
 mod verify;
@@ -54,6 +57,12 @@ pub struct Engine {
     pub disposable: DisposableList,
     /// Read-through caches of hot, rarely changed records.
     pub caches: Caches,
+    /// Providers, routing policies, and what routing learnt about each provider.
+    pub routing: providers::RoutingState,
+    /// The base URL providers reach this server at (set once the listener is bound).
+    pub public_url: std::sync::OnceLock<String>,
+    /// Wakes the scheduled-jobs worker when a job is stored.
+    pub jobs_wake: tokio::sync::Notify,
 }
 
 /// In-process caches of API keys and settings. Only this process writes the embedded

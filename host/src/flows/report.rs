@@ -10,13 +10,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
-    AuditEvent, CaseRef, Channel, Decision, DeliveryEvent, ReportStatus, Review, Verification,
+    AuditEvent, CaseRef, Channel, ChannelWorkflow, Decision, DeliveryEvent, ReportStatus,
+    Review, Verification,
 };
 use crate::phone::countries;
 use crate::phone::risk::RiskAssessment;
 use crate::plugins::registry::RuleRun;
 use crate::warnings::Warning;
 
+use super::routed::MessageRecord;
 use super::{Caller, Engine, FlowError};
 
 /// Carrier block of the report.
@@ -68,6 +70,13 @@ pub struct Report {
     pub otp_required: Option<Channel>,
     /// The provider a rule routed sends to.
     pub route: Option<String>,
+    /// Providers rules forbade for this verification's sends.
+    pub avoided_routes: Vec<String>,
+    /// The send's channel workflow and what each started step did.
+    pub channel_workflow: Option<ChannelWorkflow>,
+    /// Every code message handed (or offered) to a provider: one per attempt, with
+    /// its status history (queued, sent, delivered, failed, expired).
+    pub messages: Vec<MessageRecord>,
     /// Delivery updates of the code messages.
     pub deliveries: Vec<DeliveryEvent>,
     /// Every rule that ran, at which trigger, with its actions or failure.
@@ -97,7 +106,10 @@ impl Engine {
     /// The report of one of the caller's verifications.
     pub fn report(&self, caller: &Caller, id: &str) -> Result<Report, FlowError> {
         let verification = self.load(caller, id)?;
-        Ok(to_report(verification))
+        let messages = self.messages_of(&caller.tenant_id, id)?;
+        let mut report = to_report(verification);
+        report.messages = messages;
+        Ok(report)
     }
 
     /// The audit trail of one of the caller's verifications.
@@ -150,6 +162,9 @@ pub(super) fn to_report(verification: Verification) -> Report {
         info_requested: verification.info_requested,
         otp_required: verification.otp_required,
         route: verification.route,
+        avoided_routes: verification.avoided_routes,
+        channel_workflow: verification.channel_workflow,
+        messages: Vec::new(),
         deliveries: verification.deliveries,
         rules_fired,
         review: verification.review,

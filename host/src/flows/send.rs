@@ -5,15 +5,20 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::messages;
-use crate::model::{ApplicantNumber, AuditEvent, Channel, ReportStatus, Verification};
+use crate::model::{
+    ApplicantNumber, AuditEvent, Channel, ChannelWorkflow, ReportStatus, StepOutcome,
+    Verification, WorkflowStep,
+};
 use crate::otp;
 use crate::providers::OutboundMessage;
+use crate::routing::RuleRoute;
 use crate::settings::EndpointLimits;
 use crate::store::{key, Tree};
 use crate::warnings::{RiskAction, Warning};
 
 use super::analysis::parse_valid;
 use super::idempotency::{fingerprint, Claim, IdempotencyKey};
+use super::jobs::Job;
 use super::lookup::check_applicant;
 use super::triggers::{Firing, Trigger};
 use super::{Caller, Engine, FlowError};
@@ -29,6 +34,44 @@ pub struct SendRequest {
     pub language: Option<String>,
     /// The end user's IP address as the calling app saw it, for per-IP limits.
     pub client_ip: Option<String>,
+    /// An ordered fallback of channels: each step's code goes out only if the code
+    /// was not verified within the previous step's `timeout_seconds`.
+    #[serde(default)]
+    pub workflow: Option<Vec<WorkflowStep>>,
+}
+
+/// Steps a channel workflow may have.
+pub const MAX_WORKFLOW_STEPS: usize = 5;
+
+/// The send's steps: its workflow, checked, or its one channel.
+fn workflow_steps(request: &SendRequest) -> Result<Vec<WorkflowStep>, FlowError> {
+    let Some(steps) = &request.workflow else {
+        return Ok(vec![WorkflowStep {
+            channel: request.channel,
+            timeout_seconds: 0,
+        }]);
+    };
+    if steps.is_empty() || steps.len() > MAX_WORKFLOW_STEPS {
+        return Err(FlowError::invalid(
+            "workflow",
+            format!("1 to {MAX_WORKFLOW_STEPS} steps"),
+        ));
+    }
+    for (at, step) in steps.iter().enumerate() {
+        if !(1..=900).contains(&step.timeout_seconds) {
+            return Err(FlowError::invalid(
+                format!("workflow[{at}].timeout_seconds"),
+                "must be between 1 and 900",
+            ));
+        }
+    }
+    if request.channel != Channel::Sms && request.channel != steps[0].channel {
+        return Err(FlowError::invalid(
+            "channel",
+            "contradicts workflow[0].channel; give the channels in the workflow only",
+        ));
+    }
+    Ok(steps.clone())
 }
 
 fn default_channel() -> Channel {
@@ -134,6 +177,7 @@ impl Engine {
             ));
         }
         let number = parse_valid(&request.phone, "phone")?;
+        let steps = workflow_steps(&request)?;
         let applicant_id = request
             .applicant_id
             .as_deref()
@@ -175,7 +219,7 @@ impl Engine {
         let mut verification = open.unwrap_or_else(|| {
             analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now)
         });
-        let mut channel = request.channel;
+        let mut channel = steps[0].channel;
         verification.phone = analysis.facts();
         verification.risk = analysis.risk.clone();
         verification.warnings = analysis.warnings.clone();
@@ -247,25 +291,54 @@ impl Engine {
             });
         }
 
-        let code = otp::generate_code(settings.code_length);
+        // The steps of the channel workflow are tried in order until one is sent: a
+        // step no provider can carry moves on to the next at once.
+        let mut steps = steps;
+        steps[0].channel = channel;
+        let mut outcomes = Vec::new();
+        let mut current = 0;
+        let (code, dispatch) = loop {
+            let step = steps[current];
+            let code = otp::generate_code(settings.code_length);
+            let message = self.code_message(&verification, step.channel, &code, &settings, now);
+            match self
+                .dispatch(
+                    message,
+                    verification.phone.region.as_deref(),
+                    &RuleRoute {
+                        forced: verification.route.as_deref(),
+                        forbidden: &verification.avoided_routes,
+                    },
+                    u32::try_from(current).unwrap_or(0),
+                )
+                .await
+            {
+                Ok(dispatch) => {
+                    outcomes.push(step_outcome(current, step.channel, now, Ok(&dispatch)));
+                    break (code, dispatch);
+                }
+                Err(err) if current + 1 < steps.len() => {
+                    outcomes.push(step_outcome(current, step.channel, now, Err(&err)));
+                    current += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        channel = steps[current].channel;
+        verification.channel = Some(channel);
         let ttl = Duration::minutes(i64::from(settings.otp_expiry_minutes));
         verification.code.max_attempts = settings.max_otp_attempts;
         verification
             .code
             .issue(&self.hasher, &verification.id, &code, now, ttl);
-        let message = OutboundMessage {
-            tenant_id: tenant_id.to_owned(),
-            verification_id: verification.id.clone(),
-            phone: verification.phone.e164.clone(),
-            channel,
-            language: language.to_owned(),
-            body: messages::code_message(language, &code, settings.otp_expiry_minutes),
-            code,
-            created_at: now,
-        };
-        let dispatch = self
-            .dispatch(message, verification.route.as_deref())
-            .await?;
+        let next_step = (current + 1 < steps.len())
+            .then(|| now + Duration::seconds(i64::from(steps[current].timeout_seconds)));
+        verification.channel_workflow = (steps.len() > 1).then(|| ChannelWorkflow {
+            steps: steps.clone(),
+            current: u32::try_from(current).unwrap_or(0),
+            outcomes,
+            next_step_at: next_step,
+        });
         self.fire(
             &mut trail,
             firing(Trigger::OtpSent),
@@ -285,6 +358,27 @@ impl Engine {
             .await?;
         }
         let verification = self.store_sent(verification, trail)?;
+        if verification.status.is_open() {
+            if let Some(at) = next_step {
+                self.schedule(
+                    &Job::FallbackStep {
+                        tenant_id: tenant_id.to_owned(),
+                        verification_id: verification.id.clone(),
+                        step: u32::try_from(current + 1).unwrap_or(u32::MAX),
+                    },
+                    at,
+                )?;
+            }
+            if let Some(code) = &verification.code.active {
+                self.schedule(
+                    &Job::ExpireMessages {
+                        tenant_id: tenant_id.to_owned(),
+                        verification_id: verification.id.clone(),
+                    },
+                    code.expires_at,
+                )?;
+            }
+        }
         let sends = self.record_in_index(&index_key, &verification.id, Some(now))?;
         self.db.sync().await?;
         let resends = otp::sends_in_window(&sends, now).saturating_sub(1);
@@ -367,6 +461,144 @@ impl Engine {
         )
     }
 
+    /// The code message for `verification` on `channel`.
+    fn code_message(
+        &self,
+        verification: &Verification,
+        channel: Channel,
+        code: &str,
+        settings: &crate::settings::PhoneSettings,
+        now: DateTime<Utc>,
+    ) -> OutboundMessage {
+        OutboundMessage {
+            tenant_id: verification.tenant_id.clone(),
+            verification_id: verification.id.clone(),
+            phone: verification.phone.e164.clone(),
+            channel,
+            language: verification.language.clone(),
+            body: messages::code_message(&verification.language, code, settings.otp_expiry_minutes),
+            code: code.to_owned(),
+            created_at: now,
+        }
+    }
+
+    /// Starts step `step` of a verification's channel workflow, unless its code was
+    /// verified, the verification closed, or the step already ran. Returns what the
+    /// step did, `None` when it had nothing to do.
+    pub(crate) async fn send_step(
+        &self,
+        tenant_id: &str,
+        verification_id: &str,
+        step: u32,
+    ) -> Result<Option<StepOutcome>, FlowError> {
+        let key = Engine::verification_key(tenant_id, verification_id);
+        let Some(verification) = self.db.get::<Verification>(Tree::Verifications, &key)? else {
+            return Ok(None);
+        };
+        let due = |v: &Verification| {
+            v.status.is_open()
+                && !v.otp_verified
+                && v.channel_workflow
+                    .as_ref()
+                    .is_some_and(|w| w.current < step && (step as usize) < w.steps.len())
+        };
+        if !due(&verification) {
+            return Ok(None);
+        }
+        let Some(workflow) = verification.channel_workflow.clone() else {
+            return Ok(None);
+        };
+        let settings = self.settings(tenant_id)?;
+        let now = self.clock.now();
+        let channel = workflow.steps[step as usize].channel;
+        let code = otp::generate_code(settings.code_length);
+        let message = self.code_message(&verification, channel, &code, &settings, now);
+        let sent = self
+            .dispatch(
+                message,
+                verification.phone.region.as_deref(),
+                &RuleRoute {
+                    forced: verification.route.as_deref(),
+                    forbidden: &verification.avoided_routes,
+                },
+                step,
+            )
+            .await;
+        let outcome = step_outcome(step as usize, channel, now, sent.as_ref());
+        let last = step as usize + 1 >= workflow.steps.len();
+        let next_at = (sent.is_ok() && !last).then(|| {
+            now + Duration::seconds(i64::from(workflow.steps[step as usize].timeout_seconds))
+        });
+        let ttl = Duration::minutes(i64::from(settings.otp_expiry_minutes));
+        let stored = self.db.update::<Verification, FlowError, Option<Verification>>(
+            Tree::Verifications,
+            &key,
+            |current| {
+                let Some(mut current) = current else {
+                    return Ok((None, None));
+                };
+                if !due(&current) {
+                    return Ok((Some(current), None));
+                }
+                let Some(flow) = current.channel_workflow.as_mut() else {
+                    return Ok((Some(current), None));
+                };
+                flow.outcomes.push(outcome.clone());
+                flow.next_step_at = next_at;
+                if sent.is_ok() {
+                    flow.current = step;
+                    current.channel = Some(channel);
+                    current.code.issue(&self.hasher, &current.id, &code, now, ttl);
+                    current.sends += 1;
+                }
+                current.updated_at = now;
+                current.events.push(AuditEvent {
+                    at: now,
+                    trigger: "channel_fallback".into(),
+                    status: current.status,
+                    detail: Some(format!(
+                        "step {step} on {}: {}{}",
+                        channel.as_str(),
+                        outcome.status,
+                        outcome
+                            .error
+                            .as_deref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    )),
+                    rules: Vec::new(),
+                });
+                Ok((Some(current.clone()), Some(current)))
+            },
+        )?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        if let Some(at) = next_at {
+            self.schedule(
+                &Job::FallbackStep {
+                    tenant_id: tenant_id.to_owned(),
+                    verification_id: verification_id.to_owned(),
+                    step: step + 1,
+                },
+                at,
+            )?;
+        }
+        if sent.is_ok() {
+            if let Some(code) = &stored.code.active {
+                self.schedule(
+                    &Job::ExpireMessages {
+                        tenant_id: tenant_id.to_owned(),
+                        verification_id: verification_id.to_owned(),
+                    },
+                    code.expires_at,
+                )?;
+            }
+        }
+        self.db.sync().await?;
+        Ok(Some(outcome))
+    }
+
     /// Points the number and applicant at `verification_id` and, for a sent code,
     /// records the send; returns the sends of the last 24 hours.
     pub(crate) fn record_in_index(
@@ -390,6 +622,36 @@ impl Engine {
                     Ok((Some(entry), sends))
                 },
             )
+    }
+}
+
+/// What a started step did.
+fn step_outcome(
+    step: usize,
+    channel: Channel,
+    at: DateTime<Utc>,
+    sent: Result<&crate::providers::Dispatch, &FlowError>,
+) -> StepOutcome {
+    let step = u32::try_from(step).unwrap_or(u32::MAX);
+    match sent {
+        Ok(dispatch) => StepOutcome {
+            step,
+            channel,
+            at,
+            status: "sent".into(),
+            provider: Some(dispatch.provider.clone()),
+            message_id: Some(dispatch.message_id.clone()),
+            error: None,
+        },
+        Err(err) => StepOutcome {
+            step,
+            channel,
+            at,
+            status: "failed".into(),
+            provider: None,
+            message_id: None,
+            error: Some(err.to_string()),
+        },
     }
 }
 

@@ -14,7 +14,8 @@
 //!   run, no code is sent.
 //! - `add_flag`, `set_risk` (the score and level are recomputed; a score reaching the
 //!   high threshold raises `HIGH_RISK_PHONE_NUMBER`), `create_case`, `request_info`
-//!   and `route` are recorded on the verification and shown on its report.
+//!   and `route` are recorded on the verification and shown on its report. A `route`
+//!   value names the provider to try first; `!name` forbids that provider instead.
 //! - `send_otp` requires a code: a lookup that would decide without one leaves the
 //!   verification open; before a send, it sets the channel.
 //! - A rule that fails (trap, breached limit, malformed output, its own error) is
@@ -229,9 +230,14 @@ impl Engine {
                         verification.otp_required = Some(*channel);
                         fired.otp_channel = Some(*channel);
                     }
-                    RuleAction::Route { provider } => {
-                        verification.route = Some(provider.clone());
-                    }
+                    RuleAction::Route { provider } => match provider.strip_prefix('!') {
+                        Some(avoided) => {
+                            if !verification.avoided_routes.iter().any(|a| a == avoided) {
+                                verification.avoided_routes.push(avoided.to_owned());
+                            }
+                        }
+                        None => verification.route = Some(provider.clone()),
+                    },
                 }
             }
             if fired.blocked.is_some() {

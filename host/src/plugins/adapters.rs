@@ -81,6 +81,9 @@ pub struct AdapterCall {
     pub config: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
     pub grant: HttpGrant,
+    /// How long one outbound request may take (default 5 s); a provider's attempt
+    /// timeout.
+    pub timeout: Option<Duration>,
 }
 
 /// Pre-instantiated adapters.
@@ -423,6 +426,9 @@ impl http_client::Host for State {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HttpError::BadUrl(format!("bad method {:?}", request.method)))?;
         let mut builder = self.http_client().request(method, url).body(request.body);
+        if let Some(timeout) = call.timeout {
+            builder = builder.timeout(timeout.min(HTTP_TIMEOUT));
+        }
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }

@@ -420,6 +420,7 @@ impl Registry {
                             grant: HttpGrant {
                                 hosts: record.granted_hosts.clone(),
                             },
+                            timeout: None,
                         },
                     };
                     if record.kind == Kind::LookupAdapter {

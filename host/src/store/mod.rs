@@ -56,11 +56,24 @@ pub enum Tree {
     MessageIndex,
     /// `tenant id / rule id` → a declarative workflow rule.
     WorkflowRules,
+    /// `tenant id / provider id` → a provider.
+    Providers,
+    /// `provider id` → the tenant that owns it (callbacks name only the provider).
+    ProviderIds,
+    /// `tenant id` → the routing policy.
+    RoutingPolicies,
+    /// `tenant id / verification id / message id` → one code message to one provider.
+    Messages,
+    /// `provider id / provider message id` → the message's key in `Messages`.
+    ProviderMessages,
+    /// `due time (20 digits, ms) / job id` → a scheduled job (channel fallback steps,
+    /// message expiry).
+    Jobs,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 18] = [
+    pub const ALL: [Tree; 24] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -79,6 +92,12 @@ impl Tree {
         Tree::Cases,
         Tree::MessageIndex,
         Tree::WorkflowRules,
+        Tree::Providers,
+        Tree::ProviderIds,
+        Tree::RoutingPolicies,
+        Tree::Messages,
+        Tree::ProviderMessages,
+        Tree::Jobs,
     ];
 
     /// The tree's stable name.
@@ -102,6 +121,12 @@ impl Tree {
             Tree::Cases => "cases",
             Tree::MessageIndex => "message_index",
             Tree::WorkflowRules => "workflow_rules",
+            Tree::Providers => "providers",
+            Tree::ProviderIds => "provider_ids",
+            Tree::RoutingPolicies => "routing_policies",
+            Tree::Messages => "messages",
+            Tree::ProviderMessages => "provider_messages",
+            Tree::Jobs => "jobs",
         }
     }
 }
@@ -261,6 +286,16 @@ impl Db {
     /// Stores `bytes` under `key` as they are.
     pub fn put_raw(&self, tree: Tree, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
         self.store.put(tree, key, bytes)
+    }
+
+    /// Up to `limit` records under `prefix` in key order, with their keys, undecoded.
+    pub fn scan_raw(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
+        self.store.scan_prefix(tree, prefix, limit, false)
     }
 
     /// Removes every record whose key starts with `prefix`.
