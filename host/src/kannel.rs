@@ -7,7 +7,8 @@
 //!
 //! The gateway is configured for tests: one `sendsms-user`, delivery reports kept in
 //! memory (`dlr-storage = internal`), no throughput limits, everything bound to and
-//! allowed from 127.0.0.1 only, logs at warning level into the temporary directory.
+//! allowed from 127.0.0.1 only, logs at warning level into the temporary directory
+//! (kept when `DIALGATE_KANNEL_KEEP_LOGS` is set).
 
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener as StdListener};
@@ -24,6 +25,10 @@ use tokio::task::JoinHandle;
 
 /// What to tell whoever runs without Kannel.
 pub const INSTALL_HINT: &str = "install Debian's kannel: apt-get install kannel";
+
+/// When this variable is set, the directory with the configuration and the logs is
+/// kept (and named on stderr) instead of deleted, for looking into a failure.
+pub const KEEP_LOGS: &str = "DIALGATE_KANNEL_KEEP_LOGS";
 
 /// How long start-up may take before it is reported as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -122,7 +127,7 @@ smsbox-interface = "127.0.0.1"
 box-deny-ip = "*.*.*.*"
 box-allow-ip = "127.0.0.1"
 log-file = "{bearerbox_log}"
-log-level = 2
+log-level = {level}
 dlr-storage = internal
 
 group = smsc
@@ -138,7 +143,7 @@ bearerbox-port = {smsbox_port}
 sendsms-port = {sendsms_port}
 sendsms-interface = "127.0.0.1"
 log-file = "{smsbox_log}"
-log-level = 2
+log-level = {level}
 
 group = sendsms-user
 username = "{username}"
@@ -154,6 +159,12 @@ user-allow-ip = "127.0.0.1"
         sendsms_port = ports.sendsms,
         bearerbox_log = log("bearerbox.log"),
         smsbox_log = log("smsbox.log"),
+        // Kannel's levels: 0 debug, 1 info, 2 warning.
+        level = if std::env::var_os(KEEP_LOGS).is_some() {
+            0
+        } else {
+            2
+        },
     )
 }
 
@@ -361,7 +372,14 @@ impl Drop for Kannel {
         self.stop_smsbox();
         let _ = self.bearerbox.kill();
         let _ = self.bearerbox.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os(KEEP_LOGS).is_some() {
+            eprintln!(
+                "Kannel's configuration and logs are kept in {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

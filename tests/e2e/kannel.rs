@@ -31,58 +31,65 @@ async fn kannel() -> (Kannel, FakeSmsc) {
     (kannel, smsc)
 }
 
-/// A `kannel` adapter of `tenant` sending through `kannel`, granted its sendsms host,
-/// with the server's callback URL for it: installed from the catalogue when `name` is
-/// `kannel`, else uploaded under `name`. Returns its id and callback token.
-async fn adapter(
+/// Installs the `kannel` adapter from the catalogue for `tenant`.
+async fn install(server: &TestServer, tenant: &Tenant) {
+    let catalogue = server.get("/v1/plugins/catalog", &tenant.key).await;
+    let listed = catalogue.expect(200)["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .any(|p| p["name"] == "kannel" && p["kind"] == "messaging_adapter");
+    assert!(listed, "kannel is in the catalogue");
+    server
+        .post("/v1/plugins/catalog/kannel", &tenant.key, json!({}))
+        .await
+        .expect(201);
+}
+
+/// Creates a provider `name` of `tenant` sending through `kannel` with the `kannel`
+/// adapter, at `priority`; returns it as the API shows it.
+async fn provider(
     server: &TestServer,
     tenant: &Tenant,
     kannel: &Kannel,
     name: &str,
-) -> (String, String) {
-    let reply = if name == "kannel" {
-        server
-            .post(
-                "/v1/plugins/catalog/kannel",
-                &tenant.key,
-                json!({"hosts": [kannel.sendsms_host()]}),
-            )
-            .await
-    } else {
-        let path = format!(
-            "/v1/plugins?name={name}&kind=messaging_adapter&version=1&hosts={}",
-            kannel.sendsms_host()
-        );
-        let component = dialgate::plugins::testing::guest_component("kannel");
-        server
-            .raw(
-                Method::POST,
-                &path,
-                Some(&tenant.key),
-                Some(("application/wasm", component)),
-                &[],
-            )
-            .await
-    };
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
-    let token = format!("cb-{}", uuid::Uuid::new_v4().simple());
-    let callback = format!(
-        "{}/v1/callbacks/{}/{id}?token={token}",
-        server.base, tenant.id
-    );
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
+    priority: u32,
+) -> Value {
+    let reply = server
+        .post(
+            "/v1/providers",
             &tenant.key,
             json!({
-                "config": {"base_url": kannel.sendsms_url(), "sender": "Dialgate", "callback_url": callback},
-                "secrets": {"username": kannel.username, "password": kannel.password, "callback_token": token},
-                "granted_hosts": [kannel.sendsms_host()],
+                "name": name, "plugin": "kannel", "channels": ["sms"],
+                "countries": [], "prefixes": [], "priority": priority, "weight": 1,
+                "cost_per_message": 0.004, "sender_id": "Dialgate",
+                "config": {"base_url": kannel.sendsms_url()},
+                "secrets": {"username": kannel.username, "password": kannel.password},
+                "hosts": [kannel.sendsms_host()],
             }),
         )
-        .await
-        .expect(200);
-    (id, token)
+        .await;
+    let created = reply.expect(201).clone();
+    let id = created["id"].as_str().expect("id");
+    assert_eq!(
+        created["callback_url"],
+        format!("{}/v1/callbacks/{id}", server.base),
+        "smsbox can reach the callback URL"
+    );
+    created
+}
+
+/// The messages of a report, with their provider and status.
+fn messages(report: &Value) -> Vec<(String, String)> {
+    report["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {report}"))
+        .iter()
+        .map(|m| {
+            let field = |name: &str| m[name].as_str().unwrap_or_default().to_owned();
+            (field("provider"), field("status"))
+        })
+        .collect()
 }
 
 /// The digits of the code in an SMS text.
@@ -96,28 +103,37 @@ fn code_in(text: &str) -> String {
     code
 }
 
-/// Polls the report of `verification` until a delivery update has `status`.
-async fn wait_for_delivery(
+/// Polls the report of `verification` until `done` holds for it.
+async fn wait_for_report(
     server: &TestServer,
     tenant: &Tenant,
     verification: &str,
-    status: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
 ) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let report = server.report(tenant, verification).await;
-        let reached = report["deliveries"]
-            .as_array()
-            .is_some_and(|list| list.iter().any(|d| d["status"] == status));
-        if reached {
+        if done(&report) {
             return report;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no {status} delivery update within {WAIT:?}: {report}"
+            "{what} not reported within {WAIT:?}: {report}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether the report's message history went through `statuses`.
+fn history_has(report: &Value, statuses: &[&str]) -> bool {
+    report["messages"][0]["history"]
+        .as_array()
+        .is_some_and(|history| {
+            statuses
+                .iter()
+                .all(|status| history.iter().any(|change| change["status"] == *status))
+        })
 }
 
 #[tokio::test]
@@ -210,17 +226,12 @@ async fn the_local_kannel_delivers_sendsms_messages_and_reports_them() {
 
 #[tokio::test]
 #[ignore = "needs Debian's kannel (bearerbox, smsbox); .ci/test installs it and runs this test"]
-async fn codes_go_out_through_kannel_and_delivery_reports_come_back() {
+async fn codes_go_out_through_a_kannel_provider_and_delivery_reports_come_back() {
     let (server, tenant) = TestServer::with_tenant().await;
     let (kannel, smsc) = kannel().await;
-    let catalogue = server.get("/v1/plugins/catalog", &tenant.key).await;
-    let listed = catalogue.expect(200)["plugins"]
-        .as_array()
-        .expect("plugins")
-        .iter()
-        .any(|p| p["name"] == "kannel" && p["kind"] == "messaging_adapter");
-    assert!(listed, "kannel is in the catalogue");
-    let (id, _) = adapter(&server, &tenant, &kannel, "kannel").await;
+    install(&server, &tenant).await;
+    let created = provider(&server, &tenant, &kannel, "kannel", 1).await;
+    let id = created["id"].as_str().expect("id");
 
     let phone = uz_number(70);
     let sent = server.send(&tenant, &phone, "a").await;
@@ -237,38 +248,35 @@ async fn codes_go_out_through_kannel_and_delivery_reports_come_back() {
     );
     let code = code_in(&message.text);
 
-    // smsbox fetches Kannel's reports from the server: accepted by the SMSC, then
-    // delivered to the phone.
-    let report = wait_for_delivery(&server, &tenant, verification, "delivered").await;
-    let deliveries = report["deliveries"].as_array().expect("deliveries");
-    let message_id = deliveries[0]["message_id"]
-        .as_str()
-        .expect("message id")
-        .to_owned();
-    assert!(
-        message_id.starts_with(verification),
-        "the host's message id: {message_id}"
+    // smsbox fetches Kannel's reports from the server: accepted by the SMSC (type 8)
+    // and delivered to the phone (type 1), after the host's own queued and sent.
+    let report = wait_for_report(&server, &tenant, verification, "both receipts", |r| {
+        history_has(r, &["queued", "sent", "delivered"])
+            && r["messages"][0]["history"]
+                .as_array()
+                .is_some_and(|history| history.len() == 4)
+    })
+    .await;
+    assert_eq!(
+        messages(&report),
+        [("kannel".to_owned(), "delivered".to_owned())]
     );
-    assert!(deliveries
-        .iter()
-        .all(|d| d["message_id"] == message_id.as_str()));
-    let sent_report = wait_for_delivery(&server, &tenant, verification, "sent").await;
-    let before = sent_report["deliveries"].clone();
+    assert_eq!(report["messages"][0]["provider_id"], id);
+    assert_eq!(report["messages"][0]["channel"], "sms");
+    let message_id = report["messages"][0]["id"].as_str().expect("message id");
 
-    // A report with a wrong token is refused and changes nothing.
-    let forged = format!(
-        "/v1/callbacks/{}/{id}?token=guess&id={message_id}&type=2&answer=forged",
-        tenant.id
-    );
+    // A receipt with a wrong token is refused and changes nothing.
+    let forged = format!("/v1/callbacks/{id}?token=guess&id={message_id}&type=2&answer=forged");
     server
         .raw(Method::GET, &forged, None, None, &[])
         .await
         .error(401, "unauthorized");
     let after = server.report(&tenant, verification).await;
     assert_eq!(
-        after["deliveries"], before,
-        "the forged report changed nothing"
+        after["messages"], report["messages"],
+        "the forged receipt changed nothing"
     );
+    assert_eq!(after["deliveries"], report["deliveries"]);
 
     let verified = server.verify(&tenant, &phone, "a", &code).await;
     assert_eq!(verified.expect(200)["status"], "Approved");
@@ -279,7 +287,8 @@ async fn codes_go_out_through_kannel_and_delivery_reports_come_back() {
 async fn a_russian_code_arrives_intact_as_ucs2() {
     let (server, tenant) = TestServer::with_tenant().await;
     let (kannel, smsc) = kannel().await;
-    adapter(&server, &tenant, &kannel, "kannel").await;
+    install(&server, &tenant).await;
+    provider(&server, &tenant, &kannel, "kannel", 1).await;
     let phone = uz_number(71);
     let sent = server
         .send_otp(
@@ -298,6 +307,11 @@ async fn a_russian_code_arrives_intact_as_ucs2() {
         message.text,
         format!("Ваш код подтверждения: {code}. Он действует 10 мин.")
     );
+    let verification = sent.body["verification_id"].as_str().expect("id");
+    wait_for_report(&server, &tenant, verification, "delivered", |r| {
+        history_has(r, &["delivered"])
+    })
+    .await;
     let verified = server.verify(&tenant, &phone, "a", &code).await;
     assert_eq!(verified.expect(200)["verification_status"], "verified");
 }
@@ -306,42 +320,49 @@ async fn a_russian_code_arrives_intact_as_ucs2() {
 #[ignore = "needs Debian's kannel (bearerbox, smsbox); .ci/test installs it and runs this test"]
 async fn with_smsbox_down_a_send_fails_over_or_is_reported_failed() {
     let (server, tenant) = TestServer::with_tenant().await;
+    install(&server, &tenant).await;
     let (mut down, down_smsc) = kannel().await;
-    adapter(&server, &tenant, &down, "a-kannel").await;
+    provider(&server, &tenant, &down, "kannel-a", 1).await;
     down.stop_smsbox();
 
-    // The only adapter cannot reach smsbox: the send is refused, not lost.
+    // The only provider cannot reach smsbox: the send is refused, not lost.
     let phone = uz_number(72);
     let reply = server
         .send_otp(&tenant, json!({"phone": phone, "applicant_id": "a"}))
         .await;
     let error = reply.error(502, "provider_failed");
     let text = error["message"].as_str().expect("message");
-    assert!(
-        text.contains("a-kannel") && text.contains("unavailable"),
-        "{text}"
-    );
+    assert!(text.contains("kannel-a"), "{text}");
 
-    // With a second gateway the code fails over to it.
+    // With a second gateway the code fails over to it; the report shows both attempts.
     let (up, up_smsc) = kannel().await;
-    adapter(&server, &tenant, &up, "b-kannel").await;
-    server.send(&tenant, &phone, "a").await;
+    provider(&server, &tenant, &up, "kannel-b", 2).await;
+    let sent = server.send(&tenant, &phone, "a").await;
+    let verification = sent["verification_id"].as_str().expect("id");
     let message = up_smsc
         .wait_for(&phone, "", WAIT)
         .await
         .expect("the second gateway delivered the code");
     let code = code_in(&message.text);
+    let report = wait_for_report(&server, &tenant, verification, "delivered", |r| {
+        messages(r)
+            .last()
+            .is_some_and(|(_, status)| status == "delivered")
+    })
+    .await;
+    let attempts = messages(&report);
+    assert_eq!(attempts.last().map(|(p, _)| p.as_str()), Some("kannel-b"));
+    assert!(
+        attempts[..attempts.len() - 1]
+            .iter()
+            .all(|(provider, status)| provider == "kannel-a" && status == "failed"),
+        "{attempts:?}"
+    );
 
-    // The first gateway comes back: codes go through it again, and nothing that was
-    // refused while it was down is delivered late.
+    // Nothing refused while smsbox was down is delivered once it is back.
     down.start_smsbox().await.expect("smsbox restarts");
-    let other = uz_number(73);
-    server.send(&tenant, &other, "b").await;
-    down_smsc
-        .wait_for(&other, "", WAIT)
-        .await
-        .expect("the first gateway delivered again");
-    assert_eq!(down_smsc.count(), 1, "{:?}", down_smsc.messages());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(down_smsc.count(), 0, "{:?}", down_smsc.messages());
     assert_eq!(up_smsc.count(), 1, "{:?}", up_smsc.messages());
 
     let verified = server.verify(&tenant, &phone, "a", &code).await;
