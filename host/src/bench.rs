@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Messages the `kannel` scenario sends each way.
     #[arg(long, default_value_t = 5000)]
     pub kannel_messages: u64,
+    /// Delivery reports the `kannel` scenario asks for (Kannel's `dlr-mask`; 0 for
+    /// none).
+    #[arg(long, default_value_t = 31)]
+    pub kannel_dlr_mask: u8,
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;

@@ -5,11 +5,12 @@
 //! answers Kannel's delivery reports, then measures in one run:
 //!
 //! - (a) Kannel alone: `--kannel-messages` sendsms requests straight to smsbox, with
-//!   `--connections` in flight, each asking for every delivery report (`dlr-mask=31`)
-//!   to the loopback endpoint, timed until the fake SMSC received them all;
+//!   `--connections` in flight, each asking for the delivery reports of
+//!   `--kannel-dlr-mask` (default 31: all) from the loopback endpoint, timed until the
+//!   fake SMSC received them all;
 //! - (b) the same number of `send-otp` requests to an in-process Dialgate whose tenant
-//!   sends through a `kannel` provider (whose reports come back to Dialgate), timed the
-//!   same way;
+//!   sends through a `kannel` provider with the same `dlr_mask` (whose reports come
+//!   back to Dialgate), timed the same way;
 //!
 //! and prints both rates and (b) as a share of (a). Each part starts with a warm-up of
 //! `WARM_UP` messages that is not counted.
@@ -57,6 +58,10 @@ pub(super) async fn run(
     if messages == 0 {
         bail!("--kannel-messages must be at least 1");
     }
+    let mask = args.kannel_dlr_mask;
+    if mask > 31 {
+        bail!("--kannel-dlr-mask must be 0 to 31");
+    }
     let kannel = Kannel::start().await?;
     let smsc = kannel.connect_smsc().await?;
 
@@ -77,17 +82,19 @@ pub(super) async fn run(
         move |i: u64| {
             let text = format!("Your verification code is {:06}", i % 1_000_000);
             let dlr_url = format!("http://{sink}/dlr?id={i}&type=%d&ts=%T&answer=%A");
-            let query = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("username", username.as_str()),
-                    ("password", password.as_str()),
-                    ("from", "Dialgate"),
-                    ("to", phone(i).as_str()),
-                    ("text", text.as_str()),
-                    ("dlr-mask", "31"),
-                    ("dlr-url", dlr_url.as_str()),
-                ])
-                .finish();
+            let mask = mask.to_string();
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.extend_pairs([
+                ("username", username.as_str()),
+                ("password", password.as_str()),
+                ("from", "Dialgate"),
+                ("to", phone(i).as_str()),
+                ("text", text.as_str()),
+            ]);
+            if mask != "0" {
+                query.extend_pairs([("dlr-mask", mask.as_str()), ("dlr-url", dlr_url.as_str())]);
+            }
+            let query = query.finish();
             let request = Request::get(format!("{sendsms}?{query}")).body(Full::new(Bytes::new()));
             let client = client.clone();
             async move {
@@ -98,7 +105,7 @@ pub(super) async fn run(
     };
     let kannel_only = part(&smsc, args.connections, messages, direct).await?;
     println!(
-        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight)",
+        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight, dlr-mask {mask})",
         "kannel: sendsms straight to smsbox",
         kannel_only.per_second(),
         kannel_only.messages,
@@ -124,7 +131,7 @@ pub(super) async fn run(
             "name": "kannel", "plugin": "kannel", "channels": ["sms"],
             "countries": [], "prefixes": [], "priority": 1, "weight": 1,
             "cost_per_message": 0.004, "sender_id": "Dialgate",
-            "config": {"base_url": kannel.sendsms_url()},
+            "config": {"base_url": kannel.sendsms_url(), "dlr_mask": mask.to_string()},
             "secrets": {"username": kannel.username, "password": kannel.password},
             "hosts": [kannel.sendsms_host()],
         }),
@@ -147,7 +154,7 @@ pub(super) async fn run(
     };
     let dialgate = part(&smsc, args.connections, messages, through).await?;
     println!(
-        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight)  ({:.0}% of kannel alone; target ≥ 80%)",
+        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight, dlr-mask {mask})  ({:.0}% of kannel alone; target ≥ 80%)",
         "dialgate: send-otp via kannel",
         dialgate.per_second(),
         dialgate.messages,
