@@ -20,6 +20,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("velocity", "velocity"),
     ("workflow-interpreter", "workflow_interpreter"),
     ("http-sms", "http_sms"),
+    ("kannel", "kannel"),
     ("camara-lookup", "camara_lookup"),
 ];
 

@@ -5,6 +5,10 @@
 //! echoes a small JSON body, the floor of this HTTP stack on this machine. It then drives
 //! each with keep-alive HTTP/1.1 connections for a fixed time and prints requests/s and
 //! latency percentiles: the floor, lookup, and send + verify flows with durable state.
+//! The `kannel` scenario (`bench/kannel.rs`) compares sending through a real Kannel
+//! gateway straight and through Dialgate.
+
+mod kannel;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,7 +46,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
     /// Scenarios to run: floor, lookup, lookup-1rule, lookup-10rules,
-    /// lookup-10workflows, flow
+    /// lookup-10workflows, flow, and kannel (not by default: it needs Debian's kannel)
     /// (comma-separated).
     #[arg(
         long,
@@ -50,6 +54,13 @@ pub struct BenchArgs {
         value_delimiter = ','
     )]
     pub scenarios: Vec<String>,
+    /// Messages the `kannel` scenario sends each way.
+    #[arg(long, default_value_t = 5000)]
+    pub kannel_messages: u64,
+    /// Delivery reports the `kannel` scenario asks for (Kannel's `dlr-mask`; 0 for
+    /// none).
+    #[arg(long, default_value_t = 31)]
+    pub kannel_dlr_mask: u8,
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -116,8 +127,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 lookup(&client, &args, &dir.join("lookup-10w"), Rules::Workflows(10)).await?
             }
             "flow" => flow(&client, &args, &dir.join("flow")).await?,
+            "kannel" => {
+                kannel::run(&client, &args, &dir.join("kannel")).await?;
+                continue;
+            }
             other => bail!(
-                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows or flow"
+                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow or kannel"
             ),
         };
         print_row(&figures, &results);
@@ -267,6 +282,8 @@ async fn start_server(
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    // Providers' receipts come back to this server.
+    let _ = engine.public_url.set(format!("http://{addr}"));
     let task = tokio::spawn(async move {
         let _ = crate::server::serve_on(listener, engine, std::future::pending()).await;
     });

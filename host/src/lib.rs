@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod disposable;
 pub mod flows;
+pub mod kannel;
 pub mod limits;
 pub mod messages;
 pub mod model;

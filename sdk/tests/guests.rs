@@ -55,7 +55,7 @@ const LOOKUP_ADAPTER: World = World {
 };
 
 /// (package, artifact, world) of every guest that must stay within its world.
-const GUESTS: [(&str, &str, &World); 12] = [
+const GUESTS: [(&str, &str, &World); 13] = [
     ("otp-for-voip", "otp_for_voip", &RULE),
     ("flag-sim-swap", "flag_sim_swap", &RULE),
     ("velocity", "velocity", &RULE),
@@ -70,6 +70,7 @@ const GUESTS: [(&str, &str, &World); 12] = [
     ("hostile-huge-output", "hostile_huge_output", &RULE),
     ("hostile-panic", "hostile_panic", &RULE),
     ("http-sms", "http_sms", &MESSAGING_ADAPTER),
+    ("kannel", "kannel", &MESSAGING_ADAPTER),
     ("camara-lookup", "camara_lookup", &LOOKUP_ADAPTER),
     // Checked below for the one import it must not have.
     (

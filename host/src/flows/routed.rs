@@ -253,6 +253,15 @@ impl Engine {
             attempt += 1;
             let record_key = message_key(tenant_id, &message.verification_id, &record.id);
             self.db.put(Tree::Messages, &record_key, &record)?;
+            // Adapters whose gateway returns no id name the message by the host's id
+            // (e.g. `kannel`), and their receipts may arrive before the send returns:
+            // index that id first, so such a receipt finds its message.
+            let early_index = key(&[&provider.id, &record.id]);
+            self.db.put(
+                Tree::ProviderMessages,
+                &early_index,
+                &String::from_utf8_lossy(&record_key).into_owned(),
+            )?;
             let adapter = live
                 .as_ref()
                 .and_then(|live| live.messaging().iter().find(|a| a.name == provider.plugin));
@@ -319,15 +328,28 @@ impl Engine {
                         after,
                         Outcome::Accepted { latency_ms },
                     );
-                    record.provider_message_id = Some(dispatch.provider_message_id.clone());
-                    record.segments = dispatch.segments;
-                    record.advance(DeliveryStatus::Sent, after, None);
-                    self.db.put(Tree::Messages, &record_key, &record)?;
-                    self.db.put(
-                        Tree::ProviderMessages,
-                        &key(&[&provider.id, &dispatch.provider_message_id]),
-                        &String::from_utf8_lossy(&record_key).into_owned(),
+                    // Merged into the stored record: a receipt may have advanced it.
+                    self.db.update::<MessageRecord, FlowError, ()>(
+                        Tree::Messages,
+                        &record_key,
+                        |current| {
+                            let mut current = current.unwrap_or_else(|| record.clone());
+                            current.provider_message_id =
+                                Some(dispatch.provider_message_id.clone());
+                            current.segments = dispatch.segments;
+                            current.latency_ms = Some(latency_ms);
+                            current.advance(DeliveryStatus::Sent, after, None);
+                            Ok((Some(current), ()))
+                        },
                     )?;
+                    if dispatch.provider_message_id != record.id {
+                        self.db.remove(Tree::ProviderMessages, &early_index)?;
+                        self.db.put(
+                            Tree::ProviderMessages,
+                            &key(&[&provider.id, &dispatch.provider_message_id]),
+                            &String::from_utf8_lossy(&record_key).into_owned(),
+                        )?;
+                    }
                     return Ok(Routed {
                         dispatch: Dispatch {
                             provider: provider.name.clone(),
@@ -342,6 +364,7 @@ impl Engine {
                     cell.stats.lock().record(&routing.policy, after, kind);
                     record.advance(DeliveryStatus::Failed, after, Some(reason.clone()));
                     self.db.put(Tree::Messages, &record_key, &record)?;
+                    self.db.remove(Tree::ProviderMessages, &early_index)?;
                     tracing::warn!(
                         tenant = tenant_id,
                         provider = provider.name,

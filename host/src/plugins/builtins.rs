@@ -39,6 +39,13 @@ const CATALOGUE: &[(&str, &str, Kind, &[Trigger], &str)] = &[
         "Sends codes through an HTTP SMS API (Twilio- or Vonage-shaped)",
     ),
     (
+        "kannel",
+        "kannel",
+        Kind::MessagingAdapter,
+        &[],
+        "Sends codes through a Kannel SMS gateway (sendsms) and reads its delivery reports",
+    ),
+    (
         "camara_lookup",
         "camara-lookup",
         Kind::LookupAdapter,

@@ -8,12 +8,13 @@ use std::sync::OnceLock;
 use super::event::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 13] = [
+const GUESTS: [&str; 14] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
     "workflow-interpreter",
     "http-sms",
+    "kannel",
     "camara-lookup",
     "hostile-spin",
     "hostile-memory-bomb",

@@ -1,0 +1,239 @@
+//! `dialgate bench --scenarios kannel`: Dialgate's cost over a real Kannel gateway.
+//!
+//! Starts a local Kannel (`crate::kannel`: bearerbox with a fake SMSC, smsbox serving
+//! sendsms, no throughput limits, logs at warning level) and a loopback endpoint that
+//! answers Kannel's delivery reports, then measures in one run:
+//!
+//! - (a) Kannel alone: `--kannel-messages` sendsms requests straight to smsbox, with
+//!   `--connections` in flight, each asking for the delivery reports of
+//!   `--kannel-dlr-mask` (default 31: all) from the loopback endpoint, timed until the
+//!   fake SMSC received them all;
+//! - (b) the same number of `send-otp` requests to an in-process Dialgate whose tenant
+//!   sends through a `kannel` provider with the same `dlr_mask` (whose reports come
+//!   back to Dialgate), timed the same way;
+//!
+//! and prints both rates and (b) as a share of (a). Each part starts with a warm-up of
+//! `WARM_UP` messages that is not counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::http::Request;
+use axum::routing::get;
+use axum::Router;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use serde_json::json;
+
+use super::{expect_ok, post_json, start_server, BenchArgs, HttpClient, Rules};
+use crate::kannel::{FakeSmsc, Kannel};
+
+/// Messages sent before each timed part, not counted.
+const WARM_UP: u64 = 100;
+
+/// How long the SMSC may take to receive the last message after the last request.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// One timed part: how many messages, how long until the SMSC had them all.
+struct Part {
+    messages: u64,
+    elapsed: Duration,
+}
+
+impl Part {
+    fn per_second(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs the scenario and prints its figures.
+pub(super) async fn run(
+    client: &HttpClient,
+    args: &BenchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let messages = args.kannel_messages;
+    if messages == 0 {
+        bail!("--kannel-messages must be at least 1");
+    }
+    let mask = args.kannel_dlr_mask;
+    if mask > 31 {
+        bail!("--kannel-dlr-mask must be 0 to 31");
+    }
+    let kannel = Kannel::start().await?;
+    let smsc = kannel.connect_smsc().await?;
+
+    // Where Kannel's reports go in part (a): an endpoint that only answers 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sink = listener.local_addr()?;
+    let sink_task = tokio::spawn(async move {
+        let app = Router::new().route("/dlr", get(|| async { "ok" }));
+        let _ = axum::serve(listener, app).await;
+    });
+
+    // (a) Kannel alone.
+    let sendsms = kannel.sendsms_url();
+    let username = kannel.username.clone();
+    let password = kannel.password.clone();
+    let direct = {
+        let client = client.clone();
+        move |i: u64| {
+            let text = format!("Your verification code is {:06}", i % 1_000_000);
+            let dlr_url = format!("http://{sink}/dlr?id={i}&type=%d&ts=%T&answer=%A");
+            let mask = mask.to_string();
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.extend_pairs([
+                ("username", username.as_str()),
+                ("password", password.as_str()),
+                ("from", "Dialgate"),
+                ("to", phone(i).as_str()),
+                ("text", text.as_str()),
+            ]);
+            if mask != "0" {
+                query.extend_pairs([("dlr-mask", mask.as_str()), ("dlr-url", dlr_url.as_str())]);
+            }
+            let query = query.finish();
+            let request = Request::get(format!("{sendsms}?{query}")).body(Full::new(Bytes::new()));
+            let client = client.clone();
+            async move {
+                expect_ok(client.request(request?).await).await?;
+                Ok(())
+            }
+        }
+    };
+    let kannel_only = part(&smsc, args.connections, messages, direct).await?;
+    println!(
+        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight, dlr-mask {mask})",
+        "kannel: sendsms straight to smsbox",
+        kannel_only.per_second(),
+        kannel_only.messages,
+        kannel_only.elapsed.as_secs_f64(),
+        args.connections,
+    );
+
+    // (b) The same through Dialgate with a kannel provider.
+    let (addr, key, _, server) = start_server(dir, Rules::Plugins(0)).await?;
+    let base = format!("http://{addr}");
+    let install = post_json(
+        &format!("{base}/v1/plugins/catalog/kannel"),
+        &key,
+        &json!({}),
+    )?;
+    expect_ok(client.request(install).await)
+        .await
+        .context("installing the kannel adapter")?;
+    let provider = post_json(
+        &format!("{base}/v1/providers"),
+        &key,
+        &json!({
+            "name": "kannel", "plugin": "kannel", "channels": ["sms"],
+            "countries": [], "prefixes": [], "priority": 1, "weight": 1,
+            "cost_per_message": 0.004, "sender_id": "Dialgate",
+            "config": {"base_url": kannel.sendsms_url(), "dlr_mask": mask.to_string()},
+            "secrets": {"username": kannel.username, "password": kannel.password},
+            "hosts": [kannel.sendsms_host()],
+        }),
+    )?;
+    expect_ok(client.request(provider).await)
+        .await
+        .context("creating the kannel provider")?;
+    let send_url = format!("{base}/v1/phone/send-otp");
+    let through = {
+        let client = client.clone();
+        move |i: u64| {
+            let body = json!({"phone": phone(i), "applicant_id": format!("applicant-{i}"), "channel": "sms"});
+            let request = post_json(&send_url, &key, &body);
+            let client = client.clone();
+            async move {
+                expect_ok(client.request(request?).await).await?;
+                Ok(())
+            }
+        }
+    };
+    let dialgate = part(&smsc, args.connections, messages, through).await?;
+    println!(
+        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight, dlr-mask {mask})  ({:.0}% of kannel alone; target ≥ 80%)",
+        "dialgate: send-otp via kannel",
+        dialgate.per_second(),
+        dialgate.messages,
+        dialgate.elapsed.as_secs_f64(),
+        args.connections,
+        100.0 * dialgate.per_second() / kannel_only.per_second(),
+    );
+    if !smsc.unreadable().is_empty() {
+        bail!("the fake SMSC could not read: {:?}", smsc.unreadable());
+    }
+    server.abort();
+    sink_task.abort();
+    Ok(())
+}
+
+/// A distinct valid UK mobile number for message `i`.
+fn phone(i: u64) -> String {
+    format!("+447911{:06}", i % 1_000_000)
+}
+
+/// Sends `WARM_UP` and then `messages` messages with `op` from `concurrency` workers;
+/// times the second batch from its first request until the SMSC received its last.
+async fn part<F, Fut>(
+    smsc: &FakeSmsc,
+    concurrency: usize,
+    messages: u64,
+    op: F,
+) -> anyhow::Result<Part>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    // Numbers stay distinct across both parts and their warm-ups.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let warm_up = NEXT.fetch_add(WARM_UP, Ordering::Relaxed);
+    let already = smsc.count();
+    batch(concurrency, warm_up, WARM_UP, op.clone()).await?;
+    let expected = already + usize::try_from(WARM_UP)?;
+    smsc.wait_for_count(expected, DRAIN)
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    let first = NEXT.fetch_add(messages, Ordering::Relaxed);
+    let started = Instant::now();
+    batch(concurrency, first, messages, op).await?;
+    smsc.wait_for_count(expected + usize::try_from(messages)?, DRAIN)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Part {
+        messages,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Runs `op` for `first..first + count` from `concurrency` workers; fails on the first
+/// error (a lost message would make the timing meaningless).
+async fn batch<F, Fut>(concurrency: usize, first: u64, count: u64, op: F) -> anyhow::Result<()>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(first));
+    let end = first + count;
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let next = Arc::clone(&next);
+        let op = op.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                op(i).await.with_context(|| format!("message {i}"))?;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(())
+}
