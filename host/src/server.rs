@@ -60,6 +60,7 @@ pub fn build_engine(
         routing: Default::default(),
         public_url: std::sync::OnceLock::new(),
         jobs_wake: tokio::sync::Notify::new(),
+        jobs_next_due: std::sync::atomic::AtomicI64::new(i64::MIN),
         webhooks: webhooks::Hub::default(),
     };
     let operator = engine

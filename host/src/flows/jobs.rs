@@ -4,6 +4,7 @@
 //! clock. A job is removed only after it ran, and each job checks the verification's
 //! state first, so running one twice (a crash in between) changes nothing.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,29 +39,57 @@ pub enum Job {
     },
 }
 
+/// The due time, in milliseconds, at the start of a job's key.
+fn due_of(key: &[u8]) -> i64 {
+    std::str::from_utf8(key.get(..20).unwrap_or_default())
+        .ok()
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(i64::MIN)
+}
+
 fn job_key(due: DateTime<Utc>, id: &str) -> Vec<u8> {
     let millis = u64::try_from(due.timestamp_millis()).unwrap_or(0);
     format!("{millis:020}/{id}").into_bytes()
 }
 
 impl Engine {
-    /// Stores `job` to run at `due`.
+    /// Stores `job` to run at `due`. The worker is woken only when the job is due
+    /// before every job it knows of.
     pub(crate) fn schedule(&self, job: &Job, due: DateTime<Utc>) -> Result<(), FlowError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         self.db.put(Tree::Jobs, &job_key(due, &id), job)?;
-        self.jobs_wake.notify_one();
+        let due_ms = due.timestamp_millis();
+        if due_ms < self.jobs_next_due.fetch_min(due_ms, Ordering::AcqRel) {
+            self.jobs_wake.notify_one();
+        }
         Ok(())
     }
 
-    /// Runs every job due by now; returns how many ran.
+    /// Runs every job due by now; returns how many ran. Costs one atomic read while
+    /// the earliest job is not due: the store is read only when one is.
     pub async fn run_due_jobs(&self) -> Result<usize, FlowError> {
-        let now_key = job_key(self.clock.now(), "~");
-        let due: Vec<(Vec<u8>, Vec<u8>)> = self
-            .db
-            .scan_raw(Tree::Jobs, b"", BATCH)?
-            .into_iter()
-            .take_while(|(key, _)| key.as_slice() <= now_key.as_slice())
-            .collect();
+        let now = self.clock.now();
+        if now.timestamp_millis() < self.jobs_next_due.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        // Forget the hint before reading, so a job scheduled meanwhile lowers it again.
+        self.jobs_next_due.store(i64::MAX, Ordering::Release);
+        let now_key = job_key(now, "~");
+        let scanned = self.db.scan_raw(Tree::Jobs, b"", BATCH)?;
+        let full = scanned.len() == BATCH;
+        let mut due = Vec::new();
+        for (key, bytes) in scanned {
+            if key.as_slice() <= now_key.as_slice() {
+                due.push((key, bytes));
+            } else {
+                self.jobs_next_due.fetch_min(due_of(&key), Ordering::AcqRel);
+                break;
+            }
+        }
+        if full && due.len() == BATCH {
+            // More may be due than one pass takes: come back at once.
+            self.jobs_next_due.store(i64::MIN, Ordering::Release);
+        }
         let mut ran = 0;
         for (key, bytes) in due {
             match serde_json::from_slice::<Job>(&bytes) {

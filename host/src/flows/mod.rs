@@ -64,6 +64,9 @@ pub struct Engine {
     pub public_url: std::sync::OnceLock<String>,
     /// Wakes the scheduled-jobs worker when a job is stored.
     pub jobs_wake: tokio::sync::Notify,
+    /// When the earliest scheduled job is due (ms since the epoch), as far as the
+    /// worker knows: `i64::MIN` means "look", `i64::MAX` "nothing scheduled".
+    pub jobs_next_due: std::sync::atomic::AtomicI64,
     /// Wakes the webhook delivery worker.
     pub webhooks: crate::webhooks::Hub,
 }

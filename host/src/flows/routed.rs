@@ -61,6 +61,17 @@ pub struct MessageRecord {
     pub history: Vec<StatusChange>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Receipts that arrived before the send stored its verification, waiting to be
+    /// recorded on it (see [`Engine::apply_pending_receipts`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_receipts: Vec<PendingReceipt>,
+}
+
+/// A receipt recorded on its message but not yet on its verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReceipt {
+    pub status: DeliveryStatus,
+    pub reason: Option<String>,
 }
 
 impl MessageRecord {
@@ -103,7 +114,7 @@ pub struct Routed {
     pub attempts: u32,
 }
 
-fn message_key(tenant_id: &str, verification_id: &str, message_id: &str) -> Vec<u8> {
+pub(crate) fn message_key(tenant_id: &str, verification_id: &str, message_id: &str) -> Vec<u8> {
     key(&[tenant_id, verification_id, message_id])
 }
 
@@ -249,6 +260,7 @@ impl Engine {
                 }],
                 created_at: now,
                 updated_at: now,
+                pending_receipts: Vec::new(),
             };
             attempt += 1;
             let record_key = message_key(tenant_id, &message.verification_id, &record.id);
@@ -594,19 +606,124 @@ impl Engine {
                         .record(&routing.policy, self.clock.now(), outcome);
                 }
             }
-            self.delivery_update(
-                &caller,
-                &record.verification_id,
-                &record.id,
-                DeliveryRequest {
-                    status,
-                    reason: update.reason,
-                },
-            )
-            .await?;
+            let applied = self
+                .delivery_update(
+                    &caller,
+                    &record.verification_id,
+                    &record.id,
+                    DeliveryRequest {
+                        status,
+                        reason: update.reason.clone(),
+                    },
+                )
+                .await;
+            match applied {
+                Ok(_) => {}
+                // The receipt beat the send: its verification is not stored yet. It
+                // waits on the message until one of the two sides applies it.
+                Err(FlowError::NotFound("verification")) => {
+                    self.db.update::<MessageRecord, FlowError, ()>(
+                        Tree::Messages,
+                        record_key.as_bytes(),
+                        |current| {
+                            let Some(mut current) = current else {
+                                return Ok((None, ()));
+                            };
+                            current.pending_receipts.push(PendingReceipt {
+                                status,
+                                reason: update.reason.clone(),
+                            });
+                            Ok((Some(current), ()))
+                        },
+                    )?;
+                    self.apply_pending_receipts(&tenant_id, record_key.as_bytes())
+                        .await?;
+                }
+                Err(err) => return Err(err.into()),
+            }
             recorded += 1;
         }
         Ok(recorded)
+    }
+
+    /// Records on the verification the receipts that waited on message `record_key`
+    /// because they arrived before the send stored it. Both the send (once stored)
+    /// and the receipt (once parked) call this; taking the list is one
+    /// compare-and-swap, so each receipt is recorded once. Receipts whose
+    /// verification still does not exist are put back.
+    pub(crate) async fn apply_pending_receipts(
+        &self,
+        tenant_id: &str,
+        record_key: &[u8],
+    ) -> Result<(), FlowError> {
+        loop {
+            let taken = self
+                .db
+                .update::<MessageRecord, FlowError, Option<MessageRecord>>(
+                    Tree::Messages,
+                    record_key,
+                    |current| match current {
+                        Some(mut current) if !current.pending_receipts.is_empty() => {
+                            let taken = current.clone();
+                            current.pending_receipts.clear();
+                            Ok((Some(current), Some(taken)))
+                        }
+                        other => Ok((other, None)),
+                    },
+                )?;
+            let Some(record) = taken else {
+                return Ok(());
+            };
+            let caller = Caller {
+                tenant_id: tenant_id.to_owned(),
+                client_ip: String::new(),
+            };
+            let mut left = Vec::new();
+            for pending in record.pending_receipts {
+                let applied = self
+                    .delivery_update(
+                        &caller,
+                        &record.verification_id,
+                        &record.id,
+                        DeliveryRequest {
+                            status: pending.status,
+                            reason: pending.reason.clone(),
+                        },
+                    )
+                    .await;
+                match applied {
+                    Ok(_) => {}
+                    Err(FlowError::NotFound("verification")) => left.push(pending),
+                    Err(err) => return Err(err),
+                }
+            }
+            if left.is_empty() {
+                return Ok(());
+            }
+            self.db.update::<MessageRecord, FlowError, ()>(
+                Tree::Messages,
+                record_key,
+                |current| {
+                    let Some(mut current) = current else {
+                        return Ok((None, ()));
+                    };
+                    current.pending_receipts.extend(left.iter().cloned());
+                    Ok((Some(current), ()))
+                },
+            )?;
+            // The send may have stored its verification (and looked for waiting
+            // receipts) while these were out: then they are applied now.
+            let stored = self
+                .db
+                .get::<crate::model::Verification>(
+                    Tree::Verifications,
+                    &key(&[tenant_id, &record.verification_id]),
+                )?
+                .is_some();
+            if !stored {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -644,6 +761,7 @@ mod tests {
             history: vec![],
             created_at: at,
             updated_at: at,
+            pending_receipts: Vec::new(),
         };
         assert!(record.advance(DeliveryStatus::Sent, at, None));
         // A late "queued" is recorded, not applied.

@@ -22,6 +22,7 @@ use super::analysis::parse_valid;
 use super::idempotency::{fingerprint, Claim, IdempotencyKey};
 use super::jobs::Job;
 use super::lookup::check_applicant;
+use super::routed::message_key;
 use super::templates::MessagePlan;
 use super::triggers::{Firing, Trigger};
 use super::{Caller, Engine, FlowError};
@@ -376,6 +377,12 @@ impl Engine {
             .await?;
         }
         let verification = self.store_sent(verification, trail)?;
+        // Receipts that beat this write wait on the message; record them now.
+        self.apply_pending_receipts(
+            tenant_id,
+            &message_key(tenant_id, &verification.id, &dispatch.message_id),
+        )
+        .await?;
         if verification.status.is_open() {
             if let Some(at) = next_step {
                 self.schedule(
@@ -387,7 +394,9 @@ impl Engine {
                     at,
                 )?;
             }
-            if let Some(code) = &verification.code.active {
+            // Only routed sends keep message records to expire.
+            let routed = !self.tenant_routing(tenant_id)?.providers.is_empty();
+            if let Some(code) = verification.code.active.as_ref().filter(|_| routed) {
                 self.schedule(
                     &Job::ExpireMessages {
                         tenant_id: tenant_id.to_owned(),
@@ -631,6 +640,13 @@ impl Engine {
         let Some(stored) = stored else {
             return Ok(None);
         };
+        if let Some(message_id) = &outcome.message_id {
+            self.apply_pending_receipts(
+                tenant_id,
+                &message_key(tenant_id, verification_id, message_id),
+            )
+            .await?;
+        }
         if let Some(at) = next_at {
             self.schedule(
                 &Job::FallbackStep {
@@ -643,7 +659,8 @@ impl Engine {
         }
         if sent.is_ok() {
             self.emit_webhook(crate::webhooks::EventType::Sent, &stored);
-            if let Some(code) = &stored.code.active {
+            let routed = !self.tenant_routing(tenant_id)?.providers.is_empty();
+            if let Some(code) = stored.code.active.as_ref().filter(|_| routed) {
                 self.schedule(
                     &Job::ExpireMessages {
                         tenant_id: tenant_id.to_owned(),
