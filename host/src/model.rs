@@ -294,6 +294,17 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// The status an adapter's delivery update names (`expired` for anything else).
+    pub fn from_update(name: &str) -> Self {
+        match name {
+            "queued" => DeliveryStatus::Queued,
+            "sent" => DeliveryStatus::Sent,
+            "delivered" => DeliveryStatus::Delivered,
+            "failed" => DeliveryStatus::Failed,
+            _ => DeliveryStatus::Expired,
+        }
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -189,13 +189,7 @@ impl Engine {
                 );
                 continue;
             };
-            let status = match update.status {
-                "queued" => DeliveryStatus::Queued,
-                "sent" => DeliveryStatus::Sent,
-                "delivered" => DeliveryStatus::Delivered,
-                "failed" => DeliveryStatus::Failed,
-                _ => DeliveryStatus::Expired,
-            };
+            let status = DeliveryStatus::from_update(update.status);
             self.delivery_update(
                 &caller,
                 &verification_id,

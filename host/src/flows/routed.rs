@@ -555,13 +555,7 @@ impl Engine {
                 );
                 continue;
             };
-            let status = match update.status {
-                "queued" => DeliveryStatus::Queued,
-                "sent" => DeliveryStatus::Sent,
-                "delivered" => DeliveryStatus::Delivered,
-                "failed" => DeliveryStatus::Failed,
-                _ => DeliveryStatus::Expired,
-            };
+            let status = DeliveryStatus::from_update(update.status);
             let at = update
                 .at_millis
                 .and_then(DateTime::<Utc>::from_timestamp_millis)
