@@ -83,6 +83,17 @@ fn id(provider: &Value) -> String {
     provider["id"].as_str().expect("id").to_owned()
 }
 
+/// The statistics of provider `name` for Uzbekistan in a `/v1/routing/stats` list.
+fn stats_of(stats: &Value, name: &str) -> Value {
+    stats
+        .as_array()
+        .expect("stats")
+        .iter()
+        .find(|c| c["provider"] == name && c["country"] == "UZ")
+        .unwrap_or_else(|| panic!("no stats for {name}: {stats}"))
+        .clone()
+}
+
 /// The code in a message text.
 fn code_in(text: &str) -> String {
     text.chars().filter(char::is_ascii_digit).take(6).collect()
@@ -127,6 +138,20 @@ async fn post_callback(
         )
         .await;
     reply.status
+}
+
+/// Waits until the verification's channel workflow recorded step `step` as current.
+async fn step_recorded(server: &TestServer, tenant: &Tenant, verification: &str, step: u32) {
+    let mut current = Value::Null;
+    for _ in 0..200 {
+        let report = server.report(tenant, verification).await;
+        current = report["channel_workflow"]["current"].clone();
+        if current == step {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("step {step} was not recorded; current is {current}");
 }
 
 /// Waits (on the wall clock) until `check` holds, for background jobs.
@@ -433,17 +458,8 @@ async fn each_strategy_chooses_its_provider_and_sends_through_it() {
     assert_eq!(order(&planned)[0], cheap, "{planned}");
     assert_eq!(order(&planned).last(), Some(&first), "{planned}");
     let stats = server.get("/v1/routing/stats", &tenant.key).await;
-    let stats = stats.expect(200)["stats"]
-        .as_array()
-        .expect("stats")
-        .clone();
-    let cell = |name: &str| {
-        stats
-            .iter()
-            .find(|c| c["provider"] == name && c["country"] == "UZ")
-            .unwrap_or_else(|| panic!("no stats for {name}: {stats:?}"))
-            .clone()
-    };
+    let stats = stats.expect(200)["stats"].clone();
+    let cell = |name: &str| stats_of(&stats, name);
     assert!(cell("first")["errors"].as_u64().expect("errors") >= 2);
     let latency = |name: &str| cell(name)["mean_latency_ms"].as_f64().expect("latency");
     // Two of its ten accepted sends took 400 ms.
@@ -511,7 +527,8 @@ async fn an_outage_in_one_country_fails_over_loses_no_code_and_opens_only_that_b
                 .expect("sent")
                 .text,
         );
-        server.verify(&tenant, phone, "a", &code).await.expect(200);
+        let verified = server.verify(&tenant, phone, "a", &code).await;
+        assert_eq!(verified.expect(200)["verification_status"], "verified");
     }
     // Kazakhstan still goes through `a`: the breaker is per country.
     server.send(&tenant, "+77012345678", "kz").await;
@@ -564,13 +581,7 @@ async fn a_slow_provider_times_out_and_the_next_one_sends() {
     assert_eq!(messages[1]["provider"], "fast");
     assert_eq!(messages[1]["attempt"], 1);
     let stats = server.get("/v1/routing/stats", &tenant.key).await;
-    let slow_cell = stats.expect(200)["stats"]
-        .as_array()
-        .expect("stats")
-        .iter()
-        .find(|c| c["provider"] == "slow")
-        .expect("slow stats")
-        .clone();
+    let slow_cell = stats_of(&stats.expect(200)["stats"], "slow");
     assert_eq!(slow_cell["timeouts"], 1, "{slow_cell}");
 }
 
@@ -634,13 +645,7 @@ async fn the_breaker_opens_lets_one_probe_through_and_closes_or_reopens() {
     assert_eq!(breaker(&planned), "closed");
     assert_eq!(order(&planned)[0], a);
     let stats = server.get("/v1/routing/stats", &tenant.key).await;
-    let cell = stats.expect(200)["stats"]
-        .as_array()
-        .expect("stats")
-        .iter()
-        .find(|c| c["provider"] == "a")
-        .expect("a")
-        .clone();
+    let cell = stats_of(&stats.expect(200)["stats"], "a");
     assert_eq!(cell["breaker_trips"], 1, "{cell}");
 }
 
@@ -886,6 +891,8 @@ async fn a_channel_workflow_falls_back_until_the_code_is_verified_and_survives_a
     .await;
     let whatsapp = wa_sim.accepted()[0].clone();
     assert_eq!(whatsapp.to, format!("whatsapp:{phone}"));
+    // The step's code takes over once the step is recorded, just after the send.
+    step_recorded(&server, &tenant, &verification, 1).await;
     // The SMS code was superseded; the WhatsApp code verifies.
     let sms_code = code_in(&sms_sim.accepted()[0].text);
     let wa_code = code_in(&whatsapp.text);
@@ -893,10 +900,8 @@ async fn a_channel_workflow_falls_back_until_the_code_is_verified_and_survives_a
         let stale = server.verify(&tenant, &phone, "a", &sms_code).await;
         assert_eq!(stale.expect(200)["verification_status"], "incorrect_code");
     }
-    server
-        .verify(&tenant, &phone, "a", &wa_code)
-        .await
-        .expect(200);
+    let verified = server.verify(&tenant, &phone, "a", &wa_code).await;
+    assert_eq!(verified.expect(200)["verification_status"], "verified");
     // Verified: the voice step never starts.
     server.advance(chrono::Duration::seconds(60));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -924,7 +929,9 @@ async fn a_channel_workflow_falls_back_until_the_code_is_verified_and_survives_a
             json!({"phone": phone, "applicant_id": "a", "workflow": workflow}),
         )
         .await;
-    assert_eq!(sent.expect(200)["channel"], "whatsapp");
+    let second = sent.expect(200).clone();
+    assert_eq!(second["channel"], "whatsapp");
+    let second = second["verification_id"].as_str().expect("id").to_owned();
     assert_eq!(wa_sim.accepted().len(), 2);
     server.advance(chrono::Duration::seconds(31));
     eventually("the voice step went out", || {
@@ -935,7 +942,9 @@ async fn a_channel_workflow_falls_back_until_the_code_is_verified_and_survives_a
     assert_eq!(call.kind, "call");
     assert!(call.text.starts_with("<Response><Say"), "{}", call.text);
     let code = code_in(&call.text.replace(' ', ""));
-    server.verify(&tenant, &phone, "a", &code).await.expect(200);
+    step_recorded(&server, &tenant, &second, 2).await;
+    let verified = server.verify(&tenant, &phone, "a", &code).await;
+    assert_eq!(verified.expect(200)["verification_status"], "verified");
 
     // Workflow input is checked.
     for (workflow, field) in [

@@ -300,29 +300,7 @@ async fn twilio_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<Value>) {
-    tokio::time::sleep(SmsSim::current_delay(&state)).await;
-    let sim = SmsSim {
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        state,
-    };
-    let fields = form(&body);
-    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
-    let callback = fields.get("StatusCallback").cloned();
-    match sim.take(
-        &headers,
-        (&field("To"), &field("From"), &field("Body")),
-        callback,
-        "message",
-    ) {
-        Ok(sid) => (
-            StatusCode::CREATED,
-            Json(json!({"sid": sid, "status": "queued", "num_segments": "1"})),
-        ),
-        Err(status) => (
-            StatusCode::from_u16(status).expect("status"),
-            Json(json!({"code": 20500, "message": "injected fault", "status": status})),
-        ),
-    }
+    twilio_take(state, &headers, &body, "message").await
 }
 
 /// Twilio's Voice API: `Calls.json` with the TwiML to read out.
@@ -331,23 +309,39 @@ async fn twilio_call(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<Value>) {
+    twilio_take(state, &headers, &body, "call").await
+}
+
+/// A Twilio-shaped request of `kind` (`message`: the `Body`; `call`: the `Twiml`),
+/// after the injected latency, and its answer.
+async fn twilio_take(
+    state: Arc<Mutex<SmsState>>,
+    headers: &HeaderMap,
+    body: &[u8],
+    kind: &'static str,
+) -> (StatusCode, Json<Value>) {
     tokio::time::sleep(SmsSim::current_delay(&state)).await;
     let sim = SmsSim {
         addr: "127.0.0.1:0".parse().expect("addr"),
         state,
     };
-    let fields = form(&body);
+    let fields = form(body);
     let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let text = field(if kind == "call" { "Twiml" } else { "Body" });
     let callback = fields.get("StatusCallback").cloned();
     match sim.take(
-        &headers,
-        (&field("To"), &field("From"), &field("Twiml")),
+        headers,
+        (&field("To"), &field("From"), &text),
         callback,
-        "call",
+        kind,
     ) {
-        Ok(sid) => (
+        Ok(sid) if kind == "call" => (
             StatusCode::CREATED,
             Json(json!({"sid": sid, "status": "queued"})),
+        ),
+        Ok(sid) => (
+            StatusCode::CREATED,
+            Json(json!({"sid": sid, "status": "queued", "num_segments": "1"})),
         ),
         Err(status) => (
             StatusCode::from_u16(status).expect("status"),
