@@ -105,6 +105,7 @@ impl Engine {
                     return Ok(Dispatch {
                         provider: adapter.name.clone(),
                         message_id: dispatch.provider_message_id,
+                        routed: false,
                     });
                 }
                 Ok(Err(SendRefusal::Unavailable(reason))) => {

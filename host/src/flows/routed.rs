@@ -366,6 +366,7 @@ impl Engine {
                         dispatch: Dispatch {
                             provider: provider.name.clone(),
                             message_id: record.id,
+                            routed: true,
                         },
                         provider_id: provider.id.clone(),
                         attempts: attempt,

@@ -378,11 +378,13 @@ impl Engine {
         }
         let verification = self.store_sent(verification, trail)?;
         // Receipts that beat this write wait on the message; record them now.
-        self.apply_pending_receipts(
-            tenant_id,
-            &message_key(tenant_id, &verification.id, &dispatch.message_id),
-        )
-        .await?;
+        if dispatch.routed {
+            self.apply_pending_receipts(
+                tenant_id,
+                &message_key(tenant_id, &verification.id, &dispatch.message_id),
+            )
+            .await?;
+        }
         if verification.status.is_open() {
             if let Some(at) = next_step {
                 self.schedule(
@@ -395,8 +397,12 @@ impl Engine {
                 )?;
             }
             // Only routed sends keep message records to expire.
-            let routed = !self.tenant_routing(tenant_id)?.providers.is_empty();
-            if let Some(code) = verification.code.active.as_ref().filter(|_| routed) {
+            if let Some(code) = verification
+                .code
+                .active
+                .as_ref()
+                .filter(|_| dispatch.routed)
+            {
                 self.schedule(
                     &Job::ExpireMessages {
                         tenant_id: tenant_id.to_owned(),
@@ -640,7 +646,11 @@ impl Engine {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        if let Some(message_id) = &outcome.message_id {
+        if let Some(message_id) = outcome
+            .message_id
+            .as_ref()
+            .filter(|_| sent.as_ref().is_ok_and(|dispatch| dispatch.routed))
+        {
             self.apply_pending_receipts(
                 tenant_id,
                 &message_key(tenant_id, verification_id, message_id),
@@ -659,7 +669,7 @@ impl Engine {
         }
         if sent.is_ok() {
             self.emit_webhook(crate::webhooks::EventType::Sent, &stored);
-            let routed = !self.tenant_routing(tenant_id)?.providers.is_empty();
+            let routed = sent.as_ref().is_ok_and(|dispatch| dispatch.routed);
             if let Some(code) = stored.code.active.as_ref().filter(|_| routed) {
                 self.schedule(
                     &Job::ExpireMessages {

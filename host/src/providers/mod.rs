@@ -35,6 +35,10 @@ pub struct OutboundMessage {
 pub struct Dispatch {
     pub provider: String,
     pub message_id: String,
+    /// Whether it went through the tenant's providers, which keep a message record
+    /// (receipts, expiry) under `message_id`.
+    #[serde(default)]
+    pub routed: bool,
 }
 
 /// Why a provider could not take a message.

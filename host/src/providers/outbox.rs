@@ -96,6 +96,7 @@ impl Provider for DevOutbox {
             Ok(Dispatch {
                 provider: "dev-outbox".into(),
                 message_id: id,
+                routed: false,
             })
         })
     }
