@@ -60,6 +60,16 @@ struct ServeArgs {
     /// The base URL providers send delivery receipts to [default: http://LISTEN].
     #[arg(long, env = "DIALGATE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Seconds a client has to send a request's headers, and each part of its body,
+    /// before its connection is closed [default: 10].
+    #[arg(long, env = "DIALGATE_HEADER_READ_TIMEOUT_SECS")]
+    header_read_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request [default: 60].
+    #[arg(long, env = "DIALGATE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Connections served at once; more wait until one closes [default: 1024].
+    #[arg(long, env = "DIALGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
 }
 
 /// Entry point of the binary.
@@ -107,8 +117,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             code_secret: args.code_secret,
             disposable_list: args.disposable_list,
             public_url: args.public_url,
+            header_read_timeout_secs: args.header_read_timeout_secs,
+            idle_timeout_secs: args.idle_timeout_secs,
+            max_connections: args.max_connections,
         },
     );
+    config.validate()?;
     crate::server::run(config).await
 }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -28,6 +29,37 @@ pub struct Config {
     /// The base URL providers reach this server at, for delivery receipts; the
     /// listen address when unset.
     pub public_url: Option<String>,
+    /// Limits on the HTTP connections the server accepts.
+    pub http: HttpLimits,
+}
+
+/// Limits on HTTP connections: how long a client may take to send a request's
+/// headers (and each part of its body), how long a kept-alive connection may sit
+/// idle, and how many connections are served at once (further ones wait in the
+/// listen backlog until one closes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Default time to receive a request's headers, from their first byte (or from the
+/// connection's opening, for its first request).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Default time a kept-alive connection may wait for its next request.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Default number of connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 impl Default for Config {
@@ -42,6 +74,7 @@ impl Default for Config {
             code_secret: None,
             disposable_list: None,
             public_url: None,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -57,6 +90,9 @@ pub struct FileConfig {
     pub code_secret: Option<String>,
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
 }
 
 impl FileConfig {
@@ -79,6 +115,9 @@ pub struct Overrides {
     pub code_secret: Option<String>,
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
 }
 
 impl Config {
@@ -96,7 +135,43 @@ impl Config {
             code_secret: overrides.code_secret.or(file.code_secret),
             disposable_list: overrides.disposable_list.or(file.disposable_list),
             public_url: overrides.public_url.or(file.public_url),
+            http: HttpLimits {
+                header_read_timeout: overrides
+                    .header_read_timeout_secs
+                    .or(file.header_read_timeout_secs)
+                    .map_or(defaults.http.header_read_timeout, Duration::from_secs),
+                idle_timeout: overrides
+                    .idle_timeout_secs
+                    .or(file.idle_timeout_secs)
+                    .map_or(defaults.http.idle_timeout, Duration::from_secs),
+                max_connections: overrides
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(defaults.http.max_connections),
+            },
         }
+    }
+
+    /// Checks the values a file, flag or variable may get wrong.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let HttpLimits {
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
+        } = self.http;
+        anyhow::ensure!(
+            (1..=3_600).contains(&header_read_timeout.as_secs()),
+            "header_read_timeout_secs must be between 1 and 3600"
+        );
+        anyhow::ensure!(
+            (1..=86_400).contains(&idle_timeout.as_secs()),
+            "idle_timeout_secs must be between 1 and 86400"
+        );
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&max_connections),
+            "max_connections must be between 1 and 1000000"
+        );
+        Ok(())
     }
 }
 
@@ -125,6 +200,32 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(!config.production);
+    }
+
+    #[test]
+    fn http_limits_layer_and_are_checked() {
+        let file: FileConfig =
+            toml::from_str("idle_timeout_secs = 30\nmax_connections = 64").expect("toml");
+        let overrides = Overrides {
+            max_connections: Some(8),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides);
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.http.max_connections, 8);
+        assert_eq!(
+            config.http.header_read_timeout,
+            Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS)
+        );
+        config.validate().expect("valid");
+        let zero = Config::resolve(
+            FileConfig::default(),
+            Overrides {
+                max_connections: Some(0),
+                ..Overrides::default()
+            },
+        );
+        assert!(zero.validate().is_err());
     }
 
     #[test]

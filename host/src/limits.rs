@@ -3,27 +3,56 @@
 //! Buckets live in memory: they protect the host and the tenant's budget from bursts,
 //! and losing them on restart only grants one fresh burst. Time comes from the host's
 //! clock so tests can refill buckets deterministically.
+//!
+//! Memory stays flat however many distinct keys arrive: a bucket that has refilled is
+//! the same as no bucket, so each remembers when it will be full again and is dropped
+//! after that (every shard sweeps at most once per [`SWEEP_EVERY_SECS`] of clock time);
+//! a shard that still reaches its cap evicts the buckets closest to full first; and a
+//! key longer than [`MAX_KEY_BYTES`] is kept as its SHA-256, so a caller cannot make
+//! one entry large.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 
 use crate::settings::BucketLimit;
 
-/// Beyond this many buckets, idle full ones are dropped.
-const SWEEP_AT: usize = 200_000;
+/// Shards of the bucket map, each behind its own lock.
+const SHARDS: usize = 16;
+/// Buckets kept across all shards by default (about 150 bytes each).
+pub const DEFAULT_MAX_BUCKETS: usize = 200_000;
+/// Keys longer than this are replaced by their hash.
+pub const MAX_KEY_BYTES: usize = 160;
+/// How often (clock seconds) a shard drops its refilled buckets.
+const SWEEP_EVERY_SECS: i64 = 10;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     at: DateTime<Utc>,
+    /// When the bucket is full again, and may be forgotten.
+    full_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<String, Bucket>,
+    next_sweep: Option<DateTime<Utc>>,
 }
 
 /// A set of token buckets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Buckets {
-    shards: [Mutex<HashMap<String, Bucket>>; 16],
+    shards: [Mutex<Shard>; SHARDS],
+    per_shard: usize,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_MAX_BUCKETS)
+    }
 }
 
 /// A denied request: seconds until a token is available.
@@ -33,29 +62,115 @@ pub struct Limited {
 }
 
 impl Buckets {
+    /// Buckets that keep at most about `max` entries.
+    pub fn with_capacity(max: usize) -> Self {
+        Self {
+            shards: Default::default(),
+            per_shard: (max / SHARDS).max(1),
+        }
+    }
+
     /// Takes one token from the bucket `key`, created full under `limit`.
     pub fn take(&self, key: &str, limit: BucketLimit, now: DateTime<Utc>) -> Result<(), Limited> {
-        let shard = &self.shards[shard_of(key)];
-        let mut map = shard.lock();
-        if map.len() > SWEEP_AT / 16 {
-            map.retain(|_, bucket| refill(*bucket, limit, now).tokens < f64::from(limit.burst));
-        }
-        let burst = f64::from(limit.burst);
-        let bucket = map.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        *bucket = refill(*bucket, limit, now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
+        let hashed;
+        let key = if key.len() > MAX_KEY_BYTES {
+            hashed = format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
+            hashed.as_str()
         } else {
-            let per_sec = f64::from(limit.per_minute) / 60.0;
+            key
+        };
+        let mut shard = self.shards[shard_of(key)].lock();
+        shard.sweep(now, self.per_shard);
+        let burst = f64::from(limit.burst);
+        let per_sec = f64::from(limit.per_minute) / 60.0;
+        let bucket = match shard.map.get(key) {
+            Some(bucket) => refill(*bucket, limit, now),
+            None => Bucket {
+                tokens: burst,
+                at: now,
+                full_at: now,
+            },
+        };
+        let (bucket, answer) = if bucket.tokens >= 1.0 {
+            let tokens = bucket.tokens - 1.0;
+            let missing = ((burst - tokens) / per_sec * 1000.0).ceil() as i64;
+            let full_at = bucket.at + Duration::milliseconds(missing.max(0));
+            (
+                Bucket {
+                    tokens,
+                    full_at,
+                    ..bucket
+                },
+                Ok(()),
+            )
+        } else {
             let wait = ((1.0 - bucket.tokens) / per_sec).ceil();
-            Err(Limited {
-                retry_after_secs: (wait as u64).max(1),
-            })
+            (
+                bucket,
+                Err(Limited {
+                    retry_after_secs: (wait as u64).max(1),
+                }),
+            )
+        };
+        // A new key needs room: the sweep above left the shard below its cap, or
+        // evicted down to it.
+        shard.map.insert(key.to_owned(), bucket);
+        answer
+    }
+
+    /// How many buckets are held (for tests and figures).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.lock().map.len()).sum()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The longest key held, in bytes.
+    pub fn longest_key(&self) -> usize {
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.lock().map.keys().map(String::len).collect::<Vec<_>>())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl Shard {
+    /// Drops refilled buckets when a sweep is due or the shard is full; a shard still
+    /// full after that evicts the buckets closest to full (they lose least by it: a
+    /// dropped bucket comes back full).
+    fn sweep(&mut self, now: DateTime<Utc>, cap: usize) {
+        let due = self.next_sweep.is_none_or(|at| now >= at);
+        if !due && self.map.len() < cap {
+            return;
         }
+        self.map.retain(|_, bucket| bucket.full_at > now);
+        self.next_sweep = Some(now + Duration::seconds(SWEEP_EVERY_SECS));
+        if self.map.len() < cap {
+            return;
+        }
+        // Keep three quarters of the cap, so eviction runs once per many inserts.
+        let keep = cap - cap / 4;
+        let mut full_ats: Vec<DateTime<Utc>> =
+            self.map.values().map(|bucket| bucket.full_at).collect();
+        let drop = full_ats.len().saturating_sub(keep);
+        if drop == 0 {
+            return;
+        }
+        let (_, threshold, _) = full_ats.select_nth_unstable(drop - 1);
+        let threshold = *threshold;
+        let mut dropped = 0;
+        self.map.retain(|_, bucket| {
+            if dropped < drop && bucket.full_at <= threshold {
+                dropped += 1;
+                false
+            } else {
+                true
+            }
+        });
     }
 }
 
@@ -65,6 +180,7 @@ fn refill(bucket: Bucket, limit: BucketLimit, now: DateTime<Utc>) -> Bucket {
     Bucket {
         tokens: (bucket.tokens + elapsed * per_sec).min(f64::from(limit.burst)),
         at: now.max(bucket.at),
+        full_at: bucket.full_at,
     }
 }
 
@@ -72,13 +188,13 @@ fn shard_of(key: &str) -> usize {
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    (hash % 16) as usize
+    (hash % SHARDS as u64) as usize
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Duration;
+    use crate::clock::{Clock, ManualClock};
 
     const LIMIT: BucketLimit = BucketLimit {
         per_minute: 60,
@@ -126,5 +242,72 @@ mod tests {
                 retry_after_secs: 60
             })
         );
+    }
+
+    /// 200,000 distinct keys, 1,000 a clock second: each bucket refills 20 s after its
+    /// one take (burst 20 at 60 a minute), so about 20 s of keys plus a sweep interval
+    /// are held at any time, never the whole stream.
+    #[test]
+    fn distinct_keys_expire_by_time_so_memory_stays_flat() {
+        let clock = ManualClock::new();
+        let buckets = Buckets::default();
+        let limit = BucketLimit {
+            per_minute: 60,
+            burst: 20,
+        };
+        let mut peak = 0;
+        for second in 0..200 {
+            for n in 0..1_000 {
+                let key = format!("send-otp/i/tenant/10.{}.{}.{}", second % 256, n / 256, n % 256);
+                assert!(buckets.take(&key, limit, clock.now()).is_ok());
+            }
+            peak = peak.max(buckets.len());
+            clock.advance(Duration::seconds(1));
+        }
+        let bound = 1_000 * (20 + SWEEP_EVERY_SECS as usize + 2);
+        assert!(peak <= bound, "peak {peak} buckets, bound {bound}");
+        // Long after the last take every bucket has refilled; the next take sweeps.
+        clock.advance(Duration::minutes(5));
+        for shard in 0..64 {
+            let _ = buckets.take(&format!("late-{shard}"), limit, clock.now());
+        }
+        assert!(buckets.len() <= 64, "{} buckets left", buckets.len());
+    }
+
+    /// Keys arriving faster than they expire are held to the cap; the buckets kept are
+    /// the ones furthest from full.
+    #[test]
+    fn the_cap_holds_under_a_flood_of_keys() {
+        let now = Utc::now();
+        let buckets = Buckets::with_capacity(1_600);
+        let slow = BucketLimit {
+            per_minute: 1,
+            burst: 2,
+        };
+        // A drained bucket first: it must survive the flood.
+        assert!(buckets.take("drained", slow, now).is_ok());
+        assert!(buckets.take("drained", slow, now).is_ok());
+        for n in 0..50_000 {
+            let _ = buckets.take(&format!("flood-{n}"), slow, now);
+            assert!(buckets.len() <= 1_600 + SHARDS, "{}", buckets.len());
+        }
+        assert!(
+            buckets.take("drained", slow, now).is_err(),
+            "the drained bucket was evicted"
+        );
+    }
+
+    #[test]
+    fn long_keys_are_kept_as_their_hash() {
+        let buckets = Buckets::default();
+        let now = Utc::now();
+        let long = format!("verify-otp/i/tenant/{}", "9".repeat(60_000));
+        for _ in 0..3 {
+            assert!(buckets.take(&long, LIMIT, now).is_ok());
+        }
+        assert!(buckets.take(&long, LIMIT, now).is_err(), "same bucket");
+        assert!(buckets.longest_key() <= MAX_KEY_BYTES);
+        let other = format!("verify-otp/i/tenant/{}", "8".repeat(60_000));
+        assert!(buckets.take(&other, LIMIT, now).is_ok(), "another bucket");
     }
 }

@@ -176,6 +176,10 @@ pub struct Verification {
     /// The last code message sent: its template, brand, locale and SMS encoding.
     #[serde(default)]
     pub message: Option<CodeMessage>,
+    /// The applicant's country (ISO alpha-2) the client gave with the send, for the
+    /// rules of later triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicant_country: Option<String>,
 }
 
 /// What the report tells about the last code message of a verification.
@@ -462,6 +466,24 @@ pub struct Case {
 pub struct ApplicantNumber {
     pub verification_id: Option<String>,
     pub sends: Vec<DateTime<Utc>>,
+}
+
+/// Failed code entries for one number of a tenant, across its verifications and
+/// applicants (tree `guess_budgets`): the guess budget's count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuessLog {
+    /// Failures of the last 24 hours, oldest first; at most the budget's maximum.
+    pub failures: Vec<GuessFailure>,
+}
+
+/// One counted code entry: charged before the code is checked, so concurrent
+/// entries cannot all pass a budget that has one guess left; refunded when the
+/// entry turns out not to have checked a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuessFailure {
+    pub at: DateTime<Utc>,
+    /// Tells this entry's charge apart from others at the same instant.
+    pub ticket: u64,
 }
 
 /// A number on a tenant's blocklist.

@@ -45,6 +45,33 @@ pub struct PhoneSettings {
     /// What a failed rule plugin (trap, breached limit, own error) means for the
     /// verification: `continue` (fail open), `review`, or `decline` (fail closed).
     pub on_plugin_failure: PluginFailure,
+    /// Wrong codes allowed per number across its verifications and applicants before
+    /// code entry for the number is locked.
+    pub guess_budget: GuessBudget,
+}
+
+/// The guess budget of a number: failed code entries are counted per tenant and
+/// number over a sliding 24 hours, whichever verification or applicant they were
+/// entered for; a new code does not reset the count (NIST SP 800-63B-4), a correct
+/// entry does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuessBudget {
+    /// Failed entries within 24 hours that lock the number.
+    pub max_failures_per_24h: u32,
+    /// How long a lock lasts. While the count within 24 hours stays at the maximum,
+    /// every further failure after a lock ends locks again: about one guess per lock
+    /// period.
+    pub lockout_minutes: u32,
+}
+
+impl Default for GuessBudget {
+    fn default() -> Self {
+        Self {
+            max_failures_per_24h: 10,
+            lockout_minutes: 60,
+        }
+    }
 }
 
 /// What a failed rule plugin means for the verification.
@@ -81,6 +108,7 @@ impl Default for PhoneSettings {
             disposable_numbers: Vec::new(),
             rate_limits: RateLimits::default(),
             on_plugin_failure: PluginFailure::Continue,
+            guess_budget: GuessBudget::default(),
         }
     }
 }
@@ -95,6 +123,9 @@ pub struct RiskActions {
     pub disposable_number_detected: RiskAction,
     #[serde(rename = "DUPLICATED_PHONE_NUMBER")]
     pub duplicated_phone_number: RiskAction,
+    /// Raised on a verification when its number's guess budget locks code entry.
+    #[serde(rename = "VERIFICATION_CODE_GUESS_BUDGET_EXHAUSTED")]
+    pub guess_budget_exhausted: RiskAction,
 }
 
 impl Default for RiskActions {
@@ -103,6 +134,7 @@ impl Default for RiskActions {
             voip_number_detected: RiskAction::Review,
             disposable_number_detected: RiskAction::Decline,
             duplicated_phone_number: RiskAction::Review,
+            guess_budget_exhausted: RiskAction::Review,
         }
     }
 }
@@ -239,6 +271,16 @@ impl PhoneSettings {
                 "must be an E.164 number or prefix such as \"+4475\"",
             )?;
         }
+        check(
+            (1..=1_000).contains(&self.guess_budget.max_failures_per_24h),
+            "guess_budget.max_failures_per_24h",
+            "must be between 1 and 1000",
+        )?;
+        check(
+            (1..=10_080).contains(&self.guess_budget.lockout_minutes),
+            "guess_budget.lockout_minutes",
+            "must be between 1 and 10080 (7 days)",
+        )?;
         for (name, limits) in [
             ("send_otp", &self.rate_limits.send_otp),
             ("verify_otp", &self.rate_limits.verify_otp),
@@ -293,6 +335,8 @@ mod tests {
         assert_eq!(settings.max_resends_per_24h, 2);
         assert_eq!(settings.code_length, 6);
         assert_eq!(settings.otp_expiry_minutes, 10);
+        assert_eq!(settings.guess_budget.max_failures_per_24h, 10);
+        assert_eq!(settings.guess_budget.lockout_minutes, 60);
     }
 
     #[test]
@@ -339,6 +383,26 @@ mod tests {
                     ..Default::default()
                 },
                 "risk_contributions.made_up",
+            ),
+            (
+                PhoneSettings {
+                    guess_budget: GuessBudget {
+                        max_failures_per_24h: 0,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "guess_budget.max_failures_per_24h",
+            ),
+            (
+                PhoneSettings {
+                    guess_budget: GuessBudget {
+                        lockout_minutes: 10_081,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "guess_budget.lockout_minutes",
             ),
         ];
         for (settings, field) in cases {

@@ -43,6 +43,7 @@ pub enum Risk {
     DisposableNumberDetected,
     VoipNumberDetected,
     DuplicatedPhoneNumber,
+    VerificationCodeGuessBudgetExhausted,
 }
 
 impl Risk {
@@ -55,6 +56,9 @@ impl Risk {
             Risk::DisposableNumberDetected => "DISPOSABLE_NUMBER_DETECTED",
             Risk::VoipNumberDetected => "VOIP_NUMBER_DETECTED",
             Risk::DuplicatedPhoneNumber => "DUPLICATED_PHONE_NUMBER",
+            Risk::VerificationCodeGuessBudgetExhausted => {
+                "VERIFICATION_CODE_GUESS_BUDGET_EXHAUSTED"
+            }
         }
     }
 
@@ -83,6 +87,10 @@ impl Risk {
             Risk::DuplicatedPhoneNumber => (
                 "Duplicated phone number",
                 "The phone number has been identified as a duplicate of a previously verified number.",
+            ),
+            Risk::VerificationCodeGuessBudgetExhausted => (
+                "Verification code guess budget exhausted",
+                "Too many wrong verification codes were entered for this phone number across its verifications, so code entry for the number is locked for a while.",
             ),
         }
     }

@@ -5,6 +5,7 @@ mod bad_input;
 mod cases;
 mod crash;
 mod flow;
+mod hardening;
 mod kannel;
 mod plugins;
 mod report;

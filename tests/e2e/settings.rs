@@ -25,6 +25,7 @@ fn defaults() -> Value {
             "VOIP_NUMBER_DETECTED": "Review",
             "DISPOSABLE_NUMBER_DETECTED": "Decline",
             "DUPLICATED_PHONE_NUMBER": "Review",
+            "VERIFICATION_CODE_GUESS_BUDGET_EXHAUSTED": "Review",
         },
         "high_risk_threshold": 60,
         "medium_risk_threshold": 30,
@@ -32,6 +33,7 @@ fn defaults() -> Value {
         "known_fraud_carriers": [],
         "disposable_numbers": [],
         "on_plugin_failure": "continue",
+        "guess_budget": {"max_failures_per_24h": 10, "lockout_minutes": 60},
         "rate_limits": {
             "send_otp": {
                 "per_tenant": {"per_minute": 6000, "burst": 600},

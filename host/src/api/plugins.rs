@@ -22,7 +22,7 @@ use crate::plugins::registry::{
 use crate::plugins::{Kind, LoadError};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, OperatorCaller, TenantCaller};
+use super::extract::{ApiJson, OperatorCaller, OptionalJson, TenantCaller};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -585,22 +585,9 @@ async fn install(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
     Path(name): Path<String>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<Option<InstallBody>>,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
-    let hosts = if body.iter().all(u8::is_ascii_whitespace) {
-        Vec::new()
-    } else {
-        serde_json::from_slice::<Option<InstallBody>>(&body)
-            .map_err(|err| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_field",
-                    format!("body: {err}"),
-                )
-            })?
-            .map(|body| body.hosts)
-            .unwrap_or_default()
-    };
+    let hosts = body.flatten().map(|body| body.hosts).unwrap_or_default();
     let now = engine.clock.now();
     let registry = Arc::clone(&engine.plugins);
     let record = off_worker(move || registry.install_builtin(&caller.tenant_id, &name, hosts, now))

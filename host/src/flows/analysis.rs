@@ -68,6 +68,7 @@ impl Analysis {
             deliveries: Vec::new(),
             review: None,
             message: None,
+            applicant_country: None,
         }
     }
 

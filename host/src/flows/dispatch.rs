@@ -5,6 +5,14 @@
 //! development). Callbacks for adapters without a provider come back through
 //! `POST /v1/callbacks/{tenant}/{plugin}`, authenticated by the adapter's
 //! `callback_token` secret, and are parsed by the adapter that sent the message.
+//!
+//! A first-party adapter, or a provider built on one, that lacks the configuration
+//! its plugin needs to send (see [`missing_config`]) is never used: installing
+//! `http-sms` from the catalogue without configuring it leaves sends where they were
+//! (the dev outbox in development) instead of failing them with 502.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use subtle::ConstantTimeEq;
 
@@ -16,6 +24,7 @@ use crate::routing::RuleRoute;
 use crate::store::{key, Tree};
 
 use super::delivery::DeliveryRequest;
+use super::providers::TenantRouting;
 use super::{Caller, Engine, FlowError};
 
 /// Largest callback body accepted.
@@ -45,7 +54,7 @@ impl Engine {
         rule: &RuleRoute<'_>,
         step: u32,
     ) -> Result<Dispatch, FlowError> {
-        let routing = self.tenant_routing(&message.tenant_id)?;
+        let routing = self.usable_routing(&message.tenant_id)?;
         if !routing.providers.is_empty() {
             return Ok(self
                 .dispatch_routed(&routing, &message, country, rule, step)
@@ -53,14 +62,10 @@ impl Engine {
                 .dispatch);
         }
         let route = rule.forced;
-        let live = self.plugins.live(&message.tenant_id);
-        let mut adapters: Vec<LiveAdapter> = live
-            .as_ref()
-            .map(|live| live.messaging().to_vec())
-            .unwrap_or_default();
+        let mut adapters = self.usable_adapters(&message.tenant_id);
         if adapters.is_empty() {
             let provider = self.provider.clone().ok_or_else(|| {
-                FlowError::Unavailable("no messaging provider is configured for this host".into())
+                FlowError::Unavailable(self.no_sender_reason(&message.tenant_id))
             })?;
             return provider
                 .send(message)
@@ -127,6 +132,123 @@ impl Engine {
             "every messaging adapter failed: {}",
             failures.join("; ")
         )))
+    }
+
+    /// The tenant's providers that can send: those whose adapter is active and, when
+    /// it is a first-party one, has the configuration it needs. The cached routing
+    /// itself when all can.
+    fn usable_routing(&self, tenant_id: &str) -> Result<Arc<TenantRouting>, FlowError> {
+        let routing = self.tenant_routing(tenant_id)?;
+        if routing.providers.is_empty() {
+            return Ok(routing);
+        }
+        let live = self.plugins.live(tenant_id);
+        let adapters = live.as_ref().map_or(&[][..], |live| live.messaging());
+        let usable = |provider: &super::providers::Provider| {
+            adapters
+                .iter()
+                .find(|adapter| adapter.name == provider.plugin)
+                .is_some_and(|adapter| {
+                    let mut config = adapter.call.config.clone();
+                    config.extend(provider.config.clone());
+                    if let Some(sender) = &provider.sender_id {
+                        config.insert("sender".into(), sender.clone());
+                    }
+                    let mut secrets = adapter.call.secrets.clone();
+                    secrets.extend(provider.secrets.clone());
+                    self.missing_config(adapter, &config, &secrets).is_empty()
+                })
+        };
+        if routing.providers.iter().all(usable) {
+            return Ok(routing);
+        }
+        let providers: Vec<_> = routing
+            .providers
+            .iter()
+            .filter(|provider| usable(provider))
+            .cloned()
+            .collect();
+        let routes = routing
+            .routes
+            .iter()
+            .filter(|route| providers.iter().any(|provider| provider.id == route.id))
+            .cloned()
+            .collect();
+        Ok(Arc::new(TenantRouting {
+            policy: routing.policy.clone(),
+            providers,
+            routes,
+        }))
+    }
+
+    /// The tenant's messaging adapters that can send on their own configuration.
+    fn usable_adapters(&self, tenant_id: &str) -> Vec<LiveAdapter> {
+        let live = self.plugins.live(tenant_id);
+        live.as_ref()
+            .map(|live| {
+                live.messaging()
+                    .iter()
+                    .filter(|adapter| {
+                        self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets)
+                            .is_empty()
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the tenant has a provider or messaging adapter that can send.
+    pub(crate) fn can_send(&self, tenant_id: &str) -> Result<bool, FlowError> {
+        Ok(!self.usable_routing(tenant_id)?.providers.is_empty()
+            || !self.usable_adapters(tenant_id).is_empty())
+    }
+
+    /// Why a send has nowhere to go, naming what the tenant's unusable adapters lack.
+    pub(crate) fn no_sender_reason(&self, tenant_id: &str) -> String {
+        let mut reason = "no messaging provider is configured for this host".to_owned();
+        let live = self.plugins.live(tenant_id);
+        for adapter in live.as_ref().map_or(&[][..], |live| live.messaging()) {
+            let missing =
+                self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets);
+            if !missing.is_empty() {
+                reason.push_str(&format!(
+                    "; the messaging adapter {} is not used until it is configured: it lacks {}",
+                    adapter.name,
+                    missing.join(", ")
+                ));
+            }
+        }
+        reason
+    }
+
+    /// What a first-party adapter lacks to send with `config` and `secrets`; nothing
+    /// for a tenant's own adapters, whose needs the host cannot know.
+    fn missing_config(
+        &self,
+        adapter: &LiveAdapter,
+        config: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        match self.first_party(&adapter.loaded.sha256) {
+            Some(name) => missing_config(name, config, secrets),
+            None => Vec::new(),
+        }
+    }
+
+    /// The catalogue name of the first-party plugin whose component has this hash.
+    fn first_party(&self, sha256: &str) -> Option<&'static str> {
+        static BY_HASH: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
+        BY_HASH
+            .get_or_init(|| {
+                self.plugins
+                    .builtins()
+                    .iter()
+                    .map(|builtin| (crate::plugins::content_hash(builtin.bytes), builtin.name))
+                    .collect()
+            })
+            .get(sha256)
+            .copied()
     }
 
     /// Handles a provider's delivery callback for the tenant's adapter `plugin_id`:
@@ -204,5 +326,93 @@ impl Engine {
             recorded += 1;
         }
         Ok(recorded)
+    }
+}
+
+/// What the first-party adapter `name` lacks to send, from what its plugin reads
+/// (`plugins/*/src/lib.rs`): configuration keys, and secrets as `secret NAME`. A
+/// value that is blank or an angle-bracketed placeholder (`<your account sid>`)
+/// counts as missing, and `base_url` must be an http(s) URL.
+pub fn missing_config(
+    name: &str,
+    config: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let set = |map: &BTreeMap<String, String>, key: &str| {
+        map.get(key).is_some_and(|value| {
+            let value = value.trim();
+            !value.is_empty() && !(value.starts_with('<') && value.ends_with('>'))
+        })
+    };
+    let (keys, secret_keys): (Vec<&str>, Vec<&str>) = match name {
+        "http-sms" => match config.get("shape").map(|shape| shape.trim()) {
+            Some("twilio") => (vec!["base_url", "sender", "account_sid"], vec!["auth_token"]),
+            Some("vonage") => (vec!["base_url", "sender", "api_key"], vec!["api_secret"]),
+            _ => (vec!["shape (twilio or vonage)", "base_url", "sender"], vec![]),
+        },
+        "kannel" => (vec!["base_url", "sender"], vec!["username", "password"]),
+        "camara-lookup" => (vec!["base_url"], vec!["access_token"]),
+        _ => (vec![], vec![]),
+    };
+    let mut missing: Vec<String> = keys
+        .into_iter()
+        .filter(|key| !set(config, key))
+        .map(str::to_owned)
+        .collect();
+    if set(config, "base_url") && !missing.iter().any(|key| key == "base_url") {
+        let url = config.get("base_url").map_or("", |url| url.trim());
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            missing.push("base_url (an http(s) URL)".to_owned());
+        }
+    }
+    missing.extend(
+        secret_keys
+            .into_iter()
+            .filter(|key| !set(secrets, key))
+            .map(|key| format!("secret {key}")),
+    );
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn first_party_adapters_need_what_their_plugins_read() {
+        let none = BTreeMap::new();
+        assert_eq!(
+            missing_config("http-sms", &none, &none),
+            ["shape (twilio or vonage)", "base_url", "sender"]
+        );
+        let twilio = map(&[
+            ("shape", "twilio"),
+            ("base_url", "https://api.example.test"),
+            ("sender", "Acme"),
+            ("account_sid", "<your account sid>"),
+        ]);
+        assert_eq!(
+            missing_config("http-sms", &twilio, &none),
+            ["account_sid", "secret auth_token"]
+        );
+        let mut complete = twilio.clone();
+        complete.insert("account_sid".into(), "AC123".into());
+        assert!(missing_config("http-sms", &complete, &map(&[("auth_token", "t")])).is_empty());
+        assert_eq!(
+            missing_config(
+                "kannel",
+                &map(&[("base_url", "localhost:13013"), ("sender", "x")]),
+                &map(&[("username", "u"), ("password", " ")])
+            ),
+            ["base_url (an http(s) URL)", "secret password"]
+        );
+        assert!(missing_config("someone-elses", &none, &none).is_empty());
     }
 }

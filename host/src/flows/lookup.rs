@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CaseRef, Channel, Decision, ReportStatus, Verification};
+use crate::model::{ApplicantNumber, CaseRef, Channel, Decision, ReportStatus, Verification};
 use crate::phone::risk::RiskAssessment;
 use crate::phone::{self, InvalidReason};
 use crate::store::{key, Tree};
-use crate::warnings::Warning;
+use crate::warnings::{Risk, RiskAction, Warning};
 
 use super::analysis::{parse_country, parse_valid};
 use super::triggers::{Firing, Trigger};
@@ -215,6 +215,19 @@ impl Engine {
             .await?;
         let now = self.clock.now();
         let auto = !settings.require_otp && applicant_id.is_some();
+        let index_key = key(&[
+            tenant_id,
+            &analysis.number.e164,
+            applicant_id.unwrap_or(""),
+        ]);
+        if auto {
+            // A decision already made for this number and applicant holds: the lookup
+            // answers it instead of deciding anew.
+            if let Some(held) = self.held_decision(tenant_id, &index_key)? {
+                let status = held.status;
+                return Ok(lookup_response(&held, Some(held.id.clone()), Some(status)));
+            }
+        }
         let mut verification =
             analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now);
         let mut trail = Vec::new();
@@ -262,11 +275,6 @@ impl Engine {
             &Engine::verification_key(tenant_id, &verification.id),
             &verification,
         )?;
-        let index_key = key(&[
-            tenant_id,
-            &verification.phone.e164,
-            applicant_id.unwrap_or(""),
-        ]);
         self.record_in_index(&index_key, &verification.id, None)?;
         if !verification.status.is_open() && verification.status != ReportStatus::Declined {
             self.record_owner(tenant_id, &verification)?;
@@ -288,6 +296,65 @@ pub(crate) struct Looked<'a> {
     pub analysis: super::analysis::Analysis,
     pub applicant_id: Option<&'a str>,
     pub applicant_country: Option<String>,
+}
+
+impl Engine {
+    /// The verification the number and applicant of `index_key` point at, when its
+    /// decision holds against a new send or lookup (see [`decision_holds`]).
+    pub(crate) fn held_decision(
+        &self,
+        tenant_id: &str,
+        index_key: &[u8],
+    ) -> Result<Option<Verification>, FlowError> {
+        let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, index_key)?;
+        let Some(id) = entry.and_then(|entry| entry.verification_id) else {
+            return Ok(None);
+        };
+        let verification: Option<Verification> = self
+            .db
+            .get(Tree::Verifications, &Engine::verification_key(tenant_id, &id))?;
+        Ok(verification.filter(decision_holds))
+    }
+}
+
+/// Whether a closed verification's decision holds for its number and applicant, so
+/// that a new send or lookup answers it rather than starting another: a decline by
+/// policy (a declining warning other than too many wrong codes, a rule's decline, a
+/// reviewer's) and a verification waiting in review. An approval does not hold (the
+/// applicant may be verified again), nor does a decline for wrong codes alone (a new
+/// code may be sent; the number's guess budget bounds the guessing).
+pub(crate) fn decision_holds(verification: &Verification) -> bool {
+    match verification.status {
+        ReportStatus::InReview => true,
+        ReportStatus::Declined => {
+            verification.review.is_some()
+                || verification
+                    .decisions
+                    .iter()
+                    .any(|decision| decision.action == RiskAction::Decline)
+                || verification.warnings.iter().any(|warning| {
+                    warning.action == RiskAction::Decline
+                        && warning.risk != Risk::VerificationCodeAttemptsExceeded
+                })
+        }
+        ReportStatus::Approved | ReportStatus::NotFinished => false,
+    }
+}
+
+/// The end user's IP for the per-IP limits: the request's `client_ip`, which must be
+/// an IP address (its canonical text is used, so one address is one bucket), else the
+/// peer's address.
+pub(crate) fn client_ip(given: Option<&str>, peer: &str) -> Result<String, FlowError> {
+    let Some(given) = given else {
+        return Ok(peer.to_owned());
+    };
+    let ip: std::net::IpAddr = given.trim().parse().map_err(|_| {
+        FlowError::invalid(
+            "client_ip",
+            "must be an IP address such as 203.0.113.7 or 2001:db8::7",
+        )
+    })?;
+    Ok(ip.to_canonical().to_string())
 }
 
 /// Applicant ids are opaque to the host but bounded and free of control characters.

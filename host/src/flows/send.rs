@@ -16,12 +16,12 @@ use crate::providers::OutboundMessage;
 use crate::routing::RuleRoute;
 use crate::settings::EndpointLimits;
 use crate::store::{key, Tree};
-use crate::warnings::{RiskAction, Warning};
+use crate::warnings::{Risk, RiskAction, Warning};
 
-use super::analysis::parse_valid;
+use super::analysis::{parse_country, parse_valid};
 use super::idempotency::{fingerprint, Claim, IdempotencyKey};
 use super::jobs::Job;
-use super::lookup::check_applicant;
+use super::lookup::{check_applicant, client_ip};
 use super::routed::message_key;
 use super::templates::MessagePlan;
 use super::triggers::{Firing, Trigger};
@@ -49,6 +49,11 @@ pub struct SendRequest {
     pub brand_id: Option<String>,
     pub template_id: Option<String>,
     pub app_hash: Option<String>,
+    /// The applicant's country (ISO alpha-2 or alpha-3), for the risk score
+    /// (`country_mismatch`) and the rules, as on lookup. Left out of the
+    /// idempotency fingerprint when absent, so earlier fingerprints still match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicant_country: Option<String>,
 }
 
 /// Steps a channel workflow may have.
@@ -94,7 +99,9 @@ fn default_channel() -> Channel {
 pub struct SendResponse {
     pub verification_id: String,
     pub phone: String,
-    /// `pending` when a code is on its way, `declined` when the number was refused.
+    /// `pending` when a code is on its way, `declined` when the number was refused,
+    /// `in_review` when an earlier decision for this number and applicant awaits a
+    /// person (nothing is sent then).
     pub status: String,
     pub channel: Channel,
     pub expires_at: Option<DateTime<Utc>>,
@@ -178,14 +185,8 @@ impl Engine {
     ) -> Result<SendResponse, FlowError> {
         let tenant_id = caller.tenant_id.as_str();
         // Checked first, so that nothing is recorded for a send that cannot happen.
-        let has_adapters = self
-            .plugins
-            .live(tenant_id)
-            .is_some_and(|live| !live.messaging().is_empty());
-        if self.provider.is_none() && !has_adapters {
-            return Err(FlowError::Unavailable(
-                "no messaging provider is configured for this host".into(),
-            ));
+        if self.provider.is_none() && !self.can_send(tenant_id)? {
+            return Err(FlowError::Unavailable(self.no_sender_reason(tenant_id)));
         }
         let number = parse_valid(&request.phone, "phone")?;
         let steps = workflow_steps(&request)?;
@@ -194,18 +195,31 @@ impl Engine {
             .as_deref()
             .map(check_applicant)
             .transpose()?;
+        let applicant_country =
+            parse_country(request.applicant_country.as_deref(), "applicant_country")?;
+        let ip = client_ip(request.client_ip.as_deref(), &caller.client_ip)?;
         let plan = self.plan_code_message(tenant_id, &request)?;
         let settings = self.settings(tenant_id)?;
-        let ip = request.client_ip.as_deref().unwrap_or(&caller.client_ip);
         self.check_limits(
             tenant_id,
             "send-otp",
             &settings.rate_limits.send_otp,
             &number.e164,
-            ip,
+            &ip,
         )?;
         let now = self.clock.now();
         let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
+        // A decision made for this number and applicant (by a lookup, a rule, a
+        // reviewer) holds: the send answers it and sends nothing.
+        if let Some(held) = self.held_decision(tenant_id, &index_key)? {
+            return Ok(held_answer(held, steps[0].channel));
+        }
+        // Codes that cannot be entered are not sent.
+        if let Some(until) =
+            self.guess_lock(tenant_id, &number.e164, settings.guess_budget, now)?
+        {
+            return Err(super::verify::guess_locked(settings.guess_budget, until, now));
+        }
         let entry: ApplicantNumber = self
             .db
             .get(Tree::VerificationIndex, &index_key)?
@@ -213,7 +227,14 @@ impl Engine {
         check_resends(&entry.sends, settings.max_resends_per_24h, now)?;
 
         let line = self.line_signals(tenant_id, &settings, &number.e164).await;
-        let analysis = self.analyse(tenant_id, &settings, number, applicant_id, None, line)?;
+        let analysis = self.analyse(
+            tenant_id,
+            &settings,
+            number,
+            applicant_id,
+            applicant_country.as_deref(),
+            line,
+        )?;
         let language =
             messages::resolve_language(plan.locale(), analysis.facts().region.as_deref());
         let open: Option<Verification> = match &entry.verification_id {
@@ -232,7 +253,17 @@ impl Engine {
         let mut channel = steps[0].channel;
         verification.phone = analysis.facts();
         verification.risk = analysis.risk.clone();
+        // A resend analyses the number afresh, but the guess budget's lock stays on
+        // the report: a new code does not undo the guessing.
+        let locked = verification
+            .warnings
+            .iter()
+            .filter(|w| w.risk == Risk::VerificationCodeGuessBudgetExhausted)
+            .cloned()
+            .collect::<Vec<_>>();
         verification.warnings = analysis.warnings.clone();
+        verification.warnings.extend(locked);
+        verification.applicant_country = applicant_country.clone();
         verification.channel = Some(channel);
         verification.language = language.to_owned();
         verification.updated_at = now;
@@ -241,7 +272,7 @@ impl Engine {
         let firing = |trigger| Firing {
             trigger,
             stored: true,
-            applicant_country: None,
+            applicant_country: applicant_country.as_deref(),
             resends,
             at: now,
         };
@@ -569,6 +600,7 @@ impl Engine {
             brand_id: choice.brand_id.clone(),
             template_id: choice.template_id.clone(),
             app_hash: choice.app_hash.clone(),
+            applicant_country: None,
         };
         let rendered = self.plan_code_message(tenant_id, &again).and_then(|plan| {
             self.code_message(&plan, &verification, channel, &code, &settings, now)
@@ -707,6 +739,25 @@ impl Engine {
                     Ok((Some(entry), sends))
                 },
             )
+    }
+}
+
+/// The answer to a send for a number and applicant whose decision holds.
+fn held_answer(held: Verification, channel: Channel) -> SendResponse {
+    let status = if held.status == ReportStatus::InReview {
+        "in_review"
+    } else {
+        "declined"
+    };
+    SendResponse {
+        verification_id: held.id,
+        phone: held.phone.e164,
+        status: status.into(),
+        channel: held.channel.unwrap_or(channel),
+        expires_at: None,
+        resends_remaining: 0,
+        warnings: held.warnings,
+        flags: held.flags,
     }
 }
 

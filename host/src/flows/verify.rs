@@ -1,16 +1,19 @@
 //! `verify-otp`: check a submitted code and settle the verification.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApplicantNumber, ReportStatus, Verification, VerifiedOwner};
+use crate::model::{
+    ApplicantNumber, GuessFailure, GuessLog, ReportStatus, Verification, VerifiedOwner,
+};
 use crate::otp::CheckOutcome;
 use crate::phone::risk::RiskLevel;
+use crate::settings::{GuessBudget, PhoneSettings};
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
 
 use super::analysis::parse_valid;
-use super::lookup::check_applicant;
+use super::lookup::{check_applicant, client_ip};
 use super::triggers::{Firing, Trigger};
 use super::{Caller, Engine, FlowError};
 
@@ -73,14 +76,14 @@ impl Engine {
         if !length_ok || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(FlowError::invalid("code", "must be 4 to 10 digits"));
         }
+        let ip = client_ip(request.client_ip.as_deref(), &caller.client_ip)?;
         let settings = self.settings(tenant_id)?;
-        let ip = request.client_ip.as_deref().unwrap_or(&caller.client_ip);
         self.check_limits(
             tenant_id,
             "verify-otp",
             &settings.rate_limits.verify_otp,
             &number.e164,
-            ip,
+            &ip,
         )?;
         let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
         let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, &index_key)?;
@@ -90,10 +93,28 @@ impl Engine {
                 "verification for this phone number and applicant",
             ))?;
         let now = self.clock.now();
+        // The entry is charged to the number's guess budget before its code is checked,
+        // so that concurrent entries cannot all pass a budget with one guess left.
+        let budget = settings.guess_budget;
+        let charge = match self.charge_guess(tenant_id, &number.e164, budget, now)? {
+            Ok(charge) => charge,
+            Err(until) => {
+                self.note_guess_lock(tenant_id, &id, &settings, until, now)?;
+                self.db.sync().await?;
+                return Err(guess_locked(budget, until, now));
+            }
+        };
+        let locks = charge.last.then(|| {
+            guess_warning(
+                &settings,
+                budget,
+                now + Duration::minutes(i64::from(budget.lockout_minutes)),
+            )
+        });
         // A number verified for another applicant meanwhile is a duplicate now.
         let duplicate = self.duplicate_warning(tenant_id, &settings, &number.e164, applicant_id)?;
 
-        let (verification, outcome) = self.db.update::<Verification, FlowError, _>(
+        let checked = self.db.update::<Verification, FlowError, _>(
             Tree::Verifications,
             &Engine::verification_key(tenant_id, &id),
             |current| {
@@ -130,20 +151,46 @@ impl Engine {
                     }
                     CheckOutcome::Incorrect { .. } | CheckOutcome::Expired | CheckOutcome::NoActiveCode => {}
                 }
+                // This wrong code spent the number's last guess: code entry is locked.
+                if let (Some(warning), CheckOutcome::Incorrect { .. } | CheckOutcome::AttemptsExceeded) =
+                    (&locks, outcome)
+                {
+                    add_warning(&mut verification, warning.clone());
+                }
                 Ok((Some(verification.clone()), (verification, outcome)))
             },
-        )?;
+        );
+        let budget_key = guess_key(tenant_id, &number.e164);
+        let (verification, outcome) = match checked {
+            Ok(checked) => checked,
+            Err(err) => {
+                self.refund_guess(&budget_key, charge.ticket)?;
+                return Err(err);
+            }
+        };
+        match outcome {
+            // A correct entry clears the count.
+            CheckOutcome::Verified => {
+                self.db.remove(Tree::GuessBudgets, &budget_key)?;
+            }
+            CheckOutcome::Incorrect { .. } | CheckOutcome::AttemptsExceeded => {}
+            // No code was compared.
+            CheckOutcome::Expired | CheckOutcome::NoActiveCode => {
+                self.refund_guess(&budget_key, charge.ticket)?;
+            }
+        }
 
         // The rules run on the settled check; what they change, and the audit trail,
         // go into a second write.
         let label = label_of(outcome);
         let first_status = verification.status;
+        let applicant_country = verification.applicant_country.clone();
         let mut working = verification;
         let mut trail = Vec::new();
         let firing = |trigger| Firing {
             trigger,
             stored: true,
-            applicant_country: None,
+            applicant_country: applicant_country.as_deref(),
             resends: 0,
             at: now,
         };
@@ -249,6 +296,166 @@ impl Engine {
     }
 }
 
+/// One entry charged to a number's guess budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Charge {
+    ticket: u64,
+    /// The entry used the budget's last guess: if it is wrong, the number locks.
+    last: bool,
+}
+
+fn guess_key(tenant_id: &str, e164: &str) -> Vec<u8> {
+    key(&[tenant_id, e164])
+}
+
+/// Until when code entry is locked by `log`: the number has had the budget's
+/// maximum of failures within 24 hours, and the last of them is less than the
+/// lockout ago. (A lock that ended with the count still at the maximum comes back
+/// with the next failure.)
+fn locked_until(log: &GuessLog, budget: GuessBudget, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let since = now - Duration::hours(24);
+    let recent = log.failures.iter().filter(|failure| failure.at > since);
+    if recent.clone().count() < budget.max_failures_per_24h as usize {
+        return None;
+    }
+    let latest = recent.map(|failure| failure.at).max()?;
+    let until = latest + Duration::minutes(i64::from(budget.lockout_minutes));
+    (until > now).then_some(until)
+}
+
+/// Keeps the failures of the last 24 hours, at most `max` (the newest).
+fn prune(log: &mut GuessLog, max: usize, now: DateTime<Utc>) {
+    let since = now - Duration::hours(24);
+    log.failures.retain(|failure| failure.at > since);
+    log.failures.sort_by_key(|failure| failure.at);
+    let excess = log.failures.len().saturating_sub(max);
+    log.failures.drain(..excess);
+}
+
+/// The refusal of a code entry (or a send) while the number is locked.
+pub(crate) fn guess_locked(budget: GuessBudget, until: DateTime<Utc>, now: DateTime<Utc>) -> FlowError {
+    FlowError::RateLimited {
+        code: "guess_budget_exhausted",
+        message: format!(
+            "too many wrong codes for this phone number ({} within 24 hours, across its verifications and applicants); code entry is locked until {}, retry then",
+            budget.max_failures_per_24h,
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        retry_after_secs: u64::try_from((until - now).num_seconds().max(1)).unwrap_or(1),
+    }
+}
+
+fn guess_warning(settings: &PhoneSettings, budget: GuessBudget, until: DateTime<Utc>) -> Warning {
+    Warning::new(
+        Risk::VerificationCodeGuessBudgetExhausted,
+        settings.risk_actions.guess_budget_exhausted,
+        Some(format!(
+            "{} wrong codes for this number within 24 hours; code entry locked until {}",
+            budget.max_failures_per_24h,
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+    )
+}
+
+/// Adds `warning` unless the verification already has one for its risk.
+fn add_warning(verification: &mut Verification, warning: Warning) {
+    if !verification.warnings.iter().any(|w| w.risk == warning.risk) {
+        verification.warnings.push(warning);
+    }
+}
+
+impl Engine {
+    /// Until when code entry for the number is locked by its guess budget, if it is.
+    pub(crate) fn guess_lock(
+        &self,
+        tenant_id: &str,
+        e164: &str,
+        budget: GuessBudget,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, FlowError> {
+        let log: Option<GuessLog> = self.db.get(Tree::GuessBudgets, &guess_key(tenant_id, e164))?;
+        Ok(log.and_then(|log| locked_until(&log, budget, now)))
+    }
+
+    /// Charges one entry to the number's guess budget, or says until when the number
+    /// is locked. One compare-and-swap: concurrent entries are counted one by one.
+    fn charge_guess(
+        &self,
+        tenant_id: &str,
+        e164: &str,
+        budget: GuessBudget,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Charge, DateTime<Utc>>, FlowError> {
+        // A locked number is refused without a write.
+        if let Some(until) = self.guess_lock(tenant_id, e164, budget, now)? {
+            return Ok(Err(until));
+        }
+        let ticket: u64 = rand::random();
+        let max = budget.max_failures_per_24h as usize;
+        self.db.update::<GuessLog, FlowError, _>(
+            Tree::GuessBudgets,
+            &guess_key(tenant_id, e164),
+            |current| {
+                let mut log = current.unwrap_or_default();
+                if let Some(until) = locked_until(&log, budget, now) {
+                    return Ok((Some(log), Err(until)));
+                }
+                log.failures.push(GuessFailure { at: now, ticket });
+                prune(&mut log, max, now);
+                let last = log.failures.len() >= max;
+                Ok((Some(log), Ok(Charge { ticket, last })))
+            },
+        )
+    }
+
+    /// Takes back an entry that compared no code.
+    fn refund_guess(&self, budget_key: &[u8], ticket: u64) -> Result<(), FlowError> {
+        self.db
+            .update::<GuessLog, FlowError, _>(Tree::GuessBudgets, budget_key, |current| {
+                let Some(mut log) = current else {
+                    return Ok((None, ()));
+                };
+                log.failures.retain(|failure| failure.ticket != ticket);
+                Ok(((!log.failures.is_empty()).then_some(log), ()))
+            })
+    }
+
+    /// Puts the lock's warning on an open verification whose entry was refused.
+    fn note_guess_lock(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        settings: &PhoneSettings,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), FlowError> {
+        let key = Engine::verification_key(tenant_id, id);
+        let noted = |v: &Verification| {
+            !v.status.is_open()
+                || v
+                    .warnings
+                    .iter()
+                    .any(|w| w.risk == Risk::VerificationCodeGuessBudgetExhausted)
+        };
+        let current: Option<Verification> = self.db.get(Tree::Verifications, &key)?;
+        if current.as_ref().is_none_or(noted) {
+            return Ok(());
+        }
+        let warning = guess_warning(settings, settings.guess_budget, until);
+        self.db
+            .update::<Verification, FlowError, _>(Tree::Verifications, &key, |current| {
+                let Some(mut verification) = current else {
+                    return Ok((None, ()));
+                };
+                if !noted(&verification) {
+                    add_warning(&mut verification, warning.clone());
+                    verification.updated_at = now;
+                }
+                Ok((Some(verification), ()))
+            })
+    }
+}
+
 /// The answer's `verification_status` for an outcome.
 fn label_of(outcome: CheckOutcome) -> &'static str {
     match outcome {
@@ -280,5 +487,71 @@ pub(crate) fn status_name(status: ReportStatus) -> &'static str {
         ReportStatus::Declined => "Declined",
         ReportStatus::InReview => "In Review",
         ReportStatus::NotFinished => "Not Finished",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: GuessBudget = GuessBudget {
+        max_failures_per_24h: 3,
+        lockout_minutes: 60,
+    };
+
+    fn log(ats: &[DateTime<Utc>]) -> GuessLog {
+        GuessLog {
+            failures: ats
+                .iter()
+                .enumerate()
+                .map(|(n, at)| GuessFailure {
+                    at: *at,
+                    ticket: n as u64,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_maximum_within_24_hours_locks_for_the_lockout() {
+        let t0 = Utc::now();
+        let min = Duration::minutes;
+        assert_eq!(locked_until(&log(&[t0, t0 + min(1)]), BUDGET, t0 + min(2)), None);
+        let full = log(&[t0, t0 + min(1), t0 + min(2)]);
+        assert_eq!(
+            locked_until(&full, BUDGET, t0 + min(2)),
+            Some(t0 + min(62))
+        );
+        // The lock ends, but the count stays: the next failure locks again.
+        assert_eq!(locked_until(&full, BUDGET, t0 + min(62)), None);
+        let again = log(&[t0 + min(1), t0 + min(2), t0 + min(63)]);
+        assert_eq!(
+            locked_until(&again, BUDGET, t0 + min(63)),
+            Some(t0 + min(123))
+        );
+        // Failures older than 24 hours no longer count.
+        let old = log(&[t0, t0 + min(1), t0 + Duration::hours(25)]);
+        assert_eq!(locked_until(&old, BUDGET, t0 + Duration::hours(25)), None);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_of_the_window() {
+        let t0 = Utc::now();
+        let mut pruned = log(&[
+            t0,
+            t0 + Duration::hours(1),
+            t0 + Duration::hours(2),
+            t0 + Duration::hours(3),
+            t0 + Duration::hours(26),
+        ]);
+        prune(&mut pruned, 3, t0 + Duration::hours(26));
+        let kept: Vec<_> = pruned.failures.iter().map(|f| f.at).collect();
+        assert_eq!(
+            kept,
+            [
+                t0 + Duration::hours(3),
+                t0 + Duration::hours(26)
+            ]
+        );
     }
 }

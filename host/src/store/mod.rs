@@ -80,11 +80,13 @@ pub enum Tree {
     /// `due time (ms, 20 digits) / delivery id` → the delivery due then. The delivery
     /// worker's schedule across tenants; the value names the tenant.
     WebhookQueue,
+    /// `tenant id / e164` → failed code entries for the number (the guess budget).
+    GuessBudgets,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 29] = [
+    pub const ALL: [Tree; 30] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -114,6 +116,7 @@ impl Tree {
         Tree::Webhooks,
         Tree::WebhookDeliveries,
         Tree::WebhookQueue,
+        Tree::GuessBudgets,
     ];
 
     /// The tree's stable name.
@@ -148,6 +151,7 @@ impl Tree {
             Tree::Webhooks => "webhooks",
             Tree::WebhookDeliveries => "webhook_deliveries",
             Tree::WebhookQueue => "webhook_queue",
+            Tree::GuessBudgets => "guess_budgets",
         }
     }
 }
