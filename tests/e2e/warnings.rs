@@ -88,7 +88,15 @@ async fn a_blocklisted_number_is_declined_without_sending_a_code() {
         .await
         .error(404, "not_found");
 
-    let again = server.send(&tenant, UZ_BEELINE, "b").await;
+    // The decision made for applicant b holds; another applicant is sent a code now.
+    let held = server
+        .send_otp(&tenant, json!({"phone": UZ_BEELINE, "applicant_id": "b"}))
+        .await;
+    let held = held.expect(200).clone();
+    assert_eq!(held["status"], "declined");
+    assert_eq!(held["verification_id"], id, "the decision holds");
+    assert!(server.outbox(&tenant, UZ_BEELINE).await.is_empty());
+    let again = server.send(&tenant, UZ_BEELINE, "c").await;
     assert_ne!(
         again["verification_id"], id,
         "a declined verification is not reopened"
