@@ -258,7 +258,12 @@ mod tests {
         let mut peak = 0;
         for second in 0..200 {
             for n in 0..1_000 {
-                let key = format!("send-otp/i/tenant/10.{}.{}.{}", second % 256, n / 256, n % 256);
+                let key = format!(
+                    "send-otp/i/tenant/10.{}.{}.{}",
+                    second % 256,
+                    n / 256,
+                    n % 256
+                );
                 assert!(buckets.take(&key, limit, clock.now()).is_ok());
             }
             peak = peak.max(buckets.len());

@@ -94,7 +94,10 @@ async fn wrong_codes_across_applicants_and_resends_lock_the_number() {
     server.send(&tenant, &phone, "a4").await;
     let ninth = wrong(&server, &tenant, &phone, "a4").await;
     assert_eq!(ninth["verification_status"], "incorrect_code");
-    assert!(!risks(&ninth["warnings"]).contains(&LOCK.to_owned()), "{ninth}");
+    assert!(
+        !risks(&ninth["warnings"]).contains(&LOCK.to_owned()),
+        "{ninth}"
+    );
     // ...then a correct one clears the count.
     server.send(&tenant, &phone, "a5").await;
     let code = server.latest_code(&tenant, &phone).await;
@@ -116,7 +119,10 @@ async fn wrong_codes_across_applicants_and_resends_lock_the_number() {
         answers.push(wrong(&server, &tenant, &phone, applicant).await);
     }
     for answer in &answers[..9] {
-        assert!(!risks(&answer["warnings"]).contains(&LOCK.to_owned()), "{answer}");
+        assert!(
+            !risks(&answer["warnings"]).contains(&LOCK.to_owned()),
+            "{answer}"
+        );
     }
     let tenth = &answers[9];
     assert_eq!(tenth["verification_status"], "attempts_exceeded", "{tenth}");
@@ -147,7 +153,10 @@ async fn wrong_codes_across_applicants_and_resends_lock_the_number() {
     // number, and the one whose entry was refused.
     let locked_id = tenth["verification_id"].as_str().expect("id");
     let report = server.report(&tenant, locked_id).await;
-    assert!(risks(&report["phone"]["warnings"]).contains(&LOCK.to_owned()), "{report}");
+    assert!(
+        risks(&report["phone"]["warnings"]).contains(&LOCK.to_owned()),
+        "{report}"
+    );
     let late_id = late.0["verification_id"].as_str().expect("id");
     let report = server.report(&tenant, late_id).await;
     assert_warning(warning(&report["phone"]["warnings"], LOCK), LOCK, "Review");
@@ -166,7 +175,10 @@ async fn wrong_codes_across_applicants_and_resends_lock_the_number() {
     server.advance(Duration::minutes(61));
     server.send(&tenant, &phone, "d1").await;
     let relocked = wrong(&server, &tenant, &phone, "d1").await;
-    assert!(risks(&relocked["warnings"]).contains(&LOCK.to_owned()), "{relocked}");
+    assert!(
+        risks(&relocked["warnings"]).contains(&LOCK.to_owned()),
+        "{relocked}"
+    );
     server
         .send_otp(&tenant, json!({"phone": phone, "applicant_id": "d1"}))
         .await
@@ -178,7 +190,10 @@ async fn wrong_codes_across_applicants_and_resends_lock_the_number() {
     assert_eq!(verified.expect(200)["verification_status"], "verified");
     server.send(&tenant, &phone, "d3").await;
     let after = wrong(&server, &tenant, &phone, "d3").await;
-    assert!(!risks(&after["warnings"]).contains(&LOCK.to_owned()), "{after}");
+    assert!(
+        !risks(&after["warnings"]).contains(&LOCK.to_owned()),
+        "{after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -218,11 +233,19 @@ async fn the_guess_budget_is_a_validated_setting() {
     let (server, tenant) = TestServer::with_tenant().await;
     let path = "/v1/settings/phone-verification";
     server
-        .put(path, &tenant.key, json!({"guess_budget": {"max_failures_per_24h": 0}}))
+        .put(
+            path,
+            &tenant.key,
+            json!({"guess_budget": {"max_failures_per_24h": 0}}),
+        )
         .await
         .invalid_field("guess_budget.max_failures_per_24h");
     server
-        .put(path, &tenant.key, json!({"guess_budget": {"lockout_minutes": 20_000}}))
+        .put(
+            path,
+            &tenant.key,
+            json!({"guess_budget": {"lockout_minutes": 20_000}}),
+        )
         .await
         .invalid_field("guess_budget.lockout_minutes");
     let saved = server
@@ -282,7 +305,9 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
             }
         }
     };
-    tokio::time::timeout(PATIENCE, closing).await.unwrap_or(false)
+    tokio::time::timeout(PATIENCE, closing)
+        .await
+        .unwrap_or(false)
 }
 
 /// Sends `GET path` on a kept-alive connection and reads the answer's status.
@@ -338,13 +363,19 @@ async fn slow_headers_and_idle_connections_are_closed() {
 
     // A connection that never says anything is closed too.
     let mut silent = TcpStream::connect(addr).await.expect("connect");
-    assert!(closed_by_server(&mut silent).await, "a silent connection is cut off");
+    assert!(
+        closed_by_server(&mut silent).await,
+        "a silent connection is cut off"
+    );
 
     // A kept-alive connection is served, then closed once idle.
     let mut idle = TcpStream::connect(addr).await.expect("connect");
     assert_eq!(get_on(&mut idle, "/healthz").await, 200);
     assert_eq!(get_on(&mut idle, "/healthz").await, 200, "kept alive");
-    assert!(closed_by_server(&mut idle).await, "an idle connection is closed");
+    assert!(
+        closed_by_server(&mut idle).await,
+        "an idle connection is closed"
+    );
 
     // The server still serves new connections.
     let reply = server.api.get("/healthz", "unused").await;
@@ -389,7 +420,9 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
 #[tokio::test]
 async fn shutdown_closes_kept_alive_connections() {
     let server = Held::start(|_| {}).await;
-    let mut idle = TcpStream::connect(server.running.addr).await.expect("connect");
+    let mut idle = TcpStream::connect(server.running.addr)
+        .await
+        .expect("connect");
     assert_eq!(get_on(&mut idle, "/healthz").await, 200);
     let Held { running, .. } = server;
     tokio::time::timeout(PATIENCE, running.shutdown())
@@ -405,9 +438,7 @@ async fn framework_rejections_answer_in_the_json_error_shape() {
     let (server, tenant) = TestServer::with_tenant().await;
 
     // A path segment that is not UTF-8.
-    let reply = server
-        .get("/v1/verifications/%FF%FE", &tenant.key)
-        .await;
+    let reply = server.get("/v1/verifications/%FF%FE", &tenant.key).await;
     assert_eq!(reply.error(400, "invalid_path")["field"], "path");
     let reply = server
         .call(Method::POST, "/v1/callbacks/%FF/x", None, Some(&json!({})))
@@ -506,7 +537,10 @@ async fn a_decided_verification_holds_against_a_new_send() {
     assert_eq!(sent["verification_id"], id.as_str());
     assert_eq!(risks(&sent["warnings"]), ["HIGH_RISK_PHONE_NUMBER"]);
     assert_eq!(sent["expires_at"], Value::Null);
-    assert!(server.outbox(&tenant, UZ_BEELINE).await.is_empty(), "no code sent");
+    assert!(
+        server.outbox(&tenant, UZ_BEELINE).await.is_empty(),
+        "no code sent"
+    );
     // A lookup without the country answers the same decision, without a new one.
     let again = server
         .post(
@@ -647,7 +681,9 @@ async fn in_production_an_unconfigured_adapter_is_named_in_the_refusal() {
     let error = reply.error(503, "unavailable");
     let message = error["message"].as_str().expect("message");
     assert!(
-        message.contains("kannel") && message.contains("base_url") && message.contains("secret password"),
+        message.contains("kannel")
+            && message.contains("base_url")
+            && message.contains("secret password"),
         "{message}"
     );
     let _ = &server.clock;

@@ -153,9 +153,11 @@ fn framework_error(status: StatusCode, text: &str) -> ApiError {
             "payload_too_large",
             "the request body is larger than this endpoint accepts",
         ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ApiError::new(status, "unsupported_media_type", or("unsupported content type"))
-        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "unsupported_media_type",
+            or("unsupported content type"),
+        ),
         StatusCode::UNPROCESSABLE_ENTITY => {
             ApiError::new(status, "invalid_request", or("the request is not valid"))
         }

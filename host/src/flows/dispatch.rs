@@ -64,9 +64,10 @@ impl Engine {
         let route = rule.forced;
         let mut adapters = self.usable_adapters(&message.tenant_id);
         if adapters.is_empty() {
-            let provider = self.provider.clone().ok_or_else(|| {
-                FlowError::Unavailable(self.no_sender_reason(&message.tenant_id))
-            })?;
+            let provider = self
+                .provider
+                .clone()
+                .ok_or_else(|| FlowError::Unavailable(self.no_sender_reason(&message.tenant_id)))?;
             return provider
                 .send(message)
                 .await
@@ -209,8 +210,7 @@ impl Engine {
         let mut reason = "no messaging provider is configured for this host".to_owned();
         let live = self.plugins.live(tenant_id);
         for adapter in live.as_ref().map_or(&[][..], |live| live.messaging()) {
-            let missing =
-                self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets);
+            let missing = self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets);
             if !missing.is_empty() {
                 reason.push_str(&format!(
                     "; the messaging adapter {} is not used until it is configured: it lacks {}",
@@ -341,14 +341,21 @@ pub fn missing_config(
     let set = |map: &BTreeMap<String, String>, key: &str| {
         map.get(key).is_some_and(|value| {
             let value = value.trim();
-            !value.is_empty() && !(value.starts_with('<') && value.ends_with('>'))
+            let placeholder = value.starts_with('<') && value.ends_with('>');
+            !value.is_empty() && !placeholder
         })
     };
     let (keys, secret_keys): (Vec<&str>, Vec<&str>) = match name {
         "http-sms" => match config.get("shape").map(|shape| shape.trim()) {
-            Some("twilio") => (vec!["base_url", "sender", "account_sid"], vec!["auth_token"]),
+            Some("twilio") => (
+                vec!["base_url", "sender", "account_sid"],
+                vec!["auth_token"],
+            ),
             Some("vonage") => (vec!["base_url", "sender", "api_key"], vec!["api_secret"]),
-            _ => (vec!["shape (twilio or vonage)", "base_url", "sender"], vec![]),
+            _ => (
+                vec!["shape (twilio or vonage)", "base_url", "sender"],
+                vec![],
+            ),
         },
         "kannel" => (vec!["base_url", "sender"], vec!["username", "password"]),
         "camara-lookup" => (vec!["base_url"], vec!["access_token"]),

@@ -215,11 +215,7 @@ impl Engine {
             .await?;
         let now = self.clock.now();
         let auto = !settings.require_otp && applicant_id.is_some();
-        let index_key = key(&[
-            tenant_id,
-            &analysis.number.e164,
-            applicant_id.unwrap_or(""),
-        ]);
+        let index_key = key(&[tenant_id, &analysis.number.e164, applicant_id.unwrap_or("")]);
         if auto {
             // A decision already made for this number and applicant holds: the lookup
             // answers it instead of deciding anew.
@@ -310,9 +306,10 @@ impl Engine {
         let Some(id) = entry.and_then(|entry| entry.verification_id) else {
             return Ok(None);
         };
-        let verification: Option<Verification> = self
-            .db
-            .get(Tree::Verifications, &Engine::verification_key(tenant_id, &id))?;
+        let verification: Option<Verification> = self.db.get(
+            Tree::Verifications,
+            &Engine::verification_key(tenant_id, &id),
+        )?;
         Ok(verification.filter(decision_holds))
     }
 }

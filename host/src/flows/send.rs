@@ -215,10 +215,12 @@ impl Engine {
             return Ok(held_answer(held, steps[0].channel));
         }
         // Codes that cannot be entered are not sent.
-        if let Some(until) =
-            self.guess_lock(tenant_id, &number.e164, settings.guess_budget, now)?
-        {
-            return Err(super::verify::guess_locked(settings.guess_budget, until, now));
+        if let Some(until) = self.guess_lock(tenant_id, &number.e164, settings.guess_budget, now)? {
+            return Err(super::verify::guess_locked(
+                settings.guess_budget,
+                until,
+                now,
+            ));
         }
         let entry: ApplicantNumber = self
             .db

@@ -333,7 +333,11 @@ fn prune(log: &mut GuessLog, max: usize, now: DateTime<Utc>) {
 }
 
 /// The refusal of a code entry (or a send) while the number is locked.
-pub(crate) fn guess_locked(budget: GuessBudget, until: DateTime<Utc>, now: DateTime<Utc>) -> FlowError {
+pub(crate) fn guess_locked(
+    budget: GuessBudget,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> FlowError {
     FlowError::RateLimited {
         code: "guess_budget_exhausted",
         message: format!(
@@ -373,7 +377,9 @@ impl Engine {
         budget: GuessBudget,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, FlowError> {
-        let log: Option<GuessLog> = self.db.get(Tree::GuessBudgets, &guess_key(tenant_id, e164))?;
+        let log: Option<GuessLog> = self
+            .db
+            .get(Tree::GuessBudgets, &guess_key(tenant_id, e164))?;
         Ok(log.and_then(|log| locked_until(&log, budget, now)))
     }
 
@@ -432,8 +438,7 @@ impl Engine {
         let key = Engine::verification_key(tenant_id, id);
         let noted = |v: &Verification| {
             !v.status.is_open()
-                || v
-                    .warnings
+                || v.warnings
                     .iter()
                     .any(|w| w.risk == Risk::VerificationCodeGuessBudgetExhausted)
         };
@@ -516,12 +521,12 @@ mod tests {
     fn the_maximum_within_24_hours_locks_for_the_lockout() {
         let t0 = Utc::now();
         let min = Duration::minutes;
-        assert_eq!(locked_until(&log(&[t0, t0 + min(1)]), BUDGET, t0 + min(2)), None);
-        let full = log(&[t0, t0 + min(1), t0 + min(2)]);
         assert_eq!(
-            locked_until(&full, BUDGET, t0 + min(2)),
-            Some(t0 + min(62))
+            locked_until(&log(&[t0, t0 + min(1)]), BUDGET, t0 + min(2)),
+            None
         );
+        let full = log(&[t0, t0 + min(1), t0 + min(2)]);
+        assert_eq!(locked_until(&full, BUDGET, t0 + min(2)), Some(t0 + min(62)));
         // The lock ends, but the count stays: the next failure locks again.
         assert_eq!(locked_until(&full, BUDGET, t0 + min(62)), None);
         let again = log(&[t0 + min(1), t0 + min(2), t0 + min(63)]);
@@ -546,12 +551,6 @@ mod tests {
         ]);
         prune(&mut pruned, 3, t0 + Duration::hours(26));
         let kept: Vec<_> = pruned.failures.iter().map(|f| f.at).collect();
-        assert_eq!(
-            kept,
-            [
-                t0 + Duration::hours(3),
-                t0 + Duration::hours(26)
-            ]
-        );
+        assert_eq!(kept, [t0 + Duration::hours(3), t0 + Duration::hours(26)]);
     }
 }
