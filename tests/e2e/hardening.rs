@@ -29,7 +29,6 @@ const PATIENCE: StdDuration = StdDuration::from_secs(60);
 struct Held {
     api: Api,
     running: RunningServer,
-    clock: ManualClock,
     _dir: TempDir,
 }
 
@@ -38,15 +37,13 @@ impl Held {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = test_config(&dir.path().join("data"));
         configure(&mut config);
-        let clock = ManualClock::new();
-        let running = dialgate::server::spawn(&config, Arc::new(clock.clone()))
+        let running = dialgate::server::spawn(&config, Arc::new(ManualClock::new()))
             .await
             .expect("the server starts");
         let api = Api::new(format!("http://{}", running.addr));
         Self {
             api,
             running,
-            clock,
             _dir: dir,
         }
     }
@@ -686,5 +683,4 @@ async fn in_production_an_unconfigured_adapter_is_named_in_the_refusal() {
             && message.contains("secret password"),
         "{message}"
     );
-    let _ = &server.clock;
 }
