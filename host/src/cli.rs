@@ -60,6 +60,12 @@ struct ServeArgs {
     /// The base URL providers send delivery receipts to [default: http://LISTEN].
     #[arg(long, env = "DIALGATE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Bytes of keys and values one plugin may keep [default: 1048576].
+    #[arg(long, env = "DIALGATE_PLUGIN_KV_MAX_BYTES")]
+    plugin_kv_max_bytes: Option<u64>,
+    /// Keys one plugin may keep [default: 1000].
+    #[arg(long, env = "DIALGATE_PLUGIN_KV_MAX_KEYS")]
+    plugin_kv_max_keys: Option<u64>,
 }
 
 /// Entry point of the binary.
@@ -107,6 +113,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             code_secret: args.code_secret,
             disposable_list: args.disposable_list,
             public_url: args.public_url,
+            plugin_kv_max_bytes: args.plugin_kv_max_bytes,
+            plugin_kv_max_keys: args.plugin_kv_max_keys,
         },
     );
     crate::server::run(config).await

@@ -28,6 +28,9 @@ pub struct Config {
     /// The base URL providers reach this server at, for delivery receipts; the
     /// listen address when unset.
     pub public_url: Option<String>,
+    /// Bounds on plugins: key-value quota, log budget, upload size limits, compile
+    /// concurrency, upload rate (the `[plugin_bounds]` table of the file).
+    pub plugin_bounds: crate::plugins::PluginBounds,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             code_secret: None,
             disposable_list: None,
             public_url: None,
+            plugin_bounds: crate::plugins::PluginBounds::default(),
         }
     }
 }
@@ -57,6 +61,7 @@ pub struct FileConfig {
     pub code_secret: Option<String>,
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
+    pub plugin_bounds: Option<crate::plugins::PluginBounds>,
 }
 
 impl FileConfig {
@@ -79,12 +84,22 @@ pub struct Overrides {
     pub code_secret: Option<String>,
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
+    /// A plugin's key-value quota in bytes and in keys.
+    pub plugin_kv_max_bytes: Option<u64>,
+    pub plugin_kv_max_keys: Option<u64>,
 }
 
 impl Config {
     /// Layers `file` over the defaults and `overrides` over both.
     pub fn resolve(file: FileConfig, overrides: Overrides) -> Self {
         let defaults = Config::default();
+        let mut plugin_bounds = file.plugin_bounds.unwrap_or(defaults.plugin_bounds);
+        if let Some(bytes) = overrides.plugin_kv_max_bytes {
+            plugin_bounds.storage.kv_max_bytes = bytes;
+        }
+        if let Some(keys) = overrides.plugin_kv_max_keys {
+            plugin_bounds.storage.kv_max_keys = keys;
+        }
         Config {
             listen: overrides.listen.or(file.listen).unwrap_or(defaults.listen),
             data_dir: overrides
@@ -96,6 +111,7 @@ impl Config {
             code_secret: overrides.code_secret.or(file.code_secret),
             disposable_list: overrides.disposable_list.or(file.disposable_list),
             public_url: overrides.public_url.or(file.public_url),
+            plugin_bounds,
         }
     }
 }
@@ -125,6 +141,26 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(!config.production);
+    }
+
+    #[test]
+    fn plugin_bounds_come_from_the_file_and_flags() {
+        let file: FileConfig = toml::from_str(
+            "[plugin_bounds]\nuploads_per_minute = 3\n[plugin_bounds.storage]\nkv_max_keys = 10\nkv_max_bytes = 100",
+        )
+        .expect("toml");
+        let overrides = Overrides {
+            plugin_kv_max_bytes: Some(4096),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides);
+        assert_eq!(config.plugin_bounds.uploads_per_minute, 3);
+        assert_eq!(config.plugin_bounds.storage.kv_max_keys, 10);
+        assert_eq!(config.plugin_bounds.storage.kv_max_bytes, 4096);
+        // Keys the file leaves out keep their defaults.
+        let defaults = crate::plugins::PluginBounds::default();
+        assert_eq!(config.plugin_bounds.sizes, defaults.sizes);
+        assert!(toml::from_str::<FileConfig>("[plugin_bounds]\nkv_max_keys = 1").is_err());
     }
 
     #[test]

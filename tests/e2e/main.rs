@@ -6,6 +6,7 @@ mod cases;
 mod crash;
 mod flow;
 mod kannel;
+mod plugin_storage;
 mod plugins;
 mod report;
 mod routing;
