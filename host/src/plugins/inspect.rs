@@ -5,7 +5,7 @@
 //! here, in milliseconds, with nothing compiled and nothing stored.
 
 use serde::{Deserialize, Serialize};
-use wasmparser::{ComponentTypeRef, Encoding, Parser, Payload};
+use wasmparser::{ComponentTypeRef, Encoding, Parser, Payload, TypeBounds};
 
 use super::{Kind, LoadError, WASI_GRANTED};
 
@@ -93,6 +93,12 @@ pub fn inspect(bytes: &[u8], limits: &SizeLimits) -> Result<Inspection, LoadErro
             Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {
                     let import = import.map_err(not_a_component)?;
+                    // A type imported as equal to a type the component already has
+                    // (how `use` of a contract type in a world is encoded) names a
+                    // type; it grants nothing, so it is not checked as an import.
+                    if matches!(import.ty, ComponentTypeRef::Type(TypeBounds::Eq(_))) {
+                        continue;
+                    }
                     let instance = matches!(import.ty, ComponentTypeRef::Instance(_));
                     imports.push((import.name.name.to_owned(), instance));
                 }
