@@ -129,7 +129,7 @@ async fn storage(server: &TestServer, tenant: &Tenant, id: &str) -> Value {
 #[tokio::test]
 async fn a_kv_filler_meets_its_quota_and_its_usage_is_shown() {
     let server = TestServer::start_with(|config| {
-        config.plugin_bounds.storage.kv_max_bytes = 64 << 10;
+        config.plugin_bounds.storage.kv_max_bytes = 8 << 10;
         config.plugin_bounds.storage.kv_max_keys = 40;
     })
     .await;
@@ -138,7 +138,7 @@ async fn a_kv_filler_meets_its_quota_and_its_usage_is_shown() {
         &server,
         &tenant,
         "big-values",
-        json!({"values": "20", "value_bytes": "4096"}),
+        json!({"values": "12", "value_bytes": "1024"}),
     )
     .await;
 
@@ -146,14 +146,14 @@ async fn a_kv_filler_meets_its_quota_and_its_usage_is_shown() {
     let report = flag(&first, "kv:");
     assert!(report.ends_with(":quota-exceeded"), "{report}");
     let written: u64 = report.split(':').nth(1).expect("count").parse().expect("n");
-    assert!((1..20).contains(&written), "{report}");
+    assert!((1..12).contains(&written), "{report}");
     let (keys, bytes) = kv_in_store(&server, &tenant, &big);
-    assert!(bytes <= 64 << 10, "{bytes} bytes stored");
+    assert!(bytes <= 8 << 10, "{bytes} bytes stored");
     assert_eq!(keys, written + 1, "the values and the call counter");
     let shown = storage(&server, &tenant, &big).await;
     assert_eq!(shown["kv_bytes"], bytes, "{shown}");
     assert_eq!(shown["kv_keys"], keys, "{shown}");
-    assert_eq!(shown["kv_max_bytes"], 64 << 10);
+    assert_eq!(shown["kv_max_bytes"], 8 << 10);
     assert_eq!(shown["kv_max_keys"], 40);
 
     // Full: later calls write nothing more, and the store stops growing.
