@@ -466,13 +466,18 @@ async fn a_log_flood_is_cut_by_the_budget_and_cannot_forge_host_lines() {
     assert_eq!(plugin_lines.len(), 50, "{lines:#?}");
     for line in &plugin_lines {
         assert!(
-            line.contains(r"\n2026-01-01T00:00:00Z  INFO dialgate: forged host line\r\u{1b}[2K\u{202e}"),
+            line.contains(
+                r"\n2026-01-01T00:00:00Z  INFO dialgate: forged host line\r\u{1b}[2K\u{202e}"
+            ),
             "{line}"
         );
     }
     // No line of the log is the forged one: every mention stays on its plugin's line,
     // with no raw control character.
-    for line in text.lines().filter(|line| line.contains("forged host line")) {
+    for line in text
+        .lines()
+        .filter(|line| line.contains("forged host line"))
+    {
         assert!(line.contains("abuser line"), "{line}");
         assert!(!line.contains(['\u{1b}', '\r', '\u{202e}']), "{line:?}");
     }

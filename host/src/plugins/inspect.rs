@@ -44,6 +44,20 @@ impl Default for SizeLimits {
     }
 }
 
+impl SizeLimits {
+    /// No limit: for components checked when they were uploaded.
+    pub fn unbounded() -> Self {
+        Self {
+            max_functions: u32::MAX,
+            max_function_bytes: u32::MAX,
+            max_locals: u32::MAX,
+            max_code_bytes: u64::MAX,
+            max_data_bytes: u64::MAX,
+            max_modules: u32::MAX,
+        }
+    }
+}
+
 /// What parsing learned about a component that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspection {
@@ -71,13 +85,11 @@ pub fn inspect(bytes: &[u8], limits: &SizeLimits) -> Result<Inspection, LoadErro
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(not_a_component)?;
         match payload {
-            Payload::Version { encoding, .. } if depth == 0 => {
-                if encoding != Encoding::Component {
-                    return Err(LoadError::NotAComponent(
-                        "this is a core WebAssembly module; build a component (wasm32-wasip2)"
-                            .to_owned(),
-                    ));
-                }
+            Payload::Version { encoding, .. } if depth == 0 && encoding != Encoding::Component => {
+                return Err(LoadError::NotAComponent(
+                    "this is a core WebAssembly module; build a component (wasm32-wasip2)"
+                        .to_owned(),
+                ));
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => {
                 depth += 1;
@@ -161,7 +173,12 @@ pub fn inspect(bytes: &[u8], limits: &SizeLimits) -> Result<Inspection, LoadErro
         }
     }
     let kind = world(&exports)?;
-    check_imports(kind, imports.iter().map(|(name, instance)| (name.as_str(), *instance)))?;
+    check_imports(
+        kind,
+        imports
+            .iter()
+            .map(|(name, instance)| (name.as_str(), *instance)),
+    )?;
     Ok(Inspection {
         kind,
         functions,

@@ -459,7 +459,10 @@ impl PluginRuntime {
         RuntimeStats {
             compiled: self.counters.compiled.load(Ordering::Relaxed),
             loaded_from_cache: self.counters.from_cache.load(Ordering::Relaxed),
-            refused_before_compiling: self.counters.refused_before_compiling.load(Ordering::Relaxed),
+            refused_before_compiling: self
+                .counters
+                .refused_before_compiling
+                .load(Ordering::Relaxed),
         }
     }
 
@@ -478,7 +481,19 @@ impl PluginRuntime {
     /// precompiled from the cache) and pre-instantiates it. The compiled artifact is
     /// cached only when every check passed.
     pub fn load(&self, bytes: &[u8], expected: Option<Kind>) -> Result<Loaded, LoadError> {
-        let parsed = inspect::inspect(bytes, &self.bounds.sizes).and_then(|inspection| {
+        self.load_within(bytes, expected, &self.bounds.sizes)
+    }
+
+    /// [`PluginRuntime::load`] under the size limits `sizes`: a component already
+    /// stored was checked when it was uploaded, and loads under
+    /// [`SizeLimits::unbounded`] so that lowering a limit never stops it from loading.
+    pub fn load_within(
+        &self,
+        bytes: &[u8],
+        expected: Option<Kind>,
+        sizes: &SizeLimits,
+    ) -> Result<Loaded, LoadError> {
+        let parsed = inspect::inspect(bytes, sizes).and_then(|inspection| {
             match expected.filter(|expected| *expected != inspection.kind) {
                 Some(expected) => Err(LoadError::WrongWorld {
                     expected: expected.world().to_owned(),
@@ -654,12 +669,8 @@ impl PluginRuntime {
         let kind = inspect::world(&exports)?;
         inspect::check_imports(
             kind,
-            ty.imports(&self.engine).map(|(name, item)| {
-                (
-                    name,
-                    matches!(item.ty, ComponentItem::ComponentInstance(_)),
-                )
-            }),
+            ty.imports(&self.engine)
+                .map(|(name, item)| (name, matches!(item.ty, ComponentItem::ComponentInstance(_)))),
         )?;
         Ok(kind)
     }

@@ -32,7 +32,7 @@ use crate::store::{key, Db, StoreError, Tree};
 use super::adapters::{AdapterCall, HttpGrant};
 use super::event::{RuleAction, RuleEvent, Trigger};
 use super::{
-    content_hash, Failure, Interpreter, Kind, LoadError, Loaded, PluginRuntime, Scope,
+    content_hash, Failure, Interpreter, Kind, LoadError, Loaded, PluginRuntime, Scope, SizeLimits,
     StorageView, Usage,
 };
 use crate::workflows::{self, NodeInfo, WorkflowRule};
@@ -384,12 +384,25 @@ impl Registry {
     }
 
     /// Loads `bytes` (at most once per content hash).
+    /// A stored component was checked against the size limits when it was uploaded;
+    /// it loads whatever the limits are now.
     fn load(&self, sha256: &str, bytes: &[u8], kind: Kind) -> Result<Loaded, RegistryError> {
+        self.load_within(sha256, bytes, kind, &SizeLimits::unbounded())
+    }
+
+    /// Loads `bytes` under the size limits `sizes` (at most once per content hash).
+    fn load_within(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+        kind: Kind,
+        sizes: &SizeLimits,
+    ) -> Result<Loaded, RegistryError> {
         let cached = self.loaded.lock().get(sha256).cloned();
         if let Some(hit) = cached.filter(|hit| hit.kind == kind) {
             return Ok(hit);
         }
-        let loaded = self.runtime.load(bytes, Some(kind))?;
+        let loaded = self.runtime.load_within(bytes, Some(kind), sizes)?;
         self.loaded.lock().insert(sha256.to_owned(), loaded.clone());
         Ok(loaded)
     }
@@ -772,7 +785,8 @@ impl Registry {
     ) -> Result<PluginRecord, RegistryError> {
         let sha256 = sha256.to_owned();
         // Checks the world, version, imports and sizes by parsing, then compiles once.
-        self.load(&sha256, bytes, manifest.kind)?;
+        let sizes = self.runtime.bounds().sizes;
+        self.load_within(&sha256, bytes, manifest.kind, &sizes)?;
 
         let _change = self.changes.lock();
         let existing = self

@@ -372,9 +372,7 @@ impl PluginData {
         };
         let delta = |old: &Option<Vec<u8>>, new: &Option<Vec<u8>>| -> (i64, i64) {
             let size = |value: &Option<Vec<u8>>| {
-                value
-                    .as_ref()
-                    .map_or(0, |value| weight(name, value) as i64)
+                value.as_ref().map_or(0, |value| weight(name, value) as i64)
             };
             (
                 size(new) - size(old),

@@ -90,7 +90,9 @@ fn a_call_makes_at_most_its_share_of_writes() {
     let cap = data.limits().kv_max_writes_per_call;
     let mut state = call(&data, &scope("p"));
     for n in 0..cap {
-        state.set(format!("k{n}"), Vec::new()).expect("within the cap");
+        state
+            .set(format!("k{n}"), Vec::new())
+            .expect("within the cap");
     }
     assert!(refused(state.delete("k0".into())));
     // Reads are not writes; the next call starts afresh.
@@ -249,5 +251,8 @@ fn parsing_classifies_the_in_tree_guests_within_the_limits() {
         ..limits
     };
     let bytes = super::testing::guest_component("otp_for_voip");
-    assert!(matches!(inspect(&bytes, &tight), Err(LoadError::TooLarge(_))));
+    assert!(matches!(
+        inspect(&bytes, &tight),
+        Err(LoadError::TooLarge(_))
+    ));
 }
