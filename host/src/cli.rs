@@ -70,6 +70,12 @@ struct ServeArgs {
     /// Connections served at once; more wait until one closes [default: 1024].
     #[arg(long, env = "DIALGATE_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Bytes of keys and values one plugin may keep [default: 1048576].
+    #[arg(long, env = "DIALGATE_PLUGIN_KV_MAX_BYTES")]
+    plugin_kv_max_bytes: Option<u64>,
+    /// Keys one plugin may keep [default: 1000].
+    #[arg(long, env = "DIALGATE_PLUGIN_KV_MAX_KEYS")]
+    plugin_kv_max_keys: Option<u64>,
 }
 
 /// Entry point of the binary.
@@ -120,6 +126,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             header_read_timeout_secs: args.header_read_timeout_secs,
             idle_timeout_secs: args.idle_timeout_secs,
             max_connections: args.max_connections,
+            plugin_kv_max_bytes: args.plugin_kv_max_bytes,
+            plugin_kv_max_keys: args.plugin_kv_max_keys,
         },
     );
     config.validate()?;

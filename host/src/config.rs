@@ -29,6 +29,9 @@ pub struct Config {
     /// The base URL providers reach this server at, for delivery receipts; the
     /// listen address when unset.
     pub public_url: Option<String>,
+    /// Bounds on plugins: key-value quota, log budget, upload size limits, compile
+    /// concurrency, upload rate (the `[plugin_bounds]` table of the file).
+    pub plugin_bounds: crate::plugins::PluginBounds,
     /// Limits on the HTTP connections the server accepts.
     pub http: HttpLimits,
 }
@@ -75,6 +78,7 @@ impl Default for Config {
             disposable_list: None,
             public_url: None,
             http: HttpLimits::default(),
+            plugin_bounds: crate::plugins::PluginBounds::default(),
         }
     }
 }
@@ -93,6 +97,7 @@ pub struct FileConfig {
     pub header_read_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
+    pub plugin_bounds: Option<crate::plugins::PluginBounds>,
 }
 
 impl FileConfig {
@@ -118,12 +123,22 @@ pub struct Overrides {
     pub header_read_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
+    /// A plugin's key-value quota in bytes and in keys.
+    pub plugin_kv_max_bytes: Option<u64>,
+    pub plugin_kv_max_keys: Option<u64>,
 }
 
 impl Config {
     /// Layers `file` over the defaults and `overrides` over both.
     pub fn resolve(file: FileConfig, overrides: Overrides) -> Self {
         let defaults = Config::default();
+        let mut plugin_bounds = file.plugin_bounds.unwrap_or(defaults.plugin_bounds);
+        if let Some(bytes) = overrides.plugin_kv_max_bytes {
+            plugin_bounds.storage.kv_max_bytes = bytes;
+        }
+        if let Some(keys) = overrides.plugin_kv_max_keys {
+            plugin_bounds.storage.kv_max_keys = keys;
+        }
         Config {
             listen: overrides.listen.or(file.listen).unwrap_or(defaults.listen),
             data_dir: overrides
@@ -149,6 +164,7 @@ impl Config {
                     .or(file.max_connections)
                     .unwrap_or(defaults.http.max_connections),
             },
+            plugin_bounds,
         }
     }
 
@@ -226,6 +242,26 @@ mod tests {
             },
         );
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn plugin_bounds_come_from_the_file_and_flags() {
+        let file: FileConfig = toml::from_str(
+            "[plugin_bounds]\nuploads_per_minute = 3\n[plugin_bounds.storage]\nkv_max_keys = 10\nkv_max_bytes = 100",
+        )
+        .expect("toml");
+        let overrides = Overrides {
+            plugin_kv_max_bytes: Some(4096),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides);
+        assert_eq!(config.plugin_bounds.uploads_per_minute, 3);
+        assert_eq!(config.plugin_bounds.storage.kv_max_keys, 10);
+        assert_eq!(config.plugin_bounds.storage.kv_max_bytes, 4096);
+        // Keys the file leaves out keep their defaults.
+        let defaults = crate::plugins::PluginBounds::default();
+        assert_eq!(config.plugin_bounds.sizes, defaults.sizes);
+        assert!(toml::from_str::<FileConfig>("[plugin_bounds]\nkv_max_keys = 1").is_err());
     }
 
     #[test]

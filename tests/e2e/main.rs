@@ -7,6 +7,7 @@ mod crash;
 mod flow;
 mod hardening;
 mod kannel;
+mod plugin_storage;
 mod plugins;
 mod report;
 mod routing;

@@ -392,6 +392,11 @@ impl TestServer {
         }
     }
 
+    /// The server's engine, for tests that check the store itself.
+    pub fn engine(&self) -> &Arc<dialgate::flows::Engine> {
+        &self._running.engine
+    }
+
     /// A server with one fresh tenant.
     pub async fn with_tenant() -> (Self, Tenant) {
         let server = Self::start().await;

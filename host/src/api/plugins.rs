@@ -76,6 +76,7 @@ impl From<RegistryError> for ApiError {
                     LoadError::ApiVersion { .. } => "unsupported_api_version",
                     LoadError::WrongWorld { .. } | LoadError::UnknownWorld(_) => "wrong_world",
                     LoadError::NotAComponent(_) => "not_a_component",
+                    LoadError::TooLarge(_) => "component_too_large",
                     LoadError::Link(_) | LoadError::Runtime(_) => "invalid_component",
                 };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
@@ -86,6 +87,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::TooLarge(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             }
+            RegistryError::RateLimited {
+                retry_after_secs, ..
+            } => ApiError {
+                retry_after_secs: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            },
             RegistryError::Store(err) => crate::flows::FlowError::Store(err).into(),
         }
     }
@@ -309,9 +316,9 @@ async fn get_one(
     TenantCaller(caller): TenantCaller,
     Path(id): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
-    Ok(Json(PluginView::from(
-        &engine.plugins.get(&caller.tenant_id, &id)?,
-    )))
+    let mut view = PluginView::from(&engine.plugins.get(&caller.tenant_id, &id)?);
+    view.storage = Some(engine.plugins.storage(&caller.tenant_id, &id)?);
+    Ok(Json(view))
 }
 
 async fn versions(
@@ -608,6 +615,7 @@ async fn runtime_stats(
     let limits = runtime.limits();
     Json(json!({
         "stats": runtime.stats(),
+        "bounds": runtime.bounds(),
         "limits": {
             "fuel": limits.fuel,
             "time_ms": limits.time_ms,

@@ -1,5 +1,10 @@
 //! What the runtime gives a plugin: the per-call store state (frozen clocks, the memory
 //! meter) and the host side of the `log`, `clock` and `kv` interfaces.
+//!
+//! A plugin's log text is escaped (control characters, line breaks, bidirectional
+//! overrides) so it cannot forge the host's own log lines, and is subject to a budget
+//! per plugin across calls; its key-value writes are bounded per call and by the
+//! plugin's quota (see [`super::storage`]).
 
 use std::time::Duration;
 
@@ -7,7 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use crate::store::{key, Db, StoreError, Tree};
+use super::storage::{KvFailure, KvTarget, PluginData};
 
 use super::adapters::AdapterCall;
 use super::wit::dialgate::plugin::{clock, kv, log, rule_types, types};
@@ -27,10 +32,15 @@ pub struct State {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub meter: Meter,
-    pub db: Db,
+    /// Plugins' key-value data, accounts and log budgets.
+    pub data: PluginData,
     pub scope: Scope,
     pub now_millis: i64,
     pub log_lines: u32,
+    /// Where this call's key-value operations go, resolved on first use.
+    kv_target: Option<KvTarget>,
+    /// Key-value writes this call made.
+    kv_writes: u32,
     /// What an adapter call is granted: configuration, secrets, outbound hosts.
     pub adapter: Option<AdapterCall>,
 }
@@ -38,7 +48,7 @@ pub struct State {
 impl State {
     /// The state of a call for `scope` at the flow's time `now_millis`.
     pub fn new(
-        db: &Db,
+        db: &PluginData,
         scope: &Scope,
         now_millis: i64,
         limits: &Limits,
@@ -59,10 +69,12 @@ impl State {
                     .build(),
                 peak: 0,
             },
-            db: db.clone(),
+            data: db.clone(),
             scope: scope.clone(),
             now_millis,
             log_lines: 0,
+            kv_target: None,
+            kv_writes: 0,
             adapter,
         }
     }
@@ -140,11 +152,21 @@ impl log::Host for State {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let mut end = message.len().min(MAX_LOG_BYTES);
-        while !message.is_char_boundary(end) {
+        // Escaping at most quadruples a character; cut first so a huge message costs little.
+        let mut cut = message.len().min(MAX_LOG_BYTES);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let escaped = escape_log(&message[..cut]);
+        let mut end = escaped.len().min(MAX_LOG_BYTES);
+        while !escaped.is_char_boundary(end) {
             end -= 1;
         }
-        let text = &message[..end];
+        let text = &escaped[..end];
+        let target = self.kv_target().clone();
+        if !self.data.admit_log(&target, text.len(), self.now_millis) {
+            return;
+        }
         let (tenant, plugin) = (&self.scope.tenant_id, &self.scope.plugin_id);
         match level {
             log::Level::Trace => tracing::trace!(tenant, plugin, "{text}"),
@@ -156,6 +178,27 @@ impl log::Host for State {
     }
 }
 
+/// `message` with backslashes, control characters (line breaks included), Unicode
+/// line and paragraph separators and bidirectional controls escaped as Rust escapes,
+/// so one plugin message stays one line of the host's log and reads as what it is.
+pub fn escape_log(message: &str) -> String {
+    let mut escaped = String::with_capacity(message.len());
+    for c in message.chars() {
+        let hidden = c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c);
+        if c == '\\' {
+            escaped.push_str("\\\\");
+        } else if hidden {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
 impl clock::Host for State {
     fn now_millis(&mut self) -> i64 {
         self.now_millis
@@ -163,71 +206,93 @@ impl clock::Host for State {
 }
 
 impl State {
-    fn kv_key(&self, name: &str) -> Result<Vec<u8>, kv::KvError> {
+    /// Where this call's key-value operations go.
+    fn kv_target(&mut self) -> &KvTarget {
+        let (data, scope) = (&self.data, &self.scope);
+        self.kv_target.get_or_insert_with(|| data.target(scope))
+    }
+
+    fn check_key(name: &str) -> Result<(), kv::KvError> {
         if name.is_empty() || name.len() > MAX_KEY_BYTES {
             return Err(kv::KvError::BadKey(format!(
                 "keys are 1 to {MAX_KEY_BYTES} bytes"
             )));
         }
-        Ok(key(&[&self.scope.tenant_id, &self.scope.plugin_id, name]))
+        Ok(())
+    }
+
+    /// Counts a write against the per-call cap.
+    fn count_write(&mut self) -> Result<(), kv::KvError> {
+        self.kv_writes += 1;
+        if self.kv_writes > self.data.limits().kv_max_writes_per_call {
+            return Err(kv::KvError::QuotaExceeded);
+        }
+        Ok(())
+    }
+
+    fn kv_write<R>(
+        &mut self,
+        name: &str,
+        change: impl FnOnce(Option<&[u8]>) -> Result<(Option<Vec<u8>>, R), KvFailure>,
+    ) -> Result<R, kv::KvError> {
+        Self::check_key(name)?;
+        self.count_write()?;
+        let target = self.kv_target().clone();
+        self.data.write(&target, name, change).map_err(kv_error)
     }
 }
 
-fn unavailable(err: StoreError) -> kv::KvError {
-    kv::KvError::Unavailable(err.to_string())
+fn kv_error(failure: KvFailure) -> kv::KvError {
+    match failure {
+        KvFailure::Quota => kv::KvError::QuotaExceeded,
+        KvFailure::Gone => kv::KvError::Unavailable("the plugin was deleted".to_owned()),
+        KvFailure::Store(message) => kv::KvError::Unavailable(message),
+    }
 }
+
+/// A failure `increment` reports for a value that is not a counter.
+const NOT_A_COUNTER: &str = "not a counter";
 
 impl kv::Host for State {
     fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, kv::KvError> {
-        let key = self.kv_key(&name)?;
-        self.db.get(Tree::PluginKv, &key).map_err(unavailable)
+        Self::check_key(&name)?;
+        let target = self.kv_target().clone();
+        self.data.get(&target, &name).map_err(kv_error)
     }
 
     fn set(&mut self, name: String, value: Vec<u8>) -> Result<(), kv::KvError> {
-        let key = self.kv_key(&name)?;
         if value.len() > MAX_VALUE_BYTES {
+            Self::check_key(&name)?;
             return Err(kv::KvError::ValueTooLarge(
                 u32::try_from(MAX_VALUE_BYTES).unwrap_or(u32::MAX),
             ));
         }
-        self.db
-            .put(Tree::PluginKv, &key, &value)
-            .map_err(unavailable)
+        self.kv_write(&name, |_| Ok((Some(value), ())))
     }
 
     fn delete(&mut self, name: String) -> Result<(), kv::KvError> {
-        let key = self.kv_key(&name)?;
-        self.db
-            .remove(Tree::PluginKv, &key)
-            .map(|_| ())
-            .map_err(unavailable)
+        self.kv_write(&name, |_| Ok((None, ())))
     }
 
     /// Counters are stored as their decimal text, so `get` reads them as such.
     fn increment(&mut self, name: String, delta: i64) -> Result<i64, kv::KvError> {
-        let key = self.kv_key(&name)?;
-        let counted =
-            self.db
-                .update::<Vec<u8>, StoreError, Option<i64>>(Tree::PluginKv, &key, |current| {
-                    let Some(bytes) = current else {
-                        return Ok((Some(delta.to_string().into_bytes()), Some(delta)));
-                    };
-                    match std::str::from_utf8(&bytes)
-                        .ok()
-                        .and_then(|text| text.parse::<i64>().ok())
-                    {
-                        Some(value) => {
-                            let next = value.saturating_add(delta);
-                            Ok((Some(next.to_string().into_bytes()), Some(next)))
-                        }
-                        None => Ok((Some(bytes), None)),
-                    }
-                });
-        match counted.map_err(unavailable)? {
-            Some(value) => Ok(value),
-            None => Err(kv::KvError::BadKey(format!(
-                "{name:?} holds a value that is not a counter"
-            ))),
-        }
+        let counted = self.kv_write(&name, |current| {
+            let Some(bytes) = current else {
+                return Ok((Some(delta.to_string().into_bytes()), Ok(delta)));
+            };
+            match std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok())
+            {
+                Some(value) => {
+                    let next = value.saturating_add(delta);
+                    Ok((Some(next.to_string().into_bytes()), Ok(next)))
+                }
+                None => Ok((Some(bytes.to_vec()), Err(NOT_A_COUNTER))),
+            }
+        })?;
+        counted.map_err(|_| {
+            kv::KvError::BadKey(format!("{name:?} holds a value that is not a counter"))
+        })
     }
 }

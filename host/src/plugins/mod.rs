@@ -1,11 +1,13 @@
 //! The plugin runtime: loads WebAssembly components of the contract's worlds and runs
 //! them in a sandbox. The only module that names wasmtime.
 //!
-//! Loading checks what a component is before anything runs: its world (from its
-//! exports), the contract's API version, and every import against what that world
-//! grants, naming the first import that is not granted. Compiled code is cached in
-//! the store by content hash and engine fingerprint, so a restart loads plugins
-//! without compiling them again.
+//! Loading checks what a component is before anything is compiled, by parsing it (see
+//! [`inspect`]): its world (from its exports), the contract's API version, every
+//! import against what that world grants (naming the first import that is not
+//! granted), and size limits. Compiling runs under a bound on concurrent compilations.
+//! Compiled code is cached in the store by content hash and engine fingerprint, stored
+//! only once the component passed every check, so a restart loads plugins without
+//! compiling them again.
 //!
 //! Each call gets a fresh instance in a fresh store, from a pre-instantiated component
 //! and the pooling allocator, so nothing survives between calls or crosses tenants.
@@ -21,7 +23,11 @@ pub mod builtins;
 mod convert;
 pub mod event;
 mod host;
+pub mod inspect;
 pub mod registry;
+pub mod storage;
+#[cfg(test)]
+mod storage_tests;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
@@ -39,6 +45,9 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 use crate::store::{key, Db, Tree};
+
+pub use self::inspect::SizeLimits;
+pub use self::storage::{PluginData, StorageLimits, StorageView};
 
 pub use self::adapters::{
     AdapterCall, AdapterDispatch, AdapterMessage, CallbackRequest, DeliveryUpdate, HttpGrant,
@@ -186,6 +195,8 @@ pub enum LoadError {
         dialgate_sdk::API_VERSION
     )]
     ApiVersion { found: String },
+    #[error("the component is too large: {0}; split or slim the plugin")]
+    TooLarge(String),
     #[error("cannot link the component: {0}")]
     Link(String),
     #[error("the plugin runtime failed: {0}")]
@@ -245,6 +256,7 @@ pub struct Scope {
 struct Counters {
     compiled: AtomicU64,
     from_cache: AtomicU64,
+    refused_before_compiling: AtomicU64,
 }
 
 /// The runtime's counters, for operators and tests.
@@ -252,6 +264,75 @@ struct Counters {
 pub struct RuntimeStats {
     pub compiled: u64,
     pub loaded_from_cache: u64,
+    /// Components refused by parsing, before any compilation.
+    pub refused_before_compiling: u64,
+}
+
+/// The operator's bounds on plugins beyond the per-call [`Limits`]: what a plugin
+/// keeps and logs, what an upload may hold, how many compilations run at once, and
+/// how often a tenant may upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginBounds {
+    pub storage: StorageLimits,
+    pub sizes: SizeLimits,
+    /// Compilations at once; 0 means one per core.
+    pub compile_concurrency: usize,
+    /// Uploads (and catalogue installs) a tenant may make per minute.
+    pub uploads_per_minute: u32,
+}
+
+impl Default for PluginBounds {
+    /// The storage and size defaults, one compilation per core, 20 uploads a minute.
+    fn default() -> Self {
+        Self {
+            storage: StorageLimits::default(),
+            sizes: SizeLimits::default(),
+            compile_concurrency: 0,
+            uploads_per_minute: 20,
+        }
+    }
+}
+
+/// A counting semaphore for compilations, which run on blocking threads.
+#[derive(Debug)]
+struct CompileGate {
+    free: parking_lot::Mutex<usize>,
+    freed: parking_lot::Condvar,
+}
+
+impl CompileGate {
+    fn new(permits: usize) -> Self {
+        let permits = if permits == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            permits
+        };
+        Self {
+            free: parking_lot::Mutex::new(permits),
+            freed: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// Runs `work` once a permit is free.
+    fn run<T>(&self, work: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self.free.lock();
+            while *free == 0 {
+                self.freed.wait(&mut free);
+            }
+            *free -= 1;
+        }
+        struct Permit<'a>(&'a CompileGate);
+        impl Drop for Permit<'_> {
+            fn drop(&mut self) {
+                *self.0.free.lock() += 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let _permit = Permit(self);
+        work()
+    }
 }
 
 /// The workflow interpreter, loaded and pre-instantiated.
@@ -273,7 +354,10 @@ pub struct PluginRuntime {
     rule_linker: Linker<State>,
     adapters: adapters::Linkers,
     limits: Limits,
-    db: Db,
+    /// The store, with plugins' key-value accounts and log budgets.
+    db: PluginData,
+    bounds: PluginBounds,
+    compile_gate: CompileGate,
     fingerprint: String,
     counters: Counters,
 }
@@ -314,6 +398,11 @@ impl PluginRuntime {
     /// A runtime whose plugins keep their key-value data, and whose compiled code is
     /// cached, in `db`.
     pub fn new(db: Db, limits: Limits) -> Result<Self, LoadError> {
+        Self::with_bounds(db, limits, PluginBounds::default())
+    }
+
+    /// A runtime under the operator's `bounds`.
+    pub fn with_bounds(db: Db, limits: Limits, bounds: PluginBounds) -> Result<Self, LoadError> {
         let runtime = |err: wasmtime::Error| LoadError::Runtime(format!("{err:#}"));
         let mut config = Config::new();
         config.consume_fuel(true);
@@ -352,7 +441,9 @@ impl PluginRuntime {
             rule_linker,
             adapters,
             limits,
-            db,
+            db: PluginData::new(db, bounds.storage),
+            bounds,
+            compile_gate: CompileGate::new(bounds.compile_concurrency),
             fingerprint,
             counters: Counters::default(),
         })
@@ -368,15 +459,58 @@ impl PluginRuntime {
         RuntimeStats {
             compiled: self.counters.compiled.load(Ordering::Relaxed),
             loaded_from_cache: self.counters.from_cache.load(Ordering::Relaxed),
+            refused_before_compiling: self
+                .counters
+                .refused_before_compiling
+                .load(Ordering::Relaxed),
         }
     }
 
-    /// Checks `bytes` as a component of the contract and, when `expected` is given,
-    /// of that world; compiles it (or loads it precompiled from the cache) and
-    /// pre-instantiates it.
+    /// The operator's bounds on plugins.
+    pub fn bounds(&self) -> PluginBounds {
+        self.bounds
+    }
+
+    /// Plugins' key-value data, accounts and log budgets.
+    pub fn data(&self) -> &PluginData {
+        &self.db
+    }
+
+    /// Checks `bytes` by parsing as a component of the contract within the size limits
+    /// and, when `expected` is given, of that world; only then compiles it (or loads it
+    /// precompiled from the cache) and pre-instantiates it. The compiled artifact is
+    /// cached only when every check passed.
     pub fn load(&self, bytes: &[u8], expected: Option<Kind>) -> Result<Loaded, LoadError> {
+        self.load_within(bytes, expected, &self.bounds.sizes)
+    }
+
+    /// [`PluginRuntime::load`] under the size limits `sizes`: a component already
+    /// stored was checked when it was uploaded, and loads under
+    /// [`SizeLimits::unbounded`] so that lowering a limit never stops it from loading.
+    pub fn load_within(
+        &self,
+        bytes: &[u8],
+        expected: Option<Kind>,
+        sizes: &SizeLimits,
+    ) -> Result<Loaded, LoadError> {
+        let parsed = inspect::inspect(bytes, sizes).and_then(|inspection| {
+            match expected.filter(|expected| *expected != inspection.kind) {
+                Some(expected) => Err(LoadError::WrongWorld {
+                    expected: expected.world().to_owned(),
+                    found: inspection.kind.world().to_owned(),
+                }),
+                None => Ok(inspection),
+            }
+        });
+        if let Err(err) = parsed {
+            self.counters
+                .refused_before_compiling
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(err);
+        }
         let sha256 = content_hash(bytes);
-        let component = self.component(&sha256, bytes)?;
+        let (component, artifact) = self.component(&sha256, bytes)?;
+        // The compiled view agrees with the parsed one; checked again, cheaply.
         let kind = self.inspect(&component)?;
         if let Some(expected) = expected.filter(|expected| *expected != kind) {
             return Err(LoadError::WrongWorld {
@@ -394,6 +528,9 @@ impl PluginRuntime {
                 LoadedInner::Adapter(self.adapters.pre(kind, &component).map_err(link)?)
             }
         };
+        if let Some(artifact) = artifact {
+            self.store_artifact(&sha256, &artifact)?;
+        }
         Ok(Loaded {
             kind,
             sha256,
@@ -406,10 +543,13 @@ impl PluginRuntime {
     /// its export alone.
     pub fn load_interpreter(&self, bytes: &[u8]) -> Result<Interpreter, LoadError> {
         let sha256 = content_hash(bytes);
-        let component = self.component(&sha256, bytes)?;
+        let (component, artifact) = self.component(&sha256, bytes)?;
         let link = |err: wasmtime::Error| LoadError::Link(format!("{err:#}"));
         let pre = self.rule_linker.instantiate_pre(&component).map_err(link)?;
         let pre = wit::interpreter::WorkflowInterpreterPre::new(pre).map_err(link)?;
+        if let Some(artifact) = artifact {
+            self.store_artifact(&sha256, &artifact)?;
+        }
         Ok(Interpreter { sha256, pre })
     }
 
@@ -468,8 +608,14 @@ impl PluginRuntime {
     }
 
     /// The compiled component for `bytes`: precompiled from the cache when this engine
-    /// compiled it before, else compiled now and cached.
-    fn component(&self, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+    /// compiled it before, else compiled now (under the compile gate); a fresh
+    /// compilation comes with its artifact, for the caller to cache once the component
+    /// passed its checks.
+    fn component(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, Option<Vec<u8>>), LoadError> {
         let artifact_key = key(&[sha256, &self.fingerprint]);
         let cached = self
             .db
@@ -478,54 +624,54 @@ impl PluginRuntime {
         if let Some(artifact) = cached {
             if let Ok(component) = deserialize_own_artifact(&self.engine, &artifact) {
                 self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
-                return Ok(component);
+                return Ok((component, None));
             }
         }
-        let component = Component::new(&self.engine, bytes)
+        let component = self
+            .compile_gate
+            .run(|| Component::new(&self.engine, bytes))
             .map_err(|err| LoadError::NotAComponent(format!("{err:#}")))?;
         self.counters.compiled.fetch_add(1, Ordering::Relaxed);
-        if let Ok(artifact) = component.serialize() {
-            self.db
-                .put_raw(Tree::PluginArtifacts, &artifact_key, &artifact)
-                .map_err(|err| LoadError::Runtime(err.to_string()))?;
-        }
-        Ok(component)
+        let artifact = component.serialize().ok();
+        Ok((component, artifact))
     }
 
-    /// Which world the component targets, checking the API version and that it imports
-    /// nothing its world does not grant.
+    fn store_artifact(&self, sha256: &str, artifact: &[u8]) -> Result<(), LoadError> {
+        self.db
+            .put_raw(
+                Tree::PluginArtifacts,
+                &key(&[sha256, &self.fingerprint]),
+                artifact,
+            )
+            .map_err(|err| LoadError::Runtime(err.to_string()))
+    }
+
+    /// Whether compiled code for the content hash `sha256` is cached.
+    pub fn has_artifact(&self, sha256: &str) -> Result<bool, LoadError> {
+        self.db
+            .scan_raw(Tree::PluginArtifacts, &key(&[sha256, ""]), 1)
+            .map(|found| !found.is_empty())
+            .map_err(|err| LoadError::Runtime(err.to_string()))
+    }
+
+    /// Removes the cached compiled code of the content hash `sha256`, for every engine.
+    pub fn forget_artifact(&self, sha256: &str) -> Result<(), LoadError> {
+        self.db
+            .remove_prefix(Tree::PluginArtifacts, &key(&[sha256, ""]))
+            .map_err(|err| LoadError::Runtime(err.to_string()))
+    }
+
+    /// Which world the compiled component targets, checking the API version and that
+    /// it imports nothing its world does not grant (as parsing did before compiling).
     fn inspect(&self, component: &Component) -> Result<Kind, LoadError> {
         let ty = component.component_type();
         let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
-        let kind = [Kind::Rule, Kind::MessagingAdapter, Kind::LookupAdapter]
-            .into_iter()
-            .find(|kind| kind.exports().iter().all(|name| exports.contains(name)))
-            .ok_or_else(|| LoadError::UnknownWorld(exports.join(", ")))?;
-        for (name, item) in ty.imports(&self.engine) {
-            if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
-                return Err(LoadError::ForbiddenImport {
-                    import: name.to_owned(),
-                    world: kind.world().to_owned(),
-                });
-            }
-            if let Some(rest) = name.strip_prefix("dialgate:plugin/") {
-                let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-                if version != dialgate_sdk::API_VERSION {
-                    return Err(LoadError::ApiVersion {
-                        found: version.to_owned(),
-                    });
-                }
-                if kind.granted().contains(&interface) {
-                    continue;
-                }
-            } else if WASI_GRANTED.iter().any(|prefix| name.starts_with(prefix)) {
-                continue;
-            }
-            return Err(LoadError::ForbiddenImport {
-                import: name.to_owned(),
-                world: kind.world().to_owned(),
-            });
-        }
+        let kind = inspect::world(&exports)?;
+        inspect::check_imports(
+            kind,
+            ty.imports(&self.engine)
+                .map(|(name, item)| (name, matches!(item.ty, ComponentItem::ComponentInstance(_)))),
+        )?;
         Ok(kind)
     }
 

@@ -2,7 +2,12 @@
 //! configuration, kept in the store, and the live set the flows run.
 //!
 //! Records live in the `plugins` tree; component bytes live once per content hash in
-//! `plugin_blobs`. The live set of a tenant is an immutable snapshot behind an `Arc`,
+//! `plugin_blobs`, and compiled code once per content hash and engine in
+//! `plugin_artifacts`. A content hash may be shared by several tenants' plugins and
+//! versions and by the first-party plugins; deleting a plugin, or refusing an upload
+//! after its component was checked, removes the blob and the compiled code of every
+//! hash that no remaining version references (the first-party plugins' compiled code
+//! stays). Compiled components are kept in memory only while a live snapshot uses them. The live set of a tenant is an immutable snapshot behind an `Arc`,
 //! rebuilt and swapped in whole after every change: a call in flight keeps the snapshot
 //! (and so the plugin version) it started with, and the next call sees the new one.
 //!
@@ -15,7 +20,7 @@
 //! contributes its actions, a code plugin is called, and a `block` from either ends
 //! the chain.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -27,7 +32,8 @@ use crate::store::{key, Db, StoreError, Tree};
 use super::adapters::{AdapterCall, HttpGrant};
 use super::event::{RuleAction, RuleEvent, Trigger};
 use super::{
-    content_hash, Failure, Interpreter, Kind, LoadError, Loaded, PluginRuntime, Scope, Usage,
+    content_hash, Failure, Interpreter, Kind, LoadError, Loaded, PluginRuntime, Scope, SizeLimits,
+    StorageView, Usage,
 };
 use crate::workflows::{self, NodeInfo, WorkflowRule};
 use dialgate_sdk::workflow::Program;
@@ -116,6 +122,9 @@ pub struct PluginView {
     pub granted_hosts: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Key-value usage against the quota, and dropped log lines (on `GET` of one plugin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageView>,
 }
 
 impl From<&PluginRecord> for PluginView {
@@ -133,6 +142,7 @@ impl From<&PluginRecord> for PluginView {
             granted_hosts: record.granted_hosts.clone(),
             created_at: record.created_at,
             updated_at: record.updated_at,
+            storage: None,
         }
     }
 }
@@ -150,6 +160,11 @@ pub enum RegistryError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -287,6 +302,13 @@ pub struct Registry {
     interpreter: OnceLock<Result<Interpreter, String>>,
     /// Serialises changes, so each rebuild sees every earlier change.
     changes: Mutex<()>,
+    /// Uploads per tenant in the current minute of the flows' clock.
+    uploads: Mutex<HashMap<String, (i64, u32)>>,
+    /// Content hashes of uploads between their check and their record being stored:
+    /// collecting leaves them alone.
+    pending: Mutex<HashMap<String, usize>>,
+    /// Content hashes of the first-party plugins and the interpreter.
+    first_party: OnceLock<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -310,6 +332,9 @@ impl Registry {
             builtins,
             interpreter: OnceLock::new(),
             changes: Mutex::new(()),
+            uploads: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            first_party: OnceLock::new(),
         };
         let records: Vec<PluginRecord> = registry.db.scan(Tree::Plugins, b"", usize::MAX, false)?;
         let mut tenants: Vec<String> = records.into_iter().map(|r| r.tenant_id).collect();
@@ -359,12 +384,25 @@ impl Registry {
     }
 
     /// Loads `bytes` (at most once per content hash).
+    /// A stored component was checked against the size limits when it was uploaded;
+    /// it loads whatever the limits are now.
     fn load(&self, sha256: &str, bytes: &[u8], kind: Kind) -> Result<Loaded, RegistryError> {
+        self.load_within(sha256, bytes, kind, &SizeLimits::unbounded())
+    }
+
+    /// Loads `bytes` under the size limits `sizes` (at most once per content hash).
+    fn load_within(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+        kind: Kind,
+        sizes: &SizeLimits,
+    ) -> Result<Loaded, RegistryError> {
         let cached = self.loaded.lock().get(sha256).cloned();
         if let Some(hit) = cached.filter(|hit| hit.kind == kind) {
             return Ok(hit);
         }
-        let loaded = self.runtime.load(bytes, Some(kind))?;
+        let loaded = self.runtime.load_within(bytes, Some(kind), sizes)?;
         self.loaded.lock().insert(sha256.to_owned(), loaded.clone());
         Ok(loaded)
     }
@@ -441,7 +479,98 @@ impl Registry {
         self.live
             .write()
             .insert(tenant_id.to_owned(), Arc::new(live));
+        self.evict_unused();
         Ok(())
+    }
+
+    /// Drops compiled components no live snapshot uses (the first-party plugins stay,
+    /// so installing one remains immediate); a snapshot still in use by a call keeps
+    /// its components until the call ends.
+    fn evict_unused(&self) {
+        let used: HashSet<String> = {
+            let live = self.live.read();
+            live.values()
+                .flat_map(|tenant| {
+                    let rules = tenant.rules.values().flatten().map(|rule| &rule.loaded);
+                    let adapters = tenant.lookup.iter().chain(&tenant.messaging);
+                    rules
+                        .chain(adapters.map(|adapter| &adapter.loaded))
+                        .map(|loaded| loaded.sha256.clone())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let first_party = self.first_party();
+        self.loaded
+            .lock()
+            .retain(|sha256, _| used.contains(sha256) || first_party.contains(sha256));
+    }
+
+    /// Content hashes of the first-party plugins and the workflow interpreter.
+    fn first_party(&self) -> &HashSet<String> {
+        self.first_party.get_or_init(|| {
+            self.builtins
+                .iter()
+                .map(|builtin| builtin.bytes)
+                .chain(super::builtins::interpreter())
+                .map(content_hash)
+                .collect()
+        })
+    }
+
+    /// Removes the blob and compiled code of `sha256` when no version of any plugin
+    /// references it and no upload of it is under way. First-party compiled code stays.
+    /// Runs with the change lock held.
+    fn collect(&self, sha256: &str) -> Result<(), RegistryError> {
+        if self.pending.lock().contains_key(sha256) {
+            return Ok(());
+        }
+        let records: Vec<PluginRecord> = self.db.scan(Tree::Plugins, b"", usize::MAX, false)?;
+        let referenced = records
+            .iter()
+            .flat_map(|record| &record.versions)
+            .any(|version| version.sha256 == sha256);
+        if referenced {
+            return Ok(());
+        }
+        self.db.remove(Tree::PluginBlobs, sha256.as_bytes())?;
+        if !self.first_party().contains(sha256) {
+            self.runtime.forget_artifact(sha256)?;
+            self.loaded.lock().remove(sha256);
+        }
+        Ok(())
+    }
+
+    /// Counts an upload of `tenant_id` at `now` against its per-minute allowance.
+    fn admit_upload(&self, tenant_id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
+        let allowed = self.runtime.bounds().uploads_per_minute;
+        let minute = now.timestamp().div_euclid(60);
+        let mut uploads = self.uploads.lock();
+        if uploads.len() > 4096 {
+            uploads.retain(|_, (window, _)| *window == minute);
+        }
+        let (window, count) = uploads.entry(tenant_id.to_owned()).or_insert((minute, 0));
+        if *window != minute {
+            *window = minute;
+            *count = 0;
+        }
+        if *count >= allowed {
+            let retry_after_secs = u64::try_from(60 - now.timestamp().rem_euclid(60)).unwrap_or(60);
+            return Err(RegistryError::RateLimited {
+                message: format!(
+                    "a tenant may upload {allowed} plugins a minute; retry in {retry_after_secs} s"
+                ),
+                retry_after_secs,
+            });
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// What the plugin keeps in its key-value store, against its quota, and its
+    /// dropped log lines.
+    pub fn storage(&self, tenant_id: &str, id: &str) -> Result<StorageView, RegistryError> {
+        Ok(self.runtime.data().view(tenant_id, id)?)
     }
 
     /// The tenant's enabled declarative rules, compiled per trigger. A stored rule that
@@ -621,9 +750,43 @@ impl Registry {
         if bytes.is_empty() {
             return Err(invalid("component", "the body is empty"));
         }
+        self.admit_upload(tenant_id, now)?;
         let sha256 = content_hash(bytes);
-        // Checks the world, version and imports, and compiles once.
-        self.load(&sha256, bytes, manifest.kind)?;
+        *self.pending.lock().entry(sha256.clone()).or_default() += 1;
+        let stored = self.store_upload(tenant_id, manifest, bytes, &sha256, activate, now);
+        {
+            let mut pending = self.pending.lock();
+            if let Some(count) = pending.get_mut(&sha256) {
+                *count -= 1;
+                if *count == 0 {
+                    pending.remove(&sha256);
+                }
+            }
+        }
+        if stored.is_err() {
+            let _change = self.changes.lock();
+            // A refused upload leaves nothing behind (unless another version uses it).
+            if let Err(err) = self.collect(&sha256) {
+                tracing::error!(%sha256, "cannot collect a refused upload: {err}");
+            }
+        }
+        stored
+    }
+
+    /// Checks (by parsing, then compiling once) and stores an upload.
+    fn store_upload(
+        &self,
+        tenant_id: &str,
+        manifest: Manifest,
+        bytes: &[u8],
+        sha256: &str,
+        activate: bool,
+        now: DateTime<Utc>,
+    ) -> Result<PluginRecord, RegistryError> {
+        let sha256 = sha256.to_owned();
+        // Checks the world, version, imports and sizes by parsing, then compiles once.
+        let sizes = self.runtime.bounds().sizes;
+        self.load_within(&sha256, bytes, manifest.kind, &sizes)?;
 
         let _change = self.changes.lock();
         let existing = self
@@ -757,18 +920,22 @@ impl Registry {
         Ok(record)
     }
 
-    /// Deletes a plugin with its key-value data.
+    /// Deletes a plugin with its key-value data, and the blobs and compiled code of its
+    /// versions that nothing else references.
     pub fn delete(&self, tenant_id: &str, id: &str) -> Result<(), RegistryError> {
         let _change = self.changes.lock();
-        if !self
-            .db
-            .remove(Tree::Plugins, &Self::record_key(tenant_id, id))?
-        {
-            return Err(RegistryError::NotFound);
-        }
-        let prefix = key(&[tenant_id, id, ""]);
-        self.db.remove_prefix(Tree::PluginKv, &prefix)?;
+        let record = self.get(tenant_id, id)?;
+        self.db
+            .remove(Tree::Plugins, &Self::record_key(tenant_id, id))?;
+        // The live set first, so no new call starts; then the data.
         self.rebuild(tenant_id)?;
+        self.runtime.data().forget(tenant_id, id)?;
+        let mut hashes: Vec<&str> = record.versions.iter().map(|v| v.sha256.as_str()).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        for sha256 in hashes {
+            self.collect(sha256)?;
+        }
         Ok(())
     }
 
@@ -882,13 +1049,11 @@ impl Registry {
         if event.config.is_empty() {
             event.config = record.config.clone();
         }
-        let scope = Scope {
-            tenant_id: tenant_id.to_owned(),
-            plugin_id: record.id.clone(),
-        };
+        // Its key-value writes go to a scratch layer, dropped when the run ends.
+        let scratch = self.runtime.data().scratch(tenant_id, &record.id);
         Ok(self
             .runtime
-            .invoke_rule(&loaded, &scope, now_millis, &event))
+            .invoke_rule(&loaded, scratch.scope(), now_millis, &event))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use super::event::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 14] = [
+const GUESTS: [&str; 15] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
@@ -22,6 +22,7 @@ const GUESTS: [&str; 14] = [
     "hostile-huge-output",
     "hostile-panic",
     "hostile-forbidden-import",
+    "hostile-abuser",
     "guest-echo",
 ];
 

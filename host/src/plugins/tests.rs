@@ -304,7 +304,8 @@ fn an_oversized_event_is_refused_before_the_call() {
 }
 
 fn state(db: &Db, tenant: &str) -> State {
-    State::new(db, &scope(tenant), 0, &Limits::default(), None)
+    let data = super::PluginData::new(db.clone(), super::StorageLimits::default());
+    State::new(&data, &scope(tenant), 0, &Limits::default(), None)
 }
 
 #[test]

@@ -1,0 +1,258 @@
+//! Unit tests of what bounds plugins outside a call: the key-value quota and write cap
+//! (through the host side of the `kv` interface), dry runs' scratch layers, log
+//! escaping, and the parse-time checks of uploads.
+
+use super::host::{escape_log, State};
+use super::inspect::{inspect, SizeLimits};
+use super::storage::{PluginData, StorageLimits};
+use super::wit::dialgate::plugin::kv::{Host as _, KvError};
+use super::{Kind, Limits, LoadError, Scope};
+use crate::store::Db;
+
+fn data(limits: StorageLimits) -> (tempfile::TempDir, PluginData) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open_sled(dir.path()).expect("open sled");
+    (dir, PluginData::new(db, limits))
+}
+
+fn scope(plugin: &str) -> Scope {
+    Scope {
+        tenant_id: "tenant".to_owned(),
+        plugin_id: plugin.to_owned(),
+    }
+}
+
+fn call(data: &PluginData, scope: &Scope) -> State {
+    State::new(data, scope, 0, &Limits::default(), None)
+}
+
+/// Whether a key-value call was refused for the quota.
+fn refused<T: std::fmt::Debug>(result: Result<T, KvError>) -> bool {
+    matches!(result, Err(KvError::QuotaExceeded))
+}
+
+/// The value a key-value read found.
+fn read(result: Result<Option<Vec<u8>>, KvError>) -> Option<Vec<u8>> {
+    result.expect("read")
+}
+
+fn small() -> StorageLimits {
+    StorageLimits {
+        kv_max_bytes: 100,
+        kv_max_keys: 3,
+        ..StorageLimits::default()
+    }
+}
+
+#[test]
+fn writes_past_the_quota_are_refused_and_shrinking_writes_pass() {
+    let (_dir, data) = data(small());
+    let mut state = call(&data, &scope("p"));
+    state.set("a".into(), vec![0; 60]).expect("61 bytes");
+    assert!(refused(state.set("b".into(), vec![0; 60])));
+    // Replacing a value counts only the difference.
+    state.set("a".into(), vec![0; 90]).expect("91 bytes");
+    assert!(refused(state.set("a".into(), vec![0; 100])));
+    state.set("b".into(), vec![0; 5]).expect("97 bytes");
+    state.set("c".into(), Vec::new()).expect("98 bytes, 3 keys");
+    assert!(refused(state.set("d".into(), Vec::new())));
+    assert!(refused(state.increment("e".into(), 1)));
+    state.delete("a".into()).expect("delete");
+    state.increment("e".into(), 1).expect("room again");
+    let view = data.view("tenant", "p").expect("view");
+    assert_eq!((view.kv_keys, view.kv_bytes), (3, 6 + 1 + 2));
+    // Another plugin has its own quota.
+    call(&data, &scope("q"))
+        .set("a".into(), vec![0; 90])
+        .expect("q's own quota");
+}
+
+#[test]
+fn usage_is_computed_from_the_store_on_first_use() {
+    let (dir, data) = data(small());
+    call(&data, &scope("p"))
+        .set("key".into(), vec![1; 50])
+        .expect("set");
+    let db = data.db().clone();
+    drop(data);
+    let reopened = PluginData::new(db, small());
+    let view = reopened.view("tenant", "p").expect("view");
+    assert_eq!((view.kv_keys, view.kv_bytes), (1, 53));
+    assert!(refused(
+        call(&reopened, &scope("p")).set("other".into(), vec![1; 50])
+    ));
+    drop(dir);
+}
+
+#[test]
+fn a_call_makes_at_most_its_share_of_writes() {
+    let (_dir, data) = data(StorageLimits::default());
+    let cap = data.limits().kv_max_writes_per_call;
+    let mut state = call(&data, &scope("p"));
+    for n in 0..cap {
+        state
+            .set(format!("k{n}"), Vec::new())
+            .expect("within the cap");
+    }
+    assert!(refused(state.delete("k0".into())));
+    // Reads are not writes; the next call starts afresh.
+    assert_eq!(read(state.get("k1".into())), Some(Vec::new()));
+    call(&data, &scope("p"))
+        .delete("k0".into())
+        .expect("a new call");
+}
+
+#[test]
+fn concurrent_calls_of_one_plugin_never_pass_the_quota() {
+    let limits = StorageLimits {
+        kv_max_bytes: 10_000,
+        kv_max_keys: 1_000,
+        ..StorageLimits::default()
+    };
+    let (_dir, data) = data(limits);
+    let threads: Vec<_> = (0..8)
+        .map(|thread| {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let mut written = 0;
+                for n in 0..40 {
+                    let mut state = call(&data, &scope("p"));
+                    // Four bytes of key and 96 of value: 100 bytes a key.
+                    if state.set(format!("{thread}-{n:02}"), vec![0; 96]).is_ok() {
+                        written += 1;
+                    }
+                }
+                written
+            })
+        })
+        .collect();
+    let written: u64 = threads
+        .into_iter()
+        .map(|thread| thread.join().expect("thread"))
+        .sum();
+    let view = data.view("tenant", "p").expect("view");
+    assert!(view.kv_bytes <= 10_000, "{view:?}");
+    assert_eq!(view.kv_keys, written);
+    // The quota was reached: 100 bytes a key, so 100 keys.
+    assert_eq!(written, 100);
+}
+
+#[test]
+fn a_scratch_layer_reads_over_the_real_data_and_is_discarded() {
+    let (_dir, data) = data(small());
+    let real = scope("p");
+    call(&data, &real).increment("n".into(), 5).expect("real");
+    let scratch = data.scratch("tenant", "p");
+    let mut dry = call(&data, scratch.scope());
+    assert_eq!(dry.increment("n".into(), 1).expect("increment"), 6);
+    dry.set("new".into(), b"v".to_vec()).expect("scratch write");
+    dry.delete("n".into()).expect("scratch delete");
+    assert_eq!(read(dry.get("n".into())), None);
+    assert_eq!(read(dry.get("new".into())), Some(b"v".to_vec()));
+    // The quota counts the scratch writes over the real usage.
+    assert!(refused(dry.set("big".into(), vec![0; 95])));
+    drop(scratch);
+    let mut after = call(&data, &real);
+    assert_eq!(read(after.get("n".into())), Some(b"5".to_vec()));
+    assert_eq!(read(after.get("new".into())), None);
+    let view = data.view("tenant", "p").expect("view");
+    assert_eq!((view.kv_keys, view.kv_bytes), (1, 2));
+}
+
+#[test]
+fn forgetting_a_plugin_removes_its_data_and_stops_calls_in_flight() {
+    let (_dir, data) = data(small());
+    let mut running = call(&data, &scope("p"));
+    running.set("a".into(), b"1".to_vec()).expect("set");
+    data.forget("tenant", "p").expect("forget");
+    assert!(matches!(
+        running.set("b".into(), b"2".to_vec()),
+        Err(KvError::Unavailable(_))
+    ));
+    let view = data.view("tenant", "p").expect("view");
+    assert_eq!((view.kv_keys, view.kv_bytes), (0, 0));
+}
+
+#[test]
+fn log_text_is_escaped_onto_one_line() {
+    assert_eq!(
+        escape_log("a\nb\r\u{1b}[31m\\n\u{202e}\u{2028}é"),
+        r"a\nb\r\u{1b}[31m\\n\u{202e}\u{2028}é"
+    );
+    assert_eq!(escape_log("plain text"), "plain text");
+}
+
+#[test]
+fn the_log_budget_is_per_plugin_per_minute() {
+    let limits = StorageLimits {
+        log_lines_per_minute: 2,
+        log_bytes_per_minute: 1_000,
+        ..StorageLimits::default()
+    };
+    let (_dir, data) = data(limits);
+    let target = data.target(&scope("p"));
+    assert!(data.admit_log(&target, 10, 0));
+    assert!(data.admit_log(&target, 10, 59_999));
+    assert!(!data.admit_log(&target, 10, 59_999));
+    assert!(data.admit_log(&data.target(&scope("q")), 10, 0));
+    // The next minute renews the budget; bytes count too.
+    assert!(data.admit_log(&target, 999, 60_000));
+    assert!(!data.admit_log(&target, 2, 60_000));
+    assert_eq!(data.view("tenant", "p").expect("view").log_lines_dropped, 2);
+}
+
+#[test]
+fn parsing_refuses_core_modules_and_garbage() {
+    let core = b"\0asm\x01\0\0\0";
+    assert!(matches!(
+        inspect(core, &SizeLimits::default()),
+        Err(LoadError::NotAComponent(_))
+    ));
+    assert!(matches!(
+        inspect(b"not wasm at all", &SizeLimits::default()),
+        Err(LoadError::NotAComponent(_))
+    ));
+    // An empty component exports no world.
+    let empty = b"\0asm\x0d\0\x01\0";
+    assert!(matches!(
+        inspect(empty, &SizeLimits::default()),
+        Err(LoadError::UnknownWorld(_))
+    ));
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn parsing_classifies_the_in_tree_guests_within_the_limits() {
+    let limits = SizeLimits::default();
+    for (artifact, kind) in [
+        ("otp_for_voip", Kind::Rule),
+        ("velocity", Kind::Rule),
+        ("hostile_abuser", Kind::Rule),
+        ("camara_lookup", Kind::LookupAdapter),
+        ("http_sms", Kind::MessagingAdapter),
+        ("kannel", Kind::MessagingAdapter),
+    ] {
+        let bytes = super::testing::guest_component(artifact);
+        let inspection = inspect(&bytes, &limits).unwrap_or_else(|err| panic!("{artifact}: {err}"));
+        assert_eq!(inspection.kind, kind, "{artifact}");
+        // Far inside the limits: a real plugin is not near them.
+        assert!(
+            inspection.code_bytes * 4 < limits.max_code_bytes,
+            "{artifact}: {inspection:?}"
+        );
+    }
+    let forbidden = super::testing::guest_component("hostile_forbidden_import");
+    assert!(matches!(
+        inspect(&forbidden, &limits),
+        Err(LoadError::ForbiddenImport { .. })
+    ));
+    let tight = SizeLimits {
+        max_functions: 10,
+        ..limits
+    };
+    let bytes = super::testing::guest_component("otp_for_voip");
+    assert!(matches!(
+        inspect(&bytes, &tight),
+        Err(LoadError::TooLarge(_))
+    ));
+}
