@@ -15,7 +15,9 @@ use crate::flows::{Caches, Engine, OperatorKey};
 use crate::limits::Buckets;
 use crate::otp::CodeHasher;
 use crate::phone::carrier;
-use crate::plugins::registry::Registry;
+use crate::egress::Egress;
+use crate::plugins::registry::{Protection, Registry};
+use crate::secrets::SecretBox;
 use crate::plugins::{builtins, Limits, PluginRuntime};
 use crate::providers::{DevOutbox, Provider};
 use crate::store::Db;
@@ -33,7 +35,16 @@ pub fn build_engine(
         )
     })?;
     let db = Db::open_sled(&config.data_dir)?;
-    let secret = Engine::code_secret(&db, config.code_secret.as_deref())?;
+    let secret = Engine::code_secret(&db, config.code_secret()?.as_deref())?;
+    let secrets = SecretBox::new(&secret);
+    let sealed = crate::secrets::migrate(&db, &secrets)?;
+    if sealed > 0 {
+        tracing::info!(sealed, "secrets stored in the clear by an earlier version are now sealed");
+    }
+    let egress = Egress::new(config.egress_allow.clone());
+    if !config.egress_allow.ranges().is_empty() {
+        tracing::info!(allow = %config.egress_allow, "egress policy: these ranges are allowed");
+    }
     let disposable = match &config.disposable_list {
         Some(path) => DisposableList::with_file(path)?,
         None => DisposableList::built_in(),
@@ -45,7 +56,8 @@ pub fn build_engine(
     carrier::preload();
     let runtime = PluginRuntime::new(db.clone(), Limits::default())
         .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
-    let plugins = Registry::open(Arc::new(runtime), db.clone(), builtins::all())
+    let protection = Protection { egress, secrets };
+    let plugins = Registry::open_with(Arc::new(runtime), db.clone(), builtins::all(), protection)
         .map_err(|err| anyhow::anyhow!("cannot load the tenants' plugins: {err}"))?;
     let engine = Engine {
         plugins: Arc::new(plugins),

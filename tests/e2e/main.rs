@@ -4,11 +4,13 @@
 mod bad_input;
 mod cases;
 mod crash;
+mod egress;
 mod flow;
 mod kannel;
 mod plugins;
 mod report;
 mod routing;
+mod secrets;
 mod settings;
 mod sims;
 mod support;
