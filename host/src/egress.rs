@@ -443,7 +443,7 @@ impl Egress {
 }
 
 /// The policy's refusal somewhere in `err`'s chain of causes, if it is one.
-pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<&Refused> {
+pub fn refusal_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(err) = current {
         if let Some(refused) = err.downcast_ref::<Refused>() {

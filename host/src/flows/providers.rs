@@ -354,9 +354,9 @@ fn apply(
         }
         current.config = config;
     }
-    if let Some(secrets) = input.secrets {
-        check_entries("secrets", &secrets)?;
-        for (name, value) in secrets {
+    if let Some(given) = input.secrets {
+        check_entries("secrets", &given)?;
+        for (name, value) in given {
             if value.is_empty() && CALLBACK_SECRETS.contains(&name.as_str()) {
                 return Err(FlowError::invalid(
                     format!("secrets.{name}"),
