@@ -194,9 +194,15 @@ mod tests {
             code_secret_file: Some(path.clone()),
             ..Config::default()
         };
-        assert_eq!(config.code_secret().expect("read").as_deref(), Some("from-a-file"));
+        assert_eq!(
+            config.code_secret().expect("read").as_deref(),
+            Some("from-a-file")
+        );
         config.code_secret = Some("given".into());
-        assert_eq!(config.code_secret().expect("read").as_deref(), Some("given"));
+        assert_eq!(
+            config.code_secret().expect("read").as_deref(),
+            Some("given")
+        );
         std::fs::write(&path, "\n").expect("write");
         config.code_secret = None;
         assert!(config.code_secret().is_err());

@@ -589,7 +589,10 @@ mod tests {
             .parse()
             .expect("a list");
         assert_eq!(list.to_string(), "127.0.0.0/8,::1/128,10.0.0.5/32,fd00::/8");
-        assert_eq!("".parse::<AllowList>().expect("empty"), AllowList::default());
+        assert_eq!(
+            "".parse::<AllowList>().expect("empty"),
+            AllowList::default()
+        );
         for bad in [
             "127.0.0.0/33",
             "localhost",
@@ -636,7 +639,10 @@ mod tests {
             "http://169.254.169.254/latest/meta-data/",
         ] {
             let err = strict.check_url(&url(form)).expect_err(form);
-            assert!(err.to_string().starts_with("egress policy refused"), "{err}");
+            assert!(
+                err.to_string().starts_with("egress policy refused"),
+                "{err}"
+            );
             assert!(err.to_string().contains("--egress-allow"), "{err}");
         }
         assert!(strict.check_url(&url("https://api.example.com/x")).is_ok());
@@ -647,7 +653,13 @@ mod tests {
     #[test]
     fn grants_with_a_literal_internal_address_are_refused() {
         let strict = Policy::default();
-        for grant in ["127.0.0.1", "127.0.0.1:8080", "[::1]:80", "0.0.0.0", "127.1:9"] {
+        for grant in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "[::1]:80",
+            "0.0.0.0",
+            "127.1:9",
+        ] {
             assert!(strict.check_grant(grant).is_err(), "{grant}");
         }
         for grant in ["api.example.com", "api.example.com:8443", "8.8.8.8:443"] {

@@ -142,13 +142,15 @@ impl SecretBox {
     pub fn open_all(&self, scope: &str, sealed: &SealedMap) -> BTreeMap<String, String> {
         sealed
             .iter()
-            .filter_map(|(name, value)| match self.open(&format!("{scope}/{name}"), value) {
-                Ok(plain) => Some((name.clone(), plain)),
-                Err(err) => {
-                    tracing::error!("{err}");
-                    None
-                }
-            })
+            .filter_map(
+                |(name, value)| match self.open(&format!("{scope}/{name}"), value) {
+                    Ok(plain) => Some((name.clone(), plain)),
+                    Err(err) => {
+                        tracing::error!("{err}");
+                        None
+                    }
+                },
+            )
             .collect()
     }
 
@@ -197,11 +199,7 @@ pub fn migrate(db: &Db, secrets: &SecretBox) -> Result<usize, StoreError> {
     let mut sealed = 0;
     for tree in [Tree::Plugins, Tree::Providers] {
         for (key, mut record) in db.scan_entries::<Json>(tree, b"", usize::MAX, false)? {
-            let scope = match (
-                tree,
-                record["tenant_id"].as_str(),
-                record["id"].as_str(),
-            ) {
+            let scope = match (tree, record["tenant_id"].as_str(), record["id"].as_str()) {
                 (Tree::Plugins, Some(tenant), Some(id)) => plugin_scope(tenant, id),
                 (_, Some(tenant), Some(id)) => provider_scope(tenant, id),
                 _ => continue,
@@ -223,8 +221,7 @@ pub fn migrate(db: &Db, secrets: &SecretBox) -> Result<usize, StoreError> {
         }
     }
     for (key, mut record) in db.scan_entries::<Json>(Tree::Webhooks, b"", usize::MAX, false)? {
-        let (Some(tenant), Some(id)) = (record["tenant_id"].as_str(), record["id"].as_str())
-        else {
+        let (Some(tenant), Some(id)) = (record["tenant_id"].as_str(), record["id"].as_str()) else {
             continue;
         };
         let context = webhook_context(tenant, id);
@@ -272,7 +269,10 @@ mod tests {
             PREFIX.to_owned(),
             format!("{PREFIX}!!!"),
         ] {
-            assert!(secrets.open("c", &Sealed(damaged.clone())).is_err(), "{damaged}");
+            assert!(
+                secrets.open("c", &Sealed(damaged.clone())).is_err(),
+                "{damaged}"
+            );
         }
     }
 

@@ -11,15 +11,15 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::disposable::DisposableList;
+use crate::egress::Egress;
 use crate::flows::{Caches, Engine, OperatorKey};
 use crate::limits::Buckets;
 use crate::otp::CodeHasher;
 use crate::phone::carrier;
-use crate::egress::Egress;
 use crate::plugins::registry::{Protection, Registry};
-use crate::secrets::SecretBox;
 use crate::plugins::{builtins, Limits, PluginRuntime};
 use crate::providers::{DevOutbox, Provider};
+use crate::secrets::SecretBox;
 use crate::store::Db;
 use crate::webhooks::{self, worker::WorkerHandle};
 
@@ -39,7 +39,10 @@ pub fn build_engine(
     let secrets = SecretBox::new(&secret);
     let sealed = crate::secrets::migrate(&db, &secrets)?;
     if sealed > 0 {
-        tracing::info!(sealed, "secrets stored in the clear by an earlier version are now sealed");
+        tracing::info!(
+            sealed,
+            "secrets stored in the clear by an earlier version are now sealed"
+        );
     }
     let egress = Egress::new(config.egress_allow.clone());
     if !config.egress_allow.ranges().is_empty() {

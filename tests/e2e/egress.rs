@@ -122,7 +122,10 @@ fn loopback_spellings(port: u16) -> Vec<String> {
 fn assert_refused_by_policy(text: &str) {
     assert!(text.contains("egress policy refused"), "{text}");
     assert!(text.contains("--egress-allow"), "{text}");
-    assert!(!text.contains(CANARY_ANSWER), "the internal answer leaked: {text}");
+    assert!(
+        !text.contains(CANARY_ANSWER),
+        "the internal answer leaked: {text}"
+    );
 }
 
 /// The subscription's newest delivery once it recorded an attempt (waits up to 10 s).
@@ -269,7 +272,7 @@ async fn providers_cannot_be_pointed_at_loopback() {
             .await;
         assert_refused_by_policy(&reply.invalid_field("config.base_url").to_string());
     }
-    for host in ["127.0.0.1", "127.0.0.1:80", "0.0.0.0", "127.1"] {
+    for host in ["127.0.0.1", "0.0.0.0", "127.1", "2130706433"] {
         let reply = server
             .post(
                 "/v1/providers",
@@ -409,7 +412,10 @@ async fn adapter_grants_and_lookup_urls_on_loopback_are_refused() {
         )
         .await;
     let answer = reply.expect(200);
-    assert_eq!(answer["lookup_adapter"]["name"], "camara-lookup", "{answer}");
+    assert_eq!(
+        answer["lookup_adapter"]["name"], "camara-lookup",
+        "{answer}"
+    );
     assert_refused_by_policy(&answer["lookup_adapter"]["error"].to_string());
     assert_eq!(canary.reached(), 0);
 }

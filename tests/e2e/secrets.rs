@@ -32,7 +32,9 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 async fn post_callback(server: &TestServer, path: &str, body: &str) -> u16 {
@@ -72,17 +74,33 @@ async fn empty_callback_secrets_are_refused_naming_the_field() {
     let token = json!({"type": "token"});
     let hmac = json!({"type": "hmac_sha256"});
     for (secrets, auth, field) in [
-        (json!({"callback_token": ""}), &token, "secrets.callback_token"),
-        (json!({"callback_secret": ""}), &hmac, "secrets.callback_secret"),
+        (
+            json!({"callback_token": ""}),
+            &token,
+            "secrets.callback_token",
+        ),
+        (
+            json!({"callback_secret": ""}),
+            &hmac,
+            "secrets.callback_secret",
+        ),
         (json!({}), &hmac, "secrets.callback_secret"),
     ] {
         server
-            .post("/v1/providers", &tenant.key, provider(secrets, auth.clone()))
+            .post(
+                "/v1/providers",
+                &tenant.key,
+                provider(secrets, auth.clone()),
+            )
             .await
             .invalid_field(field);
     }
     let created = server
-        .post("/v1/providers", &tenant.key, provider(json!({}), token.clone()))
+        .post(
+            "/v1/providers",
+            &tenant.key,
+            provider(json!({}), token.clone()),
+        )
         .await;
     let id = created.expect(201)["id"].as_str().expect("id").to_owned();
     server
@@ -99,7 +117,12 @@ async fn empty_callback_secrets_are_refused_naming_the_field() {
         401
     );
     assert_eq!(
-        post_callback(&server, &format!("/v1/callbacks/{id}?token="), "MessageSid=x").await,
+        post_callback(
+            &server,
+            &format!("/v1/callbacks/{id}?token="),
+            "MessageSid=x"
+        )
+        .await,
         401
     );
 }
@@ -138,7 +161,12 @@ async fn an_adapter_callback_needs_a_configured_non_empty_token() {
         .expect(200);
     assert_eq!(post_callback(&server, &callback, "MessageSid=x").await, 401);
     assert_eq!(
-        post_callback(&server, &format!("{callback}?token=cb-tokem"), "MessageSid=x").await,
+        post_callback(
+            &server,
+            &format!("{callback}?token=cb-tokem"),
+            "MessageSid=x"
+        )
+        .await,
         401
     );
     let accepted = post_callback(
@@ -207,7 +235,9 @@ async fn the_data_directory_holds_no_secret_in_the_clear() {
     let server = server.restart().await;
     let stored = files(&server.data_dir());
     assert!(
-        stored.iter().any(|(_, bytes)| contains(bytes, b"api_secret")),
+        stored
+            .iter()
+            .any(|(_, bytes)| contains(bytes, b"api_secret")),
         "the scan sees the store's records (secret names are kept)"
     );
     for secret in [

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::egress::Policy as EgressPolicy;
 use crate::model::Channel;
-use crate::secrets::{provider_scope, SealedMap, SecretBox};
 use crate::routing::{self, Ledger, Plan, Policy, Route, RuleRoute, View};
+use crate::secrets::{provider_scope, SealedMap, SecretBox};
 use crate::store::{key, Tree};
 
 use super::analysis::parse_valid;
@@ -242,12 +242,13 @@ fn check_host(value: &str) -> bool {
 /// checked again on every connection, on the address it resolves to. The error is
 /// the message for the field.
 pub(crate) fn check_base_url(value: &str, egress: &EgressPolicy) -> Result<(), String> {
-    let url =
-        reqwest::Url::parse(value).map_err(|err| format!("not an absolute URL: {err}"))?;
+    let url = reqwest::Url::parse(value).map_err(|err| format!("not an absolute URL: {err}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err("must be an http or https URL with a host".into());
     }
-    egress.check_url(&url).map_err(|refused| refused.to_string())
+    egress
+        .check_url(&url)
+        .map_err(|refused| refused.to_string())
 }
 
 /// Applies `input` over `current` and checks the result; the first problem is named.
@@ -382,9 +383,9 @@ fn apply(
             ));
         }
         for (at, host) in hosts.iter().enumerate() {
-            egress
-                .check_grant(host)
-                .map_err(|refused| FlowError::invalid(format!("hosts[{at}]"), refused.to_string()))?;
+            egress.check_grant(host).map_err(|refused| {
+                FlowError::invalid(format!("hosts[{at}]"), refused.to_string())
+            })?;
         }
         current.hosts = hosts;
     }

@@ -330,12 +330,7 @@ async fn post(
         Ok(secret) => secret,
         Err(err) => return refused(err.to_string()),
     };
-    let Some(signature) = sign(
-        &secret,
-        &delivery.message_id,
-        timestamp,
-        &delivery.payload,
-    ) else {
+    let Some(signature) = sign(&secret, &delivery.message_id, timestamp, &delivery.payload) else {
         return Outcome {
             status_code: None,
             error: Some("the webhook's secret is malformed".into()),
