@@ -504,3 +504,55 @@ impl http_client::Host for State {
 fn egress_client(egress: &crate::egress::Egress) -> reqwest::Client {
     egress.client(|builder| builder.timeout(HTTP_TIMEOUT))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HttpGrant;
+
+    fn allows(hosts: &[&str], url: &str) -> bool {
+        let grant = HttpGrant {
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        grant.allows(&reqwest::Url::parse(url).expect("a URL"))
+    }
+
+    #[test]
+    fn a_grant_without_a_port_allows_the_default_port_of_the_scheme_only() {
+        assert!(allows(&["api.example.com"], "https://api.example.com/x"));
+        assert!(allows(&["api.example.com"], "http://api.example.com/x"));
+        assert!(allows(
+            &["api.example.com"],
+            "https://api.example.com:443/x"
+        ));
+        assert!(!allows(
+            &["api.example.com"],
+            "https://api.example.com:8443/x"
+        ));
+        assert!(!allows(
+            &["api.example.com"],
+            "http://api.example.com:8080/"
+        ));
+        assert!(!allows(&["127.0.0.1"], "http://127.0.0.1:8080/v1/tenants"));
+    }
+
+    #[test]
+    fn a_grant_with_a_port_allows_that_port_only() {
+        assert!(allows(
+            &["api.example.com:8443"],
+            "https://api.example.com:8443/x"
+        ));
+        assert!(!allows(
+            &["api.example.com:8443"],
+            "https://api.example.com/x"
+        ));
+        assert!(allows(
+            &["api.example.com:443"],
+            "https://api.example.com/x"
+        ));
+        assert!(allows(&["[::1]:8080"], "http://[::1]:8080/"));
+        assert!(!allows(&["other.example.com"], "https://api.example.com/"));
+        // Hosts are compared as the URL parser normalised them.
+        assert!(!allows(&["127.1:9"], "http://127.1:9/"));
+        assert!(allows(&["127.0.0.1:9"], "http://127.1:9/"));
+    }
+}
