@@ -241,6 +241,9 @@ async fn start_server(
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.to_path_buf(),
+        // The bench's simulators and Kannel listen on loopback, which the egress
+        // policy refuses by default.
+        egress_allow: crate::egress::AllowList::loopback(),
         ..Config::default()
     };
     let (engine, _) = crate::server::build_engine(&config, Arc::new(SystemClock))?;

@@ -54,6 +54,14 @@ struct ServeArgs {
     /// Secret that keys code hashes; generated and stored on first start when unset.
     #[arg(long, env = "DIALGATE_CODE_SECRET", hide_env_values = true)]
     code_secret: Option<String>,
+    /// File whose first line is the code secret (when --code-secret is unset).
+    #[arg(long, env = "DIALGATE_CODE_SECRET_FILE")]
+    code_secret_file: Option<PathBuf>,
+    /// Address ranges (CIDR, comma-separated) that tenants' outbound traffic may reach
+    /// although the egress policy refuses internal addresses by default, e.g. a
+    /// private SMS gateway: --egress-allow 10.1.2.0/24.
+    #[arg(long, env = "DIALGATE_EGRESS_ALLOW", value_parser = parse_allow_list)]
+    egress_allow: Option<crate::egress::AllowList>,
     /// Extra disposable-number list (one E.164 number or prefix per line).
     #[arg(long, env = "DIALGATE_DISPOSABLE_LIST")]
     disposable_list: Option<PathBuf>,
@@ -121,6 +129,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             operator_key: args.operator_key,
             production: args.production,
             code_secret: args.code_secret,
+            code_secret_file: args.code_secret_file,
             disposable_list: args.disposable_list,
             public_url: args.public_url,
             header_read_timeout_secs: args.header_read_timeout_secs,
@@ -128,10 +137,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections,
             plugin_kv_max_bytes: args.plugin_kv_max_bytes,
             plugin_kv_max_keys: args.plugin_kv_max_keys,
+            egress_allow: args.egress_allow,
         },
     );
     config.validate()?;
     crate::server::run(config).await
+}
+
+fn parse_allow_list(text: &str) -> Result<crate::egress::AllowList, String> {
+    text.parse()
 }
 
 fn init_tracing() {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::egress::AllowList;
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory, relative to the working directory.
@@ -22,13 +24,20 @@ pub struct Config {
     pub operator_key: Option<String>,
     /// Production mode: no dev outbox.
     pub production: bool,
-    /// Secret that keys code hashes; generated and stored on first start when absent.
+    /// Secret that keys code hashes and seals tenants' secrets at rest; generated and
+    /// stored in the data directory on first start when absent (then a copy of the
+    /// data directory carries it: supply it from outside to keep them apart).
     pub code_secret: Option<String>,
+    /// A file holding the code secret (its first line), when `code_secret` is unset.
+    pub code_secret_file: Option<PathBuf>,
     /// An extra disposable-number list merged with the built-in one.
     pub disposable_list: Option<PathBuf>,
     /// The base URL providers reach this server at, for delivery receipts; the
     /// listen address when unset.
     pub public_url: Option<String>,
+    /// Address ranges tenant-directed outbound traffic may reach although the egress
+    /// policy refuses them by default (private gateways, loopback simulators).
+    pub egress_allow: AllowList,
     /// Bounds on plugins: key-value quota, log budget, upload size limits, compile
     /// concurrency, upload rate (the `[plugin_bounds]` table of the file).
     pub plugin_bounds: crate::plugins::PluginBounds,
@@ -75,10 +84,12 @@ impl Default for Config {
             operator_key: None,
             production: false,
             code_secret: None,
+            code_secret_file: None,
             disposable_list: None,
             public_url: None,
             http: HttpLimits::default(),
             plugin_bounds: crate::plugins::PluginBounds::default(),
+            egress_allow: AllowList::default(),
         }
     }
 }
@@ -92,12 +103,15 @@ pub struct FileConfig {
     pub operator_key: Option<String>,
     pub production: Option<bool>,
     pub code_secret: Option<String>,
+    pub code_secret_file: Option<PathBuf>,
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
     pub header_read_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub plugin_bounds: Option<crate::plugins::PluginBounds>,
+    /// A list of ranges, or one comma-separated string.
+    pub egress_allow: Option<AllowList>,
 }
 
 impl FileConfig {
@@ -118,6 +132,7 @@ pub struct Overrides {
     pub operator_key: Option<String>,
     pub production: bool,
     pub code_secret: Option<String>,
+    pub code_secret_file: Option<PathBuf>,
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
     pub header_read_timeout_secs: Option<u64>,
@@ -126,6 +141,7 @@ pub struct Overrides {
     /// A plugin's key-value quota in bytes and in keys.
     pub plugin_kv_max_bytes: Option<u64>,
     pub plugin_kv_max_keys: Option<u64>,
+    pub egress_allow: Option<AllowList>,
 }
 
 impl Config {
@@ -148,6 +164,7 @@ impl Config {
             operator_key: overrides.operator_key.or(file.operator_key),
             production: overrides.production || file.production.unwrap_or(false),
             code_secret: overrides.code_secret.or(file.code_secret),
+            code_secret_file: overrides.code_secret_file.or(file.code_secret_file),
             disposable_list: overrides.disposable_list.or(file.disposable_list),
             public_url: overrides.public_url.or(file.public_url),
             http: HttpLimits {
@@ -165,6 +182,10 @@ impl Config {
                     .unwrap_or(defaults.http.max_connections),
             },
             plugin_bounds,
+            egress_allow: overrides
+                .egress_allow
+                .or(file.egress_allow)
+                .unwrap_or_default(),
         }
     }
 
@@ -188,6 +209,24 @@ impl Config {
             "max_connections must be between 1 and 1000000"
         );
         Ok(())
+    }
+
+    /// The configured code secret: given, else the first line of its file, else none
+    /// (the data directory's own is used).
+    pub fn code_secret(&self) -> anyhow::Result<Option<String>> {
+        if let Some(secret) = &self.code_secret {
+            return Ok(Some(secret.clone()));
+        }
+        let Some(path) = &self.code_secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the code secret file {}", path.display()))?;
+        let secret = text.lines().next().unwrap_or_default().trim();
+        if secret.is_empty() {
+            anyhow::bail!("the code secret file {} is empty", path.display());
+        }
+        Ok(Some(secret.to_owned()))
     }
 }
 
@@ -262,6 +301,49 @@ mod tests {
         let defaults = crate::plugins::PluginBounds::default();
         assert_eq!(config.plugin_bounds.sizes, defaults.sizes);
         assert!(toml::from_str::<FileConfig>("[plugin_bounds]\nkv_max_keys = 1").is_err());
+    }
+
+    #[test]
+    fn egress_ranges_come_from_the_file_as_a_list_or_a_string_and_flags_win() {
+        let file: FileConfig =
+            toml::from_str("egress_allow = [\"10.0.0.0/8\", \"::1\"]").expect("toml");
+        let config = Config::resolve(file, Overrides::default());
+        assert_eq!(config.egress_allow.to_string(), "10.0.0.0/8,::1/128");
+        let file: FileConfig =
+            toml::from_str("egress_allow = \"192.168.0.0/16, 127.0.0.1\"").expect("toml");
+        let overrides = Overrides {
+            egress_allow: Some("127.0.0.0/8".parse().expect("list")),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides);
+        assert_eq!(config.egress_allow.to_string(), "127.0.0.0/8");
+        assert!(toml::from_str::<FileConfig>("egress_allow = \"10.0.0.1/8\"").is_err());
+        let config = Config::resolve(FileConfig::default(), Overrides::default());
+        assert!(config.egress_allow.ranges().is_empty());
+    }
+
+    #[test]
+    fn the_code_secret_can_come_from_a_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-a-file\n").expect("write");
+        let mut config = Config {
+            code_secret_file: Some(path.clone()),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.code_secret().expect("read").as_deref(),
+            Some("from-a-file")
+        );
+        config.code_secret = Some("given".into());
+        assert_eq!(
+            config.code_secret().expect("read").as_deref(),
+            Some("given")
+        );
+        std::fs::write(&path, "\n").expect("write");
+        config.code_secret = None;
+        assert!(config.code_secret().is_err());
+        assert_eq!(Config::default().code_secret().expect("none"), None);
     }
 
     #[test]

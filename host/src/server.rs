@@ -29,13 +29,15 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, HttpLimits};
 use crate::disposable::DisposableList;
+use crate::egress::Egress;
 use crate::flows::{Caches, Engine, OperatorKey};
 use crate::limits::Buckets;
 use crate::otp::CodeHasher;
 use crate::phone::carrier;
-use crate::plugins::registry::Registry;
+use crate::plugins::registry::{Protection, Registry};
 use crate::plugins::{builtins, Limits, PluginRuntime};
 use crate::providers::{DevOutbox, Provider};
+use crate::secrets::SecretBox;
 use crate::store::Db;
 use crate::webhooks::{self, worker::WorkerHandle};
 
@@ -51,7 +53,19 @@ pub fn build_engine(
         )
     })?;
     let db = Db::open_sled(&config.data_dir)?;
-    let secret = Engine::code_secret(&db, config.code_secret.as_deref())?;
+    let secret = Engine::code_secret(&db, config.code_secret()?.as_deref())?;
+    let secrets = SecretBox::new(&secret);
+    let sealed = crate::secrets::migrate(&db, &secrets)?;
+    if sealed > 0 {
+        tracing::info!(
+            sealed,
+            "secrets stored in the clear by an earlier version are now sealed"
+        );
+    }
+    let egress = Egress::new(config.egress_allow.clone());
+    if !config.egress_allow.ranges().is_empty() {
+        tracing::info!(allow = %config.egress_allow, "egress policy: these ranges are allowed");
+    }
     let disposable = match &config.disposable_list {
         Some(path) => DisposableList::with_file(path)?,
         None => DisposableList::built_in(),
@@ -63,7 +77,8 @@ pub fn build_engine(
     carrier::preload();
     let runtime = PluginRuntime::with_bounds(db.clone(), Limits::default(), config.plugin_bounds)
         .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
-    let plugins = Registry::open(Arc::new(runtime), db.clone(), builtins::all())
+    let protection = Protection { egress, secrets };
+    let plugins = Registry::open_with(Arc::new(runtime), db.clone(), builtins::all(), protection)
         .map_err(|err| anyhow::anyhow!("cannot load the tenants' plugins: {err}"))?;
     let engine = Engine {
         plugins: Arc::new(plugins),

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cases;
 mod crash;
+mod egress;
 mod flow;
 mod hardening;
 mod kannel;
@@ -11,6 +12,7 @@ mod plugin_storage;
 mod plugins;
 mod report;
 mod routing;
+mod secrets;
 mod settings;
 mod sims;
 mod support;

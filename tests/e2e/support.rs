@@ -354,12 +354,15 @@ impl std::ops::Deref for TestServer {
     }
 }
 
-/// The configuration of a test server over `data_dir`.
+/// The configuration of a test server over `data_dir`. The egress policy allows
+/// loopback (127.0.0.0/8 and ::1), where the tests' simulators, receivers and Kannel
+/// listen; [`TestServer::start_strict`] starts one under the default policy.
 pub fn test_config(data_dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("loopback address"),
         data_dir: data_dir.to_path_buf(),
         operator_key: Some(OPERATOR_KEY.to_owned()),
+        egress_allow: dialgate::egress::AllowList::loopback(),
         ..Config::default()
     }
 }
@@ -368,6 +371,12 @@ impl TestServer {
     /// A development-mode server with the default configuration.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
+    }
+
+    /// A server under the default egress policy: no loopback or other internal
+    /// address is allowed.
+    pub async fn start_strict() -> Self {
+        Self::start_with(|config| config.egress_allow = Default::default()).await
     }
 
     /// A server whose configuration `configure` may change first.
@@ -407,6 +416,25 @@ impl TestServer {
     /// Creates a tenant.
     pub async fn tenant(&self, name: &str) -> Tenant {
         self.api.create_tenant(OPERATOR_KEY, name).await
+    }
+
+    /// Like [`TestServer::restart`], with the configuration `configure` changes.
+    pub async fn restart_with(self, configure: impl FnOnce(&mut Config)) -> Self {
+        let Self {
+            clock,
+            _running: running,
+            _dir: dir,
+            ..
+        } = self;
+        running.shutdown().await;
+        let mut config = test_config(&dir.path().join("data"));
+        configure(&mut config);
+        Self::launch(&config, clock, dir).await
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
     }
 
     /// Stops the server (finishing requests in flight) and starts it again on the same

@@ -488,6 +488,8 @@ async fn configure(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ConfigBody>,
 ) -> Result<Json<PluginView>, ApiError> {
+    let sealer = engine.plugins.secret_box().clone();
+    let egress = engine.plugins.egress().clone();
     modify(&engine, &caller.tenant_id, &id, |record| {
         if let Some(config) = body.config {
             check_entries("config", config.iter().map(|(k, v)| (k, v.len())))?;
@@ -496,6 +498,10 @@ async fn configure(
                     "config",
                     format!("at most {MAX_CONFIG_ENTRIES} entries"),
                 ));
+            }
+            if let Some(url) = config.get("base_url") {
+                crate::flows::providers::check_base_url(url, egress.policy())
+                    .map_err(|message| invalid("config.base_url", message))?;
             }
             record.config = config;
         }
@@ -506,9 +512,19 @@ async fn configure(
                     .iter()
                     .map(|(k, v)| (k, v.as_deref().map_or(0, str::len))),
             )?;
+            let scope = crate::secrets::plugin_scope(&record.tenant_id, &record.id);
             for (name, value) in secrets {
                 match value {
-                    Some(value) => record.secrets.insert(name, value),
+                    Some(value) if value.is_empty() && name.starts_with("callback_") => {
+                        return Err(invalid(
+                            &format!("secrets.{name}"),
+                            "must not be empty: an empty secret would accept callbacks that carry none",
+                        ));
+                    }
+                    Some(value) => {
+                        let sealed = sealer.seal_named(&scope, &name, &value);
+                        record.secrets.insert(name, sealed)
+                    }
                     None => record.secrets.remove(&name),
                 };
             }
@@ -520,6 +536,12 @@ async fn configure(
             }
         }
         if let Some(hosts) = body.granted_hosts {
+            for host in &hosts {
+                egress
+                    .policy()
+                    .check_grant(host)
+                    .map_err(|refused| invalid("granted_hosts", refused.to_string()))?;
+            }
             let asked = record.active().map(|v| v.hosts.clone()).unwrap_or_default();
             if let Some(host) = hosts.iter().find(|host| !asked.contains(host)) {
                 return Err(invalid(

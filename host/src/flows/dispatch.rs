@@ -156,7 +156,10 @@ impl Engine {
                         config.insert("sender".into(), sender.clone());
                     }
                     let mut secrets = adapter.call.secrets.clone();
-                    secrets.extend(provider.secrets.clone());
+                    secrets.extend(self.plugins.secret_box().open_all(
+                        &crate::secrets::provider_scope(tenant_id, &provider.id),
+                        &provider.secrets,
+                    ));
                     self.missing_config(adapter, &config, &secrets).is_empty()
                 })
         };
@@ -267,12 +270,15 @@ impl Engine {
             .iter()
             .find(|adapter| adapter.plugin_id == plugin_id)
             .ok_or(CallbackError::Unknown)?;
+        // Only a configured, non-empty token authenticates, and only a callback that
+        // carries one: an empty token must never match an absent one.
         let expected = adapter
             .call
             .secrets
             .get("callback_token")
+            .filter(|expected| !expected.is_empty())
             .ok_or(CallbackError::Unauthorized)?;
-        let given = token.unwrap_or_default();
+        let given = token.ok_or(CallbackError::Unauthorized)?;
         if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
             return Err(CallbackError::Unauthorized);
         }

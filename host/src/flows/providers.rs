@@ -11,8 +11,10 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::Policy as EgressPolicy;
 use crate::model::Channel;
 use crate::routing::{self, Ledger, Plan, Policy, Route, RuleRoute, View};
+use crate::secrets::{provider_scope, SealedMap, SecretBox};
 use crate::store::{key, Tree};
 
 use super::analysis::parse_valid;
@@ -24,6 +26,9 @@ pub const MAX_PROVIDERS: usize = 50;
 const MAX_ENTRIES: usize = 32;
 /// Config keys the host sets on every call; a provider may not set them.
 const HOST_CONFIG: &[&str] = &["callback_url", "provider_id"];
+/// Secrets that authenticate callbacks: never empty, since an empty one would match a
+/// callback that carries none.
+const CALLBACK_SECRETS: &[&str] = &["callback_token", "callback_secret"];
 
 /// How a provider's delivery callbacks prove where they come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +64,8 @@ pub struct Provider {
     pub cost_per_message: f64,
     pub sender_id: Option<String>,
     pub config: BTreeMap<String, String>,
-    pub secrets: BTreeMap<String, String>,
+    /// Sealed at rest (see `crate::secrets`), bound to the tenant and provider id.
+    pub secrets: SealedMap,
     pub hosts: Vec<String>,
     pub callback_auth: CallbackAuth,
     pub timeout_ms: Option<u32>,
@@ -231,8 +237,29 @@ fn check_host(value: &str) -> bool {
         && port.is_none_or(|port| port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
+/// Checks a configured base URL (the provider's or a lookup adapter's): absolute
+/// `http` or `https`, and not a literal address the egress policy refuses. A name is
+/// checked again on every connection, on the address it resolves to. The error is
+/// the message for the field.
+pub(crate) fn check_base_url(value: &str, egress: &EgressPolicy) -> Result<(), String> {
+    let url = reqwest::Url::parse(value).map_err(|err| format!("not an absolute URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http or https URL with a host".into());
+    }
+    egress
+        .check_url(&url)
+        .map_err(|refused| refused.to_string())
+}
+
 /// Applies `input` over `current` and checks the result; the first problem is named.
-fn apply(current: &mut Provider, input: ProviderInput) -> Result<(), FlowError> {
+/// Secrets are sealed with `secrets`; literal addresses are checked against `egress`.
+fn apply(
+    current: &mut Provider,
+    input: ProviderInput,
+    egress: &EgressPolicy,
+    secrets: &SecretBox,
+) -> Result<(), FlowError> {
+    let scope = provider_scope(&current.tenant_id, &current.id);
     if let Some(name) = input.name {
         check_name("name", &name)?;
         current.name = name;
@@ -322,15 +349,26 @@ fn apply(current: &mut Provider, input: ProviderInput) -> Result<(), FlowError> 
                 "is set by the host on every call",
             ));
         }
+        if let Some(url) = config.get("base_url") {
+            check_base_url(url, egress)
+                .map_err(|message| FlowError::invalid("config.base_url", message))?;
+        }
         current.config = config;
     }
-    if let Some(secrets) = input.secrets {
-        check_entries("secrets", &secrets)?;
-        for (name, value) in secrets {
+    if let Some(given) = input.secrets {
+        check_entries("secrets", &given)?;
+        for (name, value) in given {
+            if value.is_empty() && CALLBACK_SECRETS.contains(&name.as_str()) {
+                return Err(FlowError::invalid(
+                    format!("secrets.{name}"),
+                    "must not be empty: an empty secret would accept callbacks that carry none",
+                ));
+            }
             if value.is_empty() {
                 current.secrets.remove(&name);
             } else {
-                current.secrets.insert(name, value);
+                let sealed = secrets.seal_named(&scope, &name, &value);
+                current.secrets.insert(name, sealed);
             }
         }
     }
@@ -343,6 +381,11 @@ fn apply(current: &mut Provider, input: ProviderInput) -> Result<(), FlowError> 
                 format!("hosts[{at}]"),
                 "a host name or address, optionally with :port",
             ));
+        }
+        for (at, host) in hosts.iter().enumerate() {
+            egress.check_grant(host).map_err(|refused| {
+                FlowError::invalid(format!("hosts[{at}]"), refused.to_string())
+            })?;
         }
         current.hosts = hosts;
     }
@@ -372,7 +415,8 @@ fn apply(current: &mut Provider, input: ProviderInput) -> Result<(), FlowError> 
     match &current.callback_auth {
         CallbackAuth::Token if !current.secrets.contains_key("callback_token") => {
             let token = format!("cbt_{}", uuid::Uuid::new_v4().simple());
-            current.secrets.insert("callback_token".into(), token);
+            let sealed = secrets.seal_named(&scope, "callback_token", &token);
+            current.secrets.insert("callback_token".into(), sealed);
         }
         CallbackAuth::HmacSha256 { .. } if !current.secrets.contains_key("callback_secret") => {
             return Err(FlowError::invalid(
@@ -518,7 +562,7 @@ impl Engine {
             cost_per_message: 0.0,
             sender_id: None,
             config: BTreeMap::new(),
-            secrets: BTreeMap::new(),
+            secrets: SealedMap::new(),
             hosts: Vec::new(),
             callback_auth: CallbackAuth::Token,
             timeout_ms: None,
@@ -526,7 +570,12 @@ impl Engine {
             created_at: now,
             updated_at: now,
         };
-        apply(&mut provider, input)?;
+        apply(
+            &mut provider,
+            input,
+            self.plugins.egress().policy(),
+            self.plugins.secret_box(),
+        )?;
         self.check_adapter(tenant_id, &provider.plugin)?;
         self.change_routing(tenant_id, || {
             let existing: Vec<Provider> = self.db.scan(
@@ -613,7 +662,12 @@ impl Engine {
                 &Self::provider_key(tenant_id, provider_id),
                 |current| {
                     let mut provider = current.ok_or(FlowError::NotFound("provider"))?;
-                    apply(&mut provider, input.clone())?;
+                    apply(
+                        &mut provider,
+                        input.clone(),
+                        self.plugins.egress().policy(),
+                        self.plugins.secret_box(),
+                    )?;
                     provider.updated_at = now;
                     Ok((Some(provider.clone()), provider))
                 },

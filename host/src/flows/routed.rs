@@ -148,10 +148,14 @@ impl Engine {
             config.insert("sender_id".into(), sender.clone());
         }
         config.insert("provider_id".into(), provider.id.clone());
+        let provider_secrets = self.plugins.secret_box().open_all(
+            &crate::secrets::provider_scope(&provider.tenant_id, &provider.id),
+            &provider.secrets,
+        );
         let mut callback = self.callback_url(&provider.id);
         if let (CallbackAuth::Token, Some(token)) = (
             &provider.callback_auth,
-            provider.secrets.get("callback_token"),
+            provider_secrets.get("callback_token"),
         ) {
             callback.push_str("?token=");
             callback
@@ -159,7 +163,7 @@ impl Engine {
         }
         config.insert("callback_url".into(), callback);
         let mut secrets = base.secrets.clone();
-        secrets.extend(provider.secrets.clone());
+        secrets.extend(provider_secrets);
         let mut hosts = base.grant.hosts.clone();
         hosts.extend(provider.hosts.iter().cloned());
         if provider.hosts.is_empty() {
@@ -181,6 +185,7 @@ impl Engine {
             timeout: Some(Duration::from_millis(u64::from(
                 provider.timeout_ms.unwrap_or(policy_ms),
             ))),
+            egress: base.egress.clone(),
         }
     }
 
@@ -488,21 +493,33 @@ impl Engine {
             .iter()
             .find(|p| p.id == provider_id)
             .ok_or(CallbackError::Unknown)?;
+        // A provider accepts callbacks only with a configured, non-empty token or
+        // signing secret, compared in constant time; with neither, none is accepted.
+        let scope = crate::secrets::provider_scope(&provider.tenant_id, &provider.id);
+        let secrets = self.plugins.secret_box();
         let authentic = match &provider.callback_auth {
             CallbackAuth::Token => {
-                let expected = provider.secrets.get("callback_token").map(String::as_bytes);
+                let expected = secrets
+                    .open_named(&scope, &provider.secrets, "callback_token")
+                    .filter(|token| !token.is_empty());
                 let given = token
                     .map(str::to_owned)
-                    .or_else(|| header(&request, "x-dialgate-token"))
-                    .unwrap_or_default();
-                expected.is_some_and(|expected| bool::from(expected.ct_eq(given.as_bytes())))
+                    .or_else(|| header(&request, "x-dialgate-token"));
+                match (expected, given) {
+                    (Some(expected), Some(given)) => {
+                        bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+                    }
+                    _ => false,
+                }
             }
             CallbackAuth::HmacSha256 { header: name } => {
                 match (
-                    provider.secrets.get("callback_secret"),
+                    secrets
+                        .open_named(&scope, &provider.secrets, "callback_secret")
+                        .filter(|secret| !secret.is_empty()),
                     header(&request, name),
                 ) {
-                    (Some(secret), Some(given)) => signature_ok(secret, &request.body, &given),
+                    (Some(secret), Some(given)) => signature_ok(&secret, &request.body, &given),
                     _ => false,
                 }
             }

@@ -2,8 +2,10 @@
 //!
 //! Adapters get what rules do not: outbound HTTP and their tenant's configuration and
 //! secrets. Outbound HTTP goes only to hosts the plugin's manifest asked for and the
-//! tenant granted (exact host, or host and port), follows no redirects, waits at most a
-//! few seconds and reads at most 1 MiB of answer. Adapter calls block on the network,
+//! tenant granted (host and port; a host alone means the scheme's default port), and
+//! only to addresses the server's egress policy allows (`crate::egress`, checked on
+//! the address connected to), follows no redirects, waits at most a few seconds and
+//! reads at most 1 MiB of answer. Adapter calls block on the network,
 //! so they run on tokio's blocking pool, never on a request worker.
 
 use std::collections::BTreeMap;
@@ -54,24 +56,29 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer an adapter may read.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
-/// Hosts an adapter may reach: entries are `host` or `host:port`.
+/// Hosts an adapter may reach: entries are `host:port`, or `host` for the default port
+/// of the URL's scheme only (80 for http, 443 for https), so a grant of a host never
+/// opens its other services.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpGrant {
     pub hosts: Vec<String>,
 }
 
 impl HttpGrant {
-    /// Whether `url`'s host (and port) is granted.
+    /// Whether `url`'s host and port are granted.
     pub fn allows(&self, url: &reqwest::Url) -> bool {
         let Some(host) = url.host_str() else {
             return false;
         };
-        let with_port = url
-            .port_or_known_default()
-            .map(|port| format!("{host}:{port}"));
-        self.hosts
-            .iter()
-            .any(|entry| entry == host || Some(entry) == with_port.as_ref())
+        let Some(port) = url.port_or_known_default() else {
+            return false;
+        };
+        let on_default_port = url.port().is_none();
+        let with_port = format!("{host}:{port}");
+        self.hosts.iter().any(|entry| {
+            entry.eq_ignore_ascii_case(&with_port)
+                || (on_default_port && entry.eq_ignore_ascii_case(host))
+        })
     }
 }
 
@@ -84,6 +91,8 @@ pub struct AdapterCall {
     /// How long one outbound request may take (default 5 s); a provider's attempt
     /// timeout.
     pub timeout: Option<Duration>,
+    /// The server's egress policy, which every outbound request passes.
+    pub egress: crate::egress::Egress,
 }
 
 /// Pre-instantiated adapters.
@@ -411,6 +420,16 @@ impl http_client::Host for State {
                 request.url
             )));
         }
+        if let Err(refused) = call.egress.check_url(&url) {
+            tracing::warn!(
+                tenant = self.scope.tenant_id,
+                plugin = self.scope.plugin_id,
+                "{refused}"
+            );
+            // As a connection failure: the adapter reports it as "connection failed:
+            // egress policy refused ..." (a not-granted host reads as a grant problem).
+            return Err(HttpError::Connection(refused.to_string()));
+        }
         if !call.grant.allows(&url) {
             let host = url.host_str().unwrap_or_default();
             let host = url
@@ -425,7 +444,9 @@ impl http_client::Host for State {
         }
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HttpError::BadUrl(format!("bad method {:?}", request.method)))?;
-        let mut builder = self.http_client().request(method, url).body(request.body);
+        let mut builder = egress_client(&call.egress)
+            .request(method, url)
+            .body(request.body);
         if let Some(timeout) = call.timeout {
             builder = builder.timeout(timeout.min(HTTP_TIMEOUT));
         }
@@ -436,7 +457,9 @@ impl http_client::Host for State {
             .map_err(|_| HttpError::Connection("no runtime for outbound HTTP".into()))?;
         handle.block_on(async move {
             let response = builder.send().await.map_err(|err| {
-                if err.is_timeout() {
+                if let Some(refused) = crate::egress::refusal_in(&err) {
+                    HttpError::Connection(refused.to_string())
+                } else if err.is_timeout() {
                     HttpError::Timeout
                 } else {
                     HttpError::Connection(format!("{err}"))
@@ -476,18 +499,60 @@ impl http_client::Host for State {
     }
 }
 
-impl State {
-    fn http_client(&self) -> reqwest::Client {
-        HTTP.get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(HTTP_TIMEOUT)
-                .build()
-                .unwrap_or_default()
-        })
-        .clone()
-    }
+/// The client outbound adapter requests of one egress policy share (connection pools,
+/// TLS roots): built once per policy, since a server's policy never changes.
+fn egress_client(egress: &crate::egress::Egress) -> reqwest::Client {
+    egress.client(|builder| builder.timeout(HTTP_TIMEOUT))
 }
 
-/// The client outbound adapter requests share (connection pools, TLS roots).
-static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+#[cfg(test)]
+mod tests {
+    use super::HttpGrant;
+
+    fn allows(hosts: &[&str], url: &str) -> bool {
+        let grant = HttpGrant {
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        grant.allows(&reqwest::Url::parse(url).expect("a URL"))
+    }
+
+    #[test]
+    fn a_grant_without_a_port_allows_the_default_port_of_the_scheme_only() {
+        assert!(allows(&["api.example.com"], "https://api.example.com/x"));
+        assert!(allows(&["api.example.com"], "http://api.example.com/x"));
+        assert!(allows(
+            &["api.example.com"],
+            "https://api.example.com:443/x"
+        ));
+        assert!(!allows(
+            &["api.example.com"],
+            "https://api.example.com:8443/x"
+        ));
+        assert!(!allows(
+            &["api.example.com"],
+            "http://api.example.com:8080/"
+        ));
+        assert!(!allows(&["127.0.0.1"], "http://127.0.0.1:8080/v1/tenants"));
+    }
+
+    #[test]
+    fn a_grant_with_a_port_allows_that_port_only() {
+        assert!(allows(
+            &["api.example.com:8443"],
+            "https://api.example.com:8443/x"
+        ));
+        assert!(!allows(
+            &["api.example.com:8443"],
+            "https://api.example.com/x"
+        ));
+        assert!(allows(
+            &["api.example.com:443"],
+            "https://api.example.com/x"
+        ));
+        assert!(allows(&["[::1]:8080"], "http://[::1]:8080/"));
+        assert!(!allows(&["other.example.com"], "https://api.example.com/"));
+        // Hosts are compared as the URL parser normalised them.
+        assert!(!allows(&["127.1:9"], "http://127.1:9/"));
+        assert!(allows(&["127.0.0.1:9"], "http://127.1:9/"));
+    }
+}

@@ -27,6 +27,8 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::egress::Egress;
+use crate::secrets::{SealedMap, SecretBox};
 use crate::store::{key, Db, StoreError, Tree};
 
 use super::adapters::{AdapterCall, HttpGrant};
@@ -92,7 +94,8 @@ pub struct PluginRecord {
     /// Position among the rules of a trigger: lower runs first, ties by name.
     pub order: i32,
     pub config: BTreeMap<String, String>,
-    pub secrets: BTreeMap<String, String>,
+    /// Sealed at rest (see `crate::secrets`); bound to the tenant and plugin id.
+    pub secrets: SealedMap,
     /// Hosts the tenant granted, among those the active version asks for.
     pub granted_hosts: Vec<String>,
     pub created_at: DateTime<Utc>,
@@ -309,6 +312,17 @@ pub struct Registry {
     pending: Mutex<HashMap<String, usize>>,
     /// Content hashes of the first-party plugins and the interpreter.
     first_party: OnceLock<HashSet<String>>,
+    /// Where adapters' outbound HTTP may go.
+    egress: Egress,
+    /// Seals and opens the plugins' secrets.
+    secrets: SecretBox,
+}
+
+/// What the registry protects tenants' traffic and secrets with.
+#[derive(Debug, Clone)]
+pub struct Protection {
+    pub egress: Egress,
+    pub secrets: SecretBox,
 }
 
 impl std::fmt::Debug for Registry {
@@ -318,13 +332,32 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The registry over `db`, with every tenant's active plugins loaded.
+    /// The registry over `db`, with every tenant's active plugins loaded, under the
+    /// default egress policy and with secrets sealed by the data directory's own server
+    /// secret (what `dialgate serve` does with no configuration).
     pub fn open(
         runtime: Arc<PluginRuntime>,
         db: Db,
         builtins: Vec<Builtin>,
     ) -> Result<Self, RegistryError> {
+        let secret = crate::flows::Engine::code_secret(&db, None)?;
+        let protection = Protection {
+            egress: Egress::default(),
+            secrets: SecretBox::new(&secret),
+        };
+        Self::open_with(runtime, db, builtins, protection)
+    }
+
+    /// The registry over `db` with the server's egress policy and secret box.
+    pub fn open_with(
+        runtime: Arc<PluginRuntime>,
+        db: Db,
+        builtins: Vec<Builtin>,
+        protection: Protection,
+    ) -> Result<Self, RegistryError> {
         let registry = Self {
+            egress: protection.egress,
+            secrets: protection.secrets,
             runtime,
             db,
             live: RwLock::new(HashMap::new()),
@@ -376,6 +409,16 @@ impl Registry {
     /// The first-party plugins a tenant can install.
     pub fn builtins(&self) -> &[Builtin] {
         &self.builtins
+    }
+
+    /// The egress policy of adapters' and webhooks' outbound traffic.
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    /// The box that seals tenants' secrets at rest.
+    pub fn secret_box(&self) -> &SecretBox {
+        &self.secrets
     }
 
     /// The live snapshot of `tenant_id` (empty when it has no active plugins).
@@ -454,11 +497,15 @@ impl Registry {
                         loaded,
                         call: AdapterCall {
                             config: record.config.clone(),
-                            secrets: record.secrets.clone(),
+                            secrets: self.secrets.open_all(
+                                &crate::secrets::plugin_scope(&record.tenant_id, &record.id),
+                                &record.secrets,
+                            ),
                             grant: HttpGrant {
                                 hosts: record.granted_hosts.clone(),
                             },
                             timeout: None,
+                            egress: self.egress.clone(),
                         },
                     };
                     if record.kind == Kind::LookupAdapter {
@@ -851,7 +898,7 @@ impl Registry {
                     triggers: manifest.triggers.clone(),
                     order: 100,
                     config: BTreeMap::new(),
-                    secrets: BTreeMap::new(),
+                    secrets: SealedMap::new(),
                     granted_hosts: Vec::new(),
                     created_at: now,
                     updated_at: now,

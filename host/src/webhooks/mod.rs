@@ -143,7 +143,7 @@ pub fn catalogue() -> serde_json::Value {
     })
 }
 
-/// A tenant's subscription. The secret is stored as given to the tenant, since every
+/// A tenant's subscription. The secret is stored sealed (`crate::secrets`), since every
 /// attempt is signed with it; the API shows it only on creation and rotation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -154,7 +154,7 @@ pub struct Subscription {
     pub event_types: Vec<String>,
     pub description: Option<String>,
     pub enabled: bool,
-    pub secret: String,
+    pub secret: crate::secrets::Sealed,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -425,7 +425,7 @@ mod tests {
             event_types: vec!["verification.sent".into()],
             description: None,
             enabled: true,
-            secret: new_secret(),
+            secret: crate::secrets::SecretBox::new(&[0; 32]).seal("c", &new_secret()),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value as Json;
 
 use crate::flows::{Engine, FlowError};
+use crate::secrets::webhook_context;
 use crate::store::Tree;
 
 use super::{
@@ -63,7 +64,8 @@ pub struct SubscriptionView {
 }
 
 impl SubscriptionView {
-    fn of(subscription: Subscription, show_secret: bool) -> Self {
+    /// The view of `subscription`, with `secret` (its clear text) when just made.
+    fn of(subscription: Subscription, secret: Option<String>) -> Self {
         Self {
             id: subscription.id,
             url: subscription.url,
@@ -72,7 +74,7 @@ impl SubscriptionView {
             enabled: subscription.enabled,
             created_at: subscription.created_at,
             updated_at: subscription.updated_at,
-            secret: show_secret.then_some(subscription.secret),
+            secret,
         }
     }
 }
@@ -228,6 +230,20 @@ fn check_id(id: &str, prefix: &str, what: &'static str) -> Result<(), FlowError>
 }
 
 impl Engine {
+    /// Checks a subscription URL ([`checked_url`]) and, when it names a literal
+    /// address, the egress policy, so a refused address is a clear error at once; a
+    /// name is checked on every attempt, on the address it resolves to.
+    fn checked_webhook_url(&self, url: &str) -> Result<String, FlowError> {
+        let url = checked_url(url)?;
+        if let Ok(parsed) = reqwest::Url::parse(&url) {
+            self.plugins
+                .egress()
+                .check_url(&parsed)
+                .map_err(|refused| FlowError::invalid("url", refused.to_string()))?;
+        }
+        Ok(url)
+    }
+
     /// One of the tenant's subscriptions, with its secret.
     pub(crate) fn subscription(
         &self,
@@ -258,7 +274,7 @@ impl Engine {
         tenant_id: &str,
         request: CreateSubscription,
     ) -> Result<SubscriptionView, FlowError> {
-        let url = checked_url(&request.url)?;
+        let url = self.checked_webhook_url(&request.url)?;
         let event_types = checked_event_types(&request.event_types)?;
         let description = checked_description(request.description.as_deref())?;
         let _guard = self.webhooks.changes.lock().await;
@@ -269,14 +285,20 @@ impl Engine {
             });
         }
         let now = self.clock.now();
+        let id = new_id("whk");
+        let secret = new_secret();
+        let sealed = self
+            .plugins
+            .secret_box()
+            .seal(&webhook_context(tenant_id, &id), &secret);
         let subscription = Subscription {
-            id: new_id("whk"),
+            id,
             tenant_id: tenant_id.to_owned(),
             url,
             event_types,
             description,
             enabled: request.enabled.unwrap_or(true),
-            secret: new_secret(),
+            secret: sealed,
             created_at: now,
             updated_at: now,
         };
@@ -286,7 +308,7 @@ impl Engine {
             &subscription,
         )?;
         self.db.sync().await?;
-        Ok(SubscriptionView::of(subscription, true))
+        Ok(SubscriptionView::of(subscription, Some(secret)))
     }
 
     /// The tenant's subscriptions, without secrets.
@@ -294,7 +316,7 @@ impl Engine {
         Ok(self
             .subscriptions(tenant_id)?
             .into_iter()
-            .map(|subscription| SubscriptionView::of(subscription, false))
+            .map(|subscription| SubscriptionView::of(subscription, None))
             .collect())
     }
 
@@ -302,7 +324,7 @@ impl Engine {
     pub fn webhook(&self, tenant_id: &str, id: &str) -> Result<SubscriptionView, FlowError> {
         Ok(SubscriptionView::of(
             self.subscription(tenant_id, id)?,
-            false,
+            None,
         ))
     }
 
@@ -324,7 +346,11 @@ impl Engine {
                 "name at least one of url, event_types, description, enabled",
             ));
         }
-        let url = patch.url.as_deref().map(checked_url).transpose()?;
+        let url = patch
+            .url
+            .as_deref()
+            .map(|url| self.checked_webhook_url(url))
+            .transpose()?;
         let event_types = patch
             .event_types
             .as_deref()
@@ -358,7 +384,7 @@ impl Engine {
             },
         )?;
         self.db.sync().await?;
-        Ok(SubscriptionView::of(updated, false))
+        Ok(SubscriptionView::of(updated, None))
     }
 
     /// Deletes a subscription and its delivery log; its pending deliveries are never
@@ -387,19 +413,23 @@ impl Engine {
     ) -> Result<SubscriptionView, FlowError> {
         check_id(id, "whk_", "webhook")?;
         let secret = new_secret();
+        let sealed = self
+            .plugins
+            .secret_box()
+            .seal(&webhook_context(tenant_id, id), &secret);
         let now = self.clock.now();
         let rotated = self.db.update::<Subscription, FlowError, _>(
             Tree::Webhooks,
             &subscription_key(tenant_id, id),
             |current| {
                 let mut subscription = current.ok_or(FlowError::NotFound("webhook"))?;
-                subscription.secret.clone_from(&secret);
+                subscription.secret = sealed.clone();
                 subscription.updated_at = now;
                 Ok((Some(subscription.clone()), subscription))
             },
         )?;
         self.db.sync().await?;
-        Ok(SubscriptionView::of(rotated, true))
+        Ok(SubscriptionView::of(rotated, Some(secret)))
     }
 
     /// Queues a `webhook.test` event to this subscription alone; answers the delivery.

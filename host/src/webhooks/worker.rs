@@ -53,8 +53,12 @@ pub fn spawn(engine: Arc<Engine>) -> WorkerHandle {
 }
 
 async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    // The egress policy's client: it connects only to addresses the policy allows
+    // (each attempt checks a literal address first), follows no redirects, uses no proxy.
+    let client = engine
+        .plugins
+        .egress()
+        .client_builder()
         .timeout(ATTEMPT_TIMEOUT)
         .user_agent(concat!("Dialgate-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -187,7 +191,7 @@ async fn attempt(
     }
 
     let at = engine.clock.now();
-    let outcome = post(client, &subscription, &delivery, at).await;
+    let outcome = post(engine, client, &subscription, &delivery, at).await;
     let number = u32::try_from(delivery.attempts.len())
         .unwrap_or(u32::MAX)
         .saturating_add(1);
@@ -291,8 +295,10 @@ fn prune(engine: &Engine, tenant_id: &str, subscription_id: &str) -> Result<(), 
     Ok(())
 }
 
-/// Posts the delivery's body to the subscription, signed for this attempt.
+/// Posts the delivery's body to the subscription, signed for this attempt, if the
+/// egress policy allows its address.
 async fn post(
+    engine: &Engine,
     client: &reqwest::Client,
     subscription: &Subscription,
     delivery: &Delivery,
@@ -302,12 +308,29 @@ async fn post(
     let started = Instant::now();
     let elapsed =
         |started: Instant| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let Some(signature) = sign(
+    let refused = |error: String| Outcome {
+        status_code: None,
+        error: Some(error),
+        duration_ms: 0,
+    };
+    // A literal address is checked here, since reqwest resolves (through the policy)
+    // only names; the URL is checked on every attempt, as the policy may have changed
+    // since the subscription was made.
+    let url = match reqwest::Url::parse(&subscription.url) {
+        Ok(url) => url,
+        Err(err) => return refused(format!("the webhook's URL does not parse: {err}")),
+    };
+    if let Err(refusal) = engine.plugins.egress().check_url(&url) {
+        return refused(refusal.to_string());
+    }
+    let secret = match engine.plugins.secret_box().open(
+        &crate::secrets::webhook_context(&subscription.tenant_id, &subscription.id),
         &subscription.secret,
-        &delivery.message_id,
-        timestamp,
-        &delivery.payload,
-    ) else {
+    ) {
+        Ok(secret) => secret,
+        Err(err) => return refused(err.to_string()),
+    };
+    let Some(signature) = sign(&secret, &delivery.message_id, timestamp, &delivery.payload) else {
         return Outcome {
             status_code: None,
             error: Some("the webhook's secret is malformed".into()),
@@ -315,7 +338,7 @@ async fn post(
         };
     };
     let sent = client
-        .post(&subscription.url)
+        .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", &delivery.message_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -345,7 +368,9 @@ fn describe(err: &reqwest::Error) -> String {
         innermost = source;
     }
     let detail = innermost.to_string();
-    if err.is_timeout() {
+    if let Some(refused) = crate::egress::refusal_in(err) {
+        refused.to_string()
+    } else if err.is_timeout() {
         format!("timed out after {} s", ATTEMPT_TIMEOUT.as_secs())
     } else if err.is_connect() {
         format!("connection failed: {detail}")
