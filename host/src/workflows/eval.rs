@@ -466,8 +466,8 @@ mod tests {
                 {"field": "applicant_id", "operator": "starts_with", "value": "APP"},
                 {"field": "applicant_country", "operator": "eq", "value": "GB"}
             ]}),
-            json!({"all": []}),
-            json!({"any": []}),
+            json!({"field": "otp_attempts", "operator": "ne", "value": 2}),
+            json!({"field": "risk_level", "operator": "in", "value": ["HIGH", "medium"]}),
         ];
         let compiled = program(&conditions);
         let encoded = compiled.program.encode();
