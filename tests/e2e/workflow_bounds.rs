@@ -64,6 +64,10 @@ fn runs(report: &Value) -> Vec<Value> {
 #[tokio::test]
 async fn rules_over_the_step_budget_fail_and_the_tenant_s_failure_setting_decides() {
     let (server, tenant) = TestServer::with_tenant().await;
+    // A lookup that names an applicant then decides a stored verification.
+    server
+        .settings(&tenant, json!({"require_otp": false}))
+        .await;
     for n in 0..6 {
         server
             .post("/v1/workflows/rules", &tenant.key, costly_rule(n))
