@@ -570,7 +570,11 @@ fn run(
 }
 
 /// Whether `condition` holds, short-cutting `all` and `any`.
-fn holds(condition: &Condition, facts: &dyn Facts, meter: &mut Meter) -> Result<bool, BudgetExceeded> {
+fn holds(
+    condition: &Condition,
+    facts: &dyn Facts,
+    meter: &mut Meter,
+) -> Result<bool, BudgetExceeded> {
     meter.charge(1)?;
     Ok(match condition {
         Condition::All(children) => {
@@ -657,12 +661,24 @@ fn cost(fact: &Fact<'_>, op: Operator, value: &Value) -> u64 {
         // A literal of another length is refused at its length.
         (Fact::Text(text), Value::TextList(literals)) => literals
             .iter()
-            .map(|literal| 1 + if literal.len() == text.len() { text.len() } else { 0 })
+            .map(|literal| {
+                1 + if literal.len() == text.len() {
+                    text.len()
+                } else {
+                    0
+                }
+            })
             .sum(),
         (Fact::Number(_), Value::NumberList(literals)) => literals.len(),
         (Fact::TextList(items), Value::Text(literal)) => items
             .iter()
-            .map(|item| 1 + if item.len() == literal.len() { literal.len() } else { 0 })
+            .map(|item| {
+                1 + if item.len() == literal.len() {
+                    literal.len()
+                } else {
+                    0
+                }
+            })
             .sum(),
         _ => 0,
     };
@@ -929,7 +945,11 @@ mod tests {
         let facts = Long("a".repeat(10_000));
         let needle = format!("{}b", "a".repeat(99));
         let program = Program {
-            rules: vec![test(Field::ApplicantId, Operator::Contains, Value::Text(needle))],
+            rules: vec![test(
+                Field::ApplicantId,
+                Operator::Contains,
+                Value::Text(needle),
+            )],
         };
         let windows = 10_000 - 100 + 1;
         let worst = 1 + 1 + windows * 100;

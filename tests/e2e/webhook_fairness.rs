@@ -232,11 +232,16 @@ async fn the_test_route_is_rate_limited_per_tenant() {
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     // A refused test queued nothing.
-    until("the ten test events arrive", || recorder.bodies().len() >= 10).await;
+    until("the ten test events arrive", || {
+        recorder.bodies().len() >= 10
+    })
+    .await;
     assert_eq!(deliveries(&server, &busy, &busy_hook).await.len(), 10);
 
     // Another tenant has its own budget, and the busy one gets a token back in time.
     test_event(&server, &calm, &calm_hook).await.expect(202);
-    server.advance(chrono::Duration::seconds(i64::try_from(retry_after).expect("small")));
+    server.advance(chrono::Duration::seconds(
+        i64::try_from(retry_after).expect("small"),
+    ));
     test_event(&server, &busy, &busy_hook).await.expect(202);
 }

@@ -11,12 +11,12 @@ use crate::flows::{Engine, FlowError};
 use crate::settings::BucketLimit;
 use crate::store::Tree;
 
+use super::worker::parked_prefix;
 use super::{
     deliveries_prefix, delivery_key, new_id, new_secret, queue_key, subscription_key, Delivery,
     DeliveryStatus, EventType, QueueRef, Subscription, ALL_EVENTS, LOG_LIMIT,
     MAX_DESCRIPTION_CHARS, MAX_SUBSCRIPTIONS, MAX_URL_CHARS,
 };
-use super::worker::parked_prefix;
 
 /// Test events a tenant may send, over all its subscriptions: a burst of ten, then
 /// one every six seconds.

@@ -223,10 +223,9 @@ impl Scheduler {
             // Entries being attempted stay at the head until their attempt is
             // recorded, so the read reaches past them.
             let limit = self.deliveries.len() + SCAN_CHUNK;
-            let head =
-                engine
-                    .db
-                    .scan_entries::<QueueRef>(Tree::WebhookQueue, b"", limit, false)?;
+            let head = engine
+                .db
+                .scan_entries::<QueueRef>(Tree::WebhookQueue, b"", limit, false)?;
             let read = head.len();
             for (stored, entry) in head {
                 // Past the due entries: later ones, or the lanes' parked entries.
@@ -278,13 +277,15 @@ fn park(engine: &Engine, job: &Job) -> Result<(), StoreError> {
 /// subscriptions that exist (deleting a subscription empties its lane).
 fn parked_lanes(engine: &Engine) -> Result<BTreeSet<Lane>, StoreError> {
     let subscriptions: Vec<Subscription> =
-        engine
-            .db
-            .scan(Tree::Webhooks, b"", usize::MAX, false)?;
+        engine.db.scan(Tree::Webhooks, b"", usize::MAX, false)?;
     let mut lanes = BTreeSet::new();
     for subscription in subscriptions {
         let prefix = parked_prefix(&subscription.tenant_id, &subscription.id);
-        if !engine.db.scan_raw(Tree::WebhookQueue, &prefix, 1)?.is_empty() {
+        if !engine
+            .db
+            .scan_raw(Tree::WebhookQueue, &prefix, 1)?
+            .is_empty()
+        {
             lanes.insert((subscription.tenant_id, subscription.id));
         }
     }

@@ -348,7 +348,13 @@ mod tests {
     }
 
     /// Stores an enabled rule at `phone_lookup_complete` as the API would.
-    fn store_rule(db: &Db, tenant: &str, rule_id: &str, conditions: Json, actions: Vec<RuleAction>) {
+    fn store_rule(
+        db: &Db,
+        tenant: &str,
+        rule_id: &str,
+        conditions: Json,
+        actions: Vec<RuleAction>,
+    ) {
         let now = chrono::Utc::now();
         let rule = WorkflowRule {
             rule_id: rule_id.to_owned(),
