@@ -1,7 +1,9 @@
 //! Criterion benchmarks of declarative workflow rules: evaluating 1, 10 and 100 simple
-//! rules at a trigger in the sandboxed interpreter component: a fresh instance, the
+//! rules at a trigger as the host does, natively and bounded (`workflows/native`: the
+//! program decoded once, as the live snapshot keeps it), and, for comparison, in the
+//! sandboxed interpreter component (`workflows/sandboxed`: a fresh instance, the
 //! event and program passed in, the program decoded and evaluated, the matches
-//! returned. Builds the in-tree guests for wasm32-wasip2 first (the target must be
+//! returned). Builds the in-tree guests for wasm32-wasip2 first (the target must be
 //! installed: `rustup target add wasm32-wasip2`).
 
 use std::hint::black_box;
@@ -10,6 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dialgate::plugins::{testing, Limits, PluginRuntime, Scope};
 use dialgate::store::Db;
 use dialgate::workflows;
+use dialgate::workflows::eval::{self, CompiledProgram};
 use dialgate_sdk::workflow::Program;
 use serde_json::json;
 
@@ -36,7 +39,28 @@ fn program(count: usize) -> Program {
     Program { rules }
 }
 
-fn evaluate(c: &mut Criterion) {
+fn native(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut event = testing::event("voip");
+    event.phone.risk_score = 50;
+    let mut group = c.benchmark_group("workflows/native");
+    for count in [1, 10, 100] {
+        let compiled = CompiledProgram::new(program(count));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(count),
+            &compiled,
+            |b, compiled| {
+                b.iter(|| {
+                    let (_, result) = eval::evaluate(compiled, black_box(&event), &limits, false);
+                    black_box(result.expect("evaluates").matched.len())
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+fn sandboxed(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Db::open_sled(dir.path()).expect("open sled");
     let runtime = PluginRuntime::new(db, Limits::default()).expect("runtime");
@@ -70,5 +94,5 @@ fn evaluate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, evaluate);
+criterion_group!(benches, native, sandboxed);
 criterion_main!(benches);

@@ -1,11 +1,13 @@
 //! The declarative workflow-rule language: the field catalogue, the operators, the
-//! compiled program the host hands to the first-party interpreter component, and the
-//! evaluator that component runs.
+//! compiled program, and its evaluator.
 //!
 //! The host validates a tenant's rules (JSON, seed 004's shape) against
 //! [`FIELDS`] and [`Operator::fits`], compiles the rules bound to one trigger into a
-//! [`Program`], and encodes it with [`Program::encode`]. The interpreter component
-//! decodes it and calls [`evaluate`] over the trigger's event, inside the sandbox.
+//! [`Program`], and evaluates it over the trigger's event with [`evaluate_bounded`]:
+//! our own code, bounded by a budget of steps as a sandboxed call is bounded by its
+//! fuel. The first-party interpreter component (`rules/workflow-interpreter`) runs the
+//! same evaluator inside the sandbox on the program's [`Program::encode`] form; the
+//! host no longer calls it on a request path.
 //!
 //! Semantics, shared by every operator:
 //! - Text compares ASCII case-insensitively (`"VOIP"` equals `"voip"`).
@@ -452,37 +454,152 @@ pub struct Outcome {
 
 /// The indices of the rules in `program` whose conditions match `facts`, in order.
 /// With `explain`, every node of every rule is evaluated (no short cut) and its
-/// outcome appended to `explain`.
+/// outcome appended to `explain`. Unbounded: see [`evaluate_bounded`] for the form
+/// the host runs.
 pub fn evaluate(
     program: &Program,
     facts: &dyn Facts,
-    mut explain: Option<&mut Vec<Outcome>>,
+    explain: Option<&mut Vec<Outcome>>,
 ) -> Vec<u32> {
+    let mut meter = Meter::new(u64::MAX);
+    run(program, facts, explain, &mut meter).unwrap_or_default()
+}
+
+/// What a bounded evaluation came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The indices of the rules that matched, ascending.
+    pub matched: Vec<u32>,
+    /// With `explain`, every node's outcome, rule by rule in pre-order.
+    pub explanation: Vec<Outcome>,
+    /// The steps the evaluation took (see [`evaluate_bounded`]).
+    pub steps: u64,
+}
+
+/// An evaluation stopped because it would have taken more than its budget of steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetExceeded {
+    /// The budget, in steps.
+    pub budget: u64,
+}
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the rules need more than {} evaluation steps",
+            self.budget
+        )
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
+
+/// [`evaluate`] within a budget of `max_steps`, with the same results and
+/// explanation. A step is one node visited, one list item looked at, one byte
+/// compared or one byte of explanation written, each counted at its worst case and
+/// charged before the work is done, so an evaluation stops before it exceeds its
+/// budget, never after: the work is bounded by `max_steps` whatever the program and
+/// event (the program's depth is bounded by validation, so is the recursion).
+pub fn evaluate_bounded(
+    program: &Program,
+    facts: &dyn Facts,
+    explain: bool,
+    max_steps: u64,
+) -> Result<Evaluation, BudgetExceeded> {
+    let mut meter = Meter::new(max_steps);
+    let mut explanation = Vec::new();
+    let matched = run(
+        program,
+        facts,
+        explain.then_some(&mut explanation),
+        &mut meter,
+    )?;
+    Ok(Evaluation {
+        matched,
+        explanation,
+        steps: meter.used,
+    })
+}
+
+/// Counts the steps of one evaluation against its budget.
+struct Meter {
+    used: u64,
+    budget: u64,
+}
+
+impl Meter {
+    fn new(budget: u64) -> Self {
+        Self { used: 0, budget }
+    }
+
+    /// Takes `steps` from the budget, or fails when that would exceed it.
+    fn charge(&mut self, steps: u64) -> Result<(), BudgetExceeded> {
+        let used = self.used.saturating_add(steps);
+        if used > self.budget {
+            return Err(BudgetExceeded {
+                budget: self.budget,
+            });
+        }
+        self.used = used;
+        Ok(())
+    }
+}
+
+fn run(
+    program: &Program,
+    facts: &dyn Facts,
+    mut explain: Option<&mut Vec<Outcome>>,
+    meter: &mut Meter,
+) -> Result<Vec<u32>, BudgetExceeded> {
     let mut matched = Vec::new();
     for (index, rule) in program.rules.iter().enumerate() {
         let index = index as u32;
         let hit = match explain.as_deref_mut() {
             Some(outcomes) => {
                 let mut node = 0;
-                explained(rule, facts, index, &mut node, outcomes)
+                explained(rule, facts, index, &mut node, outcomes, meter)?
             }
-            None => holds(rule, facts),
+            None => holds(rule, facts, meter)?,
         };
         if hit {
             matched.push(index);
         }
     }
-    matched
+    Ok(matched)
 }
 
 /// Whether `condition` holds, short-cutting `all` and `any`.
-fn holds(condition: &Condition, facts: &dyn Facts) -> bool {
-    match condition {
-        Condition::All(children) => children.iter().all(|child| holds(child, facts)),
-        Condition::Any(children) => children.iter().any(|child| holds(child, facts)),
-        Condition::Not(child) => !holds(child, facts),
-        Condition::Test { field, op, value } => compare(&facts.fact(*field), *op, value),
-    }
+fn holds(
+    condition: &Condition,
+    facts: &dyn Facts,
+    meter: &mut Meter,
+) -> Result<bool, BudgetExceeded> {
+    meter.charge(1)?;
+    Ok(match condition {
+        Condition::All(children) => {
+            for child in children {
+                if !holds(child, facts, meter)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Condition::Any(children) => {
+            for child in children {
+                if holds(child, facts, meter)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        Condition::Not(child) => !holds(child, facts, meter)?,
+        Condition::Test { field, op, value } => {
+            let fact = facts.fact(*field);
+            meter.charge(cost(&fact, *op, value))?;
+            compare(&fact, *op, value)
+        }
+    })
 }
 
 /// Whether `condition` holds, evaluating every node and recording its outcome.
@@ -492,7 +609,9 @@ fn explained(
     rule: u32,
     next: &mut u32,
     outcomes: &mut Vec<Outcome>,
-) -> bool {
+    meter: &mut Meter,
+) -> Result<bool, BudgetExceeded> {
+    meter.charge(1)?;
     let node = *next;
     *next += 1;
     let slot = outcomes.len();
@@ -507,7 +626,7 @@ fn explained(
         Condition::All(children) | Condition::Any(children) => {
             let mut hits = 0;
             for child in children {
-                hits += usize::from(explained(child, facts, rule, next, outcomes));
+                hits += usize::from(explained(child, facts, rule, next, outcomes, meter)?);
             }
             if matches!(condition, Condition::All(_)) {
                 hits == children.len()
@@ -515,15 +634,66 @@ fn explained(
                 hits > 0
             }
         }
-        Condition::Not(child) => !explained(child, facts, rule, next, outcomes),
+        Condition::Not(child) => !explained(child, facts, rule, next, outcomes, meter)?,
         Condition::Test { field, op, value } => {
             let fact = facts.fact(*field);
+            meter.charge(json_cost(&fact))?;
             outcomes[slot].value = Some(fact.to_json());
+            meter.charge(cost(&fact, *op, value))?;
             compare(&fact, *op, value)
         }
     };
     outcomes[slot].matched = matched;
-    matched
+    Ok(matched)
+}
+
+/// The most steps [`compare`] can take on these operands: one, plus every list item
+/// looked at and every byte that may be compared.
+fn cost(fact: &Fact<'_>, op: Operator, value: &Value) -> u64 {
+    let steps = match (fact, value) {
+        _ if op == Operator::Exists => 0,
+        (Fact::Text(text), Value::Text(literal)) => match op {
+            Operator::Contains if literal.len() <= text.len() => {
+                (text.len() - literal.len() + 1).saturating_mul(literal.len())
+            }
+            _ => literal.len(),
+        },
+        // A literal of another length is refused at its length.
+        (Fact::Text(text), Value::TextList(literals)) => literals
+            .iter()
+            .map(|literal| {
+                1 + if literal.len() == text.len() {
+                    text.len()
+                } else {
+                    0
+                }
+            })
+            .sum(),
+        (Fact::Number(_), Value::NumberList(literals)) => literals.len(),
+        (Fact::TextList(items), Value::Text(literal)) => items
+            .iter()
+            .map(|item| {
+                1 + if item.len() == literal.len() {
+                    literal.len()
+                } else {
+                    0
+                }
+            })
+            .sum(),
+        _ => 0,
+    };
+    1 + steps as u64
+}
+
+/// The most bytes [`Fact::to_json`] can write for `fact` (an escaped character takes
+/// at most six).
+fn json_cost(fact: &Fact<'_>) -> u64 {
+    let bytes = match fact {
+        Fact::Text(text) => 2 + 6 * text.len(),
+        Fact::TextList(items) => 2 + items.iter().map(|item| 3 + 6 * item.len()).sum::<usize>(),
+        _ => 24,
+    };
+    bytes as u64
 }
 
 /// One comparison. Unknown facts satisfy nothing but `exists: false`; a literal of
@@ -725,6 +895,69 @@ mod tests {
             assert_eq!(Operator::from_name(name), Some(*op));
             assert_eq!(op.name(), *name);
         }
+    }
+
+    #[test]
+    fn a_bounded_evaluation_agrees_with_the_unbounded_one_and_counts_its_steps() {
+        let rule = Condition::Any(vec![
+            test(Field::PhoneType, Operator::Eq, Value::Text("mobile".into())),
+            Condition::Not(Box::new(test(
+                Field::Flags,
+                Operator::Contains,
+                Value::Text("VIP".into()),
+            ))),
+            test(Field::SimSwapDaysAgo, Operator::Exists, Value::Bool(true)),
+        ]);
+        let program = Program {
+            rules: vec![rule.clone(), rule],
+        };
+        for explain in [false, true] {
+            let mut outcomes = Vec::new();
+            let unbounded = evaluate(&program, &event(), explain.then_some(&mut outcomes));
+            let bounded = evaluate_bounded(&program, &event(), explain, u64::MAX).expect("fits");
+            assert_eq!(bounded.matched, unbounded);
+            assert_eq!(bounded.explanation, outcomes);
+            assert!(bounded.steps > 0);
+            // Exactly the steps it took fit; one fewer does not.
+            let exact = evaluate_bounded(&program, &event(), explain, bounded.steps);
+            assert_eq!(exact.as_ref().map(|e| e.steps), Ok(bounded.steps));
+            assert_eq!(
+                evaluate_bounded(&program, &event(), explain, bounded.steps - 1),
+                Err(BudgetExceeded {
+                    budget: bounded.steps - 1
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_costly_comparison_is_refused_before_it_runs() {
+        struct Long(String);
+        impl Facts for Long {
+            fn fact(&self, field: Field) -> Fact<'_> {
+                match field {
+                    Field::ApplicantId => Fact::Text(&self.0),
+                    _ => Fact::Unknown,
+                }
+            }
+        }
+        // The worst case of `contains`: every window compared in full.
+        let facts = Long("a".repeat(10_000));
+        let needle = format!("{}b", "a".repeat(99));
+        let program = Program {
+            rules: vec![test(
+                Field::ApplicantId,
+                Operator::Contains,
+                Value::Text(needle),
+            )],
+        };
+        let windows = 10_000 - 100 + 1;
+        let worst = 1 + 1 + windows * 100;
+        let fits = evaluate_bounded(&program, &facts, false, worst).expect("fits");
+        assert_eq!((fits.matched.len(), fits.steps), (0, worst));
+        assert!(evaluate_bounded(&program, &facts, false, worst - 1).is_err());
+        // Explaining also pays for the value it writes.
+        assert!(evaluate_bounded(&program, &facts, true, worst).is_err());
     }
 
     #[test]

@@ -19,5 +19,7 @@ mod support;
 mod templates;
 mod tenants;
 mod warnings;
+mod webhook_fairness;
 mod webhooks;
+mod workflow_bounds;
 mod workflows;

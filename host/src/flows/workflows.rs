@@ -13,6 +13,7 @@ use crate::plugins::event::{RuleAction, RuleEvent, Trigger};
 use crate::plugins::registry::{LiveProgram, LiveWorkflow, RegistryError};
 use crate::plugins::{Failure, Usage};
 use crate::store::{key, Tree};
+use crate::workflows::eval::CompiledProgram;
 use crate::workflows::{self, check_rule_id, Definition, WorkflowRule};
 
 use super::triggers::{rule_event, Firing};
@@ -400,15 +401,16 @@ impl Engine {
                 nodes: compiled.nodes.clone(),
             });
         }
-        live.program = program.encode();
+        live.program = CompiledProgram::new(program);
         let registry = std::sync::Arc::clone(&self.plugins);
-        let now = self.clock.now().timestamp_millis();
         let evaluated = event.clone();
         let (usage, result) = if rules.is_empty() {
             (Usage::default(), Ok(None))
         } else {
+            // Bounded, but explaining up to a hundred rules is not a request worker's
+            // job.
             tokio::task::spawn_blocking(move || {
-                let (usage, result) = registry.evaluate(&live, &evaluated, now, true);
+                let (usage, result) = registry.evaluate(&live, &evaluated, true);
                 (usage, result.map(Some))
             })
             .await

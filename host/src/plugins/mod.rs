@@ -226,6 +226,9 @@ pub enum Failure {
     Malformed { message: String },
     #[error("the plugin reported {code}: {message}")]
     Plugin { code: String, message: String },
+    /// Declarative rules, evaluated natively, went over their budget of steps.
+    #[error("the declarative rules need more than {steps} evaluation steps; simplify their conditions or split them across triggers")]
+    StepBudget { steps: u64 },
 }
 
 /// A successful call.

@@ -12,10 +12,10 @@
 //! (and so the plugin version) it started with, and the next call sees the new one.
 //!
 //! The snapshot also holds the tenant's enabled declarative workflow rules, compiled per
-//! trigger into one program for the first-party interpreter component. At a trigger,
-//! declarative rules and code plugins run in one order: by `order`, then declarative
-//! rules before code plugins, then by creation (declarative) or name (plugins). The
-//! interpreter decides every declarative rule in one sandboxed call, against the same
+//! trigger into one program, kept decoded. At a trigger, declarative rules and code
+//! plugins run in one order: by `order`, then declarative rules before code plugins,
+//! then by creation (declarative) or name (plugins). Every declarative rule is decided
+//! up front in one bounded native evaluation (`workflows::eval`), against the same
 //! event the code plugins see; walking the order, a matched declarative rule
 //! contributes its actions, a code plugin is called, and a `block` from either ends
 //! the chain.
@@ -34,11 +34,12 @@ use crate::store::{key, Db, StoreError, Tree};
 use super::adapters::{AdapterCall, HttpGrant};
 use super::event::{RuleAction, RuleEvent, Trigger};
 use super::{
-    content_hash, Failure, Interpreter, Kind, LoadError, Loaded, PluginRuntime, Scope, SizeLimits,
-    StorageView, Usage,
+    content_hash, Failure, Kind, LoadError, Loaded, PluginRuntime, Scope, SizeLimits, StorageView,
+    Usage,
 };
+use crate::workflows::eval::{self, CompiledProgram};
 use crate::workflows::{self, NodeInfo, WorkflowRule};
-use dialgate_sdk::workflow::Program;
+use dialgate_sdk::workflow::{Evaluation, Program};
 
 /// Largest component accepted, in bytes.
 pub const MAX_COMPONENT_BYTES: usize = 8 << 20;
@@ -214,8 +215,8 @@ pub struct LiveWorkflow {
 /// The enabled declarative rules of one trigger, compiled into one program.
 #[derive(Debug, Clone, Default)]
 pub struct LiveProgram {
-    /// The encoded [`Program`]: rule `i` of it is `rules[i]`.
-    pub program: Vec<u8>,
+    /// The program, decoded once per snapshot: rule `i` of it is `rules[i]`.
+    pub program: CompiledProgram,
     pub rules: Vec<LiveWorkflow>,
 }
 
@@ -268,8 +269,8 @@ pub enum RuleSource {
 
 /// One rule's run at a trigger. A declarative rule is recorded when it matched (or
 /// when the evaluation failed); its `plugin_id` and `name` are its `rule_id`, its
-/// `version` is `r{revision}`, and its fuel and time are those of the one interpreter
-/// call that decided every declarative rule at the trigger.
+/// `version` is `r{revision}`, and its fuel (evaluation steps) and time are those of
+/// the one evaluation that decided every declarative rule at the trigger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRun {
     #[serde(default)]
@@ -301,8 +302,6 @@ pub struct Registry {
     live: RwLock<HashMap<String, Arc<TenantLive>>>,
     loaded: Mutex<HashMap<String, Loaded>>,
     builtins: Vec<Builtin>,
-    /// The workflow interpreter, loaded on first use.
-    interpreter: OnceLock<Result<Interpreter, String>>,
     /// Serialises changes, so each rebuild sees every earlier change.
     changes: Mutex<()>,
     /// Uploads per tenant in the current minute of the flows' clock.
@@ -363,7 +362,6 @@ impl Registry {
             live: RwLock::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             builtins,
-            interpreter: OnceLock::new(),
             changes: Mutex::new(()),
             uploads: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -387,9 +385,6 @@ impl Registry {
     /// Compiles (or loads from the cache) every first-party plugin, so installing one
     /// is immediate. A plugin that does not load is logged and left out.
     pub fn preload_builtins(&self) {
-        if let Err(failure) = self.interpreter() {
-            tracing::error!("{failure}");
-        }
         for builtin in &self.builtins {
             let sha256 = content_hash(builtin.bytes);
             if let Err(err) = self.load(&sha256, builtin.bytes, builtin.kind) {
@@ -651,7 +646,7 @@ impl Registry {
         Ok(by_trigger
             .into_iter()
             .map(|(trigger, (program, rules))| {
-                let program = program.encode();
+                let program = CompiledProgram::new(program);
                 (trigger, Arc::new(LiveProgram { program, rules }))
             })
             .collect())
@@ -690,49 +685,15 @@ impl Registry {
         Ok(answer)
     }
 
-    /// The workflow interpreter, loaded (compiled, or precompiled from the cache) on
-    /// first use.
-    pub fn interpreter(&self) -> Result<&Interpreter, Failure> {
-        self.interpreter
-            .get_or_init(|| {
-                let bytes = super::builtins::interpreter().ok_or_else(|| {
-                    "this build carries no workflow interpreter (DIALGATE_SKIP_GUESTS)".to_owned()
-                })?;
-                self.runtime
-                    .load_interpreter(bytes)
-                    .map_err(|err| err.to_string())
-            })
-            .as_ref()
-            .map_err(|message| Failure::Trap {
-                message: format!("the workflow interpreter does not load: {message}"),
-            })
-    }
-
-    /// Evaluates a compiled program on `event` in the sandbox.
+    /// Evaluates a compiled program on `event`, natively and bounded (see
+    /// `workflows::eval`); with `explain`, every node's outcome too.
     pub fn evaluate(
         &self,
         program: &LiveProgram,
         event: &RuleEvent,
-        now_millis: i64,
         explain: bool,
-    ) -> (Usage, Result<super::wit::interpreter::Evaluation, Failure>) {
-        let interpreter = match self.interpreter() {
-            Ok(interpreter) => interpreter,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let scope = Scope {
-            tenant_id: event.tenant_id.clone(),
-            plugin_id: "workflow-interpreter".to_owned(),
-        };
-        self.runtime.invoke_interpreter(
-            interpreter,
-            &scope,
-            now_millis,
-            event,
-            &program.program,
-            program.rules.len(),
-            explain,
-        )
+    ) -> (Usage, Result<Evaluation, Failure>) {
+        eval::evaluate(&program.program, event, &self.runtime.limits(), explain)
     }
 
     /// Refuses `record` when, with it, a trigger would have more than
@@ -993,10 +954,10 @@ impl Registry {
         let mut runs = Vec::new();
         let mut event = event.clone();
         event.config.clear();
-        // Every declarative rule is decided up front, in one sandboxed call.
+        // Every declarative rule is decided up front, in one bounded evaluation.
         let program = live.workflows(event.trigger);
         let decided = program.map(|program| {
-            let (usage, result) = self.evaluate(program, &event, now_millis, false);
+            let (usage, result) = self.evaluate(program, &event, false);
             (program, usage, result.map(|evaluation| evaluation.matched))
         });
         let mut steps: Vec<Step<'_>> = Vec::new();

@@ -9,12 +9,21 @@ use serde_json::Value as Json;
 
 use crate::flows::{Engine, FlowError};
 use crate::secrets::webhook_context;
+use crate::settings::BucketLimit;
 use crate::store::Tree;
 
+use super::worker::parked_prefix;
 use super::{
     deliveries_prefix, delivery_key, new_id, new_secret, queue_key, subscription_key, Delivery,
     DeliveryStatus, EventType, QueueRef, Subscription, ALL_EVENTS, LOG_LIMIT,
     MAX_DESCRIPTION_CHARS, MAX_SUBSCRIPTIONS, MAX_URL_CHARS,
+};
+
+/// Test events a tenant may send, over all its subscriptions: a burst of ten, then
+/// one every six seconds.
+pub const TEST_EVENT_LIMIT: BucketLimit = BucketLimit {
+    per_minute: 10,
+    burst: 10,
 };
 
 /// Body of `POST /v1/webhooks`.
@@ -400,6 +409,9 @@ impl Engine {
         }
         self.db
             .remove_prefix(Tree::WebhookDeliveries, &deliveries_prefix(tenant_id, id))?;
+        // Its deliveries are gone, so are the worker's parked entries for them.
+        self.db
+            .remove_prefix(Tree::WebhookQueue, &parked_prefix(tenant_id, id))?;
         self.db.sync().await?;
         Ok(())
     }
@@ -441,6 +453,21 @@ impl Engine {
                 message: "the webhook is disabled; enable it with PATCH first".into(),
             });
         }
+        // Each test is a delivery the worker must make: a tenant gets a few a minute.
+        self.limits
+            .take(
+                &format!("webhook-test/{tenant_id}"),
+                TEST_EVENT_LIMIT,
+                self.clock.now(),
+            )
+            .map_err(|limited| FlowError::RateLimited {
+                code: "rate_limited",
+                message: format!(
+                    "too many test events for this tenant (at most {} a minute); retry later",
+                    TEST_EVENT_LIMIT.per_minute
+                ),
+                retry_after_secs: limited.retry_after_secs,
+            })?;
         let data = serde_json::json!({
             "webhook_id": subscription.id,
             "message": "This is a test event from Dialgate.",

@@ -1,11 +1,25 @@
 //! The delivery worker: one task per server that takes due deliveries from the
 //! schedule (earliest first, by the engine's clock), posts them signed, records each
 //! attempt on the delivery, and reschedules failures on the backoff. It wakes on an
-//! emission and polls, so retries fall due as the clock moves; it stops when told to,
-//! leaving a delivery in flight pending, so a restart attempts it again. Before posting
-//! it flushes the store, so an event never reaches a receiver before the state it
-//! reports is durable.
+//! emission, on a finished attempt and on a poll, so retries fall due as the clock
+//! moves; it stops when told to, leaving deliveries in flight pending, so a restart
+//! attempts them again. Before posting it flushes the store, so an event never
+//! reaches a receiver before the state it reports is durable.
+//!
+//! Fairness: every attempt is its own task, and the worker never waits for one to end
+//! before it takes other due work, so a receiver that accepts and never answers holds
+//! only its own attempts. Attempts in flight are capped per subscription
+//! ([`MAX_IN_FLIGHT_PER_SUBSCRIPTION`]), per tenant ([`MAX_IN_FLIGHT_PER_TENANT`]) and
+//! in all ([`MAX_IN_FLIGHT`]); one delivery is never attempted twice at once. A due
+//! entry whose subscription or tenant is at its cap is moved out of the time-ordered
+//! schedule into its subscription's lane (`parked/{tenant}/{subscription}/{entry}` in
+//! the same tree, after every time-ordered key), and the lane is drained as its
+//! attempts end. So the schedule's head holds only work that can start, and another
+//! subscription's due delivery is found at once however much a slow one has queued:
+//! each entry is moved at most once, and the worker's memory is bounded by the caps
+//! and the number of subscriptions.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
@@ -14,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::flows::Engine;
-use crate::store::{StoreError, Tree};
+use crate::store::{key, StoreError, Tree};
 
 use super::{
     backoff, deliveries_prefix, delivery_key, queue_due_millis, queue_key, sign, Attempt, Delivery,
@@ -25,8 +39,19 @@ use super::{
 pub const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 /// How often the worker looks for due deliveries when nothing wakes it.
 const POLL: StdDuration = StdDuration::from_millis(250);
-/// Deliveries attempted at once.
-const BATCH: usize = 32;
+/// Attempts in flight at once, across every tenant.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Attempts in flight at once for one tenant, over all its subscriptions.
+pub const MAX_IN_FLIGHT_PER_TENANT: usize = 8;
+/// Attempts in flight at once to one subscription.
+pub const MAX_IN_FLIGHT_PER_SUBSCRIPTION: usize = 2;
+/// Schedule entries read at a time.
+const SCAN_CHUNK: usize = 256;
+/// Schedule entries one pass looks at before the worker lets other tasks run.
+const SCAN_PER_PASS: usize = 4096;
+/// The first part of a parked entry's key: it sorts after the time-ordered keys,
+/// which start with digits.
+const PARKED: &str = "parked";
 
 /// A running worker; [`WorkerHandle::stop`] ends it.
 #[derive(Debug)]
@@ -52,6 +77,221 @@ pub fn spawn(engine: Arc<Engine>) -> WorkerHandle {
     WorkerHandle { stop, task }
 }
 
+/// The prefix of a subscription's lane of parked entries in `webhook_queue`.
+pub(crate) fn parked_prefix(tenant_id: &str, subscription_id: &str) -> Vec<u8> {
+    key(&[PARKED, tenant_id, subscription_id, ""])
+}
+
+/// A subscription, as `(tenant id, subscription id)`.
+type Lane = (String, String);
+
+/// One schedule entry being attempted.
+#[derive(Debug, Clone)]
+struct Job {
+    /// Where the entry is stored: its time-ordered key, or its key in a lane.
+    stored: Vec<u8>,
+    /// Its time-ordered key (`due time / delivery id`).
+    due: Vec<u8>,
+    entry: QueueRef,
+}
+
+impl Job {
+    fn lane(&self) -> Lane {
+        (
+            self.entry.tenant_id.clone(),
+            self.entry.subscription_id.clone(),
+        )
+    }
+}
+
+/// What is in flight, and which lanes have parked entries.
+#[derive(Debug, Default)]
+struct Scheduler {
+    /// Deliveries being attempted, by id.
+    deliveries: HashSet<String>,
+    lanes: HashMap<Lane, usize>,
+    tenants: HashMap<String, usize>,
+    /// Lanes that may hold parked entries.
+    parked: BTreeSet<Lane>,
+    /// The lane served first on the next pass, so that no lane is always last.
+    next_lane: Option<Lane>,
+}
+
+impl Scheduler {
+    fn full(&self) -> bool {
+        self.deliveries.len() >= MAX_IN_FLIGHT
+    }
+
+    /// Whether an attempt to `lane` may start now.
+    fn has_room(&self, lane: &Lane) -> bool {
+        !self.full()
+            && self.lanes.get(lane).copied().unwrap_or(0) < MAX_IN_FLIGHT_PER_SUBSCRIPTION
+            && self.tenants.get(&lane.0).copied().unwrap_or(0) < MAX_IN_FLIGHT_PER_TENANT
+    }
+
+    fn start(&mut self, job: &Job) {
+        self.deliveries.insert(job.entry.delivery_id.clone());
+        *self.lanes.entry(job.lane()).or_default() += 1;
+        *self.tenants.entry(job.entry.tenant_id.clone()).or_default() += 1;
+    }
+
+    fn finish(&mut self, job: &Job) {
+        self.deliveries.remove(&job.entry.delivery_id);
+        let lane = job.lane();
+        if let Some(count) = self.lanes.get_mut(&lane) {
+            *count -= 1;
+            if *count == 0 {
+                self.lanes.remove(&lane);
+            }
+        }
+        if let Some(count) = self.tenants.get_mut(&job.entry.tenant_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.tenants.remove(&job.entry.tenant_id);
+            }
+        }
+    }
+
+    /// Collects into `jobs` the entries to attempt now (each marked in flight): parked
+    /// ones of the lanes with room first, then the schedule's due head. Answers
+    /// whether due entries remain unread (the pass stopped at its bound).
+    fn pick(
+        &mut self,
+        engine: &Engine,
+        now_millis: i64,
+        jobs: &mut Vec<Job>,
+    ) -> Result<bool, StoreError> {
+        self.pick_parked(engine, jobs)?;
+        self.pick_due(engine, now_millis, jobs)
+    }
+
+    fn pick_parked(&mut self, engine: &Engine, jobs: &mut Vec<Job>) -> Result<(), StoreError> {
+        // Rotate the lanes so the first served changes from pass to pass.
+        let mut lanes: Vec<Lane> = self.parked.iter().cloned().collect();
+        if let Some(next) = &self.next_lane {
+            let at = lanes.partition_point(|lane| lane < next);
+            lanes.rotate_left(at);
+        }
+        for lane in lanes {
+            if self.full() {
+                self.next_lane = Some(lane);
+                return Ok(());
+            }
+            if !self.has_room(&lane) {
+                continue;
+            }
+            let prefix = parked_prefix(&lane.0, &lane.1);
+            let in_flight = self.lanes.get(&lane).copied().unwrap_or(0);
+            let entries = engine.db.scan_entries::<QueueRef>(
+                Tree::WebhookQueue,
+                &prefix,
+                in_flight + MAX_IN_FLIGHT_PER_SUBSCRIPTION,
+                false,
+            )?;
+            if entries.is_empty() {
+                self.parked.remove(&lane);
+                continue;
+            }
+            for (stored, entry) in entries {
+                if !self.has_room(&lane) {
+                    break;
+                }
+                if self.deliveries.contains(&entry.delivery_id) {
+                    continue;
+                }
+                let due = stored[prefix.len()..].to_vec();
+                let job = Job { stored, due, entry };
+                self.start(&job);
+                jobs.push(job);
+            }
+        }
+        self.next_lane = None;
+        Ok(())
+    }
+
+    fn pick_due(
+        &mut self,
+        engine: &Engine,
+        now_millis: i64,
+        jobs: &mut Vec<Job>,
+    ) -> Result<bool, StoreError> {
+        let mut examined = 0;
+        loop {
+            if self.full() {
+                return Ok(false);
+            }
+            // Entries being attempted stay at the head until their attempt is
+            // recorded, so the read reaches past them.
+            let limit = self.deliveries.len() + SCAN_CHUNK;
+            let head = engine
+                .db
+                .scan_entries::<QueueRef>(Tree::WebhookQueue, b"", limit, false)?;
+            let read = head.len();
+            for (stored, entry) in head {
+                // Past the due entries: later ones, or the lanes' parked entries.
+                if queue_due_millis(&stored).is_none_or(|due| due > now_millis) {
+                    return Ok(false);
+                }
+                examined += 1;
+                if self.deliveries.contains(&entry.delivery_id) {
+                    continue;
+                }
+                let job = Job {
+                    due: stored.clone(),
+                    stored,
+                    entry,
+                };
+                let lane = job.lane();
+                if self.has_room(&lane) {
+                    self.start(&job);
+                    jobs.push(job);
+                } else if !self.full() {
+                    park(engine, &job)?;
+                    self.parked.insert(lane);
+                } else {
+                    return Ok(false);
+                }
+            }
+            if read < limit {
+                return Ok(false);
+            }
+            if examined >= SCAN_PER_PASS {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Moves a due entry into its subscription's lane. Written before the old key is
+/// removed, so a crash between leaves two entries for one attempt: the worker never
+/// runs them at once, and the second is dropped when its delivery has moved on.
+fn park(engine: &Engine, job: &Job) -> Result<(), StoreError> {
+    let mut parked = parked_prefix(&job.entry.tenant_id, &job.entry.subscription_id);
+    parked.extend_from_slice(&job.due);
+    engine.db.put(Tree::WebhookQueue, &parked, &job.entry)?;
+    engine.db.remove(Tree::WebhookQueue, &job.stored)?;
+    Ok(())
+}
+
+/// The lanes holding parked entries when the worker starts: those of the
+/// subscriptions that exist (deleting a subscription empties its lane).
+fn parked_lanes(engine: &Engine) -> Result<BTreeSet<Lane>, StoreError> {
+    let subscriptions: Vec<Subscription> =
+        engine.db.scan(Tree::Webhooks, b"", usize::MAX, false)?;
+    let mut lanes = BTreeSet::new();
+    for subscription in subscriptions {
+        let prefix = parked_prefix(&subscription.tenant_id, &subscription.id);
+        if !engine
+            .db
+            .scan_raw(Tree::WebhookQueue, &prefix, 1)?
+            .is_empty()
+        {
+            lanes.insert((subscription.tenant_id, subscription.id));
+        }
+    }
+    Ok(lanes)
+}
+
 async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
     // The egress policy's client: it connects only to addresses the policy allows
     // (each attempt checks a literal address first), follows no redirects, uses no proxy.
@@ -63,88 +303,111 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
         .user_agent(concat!("Dialgate-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default();
+    let mut scheduler = Scheduler::default();
+    match parked_lanes(&engine) {
+        Ok(lanes) => scheduler.parked = lanes,
+        Err(err) => tracing::error!(error = %err, "cannot read the parked webhook deliveries"),
+    }
+    let mut tasks: JoinSet<bool> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, Job> = HashMap::new();
+    // Whether every finished attempt was recorded; when the store failed, the entries
+    // are still due, so the worker pauses rather than post them again at once.
+    let mut store_ok = true;
     loop {
         if *stopped.borrow() {
-            return;
+            break;
         }
-        let due = match due_now(&engine) {
-            Ok(due) => due,
+        while let Some(joined) = tasks.try_join_next_with_id() {
+            store_ok &= finished(&mut scheduler, &mut running, joined);
+        }
+        if !std::mem::replace(&mut store_ok, true) {
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = stopped.changed() => break,
+            }
+            continue;
+        }
+        let now = engine.clock.now().timestamp_millis();
+        let mut jobs = Vec::new();
+        let more = match scheduler.pick(&engine, now, &mut jobs) {
+            Ok(more) => more,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the webhook schedule");
-                Vec::new()
+                store_ok = false;
+                false
             }
         };
-        if due.is_empty() {
-            tokio::select! {
-                () = engine.webhooks.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
-                _ = stopped.changed() => return,
-            }
-            continue;
-        }
-        // The state an event reports was written before the event: once this flush
-        // returns it is durable, so no receiver hears of a change a crash could undo.
-        if let Err(err) = engine.db.sync().await {
-            tracing::error!(error = %err, "cannot flush before posting webhooks");
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                _ = stopped.changed() => return,
-            }
-            continue;
-        }
-        let mut batch = JoinSet::new();
-        for (queue_key, entry) in due {
-            let engine = Arc::clone(&engine);
-            let client = client.clone();
-            batch.spawn(async move {
-                let recorded = attempt(&engine, &client, &queue_key, &entry).await;
-                if let Err(err) = &recorded {
-                    tracing::error!(
-                        delivery = %entry.delivery_id,
-                        error = %err,
-                        "webhook delivery not recorded"
-                    );
+        if !jobs.is_empty() {
+            // The state an event reports was written before the event: once this
+            // flush returns it is durable, so no receiver hears of a change a crash
+            // could undo.
+            if let Err(err) = engine.db.sync().await {
+                tracing::error!(error = %err, "cannot flush before posting webhooks");
+                for job in &jobs {
+                    scheduler.finish(job);
                 }
-                recorded.is_ok()
-            });
+                store_ok = false;
+                continue;
+            }
+            for job in jobs {
+                let engine = Arc::clone(&engine);
+                let client = client.clone();
+                let posted = job.clone();
+                let handle = tasks.spawn(async move {
+                    let recorded = attempt(&engine, &client, &posted).await;
+                    if let Err(err) = &recorded {
+                        tracing::error!(
+                            delivery = %posted.entry.delivery_id,
+                            error = %err,
+                            "webhook delivery not recorded"
+                        );
+                        return false;
+                    }
+                    if let Err(err) = engine.db.sync().await {
+                        tracing::error!(error = %err, "webhook attempt not flushed");
+                    }
+                    true
+                });
+                running.insert(handle.id(), job);
+            }
         }
-        let finished = async {
-            let mut all_recorded = true;
-            while let Some(joined) = batch.join_next().await {
-                all_recorded &= joined.unwrap_or(false);
-            }
-            all_recorded
-        };
-        let all_recorded = tokio::select! {
-            all_recorded = finished => all_recorded,
-            _ = stopped.changed() => {
-                batch.abort_all();
-                while batch.join_next().await.is_some() {}
-                return;
-            }
-        };
-        if let Err(err) = engine.db.sync().await {
-            tracing::error!(error = %err, "webhook attempts not flushed");
+        if more {
+            tokio::task::yield_now().await;
+            continue;
         }
-        if !all_recorded {
-            // The store failed: the entries are still due, so pause rather than post
-            // them again at once.
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                _ = stopped.changed() => return,
+        if !store_ok {
+            continue;
+        }
+        tokio::select! {
+            () = engine.webhooks.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                store_ok &= finished(&mut scheduler, &mut running, joined);
             }
+            _ = stopped.changed() => break,
         }
     }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
-/// Schedule entries due by the engine's clock, earliest first.
-fn due_now(engine: &Engine) -> Result<Vec<(Vec<u8>, QueueRef)>, StoreError> {
-    let now = engine.clock.now().timestamp_millis();
-    let mut due = engine
-        .db
-        .scan_entries::<QueueRef>(Tree::WebhookQueue, b"", BATCH, false)?;
-    due.retain(|(key, _)| queue_due_millis(key).is_some_and(|at| at <= now));
-    Ok(due)
+/// Takes a finished attempt off the books; whether it was recorded.
+fn finished(
+    scheduler: &mut Scheduler,
+    running: &mut HashMap<tokio::task::Id, Job>,
+    joined: Result<(tokio::task::Id, bool), tokio::task::JoinError>,
+) -> bool {
+    let (id, recorded) = match joined {
+        Ok((id, recorded)) => (id, recorded),
+        Err(err) => {
+            tracing::error!(error = %err, "a webhook attempt was lost");
+            (err.id(), false)
+        }
+    };
+    if let Some(job) = running.remove(&id) {
+        scheduler.finish(&job);
+    }
+    recorded
 }
 
 /// What one attempt came to.
@@ -162,15 +425,11 @@ impl Outcome {
 }
 
 /// Makes the attempt a schedule entry stands for, records it, and moves the entry.
-async fn attempt(
-    engine: &Engine,
-    client: &reqwest::Client,
-    queue_entry: &[u8],
-    entry: &QueueRef,
-) -> Result<(), StoreError> {
+async fn attempt(engine: &Engine, client: &reqwest::Client, job: &Job) -> Result<(), StoreError> {
+    let (entry, queue_entry) = (&job.entry, job.stored.as_slice());
     let key = delivery_key(&entry.tenant_id, &entry.subscription_id, &entry.delivery_id);
     let delivery: Option<Delivery> = engine.db.get(Tree::WebhookDeliveries, &key)?;
-    let Some(delivery) = delivery.filter(|delivery| is_due_entry(delivery, queue_entry)) else {
+    let Some(delivery) = delivery.filter(|delivery| is_due_entry(delivery, &job.due)) else {
         // Gone with its subscription, finished, or moved to another time.
         engine.db.remove(Tree::WebhookQueue, queue_entry)?;
         return Ok(());

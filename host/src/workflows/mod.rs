@@ -4,8 +4,8 @@
 //! error that names the spot.
 //!
 //! The language itself (fields, operators, evaluation) lives in
-//! `dialgate_sdk::workflow`, shared with the interpreter component that evaluates the
-//! compiled rules inside the sandbox.
+//! `dialgate_sdk::workflow`; [`eval`] runs its bounded evaluator on a trigger's
+//! compiled rules, natively.
 
 use chrono::{DateTime, Utc};
 use dialgate_sdk::workflow::{
@@ -17,6 +17,8 @@ use serde_json::{Map, Value as Json};
 use crate::flows::FlowError;
 use crate::model::CASE_PRIORITIES;
 use crate::plugins::event::{RuleAction, Trigger};
+
+pub mod eval;
 
 /// Deepest nesting of `all`, `any` and `not` (the root counts as 1).
 pub const MAX_DEPTH: usize = 8;
