@@ -43,7 +43,7 @@ pub fn build_engine(
         .clone()
         .map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
     carrier::preload();
-    let runtime = PluginRuntime::new(db.clone(), Limits::default())
+    let runtime = PluginRuntime::with_shares(db.clone(), Limits::default(), config.plugin_shares)
         .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
     let plugins = Registry::open(Arc::new(runtime), db.clone(), builtins::all())
         .map_err(|err| anyhow::anyhow!("cannot load the tenants' plugins: {err}"))?;
