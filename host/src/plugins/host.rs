@@ -37,6 +37,8 @@ const MAX_LOG_LINES: u32 = 32;
 /// subscribes to timers in a loop without dropping them hits this, not the host's
 /// memory.
 const MAX_RESOURCES: usize = 1024;
+/// Largest `get-random-bytes` answer (wasmtime's default is 64 MiB).
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// The state of one call's store.
 pub struct State {
@@ -69,6 +71,8 @@ impl State {
         let wasi = WasiCtx::builder()
             .wall_clock(FrozenWall(frozen))
             .monotonic_clock(VirtualMonotonic(Arc::clone(&monotonic)))
+            // Random bytes are allocated on the host's heap, outside the memory cap.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -179,7 +183,7 @@ impl VirtualClockView<'_> {
             clock: Arc::clone(self.now),
             at,
         })?;
-        Ok(wasmtime_wasi::p2::subscribe(self.table, deadline)?)
+        wasmtime_wasi::p2::subscribe(self.table, deadline)
     }
 }
 
