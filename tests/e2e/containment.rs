@@ -128,21 +128,7 @@ async fn a_sleeping_rule_is_bounded_and_another_tenants_rule_still_applies() {
         .collect();
     assert!(flags.contains(&"slept_2000"), "{report}");
 
-    // Sleeping forever ends at the call's deadline.
-    let id = server.get("/v1/plugins", &sleeper.key).await.expect(200)["plugins"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &sleeper.key,
-            json!({"config": {"forever": "yes", "sleep_ms": "1"}}),
-        )
-        .await
-        .expect(200);
-
-    // 300 sleeping calls in flight while the victim's rule keeps applying.
+    // 300 calls sleeping 2 s each in flight while the victim's rule keeps applying.
     let mut sleeping = Vec::new();
     for n in 0..300u32 {
         let server = Arc::clone(&server);
@@ -165,6 +151,34 @@ async fn a_sleeping_rule_is_bounded_and_another_tenants_rule_still_applies() {
         let answer = task.await.expect("the lookup task");
         let errors = run_errors(&server, &sleeper, &answer, "sleep").await;
         assert_eq!(errors.len(), 1, "the rule is recorded, never skipped");
+        if let Some(kind) = errors[0].as_deref() {
+            assert_eq!(kind, "overloaded", "only load may stop it");
+        }
+    }
+
+    // Sleeping forever ends at the call's deadline.
+    let id = server.get("/v1/plugins", &sleeper.key).await.expect(200)["plugins"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &sleeper.key,
+            json!({"config": {"forever": "yes", "sleep_ms": "1"}}),
+        )
+        .await
+        .expect(200);
+    for n in 0..3u32 {
+        let answer = server
+            .post(
+                "/v1/phone/lookup",
+                &sleeper.key,
+                json!({"phone": uz_number(n), "applicant_id": format!("f{n}")}),
+            )
+            .await;
+        let answer = answer.expect(200).clone();
+        let errors = run_errors(&server, &sleeper, &answer, "sleep").await;
         let kind = errors[0].as_deref().expect("sleeping forever fails");
         assert!(
             ["timeout", "out_of_fuel", "overloaded"].contains(&kind),
