@@ -6,7 +6,9 @@
 //! each with keep-alive HTTP/1.1 connections for a fixed time and prints requests/s and
 //! latency percentiles: the floor, lookup, and send + verify flows with durable state.
 //! The `kannel` scenario (`bench/kannel.rs`) compares sending through a real Kannel
-//! gateway straight and through Dialgate.
+//! gateway straight and through Dialgate. The `noisy-neighbour` scenario measures one
+//! tenant's lookups alone, beside another tenant's plain lookups, and beside that
+//! tenant's budget-burning rule (the hostile `spin` guest, built from the source tree).
 
 mod kannel;
 
@@ -46,7 +48,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
     /// Scenarios to run: floor, lookup, lookup-1rule, lookup-10rules,
-    /// lookup-10workflows, flow, and kannel (not by default: it needs Debian's kannel)
+    /// lookup-10workflows, flow, and, not by default, noisy-neighbour (it builds the
+    /// hostile `spin` guest from the source tree) and kannel (it needs Debian's kannel)
     /// (comma-separated).
     #[arg(
         long,
@@ -127,12 +130,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 lookup(&client, &args, &dir.join("lookup-10w"), Rules::Workflows(10)).await?
             }
             "flow" => flow(&client, &args, &dir.join("flow")).await?,
+            "noisy-neighbour" => {
+                noisy_neighbour(&client, &args, &dir.join("noisy")).await?;
+                continue;
+            }
             "kannel" => {
                 kannel::run(&client, &args, &dir.join("kannel")).await?;
                 continue;
             }
             other => bail!(
-                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow or kannel"
+                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour or kannel"
             ),
         };
         print_row(&figures, &results);
@@ -238,6 +245,23 @@ async fn start_server(
     Arc<RecordingOutbox>,
     tokio::task::JoinHandle<()>,
 )> {
+    let mut server = start_tenants(dir, &[rules]).await?;
+    let (_, key) = server.tenants.remove(0);
+    Ok((server.addr, key, server.outbox, server.task))
+}
+
+/// A bench server and its tenants (id, key).
+struct BenchServer {
+    addr: SocketAddr,
+    tenants: Vec<(String, String)>,
+    outbox: Arc<RecordingOutbox>,
+    task: tokio::task::JoinHandle<()>,
+    engine: Arc<Engine>,
+}
+
+/// A bench server with one tenant per entry of `rules`, each with generous rate limits
+/// and those rules; returns the tenants' ids and keys.
+async fn start_tenants(dir: &std::path::Path, rules: &[Rules]) -> anyhow::Result<BenchServer> {
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.to_path_buf(),
@@ -258,11 +282,35 @@ async fn start_server(
     let mut engine = Arc::into_inner(engine).context("engine not yet shared")?;
     engine.provider = Some(Arc::clone(&recording) as Arc<dyn Provider>);
     let engine = Arc::new(engine);
-    let tenant = engine
-        .create_tenant(Some("bench"))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let key = tenant.api_key.context("new tenants come with a key")?;
+    let mut tenants = Vec::new();
+    for (n, rules) in rules.iter().enumerate() {
+        let tenant = engine
+            .create_tenant(Some(&format!("bench-{n}")))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = tenant.api_key.context("new tenants come with a key")?;
+        configure_tenant(&engine, &tenant.id, *rules).await?;
+        tenants.push((tenant.id, key));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    // Providers' receipts come back to this server.
+    let _ = engine.public_url.set(format!("http://{addr}"));
+    let serving = Arc::clone(&engine);
+    let task = tokio::spawn(async move {
+        let _ = crate::server::serve_on(listener, serving, std::future::pending()).await;
+    });
+    Ok(BenchServer {
+        addr,
+        tenants,
+        outbox: recording,
+        task,
+        engine,
+    })
+}
+
+/// Generous rate limits and `rules` for the tenant.
+async fn configure_tenant(engine: &Engine, tenant_id: &str, rules: Rules) -> anyhow::Result<()> {
     let generous = BucketLimit {
         per_minute: 10_000_000,
         burst: 1_000_000,
@@ -276,21 +324,14 @@ async fn start_server(
     settings.rate_limits.send_otp = limits;
     settings.rate_limits.verify_otp = limits;
     engine
-        .put_settings(&tenant.id, settings)
+        .put_settings(tenant_id, settings)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     match rules {
-        Rules::Plugins(count) => install_rules(&engine, &tenant.id, count)?,
-        Rules::Workflows(count) => install_workflows(&engine, &tenant.id, count)?,
+        Rules::Plugins(count) => install_rules(engine, tenant_id, count)?,
+        Rules::Workflows(count) => install_workflows(engine, tenant_id, count)?,
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    // Providers' receipts come back to this server.
-    let _ = engine.public_url.set(format!("http://{addr}"));
-    let task = tokio::spawn(async move {
-        let _ = crate::server::serve_on(listener, engine, std::future::pending()).await;
-    });
-    Ok((addr, key, recording, task))
+    Ok(())
 }
 
 /// Binds `count` copies of the first-party `otp-for-voip` rule (a small rule that asks
@@ -430,6 +471,84 @@ async fn flow(
     Ok(figures)
 }
 
+/// Connections each tenant drives in the `noisy-neighbour` scenario.
+const NEIGHBOUR_CONNECTIONS: usize = 32;
+
+/// Tenant B's lookups alone, beside tenant A's plain lookups, and beside A's rule that
+/// burns its whole budget on every call (the hostile `spin` guest at
+/// `phone_lookup_complete`); each tenant on 32 connections. Prints B's share of its
+/// throughput beside plain traffic that it keeps beside the burner.
+async fn noisy_neighbour(
+    client: &HttpClient,
+    args: &BenchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let spin = crate::plugins::testing::guest_component("hostile_spin");
+    let server = start_tenants(dir, &[Rules::Plugins(0), Rules::Plugins(0)]).await?;
+    let url = format!("http://{}/v1/phone/lookup", server.addr);
+    let (a_id, a_key) = server.tenants[0].clone();
+    let (_, b_key) = server.tenants[1].clone();
+    let lookups = |key: String| {
+        let client = client.clone();
+        let url = url.clone();
+        move |i: u64| {
+            let body = json!({"phone": NUMBERS[(i % 10) as usize], "applicant_country": "US"});
+            let request = post_json(&url, &key, &body);
+            let client = client.clone();
+            async move { expect_ok(client.request(request?).await).await.map(|_| ()) }
+        }
+    };
+    let seconds = args.seconds;
+    let phase = |name: &'static str, with_a: bool| {
+        let b_op = lookups(b_key.clone());
+        let a = lookups(a_key.clone());
+        async move {
+            let name = format!("noisy-neighbour: B {name}");
+            let b = drive_with(&name, seconds, NEIGHBOUR_CONNECTIONS, b_op);
+            if with_a {
+                let a = drive_with("  tenant A", seconds, NEIGHBOUR_CONNECTIONS, a);
+                let (b, a) = tokio::join!(b, a);
+                (b, Some(a))
+            } else {
+                (b.await, None)
+            }
+        }
+    };
+    let (alone, _) = phase("alone", false).await;
+    print_row(&alone, &[]);
+    let (plain, a_plain) = phase("beside A's plain lookups", true).await;
+    print_row(&plain, &[]);
+    if let Some(a) = &a_plain {
+        print_row(a, &[]);
+    }
+    let manifest = Manifest {
+        name: "spin".to_owned(),
+        kind: Kind::Rule,
+        version: "1".to_owned(),
+        triggers: vec![Trigger::PhoneLookupComplete],
+        hosts: Vec::new(),
+        description: None,
+    };
+    server
+        .engine
+        .plugins
+        .upload(&a_id, manifest, &spin, true, chrono::Utc::now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (burnt, a_burning) = phase("beside A's budget burner", true).await;
+    print_row(&burnt, &[]);
+    if let Some(a) = &a_burning {
+        print_row(a, &[]);
+    }
+    let ratio = burnt.per_second() / plain.per_second().max(f64::MIN_POSITIVE);
+    println!(
+        "noisy-neighbour: B keeps {ratio:.2}x of its throughput beside plain traffic when A burns its budget (target >= 0.80); p99 {:.3} ms -> {:.3} ms",
+        plain.p99.as_secs_f64() * 1e3,
+        burnt.p99.as_secs_f64() * 1e3,
+    );
+    server.task.abort();
+    Ok(())
+}
+
 fn post_json(url: &str, key: &str, body: &Value) -> anyhow::Result<Request<Full<Bytes>>> {
     Ok(Request::post(url)
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
@@ -455,14 +574,24 @@ where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
+    drive_with(name, args.seconds, args.connections, op).await
+}
+
+/// Runs `op` from `connections` concurrent workers for `seconds` (after a warm-up
+/// second).
+async fn drive_with<F, Fut>(name: &str, seconds: u64, connections: usize, op: F) -> Figures
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let warmup = Duration::from_secs(1).min(Duration::from_secs(args.seconds));
+    let warmup = Duration::from_secs(1).min(Duration::from_secs(seconds));
     let start = Instant::now();
     let measure_from = start + warmup;
-    let deadline = measure_from + Duration::from_secs(args.seconds);
+    let deadline = measure_from + Duration::from_secs(seconds);
     let mut workers = Vec::new();
-    for _ in 0..args.connections {
+    for _ in 0..connections {
         let op = op.clone();
         let counter = Arc::clone(&counter);
         let errors = Arc::clone(&errors);

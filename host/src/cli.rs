@@ -84,6 +84,26 @@ struct ServeArgs {
     /// Keys one plugin may keep [default: 1000].
     #[arg(long, env = "DIALGATE_PLUGIN_KV_MAX_KEYS")]
     plugin_kv_max_keys: Option<u64>,
+    /// Rule chains running at once, all tenants together [default: 128].
+    #[arg(long, env = "DIALGATE_PLUGIN_CALLS")]
+    plugin_calls: Option<usize>,
+    /// Rule chains one tenant may run at once [default: 8].
+    #[arg(long, env = "DIALGATE_PLUGIN_CALLS_PER_TENANT")]
+    plugin_calls_per_tenant: Option<usize>,
+    /// Adapter calls in flight, all tenants together [default: 96].
+    #[arg(long, env = "DIALGATE_ADAPTER_CALLS")]
+    adapter_calls: Option<usize>,
+    /// Adapter calls one tenant may have in flight [default: 16].
+    #[arg(long, env = "DIALGATE_ADAPTER_CALLS_PER_TENANT")]
+    adapter_calls_per_tenant: Option<usize>,
+    /// Longest wait for a plugin slot before the call is recorded as overloaded, in ms
+    /// [default: 100].
+    #[arg(long, env = "DIALGATE_PLUGIN_QUEUE_MS")]
+    plugin_queue_ms: Option<u64>,
+    /// Plugin CPU time in ms each tenant may use per second while other tenants are
+    /// active [default: 100 per core].
+    #[arg(long, env = "DIALGATE_PLUGIN_CPU_MS_PER_SEC")]
+    plugin_cpu_ms_per_sec: Option<u64>,
 }
 
 /// Entry point of the binary.
@@ -107,6 +127,9 @@ pub fn main() -> ExitCode {
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
         }
     });
+    // Whatever plugins do, stopping does not wait on the blocking pool for long: every
+    // call there is bounded, and this bounds the wait for any that is not.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -138,6 +161,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             plugin_kv_max_bytes: args.plugin_kv_max_bytes,
             plugin_kv_max_keys: args.plugin_kv_max_keys,
             egress_allow: args.egress_allow,
+            plugin_shares: crate::config::ShareOverrides {
+                plugin_calls: args.plugin_calls,
+                plugin_calls_per_tenant: args.plugin_calls_per_tenant,
+                adapter_calls: args.adapter_calls,
+                adapter_calls_per_tenant: args.adapter_calls_per_tenant,
+                plugin_queue_ms: args.plugin_queue_ms,
+                plugin_cpu_ms_per_sec: args.plugin_cpu_ms_per_sec,
+            },
         },
     );
     config.validate()?;

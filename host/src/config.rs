@@ -35,6 +35,8 @@ pub struct Config {
     /// The base URL providers reach this server at, for delivery receipts; the
     /// listen address when unset.
     pub public_url: Option<String>,
+    /// Each tenant's share of the plugin sandbox: slots, the wait for one, CPU budget.
+    pub plugin_shares: crate::plugins::Shares,
     /// Address ranges tenant-directed outbound traffic may reach although the egress
     /// policy refuses them by default (private gateways, loopback simulators).
     pub egress_allow: AllowList,
@@ -90,6 +92,7 @@ impl Default for Config {
             http: HttpLimits::default(),
             plugin_bounds: crate::plugins::PluginBounds::default(),
             egress_allow: AllowList::default(),
+            plugin_shares: crate::plugins::Shares::default(),
         }
     }
 }
@@ -112,6 +115,68 @@ pub struct FileConfig {
     pub plugin_bounds: Option<crate::plugins::PluginBounds>,
     /// A list of ranges, or one comma-separated string.
     pub egress_allow: Option<AllowList>,
+    pub plugin_calls: Option<usize>,
+    pub plugin_calls_per_tenant: Option<usize>,
+    pub adapter_calls: Option<usize>,
+    pub adapter_calls_per_tenant: Option<usize>,
+    pub plugin_queue_ms: Option<u64>,
+    pub plugin_cpu_ms_per_sec: Option<u64>,
+}
+
+/// Caps on plugin calls, each optional (the TOML keys, flags and variables of the same
+/// names); see [`crate::plugins::Shares`] for the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct ShareOverrides {
+    /// Rule chains running at once, all tenants together.
+    pub plugin_calls: Option<usize>,
+    /// Rule chains one tenant may run at once.
+    pub plugin_calls_per_tenant: Option<usize>,
+    /// Adapter calls in flight, all tenants together.
+    pub adapter_calls: Option<usize>,
+    /// Adapter calls one tenant may have in flight.
+    pub adapter_calls_per_tenant: Option<usize>,
+    /// Longest wait for a plugin slot, in ms, before the call is refused as overloaded.
+    pub plugin_queue_ms: Option<u64>,
+    /// Plugin CPU time (ms) each tenant may use per second while others are active.
+    pub plugin_cpu_ms_per_sec: Option<u64>,
+}
+
+impl ShareOverrides {
+    /// `self` over `lower`.
+    fn or(self, lower: ShareOverrides) -> ShareOverrides {
+        ShareOverrides {
+            plugin_calls: self.plugin_calls.or(lower.plugin_calls),
+            plugin_calls_per_tenant: self
+                .plugin_calls_per_tenant
+                .or(lower.plugin_calls_per_tenant),
+            adapter_calls: self.adapter_calls.or(lower.adapter_calls),
+            adapter_calls_per_tenant: self
+                .adapter_calls_per_tenant
+                .or(lower.adapter_calls_per_tenant),
+            plugin_queue_ms: self.plugin_queue_ms.or(lower.plugin_queue_ms),
+            plugin_cpu_ms_per_sec: self.plugin_cpu_ms_per_sec.or(lower.plugin_cpu_ms_per_sec),
+        }
+    }
+
+    /// The shares these caps set over the defaults.
+    fn resolve(self) -> crate::plugins::Shares {
+        let defaults = crate::plugins::Shares::default();
+        crate::plugins::Shares {
+            rule_calls: self.plugin_calls.unwrap_or(defaults.rule_calls),
+            rule_calls_per_tenant: self
+                .plugin_calls_per_tenant
+                .unwrap_or(defaults.rule_calls_per_tenant),
+            adapter_calls: self.adapter_calls.unwrap_or(defaults.adapter_calls),
+            adapter_calls_per_tenant: self
+                .adapter_calls_per_tenant
+                .unwrap_or(defaults.adapter_calls_per_tenant),
+            queue_ms: self.plugin_queue_ms.unwrap_or(defaults.queue_ms),
+            cpu_ms_per_sec: self
+                .plugin_cpu_ms_per_sec
+                .unwrap_or(defaults.cpu_ms_per_sec),
+        }
+        .clamped()
+    }
 }
 
 impl FileConfig {
@@ -142,6 +207,7 @@ pub struct Overrides {
     pub plugin_kv_max_bytes: Option<u64>,
     pub plugin_kv_max_keys: Option<u64>,
     pub egress_allow: Option<AllowList>,
+    pub plugin_shares: ShareOverrides,
 }
 
 impl Config {
@@ -186,6 +252,17 @@ impl Config {
                 .egress_allow
                 .or(file.egress_allow)
                 .unwrap_or_default(),
+            plugin_shares: overrides
+                .plugin_shares
+                .or(ShareOverrides {
+                    plugin_calls: file.plugin_calls,
+                    plugin_calls_per_tenant: file.plugin_calls_per_tenant,
+                    adapter_calls: file.adapter_calls,
+                    adapter_calls_per_tenant: file.adapter_calls_per_tenant,
+                    plugin_queue_ms: file.plugin_queue_ms,
+                    plugin_cpu_ms_per_sec: file.plugin_cpu_ms_per_sec,
+                })
+                .resolve(),
         }
     }
 
@@ -344,6 +421,28 @@ mod tests {
         config.code_secret = None;
         assert!(config.code_secret().is_err());
         assert_eq!(Config::default().code_secret().expect("none"), None);
+    }
+
+    #[test]
+    fn plugin_shares_layer_and_stay_within_the_pool() {
+        let file: FileConfig = toml::from_str(
+            "plugin_calls_per_tenant = 4\nplugin_cpu_ms_per_sec = 50\nadapter_calls = 5000",
+        )
+        .expect("toml");
+        let overrides = Overrides {
+            plugin_shares: ShareOverrides {
+                plugin_cpu_ms_per_sec: Some(70),
+                ..ShareOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        let shares = Config::resolve(file, overrides).plugin_shares;
+        assert_eq!(shares.rule_calls_per_tenant, 4);
+        assert_eq!(shares.cpu_ms_per_sec, 70);
+        assert!(
+            shares.rule_calls + shares.adapter_calls < crate::plugins::admission::POOL_INSTANCES
+        );
+        assert!(toml::from_str::<FileConfig>("plugin_calls = -1").is_err());
     }
 
     #[test]

@@ -75,7 +75,12 @@ pub fn build_engine(
         .clone()
         .map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
     carrier::preload();
-    let runtime = PluginRuntime::with_bounds(db.clone(), Limits::default(), config.plugin_bounds)
+    let runtime = PluginRuntime::configured(
+        db.clone(),
+        Limits::default(),
+        config.plugin_bounds,
+        config.plugin_shares,
+    )
         .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
     let protection = Protection { egress, secrets };
     let plugins = Registry::open_with(Arc::new(runtime), db.clone(), builtins::all(), protection)

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cases;
+mod containment;
 mod crash;
 mod egress;
 mod flow;

@@ -451,6 +451,11 @@ impl TestServer {
         Self::launch(&config, clock, dir).await
     }
 
+    /// Stops the server: stops accepting, finishes requests in flight, closes the store.
+    pub async fn stop(self) {
+        self._running.shutdown().await;
+    }
+
     /// Moves the server's clock forward.
     pub fn advance(&self, by: chrono::Duration) {
         self.clock.advance(by);

@@ -20,9 +20,17 @@
 //!   verification open; before a send, it sets the channel.
 //! - A rule that fails (trap, breached limit, malformed output, its own error) is
 //!   recorded, and the tenant's `on_plugin_failure` setting decides: `continue` (fail
-//!   open), `review`, or `decline` (fail closed).
+//!   open), `review`, or `decline` (fail closed). So is a rule the host did not run
+//!   because of load (`overloaded`: no slot of the tenant's share within the bounded
+//!   wait, or its plugin CPU budget used up): it is never silently skipped.
+//!
+//! A firing takes one slot of the tenant's rule share for its whole chain (the rules
+//! run one after another), and waits for the chain at most the sum of its calls'
+//! deadlines and a grace second; a chain still running then is abandoned (its
+//! deadlines stop it), recorded as timed out, and its slot returned.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -30,8 +38,8 @@ use crate::model::Case;
 use crate::model::{AuditEvent, CaseRef, Channel, Decision, LineSignals, Verification};
 use crate::phone::risk::FactorHit;
 use crate::plugins::event::{FactorView, PhoneView, RuleAction, RuleEvent, Snapshot};
-use crate::plugins::registry::{RuleRun, RuleSource};
-use crate::plugins::Failure;
+use crate::plugins::registry::{RuleRun, RuleSource, TenantLive};
+use crate::plugins::{Failure, Lane};
 use crate::settings::{PhoneSettings, PluginFailure};
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
@@ -78,28 +86,18 @@ impl Engine {
         let runs = match live {
             Some(live) if live.has_rules(firing.trigger) => {
                 let event = rule_event(&firing, verification);
-                let plugins = Arc::clone(&self.plugins);
-                let at = firing.at.timestamp_millis();
-                // Plugins run on the blocking pool: WASI's synchronous host calls may
-                // block, which a request worker must never do.
-                tokio::task::spawn_blocking(move || plugins.run_rules(&live, &event, at))
+                self.run_rules(live, event, firing.at.timestamp_millis())
                     .await
-                    .unwrap_or_else(|err| {
-                        vec![RuleRun {
-                            source: RuleSource::Plugin,
-                            plugin_id: String::new(),
-                            name: "(plugin runtime)".to_owned(),
-                            version: String::new(),
-                            actions: Vec::new(),
-                            error: Some(Failure::Trap {
-                                message: format!("the rule chain was lost: {err}"),
-                            }),
-                            fuel: 0,
-                            micros: 0,
-                        }]
-                    })
             }
-            _ => Vec::new(),
+            _ => {
+                // A tenant without rules still counts as active, so the others' CPU
+                // budgets apply while it is served.
+                self.plugins
+                    .runtime()
+                    .admission()
+                    .note(&verification.tenant_id);
+                Vec::new()
+            }
         };
         let fired = self.apply(&firing, &runs, verification, settings)?;
         trail.push(AuditEvent {
@@ -110,6 +108,56 @@ impl Engine {
             rules: runs,
         });
         Ok(fired)
+    }
+
+    /// Runs the tenant's rule chain for `event` in a slot of its rule share, or records
+    /// every rule plugin of it as not run when no slot is granted.
+    async fn run_rules(&self, live: Arc<TenantLive>, event: RuleEvent, at: i64) -> Vec<RuleRun> {
+        let runtime = self.plugins.runtime();
+        let calls = live.rules(event.trigger).len() + 1;
+        let bound = runtime.chain_bound(calls);
+        let plugins = Arc::clone(&self.plugins);
+        let permit = runtime
+            .admission()
+            .admit(&event.tenant_id, Lane::Rules)
+            .await;
+        let permit = match permit {
+            Ok(permit) => permit,
+            Err(failure) => {
+                if live.workflows(event.trigger).is_none() {
+                    // Nothing runs: recording the refusal needs no sandbox.
+                    return plugins.run_rules(&live, &event, at, Some(&failure));
+                }
+                let task = tokio::task::spawn_blocking(move || {
+                    plugins.run_rules(&live, &event, at, Some(&failure))
+                });
+                return match tokio::time::timeout(bound, task).await {
+                    Ok(Ok(runs)) => runs,
+                    Ok(Err(err)) => lost(format!("the rule chain was lost: {err}")),
+                    Err(_) => timed_out(bound),
+                };
+            }
+        };
+        // Plugins run on the blocking pool: a call may take up to its deadline, which
+        // a request worker must never spend.
+        let task = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let runs = plugins.run_rules(&live, &event, at, None);
+            (runs, started.elapsed())
+        });
+        match tokio::time::timeout(bound, task).await {
+            Ok(Ok((runs, used))) => {
+                permit.charge(used);
+                runs
+            }
+            Ok(Err(err)) => lost(format!("the rule chain was lost: {err}")),
+            Err(_) => {
+                // Abandoned: the chain ends at its next deadline; the slot comes back
+                // now, with the permit.
+                permit.charge(bound);
+                timed_out(bound)
+            }
+        }
     }
 
     /// Applies the rules' actions and failures to the verification.
@@ -314,6 +362,31 @@ impl Engine {
         }
         line
     }
+}
+
+/// The one run standing for a chain that did not come back.
+fn lost(message: String) -> Vec<RuleRun> {
+    vec![RuleRun {
+        source: RuleSource::Plugin,
+        plugin_id: String::new(),
+        name: "(plugin runtime)".to_owned(),
+        version: String::new(),
+        actions: Vec::new(),
+        error: Some(Failure::Trap { message }),
+        fuel: 0,
+        micros: 0,
+    }]
+}
+
+/// The one run standing for a chain the caller stopped waiting for.
+fn timed_out(bound: std::time::Duration) -> Vec<RuleRun> {
+    let ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+    let mut runs = lost(String::new());
+    if let Some(run) = runs.first_mut() {
+        run.error = Some(Failure::Timeout { ms });
+        run.micros = ms.saturating_mul(1_000);
+    }
+    runs
 }
 
 /// The event rules see for `verification` at this firing.

@@ -4,9 +4,12 @@
 //! secrets. Outbound HTTP goes only to hosts the plugin's manifest asked for and the
 //! tenant granted (host and port; a host alone means the scheme's default port), and
 //! only to addresses the server's egress policy allows (`crate::egress`, checked on
-//! the address connected to), follows no redirects, waits at most a few seconds and
-//! reads at most 1 MiB of answer. Adapter calls block on the network,
-//! so they run on tokio's blocking pool, never on a request worker.
+//! the address connected to), follows no redirects, waits at most a few seconds (never
+//! past the call's own deadline) and reads at most 1 MiB of answer. Adapter calls
+//! block on the network, so they run on tokio's blocking pool, never on a request
+//! worker, in the adapter lane of the tenant's share (an instance is held while the
+//! network answers, so adapters have slots of their own and cannot starve rules); the
+//! caller waits at most the call's deadline and a grace second.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::host::State;
-use super::{Failure, Kind, Loaded, LoadedInner, PluginRuntime, Scope, Usage};
+use super::{Failure, Kind, Lane, Loaded, LoadedInner, PluginRuntime, Scope, Usage};
 
 /// Bindings of the `messaging-adapter` world; shared interfaces come from the rule's.
 pub mod messaging {
@@ -53,6 +56,9 @@ use super::wit::dialgate::plugin::types::{HttpRequest, HttpResponse};
 const ADAPTER_DEADLINE_MS: u64 = 15_000;
 /// Time one outbound request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than the deadline the caller waits for a call before giving up on
+/// it and taking its slot back.
+const CALLER_GRACE: Duration = Duration::from_secs(1);
 /// Largest answer an adapter may read.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
@@ -111,9 +117,11 @@ impl Linkers {
     pub(super) fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
         let mut messaging = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut messaging)?;
+        super::host::link_virtual_clock(&mut messaging)?;
         messaging::MessagingAdapter::add_to_linker::<_, HasSelf<_>>(&mut messaging, |s| s)?;
         let mut lookup = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut lookup)?;
+        super::host::link_virtual_clock(&mut lookup)?;
         lookup::LookupAdapter::add_to_linker::<_, HasSelf<_>>(&mut lookup, |s| s)?;
         Ok(Self { messaging, lookup })
     }
@@ -203,7 +211,8 @@ pub struct Intelligence {
 pub type AdapterResult<T> = (Usage, Result<T, Failure>);
 
 impl PluginRuntime {
-    /// Runs `f` on the adapter's fresh instance on tokio's blocking pool.
+    /// Runs `f` on the adapter's fresh instance on tokio's blocking pool, in a slot of
+    /// the tenant's adapter share, waiting for it at most its deadline.
     async fn adapter_call<T: Send + 'static>(
         self: &Arc<Self>,
         plugin: &Loaded,
@@ -214,10 +223,15 @@ impl PluginRuntime {
             + Send
             + 'static,
     ) -> AdapterResult<T> {
+        let permit = match self.admission.admit(&scope.tenant_id, Lane::Adapters).await {
+            Ok(permit) => permit,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
         let runtime = Arc::clone(self);
         let plugin = plugin.clone();
         let scope = scope.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        let deadline = Duration::from_millis(ADAPTER_DEADLINE_MS);
+        let task = tokio::task::spawn_blocking(move || {
             let LoadedInner::Adapter(pre) = plugin.inner.as_ref() else {
                 return (
                     Usage::default(),
@@ -227,13 +241,14 @@ impl PluginRuntime {
                 );
             };
             let started = Instant::now();
-            let state = State::new(
+            let mut state = State::new(
                 &runtime.db,
                 &scope,
                 now_millis,
                 &runtime.limits,
                 Some(grant),
             );
+            state.deadline = Some(started + deadline);
             let mut store = match runtime.store(state) {
                 Ok(store) => store,
                 Err(failure) => return (Usage::default(), Err(failure)),
@@ -242,16 +257,26 @@ impl PluginRuntime {
             let result = f(pre, &mut store);
             let (usage, result) = runtime.finish(&store, started, result);
             (usage, result.and_then(|inner| inner))
-        })
-        .await;
-        joined.unwrap_or_else(|err| {
-            (
+        });
+        let answer = match tokio::time::timeout(deadline + CALLER_GRACE, task).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => (
                 Usage::default(),
                 Err(Failure::Trap {
                     message: format!("the adapter call was lost: {err}"),
                 }),
-            )
-        })
+            ),
+            // The call is abandoned (its epoch deadline passed, so it ends as soon as
+            // it is back in wasm) and its slot is returned with the permit.
+            Err(_) => (
+                Usage::default(),
+                Err(Failure::Timeout {
+                    ms: ADAPTER_DEADLINE_MS,
+                }),
+            ),
+        };
+        drop(permit);
+        answer
     }
 
     /// Asks a lookup adapter about `number`.
@@ -447,9 +472,15 @@ impl http_client::Host for State {
         let mut builder = egress_client(&call.egress)
             .request(method, url)
             .body(request.body);
-        if let Some(timeout) = call.timeout {
-            builder = builder.timeout(timeout.min(HTTP_TIMEOUT));
+        // At most the provider's timeout, and never past the call's deadline.
+        let mut timeout = call.timeout.unwrap_or(HTTP_TIMEOUT).min(HTTP_TIMEOUT);
+        if let Some(deadline) = self.deadline {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
+        if timeout.is_zero() {
+            return Err(HttpError::Timeout);
+        }
+        builder = builder.timeout(timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }

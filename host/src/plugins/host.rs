@@ -1,15 +1,27 @@
-//! What the runtime gives a plugin: the per-call store state (frozen clocks, the memory
-//! meter) and the host side of the `log`, `clock` and `kv` interfaces.
+//! What the runtime gives a plugin: the per-call store state (frozen wall clock, virtual
+//! monotonic clock, the memory meter) and the host side of the `log`, `clock` and `kv`
+//! interfaces.
+//!
+//! No WASI call may block a host thread on a real timer: epoch interruption stops wasm
+//! code, not a host call, so a `std::thread::sleep` in a plugin (monotonic-clock
+//! `subscribe-duration` and `poll`) would hold its thread and instance for as long as
+//! it asked. The monotonic clock a plugin sees is therefore virtual: its timers are
+//! ready at once and waiting on one moves the clock to the timer's instant. A plugin
+//! that sleeps in a loop only burns its own fuel and deadline.
 //!
 //! A plugin's log text is escaped (control characters, line breaks, bidirectional
 //! overrides) so it cannot forge the host's own log lines, and is subject to a budget
 //! per plugin across calls; its key-value writes are bounded per call and by the
 //! plugin's quota (see [`super::storage`]).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+use wasmtime_wasi::p2::{DynPollable, Pollable};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::storage::{KvFailure, KvTarget, PluginData};
@@ -26,6 +38,12 @@ const MAX_VALUE_BYTES: usize = 64 * 1024;
 const MAX_LOG_BYTES: usize = 1024;
 /// Log lines kept per call; later ones are dropped.
 const MAX_LOG_LINES: u32 = 32;
+/// Host resources (pollables, streams) a call may hold at once: a plugin that
+/// subscribes to timers in a loop without dropping them hits this, not the host's
+/// memory.
+const MAX_RESOURCES: usize = 1024;
+/// Largest `get-random-bytes` answer (wasmtime's default is 64 MiB).
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// The state of one call's store.
 pub struct State {
@@ -43,6 +61,10 @@ pub struct State {
     kv_writes: u32,
     /// What an adapter call is granted: configuration, secrets, outbound hosts.
     pub adapter: Option<AdapterCall>,
+    /// The virtual monotonic clock, in nanoseconds since the call began.
+    pub monotonic: Arc<AtomicU64>,
+    /// When the call must have ended: outbound HTTP waits at most until then.
+    pub deadline: Option<Instant>,
 }
 
 impl State {
@@ -55,13 +77,18 @@ impl State {
         adapter: Option<AdapterCall>,
     ) -> Self {
         let frozen = Duration::from_millis(u64::try_from(now_millis).unwrap_or(0));
+        let monotonic = Arc::new(AtomicU64::new(0));
         let wasi = WasiCtx::builder()
             .wall_clock(FrozenWall(frozen))
-            .monotonic_clock(FrozenMonotonic)
+            .monotonic_clock(VirtualMonotonic(Arc::clone(&monotonic)))
+            // Random bytes are allocated on the host's heap, outside the memory cap.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             meter: Meter {
                 limits: StoreLimitsBuilder::new()
                     .memory_size(limits.memory_bytes)
@@ -76,6 +103,8 @@ impl State {
             kv_target: None,
             kv_writes: 0,
             adapter,
+            monotonic,
+            deadline: None,
         }
     }
 }
@@ -122,15 +151,90 @@ impl HostWallClock for FrozenWall {
     }
 }
 
-/// The monotonic clock a plugin sees: it never advances.
-struct FrozenMonotonic;
+/// The monotonic clock a plugin sees: virtual, starting at 0 and moved only by waiting
+/// on its own timers.
+struct VirtualMonotonic(Arc<AtomicU64>);
 
-impl HostMonotonicClock for FrozenMonotonic {
+impl HostMonotonicClock for VirtualMonotonic {
     fn resolution(&self) -> u64 {
-        1_000_000
+        1
     }
     fn now(&self) -> u64 {
-        0
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Links the virtual `wasi:clocks/monotonic-clock` over the one `wasmtime-wasi` links
+/// (whose timers are real tokio sleeps). Call after `add_to_linker_sync`.
+pub(super) fn link_virtual_clock(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    monotonic_clock::add_to_linker::<State, VirtualClock>(linker, |state| VirtualClockView {
+        now: &state.monotonic,
+        table: &mut state.table,
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// [`HasData`] of the virtual monotonic clock.
+struct VirtualClock;
+
+impl HasData for VirtualClock {
+    type Data<'a> = VirtualClockView<'a>;
+}
+
+/// What the virtual monotonic clock's host functions reach in a call's state.
+struct VirtualClockView<'a> {
+    now: &'a Arc<AtomicU64>,
+    table: &'a mut ResourceTable,
+}
+
+impl VirtualClockView<'_> {
+    fn subscribe(&mut self, at: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        let deadline = self.table.push(VirtualDeadline {
+            clock: Arc::clone(self.now),
+            at,
+        })?;
+        wasmtime_wasi::p2::subscribe(self.table, deadline)
+    }
+}
+
+impl monotonic_clock::Host for VirtualClockView<'_> {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Ok(self.now.load(Ordering::Relaxed))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        Ok(1)
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        self.subscribe(when)
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        duration: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let at = self.now.load(Ordering::Relaxed).saturating_add(duration);
+        self.subscribe(at)
+    }
+}
+
+/// A timer of the virtual clock: always ready; waiting on it moves the clock to its
+/// instant (never back).
+struct VirtualDeadline {
+    clock: Arc<AtomicU64>,
+    at: u64,
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for VirtualDeadline {
+    async fn ready(&mut self) {
+        self.clock.fetch_max(self.at, Ordering::Relaxed);
     }
 }
 

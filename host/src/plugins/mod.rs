@@ -14,11 +14,17 @@
 //! Per call the store has a fuel budget, a wall-clock deadline (epoch interruption,
 //! ticked every millisecond by one thread), a memory cap, caps on the size of what
 //! goes in and what comes out, and a WASI context that grants nothing: no environment,
-//! arguments, files or sockets, and clocks frozen at the flow's time. A trap, a
-//! breached limit or the plugin's own error comes back as a [`Failure`]; the host
-//! itself never fails with the plugin.
+//! arguments, files or sockets, a wall clock frozen at the flow's time and a virtual
+//! monotonic clock whose timers are ready at once, so no WASI call holds a host thread
+//! on a real timer. A trap, a breached limit or the plugin's own error comes back as a
+//! [`Failure`]; the host itself never fails with the plugin.
+//!
+//! Calls are admitted per tenant ([`admission`]): each tenant has its own share of
+//! rule and adapter slots and a CPU budget, and the flows wait for a call at most its
+//! bound before reclaiming its slot.
 
 mod adapters;
+pub mod admission;
 pub mod builtins;
 mod convert;
 pub mod event;
@@ -53,6 +59,7 @@ pub use self::adapters::{
     AdapterCall, AdapterDispatch, AdapterMessage, CallbackRequest, DeliveryUpdate, HttpGrant,
     Intelligence, SendRefusal,
 };
+pub use self::admission::{Admission, Lane, Permit, Shares};
 pub use self::event::{RuleAction, RuleEvent};
 use self::host::State;
 
@@ -229,6 +236,10 @@ pub enum Failure {
     /// Declarative rules, evaluated natively, went over their budget of steps.
     #[error("the declarative rules need more than {steps} evaluation steps; simplify their conditions or split them across triggers")]
     StepBudget { steps: u64 },
+    /// The host did not run the plugin because of load: no slot within the bounded
+    /// wait, or the tenant's CPU budget is used up.
+    #[error("the plugin did not run: {reason}")]
+    Overloaded { reason: String },
 }
 
 /// A successful call.
@@ -363,6 +374,7 @@ pub struct PluginRuntime {
     compile_gate: CompileGate,
     fingerprint: String,
     counters: Counters,
+    admission: Admission,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -401,17 +413,32 @@ impl PluginRuntime {
     /// A runtime whose plugins keep their key-value data, and whose compiled code is
     /// cached, in `db`.
     pub fn new(db: Db, limits: Limits) -> Result<Self, LoadError> {
-        Self::with_bounds(db, limits, PluginBounds::default())
+        Self::configured(db, limits, PluginBounds::default(), Shares::default())
     }
 
-    /// A runtime under the operator's `bounds`.
+    /// A runtime under the operator's `bounds`, admitting calls by the default shares.
     pub fn with_bounds(db: Db, limits: Limits, bounds: PluginBounds) -> Result<Self, LoadError> {
+        Self::configured(db, limits, bounds, Shares::default())
+    }
+
+    /// A runtime as [`PluginRuntime::new`], admitting calls by `shares`.
+    pub fn with_shares(db: Db, limits: Limits, shares: Shares) -> Result<Self, LoadError> {
+        Self::configured(db, limits, PluginBounds::default(), shares)
+    }
+
+    /// A runtime under the operator's `bounds`, admitting calls by `shares`.
+    pub fn configured(
+        db: Db,
+        limits: Limits,
+        bounds: PluginBounds,
+        shares: Shares,
+    ) -> Result<Self, LoadError> {
         let runtime = |err: wasmtime::Error| LoadError::Runtime(format!("{err:#}"));
         let mut config = Config::new();
         config.consume_fuel(true);
         config.epoch_interruption(true);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
+        pool.total_component_instances(admission::POOL_INSTANCES as u32)
             .total_core_instances(2048)
             .total_memories(512)
             .total_tables(1024)
@@ -432,6 +459,7 @@ impl PluginRuntime {
 
         let mut rule_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut rule_linker).map_err(runtime)?;
+        host::link_virtual_clock(&mut rule_linker).map_err(runtime)?;
         wit::Rule::add_to_linker::<_, HasSelf<_>>(&mut rule_linker, |state| state)
             .map_err(runtime)?;
         let adapters = adapters::Linkers::new(&engine).map_err(runtime)?;
@@ -449,7 +477,21 @@ impl PluginRuntime {
             compile_gate: CompileGate::new(bounds.compile_concurrency),
             fingerprint,
             counters: Counters::default(),
+            admission: Admission::new(shares),
         })
+    }
+
+    /// The per-tenant admission of calls.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// How long a caller waits for a chain of `calls` rule calls before it gives up on
+    /// them and takes its slot back: each call's deadline plus a tick, and a second for
+    /// the blocking pool to pick the chain up.
+    pub fn chain_bound(&self, calls: usize) -> Duration {
+        let per_call = Duration::from_millis(self.limits.time_ms + 2);
+        per_call * u32::try_from(calls).unwrap_or(u32::MAX) + Duration::from_secs(1)
     }
 
     /// The runtime's limits.
@@ -712,6 +754,11 @@ impl PluginRuntime {
                 ms: self.limits.time_ms,
             },
             Some(Trap::StackOverflow) => Failure::StackOverflow,
+            // The pool is sized above the admitted calls; reaching its end means calls
+            // abandoned by their callers still hold instances.
+            None if err.is::<wasmtime::PoolConcurrencyLimitError>() => Failure::Overloaded {
+                reason: format!("{err}"),
+            },
             _ => trap(err),
         });
         (usage, result)

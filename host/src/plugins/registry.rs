@@ -949,8 +949,15 @@ impl Registry {
 
     /// Runs the tenant's rules at `event.trigger`, declarative and code, in their one
     /// order (see the module's documentation); each plugin gets its own configuration.
-    /// A `block` action stops the chain.
-    pub fn run_rules(&self, live: &TenantLive, event: &RuleEvent, now_millis: i64) -> Vec<RuleRun> {
+    /// A `block` action stops the chain. With `refused` (the host could not admit the
+    /// chain), no rule plugin runs: each is recorded with that failure.
+    pub fn run_rules(
+        &self,
+        live: &TenantLive,
+        event: &RuleEvent,
+        now_millis: i64,
+        refused: Option<&Failure>,
+    ) -> Vec<RuleRun> {
         let mut runs = Vec::new();
         let mut event = event.clone();
         event.config.clear();
@@ -1002,6 +1009,10 @@ impl Registry {
                     fuel: usage.fuel,
                     micros: usage.micros,
                 },
+                Step::Plugin(rule) if refused.is_some() => {
+                    let failure = refused.cloned();
+                    rule_run(rule, Usage::default(), failure.map_or(Ok(Vec::new()), Err))
+                }
                 Step::Plugin(rule) => {
                     event.config = rule.config.clone();
                     let scope = Scope {

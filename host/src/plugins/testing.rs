@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use super::event::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 15] = [
+const GUESTS: [&str; 16] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
@@ -17,6 +17,7 @@ const GUESTS: [&str; 15] = [
     "kannel",
     "camara-lookup",
     "hostile-spin",
+    "hostile-sleep",
     "hostile-memory-bomb",
     "hostile-deep-recursion",
     "hostile-huge-output",

@@ -391,13 +391,13 @@ fn a_version_swap_leaves_a_firing_in_flight_on_the_version_it_started_with() {
         .modify("t", &first.id, now, |record| activate_version(record, "2"))
         .expect("activate v2");
     // ...finishes on version 1, and the next firing runs version 2.
-    let old = registry.run_rules(&in_flight, &event, 0);
+    let old = registry.run_rules(&in_flight, &event, 0, None);
     assert_eq!(old[0].version, "1");
     assert!(matches!(
         old[0].actions.as_slice(),
         [RuleAction::RequestInfo { .. }, RuleAction::SendOtp { .. }]
     ));
-    let new = registry.run_rules(&registry.live("t").expect("live"), &event, 0);
+    let new = registry.run_rules(&registry.live("t").expect("live"), &event, 0, None);
     assert_eq!(new[0].version, "2");
     assert!(matches!(
         new[0].actions.as_slice(),

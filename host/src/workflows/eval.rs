@@ -411,7 +411,7 @@ mod tests {
             let mut event = testing::event("mobile");
             event.tenant_id = "t".to_owned();
             event.applicant_id = Some("a".repeat(100));
-            registry.run_rules(&registry.live("t").expect("live"), &event, 0)
+            registry.run_rules(&registry.live("t").expect("live"), &event, 0, None)
         };
         // With the default budget the cheap rule matches and the costly one does not.
         let runs = run(Limits::default().fuel);
