@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (embedded sled store, dev outbox unless --production).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the load driver against an in-process server over loopback and print figures.
     Bench(crate::bench::BenchArgs),
     /// Work with plugins locally.
@@ -122,7 +122,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
         }

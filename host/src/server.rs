@@ -81,7 +81,7 @@ pub fn build_engine(
         config.plugin_bounds,
         config.plugin_shares,
     )
-        .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
+    .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
     let protection = Protection { egress, secrets };
     let plugins = Registry::open_with(Arc::new(runtime), db.clone(), builtins::all(), protection)
         .map_err(|err| anyhow::anyhow!("cannot load the tenants' plugins: {err}"))?;
