@@ -316,28 +316,34 @@ async fn a_budget_burner_under_load_is_recorded_as_overloaded_and_follows_its_se
     // The victim is active, so the burner's budget applies.
     victim_lookup(&server, &victim, "first").await;
 
+    // Waves of concurrent burner lookups, each beside a victim lookup, so the victim
+    // is active whenever the burner asks for a slot: the burner's spending outruns
+    // its refill (20 ms a second) from the first waves, whatever the machine's speed.
     let mut burning = Vec::new();
-    for n in 0..64u32 {
-        let server = Arc::clone(&server);
-        let key = burner.key.clone();
-        burning.push(tokio::spawn(async move {
-            server
-                .post(
-                    "/v1/phone/lookup",
-                    &key,
-                    json!({"phone": uz_number(n), "applicant_id": format!("b{n}")}),
-                )
-                .await
-                .expect(200)
-                .clone()
-        }));
-    }
-    for n in 0..10 {
-        victim_lookup(&server, &victim, &format!("v{n}")).await;
+    for wave in 0..16u32 {
+        let mut tasks = Vec::new();
+        for n in wave * 4..wave * 4 + 4 {
+            let server = Arc::clone(&server);
+            let key = burner.key.clone();
+            tasks.push(tokio::spawn(async move {
+                server
+                    .post(
+                        "/v1/phone/lookup",
+                        &key,
+                        json!({"phone": uz_number(n), "applicant_id": format!("b{n}")}),
+                    )
+                    .await
+                    .expect(200)
+                    .clone()
+            }));
+        }
+        victim_lookup(&server, &victim, &format!("v{wave}")).await;
+        for task in tasks {
+            burning.push(task.await.expect("the lookup task"));
+        }
     }
     let mut overloaded = 0;
-    for task in burning {
-        let answer = task.await.expect("the lookup task");
+    for answer in burning {
         // Every run failed, whether it ran out of budget inside the sandbox or was
         // not run at all; each follows the tenant's `review` setting.
         assert_eq!(answer["status"], "In Review", "{answer}");
