@@ -138,6 +138,15 @@ impl Engine {
                 };
             }
         };
+        if live.rules(event.trigger).is_empty() {
+            // Declarative rules only: the host's own evaluator, bounded by its step
+            // budget, with no sandbox call that could wait; the hop to the blocking
+            // pool would cost more than the evaluation.
+            let started = Instant::now();
+            let runs = plugins.run_rules(&live, &event, at, None);
+            permit.charge(started.elapsed());
+            return runs;
+        }
         // Plugins run on the blocking pool: a call may take up to its deadline, which
         // a request worker must never spend.
         let task = tokio::task::spawn_blocking(move || {
