@@ -16,26 +16,15 @@ use crate::support::*;
 /// Uploads the in-tree guest `artifact` as the rule `name` bound to
 /// `phone_lookup_complete` with `config`; returns its id.
 async fn rule(server: &TestServer, tenant: &Tenant, artifact: &str, name: &str, config: Value) {
-    let reply = server
-        .raw(
-            Method::POST,
-            &format!("/v1/plugins?name={name}&kind=rule&version=1&triggers=phone_lookup_complete"),
-            Some(&tenant.key),
-            Some(("application/wasm", guest_component(artifact))),
-            &[],
-        )
-        .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
-    if config != Value::Null {
-        server
-            .put(
-                &format!("/v1/plugins/{id}/config"),
-                &tenant.key,
-                json!({ "config": config }),
-            )
-            .await
-            .expect(200);
-    }
+    upload_rule(
+        server,
+        tenant,
+        artifact,
+        name,
+        "phone_lookup_complete",
+        config,
+    )
+    .await;
 }
 
 /// A tenant whose lookups decide (and so store) a verification, with its audit trail.

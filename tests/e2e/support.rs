@@ -611,14 +611,28 @@ pub async fn upload_echo(
     triggers: &str,
     config: Value,
 ) -> String {
+    upload_rule(server, tenant, "guest_echo", "echo", triggers, config).await
+}
+
+/// Uploads the in-tree guest `artifact` as the rule `name` (version 1.0.0) bound to
+/// `triggers` (comma-separated) and, unless `config` is null, configures it; returns
+/// its id.
+pub async fn upload_rule(
+    server: &TestServer,
+    tenant: &Tenant,
+    artifact: &str,
+    name: &str,
+    triggers: &str,
+    config: Value,
+) -> String {
     let reply = server
         .raw(
             Method::POST,
-            &format!("/v1/plugins?name=echo&kind=rule&version=1.0.0&triggers={triggers}"),
+            &format!("/v1/plugins?name={name}&kind=rule&version=1.0.0&triggers={triggers}"),
             Some(&tenant.key),
             Some((
                 "application/wasm",
-                dialgate::plugins::testing::guest_component("guest_echo"),
+                dialgate::plugins::testing::guest_component(artifact),
             )),
             &[],
         )
