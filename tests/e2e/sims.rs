@@ -12,6 +12,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::support::serve_on_loopback;
+
 /// One request a simulator received.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -44,13 +46,7 @@ impl CamaraSim {
             .route("/sim-swap/v2/retrieve-date", post(retrieve_date))
             .route("/sim-swap/v2/check", post(check))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the simulator");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         Self { addr, state }
     }
 
@@ -208,13 +204,7 @@ impl SmsSim {
             .route("/2010-04-01/Accounts/{sid}/Calls.json", post(twilio_call))
             .route("/sms/json", post(vonage_send))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the simulator");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         Self { addr, state }
     }
 

@@ -97,13 +97,7 @@ impl Recorder {
         let app = Router::new()
             .route("/hook", post(record))
             .with_state(Arc::clone(&bodies));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         Self { addr, bodies }
     }
 

@@ -103,13 +103,7 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         Self { addr, state }
     }
 
