@@ -399,3 +399,37 @@ async fn a_server_with_sleeping_and_spinning_calls_in_flight_stops() {
         call.await.expect("the call task ends");
     }
 }
+
+#[tokio::test]
+async fn dry_runs_take_a_slot_of_the_tenants_share() {
+    let server = TestServer::start_with(|config| {
+        config.plugin_shares.rule_calls_per_tenant = 1;
+        config.plugin_shares.queue_ms = 10;
+    })
+    .await;
+    let tenant = server.tenant("dry").await;
+    let id = upload_echo(&server, &tenant, "before_send_otp", Value::Null).await;
+    let dry_run = || async {
+        server
+            .post(
+                &format!("/v1/plugins/{id}/dry-run"),
+                &tenant.key,
+                json!({"event": {"trigger": "before_send_otp", "phone": {"e164": "+14155552671"}}}),
+            )
+            .await
+            .expect(200)
+            .clone()
+    };
+    // The tenant's one slot is held: the dry run is refused for load, not run.
+    let admission = server.engine().plugins.runtime().admission();
+    let held = admission
+        .admit(&tenant.id, dialgate::plugins::Lane::Rules)
+        .await
+        .expect("the tenant's slot");
+    let refused = dry_run().await;
+    assert_eq!(refused["error"]["kind"], "overloaded", "{refused}");
+    drop(held);
+    let ran = dry_run().await;
+    assert_eq!(ran["error"], Value::Null, "{ran}");
+    assert!(ran["fuel"].as_u64().expect("fuel") > 0, "{ran}");
+}

@@ -570,8 +570,24 @@ async fn dry_run(
 ) -> Result<Json<Value>, ApiError> {
     let now = engine.clock.now().timestamp_millis();
     let registry = Arc::clone(&engine.plugins);
-    let (usage, result) =
-        off_worker(move || registry.dry_run(&caller.tenant_id, &id, body.event, now)).await??;
+    // A dry run takes a slot of the tenant's rule share like live traffic, so a
+    // tenant cannot drain the shared instance pool through this route.
+    let admitted = registry
+        .runtime()
+        .admission()
+        .admit(&caller.tenant_id, crate::plugins::Lane::Rules)
+        .await;
+    let (usage, result) = match admitted {
+        Ok(permit) => {
+            let started = std::time::Instant::now();
+            let answer =
+                off_worker(move || registry.dry_run(&caller.tenant_id, &id, body.event, now))
+                    .await??;
+            permit.charge(started.elapsed());
+            answer
+        }
+        Err(failure) => (crate::plugins::Usage::default(), Err(failure)),
+    };
     let (actions, error) = match result {
         Ok(actions) => (actions, None),
         Err(failure) => (Vec::new(), Some(failure)),
