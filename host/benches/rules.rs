@@ -6,6 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dialgate::plugins::testing::block_on;
 use dialgate::plugins::{testing, Kind, Limits, PluginRuntime, Scope};
 use dialgate::store::Db;
 
@@ -23,14 +24,15 @@ fn rules(c: &mut Criterion) {
     let event = testing::event("voip");
     c.bench_function("rule/invoke_fresh_instance", |b| {
         b.iter(|| {
-            let (_, actions) = runtime.invoke_rule(&rule, &scope, 0, black_box(&event));
+            let (_, actions) = block_on(runtime.invoke_rule(&rule, &scope, 0, black_box(&event)));
             black_box(actions.expect("runs").len())
         });
     });
     c.bench_function("rule/chain_of_10", |b| {
         b.iter(|| {
             for _ in 0..10 {
-                let (_, actions) = runtime.invoke_rule(&rule, &scope, 0, black_box(&event));
+                let (_, actions) =
+                    block_on(runtime.invoke_rule(&rule, &scope, 0, black_box(&event)));
                 black_box(actions.expect("runs").len());
             }
         });

@@ -9,6 +9,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use dialgate::plugins::testing::block_on;
 use dialgate::plugins::{testing, Limits, PluginRuntime, Scope};
 use dialgate::store::Db;
 use dialgate::workflows;
@@ -78,7 +79,7 @@ fn sandboxed(c: &mut Criterion) {
         let bytes = program(count).encode();
         group.bench_with_input(BenchmarkId::from_parameter(count), &bytes, |b, bytes| {
             b.iter(|| {
-                let (_, result) = runtime.invoke_interpreter(
+                let (_, result) = block_on(runtime.invoke_interpreter(
                     &interpreter,
                     &scope,
                     0,
@@ -86,7 +87,7 @@ fn sandboxed(c: &mut Criterion) {
                     bytes,
                     count,
                     false,
-                );
+                ));
                 black_box(result.expect("evaluates").matched.len())
             });
         });

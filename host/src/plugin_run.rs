@@ -86,7 +86,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             plugin_id: "local".to_owned(),
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let (usage, result) = runtime.invoke_rule(&loaded, &scope, now, &event);
+        let (usage, result) =
+            crate::plugins::block_on(runtime.invoke_rule(&loaded, &scope, now, &event));
         let (actions, error) = match result {
             Ok(actions) => (actions, None),
             Err(failure) => (Vec::new(), Some(failure)),

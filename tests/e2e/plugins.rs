@@ -912,12 +912,21 @@ async fn plugins_reload_after_a_restart_without_compiling_again() {
     .await
     .expect(201);
     let server = server.restart().await;
+    // The rule's code is loaded on its first call, from the stored artifact.
+    let voip = lookup(&server, &tenant, json!({"phone": UK_VOIP})).await;
+    assert_eq!(voip["otp_required"], "sms");
     let stats = server.get("/v1/plugin-runtime", OPERATOR_KEY).await;
     let stats = stats.expect(200);
     assert_eq!(stats["stats"]["compiled"], 0, "{stats}");
     assert_eq!(stats["stats"]["loaded_from_cache"], 1, "{stats}");
-    let voip = lookup(&server, &tenant, json!({"phone": UK_VOIP})).await;
-    assert_eq!(voip["otp_required"], "sms");
+    assert!(
+        stats["stats"]["code"]["resident"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert!(
+        stats["stats"]["code"]["resident_bytes"].as_u64() > Some(0),
+        "{stats}"
+    );
 }
 
 /// Sets up an `http-sms` adapter named `name` of `shape` against `sim`, granted and with

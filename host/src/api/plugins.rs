@@ -580,9 +580,12 @@ async fn dry_run(
     let (usage, result) = match admitted {
         Ok(permit) => {
             let started = std::time::Instant::now();
-            let answer =
-                off_worker(move || registry.dry_run(&caller.tenant_id, &id, body.event, now))
-                    .await??;
+            let target = {
+                let registry = Arc::clone(&registry);
+                off_worker(move || registry.dry_run_target(&caller.tenant_id, &id, body.event))
+                    .await??
+            };
+            let answer = registry.dry_run(&target, now).await;
             permit.charge(started.elapsed());
             answer
         }

@@ -30,7 +30,7 @@
 //! deadlines stop it), recorded as timed out, and its slot returned.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -112,57 +112,44 @@ impl Engine {
 
     /// Runs the tenant's rule chain for `event` in a slot of its rule share, or records
     /// every rule plugin of it as not run when no slot is granted.
+    ///
+    /// The chain runs in this task: plugins are asynchronous calls that yield to the
+    /// scheduler at every epoch tick, so a busy plugin shares its worker instead of
+    /// holding it, and the wait is bounded here too: past the chain's bound the chain
+    /// is dropped, which ends its call and frees its instance at once.
     async fn run_rules(&self, live: Arc<TenantLive>, event: RuleEvent, at: i64) -> Vec<RuleRun> {
         let runtime = self.plugins.runtime();
         let calls = live.rules(event.trigger).len() + 1;
         let bound = runtime.chain_bound(calls);
-        let plugins = Arc::clone(&self.plugins);
         let permit = runtime
             .admission()
             .admit(&event.tenant_id, Lane::Rules)
             .await;
         let permit = match permit {
             Ok(permit) => permit,
+            // Nothing runs but the host's own evaluator: recording the refusal needs
+            // no sandbox.
             Err(failure) => {
-                if live.workflows(event.trigger).is_none() {
-                    // Nothing runs: recording the refusal needs no sandbox.
-                    return plugins.run_rules(&live, &event, at, Some(&failure));
-                }
-                let task = tokio::task::spawn_blocking(move || {
-                    plugins.run_rules(&live, &event, at, Some(&failure))
-                });
-                return match tokio::time::timeout(bound, task).await {
-                    Ok(Ok(runs)) => runs,
-                    Ok(Err(err)) => lost(format!("the rule chain was lost: {err}")),
-                    Err(_) => timed_out(bound),
-                };
+                return self
+                    .plugins
+                    .run_rules(&live, &event, at, Some(&failure))
+                    .await
             }
         };
-        if live.rules(event.trigger).is_empty() {
-            // Declarative rules only: the host's own evaluator, bounded by its step
-            // budget, with no sandbox call that could wait; the hop to the blocking
-            // pool would cost more than the evaluation.
-            let started = Instant::now();
-            let runs = plugins.run_rules(&live, &event, at, None);
-            permit.charge(started.elapsed());
-            return runs;
-        }
-        // Plugins run on the blocking pool: a call may take up to its deadline, which
-        // a request worker must never spend.
-        let task = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let runs = plugins.run_rules(&live, &event, at, None);
-            (runs, started.elapsed())
-        });
-        match tokio::time::timeout(bound, task).await {
-            Ok(Ok((runs, used))) => {
-                permit.charge(used);
+        let chain = self.plugins.run_rules(&live, &event, at, None);
+        match tokio::time::timeout(bound, chain).await {
+            Ok(runs) => {
+                // The time the chain's plugins ran, not the time they waited for the
+                // scheduler (the host's own declarative evaluation is not charged).
+                let ran: u64 = runs
+                    .iter()
+                    .filter(|run| run.source == RuleSource::Plugin)
+                    .map(|run| run.micros)
+                    .sum();
+                permit.charge(Duration::from_micros(ran));
                 runs
             }
-            Ok(Err(err)) => lost(format!("the rule chain was lost: {err}")),
             Err(_) => {
-                // Abandoned: the chain ends at its next deadline; the slot comes back
-                // now, with the permit.
                 permit.charge(bound);
                 timed_out(bound)
             }
@@ -373,29 +360,19 @@ impl Engine {
     }
 }
 
-/// The one run standing for a chain that did not come back.
-fn lost(message: String) -> Vec<RuleRun> {
+/// The one run standing for a chain the caller stopped waiting for.
+fn timed_out(bound: std::time::Duration) -> Vec<RuleRun> {
+    let ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
     vec![RuleRun {
         source: RuleSource::Plugin,
         plugin_id: String::new(),
         name: "(plugin runtime)".to_owned(),
         version: String::new(),
         actions: Vec::new(),
-        error: Some(Failure::Trap { message }),
+        error: Some(Failure::Timeout { ms }),
         fuel: 0,
-        micros: 0,
+        micros: ms.saturating_mul(1_000),
     }]
-}
-
-/// The one run standing for a chain the caller stopped waiting for.
-fn timed_out(bound: std::time::Duration) -> Vec<RuleRun> {
-    let ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
-    let mut runs = lost(String::new());
-    if let Some(run) = runs.first_mut() {
-        run.error = Some(Failure::Timeout { ms });
-        run.micros = ms.saturating_mul(1_000);
-    }
-    runs
 }
 
 /// The event rules see for `verification` at this firing.

@@ -5,14 +5,14 @@
 //! tenant granted (host and port; a host alone means the scheme's default port), and
 //! only to addresses the server's egress policy allows (`crate::egress`, checked on
 //! the address connected to), follows no redirects, waits at most a few seconds (never
-//! past the call's own deadline) and reads at most 1 MiB of answer. Adapter calls
-//! block on the network, so they run on tokio's blocking pool, never on a request
-//! worker, in the adapter lane of the tenant's share (an instance is held while the
-//! network answers, so adapters have slots of their own and cannot starve rules); the
-//! caller waits at most the call's deadline and a grace second.
+//! past the call's own deadline) and reads at most 1 MiB of answer. An outbound request
+//! is awaited, not blocked on: the guest's fiber is suspended and the worker serves
+//! other requests meanwhile. Adapter calls run in the adapter lane of the tenant's
+//! share (an instance is held while the network answers, so adapters have slots of
+//! their own and cannot starve rules); the caller waits at most the call's deadline
+//! and a grace second, then drops the call, which frees its instance at once.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,8 @@ pub mod messaging {
     wasmtime::component::bindgen!({
         world: "messaging-adapter",
         path: "../sdk/wit",
+        imports: { "dialgate:plugin/http-client.send": async },
+        exports: { default: async },
         with: {
             "dialgate:plugin/types": crate::plugins::wit::dialgate::plugin::types,
             "dialgate:plugin/log": crate::plugins::wit::dialgate::plugin::log,
@@ -39,6 +41,7 @@ pub mod lookup {
     wasmtime::component::bindgen!({
         world: "lookup-adapter",
         path: "../sdk/wit",
+        exports: { default: async },
         with: {
             "dialgate:plugin/types": crate::plugins::wit::dialgate::plugin::types,
             "dialgate:plugin/log": crate::plugins::wit::dialgate::plugin::log,
@@ -54,6 +57,8 @@ use super::wit::dialgate::plugin::types::{HttpRequest, HttpResponse};
 
 /// Time an adapter call may take in all, HTTP waits included.
 const ADAPTER_DEADLINE_MS: u64 = 15_000;
+/// [`ADAPTER_DEADLINE_MS`] as a duration.
+pub(super) const DEADLINE: Duration = Duration::from_millis(ADAPTER_DEADLINE_MS);
 /// Time one outbound request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than the deadline the caller waits for a call before giving up on
@@ -116,11 +121,11 @@ pub(super) struct Linkers {
 impl Linkers {
     pub(super) fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
         let mut messaging = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut messaging)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut messaging)?;
         super::host::link_virtual_clock(&mut messaging)?;
         messaging::MessagingAdapter::add_to_linker::<_, HasSelf<_>>(&mut messaging, |s| s)?;
         let mut lookup = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut lookup)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut lookup)?;
         super::host::link_virtual_clock(&mut lookup)?;
         lookup::LookupAdapter::add_to_linker::<_, HasSelf<_>>(&mut lookup, |s| s)?;
         Ok(Self { messaging, lookup })
@@ -210,119 +215,109 @@ pub struct Intelligence {
 /// What an adapter call returned, or why it failed, with what it used.
 pub type AdapterResult<T> = (Usage, Result<T, Failure>);
 
+/// An admitted adapter call: its slot and its fresh store.
+struct AdapterRun {
+    _permit: super::Permit,
+    store: wasmtime::Store<State>,
+}
+
 impl PluginRuntime {
-    /// Runs `f` on the adapter's fresh instance on tokio's blocking pool, in a slot of
-    /// the tenant's adapter share, waiting for it at most its deadline.
-    async fn adapter_call<T: Send + 'static>(
-        self: &Arc<Self>,
-        plugin: &Loaded,
+    /// Starts an adapter call for `scope` in a slot of the tenant's adapter share.
+    async fn adapter_run(
+        &self,
         scope: &Scope,
         now_millis: i64,
         grant: AdapterCall,
-        f: impl FnOnce(&AdapterPre, &mut wasmtime::Store<State>) -> wasmtime::Result<Result<T, Failure>>
-            + Send
-            + 'static,
+    ) -> Result<AdapterRun, Failure> {
+        let permit = self
+            .admission
+            .admit(&scope.tenant_id, Lane::Adapters)
+            .await?;
+        let store = self.call_store(scope, now_millis, Some(grant))?;
+        Ok(AdapterRun {
+            _permit: permit,
+            store,
+        })
+    }
+
+    /// What an adapter call used and returned; `None` when the caller gave up on it at
+    /// its deadline and a grace second (dropping it freed its instance).
+    fn adapter_finish<T>(
+        &self,
+        run: &AdapterRun,
+        result: Option<wasmtime::Result<Result<T, Failure>>>,
     ) -> AdapterResult<T> {
-        let permit = match self.admission.admit(&scope.tenant_id, Lane::Adapters).await {
-            Ok(permit) => permit,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let runtime = Arc::clone(self);
-        let plugin = plugin.clone();
-        let scope = scope.clone();
-        let deadline = Duration::from_millis(ADAPTER_DEADLINE_MS);
-        let task = tokio::task::spawn_blocking(move || {
-            let LoadedInner::Adapter(pre) = plugin.inner.as_ref() else {
-                return (
-                    Usage::default(),
-                    Err(Failure::Malformed {
-                        message: format!("a {} plugin is not an adapter", plugin.kind.world()),
-                    }),
-                );
-            };
-            let started = Instant::now();
-            let mut state = State::new(
-                &runtime.db,
-                &scope,
-                now_millis,
-                &runtime.limits,
-                Some(grant),
-            );
-            state.deadline = Some(started + deadline);
-            let mut store = match runtime.store(state) {
-                Ok(store) => store,
-                Err(failure) => return (Usage::default(), Err(failure)),
-            };
-            store.set_epoch_deadline(ADAPTER_DEADLINE_MS);
-            let result = f(pre, &mut store);
-            let (usage, result) = runtime.finish(&store, started, result);
-            (usage, result.and_then(|inner| inner))
+        let result = result.unwrap_or_else(|| {
+            Ok(Err(Failure::Timeout {
+                ms: ADAPTER_DEADLINE_MS,
+            }))
         });
-        let answer = match tokio::time::timeout(deadline + CALLER_GRACE, task).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(err)) => (
-                Usage::default(),
-                Err(Failure::Trap {
-                    message: format!("the adapter call was lost: {err}"),
-                }),
-            ),
-            // The call is abandoned (its epoch deadline passed, so it ends as soon as
-            // it is back in wasm) and its slot is returned with the permit.
-            Err(_) => (
-                Usage::default(),
-                Err(Failure::Timeout {
-                    ms: ADAPTER_DEADLINE_MS,
-                }),
-            ),
-        };
-        drop(permit);
-        answer
+        let (usage, result) = self.finish(&run.store, result);
+        (usage, result.and_then(|inner| inner))
     }
 
     /// Asks a lookup adapter about `number`.
     pub async fn invoke_lookup(
-        self: &Arc<Self>,
+        &self,
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
         grant: AdapterCall,
         number: &str,
     ) -> AdapterResult<Intelligence> {
-        let number = number.to_owned();
-        self.adapter_call(plugin, scope, now_millis, grant, move |pre, store| {
-            let AdapterPre::Lookup(pre) = pre else {
-                return Ok(Err(not_kind("lookup")));
-            };
-            let adapter = pre.instantiate(&mut *store)?;
-            let answer = adapter.call_lookup(&mut *store, &number)?;
+        let inner = match self.resident(plugin) {
+            Ok(inner) => inner,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let LoadedInner::Adapter(AdapterPre::Lookup(pre)) = inner.as_ref() else {
+            return (Usage::default(), Err(not_kind("lookup")));
+        };
+        let mut run = match self.adapter_run(scope, now_millis, grant).await {
+            Ok(run) => run,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let store = &mut run.store;
+        let result = bounded(async {
+            let adapter = pre.instantiate_async(&mut *store).await?;
+            let answer = adapter.call_lookup(&mut *store, number).await?;
             Ok(answer.map(intelligence).map_err(plugin_error))
         })
-        .await
+        .await;
+        self.adapter_finish(&run, result)
     }
 
     /// Hands a message to a messaging adapter. The outer error is the sandbox's; the
     /// inner one is the provider's refusal.
     pub async fn invoke_send(
-        self: &Arc<Self>,
+        &self,
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
         grant: AdapterCall,
         message: AdapterMessage,
     ) -> AdapterResult<Result<AdapterDispatch, SendRefusal>> {
-        self.adapter_call(plugin, scope, now_millis, grant, move |pre, store| {
-            let AdapterPre::Messaging(pre) = pre else {
-                return Ok(Err(not_kind("messaging")));
-            };
-            let adapter = pre.instantiate(&mut *store)?;
-            let wit_message = messaging_types::Message {
-                id: message.id,
-                to: message.to,
-                channel: super::convert::channel_to_wit(message.channel),
-                body: message.body,
-                language: message.language,
-            };
-            let answer = adapter.call_send(&mut *store, &wit_message)?;
+        let inner = match self.resident(plugin) {
+            Ok(inner) => inner,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = inner.as_ref() else {
+            return (Usage::default(), Err(not_kind("messaging")));
+        };
+        let mut run = match self.adapter_run(scope, now_millis, grant).await {
+            Ok(run) => run,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let store = &mut run.store;
+        let wit_message = messaging_types::Message {
+            id: message.id,
+            to: message.to,
+            channel: super::convert::channel_to_wit(message.channel),
+            body: message.body,
+            language: message.language,
+        };
+        let result = bounded(async {
+            let adapter = pre.instantiate_async(&mut *store).await?;
+            let answer = adapter.call_send(&mut *store, &wit_message).await?;
             Ok(Ok(answer
                 .map(|dispatch| AdapterDispatch {
                     provider_message_id: dispatch.provider_message_id,
@@ -334,36 +329,54 @@ impl PluginRuntime {
                     messaging_types::SendError::BadConfig(text) => SendRefusal::BadConfig(text),
                 })))
         })
-        .await
+        .await;
+        self.adapter_finish(&run, result)
     }
 
     /// Hands an authenticated provider callback to a messaging adapter.
     pub async fn invoke_parse_callback(
-        self: &Arc<Self>,
+        &self,
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
         grant: AdapterCall,
         request: CallbackRequest,
     ) -> AdapterResult<Vec<DeliveryUpdate>> {
-        self.adapter_call(plugin, scope, now_millis, grant, move |pre, store| {
-            let AdapterPre::Messaging(pre) = pre else {
-                return Ok(Err(not_kind("messaging")));
-            };
-            let adapter = pre.instantiate(&mut *store)?;
-            let request = HttpRequest {
-                method: request.method,
-                url: request.url,
-                headers: request.headers,
-                body: request.body,
-            };
-            let answer = adapter.call_parse_callback(&mut *store, &request)?;
+        let inner = match self.resident(plugin) {
+            Ok(inner) => inner,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = inner.as_ref() else {
+            return (Usage::default(), Err(not_kind("messaging")));
+        };
+        let mut run = match self.adapter_run(scope, now_millis, grant).await {
+            Ok(run) => run,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let store = &mut run.store;
+        let request = HttpRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        let result = bounded(async {
+            let adapter = pre.instantiate_async(&mut *store).await?;
+            let answer = adapter.call_parse_callback(&mut *store, &request).await?;
             Ok(answer
                 .map(|updates| updates.into_iter().map(delivery_update).collect())
                 .map_err(plugin_error))
         })
-        .await
+        .await;
+        self.adapter_finish(&run, result)
     }
+}
+
+/// `call`'s result, or `None` once the call's deadline and a grace second passed.
+async fn bounded<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(DEADLINE + CALLER_GRACE, call)
+        .await
+        .ok()
 }
 
 fn not_kind(kind: &str) -> Failure {
@@ -430,7 +443,7 @@ impl messaging_types::Host for State {}
 impl lookup::dialgate::plugin::lookup_types::Host for State {}
 
 impl http_client::Host for State {
-    fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, http_client::HttpError> {
+    async fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, http_client::HttpError> {
         use http_client::HttpError;
         let Some(call) = self.adapter.as_ref() else {
             return Err(HttpError::NotGranted(
@@ -484,9 +497,7 @@ impl http_client::Host for State {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| HttpError::Connection("no runtime for outbound HTTP".into()))?;
-        handle.block_on(async move {
+        let exchange = async move {
             let response = builder.send().await.map_err(|err| {
                 if let Some(refused) = crate::egress::refusal_in(&err) {
                     HttpError::Connection(refused.to_string())
@@ -526,7 +537,8 @@ impl http_client::Host for State {
                 headers,
                 body,
             })
-        })
+        };
+        exchange.await
     }
 }
 

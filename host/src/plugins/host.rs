@@ -65,6 +65,37 @@ pub struct State {
     pub monotonic: Arc<AtomicU64>,
     /// When the call must have ended: outbound HTTP waits at most until then.
     pub deadline: Option<Instant>,
+    /// How long the call has run, yields to the scheduler left out.
+    pub ran: Arc<RunClock>,
+}
+
+/// The time a call has run: the wall time since it started, less the time it waited
+/// to be scheduled again after yielding at an epoch tick.
+#[derive(Debug)]
+pub struct RunClock {
+    started: Instant,
+    waited_nanos: AtomicU64,
+}
+
+impl RunClock {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            waited_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// How long the call has run.
+    pub fn ran(&self) -> Duration {
+        let waited = Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(waited)
+    }
+
+    /// Notes a wait for the scheduler after a yield.
+    pub fn add_wait(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
 }
 
 impl State {
@@ -105,6 +136,7 @@ impl State {
             adapter,
             monotonic,
             deadline: None,
+            ran: Arc::new(RunClock::new()),
         }
     }
 }

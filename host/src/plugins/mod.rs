@@ -11,8 +11,12 @@
 //!
 //! Each call gets a fresh instance in a fresh store, from a pre-instantiated component
 //! and the pooling allocator, so nothing survives between calls or crosses tenants.
-//! Per call the store has a fuel budget, a wall-clock deadline (epoch interruption,
-//! ticked every millisecond by one thread), a memory cap, caps on the size of what
+//! Calls are asynchronous: the guest runs on a fiber inside the caller's task, so a
+//! call costs no hop to another thread, and at every epoch tick (one thread ticks the
+//! engine every millisecond) a running guest yields to the scheduler, so a busy guest
+//! shares its worker with the other requests instead of holding it.
+//! Per call the store has a fuel budget, a wall-clock deadline (checked at each tick,
+//! measured from the call's start outside the guest), a memory cap, caps on the size of what
 //! goes in and what comes out, and a WASI context that grants nothing: no environment,
 //! arguments, files or sockets, a wall clock frozen at the flow's time and a virtual
 //! monotonic clock whose timers are ready at once, so no WASI call holds a host thread
@@ -26,6 +30,7 @@
 mod adapters;
 pub mod admission;
 pub mod builtins;
+mod code;
 mod convert;
 pub mod event;
 mod host;
@@ -48,7 +53,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 
 use crate::store::{key, Db, Tree};
 
@@ -60,6 +68,7 @@ pub use self::adapters::{
     Intelligence, SendRefusal,
 };
 pub use self::admission::{Admission, Lane, Permit, Shares};
+pub use self::code::CodeStats;
 pub use self::event::{RuleAction, RuleEvent};
 use self::host::State;
 
@@ -68,6 +77,7 @@ pub mod wit {
     wasmtime::component::bindgen!({
         world: "rule",
         path: "../sdk/wit",
+        exports: { default: async },
     });
 
     pub use self::dialgate::plugin::rule_types::{CreateCase, SetRisk, VerificationSnapshot};
@@ -80,6 +90,7 @@ pub mod wit {
         wasmtime::component::bindgen!({
             world: "workflow-interpreter",
             path: "../sdk/wit",
+            exports: { default: async },
             with: {
                 "dialgate:plugin/types": super::dialgate::plugin::types,
                 "dialgate:plugin/rule-types": super::dialgate::plugin::rule_types,
@@ -240,6 +251,9 @@ pub enum Failure {
     /// wait, or the tenant's CPU budget is used up.
     #[error("the plugin did not run: {reason}")]
     Overloaded { reason: String },
+    /// The plugin's code could not be brought back into memory.
+    #[error("the plugin's code cannot be loaded: {message}")]
+    Unloadable { message: String },
 }
 
 /// A successful call.
@@ -280,6 +294,8 @@ pub struct RuntimeStats {
     pub loaded_from_cache: u64,
     /// Components refused by parsing, before any compilation.
     pub refused_before_compiling: u64,
+    /// Compiled code in memory and its budget.
+    pub code: CodeStats,
 }
 
 /// The operator's bounds on plugins beyond the per-call [`Limits`]: what a plugin
@@ -294,16 +310,21 @@ pub struct PluginBounds {
     pub compile_concurrency: usize,
     /// Uploads (and catalogue installs) a tenant may make per minute.
     pub uploads_per_minute: u32,
+    /// Bytes of compiled plugin code kept in memory; past it the least recently used
+    /// code is evicted and loaded again on its next call.
+    pub code_memory_bytes: usize,
 }
 
 impl Default for PluginBounds {
-    /// The storage and size defaults, one compilation per core, 20 uploads a minute.
+    /// The storage and size defaults, one compilation per core, 20 uploads a minute,
+    /// 256 MiB of compiled code in memory.
     fn default() -> Self {
         Self {
             storage: StorageLimits::default(),
             sizes: SizeLimits::default(),
             compile_concurrency: 0,
             uploads_per_minute: 20,
+            code_memory_bytes: 256 << 20,
         }
     }
 }
@@ -375,6 +396,7 @@ pub struct PluginRuntime {
     fingerprint: String,
     counters: Counters,
     admission: Admission,
+    code: code::CodeCache,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -385,17 +407,25 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
-/// A loaded component of a known world, ready to instantiate.
+/// A component of a known world, ready to instantiate: its compiled code is resident
+/// or loaded again on first use (see [`code`]).
 #[derive(Clone)]
 pub struct Loaded {
     pub kind: Kind,
     pub sha256: String,
-    inner: Arc<LoadedInner>,
+    slot: Arc<code::Slot>,
 }
 
 enum LoadedInner {
     Rule(wit::RulePre<State>),
     Adapter(adapters::AdapterPre),
+}
+
+impl Loaded {
+    /// Whether the code is in memory now.
+    pub fn is_resident(&self) -> bool {
+        self.slot.is_resident()
+    }
 }
 
 impl std::fmt::Debug for Loaded {
@@ -439,6 +469,8 @@ impl PluginRuntime {
         config.epoch_interruption(true);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(admission::POOL_INSTANCES as u32)
+            // One fiber stack per instance: every call runs on a fiber of its own.
+            .total_stacks(admission::POOL_INSTANCES as u32)
             .total_core_instances(2048)
             .total_memories(512)
             .total_tables(1024)
@@ -450,7 +482,12 @@ impl PluginRuntime {
             // kernel: a small rule touches little memory, and page faults and TLB
             // shootdowns were most of an instantiation's cost.
             .linear_memory_keep_resident(1280 << 10)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            // Where the kernel has PAGEMAP_SCAN (Linux 6.7 and later), reset only the
+            // pages a call wrote, not every resident page: a small rule writes a few
+            // pages of its memory, and resetting all of it evicted the caches the
+            // rest of the request runs from.
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Slots reserve what the cap allows, not the default 4 GiB each.
         config.memory_reservation(limits.memory_bytes as u64);
@@ -458,7 +495,7 @@ impl PluginRuntime {
         start_epoch_ticker(&engine);
 
         let mut rule_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut rule_linker).map_err(runtime)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut rule_linker).map_err(runtime)?;
         host::link_virtual_clock(&mut rule_linker).map_err(runtime)?;
         wit::Rule::add_to_linker::<_, HasSelf<_>>(&mut rule_linker, |state| state)
             .map_err(runtime)?;
@@ -478,6 +515,7 @@ impl PluginRuntime {
             fingerprint,
             counters: Counters::default(),
             admission: Admission::new(shares),
+            code: code::CodeCache::new(bounds.code_memory_bytes),
         })
     }
 
@@ -486,9 +524,9 @@ impl PluginRuntime {
         &self.admission
     }
 
-    /// How long a caller waits for a chain of `calls` rule calls before it gives up on
-    /// them and takes its slot back: each call's deadline plus a tick, and a second for
-    /// the blocking pool to pick the chain up.
+    /// How long a caller waits for a chain of `calls` rule calls before it drops them
+    /// and takes its slot back: each call's running time plus a tick, and a second of
+    /// grace for the time the calls wait for the scheduler under load.
     pub fn chain_bound(&self, calls: usize) -> Duration {
         let per_call = Duration::from_millis(self.limits.time_ms + 2);
         per_call * u32::try_from(calls).unwrap_or(u32::MAX) + Duration::from_secs(1)
@@ -508,6 +546,7 @@ impl PluginRuntime {
                 .counters
                 .refused_before_compiling
                 .load(Ordering::Relaxed),
+            code: self.code.stats(),
         }
     }
 
@@ -563,24 +602,110 @@ impl PluginRuntime {
                 found: kind.world().to_owned(),
             });
         }
-        let link = |err: wasmtime::Error| LoadError::Link(format!("{err:#}"));
-        let inner = match kind {
-            Kind::Rule => {
-                let pre = self.rule_linker.instantiate_pre(&component).map_err(link)?;
-                LoadedInner::Rule(wit::RulePre::new(pre).map_err(link)?)
-            }
-            Kind::MessagingAdapter | Kind::LookupAdapter => {
-                LoadedInner::Adapter(self.adapters.pre(kind, &component).map_err(link)?)
-            }
-        };
+        let code = self.prepare(kind, &component)?;
         if let Some(artifact) = artifact {
             self.store_artifact(&sha256, &artifact)?;
         }
-        Ok(Loaded {
+        let slot = self.code.slot(&sha256, kind, Some(code));
+        Ok(Loaded { kind, sha256, slot })
+    }
+
+    /// A plugin known by its content hash and world whose code is loaded on first
+    /// use, from its compiled artifact in the store (or, failing that, its component).
+    pub fn lazy(&self, sha256: &str, kind: Kind) -> Loaded {
+        Loaded {
             kind,
-            sha256,
-            inner: Arc::new(inner),
-        })
+            sha256: sha256.to_owned(),
+            slot: self.code.slot(sha256, kind, None),
+        }
+    }
+
+    /// Keeps `plugin`'s code in memory whatever the budget (first-party plugins).
+    pub fn pin(&self, plugin: &Loaded) {
+        self.code.pin(&plugin.slot);
+    }
+
+    /// Brings `plugin`'s code into memory now, if it is not there.
+    pub fn warm(&self, plugin: &Loaded) -> Result<(), Failure> {
+        self.resident(plugin).map(drop)
+    }
+
+    /// The compiled code in memory and its budget.
+    pub fn code_stats(&self) -> CodeStats {
+        self.code.stats()
+    }
+
+    /// `plugin`'s code, loaded again when it is not resident.
+    fn resident(&self, plugin: &Loaded) -> Result<Arc<LoadedInner>, Failure> {
+        if let Some(inner) = self.code.get(&plugin.slot) {
+            return Ok(inner);
+        }
+        self.code
+            .get_or_load(&plugin.slot, || self.reload(&plugin.sha256, plugin.kind))
+            .map_err(|err| Failure::Unloadable {
+                message: err.to_string(),
+            })
+    }
+
+    /// Loads the stored component `sha256` of world `kind`: its compiled artifact when
+    /// this engine has one, else the component, compiled again.
+    fn reload(&self, sha256: &str, kind: Kind) -> Result<(LoadedInner, usize), LoadError> {
+        let store = |err: crate::store::StoreError| LoadError::Runtime(err.to_string());
+        let bytes = self
+            .db
+            .get_raw(Tree::PluginBlobs, sha256.as_bytes())
+            .map_err(store)?;
+        let artifact = self
+            .db
+            .get_raw(Tree::PluginArtifacts, &key(&[sha256, &self.fingerprint]))
+            .map_err(store)?;
+        let component = match artifact
+            .and_then(|artifact| deserialize_own_artifact(&self.engine, &artifact).ok())
+        {
+            Some(component) => {
+                self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
+                component
+            }
+            None => {
+                let bytes = bytes.ok_or_else(|| {
+                    LoadError::Runtime(format!("component {sha256} is not in the store"))
+                })?;
+                let (component, artifact) = self.component(sha256, &bytes)?;
+                if let Some(artifact) = artifact {
+                    self.store_artifact(sha256, &artifact)?;
+                }
+                component
+            }
+        };
+        let found = self.inspect(&component)?;
+        if found != kind {
+            return Err(LoadError::WrongWorld {
+                expected: kind.world().to_owned(),
+                found: found.world().to_owned(),
+            });
+        }
+        self.prepare(kind, &component)
+    }
+
+    /// Pre-instantiates `component` in its world's linker; with the size of its code.
+    fn prepare(
+        &self,
+        kind: Kind,
+        component: &Component,
+    ) -> Result<(LoadedInner, usize), LoadError> {
+        let link = |err: wasmtime::Error| LoadError::Link(format!("{err:#}"));
+        let inner = match kind {
+            Kind::Rule => {
+                let pre = self.rule_linker.instantiate_pre(component).map_err(link)?;
+                LoadedInner::Rule(wit::RulePre::new(pre).map_err(link)?)
+            }
+            Kind::MessagingAdapter | Kind::LookupAdapter => {
+                LoadedInner::Adapter(self.adapters.pre(kind, component).map_err(link)?)
+            }
+        };
+        let range = component.image_range();
+        let bytes = (range.end as usize).saturating_sub(range.start as usize);
+        Ok((inner, bytes))
     }
 
     /// Loads the first-party workflow interpreter (compiled once, then cached like any
@@ -603,7 +728,7 @@ impl PluginRuntime {
     /// matched, checked against the program's `rules` count, and, with `explain`, every
     /// node's outcome.
     #[allow(clippy::too_many_arguments)]
-    pub fn invoke_interpreter(
+    pub async fn invoke_interpreter(
         &self,
         interpreter: &Interpreter,
         scope: &Scope,
@@ -623,12 +748,19 @@ impl PluginRuntime {
                 }),
             );
         }
-        let (usage, result) = self.call_with_event(scope, now_millis, event, |store, event| {
-            interpreter
-                .pre
-                .instantiate(&mut *store)
-                .and_then(|instance| instance.call_evaluate(store, program, event, explain))
-        });
+        let mut store = match self.call_store(scope, now_millis, None) {
+            Ok(store) => store,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let wit_event = convert::event(event);
+        let result = async {
+            let instance = interpreter.pre.instantiate_async(&mut store).await?;
+            instance
+                .call_evaluate(&mut store, program, &wit_event, explain)
+                .await
+        }
+        .await;
+        let (usage, result) = self.finish(&store, result);
         let result = result.and_then(|answer| {
             let evaluation = answer.map_err(|err| Failure::Plugin {
                 code: err.code,
@@ -720,22 +852,57 @@ impl PluginRuntime {
         Ok(kind)
     }
 
-    /// A fresh store for one call, with the per-call limits armed.
-    fn store(&self, state: State) -> Result<Store<State>, Failure> {
+    /// A fresh store for one call, with the per-call limits armed: the call may run
+    /// for `time`. At each epoch tick the guest yields to the scheduler, and once it
+    /// has run for its time it is interrupted. The time a call waits to be scheduled
+    /// again after a yield is not its own and is not counted, so a busy server never
+    /// times out a cheap call; the caller bounds the wall time (see
+    /// [`PluginRuntime::chain_bound`]).
+    fn store(&self, state: State, time: Duration) -> Result<Store<State>, Failure> {
+        let clock = Arc::clone(&state.ran);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.meter);
         store.set_fuel(self.limits.fuel).map_err(trap)?;
-        // One tick a millisecond; the deadline is a tick past the budget so a call
-        // starting just before a tick still gets its full time.
-        store.set_epoch_deadline(self.limits.time_ms + 1);
+        store.epoch_deadline_callback(move |_| {
+            if clock.ran() >= time {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            let clock = Arc::clone(&clock);
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    let yielded = Instant::now();
+                    tokio::task::yield_now().await;
+                    clock.add_wait(yielded.elapsed());
+                }),
+            ))
+        });
+        store.set_epoch_deadline(1);
         Ok(store)
+    }
+
+    /// A fresh store for a call for `scope` at the flow's time, under the per-call
+    /// limits (an adapter's call also gets its grant).
+    fn call_store(
+        &self,
+        scope: &Scope,
+        now_millis: i64,
+        adapter: Option<AdapterCall>,
+    ) -> Result<Store<State>, Failure> {
+        let started = Instant::now();
+        let time = match adapter {
+            Some(_) => adapters::DEADLINE,
+            None => Duration::from_millis(self.limits.time_ms),
+        };
+        let mut state = State::new(&self.db, scope, now_millis, &self.limits, adapter);
+        state.deadline = Some(started + time);
+        self.store(state, time)
     }
 
     /// What a finished call used, and its error mapped to a [`Failure`].
     fn finish<T>(
         &self,
         store: &Store<State>,
-        started: Instant,
         result: wasmtime::Result<T>,
     ) -> (Usage, Result<T, Failure>) {
         let usage = Usage {
@@ -743,7 +910,7 @@ impl PluginRuntime {
                 .limits
                 .fuel
                 .saturating_sub(store.get_fuel().unwrap_or(0)),
-            micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            micros: u64::try_from(store.data().ran.ran().as_micros()).unwrap_or(u64::MAX),
             peak_memory_bytes: store.data().meter.peak,
         };
         let result = result.map_err(|err| match err.downcast_ref::<Trap>() {
@@ -766,14 +933,18 @@ impl PluginRuntime {
 
     /// Runs the rule `plugin` on `event` in a fresh instance under the runtime's
     /// limits. A failed call still reports what it used.
-    pub fn invoke_rule(
+    pub async fn invoke_rule(
         &self,
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
         event: &RuleEvent,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
-        let LoadedInner::Rule(pre) = plugin.inner.as_ref() else {
+        let inner = match self.resident(plugin) {
+            Ok(inner) => inner,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let LoadedInner::Rule(pre) = inner.as_ref() else {
             return (
                 Usage::default(),
                 Err(Failure::Malformed {
@@ -791,10 +962,17 @@ impl PluginRuntime {
                 }),
             );
         }
-        let (usage, result) = self.call_with_event(scope, now_millis, event, |store, event| {
-            pre.instantiate(&mut *store)
-                .and_then(|rule| rule.call_on_event(store, event))
-        });
+        let mut store = match self.call_store(scope, now_millis, None) {
+            Ok(store) => store,
+            Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let wit_event = convert::event(event);
+        let result = async {
+            let rule = pre.instantiate_async(&mut store).await?;
+            rule.call_on_event(&mut store, &wit_event).await
+        }
+        .await;
+        let (usage, result) = self.finish(&store, result);
         let result = result.and_then(|answer| {
             let actions = answer.map_err(|err| Failure::Plugin {
                 code: err.code,
@@ -803,26 +981,6 @@ impl PluginRuntime {
             self.check_actions(actions)
         });
         (usage, result)
-    }
-
-    /// Runs `call` with `event` in a fresh store for `scope` under the per-call limits;
-    /// returns what it used and its result, a trap mapped to a [`Failure`].
-    fn call_with_event<T>(
-        &self,
-        scope: &Scope,
-        now_millis: i64,
-        event: &RuleEvent,
-        call: impl FnOnce(&mut Store<State>, &wit::Event) -> wasmtime::Result<T>,
-    ) -> (Usage, Result<T, Failure>) {
-        let started = Instant::now();
-        let state = State::new(&self.db, scope, now_millis, &self.limits, None);
-        let mut store = match self.store(state) {
-            Ok(store) => store,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let wit_event = convert::event(event);
-        let result = call(&mut store, &wit_event);
-        self.finish(&store, started, result)
     }
 
     /// Converts and checks a rule's answer against the output caps.
@@ -860,6 +1018,20 @@ impl PluginRuntime {
         }
         Ok(actions)
     }
+}
+
+/// Runs a plugin call (an async function) to completion on this thread, for the
+/// command line, tests and benchmarks, outside any server. One current-thread runtime
+/// per thread serves every call, so a benchmark's loop measures the call, not a
+/// runtime's start.
+pub fn block_on<F: std::future::Future>(call: F) -> F::Output {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+    }
+    RUNTIME.with(|runtime| runtime.block_on(call))
 }
 
 fn trap(err: wasmtime::Error) -> Failure {

@@ -438,9 +438,20 @@ impl Registry {
     ) -> Result<Loaded, RegistryError> {
         let cached = self.loaded.lock().get(sha256).cloned();
         if let Some(hit) = cached.filter(|hit| hit.kind == kind) {
+            if self.first_party().contains(sha256) {
+                // Known lazily (from a snapshot built before the preload): pinned and
+                // brought into memory now.
+                self.runtime.pin(&hit);
+                if let Err(failure) = self.runtime.warm(&hit) {
+                    tracing::error!(sha256, "first-party plugin does not load: {failure}");
+                }
+            }
             return Ok(hit);
         }
         let loaded = self.runtime.load_within(bytes, Some(kind), sizes)?;
+        if self.first_party().contains(sha256) {
+            self.runtime.pin(&loaded);
+        }
         self.loaded.lock().insert(sha256.to_owned(), loaded.clone());
         Ok(loaded)
     }
@@ -455,22 +466,14 @@ impl Registry {
             let Some(active) = record.active() else {
                 continue;
             };
-            let cached = self.loaded.lock().get(&active.sha256).cloned();
-            let loaded = match cached {
-                Some(hit) => hit,
-                None => {
-                    let bytes = self
-                        .db
-                        .get_raw(Tree::PluginBlobs, active.sha256.as_bytes())?
-                        .ok_or_else(|| {
-                            RegistryError::Conflict(format!(
-                                "the component of {} {} is missing from the store",
-                                record.name, active.version
-                            ))
-                        })?;
-                    self.load(&active.sha256, &bytes, record.kind)?
-                }
-            };
+            // Code is loaded on the plugin's first call, not here: a restart or a
+            // tenant's change does not bring every plugin's code into memory.
+            let loaded = self
+                .loaded
+                .lock()
+                .entry(active.sha256.clone())
+                .or_insert_with(|| self.runtime.lazy(&active.sha256, record.kind))
+                .clone();
             match record.kind {
                 Kind::Rule => {
                     for trigger in &record.triggers {
@@ -951,7 +954,7 @@ impl Registry {
     /// order (see the module's documentation); each plugin gets its own configuration.
     /// A `block` action stops the chain. With `refused` (the host could not admit the
     /// chain), no rule plugin runs: each is recorded with that failure.
-    pub fn run_rules(
+    pub async fn run_rules(
         &self,
         live: &TenantLive,
         event: &RuleEvent,
@@ -1019,9 +1022,10 @@ impl Registry {
                         tenant_id: event.tenant_id.clone(),
                         plugin_id: rule.plugin_id.clone(),
                     };
-                    let (usage, result) =
-                        self.runtime
-                            .invoke_rule(&rule.loaded, &scope, now_millis, &event);
+                    let (usage, result) = self
+                        .runtime
+                        .invoke_rule(&rule.loaded, &scope, now_millis, &event)
+                        .await;
                     rule_run(rule, usage, result)
                 }
             };
@@ -1037,14 +1041,14 @@ impl Registry {
         runs
     }
 
-    /// Runs one of the tenant's rule plugins on `event` without applying anything.
-    pub fn dry_run(
+    /// The rule plugin a dry run of `id` runs, loaded (which may compile it), and the
+    /// event it gets (the plugin's own configuration unless the event brings one).
+    pub fn dry_run_target(
         &self,
         tenant_id: &str,
         id: &str,
         mut event: RuleEvent,
-        now_millis: i64,
-    ) -> Result<(Usage, Result<Vec<RuleAction>, Failure>), RegistryError> {
+    ) -> Result<DryRun, RegistryError> {
         let record = self.get(tenant_id, id)?;
         if record.kind != Kind::Rule {
             return Err(invalid(
@@ -1068,12 +1072,36 @@ impl Registry {
         if event.config.is_empty() {
             event.config = record.config.clone();
         }
-        // Its key-value writes go to a scratch layer, dropped when the run ends.
-        let scratch = self.runtime.data().scratch(tenant_id, &record.id);
-        Ok(self
-            .runtime
-            .invoke_rule(&loaded, scratch.scope(), now_millis, &event))
+        Ok(DryRun {
+            plugin_id: record.id,
+            loaded,
+            event,
+        })
     }
+
+    /// Runs the rule plugin of `target` on its event without applying anything: its
+    /// key-value writes go to a scratch layer, dropped when the run ends.
+    pub async fn dry_run(
+        &self,
+        target: &DryRun,
+        now_millis: i64,
+    ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
+        let scratch = self
+            .runtime
+            .data()
+            .scratch(&target.event.tenant_id, &target.plugin_id);
+        self.runtime
+            .invoke_rule(&target.loaded, scratch.scope(), now_millis, &target.event)
+            .await
+    }
+}
+
+/// A rule plugin ready for a dry run, with its event.
+#[derive(Debug)]
+pub struct DryRun {
+    plugin_id: String,
+    loaded: Loaded,
+    event: RuleEvent,
 }
 
 /// One step of a trigger's chain.

@@ -100,3 +100,5 @@ pub fn event(line_type: &str) -> RuleEvent {
         config: Default::default(),
     }
 }
+
+pub use super::block_on;

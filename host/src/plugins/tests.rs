@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::model::Channel;
+use crate::plugins::testing::block_on;
 
 fn db() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -56,7 +57,8 @@ fn otp_for_voip_asks_for_a_code_for_voip_numbers_only() {
     let (_dir, db) = db();
     let runtime = runtime(db);
     let rule = rule(&runtime, "otp_for_voip");
-    let (usage, voip) = runtime.invoke_rule(&rule, &scope("a"), 0, &event("voip", None, &[]));
+    let (usage, voip) =
+        block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("voip", None, &[])));
     assert!(matches!(
         voip.expect("runs").as_slice(),
         [
@@ -68,7 +70,8 @@ fn otp_for_voip_asks_for_a_code_for_voip_numbers_only() {
     ));
     assert!(usage.fuel > 0);
     assert!(usage.peak_memory_bytes > 0);
-    let (_, mobile) = runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", None, &[]));
+    let (_, mobile) =
+        block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", None, &[])));
     assert!(mobile.expect("runs").is_empty());
 }
 
@@ -78,16 +81,17 @@ fn flag_sim_swap_reads_its_configuration_and_reports_bad_configuration() {
     let (_dir, db) = db();
     let runtime = runtime(db);
     let rule = rule(&runtime, "flag_sim_swap");
-    let (_, recent) = runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", Some(2), &[]));
+    let (_, recent) =
+        block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", Some(2), &[])));
     assert!(
         matches!(recent.expect("runs").as_slice(), [RuleAction::AddFlag { flag }, RuleAction::CreateCase { .. }] if flag == "recent_sim_swap")
     );
-    let (_, bad) = runtime.invoke_rule(
+    let (_, bad) = block_on(runtime.invoke_rule(
         &rule,
         &scope("a"),
         0,
         &event("mobile", Some(2), &[("threshold_days", "soon")]),
-    );
+    ));
     assert!(matches!(bad, Err(Failure::Plugin { code, .. }) if code == "bad-config"));
 }
 
@@ -102,11 +106,11 @@ fn velocity_counts_codes_per_number_across_applicants_in_the_store() {
     let now = 1_700_000_000_000;
     for applicant in ["a", "b"] {
         event.applicant_id = Some(applicant.to_owned());
-        let (_, answer) = runtime.invoke_rule(&rule, &scope("t"), now, &event);
+        let (_, answer) = block_on(runtime.invoke_rule(&rule, &scope("t"), now, &event));
         assert_eq!(answer.expect("runs"), Vec::new());
     }
     event.applicant_id = Some("c".to_owned());
-    let (_, third) = runtime.invoke_rule(&rule, &scope("t"), now, &event);
+    let (_, third) = block_on(runtime.invoke_rule(&rule, &scope("t"), now, &event));
     let third = third.expect("runs");
     assert!(
         third
@@ -115,7 +119,7 @@ fn velocity_counts_codes_per_number_across_applicants_in_the_store() {
         "{third:?}"
     );
     // Another tenant's count is its own.
-    let (_, other) = runtime.invoke_rule(&rule, &scope("u"), now, &event);
+    let (_, other) = block_on(runtime.invoke_rule(&rule, &scope("u"), now, &event));
     assert_eq!(other.expect("runs"), Vec::new());
 }
 
@@ -126,13 +130,15 @@ fn an_endless_loop_runs_out_of_fuel_and_the_runtime_keeps_serving() {
     let limits = Limits::default();
     let runtime = PluginRuntime::new(db, limits).expect("runtime");
     let spin = rule(&runtime, "hostile_spin");
-    let (_, result) = runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[]));
+    let (_, result) =
+        block_on(runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[])));
     assert!(
         matches!(&result, Err(Failure::OutOfFuel { fuel }) if *fuel == limits.fuel),
         "{result:?}"
     );
     let good = rule(&runtime, "otp_for_voip");
-    let (_, after) = runtime.invoke_rule(&good, &scope("b"), 0, &event("voip", None, &[]));
+    let (_, after) =
+        block_on(runtime.invoke_rule(&good, &scope("b"), 0, &event("voip", None, &[])));
     assert_eq!(after.expect("another plugin still runs").len(), 2);
 }
 
@@ -149,7 +155,8 @@ fn an_endless_loop_with_fuel_to_spare_hits_the_deadline() {
     )
     .expect("runtime");
     let spin = rule(&runtime, "hostile_spin");
-    let (usage, result) = runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[]));
+    let (usage, result) =
+        block_on(runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[])));
     assert!(
         matches!(result, Err(Failure::Timeout { ms: 10 })),
         "{result:?}"
@@ -171,7 +178,8 @@ fn a_memory_bomb_hits_the_memory_cap() {
     )
     .expect("runtime");
     let bomb = rule(&runtime, "hostile_memory_bomb");
-    let (_, result) = runtime.invoke_rule(&bomb, &scope("a"), 0, &event("mobile", None, &[]));
+    let (_, result) =
+        block_on(runtime.invoke_rule(&bomb, &scope("a"), 0, &event("mobile", None, &[])));
     assert!(
         matches!(&result, Err(Failure::Trap { message }) if message.contains("memory")),
         "{result:?}"
@@ -184,7 +192,8 @@ fn deep_recursion_exhausts_the_stack_and_a_panic_traps() {
     let (_dir, db) = db();
     let runtime = runtime(db);
     let deep = rule(&runtime, "hostile_deep_recursion");
-    let (_, result) = runtime.invoke_rule(&deep, &scope("a"), 0, &event("mobile", None, &[]));
+    let (_, result) =
+        block_on(runtime.invoke_rule(&deep, &scope("a"), 0, &event("mobile", None, &[])));
     // The engine's call stack or the guest's own (linear-memory) stack runs out first,
     // depending on how the guest was linked; either way the call is stopped.
     assert!(
@@ -198,7 +207,8 @@ fn deep_recursion_exhausts_the_stack_and_a_panic_traps() {
         "{result:?}"
     );
     let panic = rule(&runtime, "hostile_panic");
-    let (_, result) = runtime.invoke_rule(&panic, &scope("a"), 0, &event("mobile", None, &[]));
+    let (_, result) =
+        block_on(runtime.invoke_rule(&panic, &scope("a"), 0, &event("mobile", None, &[])));
     assert!(matches!(result, Err(Failure::Trap { .. })), "{result:?}");
 }
 
@@ -221,14 +231,15 @@ fn huge_output_is_refused_by_the_output_caps() {
                 | Failure::Timeout { .. })
         )
     };
-    let (_, one_big) = runtime.invoke_rule(&huge, &scope("a"), 0, &event("mobile", None, &[]));
+    let (_, one_big) =
+        block_on(runtime.invoke_rule(&huge, &scope("a"), 0, &event("mobile", None, &[])));
     assert!(contained(&one_big), "{one_big:?}");
-    let (_, many) = runtime.invoke_rule(
+    let (_, many) = block_on(runtime.invoke_rule(
         &huge,
         &scope("a"),
         0,
         &event("mobile", None, &[("mode", "many")]),
-    );
+    ));
     assert!(contained(&many), "{many:?}");
 }
 
@@ -259,7 +270,8 @@ fn worlds_are_recognised_and_a_wrong_one_is_refused() {
         .load(&guest("otp_for_voip"), Some(Kind::LookupAdapter))
         .expect_err("a rule is not a lookup adapter");
     assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
-    let (_, refused) = runtime.invoke_rule(&sms, &scope("a"), 0, &event("voip", None, &[]));
+    let (_, refused) =
+        block_on(runtime.invoke_rule(&sms, &scope("a"), 0, &event("voip", None, &[])));
     assert!(matches!(refused, Err(Failure::Malformed { .. })));
 }
 
@@ -275,8 +287,81 @@ fn a_second_runtime_loads_precompiled_code_from_the_cache() {
     let loaded = second.load(&bytes, None).expect("loads");
     assert_eq!(second.stats().compiled, 0);
     assert_eq!(second.stats().loaded_from_cache, 1);
-    let (_, answer) = second.invoke_rule(&loaded, &scope("a"), 0, &event("voip", None, &[]));
+    let (_, answer) =
+        block_on(second.invoke_rule(&loaded, &scope("a"), 0, &event("voip", None, &[])));
     assert_eq!(answer.expect("runs").len(), 2);
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn code_past_the_memory_budget_is_evicted_and_loaded_again_on_its_next_call() {
+    let (_dir, db) = db();
+    // A budget of one byte: only the code used last stays in memory.
+    let bounds = PluginBounds {
+        code_memory_bytes: 1,
+        ..PluginBounds::default()
+    };
+    let runtime = PluginRuntime::with_bounds(db, Limits::default(), bounds).expect("runtime");
+    let voip = rule(&runtime, "otp_for_voip");
+    let swap = rule(&runtime, "flag_sim_swap");
+    assert!(!voip.is_resident(), "loading the second evicted the first");
+    assert!(swap.is_resident());
+    let compiled = runtime.stats().compiled;
+    for _ in 0..3 {
+        let (_, asked) =
+            block_on(runtime.invoke_rule(&voip, &scope("a"), 0, &event("voip", None, &[])));
+        assert_eq!(asked.expect("runs").len(), 2);
+        let (_, flagged) = block_on(runtime.invoke_rule(
+            &swap,
+            &scope("a"),
+            0,
+            &event("mobile", Some(1), &[("threshold_days", "7")]),
+        ));
+        assert!(
+            matches!(
+                flagged.expect("runs").as_slice(),
+                [RuleAction::AddFlag { .. }, ..]
+            ),
+            "the reloaded rule still reads its event"
+        );
+    }
+    let stats = runtime.code_stats();
+    assert_eq!(stats.resident, 1, "{stats:?}");
+    assert_eq!(stats.reloads, 6, "{stats:?}");
+    assert!(stats.evictions >= 6, "{stats:?}");
+    assert!(
+        stats.resident_bytes > 0 && stats.budget_bytes == 1,
+        "{stats:?}"
+    );
+    // Reloading deserialises the stored artifact; nothing is compiled again.
+    assert_eq!(runtime.stats().compiled, compiled);
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_plugin_known_lazily_loads_on_its_first_call_and_a_missing_one_fails_clearly() {
+    let (_dir, db) = db();
+    let bytes = guest("otp_for_voip");
+    let sha256 = content_hash(&bytes);
+    db.put_raw(Tree::PluginBlobs, sha256.as_bytes(), &bytes)
+        .expect("stores the component");
+    let runtime = runtime(db);
+    let lazy = runtime.lazy(&sha256, Kind::Rule);
+    assert!(!lazy.is_resident());
+    assert_eq!(runtime.code_stats().resident, 0);
+    let (_, answer) =
+        block_on(runtime.invoke_rule(&lazy, &scope("a"), 0, &event("voip", None, &[])));
+    assert_eq!(answer.expect("runs").len(), 2);
+    assert!(lazy.is_resident());
+    assert_eq!(runtime.code_stats().reloads, 1);
+
+    let missing = runtime.lazy(&"0".repeat(64), Kind::Rule);
+    let (_, failed) =
+        block_on(runtime.invoke_rule(&missing, &scope("a"), 0, &event("voip", None, &[])));
+    assert!(
+        matches!(&failed, Err(Failure::Unloadable { message }) if message.contains("not in the store")),
+        "{failed:?}"
+    );
 }
 
 #[test]
@@ -295,7 +380,7 @@ fn an_oversized_event_is_refused_before_the_call() {
     let rule = rule(&runtime, "otp_for_voip");
     let mut big = event("voip", None, &[]);
     big.config.insert("blob".into(), "x".repeat(70 << 10));
-    let (usage, result) = runtime.invoke_rule(&rule, &scope("a"), 0, &big);
+    let (usage, result) = block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &big));
     assert!(
         matches!(result, Err(Failure::InputTooLarge { .. })),
         "{result:?}"
@@ -391,13 +476,13 @@ fn a_version_swap_leaves_a_firing_in_flight_on_the_version_it_started_with() {
         .modify("t", &first.id, now, |record| activate_version(record, "2"))
         .expect("activate v2");
     // ...finishes on version 1, and the next firing runs version 2.
-    let old = registry.run_rules(&in_flight, &event, 0, None);
+    let old = block_on(registry.run_rules(&in_flight, &event, 0, None));
     assert_eq!(old[0].version, "1");
     assert!(matches!(
         old[0].actions.as_slice(),
         [RuleAction::RequestInfo { .. }, RuleAction::SendOtp { .. }]
     ));
-    let new = registry.run_rules(&registry.live("t").expect("live"), &event, 0, None);
+    let new = block_on(registry.run_rules(&registry.live("t").expect("live"), &event, 0, None));
     assert_eq!(new[0].version, "2");
     assert!(matches!(
         new[0].actions.as_slice(),
@@ -471,7 +556,15 @@ fn the_interpreter_decides_declarative_rules_in_the_sandbox() {
         .expect("loads");
     let program = seed_program().encode();
     let run = |event: &RuleEvent, explain: bool| {
-        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, event, &program, 2, explain)
+        block_on(runtime.invoke_interpreter(
+            &interpreter,
+            &scope("a"),
+            0,
+            event,
+            &program,
+            2,
+            explain,
+        ))
     };
     let (usage, result) = run(&event("voip", Some(3), &[]), false);
     let evaluation = result.expect("evaluates");
@@ -505,8 +598,15 @@ fn a_bad_or_hostile_program_is_contained() {
         .load_interpreter(&guest("workflow_interpreter"))
         .expect("loads");
     let event = event("voip", None, &[]);
-    let (_, garbage) =
-        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &[0xff; 9], 1, false);
+    let (_, garbage) = block_on(runtime.invoke_interpreter(
+        &interpreter,
+        &scope("a"),
+        0,
+        &event,
+        &[0xff; 9],
+        1,
+        false,
+    ));
     assert!(
         matches!(&garbage, Err(Failure::Plugin { code, .. }) if code == "bad-program"),
         "{garbage:?}"
@@ -516,27 +616,48 @@ fn a_bad_or_hostile_program_is_contained() {
     // any stack.
     let deep = vec![2u8; 400_000];
     let (_, result) =
-        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &deep, 1, false);
+        block_on(runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &deep, 1, false));
     assert!(result.is_err(), "{result:?}");
     let too_big = vec![0u8; MAX_PROGRAM_BYTES + 1];
-    let (_, result) =
-        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &too_big, 1, false);
+    let (_, result) = block_on(runtime.invoke_interpreter(
+        &interpreter,
+        &scope("a"),
+        0,
+        &event,
+        &too_big,
+        1,
+        false,
+    ));
     assert!(
         matches!(result, Err(Failure::InputTooLarge { .. })),
         "{result:?}"
     );
     // A rule count that does not match the program makes the answer malformed.
     let program = seed_program().encode();
-    let (_, result) =
-        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &event, &program, 1, false);
+    let (_, result) = block_on(runtime.invoke_interpreter(
+        &interpreter,
+        &scope("a"),
+        0,
+        &event,
+        &program,
+        1,
+        false,
+    ));
     assert!(
         result.is_ok(),
         "only rule 0 matches a voip number without a swap"
     );
     let mut swapped = super::testing::event("voip");
     swapped.phone.sim_swap_days_ago = Some(1);
-    let (_, result) =
-        runtime.invoke_interpreter(&interpreter, &scope("a"), 0, &swapped, &program, 1, false);
+    let (_, result) = block_on(runtime.invoke_interpreter(
+        &interpreter,
+        &scope("a"),
+        0,
+        &swapped,
+        &program,
+        1,
+        false,
+    ));
     assert!(
         matches!(result, Err(Failure::Malformed { .. })),
         "{result:?}"

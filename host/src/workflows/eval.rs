@@ -191,6 +191,7 @@ mod tests {
     use crate::model::Channel;
     use crate::plugins::event::{FactorView, RuleAction, Trigger};
     use crate::plugins::registry::{Registry, RuleSource};
+    use crate::plugins::testing::block_on;
     use crate::plugins::{testing, PluginRuntime, Scope};
     use crate::store::{key, Db, Tree};
     use crate::workflows::{compile, WorkflowRule};
@@ -411,7 +412,7 @@ mod tests {
             let mut event = testing::event("mobile");
             event.tenant_id = "t".to_owned();
             event.applicant_id = Some("a".repeat(100));
-            registry.run_rules(&registry.live("t").expect("live"), &event, 0, None)
+            block_on(registry.run_rules(&registry.live("t").expect("live"), &event, 0, None))
         };
         // With the default budget the cheap rule matches and the costly one does not.
         let runs = run(Limits::default().fuel);
@@ -495,7 +496,7 @@ mod tests {
             for explain in [false, true] {
                 let (_, native) = evaluate(&compiled, &event, &Limits::default(), explain);
                 let native = native.expect("evaluates natively");
-                let (_, sandboxed) = runtime.invoke_interpreter(
+                let (_, sandboxed) = block_on(runtime.invoke_interpreter(
                     &interpreter,
                     &scope,
                     0,
@@ -503,7 +504,7 @@ mod tests {
                     &encoded,
                     conditions.len(),
                     explain,
-                );
+                ));
                 let sandboxed = sandboxed.expect("evaluates in the sandbox");
                 assert_eq!(native.matched, sandboxed.matched, "{event:?}");
                 let outcomes: Vec<(u32, u32, bool, Option<String>)> = sandboxed
