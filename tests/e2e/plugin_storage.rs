@@ -522,3 +522,48 @@ async fn dry_runs_write_to_a_scratch_layer_that_is_discarded() {
     let flags = lookup_flags(&server, &tenant, UK_VOIP).await;
     assert_eq!(flag(&flags, "count:"), "count:3");
 }
+
+#[tokio::test]
+async fn compiled_code_past_the_operators_budget_is_evicted_and_reloaded_on_use() {
+    // A budget of one byte: a tenant's plugins cannot keep their code in memory
+    // together, whatever they do; each call brings its own back.
+    let server = TestServer::start_with(|config| config.plugin_bounds.code_memory_bytes = 1).await;
+    let tenant = server.tenant("many").await;
+    let echo = upload_rule(
+        &server,
+        &tenant,
+        "guest_echo",
+        "echo",
+        LOOKUP_ONLY,
+        Value::Null,
+    )
+    .await;
+    let sleep = upload_rule(
+        &server,
+        &tenant,
+        "hostile_sleep",
+        "sleep",
+        LOOKUP_ONLY,
+        json!({"sleep_ms": "1"}),
+    )
+    .await;
+    assert_ne!(echo, sleep);
+    let compiled_before = compiled(&server).await;
+    for n in 0..3 {
+        let flags = lookup_flags(&server, &tenant, &uz_number(n)).await;
+        assert!(
+            flags
+                .iter()
+                .any(|flag| flag.starts_with("phone_lookup_complete|")),
+            "{flags:?}"
+        );
+        assert!(flags.iter().any(|flag| flag == "slept_1"), "{flags:?}");
+    }
+    let stats = server.get("/v1/plugin-runtime", OPERATOR_KEY).await;
+    let code = stats.expect(200)["stats"]["code"].clone();
+    assert_eq!(code["budget_bytes"], 1, "{code}");
+    assert!(code["evictions"].as_u64() >= Some(4), "{code}");
+    assert!(code["reloads"].as_u64() >= Some(4), "{code}");
+    // Reloads deserialise the stored artifacts; nothing was compiled again.
+    assert_eq!(compiled(&server).await, compiled_before);
+}

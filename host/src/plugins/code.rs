@@ -102,19 +102,21 @@ impl CodeCache {
         }
     }
 
-    /// A slot for the component `sha256`, resident with `inner` when given.
+    /// A slot for the component `sha256`, resident with `code` when given, and never
+    /// evicted when `pinned`.
     pub(super) fn slot(
         &self,
         sha256: &str,
         kind: Kind,
         code: Option<(LoadedInner, usize)>,
+        pinned: bool,
     ) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             sha256: sha256.to_owned(),
             kind,
             code: Mutex::new(None),
             last_used: AtomicU64::new(self.next_tick()),
-            pinned: AtomicBool::new(false),
+            pinned: AtomicBool::new(pinned),
             counters: Arc::clone(&self.counters),
         });
         {

@@ -577,6 +577,18 @@ impl PluginRuntime {
         expected: Option<Kind>,
         sizes: &SizeLimits,
     ) -> Result<Loaded, LoadError> {
+        self.load_pinned(bytes, expected, sizes, false)
+    }
+
+    /// [`PluginRuntime::load_within`], the code kept in memory whatever the budget
+    /// when `pinned` (first-party plugins).
+    pub fn load_pinned(
+        &self,
+        bytes: &[u8],
+        expected: Option<Kind>,
+        sizes: &SizeLimits,
+        pinned: bool,
+    ) -> Result<Loaded, LoadError> {
         let parsed = inspect::inspect(bytes, sizes).and_then(|inspection| {
             match expected.filter(|expected| *expected != inspection.kind) {
                 Some(expected) => Err(LoadError::WrongWorld {
@@ -606,7 +618,7 @@ impl PluginRuntime {
         if let Some(artifact) = artifact {
             self.store_artifact(&sha256, &artifact)?;
         }
-        let slot = self.code.slot(&sha256, kind, Some(code));
+        let slot = self.code.slot(&sha256, kind, Some(code), pinned);
         Ok(Loaded { kind, sha256, slot })
     }
 
@@ -616,7 +628,7 @@ impl PluginRuntime {
         Loaded {
             kind,
             sha256: sha256.to_owned(),
-            slot: self.code.slot(sha256, kind, None),
+            slot: self.code.slot(sha256, kind, None, false),
         }
     }
 

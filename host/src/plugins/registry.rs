@@ -448,10 +448,10 @@ impl Registry {
             }
             return Ok(hit);
         }
-        let loaded = self.runtime.load_within(bytes, Some(kind), sizes)?;
-        if self.first_party().contains(sha256) {
-            self.runtime.pin(&loaded);
-        }
+        let first_party = self.first_party().contains(sha256);
+        let loaded = self
+            .runtime
+            .load_pinned(bytes, Some(kind), sizes, first_party)?;
         self.loaded.lock().insert(sha256.to_owned(), loaded.clone());
         Ok(loaded)
     }
