@@ -428,6 +428,15 @@ async fn dry_runs_take_a_slot_of_the_tenants_share() {
         .expect("the tenant's slot");
     let refused = dry_run().await;
     assert_eq!(refused["error"]["kind"], "overloaded", "{refused}");
+    // An unknown plugin is not found, whatever the load.
+    let unknown = server
+        .post(
+            "/v1/plugins/plg_unknown/dry-run",
+            &tenant.key,
+            json!({"event": {"trigger": "before_send_otp", "phone": {"e164": "+14155552671"}}}),
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
     drop(held);
     let ran = dry_run().await;
     assert_eq!(ran["error"], Value::Null, "{ran}");

@@ -361,6 +361,45 @@ async fn the_camara_adapter_feeds_sim_swap_data_to_the_flag_sim_swap_rule() {
 }
 
 #[tokio::test]
+async fn a_lookup_adapter_without_its_configuration_is_not_called() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let sim = CamaraSim::start().await;
+    server
+        .settings(&tenant, json!({"sim_swap_check": true}))
+        .await;
+    let installed = server
+        .post(
+            "/v1/plugins/catalog/camara-lookup",
+            &tenant.key,
+            json!({"hosts": [sim.host()]}),
+        )
+        .await;
+    let id = installed.expect(201)["id"].as_str().expect("id").to_owned();
+    // Granted and pointed at the operator, but its token is a placeholder.
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            json!({
+                "config": {"base_url": sim.base_url()},
+                "secrets": {"access_token": "<your token>"},
+                "granted_hosts": [sim.host()],
+            }),
+        )
+        .await
+        .expect(200);
+    let phone = uz_number(5);
+    sim.swapped(&phone, Some(server.clock.now()));
+    let answer = lookup(&server, &tenant, json!({"phone": phone})).await;
+    let error = answer["lookup_adapter"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no adapter error: {answer}"));
+    assert!(error.contains("secret access_token"), "{error}");
+    assert!(sim.seen().is_empty(), "an unconfigured adapter was called");
+    assert_eq!(answer["flags"], json!([]));
+}
+
+#[tokio::test]
 async fn an_adapter_cannot_reach_a_host_the_tenant_did_not_grant() {
     let (server, tenant) = TestServer::with_tenant().await;
     let sim = CamaraSim::start().await;

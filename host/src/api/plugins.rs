@@ -570,6 +570,8 @@ async fn dry_run(
 ) -> Result<Json<Value>, ApiError> {
     let now = engine.clock.now().timestamp_millis();
     let registry = Arc::clone(&engine.plugins);
+    // An unknown plugin is a 404 whatever the load.
+    registry.get(&caller.tenant_id, &id)?;
     // A dry run takes a slot of the tenant's rule share like live traffic, so a
     // tenant cannot drain the shared instance pool through this route.
     let admitted = registry

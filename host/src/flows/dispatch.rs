@@ -227,7 +227,7 @@ impl Engine {
 
     /// What a first-party adapter lacks to send with `config` and `secrets`; nothing
     /// for a tenant's own adapters, whose needs the host cannot know.
-    fn missing_config(
+    pub(super) fn missing_config(
         &self,
         adapter: &LiveAdapter,
         config: &BTreeMap<String, String>,

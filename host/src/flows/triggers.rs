@@ -306,6 +306,20 @@ impl Engine {
         let Some(adapter) = live.lookup() else {
             return LineSignals::default();
         };
+        // A first-party adapter installed with placeholder configuration is never
+        // called: the line is analysed without it, and the report says why.
+        let missing = self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets);
+        if !missing.is_empty() {
+            return LineSignals {
+                source: Some(adapter.name.clone()),
+                error: Some(format!(
+                    "the lookup adapter {} is not used until it is configured: it lacks {}",
+                    adapter.name,
+                    missing.join(", ")
+                )),
+                ..LineSignals::default()
+            };
+        }
         let now = self.clock.now();
         let scope = crate::plugins::Scope {
             tenant_id: tenant_id.to_owned(),
