@@ -68,10 +68,14 @@ struct ServeArgs {
     /// The base URL providers send delivery receipts to [default: http://LISTEN].
     #[arg(long, env = "DIALGATE_PUBLIC_URL")]
     public_url: Option<String>,
-    /// Seconds a client has to send a request's headers, and each part of its body,
-    /// before its connection is closed [default: 10].
+    /// Seconds a client has to send a request's headers before its connection is
+    /// closed [default: 10].
     #[arg(long, env = "DIALGATE_HEADER_READ_TIMEOUT_SECS")]
     header_read_timeout_secs: Option<u64>,
+    /// Seconds a request's body may take to arrive in full, from its headers; past it
+    /// the request is answered 400 and the connection closed [default: 60].
+    #[arg(long, env = "DIALGATE_BODY_READ_TIMEOUT_SECS")]
+    body_read_timeout_secs: Option<u64>,
     /// Seconds a kept-alive connection may wait for its next request [default: 60].
     #[arg(long, env = "DIALGATE_IDLE_TIMEOUT_SECS")]
     idle_timeout_secs: Option<u64>,
@@ -156,6 +160,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             disposable_list: args.disposable_list,
             public_url: args.public_url,
             header_read_timeout_secs: args.header_read_timeout_secs,
+            body_read_timeout_secs: args.body_read_timeout_secs,
             idle_timeout_secs: args.idle_timeout_secs,
             max_connections: args.max_connections,
             plugin_kv_max_bytes: args.plugin_kv_max_bytes,

@@ -54,6 +54,8 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     pub header_read_timeout: Duration,
+    /// Time a request's body may take to arrive, from its headers.
+    pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
 }
@@ -61,6 +63,9 @@ pub struct HttpLimits {
 /// Default time to receive a request's headers, from their first byte (or from the
 /// connection's opening, for its first request).
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Default time a request's body may take to arrive in full (an 8 MiB upload needs
+/// about 140 KiB/s).
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 60;
 /// Default time a kept-alive connection may wait for its next request.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default number of connections served at once.
@@ -70,6 +75,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            body_read_timeout: Duration::from_secs(DEFAULT_BODY_READ_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -110,6 +116,7 @@ pub struct FileConfig {
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
     pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub plugin_bounds: Option<crate::plugins::PluginBounds>,
@@ -201,6 +208,7 @@ pub struct Overrides {
     pub disposable_list: Option<PathBuf>,
     pub public_url: Option<String>,
     pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     /// A plugin's key-value quota in bytes and in keys.
@@ -238,6 +246,10 @@ impl Config {
                     .header_read_timeout_secs
                     .or(file.header_read_timeout_secs)
                     .map_or(defaults.http.header_read_timeout, Duration::from_secs),
+                body_read_timeout: overrides
+                    .body_read_timeout_secs
+                    .or(file.body_read_timeout_secs)
+                    .map_or(defaults.http.body_read_timeout, Duration::from_secs),
                 idle_timeout: overrides
                     .idle_timeout_secs
                     .or(file.idle_timeout_secs)
@@ -270,12 +282,17 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let HttpLimits {
             header_read_timeout,
+            body_read_timeout,
             idle_timeout,
             max_connections,
         } = self.http;
         anyhow::ensure!(
             (1..=3_600).contains(&header_read_timeout.as_secs()),
             "header_read_timeout_secs must be between 1 and 3600"
+        );
+        anyhow::ensure!(
+            (1..=3_600).contains(&body_read_timeout.as_secs()),
+            "body_read_timeout_secs must be between 1 and 3600"
         );
         anyhow::ensure!(
             (1..=86_400).contains(&idle_timeout.as_secs()),

@@ -350,6 +350,64 @@ impl Activity {
     }
 }
 
+/// A request body that must arrive in full within a time from its headers: a client
+/// that trickles a body holds a connection and a handler no longer than that.
+struct DeadlineBody {
+    inner: Incoming,
+    allowed: Duration,
+    deadline: Instant,
+    /// Armed the first time the body is not ready, so a body that came with its
+    /// headers costs no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, allowed: Duration) -> Self {
+        Self {
+            inner,
+            allowed,
+            deadline: Instant::now() + allowed,
+            timer: None,
+        }
+    }
+}
+
+/// A request body that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s (the operator's body_read_timeout_secs)", .0.as_secs())]
+struct BodyTooSlow(Duration);
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyTooSlow(this.allowed).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request being handled; dropping it marks the connection idle.
 struct InFlight(Arc<Activity>);
 
@@ -439,8 +497,15 @@ async fn serve_connection(
             let in_flight = activity.begin();
             request.extensions_mut().insert(ConnectInfo(peer));
             let app = app.clone();
+            let request = request.map(|body| {
+                if hyper::body::Body::is_end_stream(&body) {
+                    axum::body::Body::new(body)
+                } else {
+                    axum::body::Body::new(DeadlineBody::new(body, limits.body_read_timeout))
+                }
+            });
             async move {
-                let response = app.oneshot(request.map(axum::body::Body::new)).await;
+                let response = app.oneshot(request).await;
                 drop(in_flight);
                 response
             }

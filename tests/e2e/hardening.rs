@@ -380,6 +380,43 @@ async fn slow_headers_and_idle_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_trickled_request_body_is_cut_off_at_its_deadline() {
+    let server = Held::start(|config| {
+        config.http.body_read_timeout = StdDuration::from_millis(300);
+    })
+    .await;
+    let tenant = server.api.create_tenant(OPERATOR_KEY, "slowbody").await;
+    let mut slow = TcpStream::connect(server.running.addr)
+        .await
+        .expect("connect");
+    // The head in full, then a tenth of the announced body, then nothing.
+    let head = format!(
+        "POST /v1/phone/lookup HTTP/1.1\r\nHost: dialgate\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"phone\":",
+        tenant.key
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server neither answered nor closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+    assert!(answer.contains("did not arrive within"), "{answer}");
+
+    // The server still serves.
+    let reply = server
+        .api
+        .post(
+            "/v1/phone/lookup",
+            &tenant.key,
+            json!({"phone": UZ_BEELINE}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let server = Held::start(|config| config.http.max_connections = 2).await;
     let addr = server.running.addr;
