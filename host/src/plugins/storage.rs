@@ -185,7 +185,23 @@ fn scope_key(tenant_id: &str, plugin_id: &str) -> Vec<u8> {
 }
 
 /// A stored value's bytes (values are stored as JSON byte arrays).
+/// The first byte of a value stored as its raw bytes. Values written before were
+/// stored as JSON arrays of numbers (three to four bytes on disk per byte of value),
+/// which always begin with `[`; both are read.
+const RAW: u8 = 0;
+
+/// A value as stored: [`RAW`], then its bytes.
+fn encode(value: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(value.len() + 1);
+    stored.push(RAW);
+    stored.extend_from_slice(value);
+    stored
+}
+
 fn decode(bytes: &[u8]) -> Result<Vec<u8>, KvFailure> {
+    if let Some((&RAW, value)) = bytes.split_first() {
+        return Ok(value.to_vec());
+    }
     serde_json::from_slice(bytes)
         .map_err(|err| KvFailure::Store(format!("a stored value does not decode: {err}")))
 }
@@ -409,7 +425,10 @@ impl PluginData {
                     return Err(KvFailure::Quota);
                 }
                 match &new {
-                    Some(value) => self.inner.db.put(Tree::PluginKv, &key, value)?,
+                    Some(value) => self
+                        .inner
+                        .db
+                        .put_raw(Tree::PluginKv, &key, &encode(value))?,
                     None => {
                         self.inner.db.remove(Tree::PluginKv, &key)?;
                     }

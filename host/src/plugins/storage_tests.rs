@@ -85,6 +85,35 @@ fn usage_is_computed_from_the_store_on_first_use() {
 }
 
 #[test]
+fn values_are_stored_as_their_bytes_and_older_json_values_still_read() {
+    let (_dir, data) = data(StorageLimits::default());
+    let mut state = call(&data, &scope("p"));
+    state.set("big".into(), vec![200; 1000]).expect("set");
+    let db = data.db().clone();
+    let stored_key = crate::store::key(&["tenant", "p", "big"]);
+    let stored = db
+        .get_raw(crate::store::Tree::PluginKv, &stored_key)
+        .expect("read")
+        .expect("stored");
+    // One byte of tag and the value: the disk holds what the quota counts.
+    assert_eq!(stored.len(), 1001);
+    assert_eq!(read(state.get("big".into())), Some(vec![200; 1000]));
+
+    // A value written as a JSON array by an earlier release reads back, counts as its
+    // bytes, and is rewritten in the new form on its next write.
+    let legacy_key = crate::store::key(&["tenant", "p", "old"]);
+    db.put(crate::store::Tree::PluginKv, &legacy_key, &vec![1u8, 2, 3])
+        .expect("legacy write");
+    let reopened = PluginData::new(db.clone(), StorageLimits::default());
+    let view = reopened.view("tenant", "p").expect("view");
+    assert_eq!((view.kv_keys, view.kv_bytes), (2, 3 + 1000 + 3 + 3));
+    let mut state = call(&reopened, &scope("p"));
+    assert_eq!(read(state.get("old".into())), Some(vec![1, 2, 3]));
+    assert_eq!(state.increment("n".into(), 5).expect("counter"), 5);
+    assert_eq!(read(state.get("n".into())), Some(b"5".to_vec()));
+}
+
+#[test]
 fn a_call_makes_at_most_its_share_of_writes() {
     let (_dir, data) = data(StorageLimits::default());
     let cap = data.limits().kv_max_writes_per_call;
