@@ -84,7 +84,8 @@ fn entries(server: &TestServer, tree: Tree, prefix: &[u8]) -> usize {
 }
 
 /// The plugin's key-value entries and their bytes as the plugin sees them, read from
-/// the store itself.
+/// the store itself: a value is stored as a tag byte and its bytes, so the disk holds
+/// what the quota counts.
 fn kv_in_store(server: &TestServer, tenant: &Tenant, plugin: &str) -> (u64, u64) {
     let prefix = key(&[&tenant.id, plugin, ""]);
     let pairs = server
@@ -95,7 +96,9 @@ fn kv_in_store(server: &TestServer, tenant: &Tenant, plugin: &str) -> (u64, u64)
     let bytes = pairs
         .iter()
         .map(|(key, value)| {
-            let value: Vec<u8> = serde_json::from_slice(value).expect("a stored value");
+            let value = value
+                .strip_prefix(&[0])
+                .expect("a value stored as its bytes");
             (key.len() - prefix.len() + value.len()) as u64
         })
         .sum();
