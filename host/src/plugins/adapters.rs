@@ -13,6 +13,7 @@
 //! and a grace second, then drops the call, which frees its instance at once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -215,20 +216,23 @@ pub struct Intelligence {
 /// What an adapter call returned, or why it failed, with what it used.
 pub type AdapterResult<T> = (Usage, Result<T, Failure>);
 
-/// An admitted adapter call: its slot and its fresh store.
+/// An admitted adapter call: its slot, the adapter's code and a fresh store.
 struct AdapterRun {
     _permit: super::Permit,
+    code: Arc<LoadedInner>,
     store: wasmtime::Store<State>,
 }
 
 impl PluginRuntime {
-    /// Starts an adapter call for `scope` in a slot of the tenant's adapter share.
+    /// Starts a call of `plugin` for `scope` in a slot of the tenant's adapter share.
     async fn adapter_run(
         &self,
+        plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
         grant: AdapterCall,
     ) -> Result<AdapterRun, Failure> {
+        let code = self.resident(plugin)?;
         let permit = self
             .admission
             .admit(&scope.tenant_id, Lane::Adapters)
@@ -236,6 +240,7 @@ impl PluginRuntime {
         let store = self.call_store(scope, now_millis, Some(grant))?;
         Ok(AdapterRun {
             _permit: permit,
+            code,
             store,
         })
     }
@@ -265,16 +270,12 @@ impl PluginRuntime {
         grant: AdapterCall,
         number: &str,
     ) -> AdapterResult<Intelligence> {
-        let inner = match self.resident(plugin) {
-            Ok(inner) => inner,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let LoadedInner::Adapter(AdapterPre::Lookup(pre)) = inner.as_ref() else {
-            return (Usage::default(), Err(not_kind("lookup")));
-        };
-        let mut run = match self.adapter_run(scope, now_millis, grant).await {
+        let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let LoadedInner::Adapter(AdapterPre::Lookup(pre)) = run.code.as_ref() else {
+            return (Usage::default(), Err(not_kind("lookup")));
         };
         let store = &mut run.store;
         let result = bounded(async {
@@ -296,16 +297,12 @@ impl PluginRuntime {
         grant: AdapterCall,
         message: AdapterMessage,
     ) -> AdapterResult<Result<AdapterDispatch, SendRefusal>> {
-        let inner = match self.resident(plugin) {
-            Ok(inner) => inner,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = inner.as_ref() else {
-            return (Usage::default(), Err(not_kind("messaging")));
-        };
-        let mut run = match self.adapter_run(scope, now_millis, grant).await {
+        let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = run.code.as_ref() else {
+            return (Usage::default(), Err(not_kind("messaging")));
         };
         let store = &mut run.store;
         let wit_message = messaging_types::Message {
@@ -342,16 +339,12 @@ impl PluginRuntime {
         grant: AdapterCall,
         request: CallbackRequest,
     ) -> AdapterResult<Vec<DeliveryUpdate>> {
-        let inner = match self.resident(plugin) {
-            Ok(inner) => inner,
-            Err(failure) => return (Usage::default(), Err(failure)),
-        };
-        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = inner.as_ref() else {
-            return (Usage::default(), Err(not_kind("messaging")));
-        };
-        let mut run = match self.adapter_run(scope, now_millis, grant).await {
+        let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
+        };
+        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = run.code.as_ref() else {
+            return (Usage::default(), Err(not_kind("messaging")));
         };
         let store = &mut run.store;
         let request = HttpRequest {
