@@ -570,3 +570,44 @@ async fn compiled_code_past_the_operators_budget_is_evicted_and_reloaded_on_use(
     // Reloads deserialise the stored artifacts; nothing was compiled again.
     assert_eq!(compiled(&server).await, compiled_before);
 }
+
+#[tokio::test]
+async fn the_index_of_a_components_users_survives_a_restart() {
+    let server = TestServer::start().await;
+    let (a, b) = (server.tenant("a").await, server.tenant("b").await);
+    let before = stored_components(&server);
+    let id_a = upload_rule(&server, &a, "guest_echo", "echo", LOOKUP_ONLY, Value::Null).await;
+    let id_b = upload_rule(&server, &b, "guest_echo", "echo", LOOKUP_ONLY, Value::Null).await;
+    assert_eq!(
+        stored_components(&server).0,
+        before.0 + 1,
+        "one blob, shared"
+    );
+    // The index is rebuilt from the records when the server starts again.
+    let server = server.restart().await;
+    server
+        .delete(&format!("/v1/plugins/{id_a}"), &a.key)
+        .await
+        .expect(204);
+    assert_eq!(
+        stored_components(&server).0,
+        before.0 + 1,
+        "b still uses it"
+    );
+    let flags = lookup_flags(&server, &b, UK_VOIP).await;
+    assert!(
+        flags
+            .iter()
+            .any(|flag| flag.starts_with("phone_lookup_complete|")),
+        "{flags:?}"
+    );
+    server
+        .delete(&format!("/v1/plugins/{id_b}"), &b.key)
+        .await
+        .expect(204);
+    assert_eq!(
+        stored_components(&server).0,
+        before.0,
+        "its last user is gone"
+    );
+}

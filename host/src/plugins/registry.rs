@@ -368,6 +368,12 @@ impl Registry {
             first_party: OnceLock::new(),
         };
         let records: Vec<PluginRecord> = registry.db.scan(Tree::Plugins, b"", usize::MAX, false)?;
+        // The index of components' users is derived from the records: rebuilt here,
+        // so a store from before it, or a crash between two writes, leaves it right.
+        registry.db.remove_prefix(Tree::PluginRefs, b"")?;
+        for record in &records {
+            registry.index_versions(record)?;
+        }
         let mut tenants: Vec<String> = records.into_iter().map(|r| r.tenant_id).collect();
         let rules: Vec<WorkflowRule> =
             registry
@@ -570,11 +576,10 @@ impl Registry {
         if self.pending.lock().contains_key(sha256) {
             return Ok(());
         }
-        let records: Vec<PluginRecord> = self.db.scan(Tree::Plugins, b"", usize::MAX, false)?;
-        let referenced = records
-            .iter()
-            .flat_map(|record| &record.versions)
-            .any(|version| version.sha256 == sha256);
+        let referenced = !self
+            .db
+            .scan_raw(Tree::PluginRefs, &key(&[sha256, ""]), 1)?
+            .is_empty();
         if referenced {
             return Ok(());
         }
@@ -582,6 +587,18 @@ impl Registry {
         if !self.first_party().contains(sha256) {
             self.runtime.forget_artifact(sha256)?;
             self.loaded.lock().remove(sha256);
+        }
+        Ok(())
+    }
+
+    /// Notes in the index that `record` has a version of each of its components.
+    fn index_versions(&self, record: &PluginRecord) -> Result<(), RegistryError> {
+        for version in &record.versions {
+            self.db.put_raw(
+                Tree::PluginRefs,
+                &key(&[&version.sha256, &record.tenant_id, &record.id]),
+                b"",
+            )?;
         }
         Ok(())
     }
@@ -872,6 +889,8 @@ impl Registry {
         self.check_capacity(&record)?;
         self.db
             .put_raw(Tree::PluginBlobs, sha256.as_bytes(), bytes)?;
+        // The index first: a delete collecting this component meanwhile sees it used.
+        self.index_versions(&record)?;
         self.db.put(
             Tree::Plugins,
             &Self::record_key(tenant_id, &record.id),
@@ -938,6 +957,12 @@ impl Registry {
         let record = self.get(tenant_id, id)?;
         self.db
             .remove(Tree::Plugins, &Self::record_key(tenant_id, id))?;
+        for version in &record.versions {
+            self.db.remove(
+                Tree::PluginRefs,
+                &key(&[&version.sha256, tenant_id, &record.id]),
+            )?;
+        }
         // The live set first, so no new call starts; then the data.
         self.rebuild(tenant_id)?;
         self.runtime.data().forget(tenant_id, id)?;

@@ -48,6 +48,10 @@ pub enum Tree {
     Plugins,
     /// `sha256 of a component` → the component's bytes (raw).
     PluginBlobs,
+    /// `sha256 / tenant id / plugin id` → nothing: the plugins with a version of that
+    /// component, so a delete finds whether a component is still used by one scan of
+    /// its own prefix.
+    PluginRefs,
     /// `sha256 of a component / engine fingerprint` → its precompiled form (raw).
     PluginArtifacts,
     /// `tenant id / case id` → a case opened by a rule.
@@ -86,7 +90,7 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 30] = [
+    pub const ALL: [Tree; 31] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -101,6 +105,7 @@ impl Tree {
         Tree::PluginKv,
         Tree::Plugins,
         Tree::PluginBlobs,
+        Tree::PluginRefs,
         Tree::PluginArtifacts,
         Tree::Cases,
         Tree::MessageIndex,
@@ -136,6 +141,7 @@ impl Tree {
             Tree::PluginKv => "plugin_kv",
             Tree::Plugins => "plugins",
             Tree::PluginBlobs => "plugin_blobs",
+            Tree::PluginRefs => "plugin_refs",
             Tree::PluginArtifacts => "plugin_artifacts",
             Tree::Cases => "cases",
             Tree::MessageIndex => "message_index",
