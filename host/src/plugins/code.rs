@@ -174,7 +174,8 @@ impl CodeCache {
             .lock()
             .iter()
             .filter_map(Weak::upgrade)
-            .filter(|slot| slot.code.lock().is_some())
+            // A slot being loaded holds its lock; it is not resident yet.
+            .filter(|slot| slot.code.try_lock().is_some_and(|code| code.is_some()))
             .count();
         CodeStats {
             resident_bytes: self.counters.resident_bytes.load(Ordering::Relaxed),
@@ -224,7 +225,8 @@ impl CodeCache {
             if self.counters.resident_bytes.load(Ordering::Relaxed) <= self.budget {
                 break;
             }
-            let evicted = other.code.lock().take();
+            // A slot being loaded is skipped, not waited for.
+            let evicted = other.code.try_lock().and_then(|mut code| code.take());
             if let Some(evicted) = evicted {
                 self.counters
                     .resident_bytes

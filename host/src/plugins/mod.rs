@@ -647,16 +647,29 @@ impl PluginRuntime {
         self.code.stats()
     }
 
-    /// `plugin`'s code, loaded again when it is not resident.
+    /// `plugin`'s code, loaded again when it is not resident. Loading deserialises the
+    /// stored artifact, or compiles the component when this engine has none (after an
+    /// upgrade of the runtime, say): on a server's worker it runs in `block_in_place`,
+    /// so the worker's other requests move to another thread meanwhile.
     fn resident(&self, plugin: &Loaded) -> Result<Arc<LoadedInner>, Failure> {
         if let Some(inner) = self.code.get(&plugin.slot) {
             return Ok(inner);
         }
-        self.code
-            .get_or_load(&plugin.slot, || self.reload(&plugin.sha256, plugin.kind))
-            .map_err(|err| Failure::Unloadable {
-                message: err.to_string(),
-            })
+        let load = || {
+            self.code
+                .get_or_load(&plugin.slot, || self.reload(&plugin.sha256, plugin.kind))
+        };
+        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        let loaded = if multi_thread {
+            tokio::task::block_in_place(load)
+        } else {
+            load()
+        };
+        loaded.map_err(|err| Failure::Unloadable {
+            message: err.to_string(),
+        })
     }
 
     /// Loads the stored component `sha256` of world `kind`: its compiled artifact when

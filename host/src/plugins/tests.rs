@@ -364,6 +364,29 @@ fn a_plugin_known_lazily_loads_on_its_first_call_and_a_missing_one_fails_clearly
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+async fn a_reload_without_an_artifact_compiles_the_stored_component_on_a_servers_runtime() {
+    let (_dir, db) = db();
+    let bytes = guest("otp_for_voip");
+    let sha256 = content_hash(&bytes);
+    db.put_raw(Tree::PluginBlobs, sha256.as_bytes(), &bytes)
+        .expect("stores the component");
+    let runtime = runtime(db);
+    let lazy = runtime.lazy(&sha256, Kind::Rule);
+    // No artifact yet: the first call compiles the stored component, in
+    // `block_in_place` on this multi-threaded runtime's worker (which panics if the
+    // runtime could not hand the worker's tasks over).
+    let ticker = tokio::spawn(async { tokio::task::yield_now().await });
+    let (_, answer) = runtime
+        .invoke_rule(&lazy, &scope("a"), 0, &event("voip", None, &[]))
+        .await;
+    assert_eq!(answer.expect("runs").len(), 2);
+    ticker.await.expect("the runtime kept serving");
+    assert_eq!(runtime.stats().compiled, 1);
+    assert!(lazy.is_resident());
+}
+
 #[test]
 fn bytes_that_are_not_a_component_are_refused_at_load() {
     let (_dir, db) = db();
