@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the plugin runtime: one rule invocation at a trigger
-//! (instantiate a fresh instance, call `on-event`, decode the actions) and a chain of
-//! ten. Builds the in-tree guests for wasm32-wasip2 first (the target must be
+//! (instantiate a fresh instance, call `on-event`, decode the actions), the same in a
+//! warm instance of the binding (as a server's calls run), and chains of ten. Builds the in-tree guests for wasm32-wasip2 first (the target must be
 //! installed: `rustup target add wasm32-wasip2`).
 
 use std::hint::black_box;
@@ -26,6 +26,25 @@ fn rules(c: &mut Criterion) {
         b.iter(|| {
             let (_, actions) = block_on(runtime.invoke_rule(&rule, &scope, 0, black_box(&event)));
             black_box(actions.expect("runs").len())
+        });
+    });
+    let warm = runtime.warm_pool("tenant");
+    c.bench_function("rule/invoke_warm_instance", |b| {
+        b.iter(|| {
+            let (_, actions) =
+                block_on(runtime.invoke_rule_warm(&rule, &warm, &scope, 0, black_box(&event)));
+            black_box(actions.expect("runs").len())
+        });
+    });
+    // Ten bindings, as a chain of ten rules at one trigger has.
+    let pools: Vec<_> = (0..10).map(|_| runtime.warm_pool("tenant")).collect();
+    c.bench_function("rule/chain_of_10_warm", |b| {
+        b.iter(|| {
+            for pool in &pools {
+                let (_, actions) =
+                    block_on(runtime.invoke_rule_warm(&rule, pool, &scope, 0, black_box(&event)));
+                black_box(actions.expect("runs").len());
+            }
         });
     });
     c.bench_function("rule/chain_of_10", |b| {

@@ -611,3 +611,39 @@ async fn the_index_of_a_components_users_survives_a_restart() {
         "its last user is gone"
     );
 }
+
+#[tokio::test]
+async fn warm_instances_serve_only_their_binding_and_a_change_starts_afresh() {
+    let server = TestServer::start().await;
+    let a = server.tenant("warm-a").await;
+    let b = server.tenant("warm-b").await;
+    let id = abuser(&server, &a, "warm", json!({"instance": "1"})).await;
+    abuser(&server, &b, "warm", json!({"instance": "1"})).await;
+
+    // The instance of a's first call serves its next one (it counts its calls in its
+    // own memory).
+    let first = lookup_flags(&server, &a, UK_VOIP).await;
+    assert_eq!(flag(&first, "instance:"), "instance:1");
+    let second = lookup_flags(&server, &a, UK_VOIP).await;
+    assert_eq!(flag(&second, "instance:"), "instance:2");
+    // b runs the same component in instances of its own.
+    let theirs = lookup_flags(&server, &b, UK_VOIP).await;
+    assert_eq!(flag(&theirs, "instance:"), "instance:1");
+    // A change of the binding (here its configuration) starts afresh.
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &a.key,
+            json!({ "config": {"instance": "1", "changed": "yes"} }),
+        )
+        .await
+        .expect(200);
+    let changed = lookup_flags(&server, &a, UK_VOIP).await;
+    assert_eq!(flag(&changed, "instance:"), "instance:1");
+
+    let stats = server.get("/v1/plugin-runtime", OPERATOR_KEY).await;
+    let warm = &stats.expect(200)["stats"]["warm"];
+    assert!(warm["reused"].as_u64().expect("reused") >= 1, "{warm}");
+    assert!(warm["parked"].as_u64().expect("parked") >= 1, "{warm}");
+    assert_eq!(warm["limit"], 128, "{warm}");
+}

@@ -132,11 +132,11 @@ impl Engine {
             Err(failure) => {
                 return self
                     .plugins
-                    .run_rules(&live, &event, at, Some(&failure))
+                    .run_rules(&live, event, at, Some(&failure))
                     .await
             }
         };
-        let chain = self.plugins.run_rules(&live, &event, at, None);
+        let chain = self.plugins.run_rules(&live, event, at, None);
         match tokio::time::timeout(bound, chain).await {
             Ok(runs) => {
                 // The time the chain's plugins ran, not the time they waited for the

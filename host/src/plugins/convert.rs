@@ -49,50 +49,54 @@ fn channel_from_wit(channel: wit::Channel) -> Channel {
 
 /// The WIT event for a host event.
 pub(super) fn event(event: &RuleEvent) -> wit::Event {
-    let phone = &event.phone;
+    event_taken(&mut event.clone())
+}
+
+/// The WIT event for a host event, taking its text rather than copying it: `event`
+/// is left with empty strings and lists.
+pub(super) fn event_taken(event: &mut RuleEvent) -> wit::Event {
+    use std::mem::take;
+    let carrier_type = event.phone.carrier_type();
+    let verification = &mut event.verification;
+    let phone = &mut event.phone;
     wit::Event {
         trigger: trigger(event.trigger),
-        tenant_id: event.tenant_id.clone(),
+        tenant_id: take(&mut event.tenant_id),
         verification: wit::VerificationSnapshot {
-            id: event.verification.id.clone(),
-            status: status(event.verification.status),
-            channel: event.verification.channel.map(channel_to_wit),
-            attempts: event.verification.attempts,
-            resends: event.verification.resends,
-            flags: event.verification.flags.clone(),
-            otp_verified: event.verification.otp_verified,
+            id: take(&mut verification.id),
+            status: status(verification.status),
+            channel: verification.channel.map(channel_to_wit),
+            attempts: verification.attempts,
+            resends: verification.resends,
+            flags: take(&mut verification.flags),
+            otp_verified: verification.otp_verified,
         },
         phone: wit::PhoneIntelligence {
-            e164: phone.e164.clone(),
-            line_type: phone.line_type.clone(),
-            carrier_type: phone.carrier_type(),
-            country: phone.country.clone(),
-            carrier_name: phone.carrier_name.clone(),
+            e164: take(&mut phone.e164),
+            line_type: take(&mut phone.line_type),
+            carrier_type,
+            country: take(&mut phone.country),
+            carrier_name: take(&mut phone.carrier_name),
             carrier_is_original: phone.carrier_is_original,
             risk_score: phone.risk_score,
-            risk_level: phone.risk_level.clone(),
-            risk_factors: phone
-                .risk_factors
-                .iter()
+            risk_level: take(&mut phone.risk_level),
+            risk_factors: take(&mut phone.risk_factors)
+                .into_iter()
                 .map(|factor| wit::RiskFactor {
-                    factor: factor.factor.clone(),
+                    factor: factor.factor,
                     contribution: factor.contribution,
-                    details: factor.details.clone(),
+                    details: factor.details,
                 })
                 .collect(),
             ported: phone.ported,
             ported_days_ago: phone.ported_days_ago,
             sim_swap_days_ago: phone.sim_swap_days_ago,
-            line_status: phone.line_status.clone(),
+            line_status: take(&mut phone.line_status),
             roaming: phone.roaming,
         },
-        applicant_id: event.applicant_id.clone(),
-        applicant_country: event.applicant_country.clone(),
-        config: event
-            .config
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect(),
+        applicant_id: take(&mut event.applicant_id),
+        applicant_country: take(&mut event.applicant_country),
+        config: take(&mut event.config).into_iter().collect(),
     }
 }
 

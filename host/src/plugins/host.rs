@@ -14,7 +14,7 @@
 //! per plugin across calls; its key-value writes are bounded per call and by the
 //! plugin's quota (see [`super::storage`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,8 +61,13 @@ pub struct State {
     kv_writes: u32,
     /// What an adapter call is granted: configuration, secrets, outbound hosts.
     pub adapter: Option<AdapterCall>,
-    /// The virtual monotonic clock, in nanoseconds since the call began.
+    /// The virtual monotonic clock, in nanoseconds since the instance was made (a
+    /// warm instance's clock goes on from where its last call left it).
     pub monotonic: Arc<AtomicU64>,
+    /// The flow's time the wall clock shows, in milliseconds since the epoch.
+    wall: Arc<AtomicI64>,
+    /// How long the call may run.
+    pub time: Duration,
     /// When the call must have ended: outbound HTTP waits at most until then.
     pub deadline: Option<Instant>,
     /// How long the call has run, yields to the scheduler left out.
@@ -107,10 +112,10 @@ impl State {
         limits: &Limits,
         adapter: Option<AdapterCall>,
     ) -> Self {
-        let frozen = Duration::from_millis(u64::try_from(now_millis).unwrap_or(0));
+        let wall = Arc::new(AtomicI64::new(now_millis));
         let monotonic = Arc::new(AtomicU64::new(0));
         let wasi = WasiCtx::builder()
-            .wall_clock(FrozenWall(frozen))
+            .wall_clock(FrozenWall(Arc::clone(&wall)))
             .monotonic_clock(VirtualMonotonic(Arc::clone(&monotonic)))
             // Random bytes are allocated on the host's heap, outside the memory cap.
             .max_random_size(MAX_RANDOM_BYTES)
@@ -135,9 +140,25 @@ impl State {
             kv_writes: 0,
             adapter,
             monotonic,
+            wall,
+            time: Duration::from_millis(limits.time_ms),
             deadline: None,
             ran: Arc::new(RunClock::new()),
         }
+    }
+
+    /// Arms a warm instance's state for its next call at the flow's time `now_millis`:
+    /// the wall clock, the run clock and the deadline start afresh, and so do the
+    /// per-call log and key-value counts (the key-value target is resolved again, so a
+    /// changed quota applies). The scope is the binding's and does not change.
+    pub fn rearm(&mut self, now_millis: i64) {
+        self.now_millis = now_millis;
+        self.wall.store(now_millis, Ordering::Relaxed);
+        self.log_lines = 0;
+        self.kv_target = None;
+        self.kv_writes = 0;
+        self.ran = Arc::new(RunClock::new());
+        self.deadline = Some(Instant::now() + self.time);
     }
 }
 
@@ -172,14 +193,14 @@ impl ResourceLimiter for Meter {
 }
 
 /// The wall clock a plugin sees: the flow's time, frozen for the call.
-struct FrozenWall(Duration);
+struct FrozenWall(Arc<AtomicI64>);
 
 impl HostWallClock for FrozenWall {
     fn resolution(&self) -> Duration {
         Duration::from_millis(1)
     }
     fn now(&self) -> Duration {
-        self.0
+        Duration::from_millis(u64::try_from(self.0.load(Ordering::Relaxed)).unwrap_or(0))
     }
 }
 

@@ -9,8 +9,10 @@
 //! only once the component passed every check, so a restart loads plugins without
 //! compiling them again.
 //!
-//! Each call gets a fresh instance in a fresh store, from a pre-instantiated component
-//! and the pooling allocator, so nothing survives between calls or crosses tenants.
+//! A call runs in an instance made for it from a pre-instantiated component and the
+//! pooling allocator, or in a warm instance of the same binding (one tenant, one
+//! plugin, one version) whose last call returned ([`warm`]): nothing crosses tenants or
+//! plugins, and dry runs, rule tests and the command line always get fresh instances.
 //! Calls are asynchronous: the guest runs on a fiber inside the caller's task, so a
 //! call costs no hop to another thread, and at every epoch tick (one thread ticks the
 //! engine every millisecond) a running guest yields to the scheduler, so a busy guest
@@ -43,6 +45,7 @@ mod storage_tests;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod warm;
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +74,8 @@ pub use self::admission::{Admission, Lane, Permit, Shares};
 pub use self::code::CodeStats;
 pub use self::event::{RuleAction, RuleEvent};
 use self::host::State;
+use self::warm::WarmBudget;
+pub use self::warm::{WarmPool, WarmStats};
 
 /// Bindings of the contract's worlds, generated from `sdk/wit/plugin.wit`.
 pub mod wit {
@@ -296,6 +301,8 @@ pub struct RuntimeStats {
     pub refused_before_compiling: u64,
     /// Compiled code in memory and its budget.
     pub code: CodeStats,
+    /// Warm rule instances and how many calls they served.
+    pub warm: WarmStats,
 }
 
 /// The operator's bounds on plugins beyond the per-call [`Limits`]: what a plugin
@@ -313,11 +320,14 @@ pub struct PluginBounds {
     /// Bytes of compiled plugin code kept in memory; past it the least recently used
     /// code is evicted and loaded again on its next call.
     pub code_memory_bytes: usize,
+    /// Rule instances kept warm after a clean call, host-wide, to serve the next call
+    /// of the same binding; 0 makes every call instantiate afresh.
+    pub warm_instances: usize,
 }
 
 impl Default for PluginBounds {
     /// The storage and size defaults, one compilation per core, 20 uploads a minute,
-    /// 256 MiB of compiled code in memory.
+    /// 256 MiB of compiled code in memory, 128 warm rule instances.
     fn default() -> Self {
         Self {
             storage: StorageLimits::default(),
@@ -325,6 +335,7 @@ impl Default for PluginBounds {
             compile_concurrency: 0,
             uploads_per_minute: 20,
             code_memory_bytes: 256 << 20,
+            warm_instances: 128,
         }
     }
 }
@@ -397,6 +408,8 @@ pub struct PluginRuntime {
     counters: Counters,
     admission: Admission,
     code: code::CodeCache,
+    /// Warm rule instances: their host-wide bound and figures.
+    warm: Arc<WarmBudget>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -467,13 +480,17 @@ impl PluginRuntime {
         let mut config = Config::new();
         config.consume_fuel(true);
         config.epoch_interruption(true);
+        // Parked warm instances hold their slots, so the pool has room for them on top
+        // of the admitted calls; fiber stacks are taken only while a call runs.
+        let warm = u32::try_from(bounds.warm_instances).unwrap_or(u32::MAX / 64);
+        let instances = admission::POOL_INSTANCES as u32 + warm;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(admission::POOL_INSTANCES as u32)
-            // One fiber stack per instance: every call runs on a fiber of its own.
+        pool.total_component_instances(instances)
+            // One fiber stack per running call: every call runs on a fiber of its own.
             .total_stacks(admission::POOL_INSTANCES as u32)
-            .total_core_instances(2048)
-            .total_memories(512)
-            .total_tables(1024)
+            .total_core_instances(8 * instances)
+            .total_memories(2 * instances)
+            .total_tables(4 * instances)
             .max_core_instances_per_component(32)
             .max_memories_per_component(4)
             .max_tables_per_component(8)
@@ -516,6 +533,7 @@ impl PluginRuntime {
             counters: Counters::default(),
             admission: Admission::new(shares),
             code: code::CodeCache::new(bounds.code_memory_bytes),
+            warm: WarmBudget::new(bounds.warm_instances),
         })
     }
 
@@ -547,6 +565,7 @@ impl PluginRuntime {
                 .refused_before_compiling
                 .load(Ordering::Relaxed),
             code: self.code.stats(),
+            warm: self.warm.stats(),
         }
     }
 
@@ -883,16 +902,18 @@ impl PluginRuntime {
     /// again after a yield is not its own and is not counted, so a busy server never
     /// times out a cheap call; the caller bounds the wall time (see
     /// [`PluginRuntime::chain_bound`]).
-    fn store(&self, state: State, time: Duration) -> Result<Store<State>, Failure> {
-        let clock = Arc::clone(&state.ran);
+    fn store(&self, state: State) -> Result<Store<State>, Failure> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.meter);
         store.set_fuel(self.limits.fuel).map_err(trap)?;
-        store.epoch_deadline_callback(move |_| {
-            if clock.ran() >= time {
+        // The clock and the time are read from the state at each tick, so a warm
+        // instance's next call (which gets a new clock) is measured on its own.
+        store.epoch_deadline_callback(move |store| {
+            let state = store.data();
+            if state.ran.ran() >= state.time {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            let clock = Arc::clone(&clock);
+            let clock = Arc::clone(&state.ran);
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
@@ -920,8 +941,23 @@ impl PluginRuntime {
             None => Duration::from_millis(self.limits.time_ms),
         };
         let mut state = State::new(&self.db, scope, now_millis, &self.limits, adapter);
+        state.time = time;
         state.deadline = Some(started + time);
-        self.store(state, time)
+        self.store(state)
+    }
+
+    /// An empty pool of warm instances for one rule binding of `tenant_id`.
+    pub fn warm_pool(&self, tenant_id: &str) -> Arc<WarmPool> {
+        self.warm.pool(tenant_id)
+    }
+
+    /// Arms a warm instance's store for its next call: the per-call budget of fuel and
+    /// time, the flow's time, and fresh per-call counters.
+    fn rearm(&self, store: &mut Store<State>, now_millis: i64) -> Result<(), Failure> {
+        store.set_fuel(self.limits.fuel).map_err(trap)?;
+        store.set_epoch_deadline(1);
+        store.data_mut().rearm(now_millis);
+        Ok(())
     }
 
     /// What a finished call used, and its error mapped to a [`Failure`].
@@ -965,6 +1001,42 @@ impl PluginRuntime {
         now_millis: i64,
         event: &RuleEvent,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
+        let input = event.text_len();
+        let event = convert::event(event);
+        self.invoke_rule_in(plugin, None, scope, now_millis, &event, input)
+            .await
+    }
+
+    /// Runs the rule `plugin` on `event` as one binding's call does: in a warm instance
+    /// of `warm` if one is parked, else a fresh one, parked in `warm` if the call
+    /// returns. A failed call still reports what it used.
+    pub async fn invoke_rule_warm(
+        &self,
+        plugin: &Loaded,
+        warm: &WarmPool,
+        scope: &Scope,
+        now_millis: i64,
+        event: &RuleEvent,
+    ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
+        let input = event.text_len();
+        let event = convert::event(event);
+        self.invoke_rule_in(plugin, Some(warm), scope, now_millis, &event, input)
+            .await
+    }
+
+    /// Runs the rule `plugin` on `event` (converted already; `input` is the bytes of
+    /// text it carries) under the runtime's limits, in a warm instance of `warm` if one
+    /// is parked (else a fresh one), and parks the instance there again if the call
+    /// returned. A failed call still reports what it used.
+    pub(super) async fn invoke_rule_in(
+        &self,
+        plugin: &Loaded,
+        warm: Option<&WarmPool>,
+        scope: &Scope,
+        now_millis: i64,
+        event: &wit::Event,
+        input: usize,
+    ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
         let inner = match self.resident(plugin) {
             Ok(inner) => inner,
             Err(failure) => return (Usage::default(), Err(failure)),
@@ -977,7 +1049,6 @@ impl PluginRuntime {
                 }),
             );
         };
-        let input = event.text_len();
         if input > self.limits.max_input_bytes {
             return (
                 Usage::default(),
@@ -987,17 +1058,46 @@ impl PluginRuntime {
                 }),
             );
         }
-        let mut store = match self.call_store(scope, now_millis, None) {
-            Ok(store) => store,
-            Err(failure) => return (Usage::default(), Err(failure)),
+        let parked = warm.and_then(|warm| warm.take(&inner));
+        let (mut store, rule) = match parked {
+            Some(parked) => {
+                let mut store = parked.store;
+                if let Err(failure) = self.rearm(&mut store, now_millis) {
+                    return (Usage::default(), Err(failure));
+                }
+                (store, Some(parked.rule))
+            }
+            None => match self.call_store(scope, now_millis, None) {
+                Ok(store) => {
+                    self.warm.note_fresh();
+                    (store, None)
+                }
+                Err(failure) => return (Usage::default(), Err(failure)),
+            },
         };
-        let wit_event = convert::event(event);
+        let mut returned = None;
         let result = async {
-            let rule = pre.instantiate_async(&mut store).await?;
-            rule.call_on_event(&mut store, &wit_event).await
+            let rule = match rule {
+                Some(rule) => rule,
+                None => pre.instantiate_async(&mut store).await?,
+            };
+            let answer = rule.call_on_event(&mut store, event).await;
+            if answer.is_ok() {
+                returned = Some(rule);
+            }
+            answer
         }
         .await;
         let (usage, result) = self.finish(&store, result);
+        // Only an instance whose call returned is kept: a trap, an exhausted budget or
+        // an interrupted call leaves it in no state to run again.
+        if let (Some(warm), Some(rule)) = (warm, returned) {
+            warm.park(warm::Parked {
+                store,
+                rule,
+                code: inner,
+            });
+        }
         let result = result.and_then(|answer| {
             let actions = answer.map_err(|err| Failure::Plugin {
                 code: err.code,

@@ -35,7 +35,7 @@ use super::adapters::{AdapterCall, HttpGrant};
 use super::event::{RuleAction, RuleEvent, Trigger};
 use super::{
     content_hash, Failure, Kind, LoadError, Loaded, PluginRuntime, Scope, SizeLimits, StorageView,
-    Usage,
+    Usage, WarmPool,
 };
 use crate::workflows::eval::{self, CompiledProgram};
 use crate::workflows::{self, NodeInfo, WorkflowRule};
@@ -189,6 +189,10 @@ pub struct LiveRule {
     pub order: i32,
     pub config: BTreeMap<String, String>,
     pub loaded: Loaded,
+    /// Instances of this binding kept warm between its calls.
+    pub warm: Arc<WarmPool>,
+    /// The tenant and plugin its calls run for.
+    pub scope: Scope,
 }
 
 /// An adapter as it runs.
@@ -490,6 +494,11 @@ impl Registry {
                             order: record.order,
                             config: record.config.clone(),
                             loaded: loaded.clone(),
+                            warm: self.runtime.warm_pool(tenant_id),
+                            scope: Scope {
+                                tenant_id: tenant_id.to_owned(),
+                                plugin_id: record.id.clone(),
+                            },
                         });
                     }
                 }
@@ -982,13 +991,15 @@ impl Registry {
     pub async fn run_rules(
         &self,
         live: &TenantLive,
-        event: &RuleEvent,
+        mut event: RuleEvent,
         now_millis: i64,
         refused: Option<&Failure>,
     ) -> Vec<RuleRun> {
         let mut runs = Vec::new();
-        let mut event = event.clone();
+        // Rules see their own configuration only: the host fills it in per plugin.
         event.config.clear();
+        // The event as plugins get it, converted once for the chain.
+        let mut converted: Option<(super::wit::Event, usize)> = None;
         // Every declarative rule is decided up front, in one bounded evaluation.
         let program = live.workflows(event.trigger);
         let decided = program.map(|program| {
@@ -1042,14 +1053,32 @@ impl Registry {
                     rule_run(rule, Usage::default(), failure.map_or(Ok(Vec::new()), Err))
                 }
                 Step::Plugin(rule) => {
-                    event.config = rule.config.clone();
-                    let scope = Scope {
-                        tenant_id: event.tenant_id.clone(),
-                        plugin_id: rule.plugin_id.clone(),
-                    };
+                    // The host's event is not needed past this point: its text moves.
+                    let (plugin_event, base) = converted.get_or_insert_with(|| {
+                        let base = event.text_len();
+                        (super::convert::event_taken(&mut event), base)
+                    });
+                    plugin_event.config = rule
+                        .config
+                        .iter()
+                        .map(|(key, value)| (key.clone(), value.clone()))
+                        .collect();
+                    let input = *base
+                        + rule
+                            .config
+                            .iter()
+                            .map(|(key, value)| key.len() + value.len())
+                            .sum::<usize>();
                     let (usage, result) = self
                         .runtime
-                        .invoke_rule(&rule.loaded, &scope, now_millis, &event)
+                        .invoke_rule_in(
+                            &rule.loaded,
+                            Some(&rule.warm),
+                            &rule.scope,
+                            now_millis,
+                            plugin_event,
+                            input,
+                        )
                         .await;
                     rule_run(rule, usage, result)
                 }

@@ -499,13 +499,14 @@ fn a_version_swap_leaves_a_firing_in_flight_on_the_version_it_started_with() {
         .modify("t", &first.id, now, |record| activate_version(record, "2"))
         .expect("activate v2");
     // ...finishes on version 1, and the next firing runs version 2.
-    let old = block_on(registry.run_rules(&in_flight, &event, 0, None));
+    let old = block_on(registry.run_rules(&in_flight, event.clone(), 0, None));
     assert_eq!(old[0].version, "1");
     assert!(matches!(
         old[0].actions.as_slice(),
         [RuleAction::RequestInfo { .. }, RuleAction::SendOtp { .. }]
     ));
-    let new = block_on(registry.run_rules(&registry.live("t").expect("live"), &event, 0, None));
+    let new =
+        block_on(registry.run_rules(&registry.live("t").expect("live"), event.clone(), 0, None));
     assert_eq!(new[0].version, "2");
     assert!(matches!(
         new[0].actions.as_slice(),
@@ -685,4 +686,115 @@ fn a_bad_or_hostile_program_is_contained() {
         matches!(result, Err(Failure::Malformed { .. })),
         "{result:?}"
     );
+}
+
+/// Runs `rule` for `tenant` on `event` in a warm instance of `pool` if one is parked.
+fn warm_call(
+    runtime: &PluginRuntime,
+    rule: &Loaded,
+    pool: &WarmPool,
+    tenant: &str,
+    now: i64,
+    event: &RuleEvent,
+) -> (Usage, Result<Vec<RuleAction>, Failure>) {
+    block_on(runtime.invoke_rule_warm(rule, pool, &scope(tenant), now, event))
+}
+
+/// The flags a rule's answer carries.
+fn flags(answer: &Result<Vec<RuleAction>, Failure>) -> Vec<String> {
+    answer
+        .as_ref()
+        .expect("the rule answered")
+        .iter()
+        .filter_map(|action| match action {
+            RuleAction::AddFlag { flag } => Some(flag.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_warm_instance_serves_its_binding_again_with_its_own_budget_and_flow_time() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let abuser = rule(&runtime, "hostile_abuser");
+    let warm = runtime.warm_pool("a");
+    let told = event("mobile", None, &[("instance", "1")]);
+    let call = |pool: &WarmPool, tenant: &str, now: i64, event: &RuleEvent| {
+        warm_call(&runtime, &abuser, pool, tenant, now, event)
+    };
+
+    let (first_usage, first) = call(&warm, "a", 1_000, &told);
+    assert_eq!(flags(&first), ["instance:1", "wall:1000"]);
+    assert_eq!(
+        warm.parked(),
+        1,
+        "a call that returned leaves its instance warm"
+    );
+    let (second_usage, second) = call(&warm, "a", 2_000, &told);
+    assert_eq!(
+        flags(&second),
+        ["instance:2", "wall:2000"],
+        "the warm instance served the call, at the new flow time"
+    );
+    assert!(
+        second_usage.fuel <= first_usage.fuel,
+        "fuel is the call's own, not the instance's total: {} then {}",
+        first_usage.fuel,
+        second_usage.fuel
+    );
+    let stats = runtime.stats().warm;
+    assert_eq!((stats.reused, stats.instantiated, stats.parked), (1, 1, 1));
+
+    // Another tenant's binding of the same code never gets this instance.
+    let other = runtime.warm_pool("b");
+    let (_, theirs) = call(&other, "b", 2_000, &told);
+    assert_eq!(flags(&theirs)[0], "instance:1");
+    // Nor does a call outside any binding (dry runs, rule tests, the command line).
+    let (_, fresh) = block_on(runtime.invoke_rule(&abuser, &scope("a"), 2_000, &told));
+    assert_eq!(flags(&fresh)[0], "instance:1");
+    assert_eq!(warm.parked(), 1);
+
+    // A call that traps takes its instance with it: the next call starts afresh.
+    let trap = event("mobile", None, &[("instance", "1"), ("trap", "1")]);
+    let (_, trapped) = call(&warm, "a", 3_000, &trap);
+    assert!(matches!(trapped, Err(Failure::Trap { .. })), "{trapped:?}");
+    assert_eq!(warm.parked(), 0, "a trapped instance is never parked");
+    let (_, after) = call(&warm, "a", 4_000, &told);
+    assert_eq!(flags(&after), ["instance:1", "wall:4000"]);
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn an_instance_that_ran_out_of_time_is_not_kept_and_no_bound_keeps_none() {
+    let (_dir, db) = db();
+    let runtime = PluginRuntime::new(
+        db,
+        Limits {
+            fuel: u64::MAX / 2,
+            ..Limits::default()
+        },
+    )
+    .expect("runtime");
+    let spin = rule(&runtime, "hostile_spin");
+    let warm = runtime.warm_pool("a");
+    let (_, result) = warm_call(&runtime, &spin, &warm, "a", 0, &event("mobile", None, &[]));
+    assert!(matches!(result, Err(Failure::Timeout { .. })), "{result:?}");
+    assert_eq!(warm.parked(), 0);
+
+    let (_dir, db) = self::db();
+    let bounds = PluginBounds {
+        warm_instances: 0,
+        ..PluginBounds::default()
+    };
+    let cold = PluginRuntime::with_bounds(db, Limits::default(), bounds).expect("runtime");
+    let abuser = rule(&cold, "hostile_abuser");
+    let pool = cold.warm_pool("a");
+    let told = event("mobile", None, &[("instance", "1")]);
+    for _ in 0..3 {
+        let (_, answer) = warm_call(&cold, &abuser, &pool, "a", 0, &told);
+        assert_eq!(flags(&answer)[0], "instance:1", "every call is fresh");
+    }
+    assert_eq!(cold.stats().warm.parked, 0);
 }

@@ -412,7 +412,7 @@ mod tests {
             let mut event = testing::event("mobile");
             event.tenant_id = "t".to_owned();
             event.applicant_id = Some("a".repeat(100));
-            block_on(registry.run_rules(&registry.live("t").expect("live"), &event, 0, None))
+            block_on(registry.run_rules(&registry.live("t").expect("live"), event.clone(), 0, None))
         };
         // With the default budget the cheap rule matches and the costly one does not.
         let runs = run(Limits::default().fuel);

@@ -7,9 +7,17 @@
 //!   `kv:{written}:{first error}` (`none` when every write succeeded).
 //! - `log_lines` K: logs K lines, each with a newline, a carriage return, an escape
 //!   sequence and a forged host line in it; flags `logged:{K}`.
+//! - `instance` (any value): flags `instance:{n}`, where n counts the calls this
+//!   instance has served (kept in its memory), and `wall:{ms}`, the wall clock it
+//!   sees in milliseconds; so a test can tell a warm instance from a fresh one.
+//! - `trap` (any value): panics after everything else, which traps the call.
 
 use dialgate_sdk::rule::host::{kv, log, KvError, Level};
 use dialgate_sdk::rule::{Action, Event, PluginError, Rule};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Calls this instance has served.
+static CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// The rule.
 pub struct Abuser;
@@ -62,6 +70,17 @@ impl Rule for Abuser {
                 );
             }
             actions.push(Action::AddFlag(format!("logged:{lines}")));
+        }
+        if event.config("instance").is_some() {
+            let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+            actions.push(Action::AddFlag(format!("instance:{calls}")));
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis());
+            actions.push(Action::AddFlag(format!("wall:{wall}")));
+        }
+        if event.config("trap").is_some() {
+            panic!("abuser traps as configured");
         }
         Ok(actions)
     }
