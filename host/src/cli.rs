@@ -25,6 +25,16 @@ enum Command {
     /// Work with plugins locally.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Apply the PostgreSQL store's schema migrations (`serve` also applies them at
+    /// start, under a lock, so replicas may start together).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// The PostgreSQL database: postgres://user:password@host:port/database.
+    #[arg(long, env = "DIALGATE_STORE", hide_env_values = true)]
+    store: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +55,11 @@ struct ServeArgs {
     /// Directory of the embedded store [default: ./dialgate-data].
     #[arg(long, env = "DIALGATE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL database shared by several replicas
+    /// (postgres://user:password@host:port/database) instead of the embedded store;
+    /// its schema is migrated at start.
+    #[arg(long, env = "DIALGATE_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Operator credential; when unset on first start one is generated and printed once.
     #[arg(long, env = "DIALGATE_OPERATOR_KEY", hide_env_values = true)]
     operator_key: Option<String>,
@@ -129,6 +144,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
+            Command::Migrate(args) => migrate(&args.store),
         }
     });
     // Whatever plugins do, stopping does not wait on the blocking pool for long: every
@@ -153,6 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Overrides {
             listen: args.listen,
             data_dir: args.data_dir,
+            store: args.store,
             operator_key: args.operator_key,
             production: args.production,
             code_secret: args.code_secret,
@@ -178,6 +195,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.validate()?;
     crate::server::run(config).await
+}
+
+/// Applies the store's migrations and says where the schema stands.
+fn migrate(store: &str) -> anyhow::Result<()> {
+    crate::config::check_store_url(store)?;
+    let version = crate::store::PostgresStore::migrate(store)?;
+    println!("the database's schema is at version {version}");
+    Ok(())
 }
 
 fn parse_allow_list(text: &str) -> Result<crate::egress::AllowList, String> {

@@ -20,6 +20,9 @@ pub const DEFAULT_DATA_DIR: &str = "dialgate-data";
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://…`): the shared store of several replicas; the
+    /// embedded sled store under `data_dir` when unset.
+    pub store: Option<String>,
     /// The operator credential; generated on first start when absent.
     pub operator_key: Option<String>,
     /// Production mode: no dev outbox.
@@ -89,6 +92,7 @@ impl Default for Config {
                 .parse()
                 .expect("the default listen address parses"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            store: None,
             operator_key: None,
             production: false,
             code_secret: None,
@@ -103,12 +107,23 @@ impl Default for Config {
     }
 }
 
+/// Checks that `store` names a PostgreSQL database (the only shared store).
+pub fn check_store_url(store: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        store.starts_with("postgres://") || store.starts_with("postgresql://"),
+        "store must be a PostgreSQL URL (postgres://user:password@host:port/database); \
+         leave it unset for the embedded store under data_dir"
+    );
+    Ok(())
+}
+
 /// The TOML file's shape; every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub operator_key: Option<String>,
     pub production: Option<bool>,
     pub code_secret: Option<String>,
@@ -201,6 +216,7 @@ impl FileConfig {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub operator_key: Option<String>,
     pub production: bool,
     pub code_secret: Option<String>,
@@ -235,6 +251,7 @@ impl Config {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or(defaults.data_dir),
+            store: overrides.store.or(file.store),
             operator_key: overrides.operator_key.or(file.operator_key),
             production: overrides.production || file.production.unwrap_or(false),
             code_secret: overrides.code_secret.or(file.code_secret),
@@ -280,6 +297,9 @@ impl Config {
 
     /// Checks the values a file, flag or variable may get wrong.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(store) = &self.store {
+            check_store_url(store)?;
+        }
         let HttpLimits {
             header_read_timeout,
             body_read_timeout,

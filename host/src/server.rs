@@ -46,13 +46,18 @@ pub fn build_engine(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Arc<Engine>, OperatorKey)> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let db = Db::open_sled(&config.data_dir)?;
+    let db = match &config.store {
+        Some(url) => Db::open_postgres(url, true)?,
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
+            Db::open_sled(&config.data_dir)?
+        }
+    };
     let secret = Engine::code_secret(&db, config.code_secret()?.as_deref())?;
     let secrets = SecretBox::new(&secret);
     let sealed = crate::secrets::migrate(&db, &secrets)?;

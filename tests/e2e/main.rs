@@ -11,6 +11,7 @@ mod hardening;
 mod kannel;
 mod plugin_storage;
 mod plugins;
+mod postgres;
 mod report;
 mod routing;
 mod secrets;

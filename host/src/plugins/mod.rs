@@ -1001,9 +1001,7 @@ impl PluginRuntime {
         now_millis: i64,
         event: &RuleEvent,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
-        let input = event.text_len();
-        let event = convert::event(event);
-        self.invoke_rule_in(plugin, None, scope, now_millis, &event, input)
+        self.invoke_rule_event(plugin, None, scope, now_millis, event)
             .await
     }
 
@@ -1018,9 +1016,22 @@ impl PluginRuntime {
         now_millis: i64,
         event: &RuleEvent,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
+        self.invoke_rule_event(plugin, Some(warm), scope, now_millis, event)
+            .await
+    }
+
+    /// Runs the rule `plugin` on the host's `event`, converting it for the call.
+    async fn invoke_rule_event(
+        &self,
+        plugin: &Loaded,
+        warm: Option<&WarmPool>,
+        scope: &Scope,
+        now_millis: i64,
+        event: &RuleEvent,
+    ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
         let input = event.text_len();
         let event = convert::event(event);
-        self.invoke_rule_in(plugin, Some(warm), scope, now_millis, &event, input)
+        self.invoke_rule_in(plugin, warm, scope, now_millis, &event, input)
             .await
     }
 

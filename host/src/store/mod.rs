@@ -1,13 +1,16 @@
-//! Storage: a small key-value trait, its sled implementation, and [`Db`], the typed
-//! layer the rest of the host uses.
+//! Storage: a small key-value trait, its sled and PostgreSQL implementations, and
+//! [`Db`], the typed layer the rest of the host uses.
 //!
-//! Only this module names sled. Records are JSON values in named trees; keys of
+//! Only this module names sled and PostgreSQL. Records are JSON values in named trees; keys of
 //! tenant-owned records start with the tenant id, so a scan can never cross tenants.
 //! Durability: [`Db::sync`] is a group commit. Handlers call it after their writes and
 //! before they answer, so every state acknowledged to a client has been flushed and
 //! fsynced; concurrent requests share one flush.
 
+mod postgres;
 mod sled_store;
+#[doc(hidden)]
+pub mod testing;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 /// The trees (tables) of the store.
@@ -271,6 +275,12 @@ impl Db {
     /// Opens the embedded sled store under `dir`.
     pub fn open_sled(dir: &std::path::Path) -> Result<Self, StoreError> {
         Ok(Self::new(Arc::new(SledStore::open(dir)?)))
+    }
+
+    /// Opens the PostgreSQL database at `url`, applying the schema's migrations first
+    /// if `migrate` (under a lock, so replicas may start together).
+    pub fn open_postgres(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        Ok(Self::new(Arc::new(PostgresStore::open(url, migrate)?)))
     }
 
     /// Waits until every write made before this call is durable.

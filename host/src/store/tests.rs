@@ -8,58 +8,146 @@ fn sled_db() -> (tempfile::TempDir, Db) {
     (dir, db)
 }
 
-#[test]
-fn put_get_remove_round_trip() {
-    let (_dir, db) = sled_db();
+/// A fresh database on the shared test PostgreSQL cluster.
+fn postgres_db() -> Db {
+    let url = testing::TestCluster::shared().database();
+    Db::open_postgres(&url, true).expect("open postgres")
+}
+
+/// Runs a contract check against a sled store and, as an ignored test (`.ci/test`
+/// installs PostgreSQL and runs it), against a PostgreSQL database.
+macro_rules! contract {
+    ($name:ident, $check:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn sled() {
+                let (_dir, db) = sled_db();
+                ($check)(&db);
+            }
+
+            #[test]
+            #[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+            fn postgres() {
+                ($check)(&postgres_db());
+            }
+        }
+    };
+}
+
+contract!(put_get_remove_round_trip, |db: &Db| {
     db.put(Tree::Tenants, b"t1", &"acme").expect("put");
     assert_eq!(
         db.get::<String>(Tree::Tenants, b"t1").expect("get"),
         Some("acme".into())
     );
+    db.put(Tree::Tenants, b"t1", &"acme 2").expect("overwrite");
+    assert_eq!(
+        db.get::<String>(Tree::Tenants, b"t1").expect("get"),
+        Some("acme 2".into())
+    );
     assert!(db.remove(Tree::Tenants, b"t1").expect("remove"));
     assert!(!db.remove(Tree::Tenants, b"t1").expect("remove again"));
     assert_eq!(db.get::<String>(Tree::Tenants, b"t1").expect("get"), None);
-}
+});
 
-#[test]
-fn trees_are_separate() {
-    let (_dir, db) = sled_db();
+contract!(trees_are_separate, |db: &Db| {
     db.put(Tree::Tenants, b"k", &1).expect("put");
     assert_eq!(db.get::<i32>(Tree::Settings, b"k").expect("get"), None);
-}
+    // Every tree can be written and read.
+    for tree in Tree::ALL {
+        db.put_raw(tree, b"every", tree.name().as_bytes())
+            .expect("put");
+    }
+    for tree in Tree::ALL {
+        assert_eq!(
+            db.get_raw(tree, b"every").expect("get").as_deref(),
+            Some(tree.name().as_bytes())
+        );
+    }
+});
 
-#[test]
-fn insert_new_refuses_to_overwrite() {
-    let (_dir, db) = sled_db();
+contract!(insert_new_refuses_to_overwrite, |db: &Db| {
     assert!(db.insert_new(Tree::Meta, b"k", &1).expect("first"));
     assert!(!db.insert_new(Tree::Meta, b"k", &2).expect("second"));
     assert_eq!(db.get::<i32>(Tree::Meta, b"k").expect("get"), Some(1));
-}
+});
 
-#[test]
-fn scan_is_bounded_by_prefix_and_limit_and_can_reverse() {
-    let (_dir, db) = sled_db();
-    for (k, v) in [("a/1", 1), ("a/2", 2), ("a/3", 3), ("b/1", 9)] {
-        db.put(Tree::Outbox, k.as_bytes(), &v).expect("put");
+contract!(
+    compare_and_swap_swaps_only_from_the_expected_value,
+    |db: &Db| {
+        let store = &db.store;
+        assert!(store
+            .compare_and_swap(Tree::Meta, b"k", None, None)
+            .expect("absent stays absent"));
+        assert!(store
+            .compare_and_swap(Tree::Meta, b"k", None, Some(b"1"))
+            .expect("create"));
+        assert!(!store
+            .compare_and_swap(Tree::Meta, b"k", None, None)
+            .expect("present is not absent"));
+        assert!(!store
+            .compare_and_swap(Tree::Meta, b"k", Some(b"0"), Some(b"2"))
+            .expect("wrong expectation"));
+        assert!(store
+            .compare_and_swap(Tree::Meta, b"k", Some(b"1"), Some(b"2"))
+            .expect("swap"));
+        assert!(!store
+            .compare_and_swap(Tree::Meta, b"k", Some(b"1"), None)
+            .expect("stale removal"));
+        assert!(store
+            .compare_and_swap(Tree::Meta, b"k", Some(b"2"), None)
+            .expect("removal"));
+        assert_eq!(store.get(Tree::Meta, b"k").expect("get"), None);
     }
-    assert_eq!(
-        db.scan::<i32>(Tree::Outbox, b"a/", 10, false)
-            .expect("scan"),
-        [1, 2, 3]
-    );
-    assert_eq!(
-        db.scan::<i32>(Tree::Outbox, b"a/", 2, true).expect("scan"),
-        [3, 2]
-    );
-}
+);
 
-#[test]
-fn concurrent_updates_lose_nothing() {
-    let (_dir, db) = sled_db();
+contract!(
+    scan_is_bounded_by_prefix_and_limit_and_can_reverse,
+    |db: &Db| {
+        for (k, v) in [("a/1", 1), ("a/2", 2), ("a/3", 3), ("a0", 7), ("b/1", 9)] {
+            db.put(Tree::Outbox, k.as_bytes(), &v).expect("put");
+        }
+        assert_eq!(
+            db.scan::<i32>(Tree::Outbox, b"a/", 10, false)
+                .expect("scan"),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            db.scan::<i32>(Tree::Outbox, b"a/", 2, true).expect("scan"),
+            [3, 2]
+        );
+        assert_eq!(
+            db.scan::<i32>(Tree::Outbox, b"", usize::MAX, false)
+                .expect("scan all"),
+            [1, 2, 3, 7, 9]
+        );
+        // Keys are bytes: a prefix ending in 0xff has no successor of its length.
+        db.put_raw(Tree::Meta, b"\xff\xff1", b"x").expect("put");
+        db.put_raw(Tree::Meta, b"\xff\xff\xff", b"y").expect("put");
+        db.put_raw(Tree::Meta, b"\xfe", b"z").expect("put");
+        let high = db
+            .store
+            .scan_prefix(Tree::Meta, b"\xff\xff", 10, true)
+            .expect("scan");
+        assert_eq!(
+            high.iter().map(|(_, v)| v.as_slice()).collect::<Vec<_>>(),
+            [b"y".as_slice(), b"x".as_slice()]
+        );
+        db.remove_prefix(Tree::Outbox, b"a").expect("remove prefix");
+        assert_eq!(
+            db.scan::<i32>(Tree::Outbox, b"", 10, false).expect("scan"),
+            [9]
+        );
+    }
+);
+
+contract!(concurrent_updates_lose_nothing, |db: &Db| {
     std::thread::scope(|scope| {
         for _ in 0..4 {
             scope.spawn(|| {
-                for _ in 0..250 {
+                for _ in 0..100 {
                     db.update::<u32, StoreError, ()>(Tree::Meta, b"counter", |n| {
                         Ok((Some(n.unwrap_or(0) + 1), ()))
                     })
@@ -70,8 +158,65 @@ fn concurrent_updates_lose_nothing() {
     });
     assert_eq!(
         db.get::<u32>(Tree::Meta, b"counter").expect("get"),
-        Some(1000)
+        Some(400)
     );
+});
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn replicas_on_one_database_share_atomic_updates() {
+    // Two handles opened on one database, as two replicas open it: their updates of
+    // one record serialise in the database, so a count of N is N across them.
+    let url = testing::TestCluster::shared().database();
+    let (first, second) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| Db::open_postgres(&url, true).expect("first replica"));
+        let b = scope.spawn(|| Db::open_postgres(&url, true).expect("second replica"));
+        (
+            a.join().expect("first opened"),
+            b.join().expect("second opened"),
+        )
+    });
+    std::thread::scope(|scope| {
+        for db in [&first, &second, &first, &second] {
+            scope.spawn(move || {
+                for _ in 0..100 {
+                    db.update::<u32, StoreError, ()>(Tree::Meta, b"sends", |n| {
+                        Ok((Some(n.unwrap_or(0) + 1), ()))
+                    })
+                    .expect("update");
+                }
+            });
+        }
+    });
+    assert_eq!(
+        first.get::<u32>(Tree::Meta, b"sends").expect("get"),
+        Some(400)
+    );
+    // A record one replica writes is what the other reads.
+    first
+        .put(Tree::Settings, b"t", &"from the first")
+        .expect("put");
+    assert_eq!(
+        second.get::<String>(Tree::Settings, b"t").expect("get"),
+        Some("from the first".into())
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn an_unmigrated_database_is_refused_with_the_command_that_fixes_it() {
+    let url = testing::TestCluster::shared().database();
+    let err = Db::open_postgres(&url, false).expect_err("no schema yet");
+    assert!(err.to_string().contains("dialgate migrate"), "{err}");
+    Db::open_postgres(&url, true).expect("migrated");
+    Db::open_postgres(&url, false).expect("the schema is there now");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn a_bad_postgres_url_is_a_clear_error() {
+    let err = Db::open_postgres("postgres://[::1", true).expect_err("bad url");
+    assert!(err.to_string().contains("PostgreSQL URL"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,33 @@
+-- Dialgate schema, version 1: one table per tree of the store, keyed by the tree's
+-- byte keys (their order is the order of prefix scans), the value as stored.
+CREATE TABLE tree_meta (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_tenants (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_api_keys (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_tenant_keys (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_verifications (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_verification_index (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_verified_numbers (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_blocklist (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_settings (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_outbox (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_idempotency (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_plugin_kv (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_plugins (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_plugin_blobs (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_plugin_refs (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_plugin_artifacts (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_cases (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_message_index (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_workflow_rules (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_providers (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_provider_ids (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_routing_policies (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_messages (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_provider_messages (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_jobs (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_brands (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_templates (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_webhooks (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_webhook_deliveries (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_webhook_queue (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE tree_guess_budgets (k bytea PRIMARY KEY, v bytea NOT NULL);

@@ -1,0 +1,425 @@
+//! The PostgreSQL backend of [`Store`](super::Store), for deployments that run several
+//! replicas on one database.
+//!
+//! Every tree is a table of its own (`tree_<name>`: `k bytea PRIMARY KEY, v bytea`), so
+//! a prefix scan is a range scan of the primary key in the same byte order as sled's.
+//! Compare-and-swap is one conditional statement (`INSERT … ON CONFLICT DO NOTHING`,
+//! `UPDATE … WHERE v = $expected`, `DELETE … WHERE v = $expected`): under PostgreSQL's
+//! row locks two replicas updating one record serialise, and exactly one of two
+//! swaps from the same value succeeds. Every statement commits on its own, so a write
+//! is durable when it returns and [`Store::flush`] has nothing left to do.
+//!
+//! The schema is versioned by embedded migrations (`migrations/`), applied at open
+//! under a PostgreSQL advisory lock: replicas starting together apply each migration
+//! once, and the others wait and find it applied.
+//!
+//! The [`Store`] contract is synchronous. Its calls are carried out on a small runtime
+//! of the backend's own (tokio-postgres over a deadpool pool), and the caller's thread
+//! waits on a channel for the answer; that wait neither needs nor disturbs the
+//! caller's own runtime.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
+use tokio_postgres::NoTls;
+
+use super::{Pair, Store, StoreError, Tree};
+
+/// The schema's migrations, in order: (version, SQL).
+const MIGRATIONS: [(i32, &str); 1] = [(1, include_str!("migrations/0001_trees.sql"))];
+
+/// The advisory lock migrations run under (any fixed number, the same on every replica).
+const MIGRATION_LOCK: i64 = 0x6469_616c_6761_7465; // "dialgate"
+
+/// Connections a replica keeps to the database at most.
+const POOL_SIZE: usize = 16;
+
+/// How long a call waits for a connection, or for one to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The statements of one tree.
+struct TreeSql {
+    get: String,
+    put: String,
+    remove: String,
+    insert_new: String,
+    swap: String,
+    remove_if: String,
+    exists: String,
+    scan_range: [String; 2],
+    scan_from: [String; 2],
+}
+
+impl TreeSql {
+    fn new(tree: Tree) -> Self {
+        let table = table(tree);
+        let scan = |bound: &str, order: &str| {
+            format!("SELECT k, v FROM {table} WHERE {bound} ORDER BY k {order} LIMIT $3")
+        };
+        Self {
+            get: format!("SELECT v FROM {table} WHERE k = $1"),
+            put: format!(
+                "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
+            remove: format!("DELETE FROM {table} WHERE k = $1"),
+            insert_new: format!(
+                "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING"
+            ),
+            swap: format!("UPDATE {table} SET v = $3 WHERE k = $1 AND v = $2"),
+            remove_if: format!("DELETE FROM {table} WHERE k = $1 AND v = $2"),
+            exists: format!("SELECT 1 FROM {table} WHERE k = $1"),
+            scan_range: [
+                scan("k >= $1 AND k < $2", "ASC"),
+                scan("k >= $1 AND k < $2", "DESC"),
+            ],
+            // `$2` is unused here but keeps the parameters of both forms alike.
+            scan_from: [
+                scan("k >= $1 AND $2::bytea IS NULL", "ASC"),
+                scan("k >= $1 AND $2::bytea IS NULL", "DESC"),
+            ],
+        }
+    }
+}
+
+/// The table of `tree`.
+fn table(tree: Tree) -> String {
+    format!("tree_{}", tree.name())
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut bound = prefix.to_vec();
+    while let Some(last) = bound.pop() {
+        if last < u8::MAX {
+            bound.push(last + 1);
+            return Some(bound);
+        }
+    }
+    None
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("postgres: {err}"))
+}
+
+/// A PostgreSQL database holding every tree.
+pub struct PostgresStore {
+    pool: Pool,
+    sql: Arc<HashMap<Tree, TreeSql>>,
+    /// The backend's own runtime; shut down without blocking when the store drops.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
+    /// applies the schema's migrations if `migrate`, and checks that the schema is the
+    /// one this build knows.
+    pub fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|err| StoreError::Backend(format!("bad PostgreSQL URL: {err}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dialgate-postgres")
+            .enable_all()
+            .build()
+            .map_err(backend)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(CONNECT_TIMEOUT),
+                create: Some(CONNECT_TIMEOUT),
+                recycle: Some(CONNECT_TIMEOUT),
+            })
+            .build()
+            .map_err(backend)?;
+        let sql = Tree::ALL
+            .iter()
+            .map(|tree| (*tree, TreeSql::new(*tree)))
+            .collect();
+        let store = Self {
+            pool,
+            sql: Arc::new(sql),
+            runtime: Some(runtime),
+        };
+        let pool = store.pool.clone();
+        let applied = store.call(async move {
+            if migrate {
+                apply_migrations(&pool).await?;
+            }
+            schema_version(&pool).await
+        })?;
+        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        if applied != known {
+            return Err(StoreError::Backend(format!(
+                "the database's schema is at version {applied}, this build needs {known}; run `dialgate migrate`"
+            )));
+        }
+        Ok(store)
+    }
+
+    /// Applies the schema's migrations to the database at `url`; the schema version
+    /// it is at afterwards.
+    pub fn migrate(url: &str) -> Result<i32, StoreError> {
+        let store = Self::open(url, true)?;
+        let pool = store.pool.clone();
+        store.call(async move { schema_version(&pool).await })
+    }
+
+    /// Runs `work` on the backend's runtime and waits for its answer on this thread.
+    fn call<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("postgres: the store is closed".into()))?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv()
+            .map_err(|_| StoreError::Backend("postgres: the store's runtime stopped".into()))?
+    }
+
+    /// Runs one statement of `tree` (chosen by `pick`) with `params` on a pooled
+    /// connection, and hands the connection and statement to `run`.
+    fn statement<T, F, Fut>(
+        &self,
+        tree: Tree,
+        pick: fn(&TreeSql) -> &str,
+        run: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object, tokio_postgres::Statement) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    {
+        let pool = self.pool.clone();
+        let sql = Arc::clone(&self.sql);
+        self.call(async move {
+            let text = sql
+                .get(&tree)
+                .map(pick)
+                .ok_or_else(|| StoreError::Backend(format!("no table for {}", tree.name())))?
+                .to_owned();
+            let client = pool.get().await.map_err(backend)?;
+            let statement = client.prepare_cached(&text).await.map_err(backend)?;
+            run(client, statement).await.map_err(backend)
+        })
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The highest migration applied to the database (0 for an empty database).
+async fn schema_version(pool: &Pool) -> Result<i32, StoreError> {
+    let client = pool.get().await.map_err(backend)?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('dialgate_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(backend)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM dialgate_migrations",
+            &[],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.get(0))
+}
+
+/// Applies the migrations the database lacks, each in a transaction, under the
+/// migration lock.
+async fn apply_migrations(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(backend)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(backend)?;
+    let applied = async {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS dialgate_migrations (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )",
+            )
+            .await
+            .map_err(backend)?;
+        for (version, sql) in MIGRATIONS {
+            let transaction = client.transaction().await.map_err(backend)?;
+            let done = transaction
+                .query_opt(
+                    "SELECT 1 FROM dialgate_migrations WHERE version = $1",
+                    &[&version],
+                )
+                .await
+                .map_err(backend)?
+                .is_some();
+            if done {
+                continue;
+            }
+            transaction
+                .batch_execute(sql)
+                .await
+                .map_err(|err| backend(format!("migration {version}: {err}")))?;
+            transaction
+                .execute(
+                    "INSERT INTO dialgate_migrations (version) VALUES ($1)",
+                    &[&version],
+                )
+                .await
+                .map_err(backend)?;
+            transaction.commit().await.map_err(backend)?;
+            tracing::info!(version, "applied a schema migration");
+        }
+        Ok::<(), StoreError>(())
+    }
+    .await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(backend);
+    applied.and(unlocked.map(|_| ()))
+}
+
+impl Store for PostgresStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.statement(
+            tree,
+            |sql| &sql.get,
+            move |client, statement| async move {
+                let row = client.query_opt(&statement, &[&key]).await?;
+                Ok(row.map(|row| row.get::<_, Vec<u8>>(0)))
+            },
+        )
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        self.statement(
+            tree,
+            |sql| &sql.put,
+            move |client, statement| async move {
+                client.execute(&statement, &[&key, &value]).await?;
+                Ok(())
+            },
+        )
+    }
+
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
+        let key = key.to_vec();
+        self.statement(
+            tree,
+            |sql| &sql.remove,
+            move |client, statement| async move { Ok(client.execute(&statement, &[&key]).await? > 0) },
+        )
+    }
+
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_vec();
+        match (expected.map(<[u8]>::to_vec), new.map(<[u8]>::to_vec)) {
+            (None, Some(new)) => self.statement(
+                tree,
+                |sql| &sql.insert_new,
+                move |client, statement| async move {
+                    Ok(client.execute(&statement, &[&key, &new]).await? == 1)
+                },
+            ),
+            (Some(expected), Some(new)) => self.statement(
+                tree,
+                |sql| &sql.swap,
+                move |client, statement| async move {
+                    Ok(client.execute(&statement, &[&key, &expected, &new]).await? == 1)
+                },
+            ),
+            (Some(expected), None) => self.statement(
+                tree,
+                |sql| &sql.remove_if,
+                move |client, statement| async move {
+                    Ok(client.execute(&statement, &[&key, &expected]).await? == 1)
+                },
+            ),
+            (None, None) => self.statement(
+                tree,
+                |sql| &sql.exists,
+                move |client, statement| async move {
+                    Ok(client.query_opt(&statement, &[&key]).await?.is_none())
+                },
+            ),
+        }
+    }
+
+    fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Pair>, StoreError> {
+        let from = prefix.to_vec();
+        let upper = successor(prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let pick: fn(&TreeSql) -> &str = match (upper.is_some(), reverse) {
+            (true, false) => |sql| &sql.scan_range[0],
+            (true, true) => |sql| &sql.scan_range[1],
+            (false, false) => |sql| &sql.scan_from[0],
+            (false, true) => |sql| &sql.scan_from[1],
+        };
+        self.statement(tree, pick, move |client, statement| async move {
+            let rows = client.query(&statement, &[&from, &upper, &limit]).await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                .collect())
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every statement committed on its own: nothing is pending.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::successor;
+
+    #[test]
+    fn the_successor_bounds_every_key_with_the_prefix() {
+        assert_eq!(successor(b"a/"), Some(b"a0".to_vec()));
+        assert_eq!(successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(successor(b"\xff\xff"), None);
+        assert_eq!(successor(b""), None);
+    }
+}
