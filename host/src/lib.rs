@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod config;

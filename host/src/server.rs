@@ -90,6 +90,15 @@ pub fn build_engine(
     let protection = Protection { egress, secrets };
     let plugins = Registry::open_with(Arc::new(runtime), db.clone(), builtins::all(), protection)
         .map_err(|err| anyhow::anyhow!("cannot load the tenants' plugins: {err}"))?;
+    // Replicas of a shared store keep their caches current through the change log.
+    let changes = match &config.store {
+        Some(_) => {
+            let log = Arc::new(crate::changes::ChangeLog::open(db.clone())?);
+            plugins.set_change_log(Arc::clone(&log));
+            Some(log)
+        }
+        None => None,
+    };
     let engine = Engine {
         plugins: Arc::new(plugins),
         db,
@@ -105,6 +114,7 @@ pub fn build_engine(
         jobs_wake: tokio::sync::Notify::new(),
         jobs_next_due: std::sync::atomic::AtomicI64::new(i64::MIN),
         webhooks: webhooks::Hub::default(),
+        changes,
     };
     let operator = engine
         .init_operator_key(config.operator_key.as_deref())
@@ -202,7 +212,8 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
-    let jobs = tokio::spawn(Arc::clone(&engine).run_jobs(jobs_stopped));
+    let jobs = tokio::spawn(Arc::clone(&engine).run_jobs(jobs_stopped.clone()));
+    let changes = tokio::spawn(Arc::clone(&engine).run_changes(jobs_stopped));
     let app = api::app(engine);
     let (stop_connections, connections_stopped) = tokio::sync::watch::channel(false);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -251,6 +262,7 @@ pub async fn serve_with(
     while connections.join_next().await.is_some() {}
     let _ = stop_jobs.send(true);
     let _ = jobs.await;
+    let _ = changes.await;
     Ok(())
 }
 

@@ -212,6 +212,9 @@ impl Engine {
         self.caches.remove_key(&record.hash, || {
             self.db.remove(Tree::ApiKeys, record.hash.as_bytes())
         })?;
+        self.changed(&crate::changes::Change::Key {
+            hash: record.hash.clone(),
+        })?;
         self.db.remove(Tree::TenantKeys, &tenant_key)?;
         self.db.sync().await?;
         Ok(())

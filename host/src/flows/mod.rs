@@ -69,6 +69,9 @@ pub struct Engine {
     pub jobs_next_due: std::sync::atomic::AtomicI64,
     /// Wakes the webhook delivery worker.
     pub webhooks: crate::webhooks::Hub,
+    /// The change log replicas of a shared store keep their caches current by; `None`
+    /// on the embedded store, which one process owns.
+    pub changes: Option<Arc<crate::changes::ChangeLog>>,
 }
 
 /// In-process caches of API keys and settings. Only this process writes the embedded
@@ -126,6 +129,22 @@ impl Caches {
         let removed = remove()?;
         keys.remove(hash);
         Ok(removed)
+    }
+
+    /// Drops the cached key with this hash (another replica revoked it).
+    pub(crate) fn forget_key(&self, hash: &str) {
+        self.keys.write().remove(hash);
+    }
+
+    /// Drops the tenant's cached settings (another replica changed them).
+    pub(crate) fn forget_settings(&self, tenant_id: &str) {
+        self.settings.write().remove(tenant_id);
+    }
+
+    /// Drops every cached entry.
+    pub(crate) fn clear(&self) {
+        self.keys.write().clear();
+        self.settings.write().clear();
     }
 
     fn settings(
@@ -227,8 +246,79 @@ impl Engine {
             .store_settings(tenant_id, Arc::new(settings.clone()), || {
                 self.db.put(Tree::Settings, tenant_id.as_bytes(), &settings)
             })?;
+        self.changed(&crate::changes::Change::Settings {
+            tenant_id: tenant_id.to_owned(),
+        })?;
         self.db.sync().await?;
         Ok(settings)
+    }
+
+    /// Records `change` for the other replicas of a shared store (nothing on the
+    /// embedded store).
+    pub(crate) fn changed(&self, change: &crate::changes::Change) -> Result<(), StoreError> {
+        if let Some(log) = &self.changes {
+            log.record(change)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what other replicas changed to this replica's caches.
+    pub(crate) fn apply_changes(&self, seen: crate::changes::Seen) {
+        use crate::changes::{Change, Seen};
+        let changes = match seen {
+            Seen::Changes(changes) => changes,
+            Seen::Everything => {
+                self.caches.clear();
+                self.routing.forget_all();
+                if let Err(err) = self.plugins.refresh_all() {
+                    tracing::error!("cannot reload the tenants' plugins: {err}");
+                }
+                return;
+            }
+        };
+        for change in changes {
+            match change {
+                Change::Key { hash } => self.caches.forget_key(&hash),
+                Change::Settings { tenant_id } => self.caches.forget_settings(&tenant_id),
+                Change::Routing { tenant_id } => self.routing.forget(&tenant_id),
+                Change::Plugins { tenant_id } => {
+                    if let Err(err) = self.plugins.refresh(&tenant_id) {
+                        tracing::error!(tenant = %tenant_id, "cannot reload the tenant's plugins: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps this replica's caches current with the change log until `stop`: polls it
+    /// every [`crate::changes::POLL_INTERVAL`] (on a blocking thread: the store is
+    /// synchronous).
+    pub async fn run_changes(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(log) = self.changes.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(crate::changes::POLL_INTERVAL) => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let engine = Arc::clone(&self);
+            let log = Arc::clone(&log);
+            let polled = tokio::task::spawn_blocking(move || {
+                let seen = log.poll()?;
+                engine.apply_changes(seen);
+                Ok::<(), StoreError>(())
+            })
+            .await;
+            match polled {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!("change log: {err}"),
+                Err(err) => tracing::error!("change log: {err}"),
+            }
+        }
     }
 
     fn id() -> String {

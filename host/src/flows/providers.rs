@@ -153,6 +153,18 @@ pub struct RoutingState {
     pub ledger: Ledger,
 }
 
+impl RoutingState {
+    /// Drops the tenant's cached providers and policy (another replica changed them).
+    pub(crate) fn forget(&self, tenant_id: &str) {
+        self.tenants.write().remove(tenant_id);
+    }
+
+    /// Drops every tenant's cached providers and policy.
+    pub(crate) fn forget_all(&self) {
+        self.tenants.write().clear();
+    }
+}
+
 /// Body of `POST /v1/routing/plan`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -512,7 +524,12 @@ impl Engine {
         let mut tenants = self.routing.tenants.write();
         let result = change();
         tenants.remove(tenant_id);
-        result
+        drop(tenants);
+        let result = result?;
+        self.changed(&crate::changes::Change::Routing {
+            tenant_id: tenant_id.to_owned(),
+        })?;
+        Ok(result)
     }
 
     /// Checks that the tenant has a messaging adapter named `plugin`.

@@ -308,6 +308,8 @@ pub struct Registry {
     builtins: Vec<Builtin>,
     /// Serialises changes, so each rebuild sees every earlier change.
     changes: Mutex<()>,
+    /// Where a change is recorded for the other replicas (a shared store only).
+    change_log: OnceLock<Arc<crate::changes::ChangeLog>>,
     /// Uploads per tenant in the current minute of the flows' clock.
     uploads: Mutex<HashMap<String, (i64, u32)>>,
     /// Content hashes of uploads between their check and their record being stored:
@@ -367,6 +369,7 @@ impl Registry {
             loaded: Mutex::new(HashMap::new()),
             builtins,
             changes: Mutex::new(()),
+            change_log: OnceLock::new(),
             uploads: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             first_party: OnceLock::new(),
@@ -390,6 +393,48 @@ impl Registry {
             registry.rebuild(&tenant)?;
         }
         Ok(registry)
+    }
+
+    /// Records this registry's changes in `log`, for the other replicas of a shared
+    /// store.
+    pub fn set_change_log(&self, log: Arc<crate::changes::ChangeLog>) {
+        let _ = self.change_log.set(log);
+    }
+
+    /// Rebuilds the live snapshot of `tenant_id` after a change made here, and records
+    /// the change for the other replicas.
+    fn rebuilt(&self, tenant_id: &str) -> Result<(), RegistryError> {
+        self.rebuild(tenant_id)?;
+        if let Some(log) = self.change_log.get() {
+            log.record(&crate::changes::Change::Plugins {
+                tenant_id: tenant_id.to_owned(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the live snapshot of `tenant_id` from the store, after a change another
+    /// replica made.
+    pub fn refresh(&self, tenant_id: &str) -> Result<(), RegistryError> {
+        let _serial = self.changes.lock();
+        self.rebuild(tenant_id)
+    }
+
+    /// Rebuilds every tenant's live snapshot from the store: those with plugins or
+    /// workflow rules stored, and those this replica holds.
+    pub fn refresh_all(&self) -> Result<(), RegistryError> {
+        let _serial = self.changes.lock();
+        let records: Vec<PluginRecord> = self.db.scan(Tree::Plugins, b"", usize::MAX, false)?;
+        let rules: Vec<WorkflowRule> = self.db.scan(Tree::WorkflowRules, b"", usize::MAX, false)?;
+        let mut tenants: Vec<String> = records.into_iter().map(|r| r.tenant_id).collect();
+        tenants.extend(rules.into_iter().map(|rule| rule.tenant_id));
+        tenants.extend(self.live.read().keys().cloned());
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
+            self.rebuild(&tenant)?;
+        }
+        Ok(())
     }
 
     /// Compiles (or loads from the cache) every first-party plugin, so installing one
@@ -710,7 +755,7 @@ impl Registry {
     ) -> Result<T, E> {
         let _serial = self.changes.lock();
         let answer = change()?;
-        self.rebuild(tenant_id)?;
+        self.rebuilt(tenant_id)?;
         Ok(answer)
     }
 
@@ -905,7 +950,7 @@ impl Registry {
             &Self::record_key(tenant_id, &record.id),
             &record,
         )?;
-        self.rebuild(tenant_id)?;
+        self.rebuilt(tenant_id)?;
         Ok(record)
     }
 
@@ -955,7 +1000,7 @@ impl Registry {
         }
         self.db
             .put(Tree::Plugins, &Self::record_key(tenant_id, id), &record)?;
-        self.rebuild(tenant_id)?;
+        self.rebuilt(tenant_id)?;
         Ok(record)
     }
 
@@ -973,7 +1018,7 @@ impl Registry {
             )?;
         }
         // The live set first, so no new call starts; then the data.
-        self.rebuild(tenant_id)?;
+        self.rebuilt(tenant_id)?;
         self.runtime.data().forget(tenant_id, id)?;
         let mut hashes: Vec<&str> = record.versions.iter().map(|v| v.sha256.as_str()).collect();
         hashes.sort_unstable();

@@ -90,11 +90,14 @@ pub enum Tree {
     WebhookQueue,
     /// `tenant id / e164` → failed code entries for the number (the guess budget).
     GuessBudgets,
+    /// `version (20 digits)` → a change other replicas must apply to their caches
+    /// (see `changes.rs`); the latest version is `change_version` in `Meta`.
+    Changes,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 31] = [
+    pub const ALL: [Tree; 32] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -126,6 +129,7 @@ impl Tree {
         Tree::WebhookDeliveries,
         Tree::WebhookQueue,
         Tree::GuessBudgets,
+        Tree::Changes,
     ];
 
     /// The tree's stable name.
@@ -162,6 +166,7 @@ impl Tree {
             Tree::WebhookDeliveries => "webhook_deliveries",
             Tree::WebhookQueue => "webhook_queue",
             Tree::GuessBudgets => "guess_budgets",
+            Tree::Changes => "changes",
         }
     }
 }

@@ -30,7 +30,10 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 1] = [(1, include_str!("migrations/0001_trees.sql"))];
+const MIGRATIONS: [(i32, &str); 2] = [
+    (1, include_str!("migrations/0001_trees.sql")),
+    (2, include_str!("migrations/0002_changes.sql")),
+];
 
 /// The advisory lock migrations run under (any fixed number, the same on every replica).
 const MIGRATION_LOCK: i64 = 0x6469_616c_6761_7465; // "dialgate"
