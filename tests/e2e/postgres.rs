@@ -4,6 +4,7 @@
 //! checked through the other, and of two concurrent checks of one code on the two
 //! replicas exactly one succeeds.
 
+use dialgate::clock::Clock;
 use dialgate::store::testing::TestCluster;
 
 use crate::support::*;
@@ -160,6 +161,98 @@ async fn a_change_through_one_replica_is_in_force_on_the_other() {
             .post("/v1/phone/lookup", &tenant.key, lookup.clone())
             .await;
         flags(&reply) == serde_json::json!(["from_a"])
+    })
+    .await;
+}
+
+/// The dev-outbox messages for `phone` on `channel`.
+async fn sent_on(server: &TestServer, tenant: &Tenant, phone: &str, channel: &str) -> usize {
+    server
+        .outbox(tenant, phone)
+        .await
+        .iter()
+        .filter(|message| message["channel"] == channel)
+        .count()
+}
+
+/// The scheduled jobs in the shared store.
+fn jobs(server: &TestServer) -> Vec<(Vec<u8>, Vec<u8>)> {
+    server
+        .engine()
+        .db
+        .scan_raw(dialgate::store::Tree::Jobs, b"", 100)
+        .expect("scan jobs")
+}
+
+/// The channel-workflow steps scheduled in the shared store.
+fn steps(server: &TestServer) -> Vec<u64> {
+    jobs(server)
+        .iter()
+        .filter_map(|(_, bytes)| {
+            let job: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+            (job["job"] == "fallback_step").then(|| job["step"].as_u64())?
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_scheduled_step_runs_once_across_replicas_and_after_its_runner_dies() {
+    let url = database().await;
+    let (a, b) = tokio::join!(replica(&url), replica(&url));
+    let tenant = a.tenant("jobs").await;
+    let workflow = serde_json::json!([
+        {"channel": "sms", "timeout_seconds": 30},
+        {"channel": "whatsapp", "timeout_seconds": 30},
+        {"channel": "voice"},
+    ]);
+
+    // Both replicas see the fallback step due: one of them sends it.
+    let phone = uz_number(1);
+    a.send_otp(
+        &tenant,
+        serde_json::json!({"phone": phone, "applicant_id": "x", "workflow": workflow}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(steps(&a), [1], "the WhatsApp step is scheduled");
+    a.advance(chrono::Duration::seconds(31));
+    b.advance(chrono::Duration::seconds(31));
+    eventually("the WhatsApp step", || async {
+        sent_on(&b, &tenant, &phone, "whatsapp").await >= 1
+    })
+    .await;
+    // Its job is gone once it ran, and the voice step is scheduled in its place.
+    eventually("the step's job to finish", || async { steps(&a) == [2] }).await;
+    assert_eq!(sent_on(&a, &tenant, &phone, "whatsapp").await, 1);
+
+    // A runner that claimed the voice step and died: nobody runs it while its lease
+    // holds; once the lease is over, the other replica does.
+    let db = &a.engine().db;
+    let (key, bytes) = jobs(&a)
+        .into_iter()
+        .find(|(_, bytes)| String::from_utf8_lossy(bytes).contains("fallback_step"))
+        .expect("the voice step is scheduled");
+    let job: serde_json::Value = serde_json::from_slice(&bytes).expect("a job");
+    let lease_until_ms = a.clock.now().timestamp_millis() + 60_000 + 31_000;
+    let leased = serde_json::json!({"lease_until_ms": lease_until_ms, "job": job});
+    db.put_raw(
+        dialgate::store::Tree::Jobs,
+        &key,
+        &serde_json::to_vec(&leased).expect("json"),
+    )
+    .expect("lease the job");
+    a.stop().await;
+    b.advance(chrono::Duration::seconds(31));
+    // Due, but leased: a pass over the jobs leaves it alone.
+    b.engine()
+        .jobs_next_due
+        .store(i64::MIN, std::sync::atomic::Ordering::Release);
+    b.engine().run_due_jobs().await.expect("a pass");
+    assert_eq!(sent_on(&b, &tenant, &phone, "voice").await, 0);
+    b.advance(chrono::Duration::seconds(61));
+    eventually("the voice step after the lease", || async {
+        sent_on(&b, &tenant, &phone, "voice").await == 1
     })
     .await;
 }

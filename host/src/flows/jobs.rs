@@ -1,8 +1,13 @@
 //! Scheduled work that must survive a restart: the next step of a channel workflow,
-//! and expiring the messages of a code that can no longer be used. Jobs live in sled,
-//! keyed by due time; one background task runs those that are due by the engine's
-//! clock. A job is removed only after it ran, and each job checks the verification's
-//! state first, so running one twice (a crash in between) changes nothing.
+//! and expiring the messages of a code that can no longer be used. Jobs live in the
+//! store, keyed by due time; one background task per replica runs those that are due
+//! by the engine's clock. A replica claims a due job before running it, by a
+//! compare-and-swap that puts a lease on it ([`JOB_LEASE`]), so of several replicas
+//! sharing a store exactly one runs it; a job whose runner died is claimed again once
+//! its lease has expired. A job is removed only after it ran, and each job checks the
+//! verification's state first, so running one again after a crash changes nothing.
+//! On a shared store a replica looks for due jobs at least every second, since jobs
+//! scheduled by other replicas do not wake it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::StepOutcome;
-use crate::store::Tree;
+use crate::store::{StoreError, Tree};
 
 use super::{Engine, FlowError};
 
@@ -20,6 +25,19 @@ use super::{Engine, FlowError};
 const POLL: Duration = Duration::from_millis(100);
 /// Jobs run per pass.
 const BATCH: usize = 256;
+/// How long a claimed job is its runner's; past it, another replica may run it.
+pub const JOB_LEASE: chrono::Duration = chrono::Duration::seconds(60);
+/// On a shared store, the longest a replica waits (clock milliseconds) before it
+/// looks for jobs other replicas scheduled.
+const SHARED_RESCAN_MS: i64 = 1_000;
+
+/// A job as stored: plain when scheduled, leased once a replica claimed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Leased { lease_until_ms: i64, job: Job },
+    Plain(Job),
+}
 
 /// A scheduled job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,17 +108,53 @@ impl Engine {
             // More may be due than one pass takes: come back at once.
             self.jobs_next_due.store(i64::MIN, Ordering::Release);
         }
+        if self.changes.is_some() {
+            // Other replicas schedule jobs too, and their writes do not wake this one.
+            self.jobs_next_due.fetch_min(
+                now.timestamp_millis().saturating_add(SHARED_RESCAN_MS),
+                Ordering::AcqRel,
+            );
+        }
         let mut ran = 0;
         for (key, bytes) in due {
-            match serde_json::from_slice::<Job>(&bytes) {
-                Ok(job) => {
-                    if let Err(err) = self.run_job(&job).await {
-                        tracing::warn!(?job, "scheduled job failed: {err}");
+            let job = match serde_json::from_slice::<Stored>(&bytes) {
+                Ok(Stored::Plain(job)) => job,
+                Ok(Stored::Leased {
+                    lease_until_ms,
+                    job,
+                }) => {
+                    if lease_until_ms > now.timestamp_millis() {
+                        // Another replica is running it; look again once its lease ends.
+                        self.jobs_next_due
+                            .fetch_min(lease_until_ms, Ordering::AcqRel);
+                        continue;
                     }
+                    job
                 }
-                Err(err) => tracing::error!("dropping an unreadable job: {err}"),
+                Err(err) => {
+                    tracing::error!("dropping an unreadable job: {err}");
+                    self.db.remove(Tree::Jobs, &key)?;
+                    continue;
+                }
+            };
+            let lease_until_ms = (now + JOB_LEASE).timestamp_millis();
+            let leased = serde_json::to_vec(&Stored::Leased {
+                lease_until_ms,
+                job: job.clone(),
+            })
+            .map_err(|err| StoreError::Backend(format!("cannot encode a job: {err}")))?;
+            if !self
+                .db
+                .compare_and_swap_raw(Tree::Jobs, &key, Some(&bytes), Some(&leased))?
+            {
+                // Another replica claimed (or finished) it first.
+                continue;
             }
-            self.db.remove(Tree::Jobs, &key)?;
+            if let Err(err) = self.run_job(&job).await {
+                tracing::warn!(?job, "scheduled job failed: {err}");
+            }
+            self.db
+                .compare_and_swap_raw(Tree::Jobs, &key, Some(&leased), None)?;
             ran += 1;
         }
         if ran > 0 {

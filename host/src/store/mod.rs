@@ -357,6 +357,18 @@ impl Db {
         }
     }
 
+    /// Sets `key` to `new` (or removes it) only if it holds `expected` now, as bytes;
+    /// whether it did.
+    pub fn compare_and_swap_raw(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        self.store.compare_and_swap(tree, key, expected, new)
+    }
+
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
         self.store.remove(tree, key)
     }
