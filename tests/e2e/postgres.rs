@@ -256,3 +256,69 @@ async fn a_scheduled_step_runs_once_across_replicas_and_after_its_runner_dies() 
     })
     .await;
 }
+
+/// A webhook receiver on loopback that takes `delay` to answer 200 and records the
+/// `webhook-id` of every request; its URL.
+async fn slow_receiver(
+    delay: std::time::Duration,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&ids);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen = std::sync::Arc::clone(&seen);
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().expect("ids").push(id);
+                tokio::time::sleep(delay).await;
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), ids)
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue() {
+    let url = database().await;
+    let (a, b) = tokio::join!(replica(&url), replica(&url));
+    let tenant = a.tenant("hooks").await;
+    // The receiver holds each request longer than a worker's poll, so both replicas'
+    // workers find each delivery due while one attempt is in flight.
+    let (hook, ids) = slow_receiver(std::time::Duration::from_millis(700)).await;
+    a.post(
+        "/v1/webhooks",
+        &tenant.key,
+        serde_json::json!({"url": hook, "event_types": ["verification.sent"]}),
+    )
+    .await
+    .expect(201);
+    for n in 0..4 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        server.send(&tenant, &uz_number(10 + n), "hook").await;
+    }
+    eventually("four deliveries", || async {
+        ids.lock().expect("ids").len() >= 4
+    })
+    .await;
+    // Wait past another attempt's worth of time: a second attempt of any delivery
+    // would have started by then.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let ids = ids.lock().expect("ids").clone();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "{ids:?}");
+    assert_eq!(ids.len(), 4, "a delivery was attempted twice: {ids:?}");
+}

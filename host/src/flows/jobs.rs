@@ -2,7 +2,8 @@
 //! and expiring the messages of a code that can no longer be used. Jobs live in the
 //! store, keyed by due time; one background task per replica runs those that are due
 //! by the engine's clock. A replica claims a due job before running it, by a
-//! compare-and-swap that puts a lease on it ([`JOB_LEASE`]), so of several replicas
+//! compare-and-swap that puts a lease on it ([`JOB_LEASE`]; on a shared store only: the
+//! embedded one has one process), so of several replicas
 //! sharing a store exactly one runs it; a job whose runner died is claimed again once
 //! its lease has expired. A job is removed only after it ran, and each job checks the
 //! verification's state first, so running one again after a crash changes nothing.
@@ -137,6 +138,15 @@ impl Engine {
                     continue;
                 }
             };
+            if self.changes.is_none() {
+                // The embedded store has one process and one worker: nothing to claim.
+                if let Err(err) = self.run_job(&job).await {
+                    tracing::warn!(?job, "scheduled job failed: {err}");
+                }
+                self.db.remove(Tree::Jobs, &key)?;
+                ran += 1;
+                continue;
+            }
             let lease_until_ms = (now + JOB_LEASE).timestamp_millis();
             let leased = serde_json::to_vec(&Stored::Leased {
                 lease_until_ms,

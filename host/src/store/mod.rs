@@ -93,11 +93,13 @@ pub enum Tree {
     /// `version (20 digits)` → a change other replicas must apply to their caches
     /// (see `changes.rs`); the latest version is `change_version` in `Meta`.
     Changes,
+    /// `delivery id` → the lease of the replica attempting that webhook delivery now.
+    WebhookLeases,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 32] = [
+    pub const ALL: [Tree; 33] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -130,6 +132,7 @@ impl Tree {
         Tree::WebhookQueue,
         Tree::GuessBudgets,
         Tree::Changes,
+        Tree::WebhookLeases,
     ];
 
     /// The tree's stable name.
@@ -167,6 +170,7 @@ impl Tree {
             Tree::WebhookQueue => "webhook_queue",
             Tree::GuessBudgets => "guess_budgets",
             Tree::Changes => "changes",
+            Tree::WebhookLeases => "webhook_leases",
         }
     }
 }

@@ -30,9 +30,10 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 2] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
+    (3, include_str!("migrations/0003_webhook_leases.sql")),
 ];
 
 /// The advisory lock migrations run under (any fixed number, the same on every replica).

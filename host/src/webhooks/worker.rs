@@ -18,6 +18,16 @@
 //! subscription's due delivery is found at once however much a slow one has queued:
 //! each entry is moved at most once, and the worker's memory is bounded by the caps
 //! and the number of subscriptions.
+//!
+//! Replicas of a shared store each run a worker over the same schedule. An attempt
+//! first takes the delivery's lease (`webhook_leases`, a compare-and-swap, for
+//! [`DELIVERY_LEASE`]) and only then reads the delivery and checks that the entry is
+//! still its current place in the schedule: so a delivery is never attempted by two
+//! replicas at once, and an attempt another replica recorded meanwhile is not made
+//! again. A replica that dies mid-attempt leaves its lease to expire; the entry is
+//! still in the schedule and another replica attempts it then, with the same
+//! `webhook-id`. (So does a replica stopped mid-attempt. On the embedded store, which
+//! one process owns, no lease is taken.)
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -37,6 +47,14 @@ use super::{
 
 /// How long a receiver has to answer one attempt.
 pub const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+/// How long an attempt's lease on its delivery holds (well past the attempt's timeout).
+pub const DELIVERY_LEASE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// A replica's lease on a delivery it is attempting.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Lease {
+    until_ms: i64,
+}
 /// How often the worker looks for due deliveries when nothing wakes it.
 const POLL: StdDuration = StdDuration::from_millis(250);
 /// Attempts in flight at once, across every tenant.
@@ -424,8 +442,41 @@ impl Outcome {
     }
 }
 
-/// Makes the attempt a schedule entry stands for, records it, and moves the entry.
+/// Makes the attempt a schedule entry stands for under the delivery's lease, unless
+/// another replica holds it.
 async fn attempt(engine: &Engine, client: &reqwest::Client, job: &Job) -> Result<(), StoreError> {
+    if engine.changes.is_none() {
+        // The embedded store has one process, whose worker never attempts a delivery
+        // twice at once.
+        return attempt_leased(engine, client, job).await;
+    }
+    let lease_key = job.entry.delivery_id.as_bytes();
+    let now_ms = engine.clock.now().timestamp_millis();
+    let until_ms = now_ms.saturating_add(DELIVERY_LEASE.num_milliseconds());
+    let claimed =
+        engine
+            .db
+            .update::<Lease, StoreError, bool>(Tree::WebhookLeases, lease_key, |current| {
+                match current {
+                    Some(lease) if lease.until_ms > now_ms => Ok((Some(lease), false)),
+                    _ => Ok((Some(Lease { until_ms }), true)),
+                }
+            })?;
+    if !claimed {
+        // Another replica is attempting it; it records the attempt and moves the entry.
+        return Ok(());
+    }
+    let result = attempt_leased(engine, client, job).await;
+    engine.db.remove(Tree::WebhookLeases, lease_key)?;
+    result
+}
+
+/// Makes the attempt a schedule entry stands for, records it, and moves the entry.
+async fn attempt_leased(
+    engine: &Engine,
+    client: &reqwest::Client,
+    job: &Job,
+) -> Result<(), StoreError> {
     let (entry, queue_entry) = (&job.entry, job.stored.as_slice());
     let key = delivery_key(&entry.tenant_id, &entry.subscription_id, &entry.delivery_id);
     let delivery: Option<Delivery> = engine.db.get(Tree::WebhookDeliveries, &key)?;
