@@ -10,14 +10,22 @@
 //! a shard that still reaches its cap evicts the buckets closest to full first; and a
 //! key longer than [`MAX_KEY_BYTES`] is kept as its SHA-256, so a caller cannot make
 //! one entry large.
+//!
+//! Replicas of a shared store share their buckets instead ([`Buckets::shared`]): each
+//! bucket is a record in the `rate_limits` tree, taken from by a compare-and-swap
+//! update, so a limit of N is N across the replicas, not N per replica. A bucket that
+//! has refilled is removed by [`Buckets::sweep_shared`], which each replica runs every
+//! minute, so the tree holds only buckets that are not full.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::settings::BucketLimit;
+use crate::store::{Db, StoreError, Tree};
 
 /// Shards of the bucket map, each behind its own lock.
 const SHARDS: usize = 16;
@@ -28,7 +36,7 @@ pub const MAX_KEY_BYTES: usize = 160;
 /// How often (clock seconds) a shard drops its refilled buckets.
 const SWEEP_EVERY_SECS: i64 = 10;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Bucket {
     tokens: f64,
     at: DateTime<Utc>,
@@ -47,6 +55,8 @@ struct Shard {
 pub struct Buckets {
     shards: [Mutex<Shard>; SHARDS],
     per_shard: usize,
+    /// The shared store the buckets live in, on replicas of one.
+    shared: Option<Db>,
 }
 
 impl Default for Buckets {
@@ -67,11 +77,26 @@ impl Buckets {
         Self {
             shards: Default::default(),
             per_shard: (max / SHARDS).max(1),
+            shared: None,
         }
     }
 
-    /// Takes one token from the bucket `key`, created full under `limit`.
-    pub fn take(&self, key: &str, limit: BucketLimit, now: DateTime<Utc>) -> Result<(), Limited> {
+    /// Buckets kept in `db`'s `rate_limits` tree, shared by every replica of the store.
+    pub fn shared(db: Db) -> Self {
+        Self {
+            shared: Some(db),
+            ..Self::default()
+        }
+    }
+
+    /// Takes one token from the bucket `key`, created full under `limit`. A shared
+    /// store that fails answers as the store does.
+    pub fn take(
+        &self,
+        key: &str,
+        limit: BucketLimit,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Limited>, StoreError> {
         let hashed;
         let key = if key.len() > MAX_KEY_BYTES {
             hashed = format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
@@ -79,45 +104,54 @@ impl Buckets {
         } else {
             key
         };
+        if let Some(db) = &self.shared {
+            return db.update::<Bucket, StoreError, Result<(), Limited>>(
+                Tree::RateLimits,
+                key.as_bytes(),
+                |stored| {
+                    let (bucket, answer) = step(stored, limit, now);
+                    Ok((Some(bucket), answer))
+                },
+            );
+        }
         let mut shard = self.shards[shard_of(key)].lock();
         shard.sweep(now, self.per_shard);
-        let burst = f64::from(limit.burst);
-        let per_sec = f64::from(limit.per_minute) / 60.0;
-        let bucket = match shard.map.get(key) {
-            Some(bucket) => refill(*bucket, limit, now),
-            None => Bucket {
-                tokens: burst,
-                at: now,
-                full_at: now,
-            },
-        };
-        let (bucket, answer) = if bucket.tokens >= 1.0 {
-            let tokens = bucket.tokens - 1.0;
-            let missing = ((burst - tokens) / per_sec * 1000.0).ceil() as i64;
-            let full_at = bucket.at + Duration::milliseconds(missing.max(0));
-            (
-                Bucket {
-                    tokens,
-                    full_at,
-                    ..bucket
-                },
-                Ok(()),
-            )
-        } else {
-            let wait = ((1.0 - bucket.tokens) / per_sec).ceil();
-            (
-                bucket,
-                Err(Limited {
-                    retry_after_secs: (wait as u64).max(1),
-                }),
-            )
-        };
+        let (bucket, answer) = step(shard.map.get(key).copied(), limit, now);
         // A new key needs room: the sweep above left the shard below its cap, or
         // evicted down to it.
         shard.map.insert(key.to_owned(), bucket);
-        answer
+        Ok(answer)
     }
 
+    /// Removes the shared buckets that have refilled by `now` (a full bucket is the
+    /// same as none); how many. Reads the tree in chunks, and removes a bucket only if
+    /// it is still the one read, so a concurrent take is never undone.
+    pub fn sweep_shared(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        const CHUNK: usize = 1_000;
+        let Some(db) = &self.shared else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let mut start = Vec::new();
+        loop {
+            let chunk = db.scan_from_raw(Tree::RateLimits, &start, CHUNK)?;
+            let read = chunk.len();
+            for (key, bytes) in &chunk {
+                let full = serde_json::from_slice::<Bucket>(bytes)
+                    .map_or(true, |bucket| bucket.full_at <= now);
+                if full && db.compare_and_swap_raw(Tree::RateLimits, key, Some(bytes), None)? {
+                    removed += 1;
+                }
+            }
+            match chunk.last() {
+                Some((last, _)) if read == CHUNK => {
+                    start = last.clone();
+                    start.push(0);
+                }
+                _ => return Ok(removed),
+            }
+        }
+    }
     /// How many buckets are held (for tests and figures).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.lock().map.len()).sum()
@@ -174,6 +208,46 @@ impl Shard {
     }
 }
 
+/// Takes one token from `bucket` (a full one when there is none) under `limit`:
+/// the bucket afterwards, and whether the token was there.
+fn step(
+    bucket: Option<Bucket>,
+    limit: BucketLimit,
+    now: DateTime<Utc>,
+) -> (Bucket, Result<(), Limited>) {
+    let burst = f64::from(limit.burst);
+    let per_sec = f64::from(limit.per_minute) / 60.0;
+    let bucket = match bucket {
+        Some(bucket) => refill(bucket, limit, now),
+        None => Bucket {
+            tokens: burst,
+            at: now,
+            full_at: now,
+        },
+    };
+    if bucket.tokens >= 1.0 {
+        let tokens = bucket.tokens - 1.0;
+        let missing = ((burst - tokens) / per_sec * 1000.0).ceil() as i64;
+        let full_at = bucket.at + Duration::milliseconds(missing.max(0));
+        (
+            Bucket {
+                tokens,
+                full_at,
+                ..bucket
+            },
+            Ok(()),
+        )
+    } else {
+        let wait = ((1.0 - bucket.tokens) / per_sec).ceil();
+        (
+            bucket,
+            Err(Limited {
+                retry_after_secs: (wait as u64).max(1),
+            }),
+        )
+    }
+}
+
 fn refill(bucket: Bucket, limit: BucketLimit, now: DateTime<Utc>) -> Bucket {
     let elapsed = (now - bucket.at).num_milliseconds().max(0) as f64 / 1000.0;
     let per_sec = f64::from(limit.per_minute) / 60.0;
@@ -206,15 +280,21 @@ mod tests {
         let buckets = Buckets::default();
         let now = Utc::now();
         for _ in 0..3 {
-            assert!(buckets.take("k", LIMIT, now).is_ok());
+            assert!(buckets
+                .take("k", LIMIT, now)
+                .expect("the local buckets")
+                .is_ok());
         }
         assert_eq!(
-            buckets.take("k", LIMIT, now),
+            buckets.take("k", LIMIT, now).expect("the local buckets"),
             Err(Limited {
                 retry_after_secs: 1
             })
         );
-        assert!(buckets.take("k", LIMIT, now + Duration::seconds(1)).is_ok());
+        assert!(buckets
+            .take("k", LIMIT, now + Duration::seconds(1))
+            .expect("the local buckets")
+            .is_ok());
     }
 
     #[test]
@@ -222,9 +302,15 @@ mod tests {
         let buckets = Buckets::default();
         let now = Utc::now();
         for _ in 0..3 {
-            assert!(buckets.take("a", LIMIT, now).is_ok());
+            assert!(buckets
+                .take("a", LIMIT, now)
+                .expect("the local buckets")
+                .is_ok());
         }
-        assert!(buckets.take("b", LIMIT, now).is_ok());
+        assert!(buckets
+            .take("b", LIMIT, now)
+            .expect("the local buckets")
+            .is_ok());
     }
 
     #[test]
@@ -235,9 +321,12 @@ mod tests {
             per_minute: 1,
             burst: 1,
         };
-        assert!(buckets.take("s", slow, now).is_ok());
+        assert!(buckets
+            .take("s", slow, now)
+            .expect("the local buckets")
+            .is_ok());
         assert_eq!(
-            buckets.take("s", slow, now),
+            buckets.take("s", slow, now).expect("the local buckets"),
             Err(Limited {
                 retry_after_secs: 60
             })
@@ -264,7 +353,10 @@ mod tests {
                     n / 256,
                     n % 256
                 );
-                assert!(buckets.take(&key, limit, clock.now()).is_ok());
+                assert!(buckets
+                    .take(&key, limit, clock.now())
+                    .expect("the local buckets")
+                    .is_ok());
             }
             peak = peak.max(buckets.len());
             clock.advance(Duration::seconds(1));
@@ -274,7 +366,9 @@ mod tests {
         // Long after the last take every bucket has refilled; the next take sweeps.
         clock.advance(Duration::minutes(5));
         for shard in 0..64 {
-            let _ = buckets.take(&format!("late-{shard}"), limit, clock.now());
+            let _ = buckets
+                .take(&format!("late-{shard}"), limit, clock.now())
+                .expect("the local buckets");
         }
         assert!(buckets.len() <= 64, "{} buckets left", buckets.len());
     }
@@ -290,14 +384,25 @@ mod tests {
             burst: 2,
         };
         // A drained bucket first: it must survive the flood.
-        assert!(buckets.take("drained", slow, now).is_ok());
-        assert!(buckets.take("drained", slow, now).is_ok());
+        assert!(buckets
+            .take("drained", slow, now)
+            .expect("the local buckets")
+            .is_ok());
+        assert!(buckets
+            .take("drained", slow, now)
+            .expect("the local buckets")
+            .is_ok());
         for n in 0..50_000 {
-            let _ = buckets.take(&format!("flood-{n}"), slow, now);
+            let _ = buckets
+                .take(&format!("flood-{n}"), slow, now)
+                .expect("the local buckets");
             assert!(buckets.len() <= 1_600 + SHARDS, "{}", buckets.len());
         }
         assert!(
-            buckets.take("drained", slow, now).is_err(),
+            buckets
+                .take("drained", slow, now)
+                .expect("the local buckets")
+                .is_err(),
             "the drained bucket was evicted"
         );
     }
@@ -308,11 +413,56 @@ mod tests {
         let now = Utc::now();
         let long = format!("verify-otp/i/tenant/{}", "9".repeat(60_000));
         for _ in 0..3 {
-            assert!(buckets.take(&long, LIMIT, now).is_ok());
+            assert!(buckets
+                .take(&long, LIMIT, now)
+                .expect("the local buckets")
+                .is_ok());
         }
-        assert!(buckets.take(&long, LIMIT, now).is_err(), "same bucket");
+        assert!(
+            buckets
+                .take(&long, LIMIT, now)
+                .expect("the local buckets")
+                .is_err(),
+            "same bucket"
+        );
         assert!(buckets.longest_key() <= MAX_KEY_BYTES);
         let other = format!("verify-otp/i/tenant/{}", "8".repeat(60_000));
-        assert!(buckets.take(&other, LIMIT, now).is_ok(), "another bucket");
+        assert!(
+            buckets
+                .take(&other, LIMIT, now)
+                .expect("the local buckets")
+                .is_ok(),
+            "another bucket"
+        );
+    }
+
+    #[test]
+    fn shared_buckets_are_one_limit_across_replicas_and_refilled_ones_are_swept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open_sled(dir.path()).expect("open sled");
+        let (first, second) = (Buckets::shared(db.clone()), Buckets::shared(db.clone()));
+        let now = ManualClock::new().now();
+        let mut granted = 0;
+        for n in 0..10 {
+            let replica = if n % 2 == 0 { &first } else { &second };
+            if replica.take("k", LIMIT, now).expect("store").is_ok() {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, LIMIT.burst, "one burst across both");
+        assert_eq!(first.len(), 0, "nothing is kept in memory");
+        let stored = || {
+            db.scan_from_raw(Tree::RateLimits, b"", 10)
+                .expect("scan")
+                .len()
+        };
+        assert_eq!(stored(), 1);
+        // Not refilled yet: kept. Refilled: swept.
+        assert_eq!(first.sweep_shared(now).expect("sweep"), 0);
+        assert_eq!(stored(), 1);
+        let later = now + Duration::minutes(5);
+        assert_eq!(second.sweep_shared(later).expect("sweep"), 1);
+        assert_eq!(stored(), 0);
+        assert!(first.take("k", LIMIT, later).expect("store").is_ok());
     }
 }

@@ -99,6 +99,11 @@ pub fn build_engine(
         }
         None => None,
     };
+    // Replicas of a shared store share their rate limits through it.
+    let limits = match &config.store {
+        Some(_) => Buckets::shared(db.clone()),
+        None => Buckets::default(),
+    };
     let engine = Engine {
         plugins: Arc::new(plugins),
         db,
@@ -106,7 +111,7 @@ pub fn build_engine(
         hasher: CodeHasher::new(secret),
         provider,
         outbox,
-        limits: Buckets::default(),
+        limits,
         disposable,
         caches: Caches::default(),
         routing: Default::default(),

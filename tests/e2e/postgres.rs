@@ -322,3 +322,28 @@ async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue(
     assert_eq!(unique.len(), 4, "{ids:?}");
     assert_eq!(ids.len(), 4, "a delivery was attempted twice: {ids:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_rate_limit_of_n_is_n_across_replicas() {
+    let url = database().await;
+    let (a, b) = tokio::join!(replica(&url), replica(&url));
+    let tenant = a.tenant("limits").await;
+    // Sends to one number are limited to a burst of 5 (the default): alternating
+    // between the replicas does not double it.
+    let phone = uz_number(42);
+    let mut statuses = Vec::new();
+    for n in 0..10 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        let reply = server
+            .send_otp(
+                &tenant,
+                serde_json::json!({"phone": phone, "applicant_id": format!("applicant-{n}")}),
+            )
+            .await;
+        statuses.push(reply.status);
+    }
+    let sent = statuses.iter().filter(|status| **status == 200).count();
+    let limited = statuses.iter().filter(|status| **status == 429).count();
+    assert_eq!((sent, limited), (5, 5), "{statuses:?}");
+}

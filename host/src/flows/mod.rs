@@ -292,11 +292,12 @@ impl Engine {
 
     /// Keeps this replica's caches current with the change log until `stop`: polls it
     /// every [`crate::changes::POLL_INTERVAL`] (on a blocking thread: the store is
-    /// synchronous).
+    /// synchronous), and sweeps the refilled shared rate-limit buckets every minute.
     pub async fn run_changes(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let Some(log) = self.changes.clone() else {
             return;
         };
+        let mut last_sweep = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -307,9 +308,17 @@ impl Engine {
             }
             let engine = Arc::clone(&self);
             let log = Arc::clone(&log);
+            // Once a minute, the shared rate-limit buckets that refilled go too.
+            let sweep = last_sweep.elapsed() >= std::time::Duration::from_secs(60);
+            if sweep {
+                last_sweep = std::time::Instant::now();
+            }
             let polled = tokio::task::spawn_blocking(move || {
                 let seen = log.poll()?;
                 engine.apply_changes(seen);
+                if sweep {
+                    engine.limits.sweep_shared(engine.clock.now())?;
+                }
                 Ok::<(), StoreError>(())
             })
             .await;

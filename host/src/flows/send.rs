@@ -168,7 +168,7 @@ impl Engine {
             ),
         ] {
             self.limits
-                .take(&bucket_key, limit, now)
+                .take(&bucket_key, limit, now)?
                 .map_err(|limited| FlowError::RateLimited {
                     code: "rate_limited",
                     message: format!("too many {scope} requests for this {name}; retry later"),

@@ -95,11 +95,13 @@ pub enum Tree {
     Changes,
     /// `delivery id` → the lease of the replica attempting that webhook delivery now.
     WebhookLeases,
+    /// `bucket key` → a rate-limit bucket shared by the replicas of a shared store.
+    RateLimits,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 33] = [
+    pub const ALL: [Tree; 34] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -133,6 +135,7 @@ impl Tree {
         Tree::GuessBudgets,
         Tree::Changes,
         Tree::WebhookLeases,
+        Tree::RateLimits,
     ];
 
     /// The tree's stable name.
@@ -171,6 +174,7 @@ impl Tree {
             Tree::GuessBudgets => "guess_budgets",
             Tree::Changes => "changes",
             Tree::WebhookLeases => "webhook_leases",
+            Tree::RateLimits => "rate_limits",
         }
     }
 }
@@ -213,6 +217,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Pair>, StoreError>;
+    /// Up to `limit` pairs whose key is `start` or after it, in key order.
+    fn scan_from(&self, tree: Tree, start: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError>;
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -359,6 +365,17 @@ impl Db {
                 self.store.remove(tree, &key)?;
             }
         }
+    }
+
+    /// Up to `limit` raw pairs whose key is `start` or after it, in key order: a scan
+    /// of a whole tree in chunks.
+    pub fn scan_from_raw(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
+        self.store.scan_from(tree, start, limit)
     }
 
     /// Sets `key` to `new` (or removes it) only if it holds `expected` now, as bytes;

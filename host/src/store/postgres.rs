@@ -30,10 +30,11 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 3] = [
+const MIGRATIONS: [(i32, &str); 4] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
+    (4, include_str!("migrations/0004_rate_limits.sql")),
 ];
 
 /// The advisory lock migrations run under (any fixed number, the same on every replica).
@@ -56,6 +57,7 @@ struct TreeSql {
     exists: String,
     scan_range: [String; 2],
     scan_from: [String; 2],
+    range_from: String,
 }
 
 impl TreeSql {
@@ -85,6 +87,7 @@ impl TreeSql {
                 scan("k >= $1 AND $2::bytea IS NULL", "ASC"),
                 scan("k >= $1 AND $2::bytea IS NULL", "DESC"),
             ],
+            range_from: format!("SELECT k, v FROM {table} WHERE k >= $1 ORDER BY k LIMIT $2"),
         }
     }
 }
@@ -407,6 +410,22 @@ impl Store for PostgresStore {
                 .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
                 .collect())
         })
+    }
+
+    fn scan_from(&self, tree: Tree, start: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
+        let start = start.to_vec();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.statement(
+            tree,
+            |sql| &sql.range_from,
+            move |client, statement| async move {
+                let rows = client.query(&statement, &[&start, &limit]).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                    .collect())
+            },
+        )
     }
 
     fn flush(&self) -> Result<(), StoreError> {

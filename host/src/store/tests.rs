@@ -143,6 +143,20 @@ contract!(
     }
 );
 
+contract!(scan_from_reads_a_tree_in_chunks, |db: &Db| {
+    for n in 0..5u8 {
+        db.put_raw(Tree::RateLimits, &[b'k', n], &[n]).expect("put");
+    }
+    db.put_raw(Tree::Meta, b"k", b"other tree").expect("put");
+    let first = db.scan_from_raw(Tree::RateLimits, b"", 2).expect("scan");
+    assert_eq!(first.len(), 2);
+    let mut next = first.last().expect("a key").0.clone();
+    next.push(0);
+    let rest = db.scan_from_raw(Tree::RateLimits, &next, 10).expect("scan");
+    let values: Vec<u8> = first.iter().chain(&rest).map(|(_, v)| v[0]).collect();
+    assert_eq!(values, [0, 1, 2, 3, 4]);
+});
+
 contract!(concurrent_updates_lose_nothing, |db: &Db| {
     std::thread::scope(|scope| {
         for _ in 0..4 {

@@ -459,7 +459,7 @@ impl Engine {
                 &format!("webhook-test/{tenant_id}"),
                 TEST_EVENT_LIMIT,
                 self.clock.now(),
-            )
+            )?
             .map_err(|limited| FlowError::RateLimited {
                 code: "rate_limited",
                 message: format!(
