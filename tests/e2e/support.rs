@@ -344,6 +344,8 @@ pub struct TestServer {
     // directory deletes its data.
     _running: RunningServer,
     _dir: TempDir,
+    /// The PostgreSQL database the server keeps its records in, when it does.
+    store: Option<String>,
 }
 
 impl std::ops::Deref for TestServer {
@@ -383,6 +385,16 @@ impl TestServer {
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary data directory");
         let mut config = test_config(&dir.path().join("data"));
+        if std::env::var("DIALGATE_TEST_STORE").as_deref() == Ok("postgres") {
+            // The whole suite on PostgreSQL: a fresh database per server.
+            config.store = Some(
+                tokio::task::spawn_blocking(|| {
+                    dialgate::store::testing::TestCluster::shared().database()
+                })
+                .await
+                .expect("a test database"),
+            );
+        }
         configure(&mut config);
         Self::launch(&config, ManualClock::new(), dir).await
     }
@@ -398,6 +410,7 @@ impl TestServer {
             clock,
             _running: running,
             _dir: dir,
+            store: config.store.clone(),
         }
     }
 
@@ -424,12 +437,47 @@ impl TestServer {
             clock,
             _running: running,
             _dir: dir,
+            store,
             ..
         } = self;
         running.shutdown().await;
         let mut config = test_config(&dir.path().join("data"));
+        config.store = store;
         configure(&mut config);
         Self::launch(&config, clock, dir).await
+    }
+
+    /// Every record of every tree of the server's store, raw (tree name and key, then
+    /// value): what a copy of the store would hold, whichever backend it is.
+    pub fn stored_records(&self) -> Vec<(String, Vec<u8>)> {
+        let db = &self.engine().db;
+        let mut found = Vec::new();
+        for tree in dialgate::store::Tree::ALL {
+            let mut start = Vec::new();
+            loop {
+                let chunk = db.scan_from_raw(tree, &start, 1_000).expect("scan a tree");
+                let read = chunk.len();
+                for (key, value) in &chunk {
+                    found.push((
+                        format!("{}/{}", tree.name(), String::from_utf8_lossy(key)),
+                        value.clone(),
+                    ));
+                }
+                match chunk.last() {
+                    Some((last, _)) if read == 1_000 => {
+                        start = last.clone();
+                        start.push(0);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether the server keeps its records in PostgreSQL rather than its data directory.
+    pub fn on_postgres(&self) -> bool {
+        self.store.is_some()
     }
 
     /// The server's data directory.
@@ -444,10 +492,12 @@ impl TestServer {
             clock,
             _running: running,
             _dir: dir,
+            store,
             ..
         } = self;
         running.shutdown().await;
-        let config = test_config(&dir.path().join("data"));
+        let mut config = test_config(&dir.path().join("data"));
+        config.store = store;
         Self::launch(&config, clock, dir).await
     }
 
