@@ -64,7 +64,14 @@ pub struct BenchArgs {
     /// none).
     #[arg(long, default_value_t = 31)]
     pub kannel_dlr_mask: u8,
+    /// A PostgreSQL database the bench servers keep their records in, instead of a
+    /// sled store in a temporary directory (postgres://user:password@host:port/db).
+    #[arg(long)]
+    pub store: Option<String>,
 }
+
+/// The store of this run's bench servers (`--store`), set once by [`run`].
+static STORE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -105,6 +112,10 @@ impl Provider for RecordingOutbox {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(store) = &args.store {
+        crate::config::check_store_url(store)?;
+    }
+    let _ = STORE.set(args.store.clone());
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.connections)
         .build_http();
@@ -268,6 +279,7 @@ async fn start_tenants(dir: &std::path::Path, rules: &[Rules]) -> anyhow::Result
         // The bench's simulators and Kannel listen on loopback, which the egress
         // policy refuses by default.
         egress_allow: crate::egress::AllowList::loopback(),
+        store: STORE.get().cloned().flatten(),
         ..Config::default()
     };
     let (engine, _) = crate::server::build_engine(&config, Arc::new(SystemClock))?;
