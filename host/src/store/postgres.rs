@@ -197,8 +197,20 @@ impl PostgresStore {
         runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
-        rx.recv()
-            .map_err(|_| StoreError::Backend("postgres: the store's runtime stopped".into()))?
+        let wait = || {
+            rx.recv()
+                .map_err(|_| StoreError::Backend("postgres: the store's runtime stopped".into()))
+        };
+        // On a server's worker, the wait hands the worker's other tasks to another
+        // thread, so requests keep running while this one waits for the database.
+        let on_worker = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if on_worker {
+            tokio::task::block_in_place(wait)?
+        } else {
+            wait()?
+        }
     }
 
     /// Runs one statement of `tree` (chosen by `pick`) with `params` on a pooled
