@@ -6,8 +6,14 @@
 //! Compare-and-swap is one conditional statement (`INSERT … ON CONFLICT DO NOTHING`,
 //! `UPDATE … WHERE v = $expected`, `DELETE … WHERE v = $expected`): under PostgreSQL's
 //! row locks two replicas updating one record serialise, and exactly one of two
-//! swaps from the same value succeeds. Every statement commits on its own, so a write
-//! is durable when it returns and [`Store::flush`] has nothing left to do.
+//! swaps from the same value succeeds.
+//!
+//! Durability is a group commit, as on sled: every statement commits on its own and
+//! is visible to every replica at once, but with `synchronous_commit = off`, so it does
+//! not wait for the log to reach the disk; [`Store::flush`] (what `Db::sync()` calls
+//! before a request answers) commits one transaction synchronously, which waits until
+//! the log is on disk up to it, and so covers every write made before it. Concurrent
+//! requests share one such flush.
 //!
 //! The schema is versioned by embedded migrations (`migrations/`), applied at open
 //! under a PostgreSQL advisory lock: replicas starting together apply each migration
@@ -126,8 +132,14 @@ impl PostgresStore {
     /// applies the schema's migrations if `migrate`, and checks that the schema is the
     /// one this build knows.
     pub fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|err| StoreError::Backend(format!("bad PostgreSQL URL: {err}")))?;
+        // Writes commit without waiting for the disk; `flush` waits once for all.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        config.options(&options);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dialgate-postgres")
@@ -441,8 +453,19 @@ impl Store for PostgresStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        // Every statement committed on its own: nothing is pending.
-        Ok(())
+        // A synchronous commit of a transaction that has an id (so it writes a commit
+        // record) returns once the log is on disk up to it: every earlier commit of
+        // every connection is durable then.
+        let pool = self.pool.clone();
+        self.call(async move {
+            let mut client = pool.get().await.map_err(backend)?;
+            let transaction = client.transaction().await.map_err(backend)?;
+            transaction
+                .batch_execute("SET LOCAL synchronous_commit = on; SELECT txid_current()")
+                .await
+                .map_err(backend)?;
+            transaction.commit().await.map_err(backend)
+        })
     }
 }
 
