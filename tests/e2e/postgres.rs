@@ -1,8 +1,10 @@
 //! The PostgreSQL store end to end: servers on a throwaway PostgreSQL database (a
-//! cluster the tests start on loopback) run whole verifications, and two replicas on
-//! one database share tenants, keys and verifications: a code sent through one is
-//! checked through the other, and of two concurrent checks of one code on the two
-//! replicas exactly one succeeds.
+//! cluster the tests start on loopback) run whole verifications, and replicas on one
+//! database share tenants, keys and verifications (a code sent through one is checked
+//! through another; of two concurrent checks of one code exactly one succeeds), see
+//! each other's changes through the change log, run each scheduled job and webhook
+//! delivery once, share rate limits and idempotent answers, and a fleet of three
+//! serves requests spread round-robin.
 
 use dialgate::clock::Clock;
 use dialgate::store::testing::TestCluster;
@@ -346,4 +348,68 @@ async fn a_rate_limit_of_n_is_n_across_replicas() {
     let sent = statuses.iter().filter(|status| **status == 200).count();
     let limited = statuses.iter().filter(|status| **status == 429).count();
     assert_eq!((sent, limited), (5, 5), "{statuses:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_fleet_of_three_replicas_serves_requests_spread_round_robin() {
+    let url = database().await;
+    let (r1, r2, r3) = tokio::join!(replica(&url), replica(&url), replica(&url));
+    let fleet = [&r1, &r2, &r3];
+    // A tenant made on one replica is known to all.
+    let tenant = r1.tenant("fleet").await;
+    for replica in fleet {
+        replica.get("/v1/keys", &tenant.key).await.expect(200);
+    }
+
+    // Send on one, verify on another, for several numbers in turn.
+    for n in 0..6u32 {
+        let (sender, checker) = (fleet[n as usize % 3], fleet[(n as usize + 1) % 3]);
+        let phone = uz_number(60 + n);
+        sender.send(&tenant, &phone, "fleet").await;
+        let code = checker.latest_code(&tenant, &phone).await;
+        let verified = checker.verify(&tenant, &phone, "fleet", &code).await;
+        assert_eq!(verified.expect(200)["verification_status"], "verified");
+    }
+
+    // One idempotent answer: a retry on another replica replays the first answer and
+    // sends nothing more.
+    let phone = uz_number(70);
+    let body = serde_json::to_vec(&serde_json::json!({"phone": phone, "applicant_id": "idem"}))
+        .expect("json");
+    let mut answers = Vec::new();
+    for replica in fleet {
+        let reply = replica
+            .raw(
+                reqwest::Method::POST,
+                "/v1/phone/send-otp",
+                Some(&tenant.key),
+                Some(("application/json", body.clone())),
+                &[("Idempotency-Key", "fleet-signup-1")],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        answers.push(reply.text);
+    }
+    assert!(
+        answers.iter().all(|text| *text == answers[0]),
+        "{answers:?}"
+    );
+    assert_eq!(r3.outbox(&tenant, &phone).await.len(), 1);
+
+    // The per-number send limit (a burst of 5) holds across the three.
+    let phone = uz_number(71);
+    let mut sent = 0;
+    for n in 0..9usize {
+        let reply = fleet[n % 3]
+            .send_otp(
+                &tenant,
+                serde_json::json!({"phone": phone, "applicant_id": format!("burst-{n}")}),
+            )
+            .await;
+        if reply.status == 200 {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 5);
 }
