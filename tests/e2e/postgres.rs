@@ -413,3 +413,50 @@ async fn a_fleet_of_three_replicas_serves_requests_spread_round_robin() {
     }
     assert_eq!(sent, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_plugins_key_value_calls_on_postgres_run_on_a_multi_thread_server() {
+    // As `dialgate serve` runs: a multi-thread runtime, where the store waits for the
+    // database in `block_in_place`, here from inside a plugin call's fiber.
+    let url = database().await;
+    let server = replica(&url).await;
+    let tenant = server.tenant("kv").await;
+    let reply = server
+        .raw(
+            reqwest::Method::POST,
+            "/v1/plugins?name=counter&kind=rule&version=1&triggers=phone_lookup_complete",
+            Some(&tenant.key),
+            Some((
+                "application/wasm",
+                dialgate::plugins::testing::guest_component("hostile_abuser"),
+            )),
+            &[],
+        )
+        .await;
+    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            serde_json::json!({"config": {"count": "1"}}),
+        )
+        .await
+        .expect(200);
+    for expected in 1..=3 {
+        let answer = server
+            .post(
+                "/v1/phone/lookup",
+                &tenant.key,
+                serde_json::json!({"phone": UK_VOIP}),
+            )
+            .await
+            .expect(200)
+            .clone();
+        assert_eq!(
+            answer["flags"],
+            serde_json::json!([format!("count:{expected}")]),
+            "{answer}"
+        );
+    }
+}
