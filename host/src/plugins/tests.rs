@@ -45,6 +45,18 @@ fn runtime(db: Db) -> PluginRuntime {
     PluginRuntime::new(db, Limits::default()).expect("runtime")
 }
 
+/// A runtime whose fuel outlasts the deadline, so the deadline is what stops a spin.
+fn fuel_to_spare(db: Db) -> PluginRuntime {
+    PluginRuntime::new(
+        db,
+        Limits {
+            fuel: u64::MAX / 2,
+            ..Limits::default()
+        },
+    )
+    .expect("runtime")
+}
+
 fn rule(runtime: &PluginRuntime, artifact: &str) -> Loaded {
     runtime
         .load(&guest(artifact), Some(Kind::Rule))
@@ -146,14 +158,7 @@ fn an_endless_loop_runs_out_of_fuel_and_the_runtime_keeps_serving() {
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
 fn an_endless_loop_with_fuel_to_spare_hits_the_deadline() {
     let (_dir, db) = db();
-    let runtime = PluginRuntime::new(
-        db,
-        Limits {
-            fuel: u64::MAX / 2,
-            ..Limits::default()
-        },
-    )
-    .expect("runtime");
+    let runtime = fuel_to_spare(db);
     let spin = rule(&runtime, "hostile_spin");
     let (usage, result) =
         block_on(runtime.invoke_rule(&spin, &scope("a"), 0, &event("mobile", None, &[])));
@@ -769,14 +774,7 @@ fn a_warm_instance_serves_its_binding_again_with_its_own_budget_and_flow_time() 
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
 fn an_instance_that_ran_out_of_time_is_not_kept_and_no_bound_keeps_none() {
     let (_dir, db) = db();
-    let runtime = PluginRuntime::new(
-        db,
-        Limits {
-            fuel: u64::MAX / 2,
-            ..Limits::default()
-        },
-    )
-    .expect("runtime");
+    let runtime = fuel_to_spare(db);
     let spin = rule(&runtime, "hostile_spin");
     let warm = runtime.warm_pool("a");
     let (_, result) = warm_call(&runtime, &spin, &warm, "a", 0, &event("mobile", None, &[]));

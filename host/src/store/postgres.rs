@@ -115,6 +115,13 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The (key, value) pairs of a scan's rows.
+fn pairs(rows: Vec<tokio_postgres::Row>) -> Vec<Pair> {
+    rows.into_iter()
+        .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+        .collect()
+}
+
 fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("postgres: {err}"))
 }
@@ -429,10 +436,7 @@ impl Store for PostgresStore {
         };
         self.statement(tree, pick, move |client, statement| async move {
             let rows = client.query(&statement, &[&from, &upper, &limit]).await?;
-            Ok(rows
-                .into_iter()
-                .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
-                .collect())
+            Ok(pairs(rows))
         })
     }
 
@@ -444,10 +448,7 @@ impl Store for PostgresStore {
             |sql| &sql.range_from,
             move |client, statement| async move {
                 let rows = client.query(&statement, &[&start, &limit]).await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
-                    .collect())
+                Ok(pairs(rows))
             },
         )
     }
