@@ -629,6 +629,10 @@ async fn warm_instances_serve_only_their_binding_and_a_change_starts_afresh() {
     // b runs the same component in instances of its own.
     let theirs = lookup_flags(&server, &b, UK_VOIP).await;
     assert_eq!(flag(&theirs, "instance:"), "instance:1");
+    // A change to another of a's plugins leaves this binding's instance warm.
+    abuser(&server, &a, "another", json!({})).await;
+    let third = lookup_flags(&server, &a, UK_VOIP).await;
+    assert_eq!(flag(&third, "instance:"), "instance:3");
     // A change of the binding (here its configuration) starts afresh.
     server
         .put(

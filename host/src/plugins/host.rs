@@ -59,6 +59,8 @@ pub struct State {
     kv_target: Option<KvTarget>,
     /// Key-value writes this call made.
     kv_writes: u32,
+    /// How long this call's key-value operations waited for the store.
+    kv_waited: Duration,
     /// What an adapter call is granted: configuration, secrets, outbound hosts.
     pub adapter: Option<AdapterCall>,
     /// The virtual monotonic clock, in nanoseconds since the instance was made (a
@@ -138,6 +140,7 @@ impl State {
             log_lines: 0,
             kv_target: None,
             kv_writes: 0,
+            kv_waited: Duration::ZERO,
             adapter,
             monotonic,
             wall,
@@ -157,6 +160,7 @@ impl State {
         self.log_lines = 0;
         self.kv_target = None;
         self.kv_writes = 0;
+        self.kv_waited = Duration::ZERO;
         self.ran = Arc::new(RunClock::new());
         self.deadline = Some(Instant::now() + self.time);
     }
@@ -390,12 +394,38 @@ impl State {
     fn kv_write<R>(
         &mut self,
         name: &str,
-        change: impl FnOnce(Option<&[u8]>) -> Result<(Option<Vec<u8>>, R), KvFailure>,
+        change: impl Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, R), KvFailure>,
     ) -> Result<R, kv::KvError> {
         Self::check_key(name)?;
         self.count_write()?;
+        self.in_store(|data, target| data.write(target, name, change))
+    }
+
+    /// How long this call's key-value operations have waited for the store.
+    pub fn kv_waited(&self) -> Duration {
+        self.kv_waited
+    }
+
+    /// Runs one key-value operation against the store, within the call's store time:
+    /// the wait is counted there and left out of the call's run time.
+    fn in_store<R>(
+        &mut self,
+        operation: impl FnOnce(&PluginData, &KvTarget) -> Result<R, KvFailure>,
+    ) -> Result<R, kv::KvError> {
+        let budget = Duration::from_millis(self.data.limits().kv_time_ms_per_call);
+        if self.kv_waited >= budget {
+            return Err(kv::KvError::Unavailable(format!(
+                "the call spent its {} ms of key-value time",
+                budget.as_millis()
+            )));
+        }
         let target = self.kv_target().clone();
-        self.data.write(&target, name, change).map_err(kv_error)
+        let started = Instant::now();
+        let result = operation(&self.data, &target);
+        let waited = started.elapsed();
+        self.kv_waited += waited;
+        self.ran.add_wait(waited);
+        result.map_err(kv_error)
     }
 }
 
@@ -413,8 +443,7 @@ const NOT_A_COUNTER: &str = "not a counter";
 impl kv::Host for State {
     fn get(&mut self, name: String) -> Result<Option<Vec<u8>>, kv::KvError> {
         Self::check_key(&name)?;
-        let target = self.kv_target().clone();
-        self.data.get(&target, &name).map_err(kv_error)
+        self.in_store(|data, target| data.get(target, &name))
     }
 
     fn set(&mut self, name: String, value: Vec<u8>) -> Result<(), kv::KvError> {
@@ -424,7 +453,7 @@ impl kv::Host for State {
                 u32::try_from(MAX_VALUE_BYTES).unwrap_or(u32::MAX),
             ));
         }
-        self.kv_write(&name, |_| Ok((Some(value), ())))
+        self.kv_write(&name, |_| Ok((Some(value.clone()), ())))
     }
 
     fn delete(&mut self, name: String) -> Result<(), kv::KvError> {

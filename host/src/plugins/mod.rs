@@ -543,10 +543,12 @@ impl PluginRuntime {
     }
 
     /// How long a caller waits for a chain of `calls` rule calls before it drops them
-    /// and takes its slot back: each call's running time plus a tick, and a second of
-    /// grace for the time the calls wait for the scheduler under load.
+    /// and takes its slot back: each call's running time plus a tick and its store time
+    /// for key-value operations, and a second of grace for the time the calls wait for
+    /// the scheduler under load.
     pub fn chain_bound(&self, calls: usize) -> Duration {
-        let per_call = Duration::from_millis(self.limits.time_ms + 2);
+        let store_time = self.db.limits().kv_time_ms_per_call;
+        let per_call = Duration::from_millis(self.limits.time_ms + 2 + store_time);
         per_call * u32::try_from(calls).unwrap_or(u32::MAX) + Duration::from_secs(1)
     }
 

@@ -517,6 +517,10 @@ impl Registry {
             self.db
                 .scan(Tree::Plugins, &key(&[tenant_id, ""]), usize::MAX, false)?;
         let mut live = TenantLive::default();
+        // A binding that did not change keeps its warm instances: a change to one of
+        // the tenant's plugins (or a replica applying a change again) does not start
+        // every other binding afresh.
+        let before = self.live.read().get(tenant_id).cloned();
         for record in records {
             let Some(active) = record.active() else {
                 continue;
@@ -532,6 +536,20 @@ impl Registry {
             match record.kind {
                 Kind::Rule => {
                     for trigger in &record.triggers {
+                        let warm = before
+                            .as_ref()
+                            .and_then(|before| {
+                                before.rules(*trigger).iter().find(|rule| {
+                                    rule.plugin_id == record.id
+                                        && rule.version == active.version
+                                        && rule.loaded.sha256 == active.sha256
+                                        && rule.config == record.config
+                                })
+                            })
+                            .map_or_else(
+                                || self.runtime.warm_pool(tenant_id),
+                                |rule| Arc::clone(&rule.warm),
+                            );
                         live.rules.entry(*trigger).or_default().push(LiveRule {
                             plugin_id: record.id.clone(),
                             name: record.name.clone(),
@@ -539,7 +557,7 @@ impl Registry {
                             order: record.order,
                             config: record.config.clone(),
                             loaded: loaded.clone(),
-                            warm: self.runtime.warm_pool(tenant_id),
+                            warm,
                             scope: Scope {
                                 tenant_id: tenant_id.to_owned(),
                                 plugin_id: record.id.clone(),

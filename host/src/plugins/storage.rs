@@ -31,6 +31,11 @@ pub struct StorageLimits {
     pub kv_max_keys: u64,
     /// Key-value writes (set, delete, increment) one call may make.
     pub kv_max_writes_per_call: u32,
+    /// Milliseconds one call may spend waiting for the store in key-value operations.
+    /// This time is not counted in the call's run time (a round trip to a shared
+    /// PostgreSQL store is the store's latency, not the plugin's work); once it is
+    /// spent, the call's further key-value operations answer `unavailable`.
+    pub kv_time_ms_per_call: u64,
     /// Log lines one plugin may write per minute, across its calls.
     pub log_lines_per_minute: u32,
     /// Bytes of log text one plugin may write per minute, across its calls.
@@ -38,12 +43,14 @@ pub struct StorageLimits {
 }
 
 impl Default for StorageLimits {
-    /// 1 MiB and 1,000 keys, 64 writes a call, 120 log lines and 32 KiB a minute.
+    /// 1 MiB and 1,000 keys, 64 writes and 250 ms of store time a call, 120 log lines
+    /// and 32 KiB a minute.
     fn default() -> Self {
         Self {
             kv_max_bytes: 1 << 20,
             kv_max_keys: 1_000,
             kv_max_writes_per_call: 64,
+            kv_time_ms_per_call: 250,
             log_lines_per_minute: 120,
             log_bytes_per_minute: 32 << 10,
         }
@@ -373,7 +380,7 @@ impl PluginData {
         &self,
         target: &KvTarget,
         name: &str,
-        change: impl FnOnce(Option<&[u8]>) -> Result<(Option<Vec<u8>>, R), KvFailure>,
+        change: impl Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, R), KvFailure>,
     ) -> Result<R, KvFailure> {
         let mut slot = target.account.kv.lock();
         if target.account.gone.load(Ordering::SeqCst) {
@@ -417,25 +424,28 @@ impl PluginData {
                 writes.values.insert(name.to_owned(), new);
                 Ok(answer)
             }
-            None => {
-                let old = stored(&self.inner.db)?;
+            // A compare-and-swap against the value read, so a write made meanwhile by
+            // another replica sharing the store is never lost: an increment on two
+            // replicas at once counts twice.
+            None => loop {
+                let raw = self.inner.db.get_raw(Tree::PluginKv, &key)?;
+                let old = raw.as_deref().map(decode).transpose()?;
                 let (new, answer) = change(old.as_deref())?;
                 let after = apply(real, delta(&old, &new));
                 if self.would_exceed(real, after) {
                     return Err(KvFailure::Quota);
                 }
-                match &new {
-                    Some(value) => self
-                        .inner
-                        .db
-                        .put_raw(Tree::PluginKv, &key, &encode(value))?,
-                    None => {
-                        self.inner.db.remove(Tree::PluginKv, &key)?;
-                    }
+                let encoded = new.as_deref().map(encode);
+                if self.inner.db.compare_and_swap_raw(
+                    Tree::PluginKv,
+                    &key,
+                    raw.as_deref(),
+                    encoded.as_deref(),
+                )? {
+                    *slot = Some(after);
+                    return Ok(answer);
                 }
-                *slot = Some(after);
-                Ok(answer)
-            }
+            },
         }
     }
 

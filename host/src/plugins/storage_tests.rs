@@ -1,5 +1,5 @@
-//! Unit tests of what bounds plugins outside a call: the key-value quota and write cap
-//! (through the host side of the `kv` interface), dry runs' scratch layers, log
+//! Unit tests of what bounds plugins outside a call: the key-value quota, write cap and
+//! store time (through the host side of the `kv` interface), dry runs' scratch layers, log
 //! escaping, and the parse-time checks of uploads.
 
 use super::host::{escape_log, State};
@@ -129,6 +129,32 @@ fn a_call_makes_at_most_its_share_of_writes() {
     call(&data, &scope("p"))
         .delete("k0".into())
         .expect("a new call");
+}
+
+#[test]
+fn store_time_is_a_budget_of_its_own_not_running_time() {
+    // No store time at all: the first operation is refused, naming the budget.
+    let (_dir, none) = data(StorageLimits {
+        kv_time_ms_per_call: 0,
+        ..StorageLimits::default()
+    });
+    let mut state = call(&none, &scope("p"));
+    match state.get("k".into()) {
+        Err(KvError::Unavailable(message)) => {
+            assert!(message.contains("0 ms of key-value time"), "{message}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    // With time to spare, the wait is counted there and left out of the running time.
+    let (_dir, spare) = data(StorageLimits::default());
+    let started = std::time::Instant::now();
+    let mut state = call(&spare, &scope("p"));
+    for n in 0..32 {
+        state.set(format!("k{n}"), vec![0; 512]).expect("a write");
+    }
+    let waited = state.kv_waited();
+    assert!(waited > std::time::Duration::ZERO);
+    assert!(state.ran.ran() + waited <= started.elapsed());
 }
 
 #[test]
