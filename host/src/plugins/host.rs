@@ -402,6 +402,7 @@ impl State {
     }
 
     /// How long this call's key-value operations have waited for the store.
+    #[cfg(test)]
     pub fn kv_waited(&self) -> Duration {
         self.kv_waited
     }
