@@ -484,3 +484,96 @@ async fn a_plugins_counter_on_two_replicas_loses_no_increment() {
     let expected: Vec<u64> = (before + 1..=before + 16).collect();
     assert_eq!(counts, expected);
 }
+
+/// Runs `dialgate store copy --from from --to to`: whether it succeeded, and what it
+/// printed (stdout, then stderr).
+async fn store_copy(from: &str, to: &str) -> (bool, String) {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .args(["store", "copy", "--from", &from, "--to", &to])
+            .output()
+            .expect("run dialgate store copy")
+    })
+    .await
+    .expect("the copy's thread");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
+/// The number of records `dialgate store copy` printed for `table`.
+fn copied_records(printed: &str, table: &str) -> u64 {
+    printed
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(table)).then(|| fields.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no line for {table}: {printed}"))
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_sled_deployment_copied_to_postgres_and_back_serves_the_same_records() {
+    let dirs = tempfile::tempdir().expect("a temporary directory");
+    let (sled, back) = (dirs.path().join("sled"), dirs.path().join("back"));
+    let on = |dir: &std::path::Path| {
+        let dir = dir.to_path_buf();
+        move |config: &mut dialgate::config::Config| {
+            config.data_dir = dir;
+            config.store = None;
+        }
+    };
+    let server = TestServer::start_with(on(&sled)).await;
+    let tenant = server.tenant("moving").await;
+    let verified = server.send_and_verify(&tenant, UZ_BEELINE, "mover").await;
+    let id = verified["verification_id"]
+        .as_str()
+        .expect("verification id")
+        .to_owned();
+    let original = server.report(&tenant, &id).await;
+    assert_eq!(original["phone"]["status"], "Approved", "{original}");
+    server.stop().await;
+
+    // Up: the sled directory into an empty PostgreSQL database, checked table by table.
+    let url = database().await;
+    let (copied, printed) = store_copy(sled.to_str().expect("a path"), &url).await;
+    assert!(copied, "{printed}");
+    assert!(
+        printed.contains("every table's count and checksum match"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(&url),
+        "the URL is not printed whole: {printed}"
+    );
+    assert_eq!(copied_records(&printed, "verifications"), 1, "{printed}");
+    assert_eq!(copied_records(&printed, "tenants"), 1, "{printed}");
+
+    // A replica on the copy serves the tenant's key and the verification.
+    let on_postgres = replica(&url).await;
+    assert_eq!(on_postgres.report(&tenant, &id).await, original);
+    on_postgres.stop().await;
+
+    // Never into a store that holds records.
+    let (copied, printed) = store_copy(sled.to_str().expect("a path"), &url).await;
+    assert!(!copied, "{printed}");
+    assert!(
+        printed.contains("copy only into an empty store"),
+        "{printed}"
+    );
+    // Nor from a directory that is not a deployment.
+    let missing = dirs.path().join("missing");
+    let (copied, printed) = store_copy(missing.to_str().expect("a path"), &url).await;
+    assert!(!copied && printed.contains("does not exist"), "{printed}");
+
+    // And back down: the database into a new sled directory.
+    let (copied, printed) = store_copy(&url, back.to_str().expect("a path")).await;
+    assert!(copied, "{printed}");
+    let on_sled = TestServer::start_with(on(&back)).await;
+    assert_eq!(on_sled.report(&tenant, &id).await, original);
+}

@@ -7,6 +7,7 @@
 //! before they answer, so every state acknowledged to a client has been flushed and
 //! fsynced; concurrent requests share one flush.
 
+pub mod copy;
 mod postgres;
 mod sled_store;
 #[doc(hidden)]
@@ -219,6 +220,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Pair>, StoreError>;
     /// Up to `limit` pairs whose key is `start` or after it, in key order.
     fn scan_from(&self, tree: Tree, start: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError>;
+    /// Stores every pair (a bulk load: the store copy's writes).
+    fn put_batch(&self, tree: Tree, pairs: &[Pair]) -> Result<(), StoreError> {
+        pairs
+            .iter()
+            .try_for_each(|(key, value)| self.put(tree, key, value))
+    }
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -64,6 +64,7 @@ struct TreeSql {
     scan_range: [String; 2],
     scan_from: [String; 2],
     range_from: String,
+    put_batch: String,
 }
 
 impl TreeSql {
@@ -94,6 +95,10 @@ impl TreeSql {
                 scan("k >= $1 AND $2::bytea IS NULL", "DESC"),
             ],
             range_from: format!("SELECT k, v FROM {table} WHERE k >= $1 ORDER BY k LIMIT $2"),
+            put_batch: format!(
+                "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
         }
     }
 }
@@ -364,6 +369,22 @@ impl Store for PostgresStore {
             |sql| &sql.put,
             move |client, statement| async move {
                 client.execute(&statement, &[&key, &value]).await?;
+                Ok(())
+            },
+        )
+    }
+
+    /// One statement for the whole batch.
+    fn put_batch(&self, tree: Tree, pairs: &[Pair]) -> Result<(), StoreError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = pairs.iter().cloned().unzip();
+        self.statement(
+            tree,
+            |sql| &sql.put_batch,
+            move |client, statement| async move {
+                client.execute(&statement, &[&keys, &values]).await?;
                 Ok(())
             },
         )

@@ -99,6 +99,14 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn put_batch(&self, tree: Tree, pairs: &[Pair]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in pairs {
+            batch.insert(key.as_slice(), value.as_slice());
+        }
+        self.tree(tree).apply_batch(batch).map_err(backend)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend)
     }

@@ -266,3 +266,16 @@ async fn synced_writes_survive_reopen() {
         Some("kept".into())
     );
 }
+
+contract!(a_batch_put_stores_every_pair_and_overwrites, |db: &Db| {
+    let store = &db.store;
+    store.put(Tree::Outbox, b"b", b"old").expect("put");
+    let pairs: Vec<Pair> = (0u8..=255)
+        .map(|n| (vec![b'a', n], vec![n; usize::from(n)]))
+        .chain([(b"b".to_vec(), b"new".to_vec())])
+        .collect();
+    store.put_batch(Tree::Outbox, &pairs).expect("batch");
+    store.put_batch(Tree::Outbox, &[]).expect("an empty batch");
+    let stored = store.scan_from(Tree::Outbox, b"", 1_000).expect("scan");
+    assert_eq!(stored, pairs);
+});
