@@ -82,6 +82,13 @@ struct ServeArgs {
     /// its schema is migrated at start.
     #[arg(long, env = "DIALGATE_STORE", hide_env_values = true)]
     store: Option<String>,
+    /// Connections to the PostgreSQL store this replica keeps at most [default: 16].
+    #[arg(long, env = "DIALGATE_STORE_POOL_SIZE")]
+    store_pool_size: Option<usize>,
+    /// Milliseconds one PostgreSQL call may take (a connection and its statement); past
+    /// it the request answers 503 store_unavailable [default: 5000].
+    #[arg(long, env = "DIALGATE_STORE_TIMEOUT_MS")]
+    store_timeout_ms: Option<u64>,
     /// Operator credential; when unset on first start one is generated and printed once.
     #[arg(long, env = "DIALGATE_OPERATOR_KEY", hide_env_values = true)]
     operator_key: Option<String>,
@@ -193,6 +200,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             listen: args.listen,
             data_dir: args.data_dir,
             store: args.store,
+            store_pool_size: args.store_pool_size,
+            store_timeout_ms: args.store_timeout_ms,
             operator_key: args.operator_key,
             production: args.production,
             code_secret: args.code_secret,

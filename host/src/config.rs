@@ -23,6 +23,8 @@ pub struct Config {
     /// A PostgreSQL URL (`postgres://…`): the shared store of several replicas; the
     /// embedded sled store under `data_dir` when unset.
     pub store: Option<String>,
+    /// The shared store's connection pool size and per-call timeout.
+    pub store_options: crate::store::PostgresOptions,
     /// The operator credential; generated on first start when absent.
     pub operator_key: Option<String>,
     /// Production mode: no dev outbox.
@@ -93,6 +95,7 @@ impl Default for Config {
                 .expect("the default listen address parses"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             store: None,
+            store_options: crate::store::PostgresOptions::default(),
             operator_key: None,
             production: false,
             code_secret: None,
@@ -124,6 +127,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
+    pub store_pool_size: Option<usize>,
+    pub store_timeout_ms: Option<u64>,
     pub operator_key: Option<String>,
     pub production: Option<bool>,
     pub code_secret: Option<String>,
@@ -217,6 +222,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
+    pub store_pool_size: Option<usize>,
+    pub store_timeout_ms: Option<u64>,
     pub operator_key: Option<String>,
     pub production: bool,
     pub code_secret: Option<String>,
@@ -252,6 +259,16 @@ impl Config {
                 .or(file.data_dir)
                 .unwrap_or(defaults.data_dir),
             store: overrides.store.or(file.store),
+            store_options: crate::store::PostgresOptions {
+                pool_size: overrides
+                    .store_pool_size
+                    .or(file.store_pool_size)
+                    .unwrap_or(defaults.store_options.pool_size),
+                timeout: overrides
+                    .store_timeout_ms
+                    .or(file.store_timeout_ms)
+                    .map_or(defaults.store_options.timeout, Duration::from_millis),
+            },
             operator_key: overrides.operator_key.or(file.operator_key),
             production: overrides.production || file.production.unwrap_or(false),
             code_secret: overrides.code_secret.or(file.code_secret),
@@ -300,6 +317,14 @@ impl Config {
         if let Some(store) = &self.store {
             check_store_url(store)?;
         }
+        anyhow::ensure!(
+            (1..=1_000).contains(&self.store_options.pool_size),
+            "store_pool_size must be between 1 and 1000"
+        );
+        anyhow::ensure!(
+            (10..=600_000).contains(&self.store_options.timeout.as_millis()),
+            "store_timeout_ms must be between 10 and 600000"
+        );
         let HttpLimits {
             header_read_timeout,
             body_read_timeout,
@@ -369,6 +394,29 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(!config.production);
+    }
+
+    #[test]
+    fn store_options_layer_and_are_checked() {
+        let file: FileConfig =
+            toml::from_str("store_pool_size = 4\nstore_timeout_ms = 800").expect("toml");
+        let overrides = Overrides {
+            store_pool_size: Some(32),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides);
+        assert_eq!(config.store_options.pool_size, 32);
+        assert_eq!(config.store_options.timeout, Duration::from_millis(800));
+        config.validate().expect("valid");
+        let zero = Config::resolve(
+            FileConfig::default(),
+            Overrides {
+                store_pool_size: Some(0),
+                ..Overrides::default()
+            },
+        );
+        let err = zero.validate().expect_err("no connections");
+        assert!(err.to_string().contains("store_pool_size"), "{err}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ async fn two_replicas_share_state_and_a_code_is_used_once_across_them() {
 }
 
 /// Waits (at most 10 s, far above the change log's poll) until `check` holds; how
-/// long it took.
+/// long it took. `what` names what is awaited.
 async fn eventually<F, Fut>(what: &str, mut check: F) -> std::time::Duration
 where
     F: FnMut() -> Fut,
@@ -93,7 +93,7 @@ where
         }
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
-            "{what} never reached the other replica"
+            "{what}: not within 10 s"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -576,4 +576,152 @@ async fn a_sled_deployment_copied_to_postgres_and_back_serves_the_same_records()
     assert!(copied, "{printed}");
     let on_sled = TestServer::start_with(on(&back)).await;
     assert_eq!(on_sled.report(&tenant, &id).await, original);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_database_restart_answers_503_meanwhile_and_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    // A cluster of this test's own, since it is stopped and started again.
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(TestCluster::private)
+            .await
+            .expect("a cluster"),
+    );
+    let url = {
+        let cluster = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || cluster.database())
+            .await
+            .expect("a database")
+    };
+    let server = TestServer::start_with(move |config| {
+        config.store = Some(url);
+        config.store_options.timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let tenant = server.tenant("outage").await;
+
+    // Sends, one after another, all through the outage (within the per-number and
+    // per-client limits: 100 numbers, at most 4 sends each, a client address each).
+    let (running, acknowledged) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let load = {
+        let (api, key) = (server.api.clone(), tenant.key.clone());
+        let (running, acknowledged) = (Arc::clone(&running), Arc::clone(&acknowledged));
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = 0u32;
+            while running.load(Ordering::SeqCst) && n < 400 {
+                let (phone, applicant) = (uz_number(n % 100), format!("o{n}"));
+                let reply = api
+                    .post(
+                        "/v1/phone/send-otp",
+                        &key,
+                        serde_json::json!({
+                            "phone": phone,
+                            "applicant_id": applicant,
+                            "client_ip": format!("10.0.{}.{}", n / 200, n % 200),
+                        }),
+                    )
+                    .await;
+                match reply.status {
+                    200 => {
+                        acknowledged.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // A client backs off before it tries again.
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+                answers.push((phone, applicant, reply));
+                n += 1;
+            }
+            answers
+        })
+    };
+    let acknowledged_at_least = |count: usize| {
+        let acknowledged = Arc::clone(&acknowledged);
+        move || {
+            let reached = acknowledged.load(Ordering::SeqCst) >= count;
+            async move { reached }
+        }
+    };
+    eventually("sends before the outage", acknowledged_at_least(20)).await;
+
+    // The database goes away: requests answer 503 with the JSON error, and so does
+    // /readyz.
+    {
+        let cluster = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .expect("stop");
+    }
+    let ready = server
+        .raw(reqwest::Method::GET, "/readyz", None, None, &[])
+        .await;
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert_eq!(
+        ready.body["error"]["code"], "store_unavailable",
+        "{}",
+        ready.text
+    );
+    assert_eq!(ready.headers["retry-after"], "1");
+    let during = acknowledged.load(Ordering::SeqCst);
+
+    // It comes back: the server recovers by itself.
+    {
+        let cluster = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || cluster.start_again())
+            .await
+            .expect("start again");
+    }
+    eventually("readiness after the restart", || async {
+        server
+            .raw(reqwest::Method::GET, "/readyz", None, None, &[])
+            .await
+            .status
+            == 200
+    })
+    .await;
+    eventually("sends after the outage", acknowledged_at_least(during + 10)).await;
+    running.store(false, Ordering::SeqCst);
+    let answers = load.await.expect("the load");
+
+    // Every answer was a success or a clean 503; some were 503s.
+    let statuses: std::collections::BTreeSet<u16> =
+        answers.iter().map(|(_, _, reply)| reply.status).collect();
+    assert!(
+        statuses.iter().all(|status| [200, 503].contains(status)),
+        "{statuses:?}"
+    );
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(_, _, reply)| reply.status == 503)
+        .collect();
+    assert!(!refused.is_empty(), "the outage was never seen");
+    for (_, _, reply) in &refused {
+        assert_eq!(
+            reply.body["error"]["code"], "store_unavailable",
+            "{}",
+            reply.text
+        );
+    }
+    // Nothing acknowledged is lost: every acknowledged send's verification is there.
+    for (_, _, reply) in answers.iter().filter(|(_, _, reply)| reply.status == 200) {
+        let id = reply.body["verification_id"].as_str().expect("an id");
+        server
+            .get(&format!("/v1/verifications/{id}"), &tenant.key)
+            .await
+            .expect(200);
+    }
+    // A send refused during the outage goes through when tried again, and its code
+    // verifies: it left nothing half-written in the way.
+    let (phone, applicant, _) = refused[0];
+    let again = server.send(&tenant, phone, applicant).await;
+    assert_eq!(again["status"], "pending", "{again}");
+    let code = server.latest_code(&tenant, phone).await;
+    let checked = server.verify(&tenant, phone, applicant, &code).await;
+    assert_eq!(checked.expect(200)["verification_status"], "verified");
 }

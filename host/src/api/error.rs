@@ -108,6 +108,17 @@ impl From<FlowError> for ApiError {
             FlowError::Unavailable(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            FlowError::Store(crate::store::StoreError::Unavailable(err)) => {
+                tracing::warn!(error = %err, "storage unavailable");
+                Self {
+                    retry_after_secs: Some(1),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the store is unavailable for now; retry shortly",
+                    )
+                }
+            }
             FlowError::Store(err) => {
                 tracing::error!(error = %err, "storage failure");
                 Self::new(

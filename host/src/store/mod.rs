@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sled_store::SledStore;
 
 /// The trees (tables) of the store.
@@ -185,6 +185,10 @@ impl Tree {
 pub enum StoreError {
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The store cannot be reached or refuses work for now (a shared database that is
+    /// down, restarting or out of connections); retrying later may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("stored record under {key} in {tree} is corrupt: {message}")]
     Corrupt {
         tree: &'static str,
@@ -302,7 +306,18 @@ impl Db {
     /// Opens the PostgreSQL database at `url`, applying the schema's migrations first
     /// if `migrate` (under a lock, so replicas may start together).
     pub fn open_postgres(url: &str, migrate: bool) -> Result<Self, StoreError> {
-        Ok(Self::new(Arc::new(PostgresStore::open(url, migrate)?)))
+        Self::open_postgres_with(url, migrate, PostgresOptions::default())
+    }
+
+    /// [`Db::open_postgres`] with the pool's size and the calls' timeout.
+    pub fn open_postgres_with(
+        url: &str,
+        migrate: bool,
+        options: PostgresOptions,
+    ) -> Result<Self, StoreError> {
+        Ok(Self::new(Arc::new(PostgresStore::open_with(
+            url, migrate, options,
+        )?)))
     }
 
     /// Waits until every write made before this call is durable.

@@ -46,11 +46,24 @@ const MIGRATIONS: [(i32, &str); 4] = [
 /// The advisory lock migrations run under (any fixed number, the same on every replica).
 const MIGRATION_LOCK: i64 = 0x6469_616c_6761_7465; // "dialgate"
 
-/// Connections a replica keeps to the database at most.
-const POOL_SIZE: usize = 16;
+/// How a replica uses its database: connections at most, and how long one call may
+/// take (waiting for a connection, making one, and running its statement; past it the
+/// call fails as [`StoreError::Unavailable`] and the request answers 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostgresOptions {
+    pub pool_size: usize,
+    pub timeout: Duration,
+}
 
-/// How long a call waits for a connection, or for one to be made.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+impl Default for PostgresOptions {
+    /// 16 connections, 5 s a call.
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// The statements of one tree.
 struct TreeSql {
@@ -131,12 +144,43 @@ fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("postgres: {err}"))
 }
 
+/// A statement's failure: the database unreachable or refusing work for now (no
+/// connection, a connection lost, a shutdown, a cancelled or timed-out statement, too
+/// many connections) is [`StoreError::Unavailable`]; anything else is a backend error.
+fn failed(err: tokio_postgres::Error) -> StoreError {
+    use std::error::Error as _;
+    let unavailable = match err.code() {
+        // Connection exceptions, insufficient resources, operator intervention (a
+        // shutdown, a cancelled statement).
+        Some(code) => matches!(&code.code()[..2], "08" | "53" | "57"),
+        None => {
+            err.is_closed()
+                || err
+                    .source()
+                    .is_some_and(|source| source.is::<std::io::Error>())
+                || err.to_string().starts_with("timeout")
+        }
+    };
+    if unavailable {
+        StoreError::Unavailable(format!("postgres: {err}"))
+    } else {
+        backend(err)
+    }
+}
+
+/// No connection could be had from the pool: the database is unreachable for now.
+fn no_connection(err: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("postgres: no connection: {err}"))
+}
+
 /// A PostgreSQL database holding every tree.
 pub struct PostgresStore {
     pool: Pool,
     sql: Arc<HashMap<Tree, TreeSql>>,
     /// The backend's own runtime; shut down without blocking when the store drops.
     runtime: Option<tokio::runtime::Runtime>,
+    /// How long a call may take, once the store is open.
+    timeout: Option<Duration>,
 }
 
 impl PostgresStore {
@@ -144,14 +188,24 @@ impl PostgresStore {
     /// applies the schema's migrations if `migrate`, and checks that the schema is the
     /// one this build knows.
     pub fn open(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        Self::open_with(url, migrate, PostgresOptions::default())
+    }
+
+    /// [`PostgresStore::open`] with the pool's size and the calls' timeout.
+    pub fn open_with(
+        url: &str,
+        migrate: bool,
+        options: PostgresOptions,
+    ) -> Result<Self, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|err| StoreError::Backend(format!("bad PostgreSQL URL: {err}")))?;
         // Writes commit without waiting for the disk; `flush` waits once for all.
-        let options = match config.get_options() {
+        let server_options = match config.get_options() {
             Some(given) => format!("{given} -c synchronous_commit=off"),
             None => "-c synchronous_commit=off".to_owned(),
         };
-        config.options(&options);
+        config.options(&server_options);
+        config.connect_timeout(options.timeout);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dialgate-postgres")
@@ -166,12 +220,12 @@ impl PostgresStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .max_size(options.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .timeouts(Timeouts {
-                wait: Some(CONNECT_TIMEOUT),
-                create: Some(CONNECT_TIMEOUT),
-                recycle: Some(CONNECT_TIMEOUT),
+                wait: Some(options.timeout),
+                create: Some(options.timeout),
+                recycle: Some(options.timeout),
             })
             .build()
             .map_err(backend)?;
@@ -179,10 +233,12 @@ impl PostgresStore {
             .iter()
             .map(|tree| (*tree, TreeSql::new(*tree)))
             .collect();
-        let store = Self {
+        let mut store = Self {
             pool,
             sql: Arc::new(sql),
             runtime: Some(runtime),
+            // Migrations may wait for another replica's: no timeout at open.
+            timeout: None,
         };
         let pool = store.pool.clone();
         let applied = store.call(async move {
@@ -197,6 +253,7 @@ impl PostgresStore {
                 "the database's schema is at version {applied}, this build needs {known}; run `dialgate migrate`"
             )));
         }
+        store.timeout = Some(options.timeout);
         Ok(store)
     }
 
@@ -218,8 +275,18 @@ impl PostgresStore {
             .as_ref()
             .ok_or_else(|| StoreError::Backend("postgres: the store is closed".into()))?;
         let (tx, rx) = mpsc::sync_channel(1);
+        let timeout = self.timeout;
         runtime.spawn(async move {
-            let _ = tx.send(work.await);
+            let answer = match timeout {
+                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(format!(
+                        "postgres: no answer within {} ms",
+                        limit.as_millis()
+                    )))
+                }),
+                None => work.await,
+            };
+            let _ = tx.send(answer);
         });
         let wait = || {
             rx.recv()
@@ -258,9 +325,9 @@ impl PostgresStore {
                 .map(pick)
                 .ok_or_else(|| StoreError::Backend(format!("no table for {}", tree.name())))?
                 .to_owned();
-            let client = pool.get().await.map_err(backend)?;
-            let statement = client.prepare_cached(&text).await.map_err(backend)?;
-            run(client, statement).await.map_err(backend)
+            let client = pool.get().await.map_err(no_connection)?;
+            let statement = client.prepare_cached(&text).await.map_err(failed)?;
+            run(client, statement).await.map_err(failed)
         })
     }
 }
@@ -275,7 +342,7 @@ impl Drop for PostgresStore {
 
 /// The highest migration applied to the database (0 for an empty database).
 async fn schema_version(pool: &Pool) -> Result<i32, StoreError> {
-    let client = pool.get().await.map_err(backend)?;
+    let client = pool.get().await.map_err(no_connection)?;
     let exists: bool = client
         .query_one("SELECT to_regclass('dialgate_migrations') IS NOT NULL", &[])
         .await
@@ -297,7 +364,7 @@ async fn schema_version(pool: &Pool) -> Result<i32, StoreError> {
 /// Applies the migrations the database lacks, each in a transaction, under the
 /// migration lock.
 async fn apply_migrations(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(backend)?;
+    let mut client = pool.get().await.map_err(no_connection)?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -480,13 +547,13 @@ impl Store for PostgresStore {
         // every connection is durable then.
         let pool = self.pool.clone();
         self.call(async move {
-            let mut client = pool.get().await.map_err(backend)?;
-            let transaction = client.transaction().await.map_err(backend)?;
+            let mut client = pool.get().await.map_err(no_connection)?;
+            let transaction = client.transaction().await.map_err(failed)?;
             transaction
                 .batch_execute("SET LOCAL synchronous_commit = on; SELECT txid_current()")
                 .await
-                .map_err(backend)?;
-            transaction.commit().await.map_err(backend)
+                .map_err(failed)?;
+            transaction.commit().await.map_err(failed)
         })
     }
 }

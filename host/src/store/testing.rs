@@ -10,9 +10,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The shared cluster of this test process.
+/// A throwaway cluster: the shared one of this test process, or one a test has to
+/// itself (to stop and start again, as an outage).
 pub struct TestCluster {
     port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    ids: Option<(u32, u32)>,
+    /// The running server's process id (0 while stopped).
+    pid: AtomicU32,
     _dir: tempfile::TempDir,
 }
 
@@ -85,6 +91,49 @@ impl TestCluster {
         }
     }
 
+    /// A cluster of the caller's own, which it may [`stop`](Self::stop) and
+    /// [`start_again`](Self::start_again); it stops when dropped.
+    pub fn private() -> TestCluster {
+        Self::start().unwrap_or_else(|err| panic!("cannot start a PostgreSQL cluster: {err}"))
+    }
+
+    /// Stops the server as an operator's fast shutdown does (connections are ended,
+    /// the port closes) and waits until it is gone.
+    pub fn stop(&self) {
+        let pid = self.pid.swap(0, Ordering::SeqCst);
+        if pid == 0 {
+            return;
+        }
+        let pid = libc::pid_t::try_from(pid).expect("a process id");
+        // SAFETY: kill has no memory-safety preconditions.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new("/proc").join(pid.to_string()).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the stopped server again on the same port and data.
+    pub fn start_again(&self) {
+        let started = spawn_server(
+            &self.bin.join("postgres"),
+            &self.data,
+            self._dir.path(),
+            self.port,
+            self.ids,
+        )
+        .and_then(|pid| {
+            self.pid.store(pid, Ordering::SeqCst);
+            wait_ready(self.port)
+        });
+        if let Err(err) = started {
+            panic!("cannot start the PostgreSQL cluster again: {err}");
+        }
+    }
+
     fn start() -> Result<TestCluster, String> {
         let bin = bin_dir()?;
         let ids = postgres_ids();
@@ -113,9 +162,16 @@ impl TestCluster {
             ));
         }
         let port = free_port()?;
-        spawn_server(&bin.join("postgres"), &data, dir.path(), port, ids)?;
+        let pid = spawn_server(&bin.join("postgres"), &data, dir.path(), port, ids)?;
         wait_ready(port)?;
-        Ok(TestCluster { port, _dir: dir })
+        Ok(TestCluster {
+            port,
+            bin,
+            data,
+            ids,
+            pid: AtomicU32::new(pid),
+            _dir: dir,
+        })
     }
 
     /// The URL of a new, empty database of its own.
@@ -166,16 +222,22 @@ impl TestCluster {
     }
 }
 
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Starts `postgres` on `port` from a thread that lives as long as the process: the
 /// server gets SIGKILL when that thread (its parent) ends, so no server outlives the
-/// tests.
+/// tests. Its process id.
 fn spawn_server(
     postgres: &Path,
     data: &Path,
     sockets: &Path,
     port: u16,
     ids: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<u32, String> {
     let mut command = Command::new(postgres);
     as_cluster_user(&mut command, ids)
         .arg("-D")
@@ -202,7 +264,10 @@ fn spawn_server(
         .name("test-postgres".into())
         .spawn(move || {
             let child = command.spawn();
-            let started = child.as_ref().map(|_| ()).map_err(|err| err.to_string());
+            let started = child
+                .as_ref()
+                .map(std::process::Child::id)
+                .map_err(|err| err.to_string());
             let _ = tx.send(started);
             if let Ok(mut child) = child {
                 let _ = child.wait();
