@@ -616,11 +616,12 @@ fn set_public_url(engine: &Engine, config: &Config, addr: SocketAddr) {
 }
 
 fn announce(config: &Config, addr: SocketAddr, operator: &OperatorKey) {
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "dialgate listening");
-    println!(
-        "dialgate listening on http://{addr} (data in {})",
-        config.data_dir.display()
-    );
+    let place = match &config.store {
+        Some(url) => format!("store {}", crate::store::shown_url(url)),
+        None => format!("data in {}", config.data_dir.display()),
+    };
+    tracing::info!(%addr, %place, "dialgate listening");
+    println!("dialgate listening on http://{addr} ({place})");
     if let OperatorKey::Generated(secret) = operator {
         println!();
         println!("  Operator key (shown once; only its hash is stored):");

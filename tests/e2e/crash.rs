@@ -4,6 +4,8 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::json;
@@ -19,9 +21,9 @@ const ACKS_BEFORE_KILL: usize = 24;
 const WORKERS: u32 = 4;
 
 /// A `dialgate serve` process on a loopback port.
-struct Binary {
-    child: Child,
-    api: Api,
+pub struct Binary {
+    pub child: Child,
+    pub api: Api,
     // Kept open so the server never writes to a closed pipe.
     _stdout: Lines<BufReader<ChildStdout>>,
 }
@@ -29,18 +31,31 @@ struct Binary {
 impl Binary {
     /// Starts the binary on `data_dir` and waits for its listening line.
     async fn start(data_dir: &Path) -> Self {
+        let dir = data_dir.display().to_string();
+        Self::launch(&["--data-dir".as_ref(), data_dir.as_os_str()], &dir).await
+    }
+
+    /// Starts the binary on the PostgreSQL database `url` (a replica of a fleet).
+    pub async fn start_on_postgres(url: &str) -> Self {
+        let host = url.rsplit_once('@').map_or(url, |(_, host)| host);
+        Self::launch(&["--store".as_ref(), url.as_ref()], host).await
+    }
+
+    /// Starts the binary with `args` and waits for its listening line, which names
+    /// `place` (where its records are).
+    async fn launch(args: &[&std::ffi::OsStr], place: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dialgate"))
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
+            .args(args)
             .arg("--operator-key")
             .arg(OPERATOR_KEY)
             .env_remove("DIALGATE_CONFIG")
             .env_remove("DIALGATE_PRODUCTION")
             .env_remove("DIALGATE_CODE_SECRET")
             .env_remove("DIALGATE_DISPOSABLE_LIST")
+            .env_remove("DIALGATE_STORE")
             .env("DIALGATE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -59,8 +74,8 @@ impl Binary {
             if let Some(rest) = line.strip_prefix("dialgate listening on http://") {
                 let (addr, data) = rest
                     .split_once(' ')
-                    .expect("address followed by the data directory");
-                assert!(data.contains(&data_dir.display().to_string()), "{line}");
+                    .expect("address followed by where the records are");
+                assert!(data.contains(place), "{line}");
                 break addr.to_owned();
             }
         };
@@ -71,32 +86,36 @@ impl Binary {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id().expect("the process is running")
     }
 }
 
 /// What a client saw acknowledged before the crash.
 #[derive(Debug, Clone)]
-struct Acked {
-    verification_id: String,
-    phone: String,
-    applicant: String,
-    code: String,
+pub struct Acked {
+    pub verification_id: String,
+    pub phone: String,
+    pub applicant: String,
+    pub code: String,
     /// The verify answer was 2xx with `verified`.
-    verified: bool,
+    pub verified: bool,
 }
 
-/// Sends and verifies codes in a loop until the server stops answering. Every 2xx answer
-/// is recorded and reported on `acks`.
-async fn send_verify_loop(
+/// Sends and verifies codes in a loop until the server stops answering (or `stop` is
+/// set). Every 2xx answer is recorded and reported on `acks`.
+pub async fn send_verify_loop(
     api: Api,
     tenant: Tenant,
     worker: u32,
     acks: mpsc::UnboundedSender<()>,
+    stop: Arc<AtomicBool>,
 ) -> Vec<Acked> {
     let mut seen = Vec::new();
     for i in 0..100_000u32 {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         let phone = format!("+998901{worker}{i:05}");
         let applicant = format!("crash-{worker}-{i}");
         let body =
@@ -206,6 +225,7 @@ async fn acknowledged_sends_and_verifies_survive_sigkill() {
                 tenant.clone(),
                 worker,
                 tx.clone(),
+                Arc::new(AtomicBool::new(false)),
             ))
         })
         .collect();
@@ -242,7 +262,13 @@ async fn acknowledged_sends_and_verifies_survive_sigkill() {
         &settings
     );
 
-    for ack in &acked {
+    check_acknowledged(api, &tenant, &acked).await;
+}
+
+/// Checks on `api` that everything in `acked` survived: each verification's report,
+/// its message in the outbox, its status, and an unverified code that still verifies.
+pub async fn check_acknowledged(api: &Api, tenant: &Tenant, acked: &[Acked]) {
+    for ack in acked {
         let report = api
             .get(
                 &format!("/v1/verifications/{}", ack.verification_id),
@@ -252,7 +278,7 @@ async fn acknowledged_sends_and_verifies_survive_sigkill() {
         let report = report.expect(200);
         assert_eq!(report["phone"]["full_number"], ack.phone.as_str());
         assert_eq!(report["applicant_id"], ack.applicant.as_str());
-        let messages = api.outbox(&tenant, &ack.phone).await;
+        let messages = api.outbox(tenant, &ack.phone).await;
         assert!(
             messages
                 .iter()
@@ -268,7 +294,7 @@ async fn acknowledged_sends_and_verifies_survive_sigkill() {
         } else if report["phone"]["status"] == "Not Finished" && !ack.code.is_empty() {
             // The code (and the stored hashing secret) survived: it still verifies.
             let verified = api
-                .verify(&tenant, &ack.phone, &ack.applicant, &ack.code)
+                .verify(tenant, &ack.phone, &ack.applicant, &ack.code)
                 .await;
             assert_eq!(verified.expect(200)["verification_status"], "verified");
         }

@@ -5,7 +5,10 @@
 //! each other's changes through the change log, run each scheduled job and webhook
 //! delivery once, share rate limits, idempotent answers and a plugin's key-value data
 //! (a counter incremented on both at once loses nothing), and a fleet of three serves
-//! requests spread round-robin.
+//! requests spread round-robin. Failures: a replica process killed mid-load loses
+//! nothing it acknowledged and the other carries on; a database stopped and started
+//! again is answered with 503s meanwhile and recovered from by itself. And
+//! `dialgate store copy` moves a deployment from sled to PostgreSQL and back.
 
 use dialgate::clock::Clock;
 use dialgate::store::testing::TestCluster;
@@ -724,4 +727,87 @@ async fn a_database_restart_answers_503_meanwhile_and_loses_nothing_acknowledged
     let code = server.latest_code(&tenant, phone).await;
     let checked = server.verify(&tenant, phone, applicant, &code).await;
     assert_eq!(checked.expect(200)["verification_status"], "verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carries_on() {
+    use crate::crash::{check_acknowledged, send_verify_loop, Binary};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    // Two `dialgate serve` processes on one database.
+    let url = database().await;
+    let mut doomed = Binary::start_on_postgres(&url).await;
+    let survivor = Binary::start_on_postgres(&url).await;
+    let tenant = doomed.api.create_tenant(OPERATOR_KEY, "fleet").await;
+    let generous = serde_json::json!({"per_minute": 1_000_000, "burst": 100_000});
+    let settings = doomed
+        .api
+        .settings(
+            &tenant,
+            serde_json::json!({
+                "code_length": 8,
+                "rate_limits": {
+                    "send_otp": {"per_tenant": generous, "per_ip": generous},
+                    "verify_otp": {"per_tenant": generous, "per_ip": generous},
+                },
+            }),
+        )
+        .await;
+    eventually("the settings", || async {
+        survivor
+            .api
+            .get("/v1/settings/phone-verification", &tenant.key)
+            .await
+            .body
+            == settings
+    })
+    .await;
+
+    // Two clients on each replica send and verify codes in a loop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let workers: Vec<_> = (0..4u32)
+        .map(|worker| {
+            let api = if worker < 2 {
+                &doomed.api
+            } else {
+                &survivor.api
+            };
+            tokio::spawn(send_verify_loop(
+                api.clone(),
+                tenant.clone(),
+                worker,
+                tx.clone(),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    drop(tx);
+    for _ in 0..24 {
+        rx.recv().await.expect("the loops stopped before the kill");
+    }
+    // SIGKILL one replica mid-load; the other's clients go on.
+    doomed.child.kill().await.expect("SIGKILL a replica");
+    for _ in 0..24 {
+        rx.recv().await.expect("the survivor's loops stopped");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for worker in workers {
+        acked.extend(worker.await.expect("a client"));
+    }
+    let through_doomed = acked
+        .iter()
+        .filter(|ack| ack.phone.starts_with("+9989010") || ack.phone.starts_with("+9989011"))
+        .count();
+    assert!(
+        through_doomed > 0,
+        "nothing went through the killed replica"
+    );
+
+    // Everything acknowledged by either replica is there on the survivor, and the
+    // codes of unfinished verifications still verify there.
+    check_acknowledged(&survivor.api, &tenant, &acked).await;
 }

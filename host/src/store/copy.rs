@@ -43,11 +43,7 @@ impl Location {
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            // A URL may carry a password: show its host and database only.
-            Self::Postgres(url) => {
-                let shown = url.rsplit('@').next().unwrap_or(url);
-                write!(f, "postgres://…@{shown}")
-            }
+            Self::Postgres(url) => f.write_str(&super::shown_url(url)),
             Self::Sled(dir) => write!(f, "{}", dir.display()),
         }
     }

@@ -234,6 +234,15 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// A PostgreSQL URL as it may be shown (in logs, on the console): without its user
+/// and password, which may be secret.
+pub fn shown_url(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((_, place)) => format!("postgres://…@{place}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Joins key parts with `/`.
 pub fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("/").into_bytes()
