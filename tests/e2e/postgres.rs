@@ -169,6 +169,42 @@ async fn a_change_through_one_replica_is_in_force_on_the_other() {
         flags(&reply) == serde_json::json!(["from_a"])
     })
     .await;
+
+    // A number b has looked up (and cached as not blocked) is blocked through a, then
+    // unblocked: b's lookups follow both.
+    let blocklisted = |reply: &Reply| {
+        risks(&reply.body["warnings"]).contains(&"PHONE_NUMBER_IN_BLOCKLIST".to_owned())
+    };
+    let phone = uz_number(42);
+    let lookup = serde_json::json!({ "phone": phone });
+    let looked = b
+        .post("/v1/phone/lookup", &tenant.key, lookup.clone())
+        .await;
+    assert!(!blocklisted(&looked), "{}", looked.text);
+    a.post(
+        "/v1/blocklist",
+        &tenant.key,
+        serde_json::json!({ "phone": phone }),
+    )
+    .await
+    .expect(201);
+    eventually("a blocked number", || async {
+        blocklisted(
+            &b.post("/v1/phone/lookup", &tenant.key, lookup.clone())
+                .await,
+        )
+    })
+    .await;
+    a.delete(&format!("/v1/blocklist/{}", encode(&phone)), &tenant.key)
+        .await
+        .expect(204);
+    eventually("an unblocked number", || async {
+        !blocklisted(
+            &b.post("/v1/phone/lookup", &tenant.key, lookup.clone())
+                .await,
+        )
+    })
+    .await;
 }
 
 /// The dev-outbox messages for `phone` on `channel`.

@@ -107,10 +107,23 @@ async fn a_blocklisted_number_is_declined_without_sending_a_code() {
 #[tokio::test]
 async fn a_blocklist_entry_can_be_removed_in_any_formatting() {
     let (server, tenant) = TestServer::with_tenant().await;
+    // Lookups follow the blocklist as it changes (what they cached of it goes too).
+    let blocked = || async {
+        let looked = server
+            .post(
+                "/v1/phone/lookup",
+                &tenant.key,
+                json!({"phone": UZ_BEELINE}),
+            )
+            .await;
+        risks(&looked.expect(200)["warnings"]).contains(&"PHONE_NUMBER_IN_BLOCKLIST".to_owned())
+    };
+    assert!(!blocked().await);
     server
         .post("/v1/blocklist", &tenant.key, json!({"phone": UZ_BEELINE}))
         .await
         .expect(201);
+    assert!(blocked().await);
     let removed = server
         .delete("/v1/blocklist/+998%2090%20123%2045%2067", &tenant.key)
         .await;
@@ -119,6 +132,7 @@ async fn a_blocklist_entry_can_be_removed_in_any_formatting() {
         server.get("/v1/blocklist", &tenant.key).await.expect(200)["entries"],
         json!([])
     );
+    assert!(!blocked().await);
 }
 
 #[tokio::test]

@@ -269,6 +269,7 @@ impl Engine {
             &key(&[&caller.tenant_id, &entry.phone]),
             &entry,
         )?;
+        self.blocklist_changed(&caller.tenant_id, &entry.phone)?;
         self.db.sync().await?;
         Ok(entry)
     }
@@ -293,8 +294,19 @@ impl Engine {
         {
             return Err(FlowError::NotFound("blocklist entry"));
         }
+        self.blocklist_changed(&caller.tenant_id, &e164)?;
         self.db.sync().await?;
         Ok(())
+    }
+
+    /// After a change of the blocklist entry of `e164`: this replica's cache drops it,
+    /// and the change log tells the others.
+    fn blocklist_changed(&self, tenant_id: &str, e164: &str) -> Result<(), StoreError> {
+        self.caches.forget_blocked(tenant_id, e164);
+        self.changed(&crate::changes::Change::Blocklist {
+            tenant_id: tenant_id.to_owned(),
+            phone: e164.to_owned(),
+        })
     }
 }
 

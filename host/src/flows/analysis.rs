@@ -136,9 +136,11 @@ impl Engine {
         let risk = risk::assess(&signals, &policy);
         let mut warnings = Vec::new();
 
-        let blocked: Option<BlockedNumber> = self
-            .db
-            .get(Tree::Blocklist, &key(&[tenant_id, &number.e164]))?;
+        let blocked: Option<BlockedNumber> =
+            self.caches.blocked(tenant_id, &number.e164, || {
+                self.db
+                    .get(Tree::Blocklist, &key(&[tenant_id, &number.e164]))
+            })?;
         if let Some(entry) = blocked {
             warnings.push(Warning::new(
                 Risk::PhoneNumberInBlocklist,

@@ -74,14 +74,22 @@ pub struct Engine {
     pub changes: Option<Arc<crate::changes::ChangeLog>>,
 }
 
-/// In-process caches of API keys and settings. Only this process writes the embedded
-/// store (sled locks its directory). A miss loads from the store, and a write updates
-/// the store, while holding the cache's write lock, so a load can never put back a
-/// record older than a concurrent write.
+/// In-process caches of API keys, settings and blocklist entries. On the embedded
+/// store only this process writes (sled locks its directory); on a shared store the
+/// change log drops what other replicas changed. For keys and settings a miss loads
+/// from the store, and a write updates the store, while holding the cache's write
+/// lock, so a load can never put back a record older than a concurrent write. The
+/// blocklist cache, whose misses are frequent (every new number), loads without the
+/// lock and keeps what it loaded only if no blocklist change came in meanwhile (a
+/// generation count), for the same guarantee.
 #[derive(Debug, Default)]
 pub struct Caches {
     keys: RwLock<HashMap<String, crate::model::ApiKey>>,
     settings: RwLock<HashMap<String, Arc<PhoneSettings>>>,
+    /// `tenant id / e164` → the number's blocklist entry, or that it has none.
+    blocked: RwLock<HashMap<String, Option<crate::model::BlockedNumber>>>,
+    /// Counts blocklist changes, so a load that raced one is not kept.
+    blocked_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Entries kept per cache; beyond this the cache starts over (a cheap bound).
@@ -141,10 +149,47 @@ impl Caches {
         self.settings.write().remove(tenant_id);
     }
 
+    /// The blocklist entry of `e164` for the tenant, or `None`, through the cache.
+    pub(crate) fn blocked(
+        &self,
+        tenant_id: &str,
+        e164: &str,
+        load: impl FnOnce() -> Result<Option<crate::model::BlockedNumber>, StoreError>,
+    ) -> Result<Option<crate::model::BlockedNumber>, StoreError> {
+        use std::sync::atomic::Ordering;
+        let entry = format!("{tenant_id}/{e164}");
+        if let Some(hit) = self.blocked.read().get(&entry) {
+            return Ok(hit.clone());
+        }
+        let generation = self.blocked_generation.load(Ordering::SeqCst);
+        let loaded = load()?;
+        let mut entries = self.blocked.write();
+        if self.blocked_generation.load(Ordering::SeqCst) == generation {
+            if entries.len() >= CACHE_LIMIT {
+                entries.clear();
+            }
+            entries.insert(entry, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Drops the cached blocklist entry of `e164` for the tenant, after the store's
+    /// entry changed (here or on another replica).
+    pub(crate) fn forget_blocked(&self, tenant_id: &str, e164: &str) {
+        let mut entries = self.blocked.write();
+        self.blocked_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.remove(&format!("{tenant_id}/{e164}"));
+    }
+
     /// Drops every cached entry.
     pub(crate) fn clear(&self) {
         self.keys.write().clear();
         self.settings.write().clear();
+        let mut blocked = self.blocked.write();
+        self.blocked_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        blocked.clear();
     }
 
     fn settings(
@@ -281,6 +326,9 @@ impl Engine {
                 Change::Key { hash } => self.caches.forget_key(&hash),
                 Change::Settings { tenant_id } => self.caches.forget_settings(&tenant_id),
                 Change::Routing { tenant_id } => self.routing.forget(&tenant_id),
+                Change::Blocklist { tenant_id, phone } => {
+                    self.caches.forget_blocked(&tenant_id, &phone);
+                }
                 Change::Plugins { tenant_id } => {
                     if let Err(err) = self.plugins.refresh(&tenant_id) {
                         tracing::error!(tenant = %tenant_id, "cannot reload the tenant's plugins: {err}");
