@@ -507,7 +507,8 @@ async fn a_plugins_counter_on_two_replicas_loses_no_increment() {
     .await;
 
     // Both replicas increment the one counter at once: every call gets its own count.
-    let before = count(&lookup(a.api.clone(), tenant.key.clone()).await).expect("a count");
+    let first = lookup(a.api.clone(), tenant.key.clone()).await;
+    let before = count(&first).unwrap_or_else(|| panic!("no count: {first}"));
     let calls: Vec<_> = (0..16)
         .map(|index| {
             let api = if index % 2 == 0 { &a.api } else { &b.api };

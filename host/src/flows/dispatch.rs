@@ -68,10 +68,10 @@ impl Engine {
                 .provider
                 .clone()
                 .ok_or_else(|| FlowError::Unavailable(self.no_sender_reason(&message.tenant_id)))?;
-            return provider
-                .send(message)
-                .await
-                .map_err(|err| FlowError::Provider(err.to_string()));
+            return provider.send(message).await.map_err(|err| match err.store {
+                Some(store) => FlowError::Store(store),
+                None => FlowError::Provider(err.to_string()),
+            });
         }
         adapters.retain(|adapter| !rule.forbidden.contains(&adapter.name));
         adapters

@@ -47,6 +47,9 @@ pub struct Dispatch {
 pub struct SendError {
     pub provider: String,
     pub message: String,
+    /// Set when the failure was this host's own store's (the dev outbox keeps its
+    /// messages there), not the provider's: the request answers as the store does.
+    pub store: Option<crate::store::StoreError>,
 }
 
 /// A boxed future, so providers can be trait objects.

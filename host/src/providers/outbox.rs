@@ -92,6 +92,7 @@ impl Provider for DevOutbox {
                 .map_err(|err| SendError {
                     provider: "dev-outbox".into(),
                     message: err.to_string(),
+                    store: Some(err),
                 })?;
             Ok(Dispatch {
                 provider: "dev-outbox".into(),

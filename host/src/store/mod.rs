@@ -230,8 +230,41 @@ pub trait Store: Send + Sync + 'static {
             .iter()
             .try_for_each(|(key, value)| self.put(tree, key, value))
     }
+    /// Takes a token from the shared rate-limit bucket `key` in one step of the
+    /// backend's own, if it has one (PostgreSQL: one statement on a table of buckets);
+    /// `None` when it has not, and the caller keeps the bucket as a record of
+    /// [`Tree::RateLimits`] updated by compare-and-swap.
+    fn take_token(
+        &self,
+        _key: &[u8],
+        _bucket: TokenBucket,
+        _now_ms: i64,
+    ) -> Result<Option<Taken>, StoreError> {
+        Ok(None)
+    }
+    /// Removes the buckets of [`Store::take_token`] that are full again by `now_ms`;
+    /// how many (`None` when the backend keeps no buckets of its own).
+    fn sweep_tokens(&self, _now_ms: i64) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A shared token bucket's refill rate (tokens per millisecond) and size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket {
+    pub per_ms: f64,
+    pub burst: f64,
+}
+
+/// What [`Store::take_token`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Taken {
+    /// A token was there and is taken.
+    Yes,
+    /// No token: the bucket holds this fraction of one.
+    No { tokens: f64 },
 }
 
 /// A PostgreSQL URL as it may be shown (in logs, on the console): without its user
@@ -327,6 +360,21 @@ impl Db {
         Ok(Self::new(Arc::new(PostgresStore::open_with(
             url, migrate, options,
         )?)))
+    }
+
+    /// See [`Store::take_token`].
+    pub fn take_token(
+        &self,
+        key: &[u8],
+        bucket: TokenBucket,
+        now_ms: i64,
+    ) -> Result<Option<Taken>, StoreError> {
+        self.store.take_token(key, bucket, now_ms)
+    }
+
+    /// See [`Store::sweep_tokens`].
+    pub fn sweep_tokens(&self, now_ms: i64) -> Result<Option<u64>, StoreError> {
+        self.store.sweep_tokens(now_ms)
     }
 
     /// Waits until every write made before this call is durable.

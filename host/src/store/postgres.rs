@@ -33,15 +33,38 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
 use tokio_postgres::NoTls;
 
-use super::{Pair, Store, StoreError, Tree};
+use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 4] = [
+const MIGRATIONS: [(i32, &str); 5] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
     (4, include_str!("migrations/0004_rate_limits.sql")),
+    (5, include_str!("migrations/0005_rate_buckets.sql")),
 ];
+
+/// Takes a token from a bucket in one statement: refills it for the time since it was
+/// last touched, takes one if there is one, and notes when it is full again. No row
+/// comes back when the bucket had no token. `$1` key, `$2` tokens per ms, `$3` burst,
+/// `$4` now (ms).
+const TAKE_TOKEN: &str = "\
+    INSERT INTO rate_buckets AS b (k, tokens, at_ms, full_at_ms) \
+    VALUES ($1, $3::float8 - 1, $4::bigint, $4::bigint + CEIL(1 / $2::float8)::bigint) \
+    ON CONFLICT (k) DO UPDATE SET \
+        tokens = LEAST($3::float8, b.tokens + GREATEST($4::bigint - b.at_ms, 0) * $2::float8) - 1, \
+        at_ms = GREATEST(b.at_ms, $4::bigint), \
+        full_at_ms = GREATEST(b.at_ms, $4::bigint) \
+            + CEIL(($3::float8 - LEAST($3::float8, b.tokens + GREATEST($4::bigint - b.at_ms, 0) * $2::float8) + 1) / $2::float8)::bigint \
+    WHERE LEAST($3::float8, b.tokens + GREATEST($4::bigint - b.at_ms, 0) * $2::float8) >= 1 \
+    RETURNING tokens";
+
+/// The tokens a bucket holds at `$4`, refilled at `$2` per ms up to `$3`.
+const BUCKET_TOKENS: &str = "\
+    SELECT LEAST($3::float8, tokens + GREATEST($4::bigint - at_ms, 0) * $2::float8) FROM rate_buckets WHERE k = $1";
+
+/// Removes the buckets full again by `$1` (ms).
+const SWEEP_BUCKETS: &str = "DELETE FROM rate_buckets WHERE full_at_ms <= $1";
 
 /// The advisory lock migrations run under (any fixed number, the same on every replica).
 const MIGRATION_LOCK: i64 = 0x6469_616c_6761_7465; // "dialgate"
@@ -539,6 +562,49 @@ impl Store for PostgresStore {
                 Ok(pairs(rows))
             },
         )
+    }
+
+    fn take_token(
+        &self,
+        key: &[u8],
+        bucket: TokenBucket,
+        now_ms: i64,
+    ) -> Result<Option<Taken>, StoreError> {
+        let (key, pool) = (key.to_vec(), self.pool.clone());
+        let TokenBucket { per_ms, burst } = bucket;
+        self.call(async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let take = client.prepare_cached(TAKE_TOKEN).await.map_err(failed)?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&key, &per_ms, &burst, &now_ms];
+            if client
+                .query_opt(&take, &params)
+                .await
+                .map_err(failed)?
+                .is_some()
+            {
+                return Ok(Some(Taken::Yes));
+            }
+            let tokens = client.prepare_cached(BUCKET_TOKENS).await.map_err(failed)?;
+            let left = client
+                .query_opt(&tokens, &params)
+                .await
+                .map_err(failed)?
+                .map_or(0.0, |row| row.get::<_, f64>(0));
+            Ok(Some(Taken::No { tokens: left }))
+        })
+    }
+
+    fn sweep_tokens(&self, now_ms: i64) -> Result<Option<u64>, StoreError> {
+        let pool = self.pool.clone();
+        self.call(async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let removed = client
+                .execute(SWEEP_BUCKETS, &[&now_ms])
+                .await
+                .map_err(failed)?;
+            Ok(Some(removed))
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
