@@ -9,6 +9,9 @@
 //! gateway straight and through Dialgate. The `noisy-neighbour` scenario measures one
 //! tenant's lookups alone, beside another tenant's plain lookups, and beside that
 //! tenant's budget-burning rule (the hostile `spin` guest, built from the source tree).
+//! With `--store`, the servers keep their records in that PostgreSQL database, and
+//! `--replicas N` runs the lookup and flow scenarios against N servers on it, requests
+//! spread round-robin.
 
 mod kannel;
 
@@ -68,6 +71,11 @@ pub struct BenchArgs {
     /// sled store in a temporary directory (postgres://user:password@host:port/db).
     #[arg(long)]
     pub store: Option<String>,
+    /// Servers sharing the `--store` database that the lookup and flow scenarios spread
+    /// their requests over, round-robin (a flow verifies on the replica after the one
+    /// it sent through).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
 }
 
 /// The store of this run's bench servers (`--store`), set once by [`run`].
@@ -115,6 +123,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(store) = &args.store {
         crate::config::check_store_url(store)?;
     }
+    anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
+    anyhow::ensure!(
+        args.replicas == 1 || args.store.is_some(),
+        "--replicas needs --store: replicas share a PostgreSQL database"
+    );
     let _ = STORE.set(args.store.clone());
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.connections)
@@ -190,7 +203,7 @@ fn print_row(figures: &Figures, earlier: &[Figures]) {
         }
     }
     println!(
-        "{:<34} {:>10.0}/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}{}",
+        "{:<44} {:>10.0}/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}{}",
         figures.name,
         figures.per_second(),
         figures.p50.as_secs_f64() * 1e3,
@@ -273,6 +286,23 @@ struct BenchServer {
 /// A bench server with one tenant per entry of `rules`, each with generous rate limits
 /// and those rules; returns the tenants' ids and keys.
 async fn start_tenants(dir: &std::path::Path, rules: &[Rules]) -> anyhow::Result<BenchServer> {
+    let mut server = launch(dir).await?;
+    for (n, rules) in rules.iter().enumerate() {
+        let tenant = server
+            .engine
+            .create_tenant(Some(&format!("bench-{n}")))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = tenant.api_key.context("new tenants come with a key")?;
+        configure_tenant(&server.engine, &tenant.id, *rules).await?;
+        server.tenants.push((tenant.id, key));
+    }
+    Ok(server)
+}
+
+/// A bench server with no tenants of its own: the first of a run, or another replica
+/// on the run's shared store (which finds the tenants already there).
+async fn launch(dir: &std::path::Path) -> anyhow::Result<BenchServer> {
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.to_path_buf(),
@@ -294,16 +324,6 @@ async fn start_tenants(dir: &std::path::Path, rules: &[Rules]) -> anyhow::Result
     let mut engine = Arc::into_inner(engine).context("engine not yet shared")?;
     engine.provider = Some(Arc::clone(&recording) as Arc<dyn Provider>);
     let engine = Arc::new(engine);
-    let mut tenants = Vec::new();
-    for (n, rules) in rules.iter().enumerate() {
-        let tenant = engine
-            .create_tenant(Some(&format!("bench-{n}")))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let key = tenant.api_key.context("new tenants come with a key")?;
-        configure_tenant(&engine, &tenant.id, *rules).await?;
-        tenants.push((tenant.id, key));
-    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     // Providers' receipts come back to this server.
@@ -314,7 +334,7 @@ async fn start_tenants(dir: &std::path::Path, rules: &[Rules]) -> anyhow::Result
     });
     Ok(BenchServer {
         addr,
-        tenants,
+        tenants: Vec::new(),
         outbox: recording,
         task,
         engine,
@@ -413,24 +433,72 @@ const NUMBERS: [&str; 10] = [
     "+34612345678",
 ];
 
+/// `replicas` bench servers on the run's store: the first with one tenant running
+/// `rules`, the others started after it (so they find the tenant and its plugins).
+/// Their addresses and recording outboxes, the tenant's key, and the servers' tasks.
+struct Fleet {
+    addrs: Vec<SocketAddr>,
+    outboxes: Vec<Arc<RecordingOutbox>>,
+    key: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Fleet {
+    async fn start(dir: &std::path::Path, rules: Rules, replicas: usize) -> anyhow::Result<Self> {
+        let (addr, key, outbox, task) = start_server(dir, rules).await?;
+        let mut fleet = Self {
+            addrs: vec![addr],
+            outboxes: vec![outbox],
+            key,
+            tasks: vec![task],
+        };
+        for n in 1..replicas {
+            let replica = launch(&dir.join(format!("replica-{n}"))).await?;
+            fleet.addrs.push(replica.addr);
+            fleet.outboxes.push(replica.outbox);
+            fleet.tasks.push(replica.task);
+        }
+        Ok(fleet)
+    }
+
+    /// A scenario's name, with the number of replicas when there are several.
+    fn name(&self, name: &str) -> String {
+        match self.addrs.len() {
+            1 => name.to_owned(),
+            n => format!("{name}, {n} replicas"),
+        }
+    }
+
+    fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
 async fn lookup(
     client: &HttpClient,
     args: &BenchArgs,
     dir: &std::path::Path,
     rules: Rules,
 ) -> anyhow::Result<Figures> {
-    let (addr, key, _, server) = start_server(dir, rules).await?;
-    let url = format!("http://{addr}/v1/phone/lookup");
+    let fleet = Fleet::start(dir, rules, args.replicas).await?;
+    let urls: Vec<String> = fleet
+        .addrs
+        .iter()
+        .map(|addr| format!("http://{addr}/v1/phone/lookup"))
+        .collect();
+    let key = fleet.key.clone();
     let client = client.clone();
-    let name = format!("lookup ({rules})");
+    let name = fleet.name(&format!("lookup ({rules})"));
     let figures = drive(&name, args, move |i| {
         let body = json!({"phone": NUMBERS[(i % 10) as usize], "applicant_country": "US"});
-        let request = post_json(&url, &key, &body);
+        let request = post_json(&urls[i as usize % urls.len()], &key, &body);
         let client = client.clone();
         async move { expect_ok(client.request(request?).await).await.map(|_| ()) }
     })
     .await;
-    server.abort();
+    fleet.stop();
     Ok(figures)
 }
 
@@ -439,23 +507,36 @@ async fn flow(
     args: &BenchArgs,
     dir: &std::path::Path,
 ) -> anyhow::Result<Figures> {
-    let (addr, key, outbox, server) = start_server(dir, Rules::Plugins(0)).await?;
-    let send_url = format!("http://{addr}/v1/phone/send-otp");
-    let verify_url = format!("http://{addr}/v1/phone/verify-otp");
+    let fleet = Fleet::start(dir, Rules::Plugins(0), args.replicas).await?;
+    let urls = |path: &str| -> Vec<String> {
+        fleet
+            .addrs
+            .iter()
+            .map(|addr| format!("http://{addr}{path}"))
+            .collect()
+    };
+    let (send_urls, verify_urls) = (urls("/v1/phone/send-otp"), urls("/v1/phone/verify-otp"));
+    let (key, outboxes) = (fleet.key.clone(), fleet.outboxes.clone());
     let client = client.clone();
-    let figures = drive("send + verify (flows, fsynced)", args, move |i| {
+    let name = fleet.name("send + verify (flows, fsynced)");
+    let figures = drive(&name, args, move |i| {
         // Distinct valid UK mobile numbers: +44 7911 000000 onwards.
         let phone = format!("+447911{:06}", i % 1_000_000);
         let applicant = format!("applicant-{i}");
         let client = client.clone();
+        // Sent through one replica, verified through the next.
+        let (sender, verifier) = (
+            i as usize % send_urls.len(),
+            (i as usize + 1) % send_urls.len(),
+        );
         let send = post_json(
-            &send_url,
+            &send_urls[sender],
             &key,
             &json!({"phone": phone, "applicant_id": applicant, "channel": "sms"}),
         );
-        let verify_url = verify_url.clone();
+        let verify_url = verify_urls[verifier].clone();
         let key = key.clone();
-        let outbox = Arc::clone(&outbox);
+        let outbox = Arc::clone(&outboxes[sender]);
         async move {
             expect_ok(client.request(send?).await).await?;
             let code = outbox
@@ -479,7 +560,7 @@ async fn flow(
         }
     })
     .await;
-    server.abort();
+    fleet.stop();
     Ok(figures)
 }
 

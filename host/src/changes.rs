@@ -2,8 +2,8 @@
 //! others when several replicas share a PostgreSQL store.
 //!
 //! A replica that changes something other replicas cache (an API key revoked, a
-//! tenant's settings, blocklist, providers or routing policy, plugins or workflow
-//! rules) writes
+//! tenant's settings, blocklist, webhook subscriptions, providers or routing policy,
+//! plugins or workflow rules) writes
 //! the change to the store after the change itself: it takes the next version from
 //! `change_version` in `Meta` (a compare-and-swap, so versions are unique across
 //! replicas) and stores the change under that version in the `changes` tree. Every
@@ -49,6 +49,8 @@ pub enum Change {
     Routing { tenant_id: String },
     /// A number was added to or removed from a tenant's blocklist.
     Blocklist { tenant_id: String, phone: String },
+    /// A tenant's webhook subscriptions changed.
+    Webhooks { tenant_id: String },
     /// A tenant's plugins or workflow rules changed.
     Plugins { tenant_id: String },
 }

@@ -205,6 +205,36 @@ async fn a_change_through_one_replica_is_in_force_on_the_other() {
         )
     })
     .await;
+
+    // A webhook subscribed through a gets the events of b's flows (b had read, and
+    // cached, that the tenant has none).
+    b.send(&tenant, &uz_number(50), "before-the-webhook").await;
+    let hook = a
+        .post(
+            "/v1/webhooks",
+            &tenant.key,
+            serde_json::json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deliveries = format!("/v1/webhooks/{hook}/deliveries");
+    let mut n = 50;
+    eventually("a webhook subscription", || {
+        n += 1;
+        let (b, tenant, deliveries, phone) = (&b, &tenant, &deliveries, uz_number(n));
+        async move {
+            b.send(tenant, &phone, &format!("after-{phone}")).await;
+            let listed = b.get(deliveries, &tenant.key).await;
+            !listed.expect(200)["deliveries"]
+                .as_array()
+                .expect("deliveries")
+                .is_empty()
+        }
+    })
+    .await;
 }
 
 /// The dev-outbox messages for `phone` on `channel`.

@@ -74,22 +74,79 @@ pub struct Engine {
     pub changes: Option<Arc<crate::changes::ChangeLog>>,
 }
 
-/// In-process caches of API keys, settings and blocklist entries. On the embedded
+/// In-process caches of API keys, settings, blocklist entries and webhook
+/// subscriptions. On the embedded
 /// store only this process writes (sled locks its directory); on a shared store the
 /// change log drops what other replicas changed. For keys and settings a miss loads
 /// from the store, and a write updates the store, while holding the cache's write
 /// lock, so a load can never put back a record older than a concurrent write. The
-/// blocklist cache, whose misses are frequent (every new number), loads without the
-/// lock and keeps what it loaded only if no blocklist change came in meanwhile (a
-/// generation count), for the same guarantee.
+/// blocklist and subscription caches, whose misses are frequent (every new number) or
+/// slow (a scan), load without the lock and keep what they loaded only if no change
+/// came in meanwhile (a generation count), for the same guarantee.
 #[derive(Debug, Default)]
 pub struct Caches {
     keys: RwLock<HashMap<String, crate::model::ApiKey>>,
     settings: RwLock<HashMap<String, Arc<PhoneSettings>>>,
     /// `tenant id / e164` → the number's blocklist entry, or that it has none.
-    blocked: RwLock<HashMap<String, Option<crate::model::BlockedNumber>>>,
-    /// Counts blocklist changes, so a load that raced one is not kept.
-    blocked_generation: std::sync::atomic::AtomicU64,
+    blocked: Generational<Option<crate::model::BlockedNumber>>,
+    /// `tenant id` → the tenant's webhook subscriptions (read by every event).
+    subscriptions: Generational<Arc<Vec<crate::webhooks::Subscription>>>,
+}
+
+/// A cache whose misses load without its lock: what a load found is kept only if no
+/// change of the cache's records was noted meanwhile (a generation count), so a load
+/// that raced a change never puts back what the change replaced.
+#[derive(Debug)]
+struct Generational<V> {
+    entries: RwLock<HashMap<String, V>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl<V> Default for Generational<V> {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl<V: Clone> Generational<V> {
+    fn get(
+        &self,
+        key: String,
+        load: impl FnOnce() -> Result<V, StoreError>,
+    ) -> Result<V, StoreError> {
+        use std::sync::atomic::Ordering;
+        if let Some(hit) = self.entries.read().get(&key) {
+            return Ok(hit.clone());
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let loaded = load()?;
+        let mut entries = self.entries.write();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            if entries.len() >= CACHE_LIMIT {
+                entries.clear();
+            }
+            entries.insert(key, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Drops `key` after its record changed.
+    fn forget(&self, key: &str) {
+        let mut entries = self.entries.write();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.remove(key);
+    }
+
+    fn clear(&self) {
+        let mut entries = self.entries.write();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.clear();
+    }
 }
 
 /// Entries kept per cache; beyond this the cache starts over (a cheap bound).
@@ -156,40 +213,36 @@ impl Caches {
         e164: &str,
         load: impl FnOnce() -> Result<Option<crate::model::BlockedNumber>, StoreError>,
     ) -> Result<Option<crate::model::BlockedNumber>, StoreError> {
-        use std::sync::atomic::Ordering;
-        let entry = format!("{tenant_id}/{e164}");
-        if let Some(hit) = self.blocked.read().get(&entry) {
-            return Ok(hit.clone());
-        }
-        let generation = self.blocked_generation.load(Ordering::SeqCst);
-        let loaded = load()?;
-        let mut entries = self.blocked.write();
-        if self.blocked_generation.load(Ordering::SeqCst) == generation {
-            if entries.len() >= CACHE_LIMIT {
-                entries.clear();
-            }
-            entries.insert(entry, loaded.clone());
-        }
-        Ok(loaded)
+        self.blocked.get(format!("{tenant_id}/{e164}"), load)
     }
 
     /// Drops the cached blocklist entry of `e164` for the tenant, after the store's
     /// entry changed (here or on another replica).
     pub(crate) fn forget_blocked(&self, tenant_id: &str, e164: &str) {
-        let mut entries = self.blocked.write();
-        self.blocked_generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        entries.remove(&format!("{tenant_id}/{e164}"));
+        self.blocked.forget(&format!("{tenant_id}/{e164}"));
+    }
+
+    /// The tenant's webhook subscriptions, through the cache.
+    pub(crate) fn subscriptions(
+        &self,
+        tenant_id: &str,
+        load: impl FnOnce() -> Result<Arc<Vec<crate::webhooks::Subscription>>, StoreError>,
+    ) -> Result<Arc<Vec<crate::webhooks::Subscription>>, StoreError> {
+        self.subscriptions.get(tenant_id.to_owned(), load)
+    }
+
+    /// Drops the tenant's cached subscriptions, after one changed (here or on another
+    /// replica).
+    pub(crate) fn forget_subscriptions(&self, tenant_id: &str) {
+        self.subscriptions.forget(tenant_id);
     }
 
     /// Drops every cached entry.
     pub(crate) fn clear(&self) {
         self.keys.write().clear();
         self.settings.write().clear();
-        let mut blocked = self.blocked.write();
-        self.blocked_generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        blocked.clear();
+        self.blocked.clear();
+        self.subscriptions.clear();
     }
 
     fn settings(
@@ -329,6 +382,7 @@ impl Engine {
                 Change::Blocklist { tenant_id, phone } => {
                     self.caches.forget_blocked(&tenant_id, &phone);
                 }
+                Change::Webhooks { tenant_id } => self.caches.forget_subscriptions(&tenant_id),
                 Change::Plugins { tenant_id } => {
                     if let Err(err) = self.plugins.refresh(&tenant_id) {
                         tracing::error!(tenant = %tenant_id, "cannot reload the tenant's plugins: {err}");

@@ -105,8 +105,9 @@ impl Engine {
     fn emit(&self, tenant_id: &str, event: EventType, data: Json) {
         let queued = self.subscriptions(tenant_id).and_then(|all| {
             let wanted: Vec<Subscription> = all
-                .into_iter()
+                .iter()
                 .filter(|subscription| subscription.enabled && subscription.wants(event))
+                .cloned()
                 .collect();
             self.queue_event(tenant_id, event, data, &wanted)
         });

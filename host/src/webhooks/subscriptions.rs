@@ -265,16 +265,31 @@ impl Engine {
             .ok_or(FlowError::NotFound("webhook"))
     }
 
-    /// The tenant's subscriptions, oldest first.
-    pub(crate) fn subscriptions(&self, tenant_id: &str) -> Result<Vec<Subscription>, FlowError> {
-        let mut all: Vec<Subscription> = self.db.scan(
-            Tree::Webhooks,
-            &subscription_key(tenant_id, ""),
-            MAX_SUBSCRIPTIONS * 2,
-            false,
-        )?;
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(all)
+    /// The tenant's subscriptions, oldest first (through the cache: every event reads
+    /// them).
+    pub(crate) fn subscriptions(
+        &self,
+        tenant_id: &str,
+    ) -> Result<std::sync::Arc<Vec<Subscription>>, FlowError> {
+        Ok(self.caches.subscriptions(tenant_id, || {
+            let mut all: Vec<Subscription> = self.db.scan(
+                Tree::Webhooks,
+                &subscription_key(tenant_id, ""),
+                MAX_SUBSCRIPTIONS * 2,
+                false,
+            )?;
+            all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+            Ok(std::sync::Arc::new(all))
+        })?)
+    }
+
+    /// After a change of one of the tenant's subscriptions: this replica's cache drops
+    /// them, and the change log tells the others.
+    fn subscriptions_changed(&self, tenant_id: &str) -> Result<(), FlowError> {
+        self.caches.forget_subscriptions(tenant_id);
+        Ok(self.changed(&crate::changes::Change::Webhooks {
+            tenant_id: tenant_id.to_owned(),
+        })?)
     }
 
     /// Creates a subscription; the answer carries its secret, shown this once.
@@ -316,6 +331,7 @@ impl Engine {
             &subscription_key(tenant_id, &subscription.id),
             &subscription,
         )?;
+        self.subscriptions_changed(tenant_id)?;
         self.db.sync().await?;
         Ok(SubscriptionView::of(subscription, Some(secret)))
     }
@@ -324,8 +340,8 @@ impl Engine {
     pub fn webhooks(&self, tenant_id: &str) -> Result<Vec<SubscriptionView>, FlowError> {
         Ok(self
             .subscriptions(tenant_id)?
-            .into_iter()
-            .map(|subscription| SubscriptionView::of(subscription, None))
+            .iter()
+            .map(|subscription| SubscriptionView::of(subscription.clone(), None))
             .collect())
     }
 
@@ -392,6 +408,7 @@ impl Engine {
                 Ok((Some(subscription.clone()), subscription))
             },
         )?;
+        self.subscriptions_changed(tenant_id)?;
         self.db.sync().await?;
         Ok(SubscriptionView::of(updated, None))
     }
@@ -412,6 +429,7 @@ impl Engine {
         // Its deliveries are gone, so are the worker's parked entries for them.
         self.db
             .remove_prefix(Tree::WebhookQueue, &parked_prefix(tenant_id, id))?;
+        self.subscriptions_changed(tenant_id)?;
         self.db.sync().await?;
         Ok(())
     }
@@ -440,6 +458,7 @@ impl Engine {
                 Ok((Some(subscription.clone()), subscription))
             },
         )?;
+        self.subscriptions_changed(tenant_id)?;
         self.db.sync().await?;
         Ok(SubscriptionView::of(rotated, Some(secret)))
     }
