@@ -58,7 +58,7 @@ impl Default for StorageLimits {
 }
 
 /// How much of its quota a plugin uses: its keys' and values' bytes, and its keys.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvUsage {
     pub bytes: u64,
     pub keys: u64,
@@ -132,6 +132,9 @@ pub struct PluginData {
 
 struct Inner {
     db: Db,
+    /// Whether other replicas write the same store: usage is then kept in the store
+    /// (a record per plugin, updated by compare-and-swap), not in this process.
+    shared: bool,
     limits: StorageLimits,
     accounts: Mutex<HashMap<Vec<u8>, Arc<Account>>>,
     scratches: Mutex<HashMap<Vec<u8>, Arc<Scratch>>>,
@@ -221,6 +224,7 @@ impl PluginData {
     pub fn new(db: Db, limits: StorageLimits) -> Self {
         Self {
             inner: Arc::new(Inner {
+                shared: db.is_shared(),
                 db,
                 limits,
                 accounts: Mutex::new(HashMap::new()),
@@ -294,16 +298,83 @@ impl PluginData {
         key(&[tenant_id, plugin_id, ""])
     }
 
-    /// The plugin's usage, computed from the store on first use.
+    /// The plugin's usage: on a shared store its record's (computed from the store if
+    /// it has none yet), else this process's count, computed from the store on first
+    /// use.
     fn usage_locked(
         &self,
         slot: &mut Option<KvUsage>,
         tenant_id: &str,
         plugin_id: &str,
     ) -> Result<KvUsage, KvFailure> {
+        if self.inner.shared {
+            return Ok(self.shared_usage(tenant_id, plugin_id)?.1);
+        }
         if let Some(usage) = *slot {
             return Ok(usage);
         }
+        let usage = self.counted_usage(tenant_id, plugin_id)?;
+        *slot = Some(usage);
+        Ok(usage)
+    }
+
+    /// On a shared store: the plugin's usage record as stored (`None`: not yet), and
+    /// the usage (the record's, or counted from the data). The record lives in the
+    /// plugin key-value tree under `tenant id / plugin id`, beside (never under) the
+    /// plugin's own keys.
+    fn shared_usage(
+        &self,
+        tenant_id: &str,
+        plugin_id: &str,
+    ) -> Result<(Option<Vec<u8>>, KvUsage), KvFailure> {
+        let record = self
+            .inner
+            .db
+            .get_raw(Tree::PluginKv, &scope_key(tenant_id, plugin_id))?;
+        let usage = match &record {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|err| {
+                KvFailure::Store(format!("a plugin's usage record does not decode: {err}"))
+            })?,
+            None => self.counted_usage(tenant_id, plugin_id)?,
+        };
+        Ok((record, usage))
+    }
+
+    /// On a shared store: changes the plugin's usage record by `step` (bytes, keys),
+    /// refusing a growth past the quota when `check`; the usage after. A
+    /// compare-and-swap, so replicas writing at once each count.
+    fn reserve(
+        &self,
+        tenant_id: &str,
+        plugin_id: &str,
+        (bytes, keys): (i64, i64),
+        check: bool,
+    ) -> Result<KvUsage, KvFailure> {
+        let key = scope_key(tenant_id, plugin_id);
+        loop {
+            let (record, before) = self.shared_usage(tenant_id, plugin_id)?;
+            let after = KvUsage {
+                bytes: before.bytes.saturating_add_signed(bytes),
+                keys: before.keys.saturating_add_signed(keys),
+            };
+            if check && self.would_exceed(before, after) {
+                return Err(KvFailure::Quota);
+            }
+            let encoded = serde_json::to_vec(&after)
+                .map_err(|err| KvFailure::Store(format!("cannot encode usage: {err}")))?;
+            if self.inner.db.compare_and_swap_raw(
+                Tree::PluginKv,
+                &key,
+                record.as_deref(),
+                Some(&encoded),
+            )? {
+                return Ok(after);
+            }
+        }
+    }
+
+    /// The plugin's usage, counted from its data.
+    fn counted_usage(&self, tenant_id: &str, plugin_id: &str) -> Result<KvUsage, KvFailure> {
         let prefix = Self::prefix(tenant_id, plugin_id);
         let mut usage = KvUsage::default();
         for (key, bytes) in self
@@ -314,7 +385,6 @@ impl PluginData {
             usage.keys += 1;
             usage.bytes += (key.len() - prefix.len()) as u64 + decode(&bytes)?.len() as u64;
         }
-        *slot = Some(usage);
         Ok(usage)
     }
 
@@ -351,7 +421,11 @@ impl PluginData {
         });
         self.inner
             .db
-            .remove_prefix(Tree::PluginKv, &Self::prefix(tenant_id, plugin_id))
+            .remove_prefix(Tree::PluginKv, &Self::prefix(tenant_id, plugin_id))?;
+        self.inner
+            .db
+            .remove(Tree::PluginKv, &scope_key(tenant_id, plugin_id))?;
+        Ok(())
     }
 
     fn would_exceed(&self, before: KvUsage, after: KvUsage) -> bool {
@@ -386,7 +460,12 @@ impl PluginData {
         if target.account.gone.load(Ordering::SeqCst) {
             return Err(KvFailure::Gone);
         }
-        let real = self.usage_locked(&mut slot, &target.tenant_id, &target.plugin_id)?;
+        // A shared store's writes take their usage from its record as they go.
+        let real = if self.inner.shared && target.scratch.is_none() {
+            KvUsage::default()
+        } else {
+            self.usage_locked(&mut slot, &target.tenant_id, &target.plugin_id)?
+        };
         let key = key(&[&target.tenant_id, &target.plugin_id, name]);
         let stored = |db: &Db| -> Result<Option<Vec<u8>>, KvFailure> {
             db.get_raw(Tree::PluginKv, &key)?
@@ -431,10 +510,20 @@ impl PluginData {
                 let raw = self.inner.db.get_raw(Tree::PluginKv, &key)?;
                 let old = raw.as_deref().map(decode).transpose()?;
                 let (new, answer) = change(old.as_deref())?;
-                let after = apply(real, delta(&old, &new));
-                if self.would_exceed(real, after) {
-                    return Err(KvFailure::Quota);
-                }
+                let step = delta(&old, &new);
+                // On a shared store the usage record is taken first (within the quota)
+                // and given back if the value changed meanwhile; a replica that dies
+                // in between leaves the plugin counted high, never low.
+                let reserved = self.inner.shared && step != (0, 0);
+                let after = if reserved {
+                    self.reserve(&target.tenant_id, &target.plugin_id, step, true)?
+                } else {
+                    let after = apply(real, step);
+                    if self.would_exceed(real, after) {
+                        return Err(KvFailure::Quota);
+                    }
+                    after
+                };
                 let encoded = new.as_deref().map(encode);
                 if self.inner.db.compare_and_swap_raw(
                     Tree::PluginKv,
@@ -442,8 +531,18 @@ impl PluginData {
                     raw.as_deref(),
                     encoded.as_deref(),
                 )? {
-                    *slot = Some(after);
+                    if !self.inner.shared {
+                        *slot = Some(after);
+                    }
                     return Ok(answer);
+                }
+                if reserved {
+                    self.reserve(
+                        &target.tenant_id,
+                        &target.plugin_id,
+                        (-step.0, -step.1),
+                        false,
+                    )?;
                 }
             },
         }

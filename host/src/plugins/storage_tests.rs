@@ -311,3 +311,44 @@ fn parsing_classifies_the_in_tree_guests_within_the_limits() {
         Err(LoadError::TooLarge(_))
     ));
 }
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn on_a_shared_store_the_quota_is_one_account_across_replicas() {
+    let url = crate::store::testing::TestCluster::shared().database();
+    let limits = StorageLimits {
+        kv_max_keys: 3,
+        ..StorageLimits::default()
+    };
+    // Two replicas: two processes' worth of plugin data over one database.
+    let open = || PluginData::new(Db::open_postgres(&url, true).expect("open"), limits);
+    let (first, second) = (open(), open());
+    let (on_first, on_second) = (
+        &mut call(&first, &scope("p")),
+        &mut call(&second, &scope("p")),
+    );
+    on_first.set("a".into(), vec![1]).expect("a");
+    on_first.set("b".into(), vec![2]).expect("b");
+    on_second.set("c".into(), vec![3]).expect("c");
+    assert!(
+        refused(on_second.set("d".into(), vec![4])),
+        "the fourth key"
+    );
+    assert!(refused(call(&first, &scope("p")).set("e".into(), vec![5])));
+    // Both see the one account; replacing and deleting move it for both.
+    for data in [&first, &second] {
+        let view = data.view("tenant", "p").expect("view");
+        assert_eq!((view.kv_keys, view.kv_bytes), (3, 6));
+    }
+    on_second.set("a".into(), vec![0; 10]).expect("replace a");
+    on_first.delete("b".into()).expect("delete b");
+    let view = first.view("tenant", "p").expect("view");
+    assert_eq!((view.kv_keys, view.kv_bytes), (2, (1 + 10) + (1 + 1)));
+    call(&first, &scope("p"))
+        .set("d".into(), vec![4])
+        .expect("room again");
+    // Deleting the plugin takes its account too.
+    second.forget("tenant", "p").expect("forget");
+    let view = first.view("tenant", "p").expect("view");
+    assert_eq!((view.kv_keys, view.kv_bytes), (0, 0));
+}

@@ -230,6 +230,11 @@ pub trait Store: Send + Sync + 'static {
             .iter()
             .try_for_each(|(key, value)| self.put(tree, key, value))
     }
+    /// Whether several processes may share this store (PostgreSQL), so state kept in a
+    /// process's memory is not the whole truth.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Takes a token from the shared rate-limit bucket `key` in one step of the
     /// backend's own, if it has one (PostgreSQL: one statement on a table of buckets);
     /// `None` when it has not, and the caller keeps the bucket as a record of
@@ -360,6 +365,11 @@ impl Db {
         Ok(Self::new(Arc::new(PostgresStore::open_with(
             url, migrate, options,
         )?)))
+    }
+
+    /// See [`Store::shared`].
+    pub fn is_shared(&self) -> bool {
+        self.store.shared()
     }
 
     /// See [`Store::take_token`].

@@ -564,6 +564,10 @@ impl Store for PostgresStore {
         )
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn take_token(
         &self,
         key: &[u8],
