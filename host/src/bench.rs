@@ -14,6 +14,7 @@
 //! spread round-robin.
 
 mod kannel;
+mod soak;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,8 +53,9 @@ pub struct BenchArgs {
     pub connections: usize,
     /// Scenarios to run: floor, lookup, lookup-1rule, lookup-10rules,
     /// lookup-10workflows, flow, and, not by default, noisy-neighbour (it builds the
-    /// hostile `spin` guest from the source tree) and kannel (it needs Debian's kannel)
-    /// (comma-separated).
+    /// hostile `spin` guest from the source tree), kannel (it needs Debian's kannel) and
+    /// soak (mixed traffic for the run's length, reported interval by interval; run it
+    /// with --seconds 600) (comma-separated).
     #[arg(
         long,
         default_value = "floor,lookup,lookup-1rule,lookup-10rules,lookup-10workflows,flow",
@@ -76,6 +78,10 @@ pub struct BenchArgs {
     /// it sent through).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Operations per second the `soak` scenario paces itself at (0: as fast as its
+    /// connections go). Paced, an operation's latency counts from when it was due.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 /// The store of this run's bench servers (`--store`), set once by [`run`].
@@ -162,8 +168,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 kannel::run(&client, &args, &dir.join("kannel")).await?;
                 continue;
             }
+            "soak" => {
+                soak::run(&client, &args, &dir.join("soak")).await?;
+                continue;
+            }
             other => bail!(
-                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour or kannel"
+                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel or soak"
             ),
         };
         print_row(&figures, &results);
@@ -300,10 +310,9 @@ async fn start_tenants(dir: &std::path::Path, rules: &[Rules]) -> anyhow::Result
     Ok(server)
 }
 
-/// A bench server with no tenants of its own: the first of a run, or another replica
-/// on the run's shared store (which finds the tenants already there).
-async fn launch(dir: &std::path::Path) -> anyhow::Result<BenchServer> {
-    let config = Config {
+/// The configuration of a bench server over `dir` (or the run's `--store`).
+fn bench_config(dir: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.to_path_buf(),
         // The bench's simulators and Kannel listen on loopback, which the egress
@@ -311,7 +320,13 @@ async fn launch(dir: &std::path::Path) -> anyhow::Result<BenchServer> {
         egress_allow: crate::egress::AllowList::loopback(),
         store: STORE.get().cloned().flatten(),
         ..Config::default()
-    };
+    })
+}
+
+/// A bench server with no tenants of its own: the first of a run, or another replica
+/// on the run's shared store (which finds the tenants already there).
+async fn launch(dir: &std::path::Path) -> anyhow::Result<BenchServer> {
+    let config = bench_config(dir)?;
     let (engine, _) = crate::server::build_engine(&config, Arc::new(SystemClock))?;
     let outbox = engine
         .outbox

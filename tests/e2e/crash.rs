@@ -381,3 +381,38 @@ async fn sigterm_shuts_down_gracefully_and_a_restart_keeps_tenants_keys_and_sett
     assert_eq!(verified["verification_status"], "verified");
     assert_eq!(verified["verification_id"], sent["verification_id"]);
 }
+
+#[tokio::test]
+async fn the_soak_scenario_reports_each_interval_and_the_restart_on_its_data() {
+    let output = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .args(["bench", "--scenarios", "soak", "--seconds", "3"])
+            .args(["--connections", "4", "--rate", "200"])
+            .env("DIALGATE_LOG", "warn")
+            .env_remove("DIALGATE_STORE")
+            .output()
+            .expect("run dialgate bench")
+    })
+    .await
+    .expect("the bench's thread");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // One line per interval (a second each on a 3 s run), each with its errors last.
+    let intervals: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert!(intervals.len() >= 2, "{printed}");
+    for line in &intervals {
+        assert_eq!(line.split_whitespace().last(), Some("0"), "errors: {line}");
+    }
+    assert!(printed.contains("rss over the second half"), "{printed}");
+    assert!(
+        printed.contains("restart to ready on the run's data"),
+        "{printed}"
+    );
+}

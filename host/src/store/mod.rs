@@ -230,6 +230,10 @@ pub trait Store: Send + Sync + 'static {
             .iter()
             .try_for_each(|(key, value)| self.put(tree, key, value))
     }
+    /// Bytes the store takes on disk, when the backend can tell.
+    fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// Whether several processes may share this store (PostgreSQL), so state kept in a
     /// process's memory is not the whole truth.
     fn shared(&self) -> bool {
@@ -365,6 +369,11 @@ impl Db {
         Ok(Self::new(Arc::new(PostgresStore::open_with(
             url, migrate, options,
         )?)))
+    }
+
+    /// See [`Store::size_on_disk`].
+    pub fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
+        self.store.size_on_disk()
     }
 
     /// See [`Store::shared`].

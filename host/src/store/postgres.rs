@@ -568,6 +568,18 @@ impl Store for PostgresStore {
         true
     }
 
+    fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
+        let pool = self.pool.clone();
+        self.call(async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let row = client
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+                .map_err(failed)?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).ok())
+        })
+    }
+
     fn take_token(
         &self,
         key: &[u8],

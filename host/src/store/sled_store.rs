@@ -107,6 +107,10 @@ impl Store for SledStore {
         self.tree(tree).apply_batch(batch).map_err(backend)
     }
 
+    fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
+        self.db.size_on_disk().map(Some).map_err(backend)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend)
     }
