@@ -535,8 +535,9 @@ async fn flow(
     let client = client.clone();
     let name = fleet.name("send + verify (flows, fsynced)");
     let figures = drive(&name, args, move |i| {
-        // Distinct valid UK mobile numbers: +44 7911 000000 onwards.
-        let phone = format!("+447911{:06}", i % 1_000_000);
+        // Distinct valid UK mobile numbers: +44 7911 000000 to 299999 (the range is
+        // only partly allocated past that).
+        let phone = format!("+447911{:06}", i % 300_000);
         let applicant = format!("applicant-{i}");
         let client = client.clone();
         // Sent through one replica, verified through the next.

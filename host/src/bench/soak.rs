@@ -177,7 +177,12 @@ pub async fn run(client: &HttpClient, args: &BenchArgs, dir: &Path) -> anyhow::R
                 let mut window = window.lock();
                 match result {
                     Ok(()) => window.latencies.push(due.elapsed()),
-                    Err(_) => window.errors += 1,
+                    Err(err) => {
+                        if window.errors == 0 {
+                            eprintln!("an error: {err:#}");
+                        }
+                        window.errors += 1;
+                    }
                 }
                 if began.duration_since(due) > LATE {
                     window.late += 1;
@@ -309,7 +314,10 @@ async fn flow(
     codes: &Codes,
     i: u64,
 ) -> anyhow::Result<()> {
-    let phone = format!("+447911{:06}", i % 1_000_000);
+    // Uzbek Beeline numbers: every one of the ten million is valid, and a run of ten
+    // minutes never comes back to one (a number verified for another applicant would
+    // be a duplicate).
+    let phone = format!("+99890{:07}", i % 10_000_000);
     let applicant = format!("soak-{i}");
     let send = post_json(
         &format!("{base}/v1/phone/send-otp"),
