@@ -154,7 +154,9 @@ pub async fn run(client: &HttpClient, args: &BenchArgs, dir: &Path) -> anyhow::R
                 } else {
                     Instant::now()
                 };
-                if due >= deadline {
+                // Operations still queued when the run ends are not started: the run
+                // lasts its length even when it fell behind its pace.
+                if due >= deadline || Instant::now() >= deadline {
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;

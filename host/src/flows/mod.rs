@@ -93,25 +93,38 @@ pub struct Caches {
     subscriptions: Generational<Arc<Vec<crate::webhooks::Subscription>>>,
 }
 
+/// Generation counters of a [`Generational`] cache: a change bumps only its key's
+/// shard, so one tenant's stream of changes does not keep every other key uncached.
+const GENERATIONS: usize = 64;
+
 /// A cache whose misses load without its lock: what a load found is kept only if no
-/// change of the cache's records was noted meanwhile (a generation count), so a load
-/// that raced a change never puts back what the change replaced.
+/// change in its key's shard was noted meanwhile (a generation count), so a load that
+/// raced a change never puts back what the change replaced.
 #[derive(Debug)]
 struct Generational<V> {
     entries: RwLock<HashMap<String, V>>,
-    generation: std::sync::atomic::AtomicU64,
+    generations: [std::sync::atomic::AtomicU64; GENERATIONS],
 }
 
 impl<V> Default for Generational<V> {
     fn default() -> Self {
         Self {
             entries: RwLock::new(HashMap::new()),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            generations: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
         }
     }
 }
 
 impl<V: Clone> Generational<V> {
+    /// The generation counter of `key`'s shard.
+    fn generation(&self, key: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::BuildHasher;
+        let hash =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(key);
+        &self.generations[(hash % GENERATIONS as u64) as usize]
+    }
+
     fn get(
         &self,
         key: String,
@@ -121,10 +134,11 @@ impl<V: Clone> Generational<V> {
         if let Some(hit) = self.entries.read().get(&key) {
             return Ok(hit.clone());
         }
-        let generation = self.generation.load(Ordering::SeqCst);
+        let counter = self.generation(&key);
+        let generation = counter.load(Ordering::SeqCst);
         let loaded = load()?;
         let mut entries = self.entries.write();
-        if self.generation.load(Ordering::SeqCst) == generation {
+        if counter.load(Ordering::SeqCst) == generation {
             if entries.len() >= CACHE_LIMIT {
                 entries.clear();
             }
@@ -136,15 +150,16 @@ impl<V: Clone> Generational<V> {
     /// Drops `key` after its record changed.
     fn forget(&self, key: &str) {
         let mut entries = self.entries.write();
-        self.generation
+        self.generation(key)
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         entries.remove(key);
     }
 
     fn clear(&self) {
         let mut entries = self.entries.write();
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for counter in &self.generations {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         entries.clear();
     }
 }

@@ -126,17 +126,18 @@ fn for_each_batch(
     }
 }
 
-/// Opens a store for reading (`create` false: a sled directory must exist) or for
-/// writing (PostgreSQL's schema is migrated first).
-fn open(location: &Location, create: bool) -> Result<Box<dyn Store>, CopyError> {
+/// Opens a store as the source (`target` false: a sled directory must exist, and a
+/// database is only read: its schema must be this build's, never migrated by a copy)
+/// or as the target (a database's schema is migrated first).
+fn open(location: &Location, target: bool) -> Result<Box<dyn Store>, CopyError> {
     match location {
         Location::Sled(dir) => {
-            if !create && !dir.join("conf").exists() {
+            if !target && !dir.join("conf").exists() {
                 return Err(CopyError::NoSource(dir.display().to_string()));
             }
             Ok(Box::new(SledStore::open(dir)?))
         }
-        Location::Postgres(url) => Ok(Box::new(PostgresStore::open(url, true)?)),
+        Location::Postgres(url) => Ok(Box::new(PostgresStore::open(url, target)?)),
     }
 }
 
