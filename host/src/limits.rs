@@ -14,8 +14,9 @@
 //! Replicas of a shared store share their buckets instead ([`Buckets::shared`]), so a
 //! limit of N is N across the replicas, not N per replica: on PostgreSQL each bucket
 //! is a row of `rate_buckets` that one statement refills and takes from
-//! ([`crate::store::Store::take_token`]), so replicas taking from one hot bucket queue
-//! on its row lock instead of retrying; a backend without such a table keeps each as
+//! ([`crate::store::Store::take_tokens`]: a request's buckets in one call, locked in
+//! key order), so replicas taking from one hot bucket queue on its row lock instead
+//! of retrying; a backend without such a table keeps each as
 //! a record of the `rate_limits` tree updated by compare-and-swap. A bucket that has
 //! refilled is removed by [`Buckets::sweep_shared`], which each replica runs every
 //! minute, so the store holds only buckets that are not full.
@@ -100,45 +101,71 @@ impl Buckets {
         limit: BucketLimit,
         now: DateTime<Utc>,
     ) -> Result<Result<(), Limited>, StoreError> {
-        let hashed;
-        let key = if key.len() > MAX_KEY_BYTES {
-            hashed = format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
-            hashed.as_str()
-        } else {
-            key
-        };
-        if let Some(db) = &self.shared {
-            let per_sec = f64::from(limit.per_minute) / 60.0;
-            let bucket = TokenBucket {
-                per_ms: per_sec / 1000.0,
-                burst: f64::from(limit.burst),
-            };
-            match db.take_token(key.as_bytes(), bucket, now.timestamp_millis())? {
-                Some(Taken::Yes) => return Ok(Ok(())),
-                Some(Taken::No { tokens }) => {
-                    let wait = ((1.0 - tokens) / per_sec).ceil();
-                    return Ok(Err(Limited {
-                        retry_after_secs: (wait as u64).max(1),
-                    }));
+        Ok(self
+            .take_all(&[(key, limit)], now)?
+            .map_err(|(_, limited)| limited))
+    }
+
+    /// Takes one token from each bucket of `buckets` (created full under its limit),
+    /// all or none: when one has no token, nothing is taken from the others, so a
+    /// request denied for one scope (a number, say) costs nothing from a wider one
+    /// (the tenant). A denial names the first empty bucket by its place in `buckets`.
+    pub fn take_all(
+        &self,
+        buckets: &[(&str, BucketLimit)],
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), (usize, Limited)>, StoreError> {
+        let hashed: Vec<String> = buckets
+            .iter()
+            .map(|(key, _)| {
+                if key.len() > MAX_KEY_BYTES {
+                    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+                } else {
+                    (*key).to_owned()
                 }
-                None => {}
-            }
-            return db.update::<Bucket, StoreError, Result<(), Limited>>(
-                Tree::RateLimits,
-                key.as_bytes(),
-                |stored| {
-                    let (bucket, answer) = step(stored, limit, now);
-                    Ok((Some(bucket), answer))
-                },
-            );
+            })
+            .collect();
+        if let Some(db) = &self.shared {
+            return shared_take_all(db, &hashed, buckets, now);
         }
-        let mut shard = self.shards[shard_of(key)].lock();
-        shard.sweep(now, self.per_shard);
-        let (bucket, answer) = step(shard.map.get(key).copied(), limit, now);
-        // A new key needs room: the sweep above left the shard below its cap, or
-        // evicted down to it.
-        shard.map.insert(key.to_owned(), bucket);
-        Ok(answer)
+        // Every shard involved is locked, in index order, for the whole take.
+        let mut shards: Vec<usize> = hashed.iter().map(|key| shard_of(key)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut guards: Vec<_> = shards
+            .iter()
+            .map(|&index| (index, self.shards[index].lock()))
+            .collect();
+        for (_, shard) in &mut guards {
+            shard.sweep(now, self.per_shard);
+        }
+        let mut stepped = Vec::with_capacity(hashed.len());
+        for (at, (key, (_, limit))) in hashed.iter().zip(buckets).enumerate() {
+            let shard = &guards
+                .iter()
+                .find(|(index, _)| *index == shard_of(key))
+                .expect("every shard involved is locked")
+                .1;
+            let (bucket, answer) = step(shard.map.get(key).copied(), *limit, now);
+            if let Err(limited) = answer {
+                // Nothing taken: the stored buckets stay as they were (an untouched
+                // bucket refills by the clock all the same).
+                return Ok(Err((at, limited)));
+            }
+            stepped.push(bucket);
+        }
+        for (key, bucket) in hashed.into_iter().zip(stepped) {
+            let index = shard_of(&key);
+            let shard = &mut guards
+                .iter_mut()
+                .find(|(locked, _)| *locked == index)
+                .expect("every shard involved is locked")
+                .1;
+            // A new key needs room: the sweep above left the shard below its cap, or
+            // evicted down to it.
+            shard.map.insert(key, bucket);
+        }
+        Ok(Ok(()))
     }
 
     /// Removes the shared buckets that have refilled by `now` (a full bucket is the
@@ -190,6 +217,75 @@ impl Buckets {
             .flat_map(|shard| shard.lock().map.keys().map(String::len).collect::<Vec<_>>())
             .max()
             .unwrap_or(0)
+    }
+}
+
+/// [`Buckets::take_all`] on a shared store: one call of the backend's own where it has
+/// one; else each bucket is a record taken from by compare-and-swap, and the tokens
+/// taken before a denial are given back.
+fn shared_take_all(
+    db: &Db,
+    keys: &[String],
+    buckets: &[(&str, BucketLimit)],
+    now: DateTime<Utc>,
+) -> Result<Result<(), (usize, Limited)>, StoreError> {
+    let rates: Vec<(&[u8], TokenBucket)> = keys
+        .iter()
+        .zip(buckets)
+        .map(|(key, (_, limit))| {
+            let bucket = TokenBucket {
+                per_ms: f64::from(limit.per_minute) / 60_000.0,
+                burst: f64::from(limit.burst),
+            };
+            (key.as_bytes(), bucket)
+        })
+        .collect();
+    match db.take_tokens(&rates, now.timestamp_millis())? {
+        Some(Taken::Yes) => return Ok(Ok(())),
+        Some(Taken::No { bucket, tokens }) => {
+            let per_sec = rates[bucket].1.per_ms * 1000.0;
+            let wait = ((1.0 - tokens) / per_sec).ceil();
+            return Ok(Err((
+                bucket,
+                Limited {
+                    retry_after_secs: (wait as u64).max(1),
+                },
+            )));
+        }
+        None => {}
+    }
+    for (at, (key, (_, limit))) in keys.iter().zip(buckets).enumerate() {
+        let answer = db.update::<Bucket, StoreError, Result<(), Limited>>(
+            Tree::RateLimits,
+            key.as_bytes(),
+            |stored| {
+                let (bucket, answer) = step(stored, *limit, now);
+                Ok((Some(bucket), answer))
+            },
+        )?;
+        if let Err(limited) = answer {
+            for (taken, (_, limit)) in keys[..at].iter().zip(buckets) {
+                db.update::<Bucket, StoreError, ()>(
+                    Tree::RateLimits,
+                    taken.as_bytes(),
+                    |stored| Ok((stored.map(|bucket| give_back(bucket, *limit)), ())),
+                )?;
+            }
+            return Ok(Err((at, limited)));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// `bucket` with the token a denied request took put back.
+fn give_back(bucket: Bucket, limit: BucketLimit) -> Bucket {
+    let tokens = (bucket.tokens + 1.0).min(f64::from(limit.burst));
+    let per_sec = f64::from(limit.per_minute) / 60.0;
+    let missing = ((f64::from(limit.burst) - tokens) / per_sec * 1000.0).ceil() as i64;
+    Bucket {
+        tokens,
+        full_at: bucket.at + Duration::milliseconds(missing.max(0)),
+        ..bucket
     }
 }
 
@@ -492,11 +588,50 @@ mod tests {
         assert!(first.take("k", LIMIT, later).expect("store").is_err());
     }
 
+    /// A request's buckets are taken all or none: a denial by one costs nothing from
+    /// the others, and names the bucket that denied.
+    fn buckets_are_taken_all_or_none(buckets: &Buckets) {
+        let now = ManualClock::new().now();
+        let wide = BucketLimit {
+            per_minute: 60,
+            burst: 5,
+        };
+        // The narrow bucket ("number") is spent after three takes ...
+        for _ in 0..LIMIT.burst {
+            let taken = buckets.take_all(&[("tenant", wide), ("number", LIMIT)], now);
+            assert!(taken.expect("store").is_ok());
+        }
+        // ... and then every denial leaves the wide one ("tenant") alone.
+        for _ in 0..10 {
+            let denied = buckets
+                .take_all(&[("tenant", wide), ("number", LIMIT)], now)
+                .expect("store")
+                .expect_err("the number's bucket is empty");
+            assert_eq!(denied.0, 1, "the second bucket denied");
+            assert_eq!(denied.1.retry_after_secs, 1);
+        }
+        // Two tokens are left in the tenant's bucket, whatever the denials.
+        assert!(buckets.take("tenant", wide, now).expect("store").is_ok());
+        assert!(buckets.take("tenant", wide, now).expect("store").is_ok());
+        let denied = buckets.take_all(&[("other", LIMIT), ("tenant", wide)], now);
+        assert_eq!(denied.expect("store").map_err(|(at, _)| at), Err(1));
+        // The first bucket of that denied request was not taken from either.
+        for _ in 0..LIMIT.burst {
+            assert!(buckets.take("other", LIMIT, now).expect("store").is_ok());
+        }
+    }
+
+    #[test]
+    fn local_buckets_are_taken_all_or_none() {
+        buckets_are_taken_all_or_none(&Buckets::default());
+    }
+
     #[test]
     fn shared_buckets_are_one_limit_across_replicas_and_refilled_ones_are_swept() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open_sled(dir.path()).expect("open sled");
         shared_buckets_hold_one_limit_and_are_swept(&db);
+        buckets_are_taken_all_or_none(&Buckets::shared(db));
     }
 
     #[test]
@@ -505,5 +640,6 @@ mod tests {
         let url = crate::store::testing::TestCluster::shared().database();
         let db = Db::open_postgres(&url, true).expect("open postgres");
         shared_buckets_hold_one_limit_and_are_swept(&db);
+        buckets_are_taken_all_or_none(&Buckets::shared(db));
     }
 }

@@ -303,12 +303,21 @@ impl Engine {
         index_key: &[u8],
     ) -> Result<Option<Verification>, FlowError> {
         let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, index_key)?;
-        let Some(id) = entry.and_then(|entry| entry.verification_id) else {
+        self.held_decision_of(tenant_id, entry.as_ref())
+    }
+
+    /// [`Engine::held_decision`] for an index entry already read.
+    pub(crate) fn held_decision_of(
+        &self,
+        tenant_id: &str,
+        entry: Option<&ApplicantNumber>,
+    ) -> Result<Option<Verification>, FlowError> {
+        let Some(id) = entry.and_then(|entry| entry.verification_id.as_deref()) else {
             return Ok(None);
         };
         let verification: Option<Verification> = self.db.get(
             Tree::Verifications,
-            &Engine::verification_key(tenant_id, &id),
+            &Engine::verification_key(tenant_id, id),
         )?;
         Ok(verification.filter(decision_holds))
     }

@@ -150,7 +150,7 @@ impl Engine {
         ip: &str,
     ) -> Result<(), FlowError> {
         let now = self.clock.now();
-        for (name, bucket_key, limit) in [
+        let scopes = [
             (
                 "tenant",
                 format!("{scope}/t/{tenant_id}"),
@@ -166,16 +166,21 @@ impl Engine {
                 format!("{scope}/i/{tenant_id}/{ip}"),
                 limits.per_ip,
             ),
-        ] {
-            self.limits
-                .take(&bucket_key, limit, now)?
-                .map_err(|limited| FlowError::RateLimited {
-                    code: "rate_limited",
-                    message: format!("too many {scope} requests for this {name}; retry later"),
-                    retry_after_secs: limited.retry_after_secs,
-                })?;
-        }
-        Ok(())
+        ];
+        let buckets = scopes
+            .iter()
+            .map(|(_, key, limit)| (key.as_str(), *limit))
+            .collect::<Vec<_>>();
+        self.limits
+            .take_all(&buckets, now)?
+            .map_err(|(at, limited)| FlowError::RateLimited {
+                code: "rate_limited",
+                message: format!(
+                    "too many {scope} requests for this {}; retry later",
+                    scopes[at].0
+                ),
+                retry_after_secs: limited.retry_after_secs,
+            })
     }
 
     async fn send_fresh(
@@ -211,7 +216,8 @@ impl Engine {
         let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
         // A decision made for this number and applicant (by a lookup, a rule, a
         // reviewer) holds: the send answers it and sends nothing.
-        if let Some(held) = self.held_decision(tenant_id, &index_key)? {
+        let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, &index_key)?;
+        if let Some(held) = self.held_decision_of(tenant_id, entry.as_ref())? {
             return Ok(held_answer(held, steps[0].channel));
         }
         // Codes that cannot be entered are not sent.
@@ -222,10 +228,7 @@ impl Engine {
                 now,
             ));
         }
-        let entry: ApplicantNumber = self
-            .db
-            .get(Tree::VerificationIndex, &index_key)?
-            .unwrap_or_default();
+        let entry = entry.unwrap_or_default();
         check_resends(&entry.sends, settings.max_resends_per_24h, now)?;
 
         let line = self.line_signals(tenant_id, &settings, &number.e164).await;

@@ -392,10 +392,7 @@ impl Engine {
         budget: GuessBudget,
         now: DateTime<Utc>,
     ) -> Result<Result<Charge, DateTime<Utc>>, FlowError> {
-        // A locked number is refused without a write.
-        if let Some(until) = self.guess_lock(tenant_id, e164, budget, now)? {
-            return Ok(Err(until));
-        }
+        // A locked number is refused without a write (the update leaves it as read).
         let ticket: u64 = rand::random();
         let max = budget.max_failures_per_24h as usize;
         self.db.update::<GuessLog, FlowError, _>(

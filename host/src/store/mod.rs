@@ -239,19 +239,18 @@ pub trait Store: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
-    /// Takes a token from the shared rate-limit bucket `key` in one step of the
-    /// backend's own, if it has one (PostgreSQL: one statement on a table of buckets);
-    /// `None` when it has not, and the caller keeps the bucket as a record of
-    /// [`Tree::RateLimits`] updated by compare-and-swap.
-    fn take_token(
+    /// Takes a token from each of the shared rate-limit buckets `buckets`, all or none,
+    /// in one step of the backend's own, if it has one (PostgreSQL: one call that locks
+    /// the buckets' rows in key order); `None` when it has not, and the caller keeps the
+    /// buckets as records of [`Tree::RateLimits`] updated by compare-and-swap.
+    fn take_tokens(
         &self,
-        _key: &[u8],
-        _bucket: TokenBucket,
+        _buckets: &[(&[u8], TokenBucket)],
         _now_ms: i64,
     ) -> Result<Option<Taken>, StoreError> {
         Ok(None)
     }
-    /// Removes the buckets of [`Store::take_token`] that are full again by `now_ms`;
+    /// Removes the buckets of [`Store::take_tokens`] that are full again by `now_ms`;
     /// how many (`None` when the backend keeps no buckets of its own).
     fn sweep_tokens(&self, _now_ms: i64) -> Result<Option<u64>, StoreError> {
         Ok(None)
@@ -267,13 +266,27 @@ pub struct TokenBucket {
     pub burst: f64,
 }
 
-/// What [`Store::take_token`] found.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What [`Store::take_tokens`] found.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Taken {
-    /// A token was there and is taken.
+    /// Every bucket had a token, and one is taken from each.
     Yes,
-    /// No token: the bucket holds this fraction of one.
-    No { tokens: f64 },
+    /// The bucket at `bucket` (in the caller's order) had no token, and nothing was
+    /// taken from any bucket: it holds this fraction of one.
+    No { bucket: usize, tokens: f64 },
+}
+
+impl Taken {
+    /// The outcome for buckets found holding `tokens` each (refilled, before taking).
+    pub fn from_tokens(tokens: Vec<f64>) -> Self {
+        match tokens.iter().position(|&held| held < 1.0) {
+            Some(bucket) => Taken::No {
+                bucket,
+                tokens: tokens[bucket],
+            },
+            None => Taken::Yes,
+        }
+    }
 }
 
 /// A PostgreSQL URL as it may be shown (in logs, on the console): without its user
@@ -381,14 +394,13 @@ impl Db {
         self.store.shared()
     }
 
-    /// See [`Store::take_token`].
-    pub fn take_token(
+    /// See [`Store::take_tokens`].
+    pub fn take_tokens(
         &self,
-        key: &[u8],
-        bucket: TokenBucket,
+        buckets: &[(&[u8], TokenBucket)],
         now_ms: i64,
     ) -> Result<Option<Taken>, StoreError> {
-        self.store.take_token(key, bucket, now_ms)
+        self.store.take_tokens(buckets, now_ms)
     }
 
     /// See [`Store::sweep_tokens`].
@@ -547,6 +559,10 @@ impl Db {
                 .transpose()?;
             let (next, result) = update(decoded)?;
             let encoded = next.as_ref().map(encode).transpose()?;
+            // Nothing to write: the read is the update's moment.
+            if encoded == current {
+                return Ok(result);
+            }
             if self
                 .store
                 .compare_and_swap(tree, key, current.as_deref(), encoded.as_deref())?

@@ -36,32 +36,18 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 5] = [
+const MIGRATIONS: [(i32, &str); 6] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
     (4, include_str!("migrations/0004_rate_limits.sql")),
     (5, include_str!("migrations/0005_rate_buckets.sql")),
+    (6, include_str!("migrations/0006_take_tokens.sql")),
 ];
 
-/// Takes a token from a bucket in one statement: refills it for the time since it was
-/// last touched, takes one if there is one, and notes when it is full again. No row
-/// comes back when the bucket had no token. `$1` key, `$2` tokens per ms, `$3` burst,
-/// `$4` now (ms).
-const TAKE_TOKEN: &str = "\
-    INSERT INTO rate_buckets AS b (k, tokens, at_ms, full_at_ms) \
-    VALUES ($1, $3::float8 - 1, $4::bigint, $4::bigint + CEIL(1 / $2::float8)::bigint) \
-    ON CONFLICT (k) DO UPDATE SET \
-        tokens = LEAST($3::float8, b.tokens + GREATEST($4::bigint - b.at_ms, 0) * $2::float8) - 1, \
-        at_ms = GREATEST(b.at_ms, $4::bigint), \
-        full_at_ms = GREATEST(b.at_ms, $4::bigint) \
-            + CEIL(($3::float8 - LEAST($3::float8, b.tokens + GREATEST($4::bigint - b.at_ms, 0) * $2::float8) + 1) / $2::float8)::bigint \
-    WHERE LEAST($3::float8, b.tokens + GREATEST($4::bigint - b.at_ms, 0) * $2::float8) >= 1 \
-    RETURNING tokens";
-
-/// The tokens a bucket holds at `$4`, refilled at `$2` per ms up to `$3`.
-const BUCKET_TOKENS: &str = "\
-    SELECT LEAST($3::float8, tokens + GREATEST($4::bigint - at_ms, 0) * $2::float8) FROM rate_buckets WHERE k = $1";
+/// Takes a token from each of a request's buckets, all or none, in one call (see
+/// migration 6). `$1` keys in key order, `$2` tokens per ms, `$3` bursts, `$4` now (ms).
+const TAKE_TOKENS: &str = "SELECT dialgate_take_tokens($1, $2, $3, $4)";
 
 /// Removes the buckets full again by `$1` (ms).
 const SWEEP_BUCKETS: &str = "DELETE FROM rate_buckets WHERE full_at_ms <= $1";
@@ -581,35 +567,35 @@ impl Store for PostgresStore {
         })
     }
 
-    fn take_token(
+    fn take_tokens(
         &self,
-        key: &[u8],
-        bucket: TokenBucket,
+        buckets: &[(&[u8], TokenBucket)],
         now_ms: i64,
     ) -> Result<Option<Taken>, StoreError> {
-        let (key, pool) = (key.to_vec(), self.pool.clone());
-        let TokenBucket { per_ms, burst } = bucket;
-        self.call(async move {
+        // Locked in key order; the answer maps back to the caller's order.
+        let mut order: Vec<usize> = (0..buckets.len()).collect();
+        order.sort_by_key(|&i| buckets[i].0);
+        let keys: Vec<Vec<u8>> = order.iter().map(|&i| buckets[i].0.to_vec()).collect();
+        let per_ms: Vec<f64> = order.iter().map(|&i| buckets[i].1.per_ms).collect();
+        let burst: Vec<f64> = order.iter().map(|&i| buckets[i].1.burst).collect();
+        let pool = self.pool.clone();
+        let found = self.call(async move {
             let client = pool.get().await.map_err(no_connection)?;
-            let take = client.prepare_cached(TAKE_TOKEN).await.map_err(failed)?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&key, &per_ms, &burst, &now_ms];
-            if client
-                .query_opt(&take, &params)
+            let take = client.prepare_cached(TAKE_TOKENS).await.map_err(failed)?;
+            let row = client
+                .query_one(&take, &[&keys, &per_ms, &burst, &now_ms])
                 .await
-                .map_err(failed)?
-                .is_some()
-            {
-                return Ok(Some(Taken::Yes));
-            }
-            let tokens = client.prepare_cached(BUCKET_TOKENS).await.map_err(failed)?;
-            let left = client
-                .query_opt(&tokens, &params)
-                .await
-                .map_err(failed)?
-                .map_or(0.0, |row| row.get::<_, f64>(0));
-            Ok(Some(Taken::No { tokens: left }))
-        })
+                .map_err(failed)?;
+            Ok(row.get::<_, Vec<f64>>(0))
+        })?;
+        if found.len() != buckets.len() {
+            return Err(backend("dialgate_take_tokens answered for other buckets"));
+        }
+        let mut tokens = vec![0.0; buckets.len()];
+        for (sorted, &i) in order.iter().enumerate() {
+            tokens[i] = found[sorted];
+        }
+        Ok(Some(Taken::from_tokens(tokens)))
     }
 
     fn sweep_tokens(&self, now_ms: i64) -> Result<Option<u64>, StoreError> {
@@ -627,16 +613,18 @@ impl Store for PostgresStore {
     fn flush(&self) -> Result<(), StoreError> {
         // A synchronous commit of a transaction that has an id (so it writes a commit
         // record) returns once the log is on disk up to it: every earlier commit of
-        // every connection is durable then.
+        // every connection is durable then. One simple query, so one round trip; a
+        // failure inside it ends the transaction (the simple query protocol runs the
+        // string as one implicit block and rolls back what follows an error).
         let pool = self.pool.clone();
         self.call(async move {
-            let mut client = pool.get().await.map_err(no_connection)?;
-            let transaction = client.transaction().await.map_err(failed)?;
-            transaction
-                .batch_execute("SET LOCAL synchronous_commit = on; SELECT txid_current()")
+            let client = pool.get().await.map_err(no_connection)?;
+            client
+                .batch_execute(
+                    "BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT",
+                )
                 .await
-                .map_err(failed)?;
-            transaction.commit().await.map_err(failed)
+                .map_err(failed)
         })
     }
 }
