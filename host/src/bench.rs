@@ -36,10 +36,10 @@ use serde_json::{json, Value};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::flows::Engine;
-use crate::plugins::event::Trigger;
+use crate::model::rules::Trigger;
 use crate::plugins::registry::Manifest;
 use crate::plugins::Kind;
-use crate::providers::{DevOutbox, OutboundMessage, Provider, SendFuture};
+use crate::sending::{DevOutbox, OutboundMessage, SendFuture, Sender};
 use crate::settings::{BucketLimit, EndpointLimits, PhoneSettings};
 
 /// Options of `dialgate bench`.
@@ -112,7 +112,7 @@ struct RecordingOutbox {
     codes: Mutex<HashMap<String, String>>,
 }
 
-impl Provider for RecordingOutbox {
+impl Sender for RecordingOutbox {
     fn name(&self) -> &str {
         "dev-outbox"
     }
@@ -337,12 +337,12 @@ async fn launch(dir: &std::path::Path) -> anyhow::Result<BenchServer> {
         codes: Mutex::new(HashMap::new()),
     });
     let mut engine = Arc::into_inner(engine).context("engine not yet shared")?;
-    engine.provider = Some(Arc::clone(&recording) as Arc<dyn Provider>);
+    engine.sender = Some(Arc::clone(&recording) as Arc<dyn Sender>);
     let engine = Arc::new(engine);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     // Providers' receipts come back to this server.
-    let _ = engine.public_url.set(format!("http://{addr}"));
+    let _ = engine.replica.public_url.set(format!("http://{addr}"));
     let serving = Arc::clone(&engine);
     let task = tokio::spawn(async move {
         let _ = crate::server::serve_on(listener, serving, std::future::pending()).await;

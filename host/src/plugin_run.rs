@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::plugins::event::RuleEvent;
+use crate::model::rules::RuleEvent;
 use crate::plugins::{Kind, Limits, PluginRuntime, Scope};
 use crate::store::Db;
 

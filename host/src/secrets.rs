@@ -234,6 +234,31 @@ pub fn migrate(db: &Db, secrets: &SecretBox) -> Result<usize, StoreError> {
     Ok(sealed)
 }
 
+/// Where the code secret is kept when it is not configured.
+const CODE_SECRET: &[u8] = b"code_hash_secret";
+
+/// The secret that keys code hashes: configured, stored, or generated once and stored.
+pub fn code_secret(db: &Db, configured: Option<&str>) -> Result<[u8; 32], StoreError> {
+    if let Some(secret) = configured {
+        return Ok(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()).into());
+    }
+    let fresh: [u8; 32] = rand::rng().random();
+    db.insert_new(Tree::Meta, CODE_SECRET, &hex::encode(fresh))?;
+    let stored: String = db.get(Tree::Meta, CODE_SECRET)?.unwrap_or_default();
+    let mut secret = [0u8; 32];
+    match hex::decode(&stored) {
+        Ok(bytes) if bytes.len() == 32 => secret.copy_from_slice(&bytes),
+        _ => {
+            return Err(StoreError::Corrupt {
+                tree: "meta",
+                key: "code_hash_secret".into(),
+                message: "not 32 hex-encoded bytes".into(),
+            })
+        }
+    }
+    Ok(secret)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

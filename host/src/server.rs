@@ -30,16 +30,16 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, HttpLimits};
 use crate::disposable::DisposableList;
 use crate::egress::Egress;
-use crate::flows::{Caches, Engine, OperatorKey};
+use crate::flows::webhooks::worker::{self, WorkerHandle};
+use crate::flows::{Engine, OperatorKey, Replica};
 use crate::limits::Buckets;
 use crate::otp::CodeHasher;
 use crate::phone::carrier;
 use crate::plugins::registry::{Protection, Registry};
 use crate::plugins::{builtins, Limits, PluginRuntime};
-use crate::providers::{DevOutbox, Provider};
 use crate::secrets::SecretBox;
+use crate::sending::{DevOutbox, Sender};
 use crate::store::Db;
-use crate::webhooks::{self, worker::WorkerHandle};
 
 /// Builds the engine for `config` on the sled store in its data directory.
 pub fn build_engine(
@@ -58,7 +58,7 @@ pub fn build_engine(
             Db::open_sled(&config.data_dir)?
         }
     };
-    let secret = Engine::code_secret(&db, config.code_secret()?.as_deref())?;
+    let secret = crate::secrets::code_secret(&db, config.code_secret()?.as_deref())?;
     let secrets = SecretBox::new(&secret);
     let sealed = crate::secrets::migrate(&db, &secrets)?;
     if sealed > 0 {
@@ -78,7 +78,7 @@ pub fn build_engine(
     let outbox = (!config.production).then(|| DevOutbox::new(db.clone()));
     let provider = outbox
         .clone()
-        .map(|outbox| Arc::new(outbox) as Arc<dyn Provider>);
+        .map(|outbox| Arc::new(outbox) as Arc<dyn Sender>);
     carrier::preload();
     let runtime = PluginRuntime::configured(
         db.clone(),
@@ -109,16 +109,11 @@ pub fn build_engine(
         db,
         clock,
         hasher: CodeHasher::new(secret),
-        provider,
+        sender: provider,
         outbox,
         limits,
         disposable,
-        caches: Caches::default(),
-        routing: Default::default(),
-        public_url: std::sync::OnceLock::new(),
-        jobs_wake: tokio::sync::Notify::new(),
-        jobs_next_due: std::sync::atomic::AtomicI64::new(i64::MIN),
-        webhooks: webhooks::Hub::default(),
+        replica: Replica::default(),
         changes,
     };
     let operator = engine
@@ -177,7 +172,7 @@ pub async fn spawn(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
             let _ = stopped.await;
         },
     ));
-    let worker = webhooks::worker::spawn(Arc::clone(&engine));
+    let worker = worker::spawn(Arc::clone(&engine));
     Ok(RunningServer {
         addr,
         engine,
@@ -597,7 +592,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(plugins = ?names, stats = ?preloading.plugins.runtime().stats(), "first-party plugins loaded");
     });
     let closed = engine.db.closed();
-    let worker = webhooks::worker::spawn(Arc::clone(&engine));
+    let worker = worker::spawn(Arc::clone(&engine));
     let served = serve_on(listener, engine, shutdown_signal()).await;
     worker.stop().await;
     served?;
@@ -612,7 +607,7 @@ fn set_public_url(engine: &Engine, config: &Config, addr: SocketAddr) {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let _ = engine.public_url.set(url);
+    let _ = engine.replica.public_url.set(url);
 }
 
 fn announce(config: &Config, addr: SocketAddr, operator: &OperatorKey) {

@@ -321,6 +321,7 @@ async fn a_scheduled_step_runs_once_across_replicas_and_after_its_runner_dies() 
     b.advance(chrono::Duration::seconds(31));
     // Due, but leased: a pass over the jobs leaves it alone.
     b.engine()
+        .replica
         .jobs_next_due
         .store(i64::MIN, std::sync::atomic::Ordering::Release);
     b.engine().run_due_jobs().await.expect("a pass");

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::flows::Engine;
-use crate::plugins::event::{RuleEvent, Trigger};
+use crate::model::rules::{RuleEvent, Trigger};
 use crate::plugins::registry::{
     activate_version, Manifest, PluginView, RegistryError, MAX_COMPONENT_BYTES,
 };
@@ -500,7 +500,7 @@ async fn configure(
                 ));
             }
             if let Some(url) = config.get("base_url") {
-                crate::flows::providers::check_base_url(url, egress.policy())
+                crate::flows::messaging::providers::check_base_url(url, egress.policy())
                     .map_err(|message| invalid("config.base_url", message))?;
             }
             record.config = config;

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::flows::providers::{PlanRequest, ProviderInput, ProviderView};
+use crate::flows::messaging::providers::{PlanRequest, ProviderInput, ProviderView};
 use crate::flows::{CallbackError, Engine};
 use crate::routing::Policy;
 

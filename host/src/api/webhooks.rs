@@ -10,10 +10,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::flows::Engine;
-use crate::webhooks::subscriptions::{
+use crate::flows::webhooks::subscriptions::{
     CreateSubscription, DeliveryQuery, DeliveryView, PatchSubscription, SubscriptionView,
 };
+use crate::flows::Engine;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, TenantCaller};

@@ -11,9 +11,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::flows::workflows::{Reorder, TestReport, TestRequest};
+use crate::flows::rules::workflows::{Reorder, TestReport, TestRequest};
 use crate::flows::Engine;
-use crate::plugins::event::Trigger;
+use crate::model::rules::Trigger;
 use crate::workflows::{self, WorkflowRule};
 
 use super::error::ApiError;

@@ -23,7 +23,7 @@ use super::{bench_config, configure_tenant, expect_ok, post_json, BenchArgs, Htt
 use super::{Rules, NUMBERS};
 use crate::clock::SystemClock;
 use crate::flows::Engine;
-use crate::providers::{Dispatch, OutboundMessage, Provider, SendFuture};
+use crate::sending::{Dispatch, OutboundMessage, SendFuture, Sender};
 
 /// Operations that started this much after they were due count as late.
 const LATE: Duration = Duration::from_millis(100);
@@ -32,7 +32,7 @@ const LATE: Duration = Duration::from_millis(100);
 #[derive(Default)]
 struct Codes(Mutex<HashMap<String, String>>);
 
-impl Provider for Codes {
+impl Sender for Codes {
     fn name(&self) -> &str {
         "soak"
     }
@@ -62,11 +62,11 @@ async fn start(dir: &Path, codes: &Arc<Codes>) -> anyhow::Result<Server> {
     let config = bench_config(dir)?;
     let (engine, _) = crate::server::build_engine(&config, Arc::new(SystemClock))?;
     let mut engine = Arc::into_inner(engine).context("engine not yet shared")?;
-    engine.provider = Some(Arc::clone(codes) as Arc<dyn Provider>);
+    engine.sender = Some(Arc::clone(codes) as Arc<dyn Sender>);
     let engine = Arc::new(engine);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let _ = engine.public_url.set(format!("http://{addr}"));
+    let _ = engine.replica.public_url.set(format!("http://{addr}"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crate::server::serve_on(
         listener,

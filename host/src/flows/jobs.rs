@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::StepOutcome;
 use crate::store::{StoreError, Tree};
 
-use super::{Engine, FlowError};
+use crate::flows::{Engine, FlowError};
 
 /// How often the worker looks for due jobs when nobody wakes it.
 const POLL: Duration = Duration::from_millis(100);
@@ -78,8 +78,13 @@ impl Engine {
         let id = uuid::Uuid::new_v4().simple().to_string();
         self.db.put(Tree::Jobs, &job_key(due, &id), job)?;
         let due_ms = due.timestamp_millis();
-        if due_ms < self.jobs_next_due.fetch_min(due_ms, Ordering::AcqRel) {
-            self.jobs_wake.notify_one();
+        if due_ms
+            < self
+                .replica
+                .jobs_next_due
+                .fetch_min(due_ms, Ordering::AcqRel)
+        {
+            self.replica.jobs_wake.notify_one();
         }
         Ok(())
     }
@@ -88,11 +93,13 @@ impl Engine {
     /// the earliest job is not due: the store is read only when one is.
     pub async fn run_due_jobs(&self) -> Result<usize, FlowError> {
         let now = self.clock.now();
-        if now.timestamp_millis() < self.jobs_next_due.load(Ordering::Acquire) {
+        if now.timestamp_millis() < self.replica.jobs_next_due.load(Ordering::Acquire) {
             return Ok(0);
         }
         // Forget the hint before reading, so a job scheduled meanwhile lowers it again.
-        self.jobs_next_due.store(i64::MAX, Ordering::Release);
+        self.replica
+            .jobs_next_due
+            .store(i64::MAX, Ordering::Release);
         let now_key = job_key(now, "~");
         let scanned = self.db.scan_raw(Tree::Jobs, b"", BATCH)?;
         let full = scanned.len() == BATCH;
@@ -101,17 +108,21 @@ impl Engine {
             if key.as_slice() <= now_key.as_slice() {
                 due.push((key, bytes));
             } else {
-                self.jobs_next_due.fetch_min(due_of(&key), Ordering::AcqRel);
+                self.replica
+                    .jobs_next_due
+                    .fetch_min(due_of(&key), Ordering::AcqRel);
                 break;
             }
         }
         if full && due.len() == BATCH {
             // More may be due than one pass takes: come back at once.
-            self.jobs_next_due.store(i64::MIN, Ordering::Release);
+            self.replica
+                .jobs_next_due
+                .store(i64::MIN, Ordering::Release);
         }
         if self.changes.is_some() {
             // Other replicas schedule jobs too, and their writes do not wake this one.
-            self.jobs_next_due.fetch_min(
+            self.replica.jobs_next_due.fetch_min(
                 now.timestamp_millis().saturating_add(SHARED_RESCAN_MS),
                 Ordering::AcqRel,
             );
@@ -126,7 +137,8 @@ impl Engine {
                 }) => {
                     if lease_until_ms > now.timestamp_millis() {
                         // Another replica is running it; look again once its lease ends.
-                        self.jobs_next_due
+                        self.replica
+                            .jobs_next_due
                             .fetch_min(lease_until_ms, Ordering::AcqRel);
                         continue;
                     }
@@ -216,7 +228,7 @@ impl Engine {
             }
             tokio::select! {
                 _ = stop.changed() => return,
-                () = self.jobs_wake.notified() => {}
+                () = self.replica.jobs_wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
             }
             if *stop.borrow() {

@@ -8,9 +8,9 @@ use crate::phone::{self, InvalidReason};
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
 
-use super::analysis::{parse_country, parse_valid};
-use super::triggers::{Firing, Trigger};
-use super::{Caller, Engine, FlowError};
+use crate::flows::rules::triggers::{Firing, Trigger};
+use crate::flows::verification::analysis::{parse_country, parse_valid};
+use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/validate`.
 #[derive(Debug, Deserialize)]
@@ -289,7 +289,7 @@ impl Engine {
 /// A lookup's input, checked, and the number analysed for the tenant.
 pub(crate) struct Looked<'a> {
     pub settings: std::sync::Arc<crate::settings::PhoneSettings>,
-    pub analysis: super::analysis::Analysis,
+    pub analysis: crate::flows::verification::analysis::Analysis,
     pub applicant_id: Option<&'a str>,
     pub applicant_country: Option<String>,
 }

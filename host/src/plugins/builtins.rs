@@ -1,9 +1,9 @@
 //! The first-party plugins shipped inside the binary (built from `rules/` and
 //! `plugins/` by the build script), which every tenant can install from the catalogue.
 
-use super::event::Trigger;
 use super::registry::Builtin;
 use super::Kind;
+use crate::model::rules::Trigger;
 
 /// `(artifact name, component bytes)` of each first-party plugin the build produced.
 const BYTES: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/builtins.rs"));

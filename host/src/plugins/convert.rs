@@ -3,8 +3,8 @@
 
 use crate::model::{Channel, ReportStatus};
 
-use super::event::{RuleAction, RuleEvent, Trigger};
 use super::wit;
+use crate::model::rules::{RuleAction, RuleEvent, Trigger};
 
 fn trigger(trigger: Trigger) -> wit::Trigger {
     match trigger {

@@ -34,7 +34,6 @@ pub mod admission;
 pub mod builtins;
 mod code;
 mod convert;
-pub mod event;
 mod host;
 pub mod inspect;
 pub mod registry;
@@ -72,10 +71,10 @@ pub use self::adapters::{
 };
 pub use self::admission::{Admission, Lane, Permit, Shares};
 pub use self::code::CodeStats;
-pub use self::event::{RuleAction, RuleEvent};
 use self::host::State;
 use self::warm::WarmBudget;
 pub use self::warm::{WarmPool, WarmStats};
+pub use crate::model::rules::{Failure, Limits, RuleAction, RuleEvent, Usage, MAX_PROGRAM_BYTES};
 
 /// Bindings of the contract's worlds, generated from `sdk/wit/plugin.wit`.
 pub mod wit {
@@ -101,41 +100,6 @@ pub mod wit {
                 "dialgate:plugin/rule-types": super::dialgate::plugin::rule_types,
             },
         });
-    }
-}
-
-/// Largest compiled rule program the interpreter is given, in bytes.
-pub const MAX_PROGRAM_BYTES: usize = 512 << 10;
-
-/// Per-call limits of the sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Fuel (roughly, WebAssembly instructions) a call may use.
-    pub fuel: u64,
-    /// Wall-clock time a call may take, in milliseconds.
-    pub time_ms: u64,
-    /// Linear memory a call may grow to, in bytes.
-    pub memory_bytes: usize,
-    /// Actions a call may return.
-    pub max_actions: usize,
-    /// Bytes of text a call's actions may carry in all.
-    pub max_output_bytes: usize,
-    /// Bytes of text (strings, configuration) an event may carry.
-    pub max_input_bytes: usize,
-}
-
-impl Default for Limits {
-    /// 10 million units of fuel (a small rule uses a few thousand), 10 ms, 16 MiB of
-    /// memory, 64 actions carrying at most 16 KiB of text, events up to 64 KiB.
-    fn default() -> Self {
-        Self {
-            fuel: 10_000_000,
-            time_ms: 10,
-            memory_bytes: 16 << 20,
-            max_actions: 64,
-            max_output_bytes: 16 << 10,
-            max_input_bytes: 64 << 10,
-        }
     }
 }
 
@@ -226,55 +190,11 @@ pub enum LoadError {
     Runtime(String),
 }
 
-/// Why a call did not produce actions. The sandbox's failures and the plugin's own
-/// error are kept apart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Failure {
-    #[error("the plugin used up its CPU budget of {fuel} fuel")]
-    OutOfFuel { fuel: u64 },
-    #[error("the plugin ran past its deadline of {ms} ms")]
-    Timeout { ms: u64 },
-    #[error("the plugin exhausted its call stack")]
-    StackOverflow,
-    #[error("the plugin trapped: {message}")]
-    Trap { message: String },
-    #[error("the event is {bytes} bytes; at most {limit} may be passed to a plugin")]
-    InputTooLarge { bytes: usize, limit: usize },
-    #[error("the plugin returned {returned} actions; at most {limit} are allowed")]
-    TooManyActions { returned: usize, limit: usize },
-    #[error("the plugin's actions carry {bytes} bytes of text; at most {limit} are allowed")]
-    OutputTooLarge { bytes: usize, limit: usize },
-    #[error("the plugin's output is malformed: {message}")]
-    Malformed { message: String },
-    #[error("the plugin reported {code}: {message}")]
-    Plugin { code: String, message: String },
-    /// Declarative rules, evaluated natively, went over their budget of steps.
-    #[error("the declarative rules need more than {steps} evaluation steps; simplify their conditions or split them across triggers")]
-    StepBudget { steps: u64 },
-    /// The host did not run the plugin because of load: no slot within the bounded
-    /// wait, or the tenant's CPU budget is used up.
-    #[error("the plugin did not run: {reason}")]
-    Overloaded { reason: String },
-    /// The plugin's code could not be brought back into memory.
-    #[error("the plugin's code cannot be loaded: {message}")]
-    Unloadable { message: String },
-}
-
 /// A successful call.
 #[derive(Debug, Clone)]
 pub struct Invocation<T> {
     pub output: T,
     pub usage: Usage,
-}
-
-/// What a call used, successful or not.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    pub fuel: u64,
-    pub micros: u64,
-    /// The largest linear memory the call grew to, in bytes.
-    pub peak_memory_bytes: usize,
 }
 
 /// Who a call runs for: the key-value store is scoped to this pair.

@@ -32,11 +32,11 @@ use crate::secrets::{SealedMap, SecretBox};
 use crate::store::{key, Db, StoreError, Tree};
 
 use super::adapters::{AdapterCall, HttpGrant};
-use super::event::{RuleAction, RuleEvent, Trigger};
 use super::{
     content_hash, Failure, Kind, LoadError, Loaded, PluginRuntime, Scope, SizeLimits, StorageView,
     Usage, WarmPool,
 };
+use crate::model::rules::{RuleAction, RuleEvent, RuleRun, RuleSource, Trigger};
 use crate::workflows::eval::{self, CompiledProgram};
 use crate::workflows::{self, NodeInfo, WorkflowRule};
 use dialgate_sdk::workflow::{Evaluation, Program};
@@ -260,35 +260,6 @@ impl TenantLive {
     }
 }
 
-/// What kind of rule ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleSource {
-    /// A rule plugin (a Wasm component).
-    #[default]
-    Plugin,
-    /// A declarative workflow rule.
-    Workflow,
-}
-
-/// One rule's run at a trigger. A declarative rule is recorded when it matched (or
-/// when the evaluation failed); its `plugin_id` and `name` are its `rule_id`, its
-/// `version` is `r{revision}`, and its fuel (evaluation steps) and time are those of
-/// the one evaluation that decided every declarative rule at the trigger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleRun {
-    #[serde(default)]
-    pub source: RuleSource,
-    pub plugin_id: String,
-    pub name: String,
-    pub version: String,
-    pub actions: Vec<RuleAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<Failure>,
-    pub fuel: u64,
-    pub micros: u64,
-}
-
 /// A first-party plugin shipped inside the binary.
 #[derive(Debug, Clone, Copy)]
 pub struct Builtin {
@@ -345,7 +316,7 @@ impl Registry {
         db: Db,
         builtins: Vec<Builtin>,
     ) -> Result<Self, RegistryError> {
-        let secret = crate::flows::Engine::code_secret(&db, None)?;
+        let secret = crate::secrets::code_secret(&db, None)?;
         let protection = Protection {
             egress: Egress::default(),
             secrets: SecretBox::new(&secret),

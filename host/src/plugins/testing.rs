@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::event::{PhoneView, RuleEvent, Snapshot, Trigger};
+use crate::model::rules::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
 const GUESTS: [&str; 16] = [

@@ -5,9 +5,9 @@
 //! `rules/`, `plugins/` and `tests/hostile/` for wasm32-wasip2, so those tests need
 //! that target (`.ci/test` adds it and runs them); the key-value tests run everywhere.
 
-use super::event::{RuleAction, RuleEvent, Trigger};
 use super::host::State;
 use super::wit::dialgate::plugin::kv::{self, Host as _};
+use crate::model::rules::{RuleAction, RuleEvent, Trigger};
 use std::sync::Arc;
 
 use super::*;

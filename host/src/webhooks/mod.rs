@@ -9,10 +9,6 @@
 //! (the subscription's delivery log), and reschedules a failure on a fixed backoff.
 //! Due times come from the engine's clock; the schedule survives a restart.
 
-pub mod emit;
-pub mod subscriptions;
-pub mod worker;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};

@@ -5,7 +5,7 @@
 //! Declarative rules are our own code running over a tenant's data, so they run in
 //! the host rather than in a sandboxed instance (which cost more than the rules
 //! themselves). They are bounded as strictly as a sandboxed call: the program's
-//! encoded size by [`crate::plugins::MAX_PROGRAM_BYTES`], the event's text by the
+//! encoded size by [`MAX_PROGRAM_BYTES`], the event's text by the
 //! runtime's input cap, and the work by a budget of steps derived from the runtime's
 //! fuel ([`step_budget`]), charged before each piece of work is done. Going over a
 //! bound is a [`Failure`] like a sandbox's, which the trigger records and settles by
@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use dialgate_sdk::workflow::{evaluate_bounded, Evaluation, Fact, Facts, Field, Program};
 
+use crate::model::rules::RuleEvent;
+use crate::model::rules::{Failure, Limits, Usage, MAX_PROGRAM_BYTES};
 use crate::model::ReportStatus;
-use crate::plugins::event::RuleEvent;
-use crate::plugins::{Failure, Limits, Usage, MAX_PROGRAM_BYTES};
 
 /// Units of sandbox fuel one evaluation step stands for. The interpreter component
 /// spent well over ten WebAssembly instructions per node or byte compared (decoding
@@ -188,9 +188,10 @@ mod tests {
     use serde_json::{json, Value as Json};
 
     use super::*;
+    use crate::model::rules::RuleSource;
+    use crate::model::rules::{FactorView, RuleAction, Trigger};
     use crate::model::Channel;
-    use crate::plugins::event::{FactorView, RuleAction, Trigger};
-    use crate::plugins::registry::{Registry, RuleSource};
+    use crate::plugins::registry::Registry;
     use crate::plugins::testing::block_on;
     use crate::plugins::{testing, PluginRuntime, Scope};
     use crate::store::{key, Db, Tree};

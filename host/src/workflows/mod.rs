@@ -14,9 +14,9 @@ use dialgate_sdk::workflow::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::flows::FlowError;
+use crate::error::FlowError;
+use crate::model::rules::{RuleAction, Trigger};
 use crate::model::CASE_PRIORITIES;
-use crate::plugins::event::{RuleAction, Trigger};
 
 pub mod eval;
 
@@ -39,7 +39,7 @@ pub const MAX_RULES_PER_TENANT: usize = 500;
 /// Largest compiled form of one rule's conditions, in bytes. With at most
 /// [`MAX_RULES_PER_TRIGGER`] rules, a trigger's program stays under the interpreter's
 /// input cap (`plugins::MAX_PROGRAM_BYTES`).
-pub const MAX_RULE_BYTES: usize = crate::plugins::MAX_PROGRAM_BYTES / MAX_RULES_PER_TRIGGER;
+pub const MAX_RULE_BYTES: usize = crate::model::rules::MAX_PROGRAM_BYTES / MAX_RULES_PER_TRIGGER;
 
 /// A tenant's declarative rule, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,13 +19,13 @@ use subtle::ConstantTimeEq;
 use crate::model::DeliveryStatus;
 use crate::plugins::registry::LiveAdapter;
 use crate::plugins::{AdapterMessage, CallbackRequest, Scope, SendRefusal};
-use crate::providers::{Dispatch, OutboundMessage};
 use crate::routing::RuleRoute;
+use crate::sending::{Dispatch, OutboundMessage};
 use crate::store::{key, Tree};
 
-use super::delivery::DeliveryRequest;
-use super::providers::TenantRouting;
-use super::{Caller, Engine, FlowError};
+use crate::flows::messaging::delivery::DeliveryRequest;
+use crate::flows::messaging::providers::TenantRouting;
+use crate::flows::{Caller, Engine, FlowError};
 
 /// Largest callback body accepted.
 pub const MAX_CALLBACK_BYTES: usize = 64 << 10;
@@ -65,7 +65,7 @@ impl Engine {
         let mut adapters = self.usable_adapters(&message.tenant_id);
         if adapters.is_empty() {
             let provider = self
-                .provider
+                .sender
                 .clone()
                 .ok_or_else(|| FlowError::Unavailable(self.no_sender_reason(&message.tenant_id)))?;
             return provider.send(message).await.map_err(|err| match err.store {
@@ -145,7 +145,7 @@ impl Engine {
         }
         let live = self.plugins.live(tenant_id);
         let adapters = live.as_ref().map_or(&[][..], |live| live.messaging());
-        let usable = |provider: &super::providers::Provider| {
+        let usable = |provider: &crate::flows::messaging::providers::Provider| {
             adapters
                 .iter()
                 .find(|adapter| adapter.name == provider.plugin)
@@ -227,7 +227,7 @@ impl Engine {
 
     /// What a first-party adapter lacks to send with `config` and `secrets`; nothing
     /// for a tenant's own adapters, whose needs the host cannot know.
-    pub(super) fn missing_config(
+    pub(crate) fn missing_config(
         &self,
         adapter: &LiveAdapter,
         config: &BTreeMap<String, String>,

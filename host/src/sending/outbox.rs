@@ -1,4 +1,4 @@
-//! The dev outbox: a provider that keeps each message in the store instead of sending it,
+//! The dev outbox: a sender that keeps each message in the store instead of sending it,
 //! so a newcomer can read the code back through `GET /v1/dev/outbox`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Dispatch, OutboundMessage, Provider, SendError, SendFuture};
+use super::{Dispatch, OutboundMessage, SendError, SendFuture, Sender};
 use crate::store::{key, Db, Tree};
 
 /// A message kept by the dev outbox.
@@ -66,7 +66,7 @@ fn newest_first(at: DateTime<Utc>) -> String {
     format!("{:020}/{seq:020}", i64::MAX - nanos)
 }
 
-impl Provider for DevOutbox {
+impl Sender for DevOutbox {
     fn name(&self) -> &str {
         "dev-outbox"
     }

@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use crate::flows::Engine;
 use crate::store::{key, StoreError, Tree};
 
-use super::{
+use crate::webhooks::{
     backoff, deliveries_prefix, delivery_key, queue_due_millis, queue_key, sign, Attempt, Delivery,
     DeliveryStatus, QueueRef, Subscription, LOG_LIMIT,
 };
@@ -397,7 +397,7 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
             continue;
         }
         tokio::select! {
-            () = engine.webhooks.wake.notified() => {}
+            () = engine.replica.webhooks.wake.notified() => {}
             () = tokio::time::sleep(POLL) => {}
             Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 store_ok &= finished(&mut scheduler, &mut running, joined);
@@ -487,7 +487,7 @@ async fn attempt_leased(
     };
     let subscription: Option<Subscription> = engine.db.get(
         Tree::Webhooks,
-        &super::subscription_key(&entry.tenant_id, &entry.subscription_id),
+        &crate::webhooks::subscription_key(&entry.tenant_id, &entry.subscription_id),
     )?;
     let Some(subscription) = subscription else {
         engine.db.remove(Tree::WebhookDeliveries, &key)?;

@@ -34,17 +34,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::model::rules::{FactorView, PhoneView, RuleAction, RuleEvent, Snapshot};
+use crate::model::rules::{RuleRun, RuleSource};
 use crate::model::Case;
 use crate::model::{AuditEvent, CaseRef, Channel, Decision, LineSignals, Verification};
 use crate::phone::risk::FactorHit;
-use crate::plugins::event::{FactorView, PhoneView, RuleAction, RuleEvent, Snapshot};
-use crate::plugins::registry::{RuleRun, RuleSource, TenantLive};
+use crate::plugins::registry::TenantLive;
 use crate::plugins::{Failure, Lane};
 use crate::settings::{PhoneSettings, PluginFailure};
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
 
-use super::{Engine, FlowError};
+use crate::flows::{Engine, FlowError};
 
 /// The trigger points of the flows; the names are shared with plugins through the SDK.
 pub use dialgate_sdk::Trigger;

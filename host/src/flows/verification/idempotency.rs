@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{key, Tree};
 
-use super::{Engine, FlowError};
+use crate::flows::{Engine, FlowError};
 
 /// How long a stored answer is replayed.
 const RETENTION_HOURS: i64 = 24;

@@ -12,10 +12,10 @@ use crate::settings::{GuessBudget, PhoneSettings};
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
 
-use super::analysis::parse_valid;
-use super::lookup::{check_applicant, client_ip};
-use super::triggers::{Firing, Trigger};
-use super::{Caller, Engine, FlowError};
+use crate::flows::lookup::{check_applicant, client_ip};
+use crate::flows::rules::triggers::{Firing, Trigger};
+use crate::flows::verification::analysis::parse_valid;
+use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/verify-otp`.
 #[derive(Debug, Deserialize)]

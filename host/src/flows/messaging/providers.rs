@@ -17,8 +17,8 @@ use crate::routing::{self, Ledger, Plan, Policy, Route, RuleRoute, View};
 use crate::secrets::{provider_scope, SealedMap, SecretBox};
 use crate::store::{key, Tree};
 
-use super::analysis::parse_valid;
-use super::{Engine, FlowError};
+use crate::flows::verification::analysis::parse_valid;
+use crate::flows::{Engine, FlowError};
 
 /// Providers a tenant may have.
 pub const MAX_PROVIDERS: usize = 50;
@@ -449,6 +449,7 @@ impl Engine {
     /// The callback URL of `provider_id` (without its token).
     pub(crate) fn callback_url(&self, provider_id: &str) -> String {
         let base = self
+            .replica
             .public_url
             .get()
             .map(String::as_str)
@@ -482,10 +483,10 @@ impl Engine {
 
     /// The tenant's providers (in priority order) and policy, through the cache.
     pub fn tenant_routing(&self, tenant_id: &str) -> Result<Arc<TenantRouting>, FlowError> {
-        if let Some(hit) = self.routing.tenants.read().get(tenant_id) {
+        if let Some(hit) = self.replica.routing.tenants.read().get(tenant_id) {
             return Ok(hit.clone());
         }
-        let mut tenants = self.routing.tenants.write();
+        let mut tenants = self.replica.routing.tenants.write();
         if let Some(hit) = tenants.get(tenant_id) {
             return Ok(hit.clone());
         }
@@ -521,7 +522,7 @@ impl Engine {
         tenant_id: &str,
         change: impl FnOnce() -> Result<R, FlowError>,
     ) -> Result<R, FlowError> {
-        let mut tenants = self.routing.tenants.write();
+        let mut tenants = self.replica.routing.tenants.write();
         let result = change();
         tenants.remove(tenant_id);
         drop(tenants);
@@ -710,7 +711,7 @@ impl Engine {
             self.db.remove(Tree::ProviderIds, provider_id.as_bytes())?;
             Ok(())
         })?;
-        self.routing.ledger.forget(tenant_id, provider_id);
+        self.replica.routing.ledger.forget(tenant_id, provider_id);
         self.db.sync().await?;
         Ok(())
     }
@@ -748,7 +749,7 @@ impl Engine {
         let routing = self.tenant_routing(tenant_id)?;
         let now = self.clock.now();
         let mut cells = Vec::new();
-        for (provider_id, country, cell) in self.routing.ledger.cells_of(tenant_id) {
+        for (provider_id, country, cell) in self.replica.routing.ledger.cells_of(tenant_id) {
             let Some(provider) = routing.providers.iter().find(|p| p.id == provider_id) else {
                 continue;
             };
@@ -777,7 +778,7 @@ impl Engine {
         rule: &RuleRoute<'_>,
     ) -> Plan {
         let view = View {
-            health: &self.routing.ledger,
+            health: &self.replica.routing.ledger,
             tenant: tenant_id,
             country: country.unwrap_or("*"),
             policy: &routing.policy,

@@ -1,8 +1,11 @@
-//! The sending seam: providers deliver code messages.
+//! The host's own sending seam: a [`Sender`] delivers code messages for a tenant that
+//! has no providers or messaging adapters of its own.
 //!
-//! The flows hand an [`OutboundMessage`] to a [`Provider`] and record the
-//! [`Dispatch`] it returns. The built-in provider is the dev outbox; messaging
-//! adapters plug in behind the same trait.
+//! The flows hand an [`OutboundMessage`] to a [`Sender`] and record the [`Dispatch`]
+//! it returns. The built-in sender is the dev outbox; load tests plug in their own.
+//! "Provider" names only a tenant's stored providers (`flows/messaging/providers.rs`,
+//! `api/providers.rs`); the name a [`Dispatch`] or [`SendError`] carries is whoever
+//! took the message.
 
 mod outbox;
 
@@ -52,11 +55,11 @@ pub struct SendError {
     pub store: Option<crate::store::StoreError>,
 }
 
-/// A boxed future, so providers can be trait objects.
+/// A boxed future, so senders can be trait objects.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Dispatch, SendError>> + Send + 'a>>;
 
 /// Something that delivers code messages.
-pub trait Provider: Send + Sync + 'static {
+pub trait Sender: Send + Sync + 'static {
     /// A stable name for reports and logs.
     fn name(&self) -> &str;
     /// Hands `message` over for delivery.

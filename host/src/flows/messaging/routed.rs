@@ -19,14 +19,14 @@ use subtle::ConstantTimeEq;
 
 use crate::model::{Channel, DeliveryStatus};
 use crate::plugins::{AdapterCall, AdapterMessage, CallbackRequest, HttpGrant, Scope, SendRefusal};
-use crate::providers::{Dispatch, OutboundMessage};
 use crate::routing::{Outcome, RuleRoute};
+use crate::sending::{Dispatch, OutboundMessage};
 use crate::store::{key, Tree};
 
-use super::delivery::DeliveryRequest;
-use super::dispatch::CallbackError;
-use super::providers::{CallbackAuth, Provider, TenantRouting};
-use super::{Caller, Engine, FlowError};
+use crate::flows::messaging::delivery::DeliveryRequest;
+use crate::flows::messaging::dispatch::CallbackError;
+use crate::flows::messaging::providers::{CallbackAuth, Provider, TenantRouting};
+use crate::flows::{Caller, Engine, FlowError};
 
 /// One status a message went through.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +234,7 @@ impl Engine {
                 continue;
             };
             let cell = self
+                .replica
                 .routing
                 .ledger
                 .cell(tenant_id, &provider.id, cell_country);
@@ -459,7 +460,8 @@ impl Engine {
             if changed {
                 expired += 1;
                 if let Ok(routing) = self.tenant_routing(tenant_id) {
-                    self.routing
+                    self.replica
+                        .routing
                         .ledger
                         .cell(
                             tenant_id,
@@ -606,7 +608,8 @@ impl Engine {
                     _ => None,
                 };
                 if let Some(outcome) = outcome {
-                    self.routing
+                    self.replica
+                        .routing
                         .ledger
                         .cell(
                             &tenant_id,

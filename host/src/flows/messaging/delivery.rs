@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{DeliveryEvent, DeliveryStatus, Verification};
 use crate::store::Tree;
 
-use super::triggers::{Firing, Trigger};
-use super::{Caller, Engine, FlowError};
+use crate::flows::rules::triggers::{Firing, Trigger};
+use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of a delivery update.
 #[derive(Debug, Clone, Serialize, Deserialize)]

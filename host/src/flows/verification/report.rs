@@ -9,17 +9,17 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::model::rules::RuleRun;
 use crate::model::{
     AuditEvent, CaseRef, Channel, ChannelWorkflow, CodeMessage, Decision, DeliveryEvent,
     ReportStatus, Review, Verification,
 };
 use crate::phone::countries;
 use crate::phone::risk::RiskAssessment;
-use crate::plugins::registry::RuleRun;
 use crate::warnings::Warning;
 
-use super::routed::MessageRecord;
-use super::{Caller, Engine, FlowError};
+use crate::flows::messaging::routed::MessageRecord;
+use crate::flows::{Caller, Engine, FlowError};
 
 /// Carrier block of the report.
 #[derive(Debug, Serialize)]
@@ -122,7 +122,7 @@ impl Engine {
     }
 }
 
-pub(super) fn to_report(verification: Verification) -> Report {
+pub(crate) fn to_report(verification: Verification) -> Report {
     let rules_fired = verification
         .events
         .iter()

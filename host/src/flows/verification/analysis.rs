@@ -13,7 +13,7 @@ use crate::settings::PhoneSettings;
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
 
-use super::{Engine, FlowError};
+use crate::flows::{Engine, FlowError};
 
 /// The analysis of a valid number.
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ impl Engine {
         let mut warnings = Vec::new();
 
         let blocked: Option<BlockedNumber> =
-            self.caches.blocked(tenant_id, &number.e164, || {
+            self.replica.caches.blocked(tenant_id, &number.e164, || {
                 self.db
                     .get(Tree::Blocklist, &key(&[tenant_id, &number.e164]))
             })?;

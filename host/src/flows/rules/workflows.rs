@@ -9,15 +9,15 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::plugins::event::{RuleAction, RuleEvent, Trigger};
+use crate::model::rules::{RuleAction, RuleEvent, Trigger};
 use crate::plugins::registry::{LiveProgram, LiveWorkflow, RegistryError};
 use crate::plugins::{Failure, Usage};
 use crate::store::{key, Tree};
 use crate::workflows::eval::CompiledProgram;
 use crate::workflows::{self, check_rule_id, Definition, WorkflowRule};
 
-use super::triggers::{rule_event, Firing};
-use super::{Engine, FlowError};
+use crate::flows::rules::triggers::{rule_event, Firing};
+use crate::flows::{Engine, FlowError};
 
 impl From<RegistryError> for FlowError {
     fn from(err: RegistryError) -> Self {

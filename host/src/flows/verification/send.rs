@@ -12,20 +12,20 @@ use crate::model::{
     ReportStatus, StepOutcome, Verification, WorkflowStep,
 };
 use crate::otp;
-use crate::providers::OutboundMessage;
 use crate::routing::RuleRoute;
+use crate::sending::OutboundMessage;
 use crate::settings::EndpointLimits;
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
 
-use super::analysis::{parse_country, parse_valid};
-use super::idempotency::{fingerprint, Claim, IdempotencyKey};
-use super::jobs::Job;
-use super::lookup::{check_applicant, client_ip};
-use super::routed::message_key;
-use super::templates::MessagePlan;
-use super::triggers::{Firing, Trigger};
-use super::{Caller, Engine, FlowError};
+use crate::flows::jobs::Job;
+use crate::flows::lookup::{check_applicant, client_ip};
+use crate::flows::messaging::routed::message_key;
+use crate::flows::messaging::templates::MessagePlan;
+use crate::flows::rules::triggers::{Firing, Trigger};
+use crate::flows::verification::analysis::{parse_country, parse_valid};
+use crate::flows::verification::idempotency::{fingerprint, Claim, IdempotencyKey};
+use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/send-otp`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub struct SendRequest {
     /// was not verified within the previous step's `timeout_seconds`.
     #[serde(default)]
     pub workflow: Option<Vec<WorkflowStep>>,
-    /// The message's choice (see `flows/templates.rs`): `locale` is an alias of
+    /// The message's choice (see `flows/messaging/templates.rs`): `locale` is an alias of
     /// `language`; the brand and template are the tenant's; `app_hash` overrides the
     /// brand's.
     pub locale: Option<String>,
@@ -190,7 +190,7 @@ impl Engine {
     ) -> Result<SendResponse, FlowError> {
         let tenant_id = caller.tenant_id.as_str();
         // Checked first, so that nothing is recorded for a send that cannot happen.
-        if self.provider.is_none() && !self.can_send(tenant_id)? {
+        if self.sender.is_none() && !self.can_send(tenant_id)? {
             return Err(FlowError::Unavailable(self.no_sender_reason(tenant_id)));
         }
         let number = parse_valid(&request.phone, "phone")?;
@@ -222,7 +222,7 @@ impl Engine {
         }
         // Codes that cannot be entered are not sent.
         if let Some(until) = self.guess_lock(tenant_id, &number.e164, settings.guess_budget, now)? {
-            return Err(super::verify::guess_locked(
+            return Err(crate::flows::verification::verify::guess_locked(
                 settings.guess_budget,
                 until,
                 now,
@@ -771,7 +771,7 @@ fn step_outcome(
     step: usize,
     channel: Channel,
     at: DateTime<Utc>,
-    sent: Result<&crate::providers::Dispatch, &FlowError>,
+    sent: Result<&crate::sending::Dispatch, &FlowError>,
 ) -> StepOutcome {
     let step = u32::try_from(step).unwrap_or(u32::MAX);
     match sent {

@@ -19,8 +19,8 @@ use crate::templates::{
     self, Brand, BrandBody, Placeholder, Refusal, Template, TemplateBody, Values,
 };
 
-use super::send::SendRequest;
-use super::{Engine, FlowError};
+use crate::flows::verification::send::SendRequest;
+use crate::flows::{Engine, FlowError};
 
 impl From<Refusal> for FlowError {
     fn from(refusal: Refusal) -> Self {

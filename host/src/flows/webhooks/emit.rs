@@ -9,7 +9,7 @@ use crate::flows::{Engine, FlowError};
 use crate::model::{Case, DeliveryStatus as MessageStatus, ReportStatus, Verification};
 use crate::store::Tree;
 
-use super::{
+use crate::webhooks::{
     delivery_id, delivery_key, new_id, queue_key, Delivery, DeliveryStatus, EventType, QueueRef,
     Subscription,
 };
@@ -113,7 +113,7 @@ impl Engine {
         });
         match queued {
             Ok(deliveries) if deliveries.is_empty() => {}
-            Ok(_) => self.webhooks.wake(),
+            Ok(_) => self.replica.webhooks.wake(),
             Err(err) => tracing::error!(
                 tenant = %tenant_id,
                 event = event.as_str(),

@@ -1,13 +1,15 @@
 //! The JSON face of the rule contract: the event a rule receives and the actions it
 //! returns, as the flows build them, the dry-run API accepts them and
 //! `dialgate plugin run` reads them. The runtime converts them to and from the
-//! generated WIT types; nothing else in the host sees those.
+//! generated WIT types; nothing else in the host sees those. Also the records of a
+//! rule's run (what ran, what it used, how it failed) and the bounds of one call:
+//! records and flows depend on these, never on the plugin runtime.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, ReportStatus};
+use super::{Channel, ReportStatus};
 use crate::phone::LineType;
 
 pub use dialgate_sdk::Trigger;
@@ -237,6 +239,114 @@ impl RuleAction {
             RuleAction::Route { provider } => provider.len(),
         }
     }
+}
+
+/// Largest compiled rule program the interpreter is given, in bytes.
+pub const MAX_PROGRAM_BYTES: usize = 512 << 10;
+
+/// Per-call limits of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (roughly, WebAssembly instructions) a call may use.
+    pub fuel: u64,
+    /// Wall-clock time a call may take, in milliseconds.
+    pub time_ms: u64,
+    /// Linear memory a call may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Actions a call may return.
+    pub max_actions: usize,
+    /// Bytes of text a call's actions may carry in all.
+    pub max_output_bytes: usize,
+    /// Bytes of text (strings, configuration) an event may carry.
+    pub max_input_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 10 million units of fuel (a small rule uses a few thousand), 10 ms, 16 MiB of
+    /// memory, 64 actions carrying at most 16 KiB of text, events up to 64 KiB.
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000,
+            time_ms: 10,
+            memory_bytes: 16 << 20,
+            max_actions: 64,
+            max_output_bytes: 16 << 10,
+            max_input_bytes: 64 << 10,
+        }
+    }
+}
+
+/// What a call used, successful or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub fuel: u64,
+    pub micros: u64,
+    /// The largest linear memory the call grew to, in bytes.
+    pub peak_memory_bytes: usize,
+}
+
+/// Why a call did not produce actions. The sandbox's failures and the plugin's own
+/// error are kept apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Failure {
+    #[error("the plugin used up its CPU budget of {fuel} fuel")]
+    OutOfFuel { fuel: u64 },
+    #[error("the plugin ran past its deadline of {ms} ms")]
+    Timeout { ms: u64 },
+    #[error("the plugin exhausted its call stack")]
+    StackOverflow,
+    #[error("the plugin trapped: {message}")]
+    Trap { message: String },
+    #[error("the event is {bytes} bytes; at most {limit} may be passed to a plugin")]
+    InputTooLarge { bytes: usize, limit: usize },
+    #[error("the plugin returned {returned} actions; at most {limit} are allowed")]
+    TooManyActions { returned: usize, limit: usize },
+    #[error("the plugin's actions carry {bytes} bytes of text; at most {limit} are allowed")]
+    OutputTooLarge { bytes: usize, limit: usize },
+    #[error("the plugin's output is malformed: {message}")]
+    Malformed { message: String },
+    #[error("the plugin reported {code}: {message}")]
+    Plugin { code: String, message: String },
+    /// Declarative rules, evaluated natively, went over their budget of steps.
+    #[error("the declarative rules need more than {steps} evaluation steps; simplify their conditions or split them across triggers")]
+    StepBudget { steps: u64 },
+    /// The host did not run the plugin because of load: no slot within the bounded
+    /// wait, or the tenant's CPU budget is used up.
+    #[error("the plugin did not run: {reason}")]
+    Overloaded { reason: String },
+    /// The plugin's code could not be brought back into memory.
+    #[error("the plugin's code cannot be loaded: {message}")]
+    Unloadable { message: String },
+}
+
+/// What kind of rule ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    /// A rule plugin (a Wasm component).
+    #[default]
+    Plugin,
+    /// A declarative workflow rule.
+    Workflow,
+}
+
+/// One rule's run at a trigger. A declarative rule is recorded when it matched (or
+/// when the evaluation failed); its `plugin_id` and `name` are its `rule_id`, its
+/// `version` is `r{revision}`, and its fuel (evaluation steps) and time are those of
+/// the one evaluation that decided every declarative rule at the trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRun {
+    #[serde(default)]
+    pub source: RuleSource,
+    pub plugin_id: String,
+    pub name: String,
+    pub version: String,
+    pub actions: Vec<RuleAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    pub fuel: u64,
+    pub micros: u64,
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use crate::secrets::webhook_context;
 use crate::settings::BucketLimit;
 use crate::store::Tree;
 
-use super::worker::parked_prefix;
-use super::{
+use crate::flows::webhooks::worker::parked_prefix;
+use crate::webhooks::{
     deliveries_prefix, delivery_key, new_id, new_secret, queue_key, subscription_key, Delivery,
     DeliveryStatus, EventType, QueueRef, Subscription, ALL_EVENTS, LOG_LIMIT,
     MAX_DESCRIPTION_CHARS, MAX_SUBSCRIPTIONS, MAX_URL_CHARS,
@@ -96,7 +96,7 @@ pub struct DeliveryView {
     pub subscription_id: String,
     pub event_type: String,
     pub status: DeliveryStatus,
-    pub attempts: Vec<super::Attempt>,
+    pub attempts: Vec<crate::webhooks::Attempt>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -271,7 +271,7 @@ impl Engine {
         &self,
         tenant_id: &str,
     ) -> Result<std::sync::Arc<Vec<Subscription>>, FlowError> {
-        Ok(self.caches.subscriptions(tenant_id, || {
+        Ok(self.replica.caches.subscriptions(tenant_id, || {
             let mut all: Vec<Subscription> = self.db.scan(
                 Tree::Webhooks,
                 &subscription_key(tenant_id, ""),
@@ -286,7 +286,7 @@ impl Engine {
     /// After a change of one of the tenant's subscriptions: this replica's cache drops
     /// them, and the change log tells the others.
     fn subscriptions_changed(&self, tenant_id: &str) -> Result<(), FlowError> {
-        self.caches.forget_subscriptions(tenant_id);
+        self.replica.caches.forget_subscriptions(tenant_id);
         Ok(self.changed(&crate::changes::Change::Webhooks {
             tenant_id: tenant_id.to_owned(),
         })?)
@@ -301,7 +301,7 @@ impl Engine {
         let url = self.checked_webhook_url(&request.url)?;
         let event_types = checked_event_types(&request.event_types)?;
         let description = checked_description(request.description.as_deref())?;
-        let _guard = self.webhooks.changes.lock().await;
+        let _guard = self.replica.webhooks.changes.lock().await;
         if self.subscriptions(tenant_id)?.len() >= MAX_SUBSCRIPTIONS {
             return Err(FlowError::Conflict {
                 code: "too_many_webhooks",
@@ -417,7 +417,7 @@ impl Engine {
     /// attempted (the worker drops schedule entries whose delivery is gone).
     pub async fn delete_webhook(&self, tenant_id: &str, id: &str) -> Result<(), FlowError> {
         check_id(id, "whk_", "webhook")?;
-        let _guard = self.webhooks.changes.lock().await;
+        let _guard = self.replica.webhooks.changes.lock().await;
         if !self
             .db
             .remove(Tree::Webhooks, &subscription_key(tenant_id, id))?
@@ -493,7 +493,7 @@ impl Engine {
         });
         let delivery = self.queue_event(tenant_id, EventType::Test, data, &[subscription])?;
         self.db.sync().await?;
-        self.webhooks.wake();
+        self.replica.webhooks.wake();
         delivery
             .into_iter()
             .next()
@@ -584,7 +584,7 @@ impl Engine {
             },
         )?;
         self.db.sync().await?;
-        self.webhooks.wake();
+        self.replica.webhooks.wake();
         Ok(retried.into())
     }
 }

@@ -3,11 +3,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod rules;
+
 use crate::otp::CodeState;
 use crate::phone::risk::RiskAssessment;
 use crate::phone::LineType;
-use crate::plugins::registry::RuleRun;
 use crate::warnings::{RiskAction, Warning};
+
+use self::rules::RuleRun;
 
 /// A tenant: one customer of the host, owning keys, settings and verifications.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,6 @@
-//! Tenants, API keys, the operator credential, and blocklists.
+//! Tenants, API keys, the operator credential, settings and blocklists.
+
+use std::sync::Arc;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -7,12 +9,12 @@ use subtle::ConstantTimeEq;
 
 use crate::model::{ApiKey, BlockedNumber, Tenant};
 use crate::phone;
+use crate::settings::PhoneSettings;
 use crate::store::{key, StoreError, Tree};
 
-use super::{Caller, Engine, FlowError};
+use crate::flows::{Caller, Engine, FlowError};
 
 const OPERATOR_KEY: &[u8] = b"operator_key_sha256";
-const CODE_SECRET: &[u8] = b"code_hash_secret";
 
 /// A tenant as the API shows it; `api_key` only right after creation.
 #[derive(Debug, Serialize)]
@@ -119,7 +121,8 @@ impl Engine {
     /// The tenant an API key belongs to.
     pub fn tenant_for_key(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
         let hash = sha256_hex(secret);
-        self.caches
+        self.replica
+            .caches
             .key(&hash, || self.db.get(Tree::ApiKeys, hash.as_bytes()))
     }
 
@@ -209,7 +212,7 @@ impl Engine {
             });
         }
         // Authentication goes through `ApiKeys`: remove that first so the key stops working.
-        self.caches.remove_key(&record.hash, || {
+        self.replica.caches.remove_key(&record.hash, || {
             self.db.remove(Tree::ApiKeys, record.hash.as_bytes())
         })?;
         self.changed(&crate::changes::Change::Key {
@@ -218,31 +221,6 @@ impl Engine {
         self.db.remove(Tree::TenantKeys, &tenant_key)?;
         self.db.sync().await?;
         Ok(())
-    }
-
-    /// The secret that keys code hashes: configured, stored, or generated once and stored.
-    pub fn code_secret(
-        db: &crate::store::Db,
-        configured: Option<&str>,
-    ) -> Result<[u8; 32], StoreError> {
-        if let Some(secret) = configured {
-            return Ok(Sha256::digest(secret.as_bytes()).into());
-        }
-        let fresh: [u8; 32] = rand::rng().random();
-        db.insert_new(Tree::Meta, CODE_SECRET, &hex::encode(fresh))?;
-        let stored: String = db.get(Tree::Meta, CODE_SECRET)?.unwrap_or_default();
-        let mut secret = [0u8; 32];
-        match hex::decode(&stored) {
-            Ok(bytes) if bytes.len() == 32 => secret.copy_from_slice(&bytes),
-            _ => {
-                return Err(StoreError::Corrupt {
-                    tree: "meta",
-                    key: "code_hash_secret".into(),
-                    message: "not 32 hex-encoded bytes".into(),
-                })
-            }
-        }
-        Ok(secret)
     }
 
     pub async fn block(
@@ -302,7 +280,7 @@ impl Engine {
     /// After a change of the blocklist entry of `e164`: this replica's cache drops it,
     /// and the change log tells the others.
     fn blocklist_changed(&self, tenant_id: &str, e164: &str) -> Result<(), StoreError> {
-        self.caches.forget_blocked(tenant_id, e164);
+        self.replica.caches.forget_blocked(tenant_id, e164);
         self.changed(&crate::changes::Change::Blocklist {
             tenant_id: tenant_id.to_owned(),
             phone: e164.to_owned(),
@@ -316,5 +294,38 @@ fn view(record: ApiKey) -> KeyView {
         name: record.name,
         prefix: record.prefix,
         created_at: record.created_at,
+    }
+}
+
+impl Engine {
+    /// The tenant's settings, or the defaults when the tenant never saved any.
+    pub fn settings(&self, tenant_id: &str) -> Result<Arc<PhoneSettings>, StoreError> {
+        let loaded = self.replica.caches.settings(tenant_id, || {
+            let stored: Option<PhoneSettings> =
+                self.db.get(Tree::Settings, tenant_id.as_bytes())?;
+            Ok(Some(Arc::new(stored.unwrap_or_default())))
+        })?;
+        Ok(loaded.unwrap_or_default())
+    }
+
+    /// Validates and stores the tenant's settings.
+    pub async fn put_settings(
+        &self,
+        tenant_id: &str,
+        settings: PhoneSettings,
+    ) -> Result<PhoneSettings, FlowError> {
+        settings
+            .validate()
+            .map_err(|err| FlowError::invalid(err.field, err.message))?;
+        self.replica
+            .caches
+            .store_settings(tenant_id, Arc::new(settings.clone()), || {
+                self.db.put(Tree::Settings, tenant_id.as_bytes(), &settings)
+            })?;
+        self.changed(&crate::changes::Change::Settings {
+            tenant_id: tenant_id.to_owned(),
+        })?;
+        self.db.sync().await?;
+        Ok(settings)
     }
 }

@@ -27,10 +27,10 @@ use crate::model::{
 };
 use crate::store::{key, Tree};
 
-use super::report::{to_report, Report};
-use super::triggers::{Firing, Trigger};
-use super::verify::status_name;
-use super::{Caller, Engine, FlowError};
+use crate::flows::rules::triggers::{Firing, Trigger};
+use crate::flows::verification::report::{to_report, Report};
+use crate::flows::verification::verify::status_name;
+use crate::flows::{Caller, Engine, FlowError};
 
 /// Cases a list returns when the query names no `limit`.
 pub const DEFAULT_LIMIT: usize = 50;
