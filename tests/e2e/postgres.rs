@@ -303,20 +303,32 @@ async fn a_scheduled_step_runs_once_across_replicas_and_after_its_runner_dies() 
 
     // A runner that claimed the voice step and died: nobody runs it while its lease
     // holds; once the lease is over, the other replica does.
+    // The dying runner claims it as a replica does (with the store's claim) when it is
+    // due, and never finishes it.
     let db = &a.engine().db;
-    let (key, bytes) = jobs(&a)
-        .into_iter()
-        .find(|(_, bytes)| String::from_utf8_lossy(bytes).contains("fallback_step"))
-        .expect("the voice step is scheduled");
-    let job: serde_json::Value = serde_json::from_slice(&bytes).expect("a job");
-    let lease_until_ms = a.clock.now().timestamp_millis() + 60_000 + 31_000;
-    let leased = serde_json::json!({"lease_until_ms": lease_until_ms, "job": job});
-    db.put_raw(
-        dialgate::store::Tree::Jobs,
-        &key,
-        &serde_json::to_vec(&leased).expect("json"),
-    )
-    .expect("lease the job");
+    let due_ms = a.clock.now().timestamp_millis() + 31_000;
+    let claimed = db
+        .claim_due(
+            dialgate::store::Tree::Jobs,
+            b"~",
+            due_ms,
+            due_ms + 60_000,
+            10,
+        )
+        .expect("claim")
+        .expect("PostgreSQL keeps job leases");
+    assert_eq!(claimed.len(), 1, "the voice step, claimed once");
+    assert!(String::from_utf8_lossy(&claimed[0].1).contains("fallback_step"));
+    let again = db
+        .claim_due(
+            dialgate::store::Tree::Jobs,
+            b"~",
+            due_ms,
+            due_ms + 60_000,
+            10,
+        )
+        .expect("claim again");
+    assert_eq!(again, Some(Vec::new()), "a held job is not claimed twice");
     a.stop().await;
     b.advance(chrono::Duration::seconds(31));
     // Due, but leased: a pass over the jobs leaves it alone.

@@ -1,14 +1,17 @@
 //! Scheduled work that must survive a restart: the next step of a channel workflow,
 //! and expiring the messages of a code that can no longer be used. Jobs live in the
 //! store, keyed by due time; one background task per replica runs those that are due
-//! by the engine's clock. A replica claims a due job before running it, by a
-//! compare-and-swap that puts a lease on it ([`JOB_LEASE`]; on a shared store only: the
-//! embedded one has one process), so of several replicas
-//! sharing a store exactly one runs it; a job whose runner died is claimed again once
-//! its lease has expired. A job is removed only after it ran, and each job checks the
-//! verification's state first, so running one again after a crash changes nothing.
-//! On a shared store a replica looks for due jobs at least every second, since jobs
-//! scheduled by other replicas do not wake it.
+//! by the engine's clock. On a shared store a replica claims due jobs before running
+//! them, each under a lease of [`JOB_LEASE`], so of several replicas exactly one runs
+//! a job, and a job whose runner died is claimed again once its lease has ended. On
+//! PostgreSQL the claim is one statement over the job table's lease column that skips
+//! rows another replica is claiming at that moment (`FOR UPDATE SKIP LOCKED`); a
+//! backend without leases of its own gets a compare-and-swap that writes the lease
+//! into the job's record. (The embedded store has one process: nothing to claim.) A
+//! job is removed only after it ran, by its runner while its lease holds, and each job
+//! checks the verification's state first, so running one again after a crash changes
+//! nothing. On a shared store a replica looks for due jobs at least every second,
+//! since jobs scheduled by other replicas do not wake it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -101,6 +104,19 @@ impl Engine {
             .jobs_next_due
             .store(i64::MAX, Ordering::Release);
         let now_key = job_key(now, "~");
+        if self.changes.is_some() {
+            let until_ms = (now + JOB_LEASE).timestamp_millis();
+            let claimed = self.db.claim_due(
+                Tree::Jobs,
+                &now_key,
+                now.timestamp_millis(),
+                until_ms,
+                BATCH,
+            )?;
+            if let Some(claimed) = claimed {
+                return self.run_claimed(claimed, until_ms, now).await;
+            }
+        }
         let scanned = self.db.scan_raw(Tree::Jobs, b"", BATCH)?;
         let full = scanned.len() == BATCH;
         let mut due = Vec::new();
@@ -177,6 +193,55 @@ impl Engine {
             }
             self.db
                 .compare_and_swap_raw(Tree::Jobs, &key, Some(&leased), None)?;
+            ran += 1;
+        }
+        if ran > 0 {
+            self.db.sync().await?;
+        }
+        Ok(ran)
+    }
+
+    /// Runs the jobs the store claimed for this replica (leased until `until_ms`) and
+    /// removes each that is still under that lease once it ran.
+    async fn run_claimed(
+        &self,
+        claimed: Vec<(Vec<u8>, Vec<u8>)>,
+        until_ms: i64,
+        now: DateTime<Utc>,
+    ) -> Result<usize, FlowError> {
+        // Jobs other replicas scheduled, and jobs whose runner died, are found by
+        // claiming again soon; a full batch means more are due now.
+        if claimed.len() == BATCH {
+            self.replica
+                .jobs_next_due
+                .store(i64::MIN, Ordering::Release);
+        } else {
+            self.replica.jobs_next_due.fetch_min(
+                now.timestamp_millis().saturating_add(SHARED_RESCAN_MS),
+                Ordering::AcqRel,
+            );
+        }
+        let mut ran = 0;
+        for (key, bytes) in claimed {
+            let job = match serde_json::from_slice::<Stored>(&bytes) {
+                // The claim is the row's lease column; a lease inside the value is a
+                // compare-and-swap claim's, which does not hold on this store.
+                Ok(Stored::Plain(job) | Stored::Leased { job, .. }) => job,
+                Err(err) => {
+                    tracing::error!("dropping an unreadable job: {err}");
+                    self.db.remove(Tree::Jobs, &key)?;
+                    continue;
+                }
+            };
+            if let Err(err) = self.run_job(&job).await {
+                tracing::warn!(?job, "scheduled job failed: {err}");
+            }
+            if !self.db.finish_claimed(Tree::Jobs, &key, until_ms)? {
+                tracing::warn!(
+                    ?job,
+                    "a scheduled job outran its lease and was claimed again"
+                );
+            }
             ran += 1;
         }
         if ran > 0 {

@@ -255,6 +255,32 @@ pub trait Store: Send + Sync + 'static {
     fn sweep_tokens(&self, _now_ms: i64) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+    /// Claims up to `limit` entries of the queue `tree` that are due (keys below
+    /// `upto`: a queue's keys start with the due time) and that nobody holds (no lease,
+    /// or one that ended by `now_ms`), each leased to the caller until `until_ms`;
+    /// entries another replica is claiming at this moment are skipped, not waited for.
+    /// In key order. `None` when the backend keeps no leases of its own for `tree`
+    /// (PostgreSQL keeps them for [`Tree::Jobs`]); the caller leases by
+    /// compare-and-swap then.
+    fn claim_due(
+        &self,
+        _tree: Tree,
+        _upto: &[u8],
+        _now_ms: i64,
+        _until_ms: i64,
+        _limit: usize,
+    ) -> Result<Option<Vec<Pair>>, StoreError> {
+        Ok(None)
+    }
+    /// Removes an entry [`Store::claim_due`] claimed, if it is still under that claim's
+    /// lease (`until_ms`); `false` when it is not (its lease ended and it was claimed
+    /// again, or it is gone).
+    fn finish_claimed(&self, tree: Tree, _key: &[u8], _until_ms: i64) -> Result<bool, StoreError> {
+        Err(StoreError::Backend(format!(
+            "this backend keeps no leases for {}",
+            tree.name()
+        )))
+    }
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -401,6 +427,28 @@ impl Db {
         now_ms: i64,
     ) -> Result<Option<Taken>, StoreError> {
         self.store.take_tokens(buckets, now_ms)
+    }
+
+    /// See [`Store::claim_due`].
+    pub fn claim_due(
+        &self,
+        tree: Tree,
+        upto: &[u8],
+        now_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<Pair>>, StoreError> {
+        self.store.claim_due(tree, upto, now_ms, until_ms, limit)
+    }
+
+    /// See [`Store::finish_claimed`].
+    pub fn finish_claimed(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.store.finish_claimed(tree, key, until_ms)
     }
 
     /// See [`Store::sweep_tokens`].

@@ -36,18 +36,33 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 6] = [
+const MIGRATIONS: [(i32, &str); 7] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
     (4, include_str!("migrations/0004_rate_limits.sql")),
     (5, include_str!("migrations/0005_rate_buckets.sql")),
     (6, include_str!("migrations/0006_take_tokens.sql")),
+    (7, include_str!("migrations/0007_job_leases.sql")),
 ];
 
 /// Takes a token from each of a request's buckets, all or none, in one call (see
 /// migration 6). `$1` keys in key order, `$2` tokens per ms, `$3` bursts, `$4` now (ms).
 const TAKE_TOKENS: &str = "SELECT dialgate_take_tokens($1, $2, $3, $4)";
+
+/// Claims due jobs: up to `$3` rows with keys below `$1` (keys start with the due
+/// time) that nobody holds (no lease, or one ended by `$2`), skipping rows another
+/// replica's claim has locked this moment, each leased until `$4`.
+const CLAIM_JOBS: &str = "\
+    UPDATE tree_jobs AS j SET lease_until_ms = $4 \
+    FROM (SELECT k FROM tree_jobs \
+          WHERE k < $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $2) \
+          ORDER BY k LIMIT $3 FOR UPDATE SKIP LOCKED) AS due \
+    WHERE j.k = due.k \
+    RETURNING j.k, j.v";
+
+/// Removes a claimed job if it is still under the claim's lease `$2`.
+const FINISH_JOB: &str = "DELETE FROM tree_jobs WHERE k = $1 AND lease_until_ms = $2";
 
 /// Removes the buckets full again by `$1` (ms).
 const SWEEP_BUCKETS: &str = "DELETE FROM rate_buckets WHERE full_at_ms <= $1";
@@ -596,6 +611,49 @@ impl Store for PostgresStore {
             tokens[i] = found[sorted];
         }
         Ok(Some(Taken::from_tokens(tokens)))
+    }
+
+    fn claim_due(
+        &self,
+        tree: Tree,
+        upto: &[u8],
+        now_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<Pair>>, StoreError> {
+        if tree != Tree::Jobs {
+            return Ok(None);
+        }
+        let (upto, pool) = (upto.to_vec(), self.pool.clone());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let claim = client.prepare_cached(CLAIM_JOBS).await.map_err(failed)?;
+            let rows = client
+                .query(&claim, &[&upto, &now_ms, &limit, &until_ms])
+                .await
+                .map_err(failed)?;
+            let mut claimed = pairs(rows);
+            // UPDATE … RETURNING has no order of its own.
+            claimed.sort();
+            Ok(Some(claimed))
+        })
+    }
+
+    fn finish_claimed(&self, tree: Tree, key: &[u8], until_ms: i64) -> Result<bool, StoreError> {
+        if tree != Tree::Jobs {
+            return Err(backend(format!("{} holds no leases", tree.name())));
+        }
+        let (key, pool) = (key.to_vec(), self.pool.clone());
+        self.call(async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let finish = client.prepare_cached(FINISH_JOB).await.map_err(failed)?;
+            let removed = client
+                .execute(&finish, &[&key, &until_ms])
+                .await
+                .map_err(failed)?;
+            Ok(removed == 1)
+        })
     }
 
     fn sweep_tokens(&self, now_ms: i64) -> Result<Option<u64>, StoreError> {

@@ -279,3 +279,86 @@ contract!(a_batch_put_stores_every_pair_and_overwrites, |db: &Db| {
     let stored = store.scan_from(Tree::Outbox, b"", 1_000).expect("scan");
     assert_eq!(stored, pairs);
 });
+
+#[test]
+fn the_embedded_store_keeps_no_leases_of_its_own() {
+    let (_dir, db) = sled_db();
+    assert_eq!(
+        db.claim_due(Tree::Jobs, b"~", 0, 1, 10).expect("claim"),
+        None
+    );
+    assert!(db.finish_claimed(Tree::Jobs, b"k", 1).is_err());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn due_jobs_are_claimed_once_across_replicas_and_again_after_their_lease() {
+    let url = testing::TestCluster::shared().database();
+    let first = Db::open_postgres(&url, true).expect("first replica");
+    let second = Db::open_postgres(&url, true).expect("second replica");
+    // 200 due jobs (keys start with the due time) and one not due yet.
+    let due: Vec<Vec<u8>> = (0..200)
+        .map(|n| format!("{:020}/job{n:03}", 1_000 + n).into_bytes())
+        .collect();
+    for key in &due {
+        first.put_raw(Tree::Jobs, key, b"{}").expect("schedule");
+    }
+    let later = format!("{:020}/later", 9_000).into_bytes();
+    first.put_raw(Tree::Jobs, &later, b"{}").expect("schedule");
+    let upto = format!("{:020}/~", 5_000).into_bytes();
+    // Four workers on two replicas claim in batches until nothing is left.
+    let claimed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for db in [&first, &second, &first, &second] {
+            let (claimed, upto) = (&claimed, &upto);
+            scope.spawn(move || loop {
+                let batch = db
+                    .claim_due(Tree::Jobs, upto, 5_000, 65_000, 16)
+                    .expect("claim")
+                    .expect("PostgreSQL keeps job leases");
+                if batch.is_empty() {
+                    return;
+                }
+                assert!(
+                    batch.windows(2).all(|pair| pair[0].0 < pair[1].0),
+                    "in key order"
+                );
+                claimed
+                    .lock()
+                    .expect("lock")
+                    .extend(batch.into_iter().map(|(key, _)| key));
+            });
+        }
+    });
+    let mut claimed = claimed.into_inner().expect("claims");
+    claimed.sort();
+    assert_eq!(
+        claimed, due,
+        "every due job claimed exactly once; the later one not"
+    );
+    // A claim's runner removes its job while its lease holds; an older lease does not.
+    assert!(first
+        .finish_claimed(Tree::Jobs, &due[0], 65_000)
+        .expect("finish"));
+    assert!(!second
+        .finish_claimed(Tree::Jobs, &due[1], 64_999)
+        .expect("finish with another lease"));
+    // While leases hold, nothing is claimed; once they end, the rest is claimed again.
+    let held = second.claim_due(Tree::Jobs, &upto, 64_999, 130_000, 500);
+    assert_eq!(held.expect("claim"), Some(Vec::new()));
+    let taken_over = second
+        .claim_due(Tree::Jobs, &upto, 65_000, 130_000, 500)
+        .expect("claim")
+        .expect("leases");
+    assert_eq!(
+        taken_over.len(),
+        199,
+        "the unfinished jobs, after their lease"
+    );
+    assert!(!first
+        .finish_claimed(Tree::Jobs, &due[1], 65_000)
+        .expect("the first lease is over"));
+    assert!(second
+        .finish_claimed(Tree::Jobs, &due[1], 130_000)
+        .expect("the new runner finishes"));
+}
