@@ -666,7 +666,7 @@ async fn a_sled_deployment_copied_to_postgres_and_back_serves_the_same_records()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
-async fn a_database_restart_answers_503_meanwhile_and_loses_nothing_acknowledged() {
+async fn a_database_restart_answers_503_on_every_replica_and_loses_nothing_acknowledged() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -682,11 +682,15 @@ async fn a_database_restart_answers_503_meanwhile_and_loses_nothing_acknowledged
             .await
             .expect("a database")
     };
-    let server = TestServer::start_with(move |config| {
-        config.store = Some(url);
-        config.store_options.timeout = std::time::Duration::from_secs(1);
-    })
-    .await;
+    // Two replicas on it; the load alternates between them.
+    let start = |url: String| {
+        TestServer::start_with(move |config| {
+            config.store = Some(url);
+            config.store_options.timeout = std::time::Duration::from_secs(1);
+        })
+    };
+    let (server, other) = tokio::join!(start(url.clone()), start(url));
+    let replicas = [&server, &other];
     let tenant = server.tenant("outage").await;
 
     // Sends, one after another, all through the outage (within the per-number and
@@ -695,15 +699,17 @@ async fn a_database_restart_answers_503_meanwhile_and_loses_nothing_acknowledged
         Arc::new(AtomicBool::new(true)),
         Arc::new(AtomicUsize::new(0)),
     );
+    let refusals: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
     let load = {
-        let (api, key) = (server.api.clone(), tenant.key.clone());
+        let (apis, key) = ([server.api.clone(), other.api.clone()], tenant.key.clone());
         let (running, acknowledged) = (Arc::clone(&running), Arc::clone(&acknowledged));
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
             let mut answers = Vec::new();
             let mut n = 0u32;
             while running.load(Ordering::SeqCst) && n < 400 {
                 let (phone, applicant) = (uz_number(n % 100), format!("o{n}"));
-                let reply = api
+                let reply = apis[n as usize % 2]
                     .post(
                         "/v1/phone/send-otp",
                         &key,
@@ -719,9 +725,12 @@ async fn a_database_restart_answers_503_meanwhile_and_loses_nothing_acknowledged
                         acknowledged.fetch_add(1, Ordering::SeqCst);
                     }
                     // A client backs off before it tries again.
-                    _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                    _ => {
+                        refusals[n as usize % 2].fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                    }
                 }
-                answers.push((phone, applicant, reply));
+                answers.push((phone, applicant, reply, n as usize % 2));
                 n += 1;
             }
             answers
@@ -737,78 +746,100 @@ async fn a_database_restart_answers_503_meanwhile_and_loses_nothing_acknowledged
     eventually("sends before the outage", acknowledged_at_least(20)).await;
 
     // The database goes away: requests answer 503 with the JSON error, and so does
-    // /readyz.
+    // /readyz, on every replica.
     {
         let cluster = Arc::clone(&cluster);
         tokio::task::spawn_blocking(move || cluster.stop())
             .await
             .expect("stop");
     }
-    let ready = server
-        .raw(reqwest::Method::GET, "/readyz", None, None, &[])
-        .await;
-    assert_eq!(ready.status, 503, "{}", ready.text);
-    assert_eq!(
-        ready.body["error"]["code"], "store_unavailable",
-        "{}",
-        ready.text
-    );
-    assert_eq!(ready.headers["retry-after"], "1");
+    for replica in replicas {
+        let ready = replica
+            .raw(reqwest::Method::GET, "/readyz", None, None, &[])
+            .await;
+        assert_eq!(ready.status, 503, "{}", ready.text);
+        assert_eq!(
+            ready.body["error"]["code"], "store_unavailable",
+            "{}",
+            ready.text
+        );
+        assert_eq!(ready.headers["retry-after"], "1");
+    }
     let during = acknowledged.load(Ordering::SeqCst);
+    eventually("both replicas to refuse a send", || {
+        let refusals = Arc::clone(&refusals);
+        async move {
+            refusals
+                .iter()
+                .all(|refused| refused.load(Ordering::SeqCst) > 0)
+        }
+    })
+    .await;
 
-    // It comes back: the server recovers by itself.
+    // It comes back: every replica recovers by itself.
     {
         let cluster = Arc::clone(&cluster);
         tokio::task::spawn_blocking(move || cluster.start_again())
             .await
             .expect("start again");
     }
-    eventually("readiness after the restart", || async {
-        server
-            .raw(reqwest::Method::GET, "/readyz", None, None, &[])
-            .await
-            .status
-            == 200
-    })
-    .await;
+    for replica in replicas {
+        eventually("readiness after the restart", || async {
+            replica
+                .raw(reqwest::Method::GET, "/readyz", None, None, &[])
+                .await
+                .status
+                == 200
+        })
+        .await;
+    }
     eventually("sends after the outage", acknowledged_at_least(during + 10)).await;
     running.store(false, Ordering::SeqCst);
     let answers = load.await.expect("the load");
 
     // Every answer was a success or a clean 503; some were 503s.
-    let statuses: std::collections::BTreeSet<u16> =
-        answers.iter().map(|(_, _, reply)| reply.status).collect();
+    let statuses: std::collections::BTreeSet<u16> = answers
+        .iter()
+        .map(|(_, _, reply, _)| reply.status)
+        .collect();
     assert!(
         statuses.iter().all(|status| [200, 503].contains(status)),
         "{statuses:?}"
     );
     let refused: Vec<_> = answers
         .iter()
-        .filter(|(_, _, reply)| reply.status == 503)
+        .filter(|(_, _, reply, _)| reply.status == 503)
         .collect();
     assert!(!refused.is_empty(), "the outage was never seen");
-    for (_, _, reply) in &refused {
+    let refused_by: std::collections::BTreeSet<usize> =
+        refused.iter().map(|(_, _, _, by)| *by).collect();
+    assert_eq!(refused_by.len(), 2, "both replicas saw the outage");
+    for (_, _, reply, _) in &refused {
         assert_eq!(
             reply.body["error"]["code"], "store_unavailable",
             "{}",
             reply.text
         );
     }
-    // Nothing acknowledged is lost: every acknowledged send's verification is there.
-    for (_, _, reply) in answers.iter().filter(|(_, _, reply)| reply.status == 200) {
+    // Nothing acknowledged is lost: every acknowledged send's verification is there,
+    // read through the replica that did not take the send.
+    for (_, _, reply, by) in answers
+        .iter()
+        .filter(|(_, _, reply, _)| reply.status == 200)
+    {
         let id = reply.body["verification_id"].as_str().expect("an id");
-        server
+        replicas[1 - by]
             .get(&format!("/v1/verifications/{id}"), &tenant.key)
             .await
             .expect(200);
     }
     // A send refused during the outage goes through when tried again, and its code
-    // verifies: it left nothing half-written in the way.
-    let (phone, applicant, _) = refused[0];
+    // verifies on the other replica: it left nothing half-written in the way.
+    let (phone, applicant, _, _) = refused[0];
     let again = server.send(&tenant, phone, applicant).await;
     assert_eq!(again["status"], "pending", "{again}");
     let code = server.latest_code(&tenant, phone).await;
-    let checked = server.verify(&tenant, phone, applicant, &code).await;
+    let checked = other.verify(&tenant, phone, applicant, &code).await;
     assert_eq!(checked.expect(200)["verification_status"], "verified");
 }
 
