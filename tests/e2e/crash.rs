@@ -41,6 +41,19 @@ impl Binary {
         Self::launch(&["--store".as_ref(), url.as_ref()], host).await
     }
 
+    /// [`Binary::start_on_postgres`], allowed to reach loopback (a test's webhook
+    /// receiver) through the egress policy.
+    pub async fn start_on_postgres_reaching_loopback(url: &str) -> Self {
+        let host = url.rsplit_once('@').map_or(url, |(_, host)| host);
+        let args = [
+            "--store".as_ref(),
+            url.as_ref(),
+            "--egress-allow".as_ref(),
+            "127.0.0.0/8".as_ref(),
+        ];
+        Self::launch(&args, host).await
+    }
+
     /// Starts the binary with `args` and waits for its listening line, which names
     /// `place` (where its records are).
     async fn launch(args: &[&std::ffi::OsStr], place: &str) -> Self {

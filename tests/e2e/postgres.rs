@@ -84,7 +84,20 @@ async fn two_replicas_share_state_and_a_code_is_used_once_across_them() {
 
 /// Waits (at most 10 s, far above the change log's poll) until `check` holds; how
 /// long it took. `what` names what is awaited.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> std::time::Duration
+async fn eventually<F, Fut>(what: &str, check: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(what, std::time::Duration::from_secs(10), check).await
+}
+
+/// [`eventually`] with a bound of `limit`.
+async fn eventually_within<F, Fut>(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: F,
+) -> std::time::Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -94,10 +107,7 @@ where
         if check().await {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "{what}: not within 10 s"
-        );
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -852,8 +862,8 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carr
 
     // Two `dialgate serve` processes on one database.
     let url = database().await;
-    let mut doomed = Binary::start_on_postgres(&url).await;
-    let survivor = Binary::start_on_postgres(&url).await;
+    let mut doomed = Binary::start_on_postgres_reaching_loopback(&url).await;
+    let survivor = Binary::start_on_postgres_reaching_loopback(&url).await;
     let tenant = doomed.api.create_tenant(OPERATOR_KEY, "fleet").await;
     let generous = serde_json::json!({"per_minute": 1_000_000, "burst": 100_000});
     let settings = doomed
@@ -876,6 +886,24 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carr
             .await
             .body
             == settings
+    })
+    .await;
+
+    // Every send is announced to a webhook receiver on loopback.
+    let (hook, received) = recording_receiver().await;
+    doomed
+        .api
+        .post(
+            "/v1/webhooks",
+            &tenant.key,
+            serde_json::json!({"url": hook, "event_types": ["verification.sent"]}),
+        )
+        .await
+        .expect(201);
+    eventually("the subscription on the survivor", || async {
+        survivor.api.get("/v1/webhooks", &tenant.key).await.body["webhooks"]
+            .as_array()
+            .is_some_and(|listed| listed.len() == 1)
     })
     .await;
 
@@ -902,6 +930,26 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carr
     for _ in 0..24 {
         rx.recv().await.expect("the loops stopped before the kill");
     }
+    // Channel workflows whose next step (voice, a second later) is scheduled by the
+    // replica about to die.
+    let workflow = serde_json::json!([
+        {"channel": "sms", "timeout_seconds": 1},
+        {"channel": "voice"},
+    ]);
+    let mut pending = Vec::new();
+    for n in 0..3 {
+        let phone = uz_number(90 + n);
+        doomed
+            .api
+            .post(
+                "/v1/phone/send-otp",
+                &tenant.key,
+                serde_json::json!({"phone": phone, "applicant_id": "fallback", "workflow": workflow}),
+            )
+            .await
+            .expect(200);
+        pending.push(phone);
+    }
     // SIGKILL one replica mid-load; the other's clients go on.
     doomed.child.kill().await.expect("SIGKILL a replica");
     for _ in 0..24 {
@@ -924,4 +972,84 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carr
     // Everything acknowledged by either replica is there on the survivor, and the
     // codes of unfinished verifications still verify there.
     check_acknowledged(&survivor.api, &tenant, &acked).await;
+
+    // The jobs the dead replica scheduled run on the survivor: each workflow's voice
+    // step is sent, once.
+    for phone in &pending {
+        eventually_within("the voice step on the survivor", LEASE_AND_MORE, || async {
+            voice_codes(&survivor.api, &tenant, phone).await >= 1
+        })
+        .await;
+    }
+    // Every acknowledged send's event reaches the receiver (the dead replica's queued
+    // deliveries too, a delivery it was attempting once its lease is over).
+    let wanted: std::collections::BTreeSet<String> = acked
+        .iter()
+        .map(|ack| ack.verification_id.clone())
+        .collect();
+    eventually_within(
+        "every acknowledged send's webhook",
+        LEASE_AND_MORE,
+        || async {
+            let got: std::collections::BTreeSet<String> = received
+                .lock()
+                .expect("bodies")
+                .iter()
+                .filter_map(|body| body["data"]["verification_id"].as_str().map(str::to_owned))
+                .collect();
+            wanted.is_subset(&got)
+        },
+    )
+    .await;
+    for phone in &pending {
+        assert_eq!(
+            voice_codes(&survivor.api, &tenant, phone).await,
+            1,
+            "{phone}"
+        );
+    }
+}
+
+/// Longer than a job's or a delivery's lease (60 s), so work the dead replica had
+/// claimed is taken over within it.
+const LEASE_AND_MORE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Codes sent by voice to `phone`, as the dev outbox shows them.
+async fn voice_codes(api: &crate::support::Api, tenant: &Tenant, phone: &str) -> usize {
+    let path = format!("/v1/dev/outbox?phone={}", phone.replace('+', "%2B"));
+    api.get(&path, &tenant.key).await.body["messages"]
+        .as_array()
+        .map_or(0, |messages| {
+            messages
+                .iter()
+                .filter(|message| message["channel"] == "voice")
+                .count()
+        })
+}
+
+/// A webhook receiver on loopback that answers 200 and keeps every body; its URL.
+async fn recording_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&bodies);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = std::sync::Arc::clone(&kept);
+            async move {
+                if let Ok(body) = serde_json::from_slice(&body) {
+                    kept.lock().expect("bodies").push(body);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), bodies)
 }
