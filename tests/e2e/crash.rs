@@ -35,15 +35,9 @@ impl Binary {
         Self::launch(&["--data-dir".as_ref(), data_dir.as_os_str()], &dir).await
     }
 
-    /// Starts the binary on the PostgreSQL database `url` (a replica of a fleet).
+    /// Starts the binary on the PostgreSQL database `url` (a replica of a fleet),
+    /// allowed to reach loopback (a test's webhook receiver) through the egress policy.
     pub async fn start_on_postgres(url: &str) -> Self {
-        let host = url.rsplit_once('@').map_or(url, |(_, host)| host);
-        Self::launch(&["--store".as_ref(), url.as_ref()], host).await
-    }
-
-    /// [`Binary::start_on_postgres`], allowed to reach loopback (a test's webhook
-    /// receiver) through the egress policy.
-    pub async fn start_on_postgres_reaching_loopback(url: &str) -> Self {
         let host = url.rsplit_once('@').map_or(url, |(_, host)| host);
         let args = [
             "--store".as_ref(),

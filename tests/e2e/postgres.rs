@@ -862,8 +862,8 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carr
 
     // Two `dialgate serve` processes on one database.
     let url = database().await;
-    let mut doomed = Binary::start_on_postgres_reaching_loopback(&url).await;
-    let survivor = Binary::start_on_postgres_reaching_loopback(&url).await;
+    let mut doomed = Binary::start_on_postgres(&url).await;
+    let survivor = Binary::start_on_postgres(&url).await;
     let tenant = doomed.api.create_tenant(OPERATOR_KEY, "fleet").await;
     let generous = serde_json::json!({"per_minute": 1_000_000, "burst": 100_000});
     let settings = doomed
