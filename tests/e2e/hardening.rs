@@ -721,3 +721,73 @@ async fn in_production_an_unconfigured_adapter_is_named_in_the_refusal() {
         "{message}"
     );
 }
+
+/// A tenant that floods configuration changes (here blocklist entries, each a write
+/// and an entry of the change log every replica reads) is refused past its budget,
+/// before anything is written; another tenant's changes, and the flooding tenant's own
+/// sends, go on; the budget refills with time.
+#[tokio::test]
+async fn a_flood_of_configuration_changes_is_refused_past_the_tenants_budget() {
+    let server = TestServer::start().await;
+    let (flooder, other) = (server.tenant("flooder").await, server.tenant("other").await);
+    let blocked = |n: u32| format!("+99890{n:07}");
+    let mut admitted = 0;
+    let refused = loop {
+        let reply = server
+            .post(
+                "/v1/blocklist",
+                &flooder.key,
+                json!({"phone": blocked(admitted)}),
+            )
+            .await;
+        if reply.status != 201 && reply.status != 200 {
+            break reply;
+        }
+        admitted += 1;
+        assert!(admitted <= 1_000, "never refused");
+    };
+    assert_eq!(admitted, 300, "the burst, and no more");
+    let error = refused.error(429, "rate_limited");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("configuration changes")),
+        "{error}"
+    );
+    let retry: u64 = refused
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert_eq!(retry, 1);
+    // Nothing of the refused change was written.
+    let list = server.get("/v1/blocklist", &flooder.key).await;
+    let listed = list.expect(200)["entries"].as_array().expect("entries").len();
+    assert_eq!(listed, 300, "{}", list.text);
+    // Another tenant's change goes through at once, and the flooder's sends still do.
+    server
+        .post("/v1/blocklist", &other.key, json!({"phone": blocked(0)}))
+        .await
+        .expect(201);
+    server.send(&flooder, &uz_number(7), "a").await;
+    // A second later, 20 more changes are admitted.
+    server.advance(Duration::seconds(1));
+    for n in 0..20 {
+        server
+            .post(
+                "/v1/blocklist",
+                &flooder.key,
+                json!({"phone": blocked(1_000 + n)}),
+            )
+            .await
+            .expect(201);
+    }
+    server
+        .post(
+            "/v1/blocklist",
+            &flooder.key,
+            json!({"phone": blocked(2_000)}),
+        )
+        .await
+        .error(429, "rate_limited");
+}

@@ -14,7 +14,7 @@ use crate::flows::Engine;
 use crate::settings::PhoneSettings;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller};
+use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller, TenantChange};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -57,7 +57,7 @@ async fn list_tenants(
 
 async fn create_key(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
     Ok((
@@ -75,7 +75,7 @@ async fn list_keys(
 
 async fn revoke_key(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     engine.revoke_key(&caller, &id).await?;
@@ -94,7 +94,7 @@ async fn get_settings(
 /// objects merge), absent fields keep their value.
 async fn put_settings(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<Json<PhoneSettings>, ApiError> {
     if !patch.is_object() {
@@ -135,7 +135,7 @@ fn merge(target: &mut Value, patch: Value) {
 
 async fn block(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<crate::flows::BlockRequest>,
 ) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
     Ok((
@@ -153,7 +153,7 @@ async fn blocklist(
 
 async fn unblock(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(phone): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     engine.unblock(&caller, &phone).await?;

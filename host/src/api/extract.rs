@@ -244,6 +244,27 @@ impl FromRequestParts<Arc<Engine>> for TenantCaller {
     }
 }
 
+/// A request authenticated with a tenant API key that changes the tenant's
+/// configuration (keys, settings, blocklist, plugins, rules, providers, templates,
+/// webhooks): admitted only within the tenant's budget of such changes
+/// ([`Engine::admit_change`]), so one tenant's stream of changes cannot flood the
+/// change log every replica reads.
+#[derive(Debug)]
+pub struct TenantChange(pub Caller);
+
+impl FromRequestParts<Arc<Engine>> for TenantChange {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        engine: &Arc<Engine>,
+    ) -> Result<Self, Self::Rejection> {
+        let TenantCaller(caller) = TenantCaller::from_request_parts(parts, engine).await?;
+        engine.admit_change(&caller.tenant_id)?;
+        Ok(TenantChange(caller))
+    }
+}
+
 /// A request authenticated with the operator key.
 #[derive(Debug)]
 pub struct OperatorCaller;

@@ -22,7 +22,7 @@ use crate::plugins::registry::{
 use crate::plugins::{Kind, LoadError};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, OperatorCaller, OptionalJson, TenantCaller};
+use super::extract::{ApiJson, OperatorCaller, OptionalJson, TenantCaller, TenantChange};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -280,7 +280,7 @@ async fn read_upload(request: Request) -> Result<(Manifest, Bytes, bool), ApiErr
 
 async fn upload(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     request: Request,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
     let (manifest, bytes, activate) = read_upload(request).await?;
@@ -358,7 +358,7 @@ async fn modify(
 
 async fn activate(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ActivateBody>,
 ) -> Result<Json<PluginView>, ApiError> {
@@ -370,7 +370,7 @@ async fn activate(
 
 async fn deactivate(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     modify(&engine, &caller.tenant_id, &id, |record| {
@@ -382,7 +382,7 @@ async fn deactivate(
 
 async fn remove(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     engine.plugins.delete(&caller.tenant_id, &id)?;
@@ -410,7 +410,7 @@ fn invalid(field: &str, message: impl Into<String>) -> RegistryError {
 
 async fn bind(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<BindBody>,
 ) -> Result<Json<PluginView>, ApiError> {
@@ -484,7 +484,7 @@ fn check_entries<'a>(
 
 async fn configure(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ConfigBody>,
 ) -> Result<Json<PluginView>, ApiError> {
@@ -633,7 +633,7 @@ struct InstallBody {
 
 async fn install(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(name): Path<String>,
     OptionalJson(body): OptionalJson<Option<InstallBody>>,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {

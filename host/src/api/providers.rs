@@ -16,7 +16,7 @@ use crate::flows::{CallbackError, Engine};
 use crate::routing::Policy;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, TenantCaller};
+use super::extract::{ApiJson, TenantCaller, TenantChange};
 use super::plugins::read_callback;
 
 pub fn router() -> Router<Arc<Engine>> {
@@ -36,7 +36,7 @@ pub fn router() -> Router<Arc<Engine>> {
 
 async fn create(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(input): ApiJson<ProviderInput>,
 ) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
     let view = engine.create_provider(&caller.tenant_id, input).await?;
@@ -62,7 +62,7 @@ async fn get_one(
 
 async fn update(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(provider_id): Path<String>,
     ApiJson(input): ApiJson<ProviderInput>,
 ) -> Result<Json<ProviderView>, ApiError> {
@@ -91,7 +91,7 @@ async fn switch(
 
 async fn enable(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(provider_id): Path<String>,
 ) -> Result<Json<ProviderView>, ApiError> {
     switch(&engine, &caller.tenant_id, &provider_id, true).await
@@ -99,7 +99,7 @@ async fn enable(
 
 async fn disable(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(provider_id): Path<String>,
 ) -> Result<Json<ProviderView>, ApiError> {
     switch(&engine, &caller.tenant_id, &provider_id, false).await
@@ -107,7 +107,7 @@ async fn disable(
 
 async fn remove(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(provider_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     engine
@@ -125,7 +125,7 @@ async fn policy(
 
 async fn put_policy(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<Policy>, ApiError> {
     Ok(Json(

@@ -13,7 +13,7 @@ use crate::flows::Engine;
 use crate::templates::{Brand, BrandBody, Template, TemplateBody};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, TenantCaller};
+use super::extract::{ApiJson, TenantCaller, TenantChange};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -33,7 +33,7 @@ pub fn router() -> Router<Arc<Engine>> {
 
 async fn create_brand(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<BrandBody>,
 ) -> Result<(StatusCode, Json<Brand>), ApiError> {
     let brand = engine.create_brand(&caller.tenant_id, body).await?;
@@ -57,7 +57,7 @@ async fn get_brand(
 
 async fn replace_brand(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<BrandBody>,
 ) -> Result<Json<Brand>, ApiError> {
@@ -68,7 +68,7 @@ async fn replace_brand(
 
 async fn delete_brand(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     engine.delete_brand(&caller.tenant_id, &id).await?;
@@ -77,7 +77,7 @@ async fn delete_brand(
 
 async fn create_template(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<TemplateBody>,
 ) -> Result<(StatusCode, Json<Template>), ApiError> {
     let template = engine.create_template(&caller.tenant_id, body).await?;
@@ -103,7 +103,7 @@ async fn get_template(
 
 async fn replace_template(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TemplateBody>,
 ) -> Result<Json<Template>, ApiError> {
@@ -116,7 +116,7 @@ async fn replace_template(
 
 async fn delete_template(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     engine.delete_template(&caller.tenant_id, &id).await?;

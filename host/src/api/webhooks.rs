@@ -16,7 +16,7 @@ use crate::flows::webhooks::subscriptions::{
 use crate::flows::Engine;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, TenantCaller};
+use super::extract::{ApiJson, ApiQuery, TenantCaller, TenantChange};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -37,7 +37,7 @@ pub fn router() -> Router<Arc<Engine>> {
 
 async fn create(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
     let created = engine.create_webhook(&caller.tenant_id, body).await?;
@@ -62,7 +62,7 @@ async fn get_one(
 
 async fn update(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<PatchSubscription>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
@@ -73,7 +73,7 @@ async fn update(
 
 async fn remove(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     engine.delete_webhook(&caller.tenant_id, &id).await?;
@@ -82,7 +82,7 @@ async fn remove(
 
 async fn rotate_secret(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(id): Path<String>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     Ok(Json(

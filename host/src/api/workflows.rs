@@ -17,7 +17,7 @@ use crate::model::rules::Trigger;
 use crate::workflows::{self, WorkflowRule};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, TenantCaller};
+use super::extract::{ApiJson, ApiQuery, TenantCaller, TenantChange};
 use super::plugins::off_worker;
 
 pub fn router() -> Router<Arc<Engine>> {
@@ -36,7 +36,7 @@ pub fn router() -> Router<Arc<Engine>> {
 
 async fn create(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<WorkflowRule>), ApiError> {
     let rule = off_worker(move || engine.create_workflow_rule(&caller.tenant_id, &body)).await??;
@@ -69,7 +69,7 @@ async fn get_one(
 
 async fn replace(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(rule_id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<WorkflowRule>, ApiError> {
@@ -80,7 +80,7 @@ async fn replace(
 
 async fn remove(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(rule_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     off_worker(move || engine.delete_workflow_rule(&caller.tenant_id, &rule_id)).await??;
@@ -89,7 +89,7 @@ async fn remove(
 
 async fn enable(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(rule_id): Path<String>,
 ) -> Result<Json<WorkflowRule>, ApiError> {
     let rule = off_worker(move || engine.enable_workflow_rule(&caller.tenant_id, &rule_id, true))
@@ -99,7 +99,7 @@ async fn enable(
 
 async fn disable(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     Path(rule_id): Path<String>,
 ) -> Result<Json<WorkflowRule>, ApiError> {
     let rule = off_worker(move || engine.enable_workflow_rule(&caller.tenant_id, &rule_id, false))
@@ -109,7 +109,7 @@ async fn disable(
 
 async fn reorder(
     State(engine): State<Arc<Engine>>,
-    TenantCaller(caller): TenantCaller,
+    TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<Reorder>,
 ) -> Result<Json<Value>, ApiError> {
     let rules =

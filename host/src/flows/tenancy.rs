@@ -328,4 +328,26 @@ impl Engine {
         self.db.sync().await?;
         Ok(settings)
     }
+
+    /// Admits one change to the tenant's configuration, within its budget of
+    /// [`CHANGE_LIMIT`]: every such change is a write and, on a shared store, an entry
+    /// of the change log every replica reads and applies, so one tenant's stream of
+    /// changes must not hold up the others'. A request over the budget is refused
+    /// before anything is written.
+    pub fn admit_change(&self, tenant_id: &str) -> Result<(), FlowError> {
+        let bucket = format!("changes/t/{tenant_id}");
+        self.limits
+            .take(&bucket, CHANGE_LIMIT, self.clock.now())?
+            .map_err(|limited| FlowError::RateLimited {
+                code: "rate_limited",
+                message: "too many configuration changes for this tenant; retry later".into(),
+                retry_after_secs: limited.retry_after_secs,
+            })
+    }
 }
+
+/// Configuration changes a tenant may make: 20 a second on average, 300 at once.
+pub const CHANGE_LIMIT: crate::settings::BucketLimit = crate::settings::BucketLimit {
+    per_minute: 1_200,
+    burst: 300,
+};
