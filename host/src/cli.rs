@@ -50,6 +50,10 @@ struct CopyArgs {
     /// (its schema is migrated first).
     #[arg(long)]
     to: String,
+    /// PEM certificates a PostgreSQL store's certificate must chain to, when its URL
+    /// asks for TLS (sslmode=require); without it, the web's public roots.
+    #[arg(long, env = "DIALGATE_STORE_CA_FILE")]
+    store_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +61,10 @@ struct MigrateArgs {
     /// The PostgreSQL database: postgres://user:password@host:port/database.
     #[arg(long, env = "DIALGATE_STORE", hide_env_values = true)]
     store: String,
+    /// PEM certificates the store's certificate must chain to, when its URL asks for
+    /// TLS (sslmode=require); without it, the web's public roots.
+    #[arg(long, env = "DIALGATE_STORE_CA_FILE")]
+    store_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +97,10 @@ struct ServeArgs {
     /// it the request answers 503 store_unavailable [default: 5000].
     #[arg(long, env = "DIALGATE_STORE_TIMEOUT_MS")]
     store_timeout_ms: Option<u64>,
+    /// PEM certificates the PostgreSQL store's certificate must chain to, when its URL
+    /// asks for TLS (sslmode=require); without it, the web's public roots.
+    #[arg(long, env = "DIALGATE_STORE_CA_FILE")]
+    store_ca_file: Option<PathBuf>,
     /// Operator credential; when unset on first start one is generated and printed once.
     #[arg(long, env = "DIALGATE_OPERATOR_KEY", hide_env_values = true)]
     operator_key: Option<String>,
@@ -173,7 +185,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
-            Command::Migrate(args) => migrate(&args.store),
+            Command::Migrate(args) => migrate(&args.store, args.store_ca_file),
             Command::Store(StoreCommand::Copy(args)) => store_copy(&args),
         }
     });
@@ -202,6 +214,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             store: args.store,
             store_pool_size: args.store_pool_size,
             store_timeout_ms: args.store_timeout_ms,
+            store_ca_file: args.store_ca_file,
             operator_key: args.operator_key,
             production: args.production,
             code_secret: args.code_secret,
@@ -230,9 +243,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Applies the store's migrations and says where the schema stands.
-fn migrate(store: &str) -> anyhow::Result<()> {
+fn migrate(store: &str, ca_file: Option<PathBuf>) -> anyhow::Result<()> {
     crate::config::check_store_url(store)?;
-    let version = crate::store::PostgresStore::migrate(store)?;
+    let options = crate::store::PostgresOptions {
+        ca_file,
+        ..Default::default()
+    };
+    let version = crate::store::PostgresStore::migrate(store, options)?;
     println!("the database's schema is at version {version}");
     Ok(())
 }
@@ -245,7 +262,7 @@ fn store_copy(args: &CopyArgs) -> anyhow::Result<()> {
         "{:<20} {:>10} {:>10}  {:<16}  check",
         "table", "records", "copied", "sha-256"
     );
-    let checks = copy(&from, &to, |check| {
+    let checks = copy(&from, &to, args.store_ca_file.as_deref(), |check| {
         println!(
             "{:<20} {:>10} {:>10}  {:<16}  {}",
             check.table,

@@ -129,6 +129,7 @@ pub struct FileConfig {
     pub store: Option<String>,
     pub store_pool_size: Option<usize>,
     pub store_timeout_ms: Option<u64>,
+    pub store_ca_file: Option<PathBuf>,
     pub operator_key: Option<String>,
     pub production: Option<bool>,
     pub code_secret: Option<String>,
@@ -224,6 +225,7 @@ pub struct Overrides {
     pub store: Option<String>,
     pub store_pool_size: Option<usize>,
     pub store_timeout_ms: Option<u64>,
+    pub store_ca_file: Option<PathBuf>,
     pub operator_key: Option<String>,
     pub production: bool,
     pub code_secret: Option<String>,
@@ -268,6 +270,7 @@ impl Config {
                     .store_timeout_ms
                     .or(file.store_timeout_ms)
                     .map_or(defaults.store_options.timeout, Duration::from_millis),
+                ca_file: overrides.store_ca_file.or(file.store_ca_file),
             },
             operator_key: overrides.operator_key.or(file.operator_key),
             production: overrides.production || file.production.unwrap_or(false),
@@ -398,8 +401,10 @@ mod tests {
 
     #[test]
     fn store_options_layer_and_are_checked() {
-        let file: FileConfig =
-            toml::from_str("store_pool_size = 4\nstore_timeout_ms = 800").expect("toml");
+        let file: FileConfig = toml::from_str(
+            "store_pool_size = 4\nstore_timeout_ms = 800\nstore_ca_file = \"/etc/db-ca.pem\"",
+        )
+        .expect("toml");
         let overrides = Overrides {
             store_pool_size: Some(32),
             ..Overrides::default()
@@ -407,6 +412,10 @@ mod tests {
         let config = Config::resolve(file, overrides);
         assert_eq!(config.store_options.pool_size, 32);
         assert_eq!(config.store_options.timeout, Duration::from_millis(800));
+        assert_eq!(
+            config.store_options.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/db-ca.pem"))
+        );
         config.validate().expect("valid");
         let zero = Config::resolve(
             FileConfig::default(),

@@ -47,7 +47,7 @@ pub fn build_engine(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Arc<Engine>, OperatorKey)> {
     let db = match &config.store {
-        Some(url) => Db::open_postgres_with(url, true, config.store_options)?,
+        Some(url) => Db::open_postgres_with(url, true, config.store_options.clone())?,
         None => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!(

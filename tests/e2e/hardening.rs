@@ -762,7 +762,10 @@ async fn a_flood_of_configuration_changes_is_refused_past_the_tenants_budget() {
     assert_eq!(retry, 1);
     // Nothing of the refused change was written.
     let list = server.get("/v1/blocklist", &flooder.key).await;
-    let listed = list.expect(200)["entries"].as_array().expect("entries").len();
+    let listed = list.expect(200)["entries"]
+        .as_array()
+        .expect("entries")
+        .len();
     assert_eq!(listed, 300, "{}", list.text);
     // Another tenant's change goes through at once, and the flooder's sends still do.
     server

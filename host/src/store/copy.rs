@@ -129,7 +129,11 @@ fn for_each_batch(
 /// Opens a store as the source (`target` false: a sled directory must exist, and a
 /// database is only read: its schema must be this build's, never migrated by a copy)
 /// or as the target (a database's schema is migrated first).
-fn open(location: &Location, target: bool) -> Result<Box<dyn Store>, CopyError> {
+fn open(
+    location: &Location,
+    target: bool,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Box<dyn Store>, CopyError> {
     match location {
         Location::Sled(dir) => {
             if !target && !dir.join("conf").exists() {
@@ -137,22 +141,30 @@ fn open(location: &Location, target: bool) -> Result<Box<dyn Store>, CopyError> 
             }
             Ok(Box::new(SledStore::open(dir)?))
         }
-        Location::Postgres(url) => Ok(Box::new(PostgresStore::open(url, target)?)),
+        Location::Postgres(url) => {
+            let options = super::PostgresOptions {
+                ca_file: ca_file.map(std::path::Path::to_owned),
+                ..Default::default()
+            };
+            Ok(Box::new(PostgresStore::open_with(url, target, options)?))
+        }
     }
 }
 
 /// Copies every table of `from` into the empty store `to` and checks the copy;
-/// `progress` hears of each table once it is checked.
+/// `progress` hears of each table once it is checked. `ca_file` holds the certificates a
+/// database's must chain to, when its URL asks for TLS.
 pub fn copy(
     from: &Location,
     to: &Location,
+    ca_file: Option<&std::path::Path>,
     mut progress: impl FnMut(&TableCheck),
 ) -> Result<Vec<TableCheck>, CopyError> {
     if from == to {
         return Err(CopyError::Same);
     }
-    let source = open(from, false)?;
-    let target = open(to, true)?;
+    let source = open(from, false, ca_file)?;
+    let target = open(to, true, ca_file)?;
     for tree in Tree::ALL {
         let found = target.scan_from(tree, b"", BATCH)?;
         if !found.is_empty() {

@@ -70,13 +70,17 @@ const SWEEP_BUCKETS: &str = "DELETE FROM rate_buckets WHERE full_at_ms <= $1";
 /// The advisory lock migrations run under (any fixed number, the same on every replica).
 const MIGRATION_LOCK: i64 = 0x6469_616c_6761_7465; // "dialgate"
 
-/// How a replica uses its database: connections at most, and how long one call may
-/// take (waiting for a connection, making one, and running its statement; past it the
-/// call fails as [`StoreError::Unavailable`] and the request answers 503).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a replica uses its database: connections at most, how long one call may take
+/// (waiting for a connection, making one, and running its statement; past it the call
+/// fails as [`StoreError::Unavailable`] and the request answers 503), and the
+/// certificates a TLS connection's server must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
     pub pool_size: usize,
     pub timeout: Duration,
+    /// PEM certificates to trust for the database's certificate; `None` trusts the
+    /// web's public roots. Used only when the URL asks for TLS.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -85,6 +89,7 @@ impl Default for PostgresOptions {
         Self {
             pool_size: 16,
             timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     }
 }
@@ -195,7 +200,89 @@ fn failed(err: tokio_postgres::Error) -> StoreError {
 
 /// No connection could be had from the pool: the database is unreachable for now.
 fn no_connection(err: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(format!("postgres: no connection: {err}"))
+    // The causes too: "error performing TLS handshake" alone does not say why.
+    let mut message = format!("postgres: no connection: {err}");
+    let mut last = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if text != last {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        last = text;
+        cause = inner.source();
+    }
+    StoreError::Unavailable(message)
+}
+
+/// The URL as the client reads it, and the TLS connector when the URL asks for TLS
+/// (`sslmode=prefer`, `require`, `verify-ca` or `verify-full`). Every TLS connection
+/// verifies the server's certificate, against `ca_file` or else the web's public roots,
+/// and its name, whatever the mode says (libpq's `require` verifies neither; here it
+/// is as strict as `verify-full`). Without `sslmode`, or with `disable`, connections
+/// are plain TCP.
+fn transport(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(String, Option<tokio_postgres_rustls::MakeRustlsConnect>), StoreError> {
+    let mode = url
+        .split(['?', '&', ' '])
+        .find_map(|part| part.strip_prefix("sslmode="))
+        .unwrap_or("disable");
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    if !matches!(mode, "prefer" | "require" | "verify-ca" | "verify-full") {
+        return Ok((url, None));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject as _;
+            let unreadable = |err: &dyn std::fmt::Display| {
+                StoreError::Backend(format!(
+                    "cannot read the store's CA file {}: {err}",
+                    path.display()
+                ))
+            };
+            let certificates = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|err| unreadable(&err))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| unreadable(&err))?;
+            if certificates.is_empty() {
+                return Err(unreadable(&"it holds no PEM certificate"));
+            }
+            for certificate in certificates {
+                roots.add(certificate).map_err(|err| unreadable(&err))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(backend)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((
+        url,
+        Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
+    ))
+}
+
+/// Whether every host of `config` is this machine (loopback or a Unix socket), where
+/// plain connections are not worth a warning.
+fn is_local(config: &tokio_postgres::Config) -> bool {
+    config.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        tokio_postgres::config::Host::Unix(_) => true,
+    })
 }
 
 /// A PostgreSQL database holding every tree.
@@ -222,7 +309,8 @@ impl PostgresStore {
         migrate: bool,
         options: PostgresOptions,
     ) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let (url, tls) = transport(url, options.ca_file.as_deref())?;
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|err| StoreError::Backend(format!("bad PostgreSQL URL: {err}")))?;
         // Writes commit without waiting for the disk; `flush` waits once for all.
         let server_options = match config.get_options() {
@@ -237,13 +325,20 @@ impl PostgresStore {
             .enable_all()
             .build()
             .map_err(backend)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => {
+                if !is_local(&config) {
+                    tracing::warn!(
+                        "connections to the PostgreSQL store are not encrypted; add sslmode=require to its URL"
+                    );
+                }
+                Manager::from_config(config, NoTls, manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -284,8 +379,8 @@ impl PostgresStore {
 
     /// Applies the schema's migrations to the database at `url`; the schema version
     /// it is at afterwards.
-    pub fn migrate(url: &str) -> Result<i32, StoreError> {
-        let store = Self::open(url, true)?;
+    pub fn migrate(url: &str, options: PostgresOptions) -> Result<i32, StoreError> {
+        let store = Self::open_with(url, true, options)?;
         let pool = store.pool.clone();
         store.call(async move { schema_version(&pool).await })
     }

@@ -85,7 +85,7 @@ fn free_port() -> Result<u16, String> {
 impl TestCluster {
     /// The cluster of this test process, started on first use.
     pub fn shared() -> &'static TestCluster {
-        match CLUSTER.get_or_init(Self::start) {
+        match CLUSTER.get_or_init(|| Self::start_with(None)) {
             Ok(cluster) => cluster,
             Err(err) => panic!("cannot start the test PostgreSQL cluster: {err}"),
         }
@@ -94,7 +94,16 @@ impl TestCluster {
     /// A cluster of the caller's own, which it may [`stop`](Self::stop) and
     /// [`start_again`](Self::start_again); it stops when dropped.
     pub fn private() -> TestCluster {
-        Self::start().unwrap_or_else(|err| panic!("cannot start a PostgreSQL cluster: {err}"))
+        Self::start_with(None)
+            .unwrap_or_else(|err| panic!("cannot start a PostgreSQL cluster: {err}"))
+    }
+
+    /// A cluster of the caller's own that serves TLS with `certificate` and `key`
+    /// (PEM) and refuses every TCP connection that is not TLS (`hostnossl … reject`);
+    /// its databases are made over its Unix socket.
+    pub fn private_with_tls(certificate: &str, key: &str) -> TestCluster {
+        Self::start_with(Some((certificate, key)))
+            .unwrap_or_else(|err| panic!("cannot start a TLS PostgreSQL cluster: {err}"))
     }
 
     /// Stops the server as an operator's fast shutdown does (connections are ended,
@@ -134,7 +143,7 @@ impl TestCluster {
         }
     }
 
-    fn start() -> Result<TestCluster, String> {
+    fn start_with(tls: Option<(&str, &str)>) -> Result<TestCluster, String> {
         let bin = bin_dir()?;
         let ids = postgres_ids();
         remove_stale_clusters();
@@ -161,6 +170,9 @@ impl TestCluster {
                 String::from_utf8_lossy(&status.stderr)
             ));
         }
+        if let Some((certificate, key)) = tls {
+            serve_tls(&data, certificate, key, ids)?;
+        }
         let port = free_port()?;
         let pid = spawn_server(&bin.join("postgres"), &data, dir.path(), port, ids)?;
         wait_ready(port)?;
@@ -178,8 +190,10 @@ impl TestCluster {
     pub fn database(&self) -> String {
         let n = DATABASES.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}_{n}", std::process::id());
+        // Over the Unix socket, which a TLS-only cluster also accepts.
         let admin = format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            "host={} port={} user=postgres dbname=postgres",
+            self._dir.path().display(),
             self.port
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -226,6 +240,41 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Makes the cluster in `data` serve TLS with `certificate` and `key`, and accept TCP
+/// connections only over TLS.
+fn serve_tls(
+    data: &Path,
+    certificate: &str,
+    key: &str,
+    ids: Option<(u32, u32)>,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let write = |name: &str, text: &str, mode: u32| -> Result<(), String> {
+        let path = data.join(name);
+        std::fs::write(&path, text).map_err(|err| format!("{name}: {err}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(|err| format!("{name}: {err}"))?;
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(|err| format!("{name}: {err}"))?;
+        }
+        Ok(())
+    };
+    write("server.crt", certificate, 0o644)?;
+    write("server.key", key, 0o600)?;
+    write(
+        "pg_hba.conf",
+        "local all all trust\n\
+         hostssl all all 127.0.0.1/32 trust\n\
+         hostnossl all all 127.0.0.1/32 reject\n",
+        0o600,
+    )?;
+    let conf = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).map_err(|err| err.to_string())?;
+    text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+    std::fs::write(&conf, text).map_err(|err| err.to_string())
 }
 
 /// Starts `postgres` on `port` from a thread that lives as long as the process: the

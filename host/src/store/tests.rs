@@ -362,3 +362,76 @@ fn due_jobs_are_claimed_once_across_replicas_and_again_after_their_lease() {
         .finish_claimed(Tree::Jobs, &due[1], 130_000)
         .expect("the new runner finishes"));
 }
+
+/// A certificate authority, and a certificate it signed for `localhost` (not for
+/// 127.0.0.1) with its key: (authority, certificate, key), PEM.
+fn test_certificates() -> (String, String, String) {
+    let authority_key = rcgen::KeyPair::generate().expect("a key");
+    let mut authority = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    authority.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let authority = authority
+        .self_signed(&authority_key)
+        .expect("the authority");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let server = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .expect("params")
+        .signed_by(&key, &authority, &authority_key)
+        .expect("the server's certificate");
+    (authority.pem(), server.pem(), key.serialize_pem())
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn a_database_asked_for_tls_is_reached_only_over_tls_to_a_verified_server() {
+    let (authority, certificate, key) = test_certificates();
+    let cluster = testing::TestCluster::private_with_tls(&certificate, &key);
+    // The certificate names localhost, so the URL does.
+    let url = cluster.database().replace("127.0.0.1", "localhost");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &authority).expect("write the CA file");
+    let trusting = |ca_file: Option<&std::path::Path>| PostgresOptions {
+        ca_file: ca_file.map(std::path::Path::to_owned),
+        timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
+
+    // The cluster refuses plain connections: without sslmode nothing is stored.
+    let plain = Db::open_postgres_with(&url, true, trusting(Some(&ca_file)));
+    assert!(plain.is_err(), "a plain connection was accepted");
+
+    // With sslmode=require and the authority, the store works over TLS.
+    let tls = format!("{url}?sslmode=require");
+    let db = Db::open_postgres_with(&tls, true, trusting(Some(&ca_file))).expect("over TLS");
+    db.put(Tree::Tenants, b"t1", &"over tls").expect("put");
+    assert_eq!(
+        db.get::<String>(Tree::Tenants, b"t1").expect("get"),
+        Some("over tls".into())
+    );
+    // libpq's stricter modes are accepted, and mean the same here.
+    let full = format!("{url}?sslmode=verify-full");
+    Db::open_postgres_with(&full, false, trusting(Some(&ca_file))).expect("verify-full");
+
+    // A server whose certificate does not chain to what is trusted is refused: here
+    // the web's public roots, which never signed the test authority.
+    let Err(untrusted) = Db::open_postgres_with(&tls, false, trusting(None)) else {
+        panic!("an untrusted certificate was accepted")
+    };
+    assert!(untrusted.to_string().contains("certificate"), "{untrusted}");
+
+    // So is one that does not name the host connected to (the same server, by its
+    // address, which the certificate does not name).
+    let by_address = tls.replace("localhost", "127.0.0.1");
+    let Err(unnamed) = Db::open_postgres_with(&by_address, false, trusting(Some(&ca_file))) else {
+        panic!("a certificate for another name was accepted")
+    };
+    assert!(unnamed.to_string().contains("certificate"), "{unnamed}");
+
+    // A CA file that holds no certificate is a clear error.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate").expect("write");
+    let Err(err) = Db::open_postgres_with(&tls, false, trusting(Some(&empty))) else {
+        panic!("an empty CA file")
+    };
+    assert!(err.to_string().contains("CA file"), "{err}");
+}
