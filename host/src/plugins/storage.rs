@@ -190,6 +190,9 @@ impl Drop for ScratchGuard {
     }
 }
 
+/// A deleted plugin's usage record on a shared store.
+const DELETED: &[u8] = b"{\"deleted\":true}";
+
 fn scope_key(tenant_id: &str, plugin_id: &str) -> Vec<u8> {
     key(&[tenant_id, plugin_id])
 }
@@ -331,6 +334,9 @@ impl PluginData {
             .inner
             .db
             .get_raw(Tree::PluginKv, &scope_key(tenant_id, plugin_id))?;
+        if record.as_deref() == Some(DELETED) {
+            return Err(KvFailure::Gone);
+        }
         let usage = match &record {
             Some(bytes) => serde_json::from_slice(bytes).map_err(|err| {
                 KvFailure::Store(format!("a plugin's usage record does not decode: {err}"))
@@ -373,6 +379,16 @@ impl PluginData {
         }
     }
 
+    /// Whether the plugin was deleted (on a shared store: its usage record is the
+    /// tombstone).
+    fn deleted(&self, tenant_id: &str, plugin_id: &str) -> Result<bool, KvFailure> {
+        let record = self
+            .inner
+            .db
+            .get_raw(Tree::PluginKv, &scope_key(tenant_id, plugin_id))?;
+        Ok(record.as_deref() == Some(DELETED))
+    }
+
     /// The plugin's usage, counted from its data.
     fn counted_usage(&self, tenant_id: &str, plugin_id: &str) -> Result<KvUsage, KvFailure> {
         let prefix = Self::prefix(tenant_id, plugin_id);
@@ -393,11 +409,14 @@ impl PluginData {
         let account = self.account(tenant_id, plugin_id);
         let usage = {
             let mut slot = account.kv.lock();
-            self.usage_locked(&mut slot, tenant_id, plugin_id)
-                .map_err(|err| match err {
-                    KvFailure::Store(message) => StoreError::Backend(message),
-                    _ => StoreError::Backend("the plugin's data is gone".to_owned()),
-                })?
+            match self.usage_locked(&mut slot, tenant_id, plugin_id) {
+                Err(KvFailure::Gone) => Ok(KvUsage::default()),
+                other => other,
+            }
+            .map_err(|err| match err {
+                KvFailure::Store(message) => StoreError::Backend(message),
+                _ => StoreError::Backend("the plugin's data is gone".to_owned()),
+            })?
         };
         Ok(StorageView {
             kv_bytes: usage.bytes,
@@ -419,12 +438,22 @@ impl PluginData {
             account.gone.store(true, Ordering::SeqCst);
             account.kv.lock()
         });
+        let record = scope_key(tenant_id, plugin_id);
+        if self.inner.shared {
+            // Calls still running on other replicas: their accounts are theirs. The
+            // usage record becomes a tombstone before the data goes, so a write that
+            // reserves after this is refused, and one that reserved before and lands
+            // after the removal below finds the tombstone when it looks again, and
+            // takes its value back (see `write`). Plugin ids are never reused, so the
+            // tombstone (a few bytes) stays.
+            self.inner.db.put_raw(Tree::PluginKv, &record, DELETED)?;
+        }
         self.inner
             .db
             .remove_prefix(Tree::PluginKv, &Self::prefix(tenant_id, plugin_id))?;
-        self.inner
-            .db
-            .remove(Tree::PluginKv, &scope_key(tenant_id, plugin_id))?;
+        if !self.inner.shared {
+            self.inner.db.remove(Tree::PluginKv, &record)?;
+        }
         Ok(())
     }
 
@@ -533,6 +562,18 @@ impl PluginData {
                 )? {
                     if !self.inner.shared {
                         *slot = Some(after);
+                    }
+                    // Deleted on another replica between the reservation and this
+                    // write: the deletion's removal may have run before the write, so
+                    // the write takes its own value back.
+                    if reserved && self.deleted(&target.tenant_id, &target.plugin_id)? {
+                        self.inner.db.compare_and_swap_raw(
+                            Tree::PluginKv,
+                            &key,
+                            encoded.as_deref(),
+                            None,
+                        )?;
+                        return Err(KvFailure::Gone);
                     }
                     return Ok(answer);
                 }

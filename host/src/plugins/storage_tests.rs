@@ -352,3 +352,37 @@ fn on_a_shared_store_the_quota_is_one_account_across_replicas() {
     let view = first.view("tenant", "p").expect("view");
     assert_eq!((view.kv_keys, view.kv_bytes), (0, 0));
 }
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn a_plugin_deleted_on_one_replica_takes_no_more_writes_from_another() {
+    let url = crate::store::testing::TestCluster::shared().database();
+    let open = || PluginData::new(Db::open_postgres(&url, true).expect("open"), small());
+    let (deleting, running) = (open(), open());
+    // A call of the plugin is running on the second replica when the first deletes it.
+    let on_running = &mut call(&running, &scope("p"));
+    on_running.set("a".into(), vec![1]).expect("a");
+    deleting.forget("tenant", "p").expect("forget");
+    assert!(matches!(
+        on_running.set("b".into(), vec![2]),
+        Err(KvError::Unavailable(_))
+    ));
+    assert!(matches!(
+        call(&running, &scope("p")).set("c".into(), vec![3]),
+        Err(KvError::Unavailable(_))
+    ));
+    // Nothing of the plugin is left but its tombstone: no value, no account.
+    let db = Db::open_postgres(&url, false).expect("open");
+    let left = db
+        .scan_raw(crate::store::Tree::PluginKv, b"tenant/p/", 10)
+        .expect("scan");
+    assert!(left.is_empty(), "{left:?}");
+    for data in [&deleting, &running] {
+        let view = data.view("tenant", "p").expect("view");
+        assert_eq!((view.kv_keys, view.kv_bytes), (0, 0));
+    }
+    // Another plugin of the tenant is untouched.
+    call(&running, &scope("q"))
+        .set("a".into(), vec![1])
+        .expect("another plugin writes");
+}
