@@ -493,6 +493,48 @@ async fn a_fleet_of_three_replicas_serves_requests_spread_round_robin() {
     );
     assert_eq!(r3.outbox(&tenant, &phone).await.len(), 1);
 
+    // The same key sent to the three at once: one send happens; every other answer is
+    // that send's answer replayed, or 409 while it is still in progress.
+    let phone = uz_number(72);
+    let body = serde_json::to_vec(&serde_json::json!({"phone": phone, "applicant_id": "race"}))
+        .expect("json");
+    let racing: Vec<_> = fleet
+        .iter()
+        .cycle()
+        .take(9)
+        .map(|replica| {
+            let (api, key, body) = (replica.api.clone(), tenant.key.clone(), body.clone());
+            tokio::spawn(async move {
+                api.raw(
+                    reqwest::Method::POST,
+                    "/v1/phone/send-otp",
+                    Some(&key),
+                    Some(("application/json", body)),
+                    &[("Idempotency-Key", "fleet-race-1")],
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for request in racing {
+        replies.push(request.await.expect("a request"));
+    }
+    let answered: Vec<&String> = replies
+        .iter()
+        .filter(|reply| reply.status == 200)
+        .map(|reply| &reply.text)
+        .collect();
+    assert!(!answered.is_empty());
+    assert!(
+        answered.iter().all(|text| *text == answered[0]),
+        "{answered:?}"
+    );
+    for reply in replies.iter().filter(|reply| reply.status != 200) {
+        assert_eq!(reply.status, 409, "{}", reply.text);
+    }
+    assert_eq!(r2.outbox(&tenant, &phone).await.len(), 1, "one send");
+
     // The per-number send limit (a burst of 5) holds across the three.
     let phone = uz_number(71);
     let mut sent = 0;
