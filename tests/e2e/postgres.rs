@@ -355,35 +355,39 @@ async fn a_scheduled_step_runs_once_across_replicas_and_after_its_runner_dies() 
     .await;
 }
 
-/// A webhook receiver on loopback that takes `delay` to answer 200 and records the
-/// `webhook-id` of every request; its URL.
-async fn slow_receiver(
-    delay: std::time::Duration,
-) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = std::sync::Arc::clone(&ids);
+/// A delivery as a receiver saw it: its `webhook-id` and its body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A webhook receiver on loopback that takes `delay` to answer 200 and keeps every
+/// request's `webhook-id` and body; its URL.
+async fn receiver(delay: std::time::Duration) -> (String, Received) {
+    let received = Received::default();
+    let kept = std::sync::Arc::clone(&received);
     let app = axum::Router::new().route(
         "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let seen = std::sync::Arc::clone(&seen);
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                seen.lock().expect("ids").push(id);
-                tokio::time::sleep(delay).await;
-                axum::http::StatusCode::OK
-            }
-        }),
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let kept = std::sync::Arc::clone(&kept);
+                async move {
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let body = serde_json::from_slice(&body).unwrap_or_default();
+                    kept.lock().expect("received").push((id, body));
+                    tokio::time::sleep(delay).await;
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/hook"), ids)
+    (format!("http://{addr}/hook"), received)
 }
 
 #[tokio::test]
@@ -394,7 +398,7 @@ async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue(
     let tenant = a.tenant("hooks").await;
     // The receiver holds each request longer than a worker's poll, so both replicas'
     // workers find each delivery due while one attempt is in flight.
-    let (hook, ids) = slow_receiver(std::time::Duration::from_millis(700)).await;
+    let (hook, received) = receiver(std::time::Duration::from_millis(700)).await;
     a.post(
         "/v1/webhooks",
         &tenant.key,
@@ -407,13 +411,18 @@ async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue(
         server.send(&tenant, &uz_number(10 + n), "hook").await;
     }
     eventually("four deliveries", || async {
-        ids.lock().expect("ids").len() >= 4
+        received.lock().expect("received").len() >= 4
     })
     .await;
     // Wait past another attempt's worth of time: a second attempt of any delivery
     // would have started by then.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    let ids = ids.lock().expect("ids").clone();
+    let ids: Vec<String> = received
+        .lock()
+        .expect("received")
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
@@ -932,7 +941,7 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carr
     .await;
 
     // Every send is announced to a webhook receiver on loopback.
-    let (hook, received) = recording_receiver().await;
+    let (hook, received) = receiver(std::time::Duration::ZERO).await;
     doomed
         .api
         .post(
@@ -1037,7 +1046,7 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged_and_the_other_carr
                 .lock()
                 .expect("bodies")
                 .iter()
-                .filter_map(|body| body["data"]["verification_id"].as_str().map(str::to_owned))
+                .filter_map(|(_, body)| body["data"]["verification_id"].as_str().map(str::to_owned))
                 .collect();
             wanted.is_subset(&got)
         },
@@ -1067,31 +1076,4 @@ async fn voice_codes(api: &crate::support::Api, tenant: &Tenant, phone: &str) ->
                 .filter(|message| message["channel"] == "voice")
                 .count()
         })
-}
-
-/// A webhook receiver on loopback that answers 200 and keeps every body; its URL.
-async fn recording_receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = std::sync::Arc::clone(&bodies);
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let kept = std::sync::Arc::clone(&kept);
-            async move {
-                if let Ok(body) = serde_json::from_slice(&body) {
-                    kept.lock().expect("bodies").push(body);
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/hook"), bodies)
 }
