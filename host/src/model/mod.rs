@@ -93,8 +93,9 @@ pub struct PhoneFacts {
     pub line_type: LineType,
     pub carrier_name: Option<String>,
     pub is_disposable: bool,
-    /// What a lookup adapter said about the line; empty when none was asked.
-    #[serde(default)]
+    /// What a lookup adapter said about the line; empty when none was asked (and then
+    /// not stored).
+    #[serde(default, skip_serializing_if = "LineSignals::is_empty")]
     pub line: LineSignals,
 }
 
@@ -102,17 +103,34 @@ pub struct PhoneFacts {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineSignals {
     /// The adapter that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_carrier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ported: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ported_days_ago: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sim_swap_days_ago: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sim_change: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roaming: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepaid: Option<bool>,
     /// Why the adapter gave no answer, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl LineSignals {
+    /// Whether no adapter said anything (nothing to store).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl PhoneFacts {
@@ -122,7 +140,9 @@ impl PhoneFacts {
     }
 }
 
-/// One phone verification of an applicant.
+/// One phone verification of an applicant. Empty lists and absent values of the
+/// later parts are not stored (they read back as empty), which keeps the record, written
+/// several times a flow, small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
     pub id: String,
@@ -147,37 +167,37 @@ pub struct Verification {
     #[serde(default)]
     pub events: Vec<AuditEvent>,
     /// Flags set by rules.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
     /// Decisions of rules (and of failed rules, per the tenant's failure setting).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<Decision>,
     /// Cases rules opened.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cases: Vec<CaseRef>,
     /// Information rules asked the applicant for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub info_requested: Vec<String>,
     /// The channel a rule requires a code on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otp_required: Option<Channel>,
     /// The provider a rule routed sends to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     /// Providers rules forbade (`route` actions naming `!provider`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub avoided_routes: Vec<String>,
     /// The send's channel workflow, when it has one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_workflow: Option<ChannelWorkflow>,
     /// Delivery updates of the code messages, in arrival order.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<DeliveryEvent>,
     /// A person's decision on a verification that was In Review.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
     /// The last code message sent: its template, brand, locale and SMS encoding.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<CodeMessage>,
     /// The applicant's country (ISO alpha-2) the client gave with the send, for the
     /// rules of later triggers.
