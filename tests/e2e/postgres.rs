@@ -311,33 +311,26 @@ async fn a_scheduled_step_runs_once_across_replicas_and_after_its_runner_dies() 
     eventually("the step's job to finish", || async { steps(&a) == [2] }).await;
     assert_eq!(sent_on(&a, &tenant, &phone, "whatsapp").await, 1);
 
-    // A runner that claimed the voice step and died: nobody runs it while its lease
-    // holds; once the lease is over, the other replica does.
-    // The dying runner claims it as a replica does (with the store's claim) when it is
-    // due, and never finishes it.
+    // A runner that claimed the voice step (as a replica does, with the store's claim,
+    // once it is due) and died: nobody runs it while its lease holds; once the lease
+    // is over, the other replica does.
     let db = &a.engine().db;
     let due_ms = a.clock.now().timestamp_millis() + 31_000;
-    let claimed = db
-        .claim_due(
+    let claim = || {
+        db.claim_due(
             dialgate::store::Tree::Jobs,
             b"~",
             due_ms,
             due_ms + 60_000,
             10,
         )
+    };
+    let claimed = claim()
         .expect("claim")
         .expect("PostgreSQL keeps job leases");
     assert_eq!(claimed.len(), 1, "the voice step, claimed once");
     assert!(String::from_utf8_lossy(&claimed[0].1).contains("fallback_step"));
-    let again = db
-        .claim_due(
-            dialgate::store::Tree::Jobs,
-            b"~",
-            due_ms,
-            due_ms + 60_000,
-            10,
-        )
-        .expect("claim again");
+    let again = claim().expect("claim again");
     assert_eq!(again, Some(Vec::new()), "a held job is not claimed twice");
     a.stop().await;
     b.advance(chrono::Duration::seconds(31));

@@ -5,9 +5,8 @@
 //! them, each under a lease of [`JOB_LEASE`], so of several replicas exactly one runs
 //! a job, and a job whose runner died is claimed again once its lease has ended. On
 //! PostgreSQL the claim is one statement over the job table's lease column that skips
-//! rows another replica is claiming at that moment (`FOR UPDATE SKIP LOCKED`); a
-//! backend without leases of its own gets a compare-and-swap that writes the lease
-//! into the job's record. (The embedded store has one process: nothing to claim.) A
+//! rows another replica is claiming at that moment (`FOR UPDATE SKIP LOCKED`). (The
+//! embedded store has one process: nothing to claim.) A
 //! job is removed only after it ran, by its runner while its lease holds, and each job
 //! checks the verification's state first, so running one again after a crash changes
 //! nothing. On a shared store a replica looks for due jobs at least every second,
@@ -35,7 +34,8 @@ pub const JOB_LEASE: chrono::Duration = chrono::Duration::seconds(60);
 /// looks for jobs other replicas scheduled.
 const SHARED_RESCAN_MS: i64 = 1_000;
 
-/// A job as stored: plain when scheduled, leased once a replica claimed it.
+/// A job as stored: plain; earlier versions wrote a lease into it when a replica
+/// claimed it, which is still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Stored {
@@ -105,18 +105,23 @@ impl Engine {
             .store(i64::MAX, Ordering::Release);
         let now_key = job_key(now, "~");
         if self.changes.is_some() {
+            // Replicas share the jobs: the store claims them for this one.
             let until_ms = (now + JOB_LEASE).timestamp_millis();
-            let claimed = self.db.claim_due(
-                Tree::Jobs,
-                &now_key,
-                now.timestamp_millis(),
-                until_ms,
-                BATCH,
-            )?;
-            if let Some(claimed) = claimed {
-                return self.run_claimed(claimed, until_ms, now).await;
-            }
+            let claimed = self
+                .db
+                .claim_due(
+                    Tree::Jobs,
+                    &now_key,
+                    now.timestamp_millis(),
+                    until_ms,
+                    BATCH,
+                )?
+                .ok_or_else(|| {
+                    StoreError::Backend("the shared store keeps no job leases".into())
+                })?;
+            return self.run_claimed(claimed, until_ms, now).await;
         }
+        // The embedded store has one process and one worker: nothing to claim.
         let scanned = self.db.scan_raw(Tree::Jobs, b"", BATCH)?;
         let full = scanned.len() == BATCH;
         let mut due = Vec::new();
@@ -136,63 +141,15 @@ impl Engine {
                 .jobs_next_due
                 .store(i64::MIN, Ordering::Release);
         }
-        if self.changes.is_some() {
-            // Other replicas schedule jobs too, and their writes do not wake this one.
-            self.replica.jobs_next_due.fetch_min(
-                now.timestamp_millis().saturating_add(SHARED_RESCAN_MS),
-                Ordering::AcqRel,
-            );
-        }
         let mut ran = 0;
         for (key, bytes) in due {
-            let job = match serde_json::from_slice::<Stored>(&bytes) {
-                Ok(Stored::Plain(job)) => job,
-                Ok(Stored::Leased {
-                    lease_until_ms,
-                    job,
-                }) => {
-                    if lease_until_ms > now.timestamp_millis() {
-                        // Another replica is running it; look again once its lease ends.
-                        self.replica
-                            .jobs_next_due
-                            .fetch_min(lease_until_ms, Ordering::AcqRel);
-                        continue;
-                    }
-                    job
-                }
-                Err(err) => {
-                    tracing::error!("dropping an unreadable job: {err}");
-                    self.db.remove(Tree::Jobs, &key)?;
-                    continue;
-                }
+            let Some(job) = self.readable_job(&key, &bytes)? else {
+                continue;
             };
-            if self.changes.is_none() {
-                // The embedded store has one process and one worker: nothing to claim.
-                if let Err(err) = self.run_job(&job).await {
-                    tracing::warn!(?job, "scheduled job failed: {err}");
-                }
-                self.db.remove(Tree::Jobs, &key)?;
-                ran += 1;
-                continue;
-            }
-            let lease_until_ms = (now + JOB_LEASE).timestamp_millis();
-            let leased = serde_json::to_vec(&Stored::Leased {
-                lease_until_ms,
-                job: job.clone(),
-            })
-            .map_err(|err| StoreError::Backend(format!("cannot encode a job: {err}")))?;
-            if !self
-                .db
-                .compare_and_swap_raw(Tree::Jobs, &key, Some(&bytes), Some(&leased))?
-            {
-                // Another replica claimed (or finished) it first.
-                continue;
-            }
             if let Err(err) = self.run_job(&job).await {
                 tracing::warn!(?job, "scheduled job failed: {err}");
             }
-            self.db
-                .compare_and_swap_raw(Tree::Jobs, &key, Some(&leased), None)?;
+            self.db.remove(Tree::Jobs, &key)?;
             ran += 1;
         }
         if ran > 0 {
@@ -223,15 +180,8 @@ impl Engine {
         }
         let mut ran = 0;
         for (key, bytes) in claimed {
-            let job = match serde_json::from_slice::<Stored>(&bytes) {
-                // The claim is the row's lease column; a lease inside the value is a
-                // compare-and-swap claim's, which does not hold on this store.
-                Ok(Stored::Plain(job) | Stored::Leased { job, .. }) => job,
-                Err(err) => {
-                    tracing::error!("dropping an unreadable job: {err}");
-                    self.db.remove(Tree::Jobs, &key)?;
-                    continue;
-                }
+            let Some(job) = self.readable_job(&key, &bytes)? else {
+                continue;
             };
             if let Err(err) = self.run_job(&job).await {
                 tracing::warn!(?job, "scheduled job failed: {err}");
@@ -248,6 +198,20 @@ impl Engine {
             self.db.sync().await?;
         }
         Ok(ran)
+    }
+
+    /// The job stored under `key`, or `None` when it does not decode (it is dropped).
+    /// A lease inside the value (written by earlier versions, which claimed by
+    /// compare-and-swap) no longer holds: the claim is the store's.
+    fn readable_job(&self, key: &[u8], bytes: &[u8]) -> Result<Option<Job>, FlowError> {
+        match serde_json::from_slice::<Stored>(bytes) {
+            Ok(Stored::Plain(job) | Stored::Leased { job, .. }) => Ok(Some(job)),
+            Err(err) => {
+                tracing::error!("dropping an unreadable job: {err}");
+                self.db.remove(Tree::Jobs, key)?;
+                Ok(None)
+            }
+        }
     }
 
     async fn run_job(&self, job: &Job) -> Result<(), FlowError> {
