@@ -425,6 +425,52 @@ async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue(
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn deliveries_a_stopped_replica_left_in_a_subscription_s_lane_go_out_from_another() {
+    let url = database().await;
+    let (a, b) = tokio::join!(replica(&url), replica(&url));
+    let tenant = a.tenant("lanes").await;
+    // A slow receiver: two attempts per subscription and replica are in flight at
+    // once, so the rest of what falls due is parked in the subscription's lane.
+    let (hook, received) = receiver(std::time::Duration::from_secs(2)).await;
+    a.post(
+        "/v1/webhooks",
+        &tenant.key,
+        serde_json::json!({"url": hook, "event_types": ["verification.sent"]}),
+    )
+    .await
+    .expect(201);
+    for n in 0..6 {
+        a.send(&tenant, &uz_number(20 + n), "lanes").await;
+    }
+    eventually("the first attempts", || async {
+        received.lock().expect("received").len() >= 2
+    })
+    .await;
+    // The replica stops with attempts in flight (they stay claimed until their lease
+    // ends) and entries parked in the lane; the other replica, running since before
+    // they were parked, finds the lane and sends the rest.
+    a.stop().await;
+    eventually_within(
+        "every delivery from the other replica",
+        std::time::Duration::from_secs(30),
+        || async {
+            let mut ids: Vec<String> = received
+                .lock()
+                .expect("received")
+                .iter()
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids.len() == 6
+        },
+    )
+    .await;
+    drop(b);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
 async fn a_rate_limit_of_n_is_n_across_replicas() {
     let url = database().await;
     let (a, b) = tokio::join!(replica(&url), replica(&url));

@@ -94,15 +94,13 @@ pub enum Tree {
     /// `version (20 digits)` → a change other replicas must apply to their caches
     /// (see `changes.rs`); the latest version is `change_version` in `Meta`.
     Changes,
-    /// `delivery id` → the lease of the replica attempting that webhook delivery now.
-    WebhookLeases,
     /// `bucket key` → a rate-limit bucket shared by the replicas of a shared store.
     RateLimits,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 34] = [
+    pub const ALL: [Tree; 33] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -135,7 +133,6 @@ impl Tree {
         Tree::WebhookQueue,
         Tree::GuessBudgets,
         Tree::Changes,
-        Tree::WebhookLeases,
         Tree::RateLimits,
     ];
 
@@ -174,7 +171,6 @@ impl Tree {
             Tree::WebhookQueue => "webhook_queue",
             Tree::GuessBudgets => "guess_budgets",
             Tree::Changes => "changes",
-            Tree::WebhookLeases => "webhook_leases",
             Tree::RateLimits => "rate_limits",
         }
     }
@@ -259,9 +255,9 @@ pub trait Store: Send + Sync + 'static {
     /// `upto`: a queue's keys start with the due time) and that nobody holds (no lease,
     /// or one that ended by `now_ms`), each leased to the caller until `until_ms`;
     /// entries another replica is claiming at this moment are skipped, not waited for.
-    /// In key order. `None` when the backend keeps no leases of its own for `tree`
-    /// (PostgreSQL keeps them for [`Tree::Jobs`]); the caller leases by
-    /// compare-and-swap then.
+    /// In key order. `None` when the backend keeps no leases (the embedded store, which
+    /// one process owns); PostgreSQL keeps them for the queues, [`Tree::Jobs`] and
+    /// [`Tree::WebhookQueue`].
     fn claim_due(
         &self,
         _tree: Tree,
@@ -272,9 +268,37 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Vec<Pair>>, StoreError> {
         Ok(None)
     }
-    /// Removes an entry [`Store::claim_due`] claimed, if it is still under that claim's
-    /// lease (`until_ms`); `false` when it is not (its lease ended and it was claimed
-    /// again, or it is gone).
+    /// Claims those of the entries `keys` of the queue `tree` that exist and that
+    /// nobody holds, as [`Store::claim_due`] does, each leased until `until_ms`; in key
+    /// order. `None` when the backend keeps no leases.
+    fn claim_keys(
+        &self,
+        _tree: Tree,
+        _keys: &[Vec<u8>],
+        _now_ms: i64,
+        _until_ms: i64,
+    ) -> Result<Option<Vec<Pair>>, StoreError> {
+        Ok(None)
+    }
+    /// Moves an entry [`Store::claim_due`] or [`Store::claim_keys`] claimed to the key
+    /// `to`, free of any lease, in one step, if it is still under that claim's lease
+    /// (`until_ms`); `false` when it is not. (A move never leaves the entry at both keys,
+    /// so no two replicas can claim one entry twice over.)
+    fn move_claimed(
+        &self,
+        tree: Tree,
+        _from: &[u8],
+        _to: &[u8],
+        _until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Backend(format!(
+            "this backend keeps no leases for {}",
+            tree.name()
+        )))
+    }
+    /// Removes an entry [`Store::claim_due`] or [`Store::claim_keys`] claimed, if it is
+    /// still under that claim's lease (`until_ms`); `false` when it is not (its lease
+    /// ended and it was claimed again, it was written anew, or it is gone).
     fn finish_claimed(&self, tree: Tree, _key: &[u8], _until_ms: i64) -> Result<bool, StoreError> {
         Err(StoreError::Backend(format!(
             "this backend keeps no leases for {}",
@@ -439,6 +463,28 @@ impl Db {
         limit: usize,
     ) -> Result<Option<Vec<Pair>>, StoreError> {
         self.store.claim_due(tree, upto, now_ms, until_ms, limit)
+    }
+
+    /// See [`Store::claim_keys`].
+    pub fn claim_keys(
+        &self,
+        tree: Tree,
+        keys: &[Vec<u8>],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<Vec<Pair>>, StoreError> {
+        self.store.claim_keys(tree, keys, now_ms, until_ms)
+    }
+
+    /// See [`Store::move_claimed`].
+    pub fn move_claimed(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.store.move_claimed(tree, from, to, until_ms)
     }
 
     /// See [`Store::finish_claimed`].

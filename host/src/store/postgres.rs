@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 7] = [
+const MIGRATIONS: [(i32, &str); 8] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
@@ -44,25 +44,61 @@ const MIGRATIONS: [(i32, &str); 7] = [
     (5, include_str!("migrations/0005_rate_buckets.sql")),
     (6, include_str!("migrations/0006_take_tokens.sql")),
     (7, include_str!("migrations/0007_job_leases.sql")),
+    (8, include_str!("migrations/0008_webhook_queue_leases.sql")),
 ];
 
 /// Takes a token from each of a request's buckets, all or none, in one call (see
 /// migration 6). `$1` keys in key order, `$2` tokens per ms, `$3` bursts, `$4` now (ms).
 const TAKE_TOKENS: &str = "SELECT dialgate_take_tokens($1, $2, $3, $4)";
 
-/// Claims due jobs: up to `$3` rows with keys below `$1` (keys start with the due
-/// time) that nobody holds (no lease, or one ended by `$2`), skipping rows another
-/// replica's claim has locked this moment, each leased until `$4`.
-const CLAIM_JOBS: &str = "\
-    UPDATE tree_jobs AS j SET lease_until_ms = $4 \
-    FROM (SELECT k FROM tree_jobs \
-          WHERE k < $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $2) \
-          ORDER BY k LIMIT $3 FOR UPDATE SKIP LOCKED) AS due \
-    WHERE j.k = due.k \
-    RETURNING j.k, j.v";
+/// Whether `tree` is a queue whose rows carry a lease (`lease_until_ms`).
+fn leased(tree: Tree) -> bool {
+    matches!(tree, Tree::Jobs | Tree::WebhookQueue)
+}
 
-/// Removes a claimed job if it is still under the claim's lease `$2`.
-const FINISH_JOB: &str = "DELETE FROM tree_jobs WHERE k = $1 AND lease_until_ms = $2";
+/// The statements of a leased queue.
+#[derive(Debug, Clone)]
+struct LeaseSql {
+    /// Claims due entries: up to `$3` rows with keys below `$1` (keys start with the
+    /// due time) that nobody holds (no lease, or one ended by `$2`), skipping rows
+    /// another replica's claim has locked this moment, each leased until `$4`.
+    claim_due: String,
+    /// Claims the rows of the keys `$1` that nobody holds by `$2`, skipping locked
+    /// ones, each leased until `$3`.
+    claim_keys: String,
+    /// Moves a claimed row from `$1` to `$2`, unleased, if it is still under the
+    /// claim's lease `$3`; one statement, so the row is never at both keys.
+    move_to: String,
+    /// Removes a claimed row if it is still under the claim's lease `$2`.
+    finish: String,
+}
+
+impl LeaseSql {
+    fn new(tree: Tree) -> Self {
+        let table = table(tree);
+        let free = "(lease_until_ms IS NULL OR lease_until_ms <= $2)";
+        Self {
+            claim_due: format!(
+                "UPDATE {table} AS q SET lease_until_ms = $4 \
+                 FROM (SELECT k FROM {table} WHERE k < $1 AND {free} \
+                       ORDER BY k LIMIT $3 FOR UPDATE SKIP LOCKED) AS due \
+                 WHERE q.k = due.k RETURNING q.k, q.v"
+            ),
+            claim_keys: format!(
+                "UPDATE {table} AS q SET lease_until_ms = $3 \
+                 FROM (SELECT k FROM {table} WHERE k = ANY($1) AND {free} \
+                       FOR UPDATE SKIP LOCKED) AS free \
+                 WHERE q.k = free.k RETURNING q.k, q.v"
+            ),
+            move_to: format!(
+                "WITH moved AS (DELETE FROM {table} WHERE k = $1 AND lease_until_ms = $3 RETURNING v) \
+                 INSERT INTO {table} (k, v) SELECT $2, v FROM moved \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, lease_until_ms = NULL"
+            ),
+            finish: format!("DELETE FROM {table} WHERE k = $1 AND lease_until_ms = $2"),
+        }
+    }
+}
 
 /// Removes the buckets full again by `$1` (ms).
 const SWEEP_BUCKETS: &str = "DELETE FROM rate_buckets WHERE full_at_ms <= $1";
@@ -107,6 +143,8 @@ struct TreeSql {
     scan_from: [String; 2],
     range_from: String,
     put_batch: String,
+    /// The statements of a leased queue, for those trees.
+    lease: Option<LeaseSql>,
 }
 
 impl TreeSql {
@@ -117,9 +155,18 @@ impl TreeSql {
         };
         Self {
             get: format!("SELECT v FROM {table} WHERE k = $1"),
-            put: format!(
-                "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-            ),
+            // A queue's entry written anew is new work: whatever claim it was under
+            // is over, and that claim's runner cannot remove it.
+            put: if leased(tree) {
+                format!(
+                    "INSERT INTO {table} (k, v) VALUES ($1, $2) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, lease_until_ms = NULL"
+                )
+            } else {
+                format!(
+                    "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                )
+            },
             remove: format!("DELETE FROM {table} WHERE k = $1"),
             insert_new: format!(
                 "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING"
@@ -141,6 +188,7 @@ impl TreeSql {
                 "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
             ),
+            lease: leased(tree).then(|| LeaseSql::new(tree)),
         }
     }
 }
@@ -383,6 +431,11 @@ impl PostgresStore {
         let store = Self::open_with(url, true, options)?;
         let pool = store.pool.clone();
         store.call(async move { schema_version(&pool).await })
+    }
+
+    /// The lease statements of `tree`, if it is a leased queue.
+    fn lease_sql(&self, tree: Tree) -> Option<LeaseSql> {
+        self.sql.get(&tree).and_then(|sql| sql.lease.clone())
     }
 
     /// Runs `work` on the backend's runtime and waits for its answer on this thread.
@@ -716,14 +769,17 @@ impl Store for PostgresStore {
         until_ms: i64,
         limit: usize,
     ) -> Result<Option<Vec<Pair>>, StoreError> {
-        if tree != Tree::Jobs {
+        let Some(sql) = self.lease_sql(tree) else {
             return Ok(None);
-        }
+        };
         let (upto, pool) = (upto.to_vec(), self.pool.clone());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(async move {
             let client = pool.get().await.map_err(no_connection)?;
-            let claim = client.prepare_cached(CLAIM_JOBS).await.map_err(failed)?;
+            let claim = client
+                .prepare_cached(&sql.claim_due)
+                .await
+                .map_err(failed)?;
             let rows = client
                 .query(&claim, &[&upto, &now_ms, &limit, &until_ms])
                 .await
@@ -735,14 +791,66 @@ impl Store for PostgresStore {
         })
     }
 
-    fn finish_claimed(&self, tree: Tree, key: &[u8], until_ms: i64) -> Result<bool, StoreError> {
-        if tree != Tree::Jobs {
-            return Err(backend(format!("{} holds no leases", tree.name())));
+    fn claim_keys(
+        &self,
+        tree: Tree,
+        keys: &[Vec<u8>],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<Vec<Pair>>, StoreError> {
+        let Some(sql) = self.lease_sql(tree) else {
+            return Ok(None);
+        };
+        if keys.is_empty() {
+            return Ok(Some(Vec::new()));
         }
+        let (keys, pool) = (keys.to_vec(), self.pool.clone());
+        self.call(async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let claim = client
+                .prepare_cached(&sql.claim_keys)
+                .await
+                .map_err(failed)?;
+            let rows = client
+                .query(&claim, &[&keys, &now_ms, &until_ms])
+                .await
+                .map_err(failed)?;
+            let mut claimed = pairs(rows);
+            claimed.sort();
+            Ok(Some(claimed))
+        })
+    }
+
+    fn move_claimed(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(sql) = self.lease_sql(tree) else {
+            return Err(backend(format!("{} holds no leases", tree.name())));
+        };
+        let (from, to, pool) = (from.to_vec(), to.to_vec(), self.pool.clone());
+        self.call(async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let move_to = client.prepare_cached(&sql.move_to).await.map_err(failed)?;
+            let moved = client
+                .execute(&move_to, &[&from, &to, &until_ms])
+                .await
+                .map_err(failed)?;
+            Ok(moved == 1)
+        })
+    }
+
+    fn finish_claimed(&self, tree: Tree, key: &[u8], until_ms: i64) -> Result<bool, StoreError> {
+        let Some(sql) = self.lease_sql(tree) else {
+            return Err(backend(format!("{} holds no leases", tree.name())));
+        };
         let (key, pool) = (key.to_vec(), self.pool.clone());
         self.call(async move {
             let client = pool.get().await.map_err(no_connection)?;
-            let finish = client.prepare_cached(FINISH_JOB).await.map_err(failed)?;
+            let finish = client.prepare_cached(&sql.finish).await.map_err(failed)?;
             let removed = client
                 .execute(&finish, &[&key, &until_ms])
                 .await

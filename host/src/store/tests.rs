@@ -287,7 +287,97 @@ fn the_embedded_store_keeps_no_leases_of_its_own() {
         db.claim_due(Tree::Jobs, b"~", 0, 1, 10).expect("claim"),
         None
     );
+    assert_eq!(
+        db.claim_keys(Tree::WebhookQueue, &[b"k".to_vec()], 0, 1)
+            .expect("claim"),
+        None
+    );
     assert!(db.finish_claimed(Tree::Jobs, b"k", 1).is_err());
+    assert!(db.move_claimed(Tree::WebhookQueue, b"k", b"l", 1).is_err());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+fn webhook_schedule_entries_are_claimed_moved_and_finished_under_their_lease() {
+    let url = testing::TestCluster::shared().database();
+    let first = Db::open_postgres(&url, true).expect("first replica");
+    let second = Db::open_postgres(&url, true).expect("second replica");
+    let entry = |n: u32| format!("{:020}/whd_{n:03}", 1_000 + n).into_bytes();
+    for n in 0..6 {
+        first
+            .put_raw(Tree::WebhookQueue, &entry(n), b"{}")
+            .expect("schedule");
+    }
+    let upto = format!("{:020}", 1_004).into_bytes();
+    // The due head (entries 0 to 3) is claimed by one replica; the other finds nothing
+    // due that is free, and its claim of named entries gets only the free ones.
+    let claimed = first
+        .claim_due(Tree::WebhookQueue, &upto, 2_000, 62_000, 100)
+        .expect("claim")
+        .expect("PostgreSQL keeps webhook leases");
+    let keys: Vec<Vec<u8>> = claimed.into_iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, (0..4).map(entry).collect::<Vec<_>>());
+    assert_eq!(
+        second
+            .claim_due(Tree::WebhookQueue, &upto, 2_000, 62_000, 100)
+            .expect("claim"),
+        Some(Vec::new())
+    );
+    let named = second
+        .claim_keys(
+            Tree::WebhookQueue,
+            &[entry(1), entry(4), b"gone".to_vec()],
+            2_000,
+            62_001,
+        )
+        .expect("claim")
+        .expect("leases");
+    assert_eq!(
+        named.into_iter().map(|(key, _)| key).collect::<Vec<_>>(),
+        vec![entry(4)]
+    );
+    // A move under the claim's lease leaves the entry at its new key only, free; under
+    // another lease it does nothing.
+    let parked = b"parked/t/s/x".to_vec();
+    assert!(!second
+        .move_claimed(Tree::WebhookQueue, &entry(0), &parked, 62_001)
+        .expect("move"));
+    assert!(first
+        .move_claimed(Tree::WebhookQueue, &entry(0), &parked, 62_000)
+        .expect("move"));
+    assert_eq!(
+        first.get_raw(Tree::WebhookQueue, &entry(0)).expect("read"),
+        None
+    );
+    let taken = second
+        .claim_keys(
+            Tree::WebhookQueue,
+            std::slice::from_ref(&parked),
+            2_000,
+            62_001,
+        )
+        .expect("claim")
+        .expect("leases");
+    assert_eq!(taken.len(), 1, "the moved entry is free to claim");
+    // An entry written anew is new work: the old claim cannot remove it.
+    first
+        .put_raw(Tree::WebhookQueue, &entry(1), b"{\"again\":1}")
+        .expect("write anew");
+    assert!(!first
+        .finish_claimed(Tree::WebhookQueue, &entry(1), 62_000)
+        .expect("finish"));
+    assert!(first
+        .finish_claimed(Tree::WebhookQueue, &entry(2), 62_000)
+        .expect("finish"));
+    // Once the leases end, what is left of the due head is claimed again.
+    let again = second
+        .claim_due(Tree::WebhookQueue, &upto, 62_000, 122_000, 100)
+        .expect("claim")
+        .expect("leases");
+    assert_eq!(
+        again.into_iter().map(|(key, _)| key).collect::<Vec<_>>(),
+        vec![entry(1), entry(3)]
+    );
 }
 
 #[test]

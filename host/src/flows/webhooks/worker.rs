@@ -19,15 +19,21 @@
 //! each entry is moved at most once, and the worker's memory is bounded by the caps
 //! and the number of subscriptions.
 //!
-//! Replicas of a shared store each run a worker over the same schedule. An attempt
-//! first takes the delivery's lease (`webhook_leases`, a compare-and-swap, for
-//! [`DELIVERY_LEASE`]) and only then reads the delivery and checks that the entry is
-//! still its current place in the schedule: so a delivery is never attempted by two
-//! replicas at once, and an attempt another replica recorded meanwhile is not made
-//! again. A replica that dies mid-attempt leaves its lease to expire; the entry is
-//! still in the schedule and another replica attempts it then, with the same
-//! `webhook-id`. (So does a replica stopped mid-attempt. On the embedded store, which
-//! one process owns, no lease is taken.)
+//! Replicas of a shared store each run a worker over the same schedule, and the
+//! store hands out its entries: a pass claims the due head with one statement that
+//! skips the entries another replica is claiming at that moment (`FOR UPDATE SKIP
+//! LOCKED`) and leases each claimed entry for [`DELIVERY_LEASE`]; an entry parked in
+//! a lane is claimed the same way before its attempt, and parking moves a claimed
+//! entry in one statement. So an entry is attempted by one replica at a time, and
+//! before posting the attempt still checks that the entry is the delivery's current
+//! place in the schedule, so an attempt another replica recorded meanwhile is not
+//! made again. A replica that dies mid-attempt leaves its lease to expire; the entry
+//! is still in the schedule and another replica attempts it then, with the same
+//! `webhook-id`. (So does a replica stopped mid-attempt.) Each worker reads the lanes
+//! of parked entries anew every [`LANES_REREAD`], so the lanes a dead replica parked
+//! entries in are drained by the others. On the embedded store, which one process
+//! owns, nothing is claimed: the worker's own books keep it from attempting a
+//! delivery twice at once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -47,14 +53,11 @@ use crate::webhooks::{
 
 /// How long a receiver has to answer one attempt.
 pub const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
-/// How long an attempt's lease on its delivery holds (well past the attempt's timeout).
+/// How long a replica's claim on a schedule entry holds (well past an attempt's
+/// timeout).
 pub const DELIVERY_LEASE: chrono::Duration = chrono::Duration::seconds(60);
-
-/// A replica's lease on a delivery it is attempting.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-struct Lease {
-    until_ms: i64,
-}
+/// How often a worker on a shared store reads which lanes hold parked entries.
+const LANES_REREAD: StdDuration = StdDuration::from_secs(5);
 /// How often the worker looks for due deliveries when nothing wakes it.
 const POLL: StdDuration = StdDuration::from_millis(250);
 /// Attempts in flight at once, across every tenant.
@@ -111,6 +114,9 @@ struct Job {
     /// Its time-ordered key (`due time / delivery id`).
     due: Vec<u8>,
     entry: QueueRef,
+    /// Until when (ms) this replica's claim on the entry holds; `None` on the embedded
+    /// store, where nothing is claimed.
+    lease: Option<i64>,
 }
 
 impl Job {
@@ -133,6 +139,8 @@ struct Scheduler {
     parked: BTreeSet<Lane>,
     /// The lane served first on the next pass, so that no lane is always last.
     next_lane: Option<Lane>,
+    /// Whether replicas share the schedule, so entries are claimed before an attempt.
+    shared: bool,
 }
 
 impl Scheduler {
@@ -140,11 +148,19 @@ impl Scheduler {
         self.deliveries.len() >= MAX_IN_FLIGHT
     }
 
+    /// How many attempts to `lane` may start now.
+    fn room(&self, lane: &Lane) -> usize {
+        let lane_used = self.lanes.get(lane).copied().unwrap_or(0);
+        let tenant_used = self.tenants.get(&lane.0).copied().unwrap_or(0);
+        MAX_IN_FLIGHT
+            .saturating_sub(self.deliveries.len())
+            .min(MAX_IN_FLIGHT_PER_SUBSCRIPTION.saturating_sub(lane_used))
+            .min(MAX_IN_FLIGHT_PER_TENANT.saturating_sub(tenant_used))
+    }
+
     /// Whether an attempt to `lane` may start now.
     fn has_room(&self, lane: &Lane) -> bool {
-        !self.full()
-            && self.lanes.get(lane).copied().unwrap_or(0) < MAX_IN_FLIGHT_PER_SUBSCRIPTION
-            && self.tenants.get(&lane.0).copied().unwrap_or(0) < MAX_IN_FLIGHT_PER_TENANT
+        self.room(lane) > 0
     }
 
     fn start(&mut self, job: &Job) {
@@ -179,11 +195,20 @@ impl Scheduler {
         now_millis: i64,
         jobs: &mut Vec<Job>,
     ) -> Result<bool, StoreError> {
-        self.pick_parked(engine, jobs)?;
-        self.pick_due(engine, now_millis, jobs)
+        self.pick_parked(engine, now_millis, jobs)?;
+        if self.shared {
+            self.claim_due(engine, now_millis, jobs)
+        } else {
+            self.pick_due(engine, now_millis, jobs)
+        }
     }
 
-    fn pick_parked(&mut self, engine: &Engine, jobs: &mut Vec<Job>) -> Result<(), StoreError> {
+    fn pick_parked(
+        &mut self,
+        engine: &Engine,
+        now_millis: i64,
+        jobs: &mut Vec<Job>,
+    ) -> Result<(), StoreError> {
         // Rotate the lanes so the first served changes from pass to pass.
         let mut lanes: Vec<Lane> = self.parked.iter().cloned().collect();
         if let Some(next) = &self.next_lane {
@@ -210,15 +235,21 @@ impl Scheduler {
                 self.parked.remove(&lane);
                 continue;
             }
-            for (stored, entry) in entries {
-                if !self.has_room(&lane) {
-                    break;
-                }
-                if self.deliveries.contains(&entry.delivery_id) {
-                    continue;
-                }
-                let due = stored[prefix.len()..].to_vec();
-                let job = Job { stored, due, entry };
+            let mut candidates: Vec<Job> = entries
+                .into_iter()
+                .filter(|(_, entry)| !self.deliveries.contains(&entry.delivery_id))
+                .take(self.room(&lane))
+                .map(|(stored, entry)| Job {
+                    due: stored[prefix.len()..].to_vec(),
+                    stored,
+                    entry,
+                    lease: None,
+                })
+                .collect();
+            if self.shared {
+                candidates = claim(engine, candidates, now_millis)?;
+            }
+            for job in candidates {
                 self.start(&job);
                 jobs.push(job);
             }
@@ -258,6 +289,7 @@ impl Scheduler {
                     due: stored.clone(),
                     stored,
                     entry,
+                    lease: None,
                 };
                 let lane = job.lane();
                 if self.has_room(&lane) {
@@ -278,17 +310,160 @@ impl Scheduler {
             }
         }
     }
+
+    /// [`Scheduler::pick_due`] on a shared store: the store claims the due head for
+    /// this replica, skipping what other replicas hold or are claiming.
+    fn claim_due(
+        &mut self,
+        engine: &Engine,
+        now_millis: i64,
+        jobs: &mut Vec<Job>,
+    ) -> Result<bool, StoreError> {
+        let until = lease_until(now_millis);
+        // Keys due by now sort below the next millisecond's (parked keys sort after
+        // every time-ordered key).
+        let upto = format!("{:020}", now_millis.saturating_add(1)).into_bytes();
+        let mut examined = 0;
+        loop {
+            let limit = MAX_IN_FLIGHT
+                .saturating_sub(self.deliveries.len())
+                .min(SCAN_CHUNK);
+            if limit == 0 {
+                return Ok(false);
+            }
+            let claimed = engine
+                .db
+                .claim_due(Tree::WebhookQueue, &upto, now_millis, until, limit)?
+                .ok_or_else(|| {
+                    StoreError::Backend("the shared store keeps no webhook leases".into())
+                })?;
+            let read = claimed.len();
+            for (stored, bytes) in claimed {
+                examined += 1;
+                let Some(entry) = readable(engine, &stored, &bytes, until)? else {
+                    continue;
+                };
+                let job = Job {
+                    due: stored.clone(),
+                    stored,
+                    entry,
+                    lease: Some(until),
+                };
+                if self.deliveries.contains(&job.entry.delivery_id) {
+                    // A second entry of a delivery this replica is attempting (left by
+                    // a crash while it was moved): its lease keeps it until the
+                    // attempt has moved the delivery on, and then it is dropped.
+                    continue;
+                }
+                let lane = job.lane();
+                if self.has_room(&lane) {
+                    self.start(&job);
+                    jobs.push(job);
+                } else {
+                    park(engine, &job)?;
+                    self.parked.insert(lane);
+                }
+            }
+            if read < limit {
+                return Ok(false);
+            }
+            if examined >= SCAN_PER_PASS {
+                return Ok(true);
+            }
+        }
+    }
 }
 
-/// Moves a due entry into its subscription's lane. Written before the old key is
-/// removed, so a crash between leaves two entries for one attempt: the worker never
-/// runs them at once, and the second is dropped when its delivery has moved on.
+/// Until when (ms) a claim made at `now_millis` holds.
+fn lease_until(now_millis: i64) -> i64 {
+    now_millis.saturating_add(DELIVERY_LEASE.num_milliseconds())
+}
+
+/// The schedule entry stored as `bytes`, or `None` after dropping it when it cannot be
+/// read (it names no delivery any attempt could find).
+fn readable(
+    engine: &Engine,
+    stored: &[u8],
+    bytes: &[u8],
+    until: i64,
+) -> Result<Option<QueueRef>, StoreError> {
+    match serde_json::from_slice(bytes) {
+        Ok(entry) => Ok(Some(entry)),
+        Err(err) => {
+            tracing::error!(
+                entry = %String::from_utf8_lossy(stored),
+                "dropping an unreadable webhook schedule entry: {err}"
+            );
+            engine
+                .db
+                .finish_claimed(Tree::WebhookQueue, stored, until)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Those of `candidates` the store claims for this replica now (the others are held by
+/// another replica, or gone), each with its lease.
+fn claim(engine: &Engine, candidates: Vec<Job>, now_millis: i64) -> Result<Vec<Job>, StoreError> {
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let until = lease_until(now_millis);
+    let keys: Vec<Vec<u8>> = candidates.iter().map(|job| job.stored.clone()).collect();
+    let claimed: HashSet<Vec<u8>> = engine
+        .db
+        .claim_keys(Tree::WebhookQueue, &keys, now_millis, until)?
+        .ok_or_else(|| StoreError::Backend("the shared store keeps no webhook leases".into()))?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    Ok(candidates
+        .into_iter()
+        .filter(|job| claimed.contains(&job.stored))
+        .map(|job| Job {
+            lease: Some(until),
+            ..job
+        })
+        .collect())
+}
+
+/// Moves a due entry into its subscription's lane. On a shared store the claimed
+/// entry moves in one step, free of the claim, so another replica may attempt it from
+/// there. On the embedded store it is written before the old key is removed, so a
+/// crash between leaves two entries for one attempt: the worker never runs them at
+/// once, and the second is dropped when its delivery has moved on.
 fn park(engine: &Engine, job: &Job) -> Result<(), StoreError> {
     let mut parked = parked_prefix(&job.entry.tenant_id, &job.entry.subscription_id);
     parked.extend_from_slice(&job.due);
+    if let Some(until) = job.lease {
+        engine
+            .db
+            .move_claimed(Tree::WebhookQueue, &job.stored, &parked, until)?;
+        return Ok(());
+    }
     engine.db.put(Tree::WebhookQueue, &parked, &job.entry)?;
     engine.db.remove(Tree::WebhookQueue, &job.stored)?;
     Ok(())
+}
+
+/// Takes the entry a finished attempt stood for out of the schedule: on a shared
+/// store only while this replica's claim on it holds.
+fn unschedule(engine: &Engine, job: &Job) -> Result<(), StoreError> {
+    match job.lease {
+        Some(until) => {
+            if !engine
+                .db
+                .finish_claimed(Tree::WebhookQueue, &job.stored, until)?
+            {
+                tracing::warn!(
+                    delivery = %job.entry.delivery_id,
+                    "a webhook attempt outran its claim on the schedule entry"
+                );
+            }
+            Ok(())
+        }
+        None => engine.db.remove(Tree::WebhookQueue, &job.stored).map(drop),
+    }
 }
 
 /// The lanes holding parked entries when the worker starts: those of the
@@ -321,11 +496,11 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
         .user_agent(concat!("Dialgate-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default();
-    let mut scheduler = Scheduler::default();
-    match parked_lanes(&engine) {
-        Ok(lanes) => scheduler.parked = lanes,
-        Err(err) => tracing::error!(error = %err, "cannot read the parked webhook deliveries"),
-    }
+    let mut scheduler = Scheduler {
+        shared: engine.changes.is_some(),
+        ..Scheduler::default()
+    };
+    let mut lanes_read: Option<Instant> = None;
     let mut tasks: JoinSet<bool> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, Job> = HashMap::new();
     // Whether every finished attempt was recorded; when the store failed, the entries
@@ -344,6 +519,19 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
                 _ = stopped.changed() => break,
             }
             continue;
+        }
+        // The lanes are read at start and, where replicas share the schedule, again
+        // from time to time: another replica may have parked entries and died.
+        if lanes_read.is_none_or(|at| scheduler.shared && at.elapsed() >= LANES_REREAD) {
+            match parked_lanes(&engine) {
+                Ok(lanes) => {
+                    scheduler.parked.extend(lanes);
+                    lanes_read = Some(Instant::now());
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot read the parked webhook deliveries");
+                }
+            }
         }
         let now = engine.clock.now().timestamp_millis();
         let mut jobs = Vec::new();
@@ -442,47 +630,14 @@ impl Outcome {
     }
 }
 
-/// Makes the attempt a schedule entry stands for under the delivery's lease, unless
-/// another replica holds it.
-async fn attempt(engine: &Engine, client: &reqwest::Client, job: &Job) -> Result<(), StoreError> {
-    if engine.changes.is_none() {
-        // The embedded store has one process, whose worker never attempts a delivery
-        // twice at once.
-        return attempt_leased(engine, client, job).await;
-    }
-    let lease_key = job.entry.delivery_id.as_bytes();
-    let now_ms = engine.clock.now().timestamp_millis();
-    let until_ms = now_ms.saturating_add(DELIVERY_LEASE.num_milliseconds());
-    let claimed =
-        engine
-            .db
-            .update::<Lease, StoreError, bool>(Tree::WebhookLeases, lease_key, |current| {
-                match current {
-                    Some(lease) if lease.until_ms > now_ms => Ok((Some(lease), false)),
-                    _ => Ok((Some(Lease { until_ms }), true)),
-                }
-            })?;
-    if !claimed {
-        // Another replica is attempting it; it records the attempt and moves the entry.
-        return Ok(());
-    }
-    let result = attempt_leased(engine, client, job).await;
-    engine.db.remove(Tree::WebhookLeases, lease_key)?;
-    result
-}
-
 /// Makes the attempt a schedule entry stands for, records it, and moves the entry.
-async fn attempt_leased(
-    engine: &Engine,
-    client: &reqwest::Client,
-    job: &Job,
-) -> Result<(), StoreError> {
-    let (entry, queue_entry) = (&job.entry, job.stored.as_slice());
+async fn attempt(engine: &Engine, client: &reqwest::Client, job: &Job) -> Result<(), StoreError> {
+    let entry = &job.entry;
     let key = delivery_key(&entry.tenant_id, &entry.subscription_id, &entry.delivery_id);
     let delivery: Option<Delivery> = engine.db.get(Tree::WebhookDeliveries, &key)?;
     let Some(delivery) = delivery.filter(|delivery| is_due_entry(delivery, &job.due)) else {
         // Gone with its subscription, finished, or moved to another time.
-        engine.db.remove(Tree::WebhookQueue, queue_entry)?;
+        unschedule(engine, job)?;
         return Ok(());
     };
     let subscription: Option<Subscription> = engine.db.get(
@@ -491,12 +646,12 @@ async fn attempt_leased(
     )?;
     let Some(subscription) = subscription else {
         engine.db.remove(Tree::WebhookDeliveries, &key)?;
-        engine.db.remove(Tree::WebhookQueue, queue_entry)?;
+        unschedule(engine, job)?;
         return Ok(());
     };
     if !subscription.enabled {
         finish_disabled(engine, &key)?;
-        engine.db.remove(Tree::WebhookQueue, queue_entry)?;
+        unschedule(engine, job)?;
         return Ok(());
     }
 
@@ -552,7 +707,7 @@ async fn attempt_leased(
             Ok((Some(delivery), finished))
         },
     )?;
-    engine.db.remove(Tree::WebhookQueue, queue_entry)?;
+    unschedule(engine, job)?;
     if finished {
         prune(engine, &entry.tenant_id, &entry.subscription_id)?;
     }
