@@ -82,6 +82,12 @@ pub struct BenchArgs {
     /// connections go). Paced, an operation's latency counts from when it was due.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Times to run the whole list of scenarios. With more than one, the run ends with
+    /// each scenario's median throughput and, for lookups with rules, the median of
+    /// the rounds' ratios to lookup with no rules (each ratio pairs two scenarios run
+    /// moments apart, so a shared machine's drift cancels out of it).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 }
 
 /// The store of this run's bench servers (`--store`), set once by [`run`].
@@ -139,48 +145,118 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.connections)
         .build_http();
     let dir = tempfile_dir()?;
-    let mut results = Vec::new();
     println!(
         "dialgate bench: {} connections, {} s per scenario, {} cores",
         args.connections,
         args.seconds,
         std::thread::available_parallelism().map_or(1, usize::from)
     );
-    for scenario in &args.scenarios {
-        let figures = match scenario.as_str() {
-            "floor" => floor(&client, &args).await?,
-            "lookup" => lookup(&client, &args, &dir.join("lookup"), Rules::Plugins(0)).await?,
-            "lookup-1rule" => {
-                lookup(&client, &args, &dir.join("lookup-1"), Rules::Plugins(1)).await?
-            }
-            "lookup-10rules" => {
-                lookup(&client, &args, &dir.join("lookup-10"), Rules::Plugins(10)).await?
-            }
-            "lookup-10workflows" => {
-                lookup(&client, &args, &dir.join("lookup-10w"), Rules::Workflows(10)).await?
-            }
-            "flow" => flow(&client, &args, &dir.join("flow")).await?,
-            "noisy-neighbour" => {
-                noisy_neighbour(&client, &args, &dir.join("noisy")).await?;
-                continue;
-            }
-            "kannel" => {
-                kannel::run(&client, &args, &dir.join("kannel")).await?;
-                continue;
-            }
-            "soak" => {
-                soak::run(&client, &args, &dir.join("soak")).await?;
-                continue;
-            }
-            other => bail!(
-                "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel or soak"
-            ),
-        };
-        print_row(&figures, &results);
-        results.push(figures);
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    let mut rounds: Vec<Vec<Figures>> = Vec::new();
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round} of {}", args.rounds);
+        }
+        let mut results = Vec::new();
+        // Each round's servers start on stores of their own.
+        let dir = dir.join(format!("round-{round}"));
+        for scenario in &args.scenarios {
+            let figures = match scenario.as_str() {
+                "floor" => floor(&client, &args).await?,
+                "lookup" => {
+                    lookup(&client, &args, &dir.join("lookup"), Rules::Plugins(0)).await?
+                }
+                "lookup-1rule" => {
+                    lookup(&client, &args, &dir.join("lookup-1"), Rules::Plugins(1)).await?
+                }
+                "lookup-10rules" => {
+                    lookup(&client, &args, &dir.join("lookup-10"), Rules::Plugins(10)).await?
+                }
+                "lookup-10workflows" => {
+                    lookup(&client, &args, &dir.join("lookup-10w"), Rules::Workflows(10)).await?
+                }
+                "flow" => flow(&client, &args, &dir.join("flow")).await?,
+                "noisy-neighbour" => {
+                    noisy_neighbour(&client, &args, &dir.join("noisy")).await?;
+                    continue;
+                }
+                "kannel" => {
+                    kannel::run(&client, &args, &dir.join("kannel")).await?;
+                    continue;
+                }
+                "soak" => {
+                    soak::run(&client, &args, &dir.join("soak")).await?;
+                    continue;
+                }
+                other => bail!(
+                    "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel or soak"
+                ),
+            };
+            print_row(&figures, &results);
+            results.push(figures);
+        }
+        rounds.push(results);
+    }
+    if args.rounds > 1 {
+        print_medians(&rounds);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// Each scenario's median throughput over the rounds, and for lookups with rules the
+/// median of the rounds' ratios to lookup with no rules.
+fn print_medians(rounds: &[Vec<Figures>]) {
+    println!("medians over {} rounds", rounds.len());
+    let Some(first) = rounds.first() else {
+        return;
+    };
+    for figures in first {
+        let name = &figures.name;
+        let rates: Vec<f64> = rounds
+            .iter()
+            .filter_map(|round| round.iter().find(|f| &f.name == name))
+            .map(Figures::per_second)
+            .collect();
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|round| {
+                let this = round.iter().find(|f| &f.name == name)?;
+                let plain = round
+                    .iter()
+                    .find(|f| f.name.starts_with("lookup (0 rules)"))?;
+                (name.starts_with("lookup") && plain.name != *name)
+                    .then(|| this.per_second() / plain.per_second())
+            })
+            .collect();
+        let mut line = format!(
+            "{:<44} {:>10.0}/s",
+            name,
+            median(rates.clone()).unwrap_or_default()
+        );
+        if let Some(ratio) = median(ratios.clone()) {
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            line.push_str(&format!(
+                "  (median {:.0}% of lookup with no rules; rounds {:.0}–{:.0}%)",
+                100.0 * ratio,
+                100.0 * low,
+                100.0 * high
+            ));
+        }
+        println!("{line}");
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
