@@ -20,6 +20,18 @@
 //! a record of the `rate_limits` tree updated by compare-and-swap. A bucket that has
 //! refilled is removed by [`Buckets::sweep_shared`], which each replica runs every
 //! minute, so the store holds only buckets that are not full.
+//!
+//! A large shared bucket (a tenant's, say: 600 sends at once by default) is hot: every
+//! request of the tenant on every replica takes from its one row. So a replica that
+//! takes from a bucket of 64 tokens or more takes a small reserve with the same call
+//! and spends it on its next requests without a round trip, for at most
+//! [`RESERVE_FOR_MS`]; what is left then is dropped, never put back. A reserve is no
+//! larger than the requests the replica made of the bucket in the current second (so
+//! a quiet tenant takes one token at a time and loses nothing), nor than a 32nd of the
+//! burst, nor 32 tokens. The shared bucket only ever gives tokens, so a fleet admits
+//! at most its limit; when a busy replica stops while it holds a reserve, the fleet
+//! admits that many fewer. Buckets of fewer than 64 tokens (a number's, a client's)
+//! are taken from one token at a time.
 
 use std::collections::HashMap;
 
@@ -39,6 +51,11 @@ pub const DEFAULT_MAX_BUCKETS: usize = 200_000;
 pub const MAX_KEY_BYTES: usize = 160;
 /// How often (clock seconds) a shard drops its refilled buckets.
 const SWEEP_EVERY_SECS: i64 = 10;
+/// How long (clock ms) a replica may spend a reserve it took from a shared bucket.
+pub const RESERVE_FOR_MS: i64 = 1_000;
+/// Reserves a replica holds at once, at most (a take finding the map full takes no
+/// reserve, and drops the expired ones first).
+const MAX_RESERVES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Bucket {
@@ -61,6 +78,50 @@ pub struct Buckets {
     per_shard: usize,
     /// The shared store the buckets live in, on replicas of one.
     shared: Option<Db>,
+    /// Tokens this replica took ahead from large shared buckets, by bucket key.
+    reserves: Mutex<Reserves>,
+}
+
+/// The reserves of one replica, bounded by [`MAX_RESERVES`].
+#[derive(Debug, Default)]
+struct Reserves {
+    map: HashMap<String, Reserve>,
+    /// Before this, a full map is not swept again.
+    next_sweep: Option<DateTime<Utc>>,
+}
+
+impl Reserves {
+    /// Whether a new bucket's entry fits; a full map first drops the entries of
+    /// buckets not asked for in the last second (at most once a second).
+    fn room(&mut self, now: DateTime<Utc>) -> bool {
+        if self.map.len() < MAX_RESERVES {
+            return true;
+        }
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return false;
+        }
+        let window = Duration::milliseconds(RESERVE_FOR_MS);
+        self.map
+            .retain(|_, reserve| reserve.until > now || now < reserve.since + window);
+        self.next_sweep = Some(now + window);
+        self.map.len() < MAX_RESERVES
+    }
+}
+
+/// Tokens taken ahead from a shared bucket, to be spent here until `until`, and the
+/// requests this replica made of the bucket since `since` (the current second).
+#[derive(Debug, Clone, Copy)]
+struct Reserve {
+    tokens: f64,
+    until: DateTime<Utc>,
+    since: DateTime<Utc>,
+    requests: u32,
+}
+
+/// The most a take asks of a shared bucket of `limit`: one token, or for a bucket of
+/// 64 tokens or more a 32nd of its burst (at most 32), the rest kept as a reserve.
+fn reserve_size(limit: BucketLimit) -> f64 {
+    f64::from((limit.burst / 32).clamp(1, 32))
 }
 
 impl Default for Buckets {
@@ -82,6 +143,7 @@ impl Buckets {
             shards: Default::default(),
             per_shard: (max / SHARDS).max(1),
             shared: None,
+            reserves: Mutex::new(Reserves::default()),
         }
     }
 
@@ -126,7 +188,7 @@ impl Buckets {
             })
             .collect();
         if let Some(db) = &self.shared {
-            return shared_take_all(db, &hashed, buckets, now);
+            return self.shared_take_all(db, &hashed, buckets, now);
         }
         // Every shard involved is locked, in index order, for the whole take.
         let mut shards: Vec<usize> = hashed.iter().map(|key| shard_of(key)).collect();
@@ -220,41 +282,160 @@ impl Buckets {
     }
 }
 
-/// [`Buckets::take_all`] on a shared store: one call of the backend's own where it has
-/// one; else each bucket is a record taken from by compare-and-swap, and the tokens
-/// taken before a denial are given back.
-fn shared_take_all(
+impl Buckets {
+    /// [`Buckets::take_all`] on a shared store: the tokens this replica holds in
+    /// reserve first, then one call of the backend's own for the other buckets where it
+    /// has one; else each bucket is a record taken from by compare-and-swap, and the
+    /// tokens taken before a denial are given back.
+    fn shared_take_all(
+        &self,
+        db: &Db,
+        keys: &[String],
+        buckets: &[(&str, BucketLimit)],
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), (usize, Limited)>, StoreError> {
+        // Spent from the reserves at once, and put back if the request is denied.
+        let mut reserved = vec![false; keys.len()];
+        // What each bucket is asked for past its one token: at most what this replica
+        // asked of it so far this second.
+        let mut up_to = vec![1.0; keys.len()];
+        {
+            let mut reserves = self.reserves.lock();
+            for (at, key) in keys.iter().enumerate() {
+                let most = reserve_size(buckets[at].1);
+                if most <= 1.0 {
+                    continue;
+                }
+                if !reserves.map.contains_key(key) {
+                    if !reserves.room(now) {
+                        continue;
+                    }
+                    reserves.map.insert(
+                        key.clone(),
+                        Reserve {
+                            tokens: 0.0,
+                            until: now,
+                            since: now,
+                            requests: 0,
+                        },
+                    );
+                }
+                let Some(reserve) = reserves.map.get_mut(key) else {
+                    continue;
+                };
+                if now >= reserve.since + Duration::milliseconds(RESERVE_FOR_MS) {
+                    reserve.since = now;
+                    reserve.requests = 0;
+                }
+                reserve.requests = reserve.requests.saturating_add(1);
+                if reserve.until > now && reserve.tokens >= 1.0 {
+                    reserve.tokens -= 1.0;
+                    reserved[at] = true;
+                } else {
+                    up_to[at] = most.min(f64::from(reserve.requests));
+                }
+            }
+        }
+        let remote: Vec<usize> = (0..keys.len()).filter(|&at| !reserved[at]).collect();
+        if remote.is_empty() {
+            return Ok(Ok(()));
+        }
+        let rates: Vec<(&[u8], TokenBucket)> = remote
+            .iter()
+            .map(|&at| {
+                let limit = buckets[at].1;
+                let bucket = TokenBucket {
+                    per_ms: f64::from(limit.per_minute) / 60_000.0,
+                    burst: f64::from(limit.burst),
+                    up_to: up_to[at],
+                };
+                (keys[at].as_bytes(), bucket)
+            })
+            .collect();
+        let answer = match db.take_tokens(&rates, now.timestamp_millis())? {
+            Some(Taken::Yes(taken)) => {
+                self.keep_reserves(&remote, keys, &taken, now);
+                Ok(())
+            }
+            Some(Taken::No { bucket, tokens }) => {
+                let per_sec = rates[bucket].1.per_ms * 1000.0;
+                let wait = ((1.0 - tokens) / per_sec).ceil();
+                Err((
+                    remote[bucket],
+                    Limited {
+                        retry_after_secs: (wait as u64).max(1),
+                    },
+                ))
+            }
+            None => {
+                let records: Vec<(&String, BucketLimit)> = remote
+                    .iter()
+                    .map(|&at| (&keys[at], buckets[at].1))
+                    .collect();
+                take_records(db, &records, now)?.map_err(|(at, limited)| (remote[at], limited))
+            }
+        };
+        if answer.is_err() {
+            let mut reserves = self.reserves.lock();
+            for (at, key) in keys.iter().enumerate() {
+                if reserved[at] {
+                    if let Some(reserve) = reserves.map.get_mut(key) {
+                        reserve.tokens += 1.0;
+                    }
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Keeps what the buckets `remote` gave past the request's one token each as this
+    /// replica's reserves, to spend until [`RESERVE_FOR_MS`] from `now`.
+    fn keep_reserves(&self, remote: &[usize], keys: &[String], taken: &[f64], now: DateTime<Utc>) {
+        if taken.iter().all(|&given| given <= 1.0) {
+            return;
+        }
+        let until = now + Duration::milliseconds(RESERVE_FOR_MS);
+        let mut reserves = self.reserves.lock();
+        for (&at, &given) in remote.iter().zip(taken) {
+            let extra = given - 1.0;
+            if extra < 1.0 {
+                continue;
+            }
+            // The entry was made when the bucket was asked for more than one token;
+            // without it (dropped meanwhile) the extra tokens go unspent, which only
+            // admits less.
+            if let Some(reserve) = reserves.map.get_mut(&keys[at]) {
+                if reserve.until > now {
+                    // Another request refilled it meanwhile: spendable until the later end.
+                    reserve.tokens += extra;
+                } else {
+                    reserve.tokens = extra;
+                }
+                reserve.until = until;
+            }
+        }
+    }
+
+    /// Tokens this replica holds in reserve for the bucket `key` (for tests).
+    #[cfg(test)]
+    fn reserved(&self, key: &str, now: DateTime<Utc>) -> f64 {
+        self.reserves
+            .lock()
+            .map
+            .get(key)
+            .filter(|reserve| reserve.until > now)
+            .map_or(0.0, |reserve| reserve.tokens)
+    }
+}
+
+/// One token from each of `buckets`, records of the `rate_limits` tree taken from by
+/// compare-and-swap; the tokens taken before a denial are given back.
+fn take_records(
     db: &Db,
-    keys: &[String],
-    buckets: &[(&str, BucketLimit)],
+    buckets: &[(&String, BucketLimit)],
     now: DateTime<Utc>,
 ) -> Result<Result<(), (usize, Limited)>, StoreError> {
-    let rates: Vec<(&[u8], TokenBucket)> = keys
-        .iter()
-        .zip(buckets)
-        .map(|(key, (_, limit))| {
-            let bucket = TokenBucket {
-                per_ms: f64::from(limit.per_minute) / 60_000.0,
-                burst: f64::from(limit.burst),
-            };
-            (key.as_bytes(), bucket)
-        })
-        .collect();
-    match db.take_tokens(&rates, now.timestamp_millis())? {
-        Some(Taken::Yes) => return Ok(Ok(())),
-        Some(Taken::No { bucket, tokens }) => {
-            let per_sec = rates[bucket].1.per_ms * 1000.0;
-            let wait = ((1.0 - tokens) / per_sec).ceil();
-            return Ok(Err((
-                bucket,
-                Limited {
-                    retry_after_secs: (wait as u64).max(1),
-                },
-            )));
-        }
-        None => {}
-    }
-    for (at, (key, (_, limit))) in keys.iter().zip(buckets).enumerate() {
+    for (at, (key, limit)) in buckets.iter().enumerate() {
         let answer = db.update::<Bucket, StoreError, Result<(), Limited>>(
             Tree::RateLimits,
             key.as_bytes(),
@@ -264,7 +445,7 @@ fn shared_take_all(
             },
         )?;
         if let Err(limited) = answer {
-            for (taken, (_, limit)) in keys[..at].iter().zip(buckets) {
+            for (taken, limit) in &buckets[..at] {
                 db.update::<Bucket, StoreError, ()>(
                     Tree::RateLimits,
                     taken.as_bytes(),
@@ -621,6 +802,65 @@ mod tests {
         }
     }
 
+    /// A large bucket on PostgreSQL: replicas take reserves, and still admit exactly
+    /// one burst between them; a denial by a small bucket puts the reserve's token
+    /// back; quiet traffic takes no reserve.
+    fn reserves_hold_the_limit(db: &Db) {
+        let large = BucketLimit {
+            per_minute: 60,
+            burst: 640,
+        };
+        let (first, second) = (Buckets::shared(db.clone()), Buckets::shared(db.clone()));
+        let now = ManualClock::new().now();
+        // Both replicas ask in turn until both are refused: one burst in all.
+        let mut granted = 0;
+        let mut open = [true, true];
+        while open.iter().any(|&o| o) {
+            for (at, replica) in [&first, &second].into_iter().enumerate() {
+                if open[at] {
+                    match replica.take("large", large, now).expect("store") {
+                        Ok(()) => granted += 1,
+                        Err(_) => open[at] = false,
+                    }
+                }
+            }
+        }
+        assert_eq!(granted, 640, "one burst across both replicas");
+
+        // Busy traffic is served from a reserve; a denial by another bucket of the
+        // same request gives the reserve's token back.
+        let later = now + Duration::minutes(20);
+        let number = BucketLimit {
+            per_minute: 60,
+            burst: 5,
+        };
+        let pairs = [("wide", large), ("n1", number)];
+        // Asked for 1, 2 (one kept), then 4 (three kept) tokens: two are left.
+        for _ in 0..number.burst {
+            let taken = first.take_all(&pairs, later).expect("store");
+            assert!(taken.is_ok());
+        }
+        assert!(first.reserved("wide", later) >= 1.0, "a reserve was taken");
+        let held = first.reserved("wide", later);
+        let denied = first.take_all(&pairs, later).expect("store");
+        assert_eq!(denied.map_err(|(at, _)| at), Err(1));
+        assert_eq!(first.reserved("wide", later), held, "the token came back");
+        let mut rest = 0;
+        while first.take("wide", large, later).expect("store").is_ok() {
+            rest += 1;
+        }
+        assert_eq!(rest + number.burst, 640, "nothing lost to the denial");
+
+        // Quiet traffic (one request every two seconds) takes one token at a time.
+        let quiet = Buckets::shared(db.clone());
+        let start = now + Duration::hours(2);
+        for n in 0..5 {
+            let at = start + Duration::seconds(2 * n);
+            assert!(quiet.take("quiet", large, at).expect("store").is_ok());
+            assert_eq!(quiet.reserved("quiet", at), 0.0, "no reserve");
+        }
+    }
+
     #[test]
     fn local_buckets_are_taken_all_or_none() {
         buckets_are_taken_all_or_none(&Buckets::default());
@@ -640,6 +880,7 @@ mod tests {
         let url = crate::store::testing::TestCluster::shared().database();
         let db = Db::open_postgres(&url, true).expect("open postgres");
         shared_buckets_hold_one_limit_and_are_swept(&db);
-        buckets_are_taken_all_or_none(&Buckets::shared(db));
+        buckets_are_taken_all_or_none(&Buckets::shared(db.clone()));
+        reserves_hold_the_limit(&db);
     }
 }

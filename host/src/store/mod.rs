@@ -309,32 +309,41 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// A shared token bucket's refill rate (tokens per millisecond) and size.
+/// A shared token bucket's refill rate (tokens per millisecond) and size, and how many
+/// tokens a take asks of it: one, or a reserve of up to `up_to` when it holds that many.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenBucket {
     pub per_ms: f64,
     pub burst: f64,
+    pub up_to: f64,
 }
 
 /// What [`Store::take_tokens`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Taken {
-    /// Every bucket had a token, and one is taken from each.
-    Yes,
+    /// Every bucket had a token, and each gave what is listed (in the caller's order):
+    /// one, or up to its `up_to` of what it held.
+    Yes(Vec<f64>),
     /// The bucket at `bucket` (in the caller's order) had no token, and nothing was
     /// taken from any bucket: it holds this fraction of one.
     No { bucket: usize, tokens: f64 },
 }
 
 impl Taken {
-    /// The outcome for buckets found holding `tokens` each (refilled, before taking).
-    pub fn from_tokens(tokens: Vec<f64>) -> Self {
+    /// The outcome for `buckets` found holding `tokens` each (refilled, before taking).
+    pub fn from_tokens(buckets: &[TokenBucket], tokens: Vec<f64>) -> Self {
         match tokens.iter().position(|&held| held < 1.0) {
             Some(bucket) => Taken::No {
                 bucket,
                 tokens: tokens[bucket],
             },
-            None => Taken::Yes,
+            None => Taken::Yes(
+                buckets
+                    .iter()
+                    .zip(tokens)
+                    .map(|(bucket, held)| bucket.up_to.min(held.floor()).max(1.0))
+                    .collect(),
+            ),
         }
     }
 }

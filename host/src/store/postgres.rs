@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 8] = [
+const MIGRATIONS: [(i32, &str); 9] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
@@ -45,11 +45,13 @@ const MIGRATIONS: [(i32, &str); 8] = [
     (6, include_str!("migrations/0006_take_tokens.sql")),
     (7, include_str!("migrations/0007_job_leases.sql")),
     (8, include_str!("migrations/0008_webhook_queue_leases.sql")),
+    (9, include_str!("migrations/0009_take_tokens_up_to.sql")),
 ];
 
-/// Takes a token from each of a request's buckets, all or none, in one call (see
-/// migration 6). `$1` keys in key order, `$2` tokens per ms, `$3` bursts, `$4` now (ms).
-const TAKE_TOKENS: &str = "SELECT dialgate_take_tokens($1, $2, $3, $4)";
+/// Takes tokens from each of a request's buckets, all or none, in one call (see
+/// migrations 6 and 9). `$1` keys in key order, `$2` tokens per ms, `$3` bursts, `$4`
+/// now (ms), `$5` the most to take from each.
+const TAKE_TOKENS: &str = "SELECT dialgate_take_tokens($1, $2, $3, $4, $5)";
 
 /// Whether `tree` is a queue whose rows carry a lease (`lease_until_ms`).
 fn leased(tree: Tree) -> bool {
@@ -239,10 +241,15 @@ fn failed(err: tokio_postgres::Error) -> StoreError {
                     .is_some_and(|source| source.is::<std::io::Error>())
         }
     };
+    // "db error" alone does not say which: the server's message and SQLSTATE do.
+    let message = match err.as_db_error() {
+        Some(db) => format!("postgres: {} ({})", db.message(), db.code().code()),
+        None => format!("postgres: {err}"),
+    };
     if unavailable {
-        StoreError::Unavailable(format!("postgres: {err}"))
+        StoreError::Unavailable(message)
     } else {
-        backend(err)
+        StoreError::Backend(message)
     }
 }
 
@@ -741,12 +748,13 @@ impl Store for PostgresStore {
         let keys: Vec<Vec<u8>> = order.iter().map(|&i| buckets[i].0.to_vec()).collect();
         let per_ms: Vec<f64> = order.iter().map(|&i| buckets[i].1.per_ms).collect();
         let burst: Vec<f64> = order.iter().map(|&i| buckets[i].1.burst).collect();
+        let wants: Vec<f64> = order.iter().map(|&i| buckets[i].1.up_to).collect();
         let pool = self.pool.clone();
         let found = self.call(async move {
             let client = pool.get().await.map_err(no_connection)?;
             let take = client.prepare_cached(TAKE_TOKENS).await.map_err(failed)?;
             let row = client
-                .query_one(&take, &[&keys, &per_ms, &burst, &now_ms])
+                .query_one(&take, &[&keys, &per_ms, &burst, &now_ms, &wants])
                 .await
                 .map_err(failed)?;
             Ok(row.get::<_, Vec<f64>>(0))
@@ -758,7 +766,8 @@ impl Store for PostgresStore {
         for (sorted, &i) in order.iter().enumerate() {
             tokens[i] = found[sorted];
         }
-        Ok(Some(Taken::from_tokens(tokens)))
+        let rates: Vec<TokenBucket> = buckets.iter().map(|(_, rate)| *rate).collect();
+        Ok(Some(Taken::from_tokens(&rates, tokens)))
     }
 
     fn claim_due(
