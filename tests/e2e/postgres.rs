@@ -383,15 +383,16 @@ async fn receiver(delay: std::time::Duration) -> (String, Received) {
     (format!("http://{addr}/hook"), received)
 }
 
-#[tokio::test]
-#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
-async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue() {
+/// Two replicas on a new database, and a tenant subscribed to `verification.sent` with
+/// a loopback receiver that answers each delivery after `delay`.
+async fn replicas_with_a_subscriber(
+    name: &str,
+    delay: std::time::Duration,
+) -> (TestServer, TestServer, Tenant, Received) {
     let url = database().await;
     let (a, b) = tokio::join!(replica(&url), replica(&url));
-    let tenant = a.tenant("hooks").await;
-    // The receiver holds each request longer than a worker's poll, so both replicas'
-    // workers find each delivery due while one attempt is in flight.
-    let (hook, received) = receiver(std::time::Duration::from_millis(700)).await;
+    let tenant = a.tenant(name).await;
+    let (hook, received) = receiver(delay).await;
     a.post(
         "/v1/webhooks",
         &tenant.key,
@@ -399,6 +400,16 @@ async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue(
     )
     .await
     .expect(201);
+    (a, b, tenant, received)
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue() {
+    // The receiver holds each request longer than a worker's poll, so both replicas'
+    // workers find each delivery due while one attempt is in flight.
+    let (a, b, tenant, received) =
+        replicas_with_a_subscriber("hooks", std::time::Duration::from_millis(700)).await;
     for n in 0..4 {
         let server = if n % 2 == 0 { &a } else { &b };
         server.send(&tenant, &uz_number(10 + n), "hook").await;
@@ -426,19 +437,10 @@ async fn a_webhook_is_delivered_once_while_both_replicas_deliver_from_the_queue(
 #[tokio::test]
 #[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
 async fn deliveries_a_stopped_replica_left_in_a_subscription_s_lane_go_out_from_another() {
-    let url = database().await;
-    let (a, b) = tokio::join!(replica(&url), replica(&url));
-    let tenant = a.tenant("lanes").await;
     // A slow receiver: two attempts per subscription and replica are in flight at
     // once, so the rest of what falls due is parked in the subscription's lane.
-    let (hook, received) = receiver(std::time::Duration::from_secs(2)).await;
-    a.post(
-        "/v1/webhooks",
-        &tenant.key,
-        serde_json::json!({"url": hook, "event_types": ["verification.sent"]}),
-    )
-    .await
-    .expect(201);
+    let (a, b, tenant, received) =
+        replicas_with_a_subscriber("lanes", std::time::Duration::from_secs(2)).await;
     for n in 0..6 {
         a.send(&tenant, &uz_number(20 + n), "lanes").await;
     }
