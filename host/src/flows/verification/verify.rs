@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ApplicantNumber, GuessFailure, GuessLog, ReportStatus, Verification, VerifiedOwner,
+    ApplicantNumber, AuditEvent, GuessFailure, GuessLog, ReportStatus, Verification, VerifiedOwner,
 };
 use crate::otp::CheckOutcome;
 use crate::phone::risk::RiskLevel;
@@ -113,6 +113,17 @@ impl Engine {
         });
         // A number verified for another applicant meanwhile is a duplicate now.
         let duplicate = self.duplicate_warning(tenant_id, &settings, &number.e164, applicant_id)?;
+        // Without a rule on the check's triggers, the rule phase is its audit trail and
+        // the settling alone, which go into the check's own write: one write, not two.
+        let rules_after_check = self.plugins.live(tenant_id).is_some_and(|live| {
+            [
+                Trigger::OtpVerified,
+                Trigger::OtpFailed,
+                Trigger::VerificationCompleted,
+            ]
+            .into_iter()
+            .any(|trigger| live.has_rules(trigger))
+        });
 
         let checked = self.db.update::<Verification, FlowError, _>(
             Tree::Verifications,
@@ -157,6 +168,9 @@ impl Engine {
                 {
                     add_warning(&mut verification, warning.clone());
                 }
+                if !rules_after_check {
+                    audit_without_rules(&mut verification, outcome, now);
+                }
                 Ok((Some(verification.clone()), (verification, outcome)))
             },
         );
@@ -180,66 +194,16 @@ impl Engine {
             }
         }
 
-        // The rules run on the settled check; what they change, and the audit trail,
-        // go into a second write.
         let label = label_of(outcome);
-        let first_status = verification.status;
-        let applicant_country = verification.applicant_country.clone();
-        let mut working = verification;
-        let mut trail = Vec::new();
-        let firing = |trigger| Firing {
-            trigger,
-            stored: true,
-            applicant_country: applicant_country.as_deref(),
-            resends: 0,
-            at: now,
-        };
-        let first = if outcome == CheckOutcome::Verified {
-            Trigger::OtpVerified
+        let verification = if rules_after_check {
+            self.rule_phase(tenant_id, &id, &settings, verification, outcome, now)
+                .await?
         } else {
-            Trigger::OtpFailed
+            // A tenant without rules still counts as active, so the others' CPU
+            // budgets apply while it is served (as a firing without rules notes it).
+            self.plugins.runtime().admission().note(tenant_id);
+            verification
         };
-        self.fire(
-            &mut trail,
-            firing(first),
-            Some(label.to_owned()),
-            &mut working,
-            &settings,
-        )
-        .await?;
-        settle(&mut working);
-        if !working.status.is_open() {
-            self.fire(
-                &mut trail,
-                firing(Trigger::VerificationCompleted),
-                Some(label.to_owned()),
-                &mut working,
-                &settings,
-            )
-            .await?;
-            settle(&mut working);
-        }
-        let verification = self.db.update::<Verification, FlowError, _>(
-            Tree::Verifications,
-            &Engine::verification_key(tenant_id, &id),
-            |current| {
-                let mut stored = current.ok_or(FlowError::NotFound("verification"))?;
-                if !stored.status.is_open() && stored.status != first_status {
-                    // A concurrent check closed the verification after this one's
-                    // first write: its outcome stands. This request's firings stay
-                    // on the audit trail.
-                    stored.events.extend(trail.iter().cloned());
-                    return Ok((Some(stored.clone()), stored));
-                }
-                let attempts = stored.code.attempts;
-                let events = std::mem::take(&mut stored.events);
-                stored = working.clone();
-                stored.code.attempts = attempts.max(working.code.attempts);
-                stored.events = events;
-                stored.events.extend(trail.iter().cloned());
-                Ok((Some(stored.clone()), stored))
-            },
-        )?;
         if outcome == CheckOutcome::Verified && verification.status != ReportStatus::Declined {
             self.record_owner(tenant_id, &verification)?;
         }
@@ -269,6 +233,77 @@ impl Engine {
             },
             warnings: verification.warnings,
         })
+    }
+
+    /// The rules run on the settled check; what they change, and the audit trail, go
+    /// into a second write of the verification `id`, which answers.
+    async fn rule_phase(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        settings: &PhoneSettings,
+        verification: Verification,
+        outcome: CheckOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Verification, FlowError> {
+        let label = label_of(outcome);
+        let first_status = verification.status;
+        let applicant_country = verification.applicant_country.clone();
+        let mut working = verification;
+        let mut trail = Vec::new();
+        let firing = |trigger| Firing {
+            trigger,
+            stored: true,
+            applicant_country: applicant_country.as_deref(),
+            resends: 0,
+            at: now,
+        };
+        let first = if outcome == CheckOutcome::Verified {
+            Trigger::OtpVerified
+        } else {
+            Trigger::OtpFailed
+        };
+        self.fire(
+            &mut trail,
+            firing(first),
+            Some(label.to_owned()),
+            &mut working,
+            settings,
+        )
+        .await?;
+        settle(&mut working);
+        if !working.status.is_open() {
+            self.fire(
+                &mut trail,
+                firing(Trigger::VerificationCompleted),
+                Some(label.to_owned()),
+                &mut working,
+                settings,
+            )
+            .await?;
+            settle(&mut working);
+        }
+        self.db.update::<Verification, FlowError, _>(
+            Tree::Verifications,
+            &Engine::verification_key(tenant_id, id),
+            |current| {
+                let mut stored = current.ok_or(FlowError::NotFound("verification"))?;
+                if !stored.status.is_open() && stored.status != first_status {
+                    // A concurrent check closed the verification after this one's
+                    // first write: its outcome stands. This request's firings stay
+                    // on the audit trail.
+                    stored.events.extend(trail.iter().cloned());
+                    return Ok((Some(stored.clone()), stored));
+                }
+                let attempts = stored.code.attempts;
+                let events = std::mem::take(&mut stored.events);
+                stored = working.clone();
+                stored.code.attempts = attempts.max(working.code.attempts);
+                stored.events = events;
+                stored.events.extend(trail.iter().cloned());
+                Ok((Some(stored.clone()), stored))
+            },
+        )
     }
 
     /// Remembers the first applicant a number was verified for, for duplicate detection.
@@ -465,6 +500,32 @@ fn label_of(outcome: CheckOutcome) -> &'static str {
         CheckOutcome::Incorrect { .. } => "incorrect_code",
         CheckOutcome::AttemptsExceeded => "attempts_exceeded",
         CheckOutcome::Expired | CheckOutcome::NoActiveCode => "expired",
+    }
+}
+
+/// The rule phase of a check on a tenant without rules on its triggers: the firings'
+/// audit events, each followed by the settling, as [`Engine::fire`] records them when
+/// no rule runs.
+fn audit_without_rules(verification: &mut Verification, outcome: CheckOutcome, now: DateTime<Utc>) {
+    let label = label_of(outcome);
+    let record = |verification: &mut Verification, trigger: Trigger| {
+        verification.events.push(AuditEvent {
+            at: now,
+            trigger: trigger.name().to_owned(),
+            status: verification.status,
+            detail: Some(label.to_owned()),
+            rules: Vec::new(),
+        });
+        settle(verification);
+    };
+    let first = if outcome == CheckOutcome::Verified {
+        Trigger::OtpVerified
+    } else {
+        Trigger::OtpFailed
+    };
+    record(verification, first);
+    if !verification.status.is_open() {
+        record(verification, Trigger::VerificationCompleted);
     }
 }
 
