@@ -19,7 +19,8 @@ use super::Engine;
 /// change log drops what other replicas changed. For keys and settings a miss loads
 /// from the store, and a write updates the store, while holding the cache's write
 /// lock, so a load can never put back a record older than a concurrent write. The
-/// blocklist and subscription caches, whose misses are frequent (every new number) or
+/// blocklist and subscription caches, whose misses are frequent (every new number of a
+/// tenant that has a blocklist; a tenant without one is known as such, per tenant) or
 /// slow (a scan), load without the lock and keep what they loaded only if no change
 /// came in meanwhile (a generation count), for the same guarantee.
 #[derive(Debug, Default)]
@@ -28,6 +29,9 @@ pub struct Caches {
     settings: RwLock<HashMap<String, Arc<PhoneSettings>>>,
     /// `tenant id / e164` → the number's blocklist entry, or that it has none.
     blocked: Generational<Option<crate::model::BlockedNumber>>,
+    /// `tenant id` → whether the tenant has any blocklist entry: a tenant with none
+    /// (most) answers for every number, new ones too, without a read.
+    has_blocklist: Generational<bool>,
     /// `tenant id` → the tenant's webhook subscriptions (read by every event).
     subscriptions: Generational<Arc<Vec<crate::webhooks::Subscription>>>,
 }
@@ -160,19 +164,25 @@ impl Caches {
         self.settings.write().remove(tenant_id);
     }
 
-    /// The blocklist entry of `e164` for the tenant, or `None`, through the cache.
+    /// The blocklist entry of `e164` for the tenant, or `None`, through the cache:
+    /// for a tenant with no entry at all, at once; else the number's own entry.
     pub(crate) fn blocked(
         &self,
         tenant_id: &str,
         e164: &str,
+        any: impl FnOnce() -> Result<bool, StoreError>,
         load: impl FnOnce() -> Result<Option<crate::model::BlockedNumber>, StoreError>,
     ) -> Result<Option<crate::model::BlockedNumber>, StoreError> {
+        if !self.has_blocklist.get(tenant_id.to_owned(), any)? {
+            return Ok(None);
+        }
         self.blocked.get(format!("{tenant_id}/{e164}"), load)
     }
 
-    /// Drops the cached blocklist entry of `e164` for the tenant, after the store's
-    /// entry changed (here or on another replica).
+    /// Drops the cached blocklist entry of `e164` for the tenant, and whether the
+    /// tenant has any, after the store's entry changed (here or on another replica).
     pub(crate) fn forget_blocked(&self, tenant_id: &str, e164: &str) {
+        self.has_blocklist.forget(tenant_id);
         self.blocked.forget(&format!("{tenant_id}/{e164}"));
     }
 
@@ -196,6 +206,7 @@ impl Caches {
         self.keys.write().clear();
         self.settings.write().clear();
         self.blocked.clear();
+        self.has_blocklist.clear();
         self.subscriptions.clear();
     }
 

@@ -136,11 +136,20 @@ impl Engine {
         let risk = risk::assess(&signals, &policy);
         let mut warnings = Vec::new();
 
-        let blocked: Option<BlockedNumber> =
-            self.replica.caches.blocked(tenant_id, &number.e164, || {
+        let blocked: Option<BlockedNumber> = self.replica.caches.blocked(
+            tenant_id,
+            &number.e164,
+            || {
+                let entries = self
+                    .db
+                    .scan_raw(Tree::Blocklist, &key(&[tenant_id, ""]), 1)?;
+                Ok(!entries.is_empty())
+            },
+            || {
                 self.db
                     .get(Tree::Blocklist, &key(&[tenant_id, &number.e164]))
-            })?;
+            },
+        )?;
         if let Some(entry) = blocked {
             warnings.push(Warning::new(
                 Risk::PhoneNumberInBlocklist,
