@@ -466,21 +466,40 @@ fn unschedule(engine: &Engine, job: &Job) -> Result<(), StoreError> {
     }
 }
 
-/// The lanes holding parked entries when the worker starts: those of the
-/// subscriptions that exist (deleting a subscription empties its lane).
+/// The lanes holding parked entries: one read per such lane, each jumping past the
+/// lane's entries to the next lane's, whatever a lane holds and however many
+/// subscriptions have none (deleting a subscription empties its lane).
 fn parked_lanes(engine: &Engine) -> Result<BTreeSet<Lane>, StoreError> {
-    let subscriptions: Vec<Subscription> =
-        engine.db.scan(Tree::Webhooks, b"", usize::MAX, false)?;
+    let region = key(&[PARKED, ""]);
+    let mut start = region.clone();
     let mut lanes = BTreeSet::new();
-    for subscription in subscriptions {
-        let prefix = parked_prefix(&subscription.tenant_id, &subscription.id);
-        if !engine
-            .db
-            .scan_raw(Tree::WebhookQueue, &prefix, 1)?
-            .is_empty()
-        {
-            lanes.insert((subscription.tenant_id, subscription.id));
-        }
+    while let Some((stored, _)) = engine
+        .db
+        .scan_from_raw(Tree::WebhookQueue, &start, 1)?
+        .into_iter()
+        .next()
+    {
+        let Some(rest) = stored.strip_prefix(region.as_slice()) else {
+            break;
+        };
+        let mut parts = rest.split(|byte| *byte == b'/');
+        let (Some(tenant), Some(subscription), Some(_)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            // Not a lane's entry: read on past it.
+            start = stored;
+            start.push(0);
+            continue;
+        };
+        let lane = (
+            String::from_utf8_lossy(tenant).into_owned(),
+            String::from_utf8_lossy(subscription).into_owned(),
+        );
+        // Past every key of the lane: its prefix ends with '/', and '0' follows it.
+        start = parked_prefix(&lane.0, &lane.1);
+        start.pop();
+        start.push(b'/' + 1);
+        lanes.insert(lane);
     }
     Ok(lanes)
 }

@@ -6,7 +6,8 @@
 -- coming back. A bucket's row is locked by reading it (`FOR UPDATE`) and written once;
 -- only a missing bucket is inserted (`held`, not `found`, names the tokens: `FOUND` is
 -- PL/pgSQL's own). Returns every bucket's tokens as found (refilled,
--- before taking); the caller derives what was taken from them.
+-- before taking); the caller derives what was taken from them. The four-argument
+-- function of version 6, which nothing calls any more, is dropped.
 CREATE FUNCTION dialgate_take_tokens(
     keys bytea[],
     per_ms double precision[],
@@ -45,3 +46,5 @@ BEGIN
     RETURN held;
 END
 $$;
+
+DROP FUNCTION dialgate_take_tokens(bytea[], double precision[], double precision[], bigint);
