@@ -7,6 +7,7 @@
 //! before they answer, so every state acknowledged to a client has been flushed and
 //! fsynced; concurrent requests share one flush.
 
+mod codec;
 pub mod copy;
 mod postgres;
 mod sled_store;
@@ -533,7 +534,7 @@ impl Db {
     }
 
     pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-        self.store.put(tree, key, &encode(value)?)
+        self.store.put(tree, key, &encode(tree, value)?)
     }
 
     /// Stores `value` only if `key` is absent; whether it was stored.
@@ -544,7 +545,7 @@ impl Db {
         value: &T,
     ) -> Result<bool, StoreError> {
         self.store
-            .compare_and_swap(tree, key, None, Some(&encode(value)?))
+            .compare_and_swap(tree, key, None, Some(&encode(tree, value)?))
     }
 
     /// The bytes under `key`, stored as they are (components and compiled artifacts).
@@ -661,7 +662,7 @@ impl Db {
                 .map(|bytes| decode(tree, key, bytes))
                 .transpose()?;
             let (next, result) = update(decoded)?;
-            let encoded = next.as_ref().map(encode).transpose()?;
+            let encoded = next.as_ref().map(|next| encode(tree, next)).transpose()?;
             // Nothing to write: the read is the update's moment.
             if encoded == current {
                 return Ok(result);
@@ -676,17 +677,21 @@ impl Db {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value)
-        .map_err(|err| StoreError::Backend(format!("cannot encode record: {err}")))
+/// `value` as stored in `tree` (see [`codec`]).
+fn encode<T: Serialize>(tree: Tree, value: &T) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(value)
+        .map_err(|err| StoreError::Backend(format!("cannot encode record: {err}")))?;
+    codec::seal(tree, json)
 }
 
 fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+    let corrupt = |message: String| StoreError::Corrupt {
         tree: tree.name(),
         key: String::from_utf8_lossy(key).into_owned(),
-        message: err.to_string(),
-    })
+        message,
+    };
+    let json = codec::open(bytes).map_err(corrupt)?;
+    serde_json::from_slice(&json).map_err(|err| corrupt(err.to_string()))
 }
 
 #[cfg(test)]

@@ -525,3 +525,66 @@ fn a_database_asked_for_tls_is_reached_only_over_tls_to_a_verified_server() {
     };
     assert!(err.to_string().contains("CA file"), "{err}");
 }
+
+contract!(
+    verification_records_are_stored_compressed_and_older_json_still_reads,
+    |db: &Db| {
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Record {
+            id: String,
+            status: String,
+            events: Vec<String>,
+        }
+        let record = Record {
+            id: "1ec08e1b-d064-42be-9fdd-8639d8d818e5".into(),
+            status: "Approved".into(),
+            events: vec!["phone_lookup_complete".into(), "otp_sent".into()],
+        };
+        let json = serde_json::to_vec(&record).expect("json");
+        db.put(Tree::Verifications, b"t/v1", &record).expect("put");
+        let stored = db
+            .get_raw(Tree::Verifications, b"t/v1")
+            .expect("raw")
+            .expect("there");
+        assert_eq!(stored[0], 0xFF, "stored compressed");
+        assert!(
+            stored.len() < json.len(),
+            "{} of {} bytes",
+            stored.len(),
+            json.len()
+        );
+        assert_eq!(
+            db.get::<Record>(Tree::Verifications, b"t/v1").unwrap(),
+            Some(record.clone())
+        );
+        // A record written before compression (plain JSON) reads, and an update of it
+        // swaps from its stored bytes.
+        db.put_raw(Tree::Verifications, b"t/v0", &json)
+            .expect("raw put");
+        let updated =
+            db.update::<Record, StoreError, ()>(Tree::Verifications, b"t/v0", |current| {
+                let mut next = current.expect("there");
+                next.status = "Expired".into();
+                Ok((Some(next), ()))
+            });
+        updated.expect("update");
+        let read = db
+            .get::<Record>(Tree::Verifications, b"t/v0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.status, "Expired");
+        assert_eq!(
+            db.get_raw(Tree::Verifications, b"t/v0").unwrap().unwrap()[0],
+            0xFF
+        );
+        // Scans decode too; a tree outside the compressed set keeps JSON.
+        assert_eq!(
+            db.scan::<Record>(Tree::Verifications, b"t/", 10, false)
+                .unwrap()
+                .len(),
+            2
+        );
+        db.put(Tree::Settings, b"t", &record).expect("put");
+        assert_eq!(db.get_raw(Tree::Settings, b"t").unwrap().unwrap(), json);
+    }
+);
