@@ -554,7 +554,8 @@ contract!(
             json.len()
         );
         assert_eq!(
-            db.get::<Record>(Tree::Verifications, b"t/v1").unwrap(),
+            db.get::<Record>(Tree::Verifications, b"t/v1")
+                .expect("read"),
             Some(record.clone())
         );
         // A record written before compression (plain JSON) reads, and an update of it
@@ -570,21 +571,28 @@ contract!(
         updated.expect("update");
         let read = db
             .get::<Record>(Tree::Verifications, b"t/v0")
-            .unwrap()
-            .unwrap();
+            .expect("read")
+            .expect("read");
         assert_eq!(read.status, "Expired");
         assert_eq!(
-            db.get_raw(Tree::Verifications, b"t/v0").unwrap().unwrap()[0],
+            db.get_raw(Tree::Verifications, b"t/v0")
+                .expect("read")
+                .expect("there")[0],
             0xFF
         );
         // Scans decode too; a tree outside the compressed set keeps JSON.
         assert_eq!(
             db.scan::<Record>(Tree::Verifications, b"t/", 10, false)
-                .unwrap()
+                .expect("read")
                 .len(),
             2
         );
         db.put(Tree::Settings, b"t", &record).expect("put");
-        assert_eq!(db.get_raw(Tree::Settings, b"t").unwrap().unwrap(), json);
+        assert_eq!(
+            db.get_raw(Tree::Settings, b"t")
+                .expect("read")
+                .expect("there"),
+            json
+        );
     }
 );
