@@ -83,18 +83,30 @@ pub struct Buckets {
 }
 
 /// The reserves of one replica, bounded by [`MAX_RESERVES`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Reserves {
     map: HashMap<String, Reserve>,
+    /// Entries at most: [`MAX_RESERVES`] (smaller in tests).
+    cap: usize,
     /// Before this, a full map is not swept again.
     next_sweep: Option<DateTime<Utc>>,
+}
+
+impl Default for Reserves {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            cap: MAX_RESERVES,
+            next_sweep: None,
+        }
+    }
 }
 
 impl Reserves {
     /// Whether a new bucket's entry fits; a full map first drops the entries of
     /// buckets not asked for in the last second (at most once a second).
     fn room(&mut self, now: DateTime<Utc>) -> bool {
-        if self.map.len() < MAX_RESERVES {
+        if self.map.len() < self.cap {
             return true;
         }
         if self.next_sweep.is_some_and(|at| now < at) {
@@ -104,7 +116,7 @@ impl Reserves {
         self.map
             .retain(|_, reserve| reserve.until > now || now < reserve.since + window);
         self.next_sweep = Some(now + window);
-        self.map.len() < MAX_RESERVES
+        self.map.len() < self.cap
     }
 }
 
@@ -414,6 +426,20 @@ impl Buckets {
                 reserve.until = until;
             }
         }
+    }
+
+    /// Shared buckets whose replica holds at most `cap` reserves (for tests).
+    #[cfg(test)]
+    fn shared_with_reserve_cap(db: Db, cap: usize) -> Self {
+        let buckets = Self::shared(db);
+        buckets.reserves.lock().cap = cap;
+        buckets
+    }
+
+    /// Reserves this replica holds entries for (for tests).
+    #[cfg(test)]
+    fn reserve_entries(&self) -> usize {
+        self.reserves.lock().map.len()
     }
 
     /// Tokens this replica holds in reserve for the bucket `key` (for tests).
@@ -861,6 +887,61 @@ mod tests {
         }
     }
 
+    /// A tenant that rotates its keys (a large per-IP burst, a new IP every request)
+    /// fills the replica's reserves only to their cap. Another tenant's requests are
+    /// still answered and counted exactly meanwhile (they only go without a reserve,
+    /// one round trip each), and once the rotating keys are a second old their
+    /// entries are swept and the other tenant's busy bucket takes a reserve again.
+    fn a_key_rotating_tenant_fills_the_reserves_only_to_their_cap(db: &Db) {
+        const CAP: usize = 64;
+        let large = BucketLimit {
+            per_minute: 60,
+            burst: 640,
+        };
+        let replica = Buckets::shared_with_reserve_cap(db.clone(), CAP);
+        let now = ManualClock::new().now() + Duration::hours(5);
+        for ip in 0..CAP * 3 {
+            let key = format!("attacker/ip/{ip}");
+            assert!(replica.take(&key, large, now).expect("store").is_ok());
+            assert!(replica.reserve_entries() <= CAP, "bounded");
+        }
+        assert_eq!(replica.reserve_entries(), CAP);
+        // The other tenant, in the same second: every answer right, one burst in all.
+        let mut granted = 0;
+        while replica.take("victim", large, now).expect("store").is_ok() {
+            granted += 1;
+        }
+        assert_eq!(granted, 640, "the other tenant's limit is exact");
+        assert_eq!(
+            replica.reserved("victim", now),
+            0.0,
+            "no room for a reserve"
+        );
+        // A second later the rotating keys' entries go, and busy traffic of the other
+        // tenant takes reserves again (on a backend with a take of its own).
+        let later = now + Duration::milliseconds(RESERVE_FOR_MS + 100);
+        for _ in 0..8 {
+            assert!(replica
+                .take("victim-2", large, later)
+                .expect("store")
+                .is_ok());
+        }
+        assert!(replica.reserve_entries() < CAP, "swept");
+        if db.is_shared() {
+            assert!(
+                replica.reserved("victim-2", later) >= 1.0,
+                "a reserve again"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_rotating_tenant_fills_a_sled_replicas_reserves_only_to_their_cap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open_sled(dir.path()).expect("open sled");
+        a_key_rotating_tenant_fills_the_reserves_only_to_their_cap(&db);
+    }
+
     #[test]
     fn local_buckets_are_taken_all_or_none() {
         buckets_are_taken_all_or_none(&Buckets::default());
@@ -882,5 +963,6 @@ mod tests {
         shared_buckets_hold_one_limit_and_are_swept(&db);
         buckets_are_taken_all_or_none(&Buckets::shared(db.clone()));
         reserves_hold_the_limit(&db);
+        a_key_rotating_tenant_fills_the_reserves_only_to_their_cap(&db);
     }
 }
