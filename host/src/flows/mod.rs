@@ -117,8 +117,13 @@ pub struct Caller {
 }
 
 impl Engine {
+    /// A new id for a verification, tenant or key: a UUID of version 7, whose first
+    /// 48 bits are the time in ms. So a tenant's verifications are stored in the
+    /// order they began, and a new one lands beside the last ones written rather than
+    /// anywhere in the tree (which, on sled, halved the bytes a verified flow leaves on
+    /// disk; see the README's Performance section). The other 74 bits are random.
     fn id() -> String {
-        uuid::Uuid::new_v4().to_string()
+        uuid::Uuid::now_v7().to_string()
     }
 
     fn verification_key(tenant_id: &str, id: &str) -> Vec<u8> {
