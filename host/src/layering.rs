@@ -14,6 +14,7 @@ mod tests {
         ("sending", &["flows", "plugins", "api", "server"]),
         ("routing", &["flows", "plugins", "api", "server"]),
         ("settings.rs", &["flows", "plugins", "api", "server"]),
+        ("permissions.rs", &["flows", "plugins", "api", "server"]),
         ("error.rs", &["flows", "plugins", "api", "server"]),
         ("plugins", &["flows", "api", "server"]),
     ];

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod messages;
 pub mod model;
 pub mod otp;
+pub mod permissions;
 pub mod phone;
 pub mod plugin_run;
 pub mod plugins;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::otp::CODE_LENGTH_RANGE;
+use crate::permissions::DeliveryPermissions;
 use crate::phone::risk::{self, RiskPolicy};
 use crate::warnings::RiskAction;
 
@@ -48,6 +49,8 @@ pub struct PhoneSettings {
     /// Wrong codes allowed per number across its verifications and applicants before
     /// code entry for the number is locked.
     pub guess_budget: GuessBudget,
+    /// Where codes may be sent, per channel: countries, E.164 prefixes, number types.
+    pub delivery_permissions: DeliveryPermissions,
 }
 
 /// The guess budget of a number: failed code entries are counted per tenant and
@@ -109,6 +112,7 @@ impl Default for PhoneSettings {
             rate_limits: RateLimits::default(),
             on_plugin_failure: PluginFailure::Continue,
             guess_budget: GuessBudget::default(),
+            delivery_permissions: DeliveryPermissions::default(),
         }
     }
 }
@@ -303,6 +307,7 @@ impl PhoneSettings {
                 )?;
             }
         }
+        self.delivery_permissions.validate()?;
         Ok(())
     }
 

@@ -44,6 +44,7 @@ pub enum Risk {
     VoipNumberDetected,
     DuplicatedPhoneNumber,
     VerificationCodeGuessBudgetExhausted,
+    DestinationNotPermitted,
 }
 
 impl Risk {
@@ -59,6 +60,7 @@ impl Risk {
             Risk::VerificationCodeGuessBudgetExhausted => {
                 "VERIFICATION_CODE_GUESS_BUDGET_EXHAUSTED"
             }
+            Risk::DestinationNotPermitted => "DESTINATION_NOT_PERMITTED",
         }
     }
 
@@ -91,6 +93,10 @@ impl Risk {
             Risk::VerificationCodeGuessBudgetExhausted => (
                 "Verification code guess budget exhausted",
                 "Too many wrong verification codes were entered for this phone number across its verifications, so code entry for the number is locked for a while.",
+            ),
+            Risk::DestinationNotPermitted => (
+                "Destination not permitted",
+                "The tenant's delivery permissions do not allow codes to this phone number on this channel (its country, prefix or number type); nothing was sent.",
             ),
         }
     }

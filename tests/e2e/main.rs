@@ -9,6 +9,7 @@ mod egress;
 mod flow;
 mod hardening;
 mod kannel;
+mod permissions;
 mod plugin_storage;
 mod plugins;
 mod postgres;

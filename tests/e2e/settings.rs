@@ -34,6 +34,13 @@ fn defaults() -> Value {
         "disposable_numbers": [],
         "on_plugin_failure": "continue",
         "guess_budget": {"max_failures_per_24h": 10, "lockout_minutes": 60},
+        "delivery_permissions": {
+            "allowed_countries": null,
+            "blocked_countries": [],
+            "blocked_prefixes": [],
+            "refused_number_types": ["premium_rate", "shared_cost", "uan", "pager", "satellite", "international_network"],
+            "channels": {},
+        },
         "rate_limits": {
             "send_otp": {
                 "per_tenant": {"per_minute": 6000, "burst": 600},

@@ -90,6 +90,14 @@ fn workflow_steps(request: &SendRequest) -> Result<Vec<WorkflowStep>, FlowError>
     Ok(steps.clone())
 }
 
+/// The error of a step whose destination the tenant's delivery permissions refuse.
+fn not_permitted(why: String) -> FlowError {
+    FlowError::Conflict {
+        code: "destination_not_permitted",
+        message: format!("the delivery permissions refuse this destination: {why}"),
+    }
+}
+
 fn default_channel() -> Channel {
     Channel::Sms
 }
@@ -309,6 +317,19 @@ impl Engine {
             }
         }
 
+        // Where the tenant allows codes to go, on the channel the rules left: a refused
+        // destination is declined before any provider is asked.
+        if let Some(why) = settings
+            .delivery_permissions
+            .refusal(&verification.phone, channel)
+        {
+            verification.warnings.push(Warning::new(
+                Risk::DestinationNotPermitted,
+                RiskAction::Decline,
+                Some(why),
+            ));
+        }
+
         if blocked.is_some() || verification.verdict() == RiskAction::Decline {
             self.decline(
                 &mut trail,
@@ -346,6 +367,19 @@ impl Engine {
         let mut current = 0;
         let (code, dispatch) = loop {
             let step = steps[current];
+            // A later step's channel may be one the permissions refuse: it moves on.
+            if let Some(why) = settings
+                .delivery_permissions
+                .refusal(&verification.phone, step.channel)
+            {
+                let err = not_permitted(why);
+                if current + 1 < steps.len() {
+                    outcomes.push(step_outcome(current, step.channel, now, Err(&err)));
+                    current += 1;
+                    continue;
+                }
+                return Err(err);
+            }
             let code = otp::generate_code(settings.code_length);
             let (message, record) =
                 self.code_message(&plan, &verification, step.channel, &code, &settings, now)?;
@@ -617,17 +651,24 @@ impl Engine {
                 return Err(err);
             }
         };
-        let sent = self
-            .dispatch(
-                message,
-                verification.phone.region.as_deref(),
-                &RuleRoute {
-                    forced: verification.route.as_deref(),
-                    forbidden: &verification.avoided_routes,
-                },
-                step,
-            )
-            .await;
+        let refused = settings
+            .delivery_permissions
+            .refusal(&verification.phone, channel);
+        let sent = match refused {
+            Some(why) => Err(not_permitted(why)),
+            None => {
+                self.dispatch(
+                    message,
+                    verification.phone.region.as_deref(),
+                    &RuleRoute {
+                        forced: verification.route.as_deref(),
+                        forbidden: &verification.avoided_routes,
+                    },
+                    step,
+                )
+                .await
+            }
+        };
         let outcome = step_outcome(step as usize, channel, now, sent.as_ref());
         let last = step as usize + 1 >= workflow.steps.len();
         let next_at = (sent.is_ok() && !last).then(|| {
