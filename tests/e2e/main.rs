@@ -9,6 +9,7 @@ mod egress;
 mod flow;
 mod hardening;
 mod kannel;
+mod line_checks;
 mod permissions;
 mod plugin_storage;
 mod plugins;

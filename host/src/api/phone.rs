@@ -12,7 +12,7 @@ use crate::flows::{
 };
 
 use super::error::ApiError;
-use super::extract::{ApiJson, TenantCaller};
+use super::extract::{ApiJson, ApiQuery, TenantCaller};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -20,6 +20,8 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/phone/lookup", post(lookup))
         .route("/v1/phone/send-otp", post(send_otp))
         .route("/v1/phone/verify-otp", post(verify_otp))
+        .route("/v1/phone/porting-history", get(porting_history))
+        .route("/v1/phone/sim-swap-check", post(sim_swap_check))
         .route("/v1/verifications/{id}", get(report))
         .route("/v1/verifications/{id}/events", get(events))
 }
@@ -38,6 +40,26 @@ async fn lookup(
     ApiJson(request): ApiJson<LookupRequest>,
 ) -> Result<Json<impl serde::Serialize>, ApiError> {
     Ok(Json(engine.lookup(&caller, request).await?))
+}
+
+async fn porting_history(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    ApiQuery(query): ApiQuery<crate::flows::line_checks::PortingQuery>,
+) -> Result<Json<impl serde::Serialize>, ApiError> {
+    Ok(Json(
+        engine.porting_history(&caller.tenant_id, query).await?,
+    ))
+}
+
+async fn sim_swap_check(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    ApiJson(request): ApiJson<crate::flows::line_checks::SimSwapRequest>,
+) -> Result<Json<impl serde::Serialize>, ApiError> {
+    Ok(Json(
+        engine.sim_swap_check(&caller.tenant_id, request).await?,
+    ))
 }
 
 async fn send_otp(

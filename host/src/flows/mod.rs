@@ -15,6 +15,7 @@
 
 pub mod caches;
 pub mod jobs;
+pub mod line_checks;
 mod lookup;
 pub mod messaging;
 mod review;

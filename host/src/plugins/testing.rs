@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use crate::model::rules::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 16] = [
+const GUESTS: [&str; 17] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
@@ -25,6 +25,7 @@ const GUESTS: [&str; 16] = [
     "hostile-forbidden-import",
     "hostile-abuser",
     "guest-echo",
+    "guest-line",
 ];
 
 /// The component built from the guest crate whose artifact is `artifact` (e.g.

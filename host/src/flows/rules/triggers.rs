@@ -301,24 +301,62 @@ impl Engine {
         settings: &PhoneSettings,
         e164: &str,
     ) -> LineSignals {
+        let (name, found) = match self.intelligence(tenant_id, e164).await {
+            Intel::NoAdapter => return LineSignals::default(),
+            Intel::Unusable { adapter, why } => {
+                return LineSignals {
+                    source: Some(adapter),
+                    error: Some(why),
+                    ..LineSignals::default()
+                }
+            }
+            Intel::Found { adapter, found } => (adapter, found),
+        };
+        let now = self.clock.now();
+        let days_since = |millis: i64| {
+            let days = (now.timestamp_millis() - millis).max(0) / 86_400_000;
+            u32::try_from(days).unwrap_or(u32::MAX)
+        };
+        let mut line = LineSignals {
+            source: Some(name),
+            ..LineSignals::default()
+        };
+        line.current_carrier = found.carrier_name;
+        line.line_status = found.line_status;
+        line.roaming = found.roaming;
+        line.prepaid = found.prepaid;
+        if let Some(last) = found.porting_history.last() {
+            line.ported = Some(true);
+            line.ported_days_ago = Some(days_since(last.at_millis));
+        }
+        if settings.sim_swap_check {
+            if let Some(millis) = found.last_sim_change_millis {
+                line.sim_swap_days_ago = Some(days_since(millis));
+                line.last_sim_change = DateTime::<Utc>::from_timestamp_millis(millis);
+            }
+        }
+        line
+    }
+
+    /// Asks the tenant's lookup adapter about `e164`.
+    pub(crate) async fn intelligence(&self, tenant_id: &str, e164: &str) -> Intel {
         let Some(live) = self.plugins.live(tenant_id) else {
-            return LineSignals::default();
+            return Intel::NoAdapter;
         };
         let Some(adapter) = live.lookup() else {
-            return LineSignals::default();
+            return Intel::NoAdapter;
         };
         // A first-party adapter installed with placeholder configuration is never
         // called: the line is analysed without it, and the report says why.
         let missing = self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets);
         if !missing.is_empty() {
-            return LineSignals {
-                source: Some(adapter.name.clone()),
-                error: Some(format!(
+            return Intel::Unusable {
+                adapter: adapter.name.clone(),
+                why: format!(
                     "the lookup adapter {} is not used until it is configured: it lacks {}",
                     adapter.name,
                     missing.join(", ")
-                )),
-                ..LineSignals::default()
+                ),
             };
         }
         let now = self.clock.now();
@@ -337,42 +375,37 @@ impl Engine {
                 e164,
             )
             .await;
-        let mut line = LineSignals {
-            source: Some(adapter.name.clone()),
-            ..LineSignals::default()
-        };
-        let found = match answer {
-            Ok(found) => found,
+        match answer {
+            Ok(found) => Intel::Found {
+                adapter: adapter.name.clone(),
+                found,
+            },
             Err(failure) => {
                 tracing::warn!(
                     tenant = tenant_id,
                     adapter = adapter.name,
                     "lookup adapter failed: {failure}"
                 );
-                line.error = Some(failure.to_string());
-                return line;
-            }
-        };
-        let days_since = |millis: i64| {
-            let days = (now.timestamp_millis() - millis).max(0) / 86_400_000;
-            u32::try_from(days).unwrap_or(u32::MAX)
-        };
-        line.current_carrier = found.carrier_name;
-        line.line_status = found.line_status;
-        line.roaming = found.roaming;
-        line.prepaid = found.prepaid;
-        if let Some(last) = found.porting_history.last() {
-            line.ported = Some(true);
-            line.ported_days_ago = Some(days_since(last.at_millis));
-        }
-        if settings.sim_swap_check {
-            if let Some(millis) = found.last_sim_change_millis {
-                line.sim_swap_days_ago = Some(days_since(millis));
-                line.last_sim_change = DateTime::<Utc>::from_timestamp_millis(millis);
+                Intel::Unusable {
+                    adapter: adapter.name.clone(),
+                    why: failure.to_string(),
+                }
             }
         }
-        line
     }
+}
+
+/// What asking the tenant's lookup adapter came to.
+pub(crate) enum Intel {
+    /// The tenant has no lookup adapter.
+    NoAdapter,
+    /// It has one, which is not configured or failed, and why.
+    Unusable { adapter: String, why: String },
+    /// It answered.
+    Found {
+        adapter: String,
+        found: crate::plugins::Intelligence,
+    },
 }
 
 /// The one run standing for a chain the caller stopped waiting for.
