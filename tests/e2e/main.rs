@@ -6,6 +6,7 @@ mod cases;
 mod containment;
 mod crash;
 mod egress;
+mod feedback;
 mod flow;
 mod hardening;
 mod kannel;

@@ -28,6 +28,7 @@ const REPORT_FIELDS: &[&str] = &[
     "rules_fired",
     "review",
     "message",
+    "feedback",
 ];
 const PHONE_FIELDS: &[&str] = &[
     "status",

@@ -24,6 +24,7 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/phone/sim-swap-check", post(sim_swap_check))
         .route("/v1/verifications/{id}", get(report))
         .route("/v1/verifications/{id}/events", get(events))
+        .route("/v1/verifications/{id}/feedback", post(feedback))
 }
 
 async fn validate(
@@ -86,6 +87,15 @@ async fn verify_otp(
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> Result<Json<impl serde::Serialize>, ApiError> {
     Ok(Json(engine.verify_otp(&caller, request).await?))
+}
+
+async fn feedback(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<crate::flows::verification::feedback::FeedbackRequest>,
+) -> Result<Json<impl serde::Serialize>, ApiError> {
+    Ok(Json(engine.feedback(&caller, &id, request).await?))
 }
 
 async fn report(

@@ -65,6 +65,36 @@ impl Channel {
     }
 }
 
+/// What the tenant's app says became of a verification (conversion feedback): the
+/// user proved the number (`verified`, e.g. the code was checked elsewhere or sign-up
+/// completed), never did (`not_verified`), or the traffic was fraud (`fraud`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackOutcome {
+    Verified,
+    NotVerified,
+    Fraud,
+}
+
+impl FeedbackOutcome {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackOutcome::Verified => "verified",
+            FeedbackOutcome::NotVerified => "not_verified",
+            FeedbackOutcome::Fraud => "fraud",
+        }
+    }
+}
+
+/// The latest feedback on a verification, and how many changes of it were reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub outcome: FeedbackOutcome,
+    pub at: DateTime<Utc>,
+    pub reports: u32,
+}
+
 /// The overall status of a verification, as the report names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReportStatus {
@@ -203,6 +233,9 @@ pub struct Verification {
     /// rules of later triggers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applicant_country: Option<String>,
+    /// The outcome the tenant's app reported for this verification, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
 }
 
 /// What the report tells about the last code message of a verification.

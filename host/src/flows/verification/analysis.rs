@@ -69,6 +69,7 @@ impl Analysis {
             review: None,
             message: None,
             applicant_country: None,
+            feedback: None,
         }
     }
 

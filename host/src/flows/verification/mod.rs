@@ -2,6 +2,7 @@
 //! (the analysis of a number for a tenant) and the idempotency of sends.
 
 pub(crate) mod analysis;
+pub mod feedback;
 pub mod idempotency;
 pub(crate) mod report;
 pub mod send;

@@ -87,6 +87,8 @@ pub struct Report {
     /// `brand_id`, `locale`, `channel`, `encoding` (`GSM-7` or `UCS-2`) and
     /// `segments`; `null` until a code was sent.
     pub message: Option<CodeMessage>,
+    /// The outcome the tenant's app reported (`POST /v1/verifications/{id}/feedback`).
+    pub feedback: Option<crate::model::Feedback>,
 }
 
 /// One rule run on the report.
@@ -173,5 +175,6 @@ pub(crate) fn to_report(verification: Verification) -> Report {
         rules_fired,
         review: verification.review,
         message: verification.message,
+        feedback: verification.feedback,
     }
 }
