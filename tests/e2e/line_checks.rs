@@ -219,3 +219,58 @@ async fn the_camara_adapter_answers_sim_swap_checks_and_reports_no_porting() {
     assert_eq!(history["recently_ported"], false);
     assert_eq!(history["risk_factor"], "low");
 }
+
+#[tokio::test]
+async fn sim_swap_check_without_an_adapter_that_can_answer_is_stored_with_a_notice() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let path = "/v1/settings/phone-verification";
+    let on = json!({"sim_swap_check": true});
+    let put = server.put(path, &tenant.key, on.clone()).await;
+    let answer = put.expect(200).clone();
+    assert_eq!(answer["sim_swap_check"], true);
+    let notices = answer["notices"].as_array().expect("notices").clone();
+    assert_eq!(notices.len(), 1);
+    assert!(
+        notices[0]
+            .as_str()
+            .is_some_and(|n| n.contains("no lookup adapter") && n.contains("camara-lookup")),
+        "{answer}"
+    );
+    // The notice is the answer's, not a setting.
+    let read = server.get(path, &tenant.key).await;
+    assert!(read.expect(200).get("notices").is_none());
+
+    // An adapter without its configuration is named with what it lacks.
+    let sim = CamaraSim::start().await;
+    let installed = server
+        .post(
+            "/v1/plugins/catalog/camara-lookup",
+            &tenant.key,
+            json!({"hosts": [sim.host()]}),
+        )
+        .await;
+    let id = installed.expect(201)["id"].as_str().expect("id").to_owned();
+    let put = server.put(path, &tenant.key, on.clone()).await;
+    let notice = put.expect(200)["notices"][0].clone();
+    assert!(
+        notice
+            .as_str()
+            .is_some_and(|n| n.contains("camara-lookup") && n.contains("lacks")),
+        "{notice}"
+    );
+    // Configured: no notice.
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            json!({
+                "config": {"base_url": sim.base_url()},
+                "secrets": {"access_token": CAMARA_TOKEN},
+                "granted_hosts": [sim.host()],
+            }),
+        )
+        .await
+        .expect(200);
+    let put = server.put(path, &tenant.key, on).await;
+    assert!(put.expect(200).get("notices").is_none(), "{}", put.text);
+}

@@ -96,7 +96,7 @@ async fn put_settings(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
     ApiJson(patch): ApiJson<Value>,
-) -> Result<Json<PhoneSettings>, ApiError> {
+) -> Result<Json<StoredSettings>, ApiError> {
     if !patch.is_object() {
         return Err(ApiError::invalid(
             "body",
@@ -110,9 +110,22 @@ async fn put_settings(
     let bytes =
         serde_json::to_vec(&merged).map_err(|err| ApiError::invalid("body", err.to_string()))?;
     let settings: PhoneSettings = super::extract::parse_json(&bytes)?;
-    Ok(Json(
-        engine.put_settings(&caller.tenant_id, settings).await?,
-    ))
+    let stored = engine.put_settings(&caller.tenant_id, settings).await?;
+    let notices = engine.settings_notices(&caller.tenant_id, &stored);
+    Ok(Json(StoredSettings {
+        settings: stored,
+        notices,
+    }))
+}
+
+/// The answer to a settings update: the settings, and notices about what they ask
+/// for that the tenant's plugins cannot give (only when there are any).
+#[derive(serde::Serialize)]
+struct StoredSettings {
+    #[serde(flatten)]
+    settings: PhoneSettings,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notices: Vec<String>,
 }
 
 fn merge(target: &mut Value, patch: Value) {

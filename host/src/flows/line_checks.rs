@@ -79,6 +79,37 @@ fn day(millis: i64) -> String {
 }
 
 impl Engine {
+    /// Why the tenant's settings ask for something its plugins cannot give: notices for
+    /// the settings' answer (`sim_swap_check` without a lookup adapter that is
+    /// installed and configured). Empty when nothing is amiss.
+    pub fn settings_notices(
+        &self,
+        tenant_id: &str,
+        settings: &crate::settings::PhoneSettings,
+    ) -> Vec<String> {
+        if !settings.sim_swap_check {
+            return Vec::new();
+        }
+        let adapter = self.plugins.live(tenant_id).and_then(|live| {
+            live.lookup().map(|adapter| {
+                (
+                    adapter.name.clone(),
+                    self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets),
+                )
+            })
+        });
+        match adapter {
+            None => vec![
+                "sim_swap_check is on, but the tenant has no lookup adapter: lookups and rules see no SIM-swap data until one that reports SIM changes is installed and configured (POST /v1/plugins/catalog/camara-lookup)".to_owned(),
+            ],
+            Some((name, missing)) if !missing.is_empty() => vec![format!(
+                "sim_swap_check is on, but the lookup adapter {name} is not used until it is configured: it lacks {}",
+                missing.join(", ")
+            )],
+            Some(_) => Vec::new(),
+        }
+    }
+
     /// What the tenant's lookup adapter says about `phone`, or an error naming what is
     /// missing (`lookup_adapter_required`) or what failed (502).
     async fn adapter_answer(
