@@ -126,16 +126,14 @@ impl Engine {
                     "this check needs a lookup adapter that reports {needs}, and the tenant has none: install and configure one (POST /v1/plugins/catalog/camara-lookup answers SIM-swap checks through an operator's CAMARA SIM Swap API)"
                 ),
             }),
-            Intel::Unusable { adapter, why } if why.contains("not used until") => {
-                Err(FlowError::Conflict {
-                    code: "lookup_adapter_required",
-                    message: why.replace(
-                        &format!("the lookup adapter {adapter}"),
-                        &format!("this check needs the lookup adapter {adapter}, which"),
-                    ),
-                })
-            }
-            Intel::Unusable { adapter, why } => Err(FlowError::Provider(format!(
+            Intel::Unconfigured { adapter, missing } => Err(FlowError::Conflict {
+                code: "lookup_adapter_required",
+                message: format!(
+                    "this check needs the lookup adapter {adapter}, which is not used until it is configured: it lacks {}",
+                    missing.join(", ")
+                ),
+            }),
+            Intel::Failed { adapter, why } => Err(FlowError::Provider(format!(
                 "the lookup adapter {adapter} failed: {why}"
             ))),
             Intel::Found { found, .. } => Ok((number.e164, found)),

@@ -303,7 +303,15 @@ impl Engine {
     ) -> LineSignals {
         let (name, found) = match self.intelligence(tenant_id, e164).await {
             Intel::NoAdapter => return LineSignals::default(),
-            Intel::Unusable { adapter, why } => {
+            Intel::Unconfigured { adapter, missing } => return LineSignals {
+                error: Some(format!(
+                    "the lookup adapter {adapter} is not used until it is configured: it lacks {}",
+                    missing.join(", ")
+                )),
+                source: Some(adapter),
+                ..LineSignals::default()
+            },
+            Intel::Failed { adapter, why } => {
                 return LineSignals {
                     source: Some(adapter),
                     error: Some(why),
@@ -350,13 +358,9 @@ impl Engine {
         // called: the line is analysed without it, and the report says why.
         let missing = self.missing_config(adapter, &adapter.call.config, &adapter.call.secrets);
         if !missing.is_empty() {
-            return Intel::Unusable {
+            return Intel::Unconfigured {
                 adapter: adapter.name.clone(),
-                why: format!(
-                    "the lookup adapter {} is not used until it is configured: it lacks {}",
-                    adapter.name,
-                    missing.join(", ")
-                ),
+                missing,
             };
         }
         let now = self.clock.now();
@@ -386,7 +390,7 @@ impl Engine {
                     adapter = adapter.name,
                     "lookup adapter failed: {failure}"
                 );
-                Intel::Unusable {
+                Intel::Failed {
                     adapter: adapter.name.clone(),
                     why: failure.to_string(),
                 }
@@ -399,8 +403,13 @@ impl Engine {
 pub(crate) enum Intel {
     /// The tenant has no lookup adapter.
     NoAdapter,
-    /// It has one, which is not configured or failed, and why.
-    Unusable { adapter: String, why: String },
+    /// It has one that lacks these settings or secrets, and is not called.
+    Unconfigured {
+        adapter: String,
+        missing: Vec<String>,
+    },
+    /// It has one, which failed, and why.
+    Failed { adapter: String, why: String },
     /// It answered.
     Found {
         adapter: String,
