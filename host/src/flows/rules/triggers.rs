@@ -303,14 +303,17 @@ impl Engine {
     ) -> LineSignals {
         let (name, found) = match self.intelligence(tenant_id, e164).await {
             Intel::NoAdapter => return LineSignals::default(),
-            Intel::Unconfigured { adapter, missing } => return LineSignals {
-                error: Some(format!(
+            Intel::Unconfigured { adapter, missing } => {
+                let why = format!(
                     "the lookup adapter {adapter} is not used until it is configured: it lacks {}",
                     missing.join(", ")
-                )),
-                source: Some(adapter),
-                ..LineSignals::default()
-            },
+                );
+                return LineSignals {
+                    source: Some(adapter),
+                    error: Some(why),
+                    ..LineSignals::default()
+                };
+            }
             Intel::Failed { adapter, why } => {
                 return LineSignals {
                     source: Some(adapter),
