@@ -259,18 +259,7 @@ async fn sim_swap_check_without_an_adapter_that_can_answer_is_stored_with_a_noti
         "{notice}"
     );
     // Configured: no notice.
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({
-                "config": {"base_url": sim.base_url()},
-                "secrets": {"access_token": CAMARA_TOKEN},
-                "granted_hosts": [sim.host()],
-            }),
-        )
-        .await
-        .expect(200);
+    configure_camara(&server, &tenant, &id, &sim, true).await;
     let put = server.put(path, &tenant.key, on).await;
     assert!(put.expect(200).get("notices").is_none(), "{}", put.text);
 }

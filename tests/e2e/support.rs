@@ -632,6 +632,19 @@ pub async fn install_camara(
         )
         .await;
     let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    let configured = configure_camara(server, tenant, &id, sim, grant).await;
+    (id, configured)
+}
+
+/// Configures the installed `camara-lookup` plugin `id` for `sim`, granting it the
+/// simulator's host if `grant`.
+pub async fn configure_camara(
+    server: &TestServer,
+    tenant: &Tenant,
+    id: &str,
+    sim: &crate::sims::CamaraSim,
+    grant: bool,
+) -> Reply {
     let granted: Vec<String> = if grant { vec![sim.host()] } else { Vec::new() };
     let configured = server
         .put(
@@ -645,7 +658,7 @@ pub async fn install_camara(
         )
         .await;
     configured.expect(200);
-    (id, configured)
+    configured
 }
 
 /// Every trigger, comma-separated, as a manifest names them.
