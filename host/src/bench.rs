@@ -735,7 +735,19 @@ async fn noisy_neighbour(
 }
 
 fn post_json(url: &str, key: &str, body: &Value) -> anyhow::Result<Request<Full<Bytes>>> {
-    Ok(Request::post(url)
+    json_request(hyper::Method::POST, url, key, body)
+}
+
+/// A request with a JSON body and the bearer `key`.
+fn json_request(
+    method: hyper::Method,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> anyhow::Result<Request<Full<Bytes>>> {
+    Ok(Request::builder()
+        .method(method)
+        .uri(url)
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?)

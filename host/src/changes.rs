@@ -53,6 +53,8 @@ pub enum Change {
     Webhooks { tenant_id: String },
     /// A tenant's plugins or workflow rules changed.
     Plugins { tenant_id: String },
+    /// A tenant's SMS-pumping blocks changed (opened or lifted).
+    FraudBlocks { tenant_id: String },
 }
 
 /// What a poll found.

@@ -23,6 +23,7 @@ pub mod permissions;
 pub mod phone;
 pub mod plugin_run;
 pub mod plugins;
+pub mod pumping;
 pub mod routing;
 pub mod secrets;
 pub mod sending;

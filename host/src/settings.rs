@@ -51,6 +51,9 @@ pub struct PhoneSettings {
     pub guess_budget: GuessBudget,
     /// Where codes may be sent, per channel: countries, E.164 prefixes, number types.
     pub delivery_permissions: DeliveryPermissions,
+    /// The SMS-pumping detector: its mode, windows, block length, exempt prefixes and
+    /// country tiers.
+    pub sms_pumping: crate::pumping::PumpingSettings,
 }
 
 /// The guess budget of a number: failed code entries are counted per tenant and
@@ -113,6 +116,7 @@ impl Default for PhoneSettings {
             on_plugin_failure: PluginFailure::Continue,
             guess_budget: GuessBudget::default(),
             delivery_permissions: DeliveryPermissions::default(),
+            sms_pumping: crate::pumping::PumpingSettings::default(),
         }
     }
 }
@@ -308,6 +312,9 @@ impl PhoneSettings {
             }
         }
         self.delivery_permissions.validate()?;
+        if let Some((field, message)) = self.sms_pumping.problem() {
+            return Err(InvalidSetting { field, message });
+        }
         Ok(())
     }
 

@@ -45,6 +45,7 @@ pub enum Risk {
     DuplicatedPhoneNumber,
     VerificationCodeGuessBudgetExhausted,
     DestinationNotPermitted,
+    SmsPumpingSuspected,
 }
 
 impl Risk {
@@ -61,6 +62,7 @@ impl Risk {
                 "VERIFICATION_CODE_GUESS_BUDGET_EXHAUSTED"
             }
             Risk::DestinationNotPermitted => "DESTINATION_NOT_PERMITTED",
+            Risk::SmsPumpingSuspected => "SMS_PUMPING_SUSPECTED",
         }
     }
 
@@ -97,6 +99,10 @@ impl Risk {
             Risk::DestinationNotPermitted => (
                 "Destination not permitted",
                 "The tenant's delivery permissions do not allow codes to this phone number on this channel (its country, prefix or number type); nothing was sent.",
+            ),
+            Risk::SmsPumpingSuspected => (
+                "SMS pumping suspected",
+                "The SMS-pumping detector judged the number's prefix under attack (artificially inflated traffic); while the block lasts no code goes to the prefix. The data names the prefix, until when and why.",
             ),
         }
     }

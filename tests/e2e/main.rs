@@ -15,6 +15,7 @@ mod permissions;
 mod plugin_storage;
 mod plugins;
 mod postgres;
+mod pumping;
 mod report;
 mod routing;
 mod secrets;

@@ -1128,3 +1128,51 @@ async fn voice_codes(api: &crate::support::Api, tenant: &Tenant, phone: &str) ->
                 .count()
         })
 }
+
+/// Flushes `server`'s SMS-pumping counts now (as its background task does every
+/// 250 ms): its unflushed counts go into the store and what others flushed is read.
+async fn flush_pumping(server: &TestServer) {
+    let engine = std::sync::Arc::clone(server.engine());
+    tokio::task::spawn_blocking(move || engine.flush_pumping())
+        .await
+        .expect("flush task")
+        .expect("flushed");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn the_sms_pumping_detector_counts_across_replicas_and_a_block_holds_on_each() {
+    use crate::pumping::{run, scattered};
+    let url = database().await;
+    let (a, b) = tokio::join!(replica(&url), replica(&url));
+    let tenant = a.tenant("pumped").await;
+    let send = |server: &TestServer, phone: String| {
+        let body = serde_json::json!({"phone": phone, "applicant_id": "a"});
+        let api = server.api.clone();
+        let tenant = tenant.clone();
+        async move { api.send_otp(&tenant, body).await.expect(200).clone() }
+    };
+    // A run of neighbouring numbers split between the replicas: four through a, then
+    // four through b, each goes out.
+    for i in 0..4 {
+        assert_eq!(send(&a, run(i)).await["status"], "pending");
+    }
+    flush_pumping(&a).await;
+    for i in 4..8 {
+        assert_eq!(send(&b, run(i)).await["status"], "pending");
+    }
+    // The ninth has eight neighbours only if b counted a's four too.
+    let ninth = send(&b, run(8)).await;
+    assert_eq!(ninth["status"], "declined", "{ninth}");
+    assert!(risks(&ninth["warnings"]).contains(&"SMS_PUMPING_SUSPECTED".to_owned()));
+
+    // a, which had the tenant's blocks cached (none), learns of the block through the
+    // change log and refuses the prefix too.
+    let mut next = 0;
+    eventually("a refuses the blocked prefix", || {
+        next += 1;
+        let sent = send(&a, scattered(next));
+        async move { sent.await["status"] == "declined" }
+    })
+    .await;
+}

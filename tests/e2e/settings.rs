@@ -41,6 +41,14 @@ fn defaults() -> Value {
             "refused_number_types": ["premium_rate", "shared_cost", "uan", "pager", "satellite", "international_network"],
             "channels": {},
         },
+        "sms_pumping": {
+            "mode": "standard",
+            "window_seconds": 3600,
+            "maturity_seconds": 300,
+            "block_seconds": 43200,
+            "exempt_prefixes": [],
+            "country_tiers": {},
+        },
         "rate_limits": {
             "send_otp": {
                 "per_tenant": {"per_minute": 6000, "burst": 600},

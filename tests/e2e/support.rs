@@ -23,9 +23,10 @@ pub const UK_DISPOSABLE: &str = "+442079460123";
 /// A UK VoIP number (libphonenumber classifies 056 as VoIP).
 pub const UK_VOIP: &str = "+445612345678";
 
-/// Another Beeline number, distinct per `n` (0..=99).
+/// Another Beeline number, distinct per `n` (0..=99). They are 101 apart: codes to a
+/// run of neighbouring numbers are what the SMS-pumping detector blocks.
 pub fn uz_number(n: u32) -> String {
-    format!("+9989012345{n:02}")
+    format!("+99890{:07}", 1_234_500 + n * 101)
 }
 
 /// An HTTP answer: status, headers, and the body parsed as JSON (`Null` when empty).

@@ -277,7 +277,7 @@ async fn the_tenant_disposable_list_applies_with_the_configured_action() {
             json!({"risk_actions": {"DISPOSABLE_NUMBER_DETECTED": "Approve"}}),
         )
         .await;
-    let phone = uz_number(99);
+    let phone = uz_number(50);
     let sent = server.send(&tenant, &phone, "b").await;
     assert_warning(
         &sent["warnings"][0],

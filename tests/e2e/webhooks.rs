@@ -847,7 +847,8 @@ async fn the_catalogue_lists_every_event() {
             "verification.approved",
             "verification.expired",
             "case.created",
-            "case.updated"
+            "case.updated",
+            "fraud.prefix_blocked"
         ]
     );
     assert_eq!(

@@ -6,6 +6,7 @@ mod admin;
 mod cases;
 pub mod error;
 pub mod extract;
+mod fraud;
 mod phone;
 mod plugins;
 mod providers;
@@ -41,6 +42,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(providers::router())
         .merge(templates::router())
         .merge(webhooks::router())
+        .merge(fraud::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

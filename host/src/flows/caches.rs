@@ -252,6 +252,7 @@ impl Engine {
             Seen::Everything => {
                 self.replica.caches.clear();
                 self.replica.routing.forget_all();
+                self.replica.pumping.forget_all();
                 if let Err(err) = self.plugins.refresh_all() {
                     tracing::error!("cannot reload the tenants' plugins: {err}");
                 }
@@ -268,6 +269,9 @@ impl Engine {
                 }
                 Change::Webhooks { tenant_id } => {
                     self.replica.caches.forget_subscriptions(&tenant_id)
+                }
+                Change::FraudBlocks { tenant_id } => {
+                    self.replica.pumping.forget_blocks(&tenant_id);
                 }
                 Change::Plugins { tenant_id } => {
                     if let Err(err) = self.plugins.refresh(&tenant_id) {

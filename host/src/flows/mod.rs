@@ -11,13 +11,15 @@
 //! - `webhooks/`: emitting events, subscriptions, the delivery worker;
 //! - `jobs`: the durable scheduler and its worker;
 //! - `tenancy`: tenants, keys, the operator credential, settings, blocklists;
-//! - `caches`: what a replica keeps in memory of the store, and the change log.
+//! - `caches`: what a replica keeps in memory of the store, and the change log;
+//! - `pumping`: the SMS-pumping detector's counts, blocks and their API.
 
 pub mod caches;
 pub mod jobs;
 pub mod line_checks;
 mod lookup;
 pub mod messaging;
+pub mod pumping;
 mod review;
 pub mod rules;
 mod tenancy;
@@ -88,6 +90,9 @@ pub struct Replica {
     pub jobs_next_due: std::sync::atomic::AtomicI64,
     /// Wakes the webhook delivery worker.
     pub webhooks: crate::webhooks::Hub,
+    /// The SMS-pumping detector's counts (unflushed ones for at most a flush
+    /// interval) and the tenants' blocks.
+    pub pumping: pumping::Ledger,
 }
 
 impl Default for Replica {
@@ -99,6 +104,7 @@ impl Default for Replica {
             jobs_wake: tokio::sync::Notify::new(),
             jobs_next_due: std::sync::atomic::AtomicI64::new(i64::MIN),
             webhooks: crate::webhooks::Hub::default(),
+            pumping: pumping::Ledger::default(),
         }
     }
 }

@@ -97,11 +97,16 @@ pub enum Tree {
     Changes,
     /// `bucket key` → a rate-limit bucket shared by the replicas of a shared store.
     RateLimits,
+    /// `t / tenant id / prefix`, `t / tenant id / *` and `h / prefix` → the SMS-pumping
+    /// detector's counts for a tenant's prefix, all its sends, and the host's aggregate.
+    PumpingCounts,
+    /// `tenant id / prefix` → a prefix block of the SMS-pumping detector.
+    FraudBlocks,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 33] = [
+    pub const ALL: [Tree; 35] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -135,6 +140,8 @@ impl Tree {
         Tree::GuessBudgets,
         Tree::Changes,
         Tree::RateLimits,
+        Tree::PumpingCounts,
+        Tree::FraudBlocks,
     ];
 
     /// The tree's stable name.
@@ -173,6 +180,8 @@ impl Tree {
             Tree::GuessBudgets => "guess_budgets",
             Tree::Changes => "changes",
             Tree::RateLimits => "rate_limits",
+            Tree::PumpingCounts => "pumping_counts",
+            Tree::FraudBlocks => "fraud_blocks",
         }
     }
 }

@@ -49,13 +49,14 @@ pub enum EventType {
     Expired,
     CaseCreated,
     CaseUpdated,
+    PrefixBlocked,
     /// Sent only by `POST /v1/webhooks/{id}/test`, to that subscription.
     Test,
 }
 
 impl EventType {
     /// The events subscriptions choose from (the test event is not among them).
-    pub const CATALOGUE: [EventType; 10] = [
+    pub const CATALOGUE: [EventType; 11] = [
         EventType::Sent,
         EventType::Delivered,
         EventType::Failed,
@@ -66,6 +67,7 @@ impl EventType {
         EventType::Expired,
         EventType::CaseCreated,
         EventType::CaseUpdated,
+        EventType::PrefixBlocked,
     ];
 
     /// The wire name.
@@ -81,6 +83,7 @@ impl EventType {
             EventType::Expired => "verification.expired",
             EventType::CaseCreated => "case.created",
             EventType::CaseUpdated => "case.updated",
+            EventType::PrefixBlocked => "fraud.prefix_blocked",
             EventType::Test => "webhook.test",
         }
     }
@@ -104,6 +107,9 @@ impl EventType {
             }
             EventType::CaseCreated => "a rule opened a case",
             EventType::CaseUpdated => "a case was assigned, moved or noted (PATCH /v1/cases/{id}, or resolved by a review decision)",
+            EventType::PrefixBlocked => {
+                "the SMS-pumping detector blocked a destination prefix (data: the block, with its reason and signals)"
+            }
             EventType::Test => "sent by POST /v1/webhooks/{id}/test",
         }
     }

@@ -35,7 +35,7 @@ impl Engine {
         let key = Engine::verification_key(&caller.tenant_id, id);
         let now = self.clock.now();
         let outcome = request.outcome;
-        let feedback = self.db.update::<Verification, FlowError, Feedback>(
+        let (feedback, converted) = self.db.update::<Verification, FlowError, _>(
             Tree::Verifications,
             &key,
             |current| {
@@ -45,7 +45,7 @@ impl Engine {
                 let reports = match &verification.feedback {
                     Some(given) if given.outcome == outcome => {
                         let given = given.clone();
-                        return Ok((Some(verification), given));
+                        return Ok((Some(verification), (given, None)));
                     }
                     Some(given) => given.reports,
                     None => 0,
@@ -58,6 +58,12 @@ impl Engine {
                         ),
                     });
                 }
+                // A first report of a conversion Dialgate did not see itself counts
+                // for the SMS-pumping detector, as a verified code would.
+                let converted = (reports == 0
+                    && outcome == FeedbackOutcome::Verified
+                    && !verification.otp_verified)
+                    .then(|| (verification.phone.clone(), verification.created_at));
                 let feedback = Feedback {
                     outcome,
                     at: now,
@@ -72,9 +78,13 @@ impl Engine {
                     detail: Some(outcome.as_str().to_owned()),
                     rules: Vec::new(),
                 });
-                Ok((Some(verification), feedback))
+                Ok((Some(verification), (feedback, converted)))
             },
         )?;
+        if let Some((phone, sent)) = converted {
+            let settings = self.settings(&caller.tenant_id)?;
+            self.pumping_converted(&caller.tenant_id, &settings, &phone, sent);
+        }
         self.db.sync().await?;
         Ok(feedback)
     }

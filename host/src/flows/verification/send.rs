@@ -22,6 +22,7 @@ use crate::flows::jobs::Job;
 use crate::flows::lookup::{check_applicant, client_ip};
 use crate::flows::messaging::routed::message_key;
 use crate::flows::messaging::templates::MessagePlan;
+use crate::flows::pumping::{pumping_refusal, pumping_warning, Verdict};
 use crate::flows::rules::triggers::{Firing, Trigger};
 use crate::flows::verification::analysis::{parse_country, parse_valid};
 use crate::flows::verification::idempotency::{fingerprint, Claim, IdempotencyKey};
@@ -330,6 +331,17 @@ impl Engine {
             ));
         }
 
+        // The SMS-pumping detector: a prefix it judges under attack declines the send
+        // (in monitor mode, only marks it).
+        if blocked.is_none() && verification.verdict() != RiskAction::Decline {
+            if let Verdict::Blocked(block, case) =
+                self.judge_pumping(&verification, &settings, channel)?
+            {
+                verification.warnings.push(pumping_warning(&block));
+                verification.cases.extend(case);
+            }
+        }
+
         if blocked.is_some() || verification.verdict() == RiskAction::Decline {
             self.decline(
                 &mut trail,
@@ -447,6 +459,7 @@ impl Engine {
             .await?;
         }
         let verification = self.store_sent(verification, trail)?;
+        self.pumping_sent(tenant_id, &settings, &verification.phone);
         // Receipts that beat this write wait on the message; record them now.
         if dispatch.routed {
             self.apply_pending_receipts(
@@ -651,11 +664,17 @@ impl Engine {
                 return Err(err);
             }
         };
-        let refused = settings
+        let refused = match settings
             .delivery_permissions
-            .refusal(&verification.phone, channel);
+            .refusal(&verification.phone, channel)
+        {
+            Some(why) => Some(not_permitted(why)),
+            None => self
+                .active_pumping_block(tenant_id, &settings, &verification.phone)?
+                .map(|block| pumping_refusal(&block)),
+        };
         let sent = match refused {
-            Some(why) => Err(not_permitted(why)),
+            Some(err) => Err(err),
             None => {
                 self.dispatch(
                     message,
@@ -724,6 +743,9 @@ impl Engine {
         let Some(stored) = stored else {
             return Ok(None);
         };
+        if sent.is_ok() {
+            self.pumping_sent(tenant_id, &settings, &stored.phone);
+        }
         if let Some(message_id) = outcome
             .message_id
             .as_ref()

@@ -139,6 +139,10 @@ impl Engine {
                         ),
                     });
                 }
+                // When the code being checked was sent (its expiry less its lifetime).
+                let sent = verification.code.active.as_ref().map(|active| {
+                    active.expires_at - Duration::minutes(i64::from(settings.otp_expiry_minutes))
+                });
                 let outcome = verification.code.check(&self.hasher, &verification.id, code, now);
                 verification.updated_at = now;
                 match outcome {
@@ -171,11 +175,11 @@ impl Engine {
                 if !rules_after_check {
                     audit_without_rules(&mut verification, outcome, now);
                 }
-                Ok((Some(verification.clone()), (verification, outcome)))
+                Ok((Some(verification.clone()), (verification, outcome, sent)))
             },
         );
         let budget_key = guess_key(tenant_id, &number.e164);
-        let (verification, outcome) = match checked {
+        let (verification, outcome, sent) = match checked {
             Ok(checked) => checked,
             Err(err) => {
                 self.refund_guess(&budget_key, charge.ticket)?;
@@ -186,6 +190,10 @@ impl Engine {
             // A correct entry clears the count.
             CheckOutcome::Verified => {
                 self.db.remove(Tree::GuessBudgets, &budget_key)?;
+                // The conversion the SMS-pumping detector counts per prefix.
+                if let Some(sent) = sent {
+                    self.pumping_converted(tenant_id, &settings, &verification.phone, sent);
+                }
             }
             CheckOutcome::Incorrect { .. } | CheckOutcome::AttemptsExceeded => {}
             // No code was compared.

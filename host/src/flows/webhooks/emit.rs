@@ -102,7 +102,8 @@ impl Engine {
         self.emit(&case.tenant_id, event, case_data(case));
     }
 
-    fn emit(&self, tenant_id: &str, event: EventType, data: Json) {
+    /// Emits `event` with `data` to the tenant's subscriptions that want it.
+    pub(crate) fn emit(&self, tenant_id: &str, event: EventType, data: Json) {
         let queued = self.subscriptions(tenant_id).and_then(|all| {
             let wanted: Vec<Subscription> = all
                 .iter()
