@@ -14,6 +14,7 @@
 //! spread round-robin.
 
 mod kannel;
+mod pumping;
 mod soak;
 
 use std::collections::HashMap;
@@ -55,7 +56,8 @@ pub struct BenchArgs {
     /// lookup-10workflows, flow, and, not by default, noisy-neighbour (it builds the
     /// hostile `spin` guest from the source tree), kannel (it needs Debian's kannel) and
     /// soak (mixed traffic for the run's length, reported interval by interval; run it
-    /// with --seconds 600) (comma-separated).
+    /// with --seconds 600) and pumping (a synthetic trace of legitimate traffic, a
+    /// campaign and SMS-pumping attacks through the detector) (comma-separated).
     #[arg(
         long,
         default_value = "floor,lookup,lookup-1rule,lookup-10rules,lookup-10workflows,flow",
@@ -88,6 +90,10 @@ pub struct BenchArgs {
     /// moments apart, so a shared machine's drift cancels out of it).
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Trace minutes the `pumping` scenario replays (by the server's clock, which the
+    /// trace drives: an attack runs at real speed, the run takes seconds).
+    #[arg(long, default_value_t = 180)]
+    pub pumping_minutes: u64,
 }
 
 /// The store of this run's bench servers (`--store`), set once by [`run`].
@@ -188,8 +194,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     soak::run(&client, &args, &dir.join("soak")).await?;
                     continue;
                 }
+                "pumping" => {
+                    pumping::run(&client, &args, &dir.join("pumping")).await?;
+                    continue;
+                }
                 other => bail!(
-                    "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel or soak"
+                    "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel, soak or pumping"
                 ),
             };
             print_row(&figures, &results);
@@ -402,8 +412,16 @@ fn bench_config(dir: &std::path::Path) -> anyhow::Result<Config> {
 /// A bench server with no tenants of its own: the first of a run, or another replica
 /// on the run's shared store (which finds the tenants already there).
 async fn launch(dir: &std::path::Path) -> anyhow::Result<BenchServer> {
+    launch_with(dir, Arc::new(SystemClock)).await
+}
+
+/// [`launch`] with the server's clock.
+async fn launch_with(
+    dir: &std::path::Path,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> anyhow::Result<BenchServer> {
     let config = bench_config(dir)?;
-    let (engine, _) = crate::server::build_engine(&config, Arc::new(SystemClock))?;
+    let (engine, _) = crate::server::build_engine(&config, clock)?;
     let outbox = engine
         .outbox
         .clone()

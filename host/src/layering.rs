@@ -15,7 +15,10 @@ mod tests {
         ("routing", &["flows", "plugins", "api", "server"]),
         ("settings.rs", &["flows", "plugins", "api", "server"]),
         ("permissions.rs", &["flows", "plugins", "api", "server"]),
-        ("pumping.rs", &["flows", "plugins", "api", "server", "store"]),
+        (
+            "pumping.rs",
+            &["flows", "plugins", "api", "server", "store"],
+        ),
         ("pumping", &["flows", "plugins", "api", "server", "store"]),
         ("error.rs", &["flows", "plugins", "api", "server"]),
         ("plugins", &["flows", "api", "server"]),

@@ -449,3 +449,62 @@ async fn bad_sms_pumping_settings_are_refused_naming_the_field_and_change_nothin
     assert_eq!(before, after);
     assert_eq!(after["sms_pumping"]["mode"], "standard", "{after}");
 }
+
+/// The figure after `label` in the bench's output: `blocked of sent`.
+fn blocked_of(printed: &str, label: &str) -> (u64, u64) {
+    let line = printed
+        .lines()
+        .find(|line| line.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {printed}"));
+    let numbers: Vec<u64> = line[line.find(':').expect("colon") + 1..]
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test]
+async fn the_pumping_bench_blocks_the_attacks_and_none_of_the_legitimate_traffic() {
+    let output = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .args(["bench", "--scenarios", "pumping", "--pumping-minutes", "20"])
+            .env("DIALGATE_LOG", "error")
+            .env_remove("DIALGATE_STORE")
+            .output()
+            .expect("run dialgate bench")
+    })
+    .await
+    .expect("the bench's thread");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (attack_blocked, attack_sent) = blocked_of(&printed, "attack messages blocked");
+    let (legit_blocked, legit_sent) = blocked_of(&printed, "legitimate messages blocked");
+    let (campaign_blocked, campaign_sent) = blocked_of(&printed, "campaign messages blocked");
+    assert!(
+        attack_sent >= 5 * 50 && legit_sent >= 2_000 && campaign_sent > 0,
+        "{printed}"
+    );
+    // The targets: at least 95% of the attack, at most 0.5% of the legitimate
+    // traffic, none of the campaign.
+    assert!(attack_blocked * 100 >= attack_sent * 95, "{printed}");
+    assert!(legit_blocked * 1000 <= legit_sent * 5, "{printed}");
+    assert_eq!(campaign_blocked, 0, "{printed}");
+    // Every attacked range is blocked within its first hundred messages.
+    let firsts = printed
+        .lines()
+        .find(|line| line.contains("before its block"))
+        .expect("first blocks");
+    for range in firsts.split(':').nth(1).expect("ranges").split(',') {
+        let before: u64 = range
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{range} never blocked: {printed}"));
+        assert!(before < 100, "{range}: {printed}");
+    }
+    assert!(printed.contains("cost saved: $"), "{printed}");
+}
