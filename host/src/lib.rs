@@ -29,6 +29,7 @@ pub mod secrets;
 pub mod sending;
 pub mod server;
 pub mod settings;
+pub mod spend;
 pub mod store;
 pub mod templates;
 pub mod warnings;

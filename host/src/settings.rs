@@ -10,7 +10,7 @@ use crate::phone::risk::{self, RiskPolicy};
 use crate::warnings::RiskAction;
 
 /// A tenant's phone-verification settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PhoneSettings {
     /// When false, a lookup that names an applicant is a complete verification on its own.
@@ -54,6 +54,8 @@ pub struct PhoneSettings {
     /// The SMS-pumping detector: its mode, windows, block length, exempt prefixes and
     /// country tiers.
     pub sms_pumping: crate::pumping::PumpingSettings,
+    /// Budgets for what codes cost: daily, monthly, and daily per country.
+    pub spend_caps: crate::spend::SpendCaps,
 }
 
 /// The guess budget of a number: failed code entries are counted per tenant and
@@ -117,6 +119,7 @@ impl Default for PhoneSettings {
             guess_budget: GuessBudget::default(),
             delivery_permissions: DeliveryPermissions::default(),
             sms_pumping: crate::pumping::PumpingSettings::default(),
+            spend_caps: crate::spend::SpendCaps::default(),
         }
     }
 }
@@ -312,7 +315,11 @@ impl PhoneSettings {
             }
         }
         self.delivery_permissions.validate()?;
-        if let Some((field, message)) = self.sms_pumping.problem() {
+        if let Some((field, message)) = self
+            .sms_pumping
+            .problem()
+            .or_else(|| self.spend_caps.problem())
+        {
             return Err(InvalidSetting { field, message });
         }
         Ok(())

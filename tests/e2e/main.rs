@@ -21,6 +21,7 @@ mod routing;
 mod secrets;
 mod settings;
 mod sims;
+mod spend;
 mod support;
 mod templates;
 mod tenants;

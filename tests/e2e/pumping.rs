@@ -73,7 +73,7 @@ async fn blocks(server: &TestServer, tenant: &Tenant, status: &str) -> Value {
 }
 
 /// A webhook receiver on loopback keeping every body.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     async fn keep(State(kept): State<Arc<Mutex<Vec<Value>>>>, Json(body): Json<Value>) {
         kept.lock().expect("lock").push(body);
     }
@@ -152,7 +152,7 @@ async fn a_run_of_neighbouring_numbers_gets_its_prefix_blocked_with_a_case_and_a
 }
 
 /// Polls `found` (every 20 ms, up to 10 s) until it gives something.
-async fn wait_until<T>(mut found: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn wait_until<T>(mut found: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         if let Some(value) = found() {

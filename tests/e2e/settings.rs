@@ -49,6 +49,7 @@ fn defaults() -> Value {
             "exempt_prefixes": [],
             "country_tiers": {},
         },
+        "spend_caps": {"daily": null, "monthly": null, "countries_daily": {}, "alert_percent": 80},
         "rate_limits": {
             "send_otp": {
                 "per_tenant": {"per_minute": 6000, "burst": 600},

@@ -848,7 +848,8 @@ async fn the_catalogue_lists_every_event() {
             "verification.expired",
             "case.created",
             "case.updated",
-            "fraud.prefix_blocked"
+            "fraud.prefix_blocked",
+            "spend.threshold_reached"
         ]
     );
     assert_eq!(

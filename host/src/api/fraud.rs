@@ -1,5 +1,6 @@
-//! The SMS-pumping detector's blocks: a tenant lists and lifts its own
-//! (`/v1/fraud/blocks`), the operator every tenant's (`/v1/admin/fraud/blocks`).
+//! Fraud and cost protection: the SMS-pumping detector's blocks, which a tenant lists
+//! and lifts (`/v1/fraud/blocks`) and the operator too for every tenant
+//! (`/v1/admin/fraud/blocks`), and the spend caps' budgets (`/v1/spend`).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use super::extract::{ApiQuery, OperatorCaller, TenantCaller, TenantChange};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
+        .route("/v1/spend", get(spend))
         .route("/v1/fraud/blocks", get(list))
         .route("/v1/fraud/blocks/{prefix}", delete(lift))
         .route("/v1/admin/fraud/blocks", get(list_all))
@@ -42,6 +44,13 @@ fn listing(blocks: Vec<BlockView>) -> Value {
         "blocked_sends": blocked,
         "estimated_savings": (savings * 10_000.0).round() / 10_000.0,
     })
+}
+
+async fn spend(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+) -> Result<Json<crate::flows::spend::SpendView>, ApiError> {
+    Ok(Json(engine.spend(&caller.tenant_id)?))
 }
 
 async fn list(

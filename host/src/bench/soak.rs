@@ -44,6 +44,7 @@ impl Sender for Codes {
                 provider: "soak".into(),
                 message_id: uuid::Uuid::new_v4().simple().to_string(),
                 routed: false,
+                cost: 0.0,
             })
         })
     }

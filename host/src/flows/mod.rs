@@ -22,6 +22,7 @@ pub mod messaging;
 pub mod pumping;
 mod review;
 pub mod rules;
+pub mod spend;
 mod tenancy;
 pub mod verification;
 pub mod webhooks;

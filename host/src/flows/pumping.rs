@@ -531,7 +531,12 @@ impl Engine {
 
     /// What one code to `facts` on `channel` would have cost: the cheapest of the
     /// tenant's enabled providers that serve it (0 when it has none).
-    fn cost_estimate(&self, tenant_id: &str, facts: &PhoneFacts, channel: Channel) -> f64 {
+    pub(crate) fn cost_estimate(
+        &self,
+        tenant_id: &str,
+        facts: &PhoneFacts,
+        channel: Channel,
+    ) -> f64 {
         let Ok(routing) = self.tenant_routing(tenant_id) else {
             return 0.0;
         };

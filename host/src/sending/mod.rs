@@ -34,7 +34,7 @@ pub struct OutboundMessage {
 }
 
 /// A provider's acknowledgement of a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dispatch {
     pub provider: String,
     pub message_id: String,
@@ -42,6 +42,10 @@ pub struct Dispatch {
     /// (receipts, expiry) under `message_id`.
     #[serde(default)]
     pub routed: bool,
+    /// What the message cost: the provider's `cost_per_message` for a routed send, 0
+    /// otherwise (the host's own sender and adapters without a provider record).
+    #[serde(default)]
+    pub cost: f64,
 }
 
 /// Why a provider could not take a message.

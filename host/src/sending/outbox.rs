@@ -98,6 +98,7 @@ impl Sender for DevOutbox {
                 provider: "dev-outbox".into(),
                 message_id: id,
                 routed: false,
+                cost: 0.0,
             })
         })
     }

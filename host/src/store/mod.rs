@@ -102,11 +102,14 @@ pub enum Tree {
     PumpingCounts,
     /// `tenant id / prefix` → a prefix block of the SMS-pumping detector.
     FraudBlocks,
+    /// `tenant id / day/YYYY-MM-DD[/country]` or `tenant id / month/YYYY-MM` → what the
+    /// tenant's codes cost in that period (millionths of its providers' unit).
+    Spend,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 35] = [
+    pub const ALL: [Tree; 36] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -142,6 +145,7 @@ impl Tree {
         Tree::RateLimits,
         Tree::PumpingCounts,
         Tree::FraudBlocks,
+        Tree::Spend,
     ];
 
     /// The tree's stable name.
@@ -182,6 +186,7 @@ impl Tree {
             Tree::RateLimits => "rate_limits",
             Tree::PumpingCounts => "pumping_counts",
             Tree::FraudBlocks => "fraud_blocks",
+            Tree::Spend => "spend",
         }
     }
 }

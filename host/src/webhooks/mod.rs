@@ -50,13 +50,14 @@ pub enum EventType {
     CaseCreated,
     CaseUpdated,
     PrefixBlocked,
+    SpendThreshold,
     /// Sent only by `POST /v1/webhooks/{id}/test`, to that subscription.
     Test,
 }
 
 impl EventType {
     /// The events subscriptions choose from (the test event is not among them).
-    pub const CATALOGUE: [EventType; 11] = [
+    pub const CATALOGUE: [EventType; 12] = [
         EventType::Sent,
         EventType::Delivered,
         EventType::Failed,
@@ -68,6 +69,7 @@ impl EventType {
         EventType::CaseCreated,
         EventType::CaseUpdated,
         EventType::PrefixBlocked,
+        EventType::SpendThreshold,
     ];
 
     /// The wire name.
@@ -84,6 +86,7 @@ impl EventType {
             EventType::CaseCreated => "case.created",
             EventType::CaseUpdated => "case.updated",
             EventType::PrefixBlocked => "fraud.prefix_blocked",
+            EventType::SpendThreshold => "spend.threshold_reached",
             EventType::Test => "webhook.test",
         }
     }
@@ -109,6 +112,9 @@ impl EventType {
             EventType::CaseUpdated => "a case was assigned, moved or noted (PATCH /v1/cases/{id}, or resolved by a review decision)",
             EventType::PrefixBlocked => {
                 "the SMS-pumping detector blocked a destination prefix (data: the block, with its reason and signals)"
+            }
+            EventType::SpendThreshold => {
+                "a budget of the spend caps reached its alert share (80% by default) or was spent (data: the budget, its cap, what was spent, the period)"
             }
             EventType::Test => "sent by POST /v1/webhooks/{id}/test",
         }

@@ -112,6 +112,7 @@ impl Engine {
                         provider: adapter.name.clone(),
                         message_id: dispatch.provider_message_id,
                         routed: false,
+                        cost: 0.0,
                     });
                 }
                 Ok(Err(SendRefusal::Unavailable(reason))) => {

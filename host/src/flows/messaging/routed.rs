@@ -373,6 +373,7 @@ impl Engine {
                             provider: provider.name.clone(),
                             message_id: record.id,
                             routed: true,
+                            cost: provider.cost_per_message,
                         },
                         provider_id: provider.id.clone(),
                         attempts: attempt,

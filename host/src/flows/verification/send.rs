@@ -395,18 +395,28 @@ impl Engine {
             let code = otp::generate_code(settings.code_length);
             let (message, record) =
                 self.code_message(&plan, &verification, step.channel, &code, &settings, now)?;
-            match self
-                .dispatch(
-                    message,
-                    verification.phone.region.as_deref(),
-                    &RuleRoute {
-                        forced: verification.route.as_deref(),
-                        forbidden: &verification.avoided_routes,
-                    },
-                    u32::try_from(current).unwrap_or(0),
-                )
-                .await
-            {
+            // The code's cost is reserved against the tenant's budgets first.
+            let sent =
+                match self.reserve_spend(tenant_id, &settings, &verification.phone, step.channel) {
+                    Ok(reservation) => {
+                        let sent = self
+                            .dispatch(
+                                message,
+                                verification.phone.region.as_deref(),
+                                &RuleRoute {
+                                    forced: verification.route.as_deref(),
+                                    forbidden: &verification.avoided_routes,
+                                },
+                                u32::try_from(current).unwrap_or(0),
+                            )
+                            .await;
+                        let cost = sent.as_ref().map_or(0.0, |dispatch| dispatch.cost);
+                        self.settle_spend(reservation, cost)?;
+                        sent
+                    }
+                    Err(err) => Err(err),
+                };
+            match sent {
                 Ok(dispatch) => {
                     outcomes.push(step_outcome(current, step.channel, now, Ok(&dispatch)));
                     verification.message = Some(record);
@@ -675,18 +685,24 @@ impl Engine {
         };
         let sent = match refused {
             Some(err) => Err(err),
-            None => {
-                self.dispatch(
-                    message,
-                    verification.phone.region.as_deref(),
-                    &RuleRoute {
-                        forced: verification.route.as_deref(),
-                        forbidden: &verification.avoided_routes,
-                    },
-                    step,
-                )
-                .await
-            }
+            None => match self.reserve_spend(tenant_id, &settings, &verification.phone, channel) {
+                Ok(reservation) => {
+                    let sent = self
+                        .dispatch(
+                            message,
+                            verification.phone.region.as_deref(),
+                            &RuleRoute {
+                                forced: verification.route.as_deref(),
+                                forbidden: &verification.avoided_routes,
+                            },
+                            step,
+                        )
+                        .await;
+                    self.settle_spend(reservation, sent.as_ref().map_or(0.0, |d| d.cost))?;
+                    sent
+                }
+                Err(err) => Err(err),
+            },
         };
         let outcome = step_outcome(step as usize, channel, now, sent.as_ref());
         let last = step as usize + 1 >= workflow.steps.len();
