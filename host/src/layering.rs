@@ -20,6 +20,7 @@ mod tests {
             &["flows", "plugins", "api", "server", "store"],
         ),
         ("pumping", &["flows", "plugins", "api", "server", "store"]),
+        ("spend.rs", &["flows", "plugins", "api", "server", "store"]),
         ("error.rs", &["flows", "plugins", "api", "server"]),
         ("plugins", &["flows", "api", "server"]),
     ];
