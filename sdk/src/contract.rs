@@ -23,16 +23,17 @@ mod generated {
             package dialgate:sdk;
 
             world imports {
-                import dialgate:plugin/types@0.1.0;
-                import dialgate:plugin/rule-types@0.1.0;
-                import dialgate:plugin/messaging-types@0.1.0;
-                import dialgate:plugin/lookup-types@0.1.0;
-                import dialgate:plugin/workflow-types@0.1.0;
-                import dialgate:plugin/log@0.1.0;
-                import dialgate:plugin/clock@0.1.0;
-                import dialgate:plugin/kv@0.1.0;
-                import dialgate:plugin/http-client@0.1.0;
-                import dialgate:plugin/config@0.1.0;
+                import dialgate:plugin/types@0.1.1;
+                import dialgate:plugin/rule-types@0.1.1;
+                import dialgate:plugin/messaging-types@0.1.1;
+                import dialgate:plugin/lookup-types@0.1.1;
+                import dialgate:plugin/workflow-types@0.1.1;
+                import dialgate:plugin/log@0.1.1;
+                import dialgate:plugin/clock@0.1.1;
+                import dialgate:plugin/kv@0.1.1;
+                import dialgate:plugin/http-client@0.1.1;
+                import dialgate:plugin/config@0.1.1;
+                import dialgate:plugin/signals@0.1.1;
             }
         ",
         path: "wit",
@@ -42,7 +43,7 @@ mod generated {
 }
 
 pub use generated::dialgate::plugin::{
-    clock, config, http_client, kv, log, lookup_types, messaging_types, rule_types, types,
+    clock, config, http_client, kv, log, lookup_types, messaging_types, rule_types, signals, types,
     workflow_types,
 };
 
@@ -102,13 +103,14 @@ pub mod __private {
 macro_rules! __generate_world {
     (rule) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/rule@0.1.0",
+            world: "dialgate:plugin/rule@0.1.1",
             with: {
-                "dialgate:plugin/types@0.1.0": dialgate_sdk::contract::types,
-                "dialgate:plugin/rule-types@0.1.0": dialgate_sdk::contract::rule_types,
-                "dialgate:plugin/log@0.1.0": dialgate_sdk::contract::log,
-                "dialgate:plugin/clock@0.1.0": dialgate_sdk::contract::clock,
-                "dialgate:plugin/kv@0.1.0": dialgate_sdk::contract::kv,
+                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
+                "dialgate:plugin/rule-types@0.1.1": dialgate_sdk::contract::rule_types,
+                "dialgate:plugin/log@0.1.1": dialgate_sdk::contract::log,
+                "dialgate:plugin/clock@0.1.1": dialgate_sdk::contract::clock,
+                "dialgate:plugin/kv@0.1.1": dialgate_sdk::contract::kv,
+                "dialgate:plugin/signals@0.1.1": dialgate_sdk::contract::signals,
             },
         );
     };
@@ -129,38 +131,39 @@ macro_rules! __generate_world {
     };
     (@messaging_adapter $prefix:literal) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/messaging-adapter@0.1.0",
+            world: "dialgate:plugin/messaging-adapter@0.1.1",
             with: {
-                "dialgate:plugin/types@0.1.0": dialgate_sdk::contract::types,
-                "dialgate:plugin/messaging-types@0.1.0": dialgate_sdk::contract::messaging_types,
-                "dialgate:plugin/log@0.1.0": dialgate_sdk::contract::log,
-                "dialgate:plugin/clock@0.1.0": dialgate_sdk::contract::clock,
-                "dialgate:plugin/http-client@0.1.0": dialgate_sdk::contract::http_client,
-                "dialgate:plugin/config@0.1.0": dialgate_sdk::contract::config,
+                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
+                "dialgate:plugin/messaging-types@0.1.1": dialgate_sdk::contract::messaging_types,
+                "dialgate:plugin/log@0.1.1": dialgate_sdk::contract::log,
+                "dialgate:plugin/clock@0.1.1": dialgate_sdk::contract::clock,
+                "dialgate:plugin/http-client@0.1.1": dialgate_sdk::contract::http_client,
+                "dialgate:plugin/config@0.1.1": dialgate_sdk::contract::config,
             },
             export_prefix: $prefix,
         );
     };
     (lookup_adapter) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/lookup-adapter@0.1.0",
+            world: "dialgate:plugin/lookup-adapter@0.1.1",
             with: {
-                "dialgate:plugin/types@0.1.0": dialgate_sdk::contract::types,
-                "dialgate:plugin/lookup-types@0.1.0": dialgate_sdk::contract::lookup_types,
-                "dialgate:plugin/log@0.1.0": dialgate_sdk::contract::log,
-                "dialgate:plugin/clock@0.1.0": dialgate_sdk::contract::clock,
-                "dialgate:plugin/http-client@0.1.0": dialgate_sdk::contract::http_client,
-                "dialgate:plugin/config@0.1.0": dialgate_sdk::contract::config,
+                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
+                "dialgate:plugin/lookup-types@0.1.1": dialgate_sdk::contract::lookup_types,
+                "dialgate:plugin/log@0.1.1": dialgate_sdk::contract::log,
+                "dialgate:plugin/clock@0.1.1": dialgate_sdk::contract::clock,
+                "dialgate:plugin/http-client@0.1.1": dialgate_sdk::contract::http_client,
+                "dialgate:plugin/config@0.1.1": dialgate_sdk::contract::config,
             },
         );
     };
     (workflow_interpreter) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/workflow-interpreter@0.1.0",
+            world: "dialgate:plugin/workflow-interpreter@0.1.1",
             with: {
-                "dialgate:plugin/types@0.1.0": dialgate_sdk::contract::types,
-                "dialgate:plugin/rule-types@0.1.0": dialgate_sdk::contract::rule_types,
-                "dialgate:plugin/workflow-types@0.1.0": dialgate_sdk::contract::workflow_types,
+                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
+                "dialgate:plugin/rule-types@0.1.1": dialgate_sdk::contract::rule_types,
+                "dialgate:plugin/workflow-types@0.1.1": dialgate_sdk::contract::workflow_types,
+                "dialgate:plugin/signals@0.1.1": dialgate_sdk::contract::signals,
             },
         );
     };
@@ -176,7 +179,11 @@ macro_rules! __generate_world {
 /// one tenant; adapter plugins connect the host to messaging and lookup providers.
 /// Every plugin is a WebAssembly component targeting one of the worlds below, and the
 /// host checks the world and this package's version before it instantiates anything.
-package dialgate:plugin@0.1.0;
+///
+/// Versions: 0.1.1 adds the `signals` interface (the fraud signals of the flow a rule
+/// runs in) and changes nothing else, so a plugin built against 0.1.0 runs unchanged:
+/// the host accepts both, and a 0.1.0 plugin simply does not import `signals`.
+package dialgate:plugin@0.1.1;
 
 /// Types shared by every world.
 interface types {
@@ -319,6 +326,31 @@ interface log {
 
     /// Writes one line; the host caps the length and rate of lines per call.
     write: func(level: level, message: string);
+}
+
+/// Since 0.1.1: what the host's fraud defences know of the destination of the flow a
+/// rule runs in. Read it during `on-event`; between calls there is nothing to read.
+interface signals {
+    /// The SMS-pumping detector's view of the number's prefix and the tenant's
+    /// delivery permissions.
+    record fraud-signals {
+        /// The detector's score for the number's prefix, 0 to 100 (blocking at 80 in
+        /// standard mode, 60 in strict).
+        pumping-risk: u8,
+        /// Codes verified over matured codes sent to the prefix the score is about,
+        /// with the detector's prior; absent before any code to it matured.
+        prefix-conversion-rate: option<f64>,
+        /// Codes sent to that prefix within the detector's window (an hour by default);
+        /// `prefix_sends_1h` in declarative rules (a WIT name cannot hold `1h`).
+        prefix-sends-hour: u64,
+        /// Whether the tenant's delivery permissions allow codes to the number on the
+        /// flow's channel.
+        geo-permitted: bool,
+    }
+
+    /// The signals of the event being handled; absent where they are not known (a
+    /// lookup, or the SMS-pumping detector turned off).
+    fraud: func() -> option<fraud-signals>;
 }
 
 /// The host's clock: the only time a plugin can read.
@@ -592,6 +624,7 @@ interface workflow-types {
 /// a world tenants upload to: the host ships the one component that targets it and
 /// runs it in the same sandbox, under the same limits, as tenants' rules.
 world workflow-interpreter {
+    import signals;
     use types.{plugin-error};
     use rule-types.{event};
     use workflow-types.{evaluation};
@@ -607,6 +640,7 @@ world rule {
     import log;
     import clock;
     import kv;
+    import signals;
     use types.{plugin-error};
     use rule-types.{event, action};
 

@@ -33,6 +33,10 @@ pub mod host {
     pub use crate::contract::clock::now_millis;
     pub use crate::contract::kv::{self, KvError};
     pub use crate::contract::log::{write as log, Level};
+    /// Since API 0.1.1: the fraud signals of the flow the rule runs in (the
+    /// SMS-pumping detector's score of the number's prefix, its conversion and sends,
+    /// and whether the delivery permissions allow the number).
+    pub use crate::contract::signals::{fraud as fraud_signals, FraudSignals};
 }
 
 /// A rule plugin.

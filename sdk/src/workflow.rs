@@ -97,6 +97,14 @@ pub enum Field {
     ApplicantCountry,
     /// Whether the applicant's country differs from the number's.
     CountryMismatch,
+    /// The SMS-pumping detector's score of the number's prefix.
+    PumpingRisk,
+    /// Codes verified over matured codes sent to that prefix.
+    PrefixConversionRate,
+    /// Codes sent to that prefix within the detector's window.
+    PrefixSends1h,
+    /// Whether the delivery permissions allow the number on the flow's channel.
+    GeoPermitted,
 }
 
 /// One entry of the field catalogue.
@@ -139,6 +147,10 @@ pub const FIELDS: &[FieldSpec] = &[
     spec(Field::ApplicantId, "applicant_id", FieldType::Text, "The applicant, as the app named them."),
     spec(Field::ApplicantCountry, "applicant_country", FieldType::Text, "The country the applicant declared."),
     spec(Field::CountryMismatch, "country_mismatch", FieldType::Bool, "Whether the applicant's country differs from the number's (unknown unless both are known)."),
+    spec(Field::PumpingRisk, "pumping_risk", FieldType::Number, "The SMS-pumping detector's score of the number's prefix, 0 to 100 (it blocks at 80, or 60 in strict mode); known on a send's triggers while the detector is on."),
+    spec(Field::PrefixConversionRate, "prefix_conversion_rate", FieldType::Number, "Codes verified over matured codes sent to the prefix the score is about, 0 to 1 (with the detector's prior); unknown before any matured."),
+    spec(Field::PrefixSends1h, "prefix_sends_1h", FieldType::Number, "Codes sent to that prefix within the detector's window (an hour by default)."),
+    spec(Field::GeoPermitted, "geo_permitted", FieldType::Bool, "Whether the tenant's delivery permissions allow codes to the number on the flow's channel; known on a send's triggers."),
 ];
 
 const fn spec(field: Field, name: &'static str, ty: FieldType, doc: &'static str) -> FieldSpec {

@@ -508,3 +508,132 @@ async fn the_pumping_bench_blocks_the_attacks_and_none_of_the_legitimate_traffic
     }
     assert!(printed.contains("cost saved: $"), "{printed}");
 }
+
+/// Creates a declarative rule at `before_send_otp` that adds `flag` when `condition`
+/// holds.
+async fn flag_rule(server: &TestServer, tenant: &Tenant, id: &str, condition: Value, flag: &str) {
+    server
+        .post(
+            "/v1/workflows/rules",
+            &tenant.key,
+            json!({
+                "rule_id": id,
+                "trigger": "before_send_otp",
+                "conditions": condition,
+                "actions": [{"type": "add_flag", "flag": flag}],
+            }),
+        )
+        .await
+        .expect(201);
+}
+
+fn flags(sent: &Value) -> Vec<String> {
+    sent["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .filter_map(|flag| flag.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn declarative_rules_see_the_pumping_risk_the_prefix_figures_and_the_permissions() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    flag_rule(
+        &server,
+        &tenant,
+        "rising_risk",
+        json!({"all": [
+            {"field": "pumping_risk", "operator": "gte", "value": 35},
+            {"field": "prefix_sends_1h", "operator": "gte", "value": 4},
+            {"field": "geo_permitted", "operator": "eq", "value": true}
+        ]}),
+        "pumping-suspect",
+    )
+    .await;
+    flag_rule(
+        &server,
+        &tenant,
+        "refused_destination",
+        json!({"field": "geo_permitted", "operator": "eq", "value": false}),
+        "geo-refused",
+    )
+    .await;
+    flag_rule(
+        &server,
+        &tenant,
+        "unconverted",
+        json!({"field": "prefix_conversion_rate", "operator": "exists", "value": true}),
+        "has-conversion",
+    )
+    .await;
+    // Four neighbours give the fifth number 35 points: the rule sees it before the
+    // detector would block (at 80).
+    for i in 0..4 {
+        let sent = send(&server, &tenant, &run(i)).await;
+        assert!(flags(&sent).is_empty(), "send {i}: {sent}");
+    }
+    let fifth = send(&server, &tenant, &run(4)).await;
+    assert_eq!(fifth["status"], "pending", "{fifth}");
+    assert_eq!(flags(&fifth), ["pumping-suspect"], "{fifth}");
+    // A destination the permissions refuse (a UK premium-rate number): the rule sees
+    // it before the send is declined.
+    let premium = send(&server, &tenant, "+449091234567").await;
+    assert_eq!(premium["status"], "declined", "{premium}");
+    assert_eq!(flags(&premium), ["geo-refused"], "{premium}");
+    // Conversion is known once codes matured: an hour on, the four unverified codes
+    // count.
+    server.advance(chrono::Duration::minutes(61));
+    let later = send(&server, &tenant, &scattered(20)).await;
+    assert!(
+        flags(&later).contains(&"has-conversion".to_owned()),
+        "{later}"
+    );
+    // With the detector off the signals are unknown: no rule on them matches.
+    server
+        .settings(&tenant, json!({"sms_pumping": {"mode": "off"}}))
+        .await;
+    let off = send(&server, &tenant, &scattered(21)).await;
+    assert!(flags(&off).is_empty(), "{off}");
+}
+
+#[tokio::test]
+async fn rule_plugins_read_the_signals_through_api_0_1_1_and_a_0_1_0_plugin_still_runs() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    upload_rule(
+        &server,
+        &tenant,
+        "guest_signals",
+        "signals",
+        "before_send_otp",
+        Value::Null,
+    )
+    .await;
+    upload_rule(
+        &server,
+        &tenant,
+        "guest_contract_v010",
+        "old-contract",
+        "before_send_otp",
+        Value::Null,
+    )
+    .await;
+    let first = send(&server, &tenant, &scattered(1)).await;
+    assert_eq!(first["status"], "pending", "{first}");
+    let mut seen = flags(&first);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "signals risk=0 conversion=none sends=0 geo=true",
+            "v0.1.0 saw mobile at before_send_otp",
+        ],
+        "{first}"
+    );
+    // The second send to the prefix sees the first counted.
+    let second = send(&server, &tenant, &scattered(2)).await;
+    assert!(
+        flags(&second).contains(&"signals risk=0 conversion=none sends=1 geo=true".to_owned()),
+        "{second}"
+    );
+}

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::model::rules::FraudSignals;
 use crate::model::{Case, CaseRef, Channel, PhoneFacts, Verification};
 use crate::pumping::{self, Counts, Evidence, Judgment, Mode, PrefixView, Reason, Signals};
 use crate::settings::PhoneSettings;
@@ -93,6 +94,41 @@ pub struct BlockView {
     pub status: &'static str,
     #[serde(flatten)]
     pub block: PrefixBlock,
+}
+
+/// What the detector makes of a send before it acts.
+#[derive(Debug, Clone)]
+pub enum Assessment {
+    /// Off, or the number is exempt.
+    Off,
+    /// A block of the number's prefix was lifted within the window.
+    Lifted,
+    /// An active block covers the number.
+    Covered(Box<PrefixBlock>),
+    /// The evidence, judged; `prefix` is the one the judgment is about.
+    Judged {
+        judgment: Box<Judgment>,
+        prefix: String,
+    },
+}
+
+impl Assessment {
+    /// The fraud signals rules see: the score, and the conversion and sends of the
+    /// prefix it is about (a covering block's, as it recorded them). `None` when off.
+    pub fn signals(&self, geo_permitted: bool) -> Option<FraudSignals> {
+        let (score, signals) = match self {
+            Assessment::Off => return None,
+            Assessment::Lifted => (0, None),
+            Assessment::Covered(block) => (100, Some(&block.signals)),
+            Assessment::Judged { judgment, .. } => (judgment.score, Some(&judgment.signals)),
+        };
+        Some(FraudSignals {
+            pumping_risk: score,
+            prefix_conversion_rate: signals.and_then(|s| s.conversion_rate),
+            prefix_sends_1h: signals.map_or(0, |s| s.sends_in_window),
+            geo_permitted,
+        })
+    }
 }
 
 /// What the detector decided for one send.
@@ -266,19 +302,19 @@ impl Engine {
         }
     }
 
-    /// Judges a send of a code to `facts` on `channel`: a block that covers the number
-    /// (extended and counted), a new block when the evidence says the prefix is under
-    /// attack, or a pass. The caller puts [`pumping_warning`] on the verification.
-    pub(crate) fn judge_pumping(
+    /// What the detector makes of a send to the verification's number, without acting
+    /// on it: an active block that covers the number, or its judgment of the evidence
+    /// (nothing when it is off, the number is exempt or its block was lifted lately).
+    /// The send's triggers see it as fraud signals; [`Engine::apply_pumping`] acts.
+    pub(crate) fn assess_pumping(
         &self,
         verification: &Verification,
         settings: &PhoneSettings,
-        channel: Channel,
-    ) -> Result<Verdict, FlowError> {
+    ) -> Result<Assessment, FlowError> {
         let detector = &settings.sms_pumping;
         let facts = &verification.phone;
         if detector.mode == Mode::Off || detector.exempt(&facts.e164) {
-            return Ok(Verdict::Pass);
+            return Ok(Assessment::Off);
         }
         let tenant_id = verification.tenant_id.as_str();
         let now_at = self.clock.now();
@@ -286,23 +322,18 @@ impl Engine {
         let prefixes = pumping::prefixes(facts.calling_code, &facts.national_number);
         let blocks = self.blocks(tenant_id)?;
         // The longest prefix's block first: it is the most specific.
-        let mut lifted = false;
         for prefix in prefixes.iter().rev() {
             let Some(block) = blocks.iter().find(|block| &block.prefix == prefix) else {
                 continue;
             };
             if block.active(now_at) {
-                let block = self.blocked_send(tenant_id, block, settings, facts, channel)?;
-                return Ok(Verdict::Blocked(Box::new(block), None));
+                return Ok(Assessment::Covered(Box::new(block.clone())));
             }
             let window = chrono::Duration::seconds(i64::from(detector.window_seconds));
             if block.lifted_at.is_some_and(|at| at + window > now_at) {
-                lifted = true;
+                // A block the tenant lifted holds off judging that prefix for a window.
+                return Ok(Assessment::Lifted);
             }
-        }
-        if lifted {
-            // A block the tenant lifted holds off judging that prefix for a window.
-            return Ok(Verdict::Pass);
         }
         let tenant_views: Vec<Counts> = prefixes
             .iter()
@@ -341,18 +372,46 @@ impl Engine {
             number: national_value(facts),
             line_type: facts.line_type,
             tier,
-            lifted,
+            lifted: false,
         };
         let judgment = pumping::judge(detector, detector.mode, &evidence, now);
-        if judgment.score < detector.mode.block_score() {
-            return Ok(Verdict::Pass);
-        }
         let prefix = prefixes
             .get(judgment.depth)
             .cloned()
             .unwrap_or_else(|| facts.e164.clone());
-        let (block, case) = self.open_block(verification, settings, channel, &prefix, judgment)?;
-        Ok(Verdict::Blocked(Box::new(block), case))
+        Ok(Assessment::Judged {
+            judgment: Box::new(judgment),
+            prefix,
+        })
+    }
+
+    /// Acts on `assessment` for a send on `channel`: a covering block refuses it
+    /// (counted, and lengthened), a judgment at the mode's score opens a block; else
+    /// the send passes. The caller puts [`pumping_warning`] on the verification.
+    pub(crate) fn apply_pumping(
+        &self,
+        assessment: Assessment,
+        verification: &Verification,
+        settings: &PhoneSettings,
+        channel: Channel,
+    ) -> Result<Verdict, FlowError> {
+        let facts = &verification.phone;
+        let tenant_id = verification.tenant_id.as_str();
+        match assessment {
+            Assessment::Off | Assessment::Lifted => Ok(Verdict::Pass),
+            Assessment::Covered(block) => {
+                let block = self.blocked_send(tenant_id, &block, settings, facts, channel)?;
+                Ok(Verdict::Blocked(Box::new(block), None))
+            }
+            Assessment::Judged { judgment, prefix } => {
+                if judgment.score < settings.sms_pumping.mode.block_score() {
+                    return Ok(Verdict::Pass);
+                }
+                let (block, case) =
+                    self.open_block(verification, settings, channel, &prefix, *judgment)?;
+                Ok(Verdict::Blocked(Box::new(block), case))
+            }
+        }
     }
 
     /// The tenant's active, enforced block that covers `facts`, if any (a fallback

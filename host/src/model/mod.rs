@@ -236,6 +236,10 @@ pub struct Verification {
     /// The outcome the tenant's app reported for this verification, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Feedback>,
+    /// The fraud signals the send's triggers see; worked out per request, never
+    /// stored.
+    #[serde(skip)]
+    pub fraud: Option<rules::FraudSignals>,
 }
 
 /// What the report tells about the last code message of a verification.

@@ -31,6 +31,23 @@ pub struct RuleEvent {
     /// The tenant's configuration of the plugin; the host fills it in per plugin.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// The fraud signals of the flow, where known (a send's triggers); plugins read
+    /// them through API 0.1.1's `signals` interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<FraudSignals>,
+}
+
+/// What the fraud defences know of a flow's destination: the SMS-pumping detector's
+/// score of the number's prefix, that prefix's conversion and sends, and whether the
+/// delivery permissions allow the number on the flow's channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FraudSignals {
+    pub pumping_risk: u8,
+    #[serde(default)]
+    pub prefix_conversion_rate: Option<f64>,
+    pub prefix_sends_1h: u64,
+    pub geo_permitted: bool,
 }
 
 impl RuleEvent {

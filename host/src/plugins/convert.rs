@@ -6,6 +6,18 @@ use crate::model::{Channel, ReportStatus};
 use super::wit;
 use crate::model::rules::{RuleAction, RuleEvent, Trigger};
 
+/// The fraud signals as the `signals` interface gives them.
+pub(super) fn fraud(
+    signals: Option<&crate::model::rules::FraudSignals>,
+) -> Option<wit::dialgate::plugin::signals::FraudSignals> {
+    signals.map(|signals| wit::dialgate::plugin::signals::FraudSignals {
+        pumping_risk: signals.pumping_risk,
+        prefix_conversion_rate: signals.prefix_conversion_rate,
+        prefix_sends_hour: signals.prefix_sends_1h,
+        geo_permitted: signals.geo_permitted,
+    })
+}
+
 fn trigger(trigger: Trigger) -> wit::Trigger {
     match trigger {
         Trigger::PhoneLookupComplete => wit::Trigger::PhoneLookupComplete,

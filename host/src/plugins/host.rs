@@ -27,7 +27,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use super::storage::{KvFailure, KvTarget, PluginData};
 
 use super::adapters::AdapterCall;
-use super::wit::dialgate::plugin::{clock, kv, log, rule_types, types};
+use super::wit::dialgate::plugin::{clock, kv, log, rule_types, signals, types};
 use super::{Limits, Scope};
 
 /// Longest key a plugin may use.
@@ -74,6 +74,8 @@ pub struct State {
     pub deadline: Option<Instant>,
     /// How long the call has run, yields to the scheduler left out.
     pub ran: Arc<RunClock>,
+    /// The fraud signals of the event this call handles (the `signals` interface).
+    pub fraud: Option<signals::FraudSignals>,
 }
 
 /// The time a call has run: the wall time since it started, less the time it waited
@@ -147,6 +149,7 @@ impl State {
             time: Duration::from_millis(limits.time_ms),
             deadline: None,
             ran: Arc::new(RunClock::new()),
+            fraud: None,
         }
     }
 
@@ -306,6 +309,12 @@ impl WasiView for State {
 
 impl types::Host for State {}
 impl rule_types::Host for State {}
+
+impl signals::Host for State {
+    fn fraud(&mut self) -> Option<signals::FraudSignals> {
+        self.fraud
+    }
+}
 
 impl log::Host for State {
     fn write(&mut self, level: log::Level, message: String) {

@@ -224,7 +224,7 @@ pub(super) fn check_imports<'a>(
         }
         if let Some(rest) = name.strip_prefix("dialgate:plugin/") {
             let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-            if version != dialgate_sdk::API_VERSION {
+            if !dialgate_sdk::COMPATIBLE_API_VERSIONS.contains(&version) {
                 return Err(LoadError::ApiVersion {
                     found: version.to_owned(),
                 });

@@ -98,6 +98,7 @@ pub mod wit {
             with: {
                 "dialgate:plugin/types": super::dialgate::plugin::types,
                 "dialgate:plugin/rule-types": super::dialgate::plugin::rule_types,
+                "dialgate:plugin/signals": super::dialgate::plugin::signals,
             },
         });
     }
@@ -125,7 +126,7 @@ impl Kind {
     /// The contract's interfaces the world imports.
     fn granted(self) -> &'static [&'static str] {
         match self {
-            Kind::Rule => &["types", "rule-types", "log", "clock", "kv"],
+            Kind::Rule => &["types", "rule-types", "log", "clock", "kv", "signals"],
             Kind::MessagingAdapter => &[
                 "types",
                 "messaging-types",
@@ -179,7 +180,7 @@ pub enum LoadError {
     ForbiddenImport { import: String, world: String },
     #[error(
         "the component speaks dialgate:plugin@{found}; this host speaks @{}",
-        dialgate_sdk::API_VERSION
+        dialgate_sdk::COMPATIBLE_API_VERSIONS.join(" and @")
     )]
     ApiVersion { found: String },
     #[error("the component is too large: {0}; split or slim the plugin")]
@@ -718,6 +719,7 @@ impl PluginRuntime {
             Ok(store) => store,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
+        store.data_mut().fraud = convert::fraud(event.fraud.as_ref());
         let wit_event = convert::event(event);
         let result = async {
             let instance = interpreter.pre.instantiate_async(&mut store).await?;
@@ -952,15 +954,18 @@ impl PluginRuntime {
         event: &RuleEvent,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
         let input = event.text_len();
+        let fraud = convert::fraud(event.fraud.as_ref());
         let event = convert::event(event);
-        self.invoke_rule_in(plugin, warm, scope, now_millis, &event, input)
+        self.invoke_rule_in(plugin, warm, scope, now_millis, &event, fraud, input)
             .await
     }
 
     /// Runs the rule `plugin` on `event` (converted already; `input` is the bytes of
     /// text it carries) under the runtime's limits, in a warm instance of `warm` if one
     /// is parked (else a fresh one), and parks the instance there again if the call
-    /// returned. A failed call still reports what it used.
+    /// returned. A failed call still reports what it used. `fraud` is what the
+    /// `signals` interface answers during the call.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn invoke_rule_in(
         &self,
         plugin: &Loaded,
@@ -968,6 +973,7 @@ impl PluginRuntime {
         scope: &Scope,
         now_millis: i64,
         event: &wit::Event,
+        fraud: Option<wit::dialgate::plugin::signals::FraudSignals>,
         input: usize,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
         let inner = match self.resident(plugin) {
@@ -1008,6 +1014,7 @@ impl PluginRuntime {
                 Err(failure) => return (Usage::default(), Err(failure)),
             },
         };
+        store.data_mut().fraud = fraud;
         let mut returned = None;
         let result = async {
             let rule = match rule {

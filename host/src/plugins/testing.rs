@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use crate::model::rules::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 17] = [
+const GUESTS: [&str; 19] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
@@ -26,6 +26,8 @@ const GUESTS: [&str; 17] = [
     "hostile-abuser",
     "guest-echo",
     "guest-line",
+    "guest-signals",
+    "guest-contract-v010",
 ];
 
 /// The component built from the guest crate whose artifact is `artifact` (e.g.
@@ -99,6 +101,7 @@ pub fn event(line_type: &str) -> RuleEvent {
         applicant_id: Some("applicant".to_owned()),
         applicant_country: None,
         config: Default::default(),
+        fraud: None,
     }
 }
 

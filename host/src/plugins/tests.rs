@@ -796,3 +796,46 @@ fn an_instance_that_ran_out_of_time_is_not_kept_and_no_bound_keeps_none() {
     }
     assert_eq!(cold.stats().warm.parked, 0);
 }
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_rule_built_against_api_0_1_0_loads_and_runs_on_this_host() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    // The component imports the contract at 0.1.0 (import names are in its bytes).
+    let bytes = guest("guest_contract_v010");
+    let named = |name: &[u8]| bytes.windows(name.len()).any(|window| window == name);
+    assert!(named(b"dialgate:plugin/log@0.1.0"));
+    assert!(!named(b"@0.1.1"));
+    let rule = rule(&runtime, "guest_contract_v010");
+    let (_, actions) =
+        block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("voip", None, &[])));
+    assert_eq!(
+        flags(&actions),
+        ["v0.1.0 saw voip at phone_lookup_complete"]
+    );
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_rule_reads_the_fraud_signals_of_its_event_through_api_0_1_1() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let rule = rule(&runtime, "guest_signals");
+    let mut with = event("mobile", None, &[]);
+    with.fraud = Some(crate::model::rules::FraudSignals {
+        pumping_risk: 85,
+        prefix_conversion_rate: Some(0.125),
+        prefix_sends_1h: 40,
+        geo_permitted: false,
+    });
+    let (_, actions) = block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &with));
+    assert_eq!(
+        flags(&actions),
+        ["signals risk=85 conversion=0.125 sends=40 geo=false"]
+    );
+    // Without signals the interface answers none, in the same warm pool as well.
+    let (_, actions) =
+        block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", None, &[])));
+    assert_eq!(flags(&actions), ["signals none"]);
+}

@@ -177,8 +177,22 @@ impl Facts for EventFacts<'_> {
                 }
                 _ => Fact::Unknown,
             },
+            Field::PumpingRisk => fraud(event, |f| Some(Fact::Number(f64::from(f.pumping_risk)))),
+            Field::PrefixConversionRate => {
+                fraud(event, |f| f.prefix_conversion_rate.map(Fact::Number))
+            }
+            Field::PrefixSends1h => fraud(event, |f| Some(Fact::Number(f.prefix_sends_1h as f64))),
+            Field::GeoPermitted => fraud(event, |f| Some(Fact::Bool(f.geo_permitted))),
         }
     }
+}
+
+/// A fact from the event's fraud signals; unknown without them.
+fn fraud<'a>(
+    event: &'a RuleEvent,
+    read: impl FnOnce(&'a crate::model::rules::FraudSignals) -> Option<Fact<'a>>,
+) -> Fact<'a> {
+    event.fraud.as_ref().and_then(read).unwrap_or(Fact::Unknown)
 }
 
 #[cfg(test)]
@@ -228,6 +242,12 @@ mod tests {
         event.phone.line_status = Some("active".into());
         event.phone.roaming = Some(false);
         event.applicant_country = Some("gb".into());
+        event.fraud = Some(crate::model::rules::FraudSignals {
+            pumping_risk: 35,
+            prefix_conversion_rate: Some(0.25),
+            prefix_sends_1h: 40,
+            geo_permitted: true,
+        });
         event
     }
 
@@ -274,6 +294,10 @@ mod tests {
             ("applicant_id", r#""applicant""#),
             ("applicant_country", r#""gb""#),
             ("country_mismatch", "false"),
+            ("pumping_risk", "35"),
+            ("prefix_conversion_rate", "0.25"),
+            ("prefix_sends_1h", "40"),
+            ("geo_permitted", "true"),
         ];
         assert_eq!(expected.len(), dialgate_sdk::workflow::FIELDS.len());
         for (field, value) in expected {
@@ -290,6 +314,10 @@ mod tests {
             Field::SimSwapDaysAgo,
             Field::ApplicantId,
             Field::CountryMismatch,
+            Field::PumpingRisk,
+            Field::PrefixConversionRate,
+            Field::PrefixSends1h,
+            Field::GeoPermitted,
         ] {
             assert_eq!(facts.fact(field), Fact::Unknown, "{field:?}");
         }
@@ -476,6 +504,13 @@ mod tests {
             ]}),
             json!({"field": "otp_attempts", "operator": "ne", "value": 2}),
             json!({"field": "risk_level", "operator": "in", "value": ["HIGH", "medium"]}),
+            json!({"all": [
+                {"field": "pumping_risk", "operator": "gte", "value": 30},
+                {"field": "prefix_conversion_rate", "operator": "lt", "value": 0.5},
+                {"field": "prefix_sends_1h", "operator": "gt", "value": 10},
+                {"field": "geo_permitted", "operator": "eq", "value": true}
+            ]}),
+            json!({"field": "pumping_risk", "operator": "exists", "value": false}),
         ];
         let compiled = program(&conditions);
         let encoded = compiled.program.encode();

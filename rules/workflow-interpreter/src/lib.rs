@@ -8,6 +8,7 @@
 //! asked, every condition's outcome). It knows nothing of actions: the host holds
 //! each rule's actions and applies those of the rules that matched.
 
+use dialgate_sdk::contract::signals::FraudSignals;
 use dialgate_sdk::contract::types::VerificationStatus;
 use dialgate_sdk::contract::workflow_types::ConditionOutcome;
 use dialgate_sdk::workflow::{evaluate, Fact, Facts, Field, Program};
@@ -25,7 +26,9 @@ impl Guest for Interpreter {
         std::panic::set_hook(Box::new(|_| {}));
         let program = Program::decode(&program)
             .map_err(|err| PluginError::new("bad-program", err.to_string()))?;
-        let facts = EventFacts::new(&event);
+        // The fraud signals come from the host (API 0.1.1), read once per call.
+        let fraud = dialgate_sdk::contract::signals::fraud();
+        let facts = EventFacts::new(&event, fraud);
         let mut outcomes = Vec::new();
         let matched = evaluate(&program, &facts, explain.then_some(&mut outcomes));
         Ok(Evaluation {
@@ -45,15 +48,16 @@ impl Guest for Interpreter {
 
 export!(Interpreter);
 
-/// The facts of one event.
+/// The facts of one event, with the fraud signals of its flow.
 pub struct EventFacts<'a> {
     event: &'a Event,
+    fraud: Option<FraudSignals>,
 }
 
 impl<'a> EventFacts<'a> {
-    /// The facts `event` carries.
-    pub fn new(event: &'a Event) -> Self {
-        Self { event }
+    /// The facts `event` carries, and `fraud`, the host's signals for it.
+    pub fn new(event: &'a Event, fraud: Option<FraudSignals>) -> Self {
+        Self { event, fraud }
     }
 }
 
@@ -112,6 +116,23 @@ impl Facts for EventFacts<'_> {
                 }
                 _ => Fact::Unknown,
             },
+            Field::PumpingRisk => self
+                .fraud
+                .as_ref()
+                .map_or(Fact::Unknown, |f| Fact::Number(f64::from(f.pumping_risk))),
+            Field::PrefixConversionRate => self
+                .fraud
+                .as_ref()
+                .and_then(|f| f.prefix_conversion_rate)
+                .map_or(Fact::Unknown, Fact::Number),
+            Field::PrefixSends1h => self
+                .fraud
+                .as_ref()
+                .map_or(Fact::Unknown, |f| Fact::Number(f.prefix_sends_hour as f64)),
+            Field::GeoPermitted => self
+                .fraud
+                .as_ref()
+                .map_or(Fact::Unknown, |f| Fact::Bool(f.geo_permitted)),
         }
     }
 }
@@ -169,7 +190,7 @@ mod tests {
     #[test]
     fn derived_and_unknown_fields() {
         let facts_event = event();
-        let facts = EventFacts::new(&facts_event);
+        let facts = EventFacts::new(&facts_event, None);
         assert_eq!(facts.fact(Field::CountryMismatch), Fact::Bool(true));
         assert_eq!(facts.fact(Field::SimSwapDaysAgo), Fact::Unknown);
         assert_eq!(

@@ -483,5 +483,6 @@ pub(crate) fn rule_event(firing: &Firing<'_>, verification: &Verification) -> Ru
         applicant_id: verification.applicant_id.clone(),
         applicant_country: firing.applicant_country.map(str::to_owned),
         config: Default::default(),
+        fraud: verification.fraud.clone(),
     }
 }

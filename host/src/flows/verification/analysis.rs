@@ -70,6 +70,7 @@ impl Analysis {
             message: None,
             applicant_country: None,
             feedback: None,
+            fraud: None,
         }
     }
 

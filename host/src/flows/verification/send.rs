@@ -290,6 +290,14 @@ impl Engine {
             resends,
             at: now,
         };
+        // The SMS-pumping detector's view of the number, which the rules see as fraud
+        // signals; it acts on it after them.
+        let assessment = self.assess_pumping(&verification, &settings)?;
+        let geo_permitted = settings
+            .delivery_permissions
+            .refusal(&verification.phone, channel)
+            .is_none();
+        verification.fraud = assessment.signals(geo_permitted);
         let mut trail = Vec::new();
         let looked_up = self
             .fire(
@@ -335,7 +343,7 @@ impl Engine {
         // (in monitor mode, only marks it).
         if blocked.is_none() && verification.verdict() != RiskAction::Decline {
             if let Verdict::Blocked(block, case) =
-                self.judge_pumping(&verification, &settings, channel)?
+                self.apply_pumping(assessment, &verification, &settings, channel)?
             {
                 verification.warnings.push(pumping_warning(&block));
                 verification.cases.extend(case);
