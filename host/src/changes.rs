@@ -55,6 +55,8 @@ pub enum Change {
     Plugins { tenant_id: String },
     /// A tenant's SMS-pumping blocks changed (opened or lifted).
     FraudBlocks { tenant_id: String },
+    /// The operator's SMS-pumping exempt prefixes changed.
+    FraudExemptions,
 }
 
 /// What a poll found.

@@ -637,3 +637,39 @@ async fn rule_plugins_read_the_signals_through_api_0_1_1_and_a_0_1_0_plugin_stil
         "{second}"
     );
 }
+
+#[tokio::test]
+async fn the_operator_exempts_prefixes_for_every_tenant() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let path = "/v1/admin/fraud/exemptions";
+    assert_eq!(
+        server.get(path, OPERATOR_KEY).await.expect(200)["prefixes"],
+        json!([])
+    );
+    server
+        .put(path, &tenant.key, json!({"prefixes": ["+4474009"]}))
+        .await
+        .error(401, "unauthorized");
+    server
+        .put(path, OPERATOR_KEY, json!({"prefixes": ["+4474009", "4474"]}))
+        .await
+        .invalid_field("prefixes[1]");
+    let stored = server
+        .put(path, OPERATOR_KEY, json!({"prefixes": ["+4474009", "+4474009"]}))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(stored["prefixes"], json!(["+4474009"]));
+    // The run goes out whole: the detector does not judge the exempt prefix.
+    send_run(&server, &tenant, 0, 14).await;
+    assert_eq!(blocks(&server, &tenant, "all").await["blocks"], json!([]));
+    // Once the exemption is gone, a new run is judged again.
+    server
+        .put(path, OPERATOR_KEY, json!({"prefixes": []}))
+        .await
+        .expect(200);
+    server.advance(chrono::Duration::minutes(61));
+    send_run(&server, &tenant, 40, 8).await;
+    let ninth = send(&server, &tenant, &run(48)).await;
+    assert_blocked(&server, &tenant, &ninth, "+447400").await;
+}

@@ -14,7 +14,7 @@ use crate::flows::pumping::BlockView;
 use crate::flows::Engine;
 
 use super::error::ApiError;
-use super::extract::{ApiQuery, OperatorCaller, TenantCaller, TenantChange};
+use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller, TenantChange};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -22,6 +22,10 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/fraud/blocks", get(list))
         .route("/v1/fraud/blocks/{prefix}", delete(lift))
         .route("/v1/admin/fraud/blocks", get(list_all))
+        .route(
+            "/v1/admin/fraud/exemptions",
+            get(exemptions).put(set_exemptions),
+        )
         .route(
             "/v1/admin/tenants/{tenant_id}/fraud/blocks/{prefix}",
             delete(lift_for),
@@ -75,6 +79,28 @@ async fn list_all(
     _operator: OperatorCaller,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(listing(engine.all_fraud_blocks()?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Exemptions {
+    prefixes: Vec<String>,
+}
+
+async fn exemptions(
+    State(engine): State<Arc<Engine>>,
+    _operator: OperatorCaller,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"prefixes": *engine.host_exemptions()?})))
+}
+
+async fn set_exemptions(
+    State(engine): State<Arc<Engine>>,
+    _operator: OperatorCaller,
+    ApiJson(body): ApiJson<Exemptions>,
+) -> Result<Json<Value>, ApiError> {
+    let prefixes = engine.set_host_exemptions(body.prefixes).await?;
+    Ok(Json(json!({ "prefixes": prefixes })))
 }
 
 async fn lift_for(

@@ -273,6 +273,7 @@ impl Engine {
                 Change::FraudBlocks { tenant_id } => {
                     self.replica.pumping.forget_blocks(&tenant_id);
                 }
+                Change::FraudExemptions => self.replica.pumping.forget_exemptions(),
                 Change::Plugins { tenant_id } => {
                     if let Err(err) = self.plugins.refresh(&tenant_id) {
                         tracing::error!(tenant = %tenant_id, "cannot reload the tenant's plugins: {err}");

@@ -141,11 +141,13 @@ pub enum Verdict {
     Blocked(Box<PrefixBlock>, Option<CaseRef>),
 }
 
-/// What one replica keeps: counts by store key, and blocks by tenant.
+/// What one replica keeps: counts by store key, blocks by tenant, and the operator's
+/// exempt prefixes.
 #[derive(Debug)]
 pub struct Ledger {
     shards: Vec<Mutex<HashMap<Vec<u8>, Entry>>>,
     blocks: Mutex<HashMap<String, Arc<Vec<PrefixBlock>>>>,
+    exemptions: Mutex<Option<Arc<Vec<String>>>>,
 }
 
 impl Default for Ledger {
@@ -153,9 +155,15 @@ impl Default for Ledger {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             blocks: Mutex::new(HashMap::new()),
+            exemptions: Mutex::new(None),
         }
     }
 }
+
+/// Where the operator's exempt prefixes are kept (tree `meta`).
+const HOST_EXEMPTIONS: &[u8] = b"pumping_exempt_prefixes";
+/// Exempt prefixes the operator may keep for the host.
+pub const MAX_HOST_EXEMPTIONS: usize = 1_000;
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -180,8 +188,14 @@ impl Ledger {
         self.blocks.lock().remove(tenant_id);
     }
 
+    /// Forgets the operator's exempt prefixes (another replica changed them).
+    pub(crate) fn forget_exemptions(&self) {
+        *self.exemptions.lock() = None;
+    }
+
     pub(crate) fn forget_all(&self) {
         self.blocks.lock().clear();
+        self.forget_exemptions();
         for shard in &self.shards {
             shard.lock().retain(|_, entry| !entry.pending.is_empty());
         }
@@ -313,7 +327,10 @@ impl Engine {
     ) -> Result<Assessment, FlowError> {
         let detector = &settings.sms_pumping;
         let facts = &verification.phone;
-        if detector.mode == Mode::Off || detector.exempt(&facts.e164) {
+        if detector.mode == Mode::Off
+            || detector.exempt(&facts.e164)
+            || self.host_exempt(&facts.e164)?
+        {
             return Ok(Assessment::Off);
         }
         let tenant_id = verification.tenant_id.as_str();
@@ -422,7 +439,10 @@ impl Engine {
         settings: &PhoneSettings,
         facts: &PhoneFacts,
     ) -> Result<Option<PrefixBlock>, FlowError> {
-        if settings.sms_pumping.mode == Mode::Off || settings.sms_pumping.exempt(&facts.e164) {
+        if settings.sms_pumping.mode == Mode::Off
+            || settings.sms_pumping.exempt(&facts.e164)
+            || self.host_exempt(&facts.e164)?
+        {
             return Ok(None);
         }
         let now = self.clock.now();
@@ -857,6 +877,56 @@ impl Engine {
             status: lifted.status(now),
             block: lifted,
         })
+    }
+
+    /// The prefixes the operator exempts for every tenant, cached.
+    pub fn host_exemptions(&self) -> Result<Arc<Vec<String>>, FlowError> {
+        if let Some(hit) = self.replica.pumping.exemptions.lock().clone() {
+            return Ok(hit);
+        }
+        let stored: Vec<String> = self
+            .db
+            .get(Tree::Meta, HOST_EXEMPTIONS)?
+            .unwrap_or_default();
+        let stored = Arc::new(stored);
+        *self.replica.pumping.exemptions.lock() = Some(stored.clone());
+        Ok(stored)
+    }
+
+    /// Whether the operator exempts `e164` for every tenant.
+    fn host_exempt(&self, e164: &str) -> Result<bool, FlowError> {
+        Ok(self
+            .host_exemptions()?
+            .iter()
+            .any(|prefix| e164.starts_with(prefix.as_str())))
+    }
+
+    /// Replaces the operator's exempt prefixes (each `+` and 1 to 15 digits, at most
+    /// 1,000); in force on every replica from the next send.
+    pub async fn set_host_exemptions(
+        &self,
+        prefixes: Vec<String>,
+    ) -> Result<Vec<String>, FlowError> {
+        if prefixes.len() > MAX_HOST_EXEMPTIONS {
+            return Err(FlowError::invalid(
+                "prefixes",
+                format!("at most {MAX_HOST_EXEMPTIONS} prefixes"),
+            ));
+        }
+        if let Some(at) = prefixes.iter().position(|p| !pumping::is_e164_prefix(p)) {
+            return Err(FlowError::invalid(
+                format!("prefixes[{at}]"),
+                "must be + and 1 to 15 digits",
+            ));
+        }
+        let mut prefixes = prefixes;
+        prefixes.sort();
+        prefixes.dedup();
+        self.db.put(Tree::Meta, HOST_EXEMPTIONS, &prefixes)?;
+        *self.replica.pumping.exemptions.lock() = Some(Arc::new(prefixes.clone()));
+        self.changed(&crate::changes::Change::FraudExemptions)?;
+        self.db.sync().await?;
+        Ok(prefixes)
     }
 
     /// `lift_fraud_block` for the calling tenant.
