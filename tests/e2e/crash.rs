@@ -391,23 +391,17 @@ async fn sigterm_shuts_down_gracefully_and_a_restart_keeps_tenants_keys_and_sett
 
 #[tokio::test]
 async fn the_soak_scenario_reports_each_interval_and_the_restart_on_its_data() {
-    let output = tokio::task::spawn_blocking(|| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-            .args(["bench", "--scenarios", "soak", "--seconds", "3"])
-            .args(["--connections", "4", "--rate", "200"])
-            .env("DIALGATE_LOG", "warn")
-            .env_remove("DIALGATE_STORE")
-            .output()
-            .expect("run dialgate bench")
-    })
-    .await
-    .expect("the bench's thread");
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = run_bench(&[
+        "--scenarios",
+        "soak",
+        "--seconds",
+        "3",
+        "--connections",
+        "4",
+        "--rate",
+        "200",
+    ])
+    .await;
     // One line per interval (a second each on a 3 s run), each with its errors last.
     let intervals: Vec<&str> = printed
         .lines()

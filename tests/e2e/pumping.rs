@@ -465,22 +465,7 @@ fn blocked_of(printed: &str, label: &str) -> (u64, u64) {
 
 #[tokio::test]
 async fn the_pumping_bench_blocks_the_attacks_and_none_of_the_legitimate_traffic() {
-    let output = tokio::task::spawn_blocking(|| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-            .args(["bench", "--scenarios", "pumping", "--pumping-minutes", "20"])
-            .env("DIALGATE_LOG", "error")
-            .env_remove("DIALGATE_STORE")
-            .output()
-            .expect("run dialgate bench")
-    })
-    .await
-    .expect("the bench's thread");
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = run_bench(&["--scenarios", "pumping", "--pumping-minutes", "20"]).await;
     let (attack_blocked, attack_sent) = blocked_of(&printed, "attack messages blocked");
     let (legit_blocked, legit_sent) = blocked_of(&printed, "legitimate messages blocked");
     let (campaign_blocked, campaign_sent) = blocked_of(&printed, "campaign messages blocked");

@@ -715,6 +715,30 @@ pub async fn upload_rule(
     id
 }
 
+/// Runs `dialgate bench` with `args` on sled (logging warnings only) and expects it to
+/// succeed; returns what it printed.
+pub async fn run_bench(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .arg("bench")
+            .args(&args)
+            .env("DIALGATE_LOG", "warn")
+            .env_remove("DIALGATE_STORE")
+            .output()
+            .expect("run dialgate bench")
+    })
+    .await
+    .expect("the bench's thread");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed
+}
+
 /// Serves `app` on a fresh loopback port for the rest of the test; returns its address.
 pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

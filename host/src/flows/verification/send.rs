@@ -404,26 +404,15 @@ impl Engine {
             let (message, record) =
                 self.code_message(&plan, &verification, step.channel, &code, &settings, now)?;
             // The code's cost is reserved against the tenant's budgets first.
-            let sent =
-                match self.reserve_spend(tenant_id, &settings, &verification.phone, step.channel) {
-                    Ok(reservation) => {
-                        let sent = self
-                            .dispatch(
-                                message,
-                                verification.phone.region.as_deref(),
-                                &RuleRoute {
-                                    forced: verification.route.as_deref(),
-                                    forbidden: &verification.avoided_routes,
-                                },
-                                u32::try_from(current).unwrap_or(0),
-                            )
-                            .await;
-                        let cost = sent.as_ref().map_or(0.0, |dispatch| dispatch.cost);
-                        self.settle_spend(reservation, cost)?;
-                        sent
-                    }
-                    Err(err) => Err(err),
-                };
+            let sent = self
+                .dispatch_paid(
+                    &settings,
+                    &verification,
+                    step.channel,
+                    message,
+                    u32::try_from(current).unwrap_or(0),
+                )
+                .await;
             match sent {
                 Ok(dispatch) => {
                     outcomes.push(step_outcome(current, step.channel, now, Ok(&dispatch)));
@@ -693,24 +682,10 @@ impl Engine {
         };
         let sent = match refused {
             Some(err) => Err(err),
-            None => match self.reserve_spend(tenant_id, &settings, &verification.phone, channel) {
-                Ok(reservation) => {
-                    let sent = self
-                        .dispatch(
-                            message,
-                            verification.phone.region.as_deref(),
-                            &RuleRoute {
-                                forced: verification.route.as_deref(),
-                                forbidden: &verification.avoided_routes,
-                            },
-                            step,
-                        )
-                        .await;
-                    self.settle_spend(reservation, sent.as_ref().map_or(0.0, |d| d.cost))?;
-                    sent
-                }
-                Err(err) => Err(err),
-            },
+            None => {
+                self.dispatch_paid(&settings, &verification, channel, message, step)
+                    .await
+            }
         };
         let outcome = step_outcome(step as usize, channel, now, sent.as_ref());
         let last = step as usize + 1 >= workflow.steps.len();
@@ -806,6 +781,34 @@ impl Engine {
         }
         self.db.sync().await?;
         Ok(Some(outcome))
+    }
+
+    /// Sends `message` through the tenant's dispatch once its estimated cost is
+    /// reserved against the tenant's budgets (a spent budget refuses it), and settles
+    /// the reservation to what the message cost.
+    async fn dispatch_paid(
+        &self,
+        settings: &crate::settings::PhoneSettings,
+        verification: &Verification,
+        channel: Channel,
+        message: OutboundMessage,
+        step: u32,
+    ) -> Result<crate::sending::Dispatch, FlowError> {
+        let reservation =
+            self.reserve_spend(&verification.tenant_id, settings, &verification.phone, channel)?;
+        let sent = self
+            .dispatch(
+                message,
+                verification.phone.region.as_deref(),
+                &RuleRoute {
+                    forced: verification.route.as_deref(),
+                    forbidden: &verification.avoided_routes,
+                },
+                step,
+            )
+            .await;
+        self.settle_spend(reservation, sent.as_ref().map_or(0.0, |d| d.cost))?;
+        sent
     }
 
     /// Points the number and applicant at `verification_id` and, for a sent code,
