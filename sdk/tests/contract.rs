@@ -68,7 +68,8 @@ fn rules_cannot_reach_the_network_and_adapters_cannot_reach_the_kv_store() {
     };
     let rule = imports("rule");
     assert!(
-        rule.iter().any(|name| name.ends_with("/kv@0.1.0")),
+        rule.iter()
+            .any(|name| name.ends_with(&format!("/kv@{}", dialgate_sdk::API_VERSION))),
         "{rule:?}"
     );
     assert!(!rule.iter().any(|name| name.contains("http")), "{rule:?}");
@@ -77,11 +78,13 @@ fn rules_cannot_reach_the_network_and_adapters_cannot_reach_the_kv_store() {
         assert!(
             names
                 .iter()
-                .any(|name| name.ends_with("/http-client@0.1.0")),
+                .any(|name| name.ends_with(&format!("/http-client@{}", dialgate_sdk::API_VERSION))),
             "{names:?}"
         );
         assert!(
-            !names.iter().any(|name| name.ends_with("/kv@0.1.0")),
+            !names
+                .iter()
+                .any(|name| name.ends_with(&format!("/kv@{}", dialgate_sdk::API_VERSION))),
             "{names:?}"
         );
     }

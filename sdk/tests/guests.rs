@@ -22,7 +22,7 @@ struct World {
 
 const RULE: World = World {
     exports: &["on-event"],
-    granted: &["log", "clock", "kv", "types", "rule-types"],
+    granted: &["log", "clock", "kv", "types", "rule-types", "signals"],
 };
 
 const MESSAGING_ADAPTER: World = World {
@@ -39,7 +39,7 @@ const MESSAGING_ADAPTER: World = World {
 
 const WORKFLOW_INTERPRETER: World = World {
     exports: &["evaluate"],
-    granted: &["types", "rule-types", "workflow-types"],
+    granted: &["types", "rule-types", "workflow-types", "signals"],
 };
 
 const LOOKUP_ADAPTER: World = World {
@@ -55,7 +55,7 @@ const LOOKUP_ADAPTER: World = World {
 };
 
 /// (package, artifact, world) of every guest that must stay within its world.
-const GUESTS: [(&str, &str, &World); 13] = [
+const GUESTS: [(&str, &str, &World); 14] = [
     ("otp-for-voip", "otp_for_voip", &RULE),
     ("flag-sim-swap", "flag_sim_swap", &RULE),
     ("velocity", "velocity", &RULE),
@@ -69,6 +69,7 @@ const GUESTS: [(&str, &str, &World); 13] = [
     ("hostile-deep-recursion", "hostile_deep_recursion", &RULE),
     ("hostile-huge-output", "hostile_huge_output", &RULE),
     ("hostile-panic", "hostile_panic", &RULE),
+    ("guest-signals", "guest_signals", &RULE),
     ("http-sms", "http_sms", &MESSAGING_ADAPTER),
     ("kannel", "kannel", &MESSAGING_ADAPTER),
     ("camara-lookup", "camara_lookup", &LOOKUP_ADAPTER),
@@ -153,14 +154,15 @@ fn in_tree_guests_are_components_of_their_worlds() {
         let (exports, imports) = exports_and_imports(&path);
         assert_eq!(exports, world.exports, "{package} exports");
         for import in &imports {
-            if package == FORBIDDEN_IMPORT && import == "dialgate:plugin/http-client@0.1.0" {
+            if package == FORBIDDEN_IMPORT
+                && *import == format!("dialgate:plugin/http-client@{}", dialgate_sdk::API_VERSION)
+            {
                 continue;
             }
             let allowed = import.starts_with("wasi:")
-                || world
-                    .granted
-                    .iter()
-                    .any(|name| import == &format!("dialgate:plugin/{name}@0.1.0"));
+                || world.granted.iter().any(|name| {
+                    import == &format!("dialgate:plugin/{name}@{}", dialgate_sdk::API_VERSION)
+                });
             assert!(allowed, "{package} imports {import}");
             assert!(
                 !import.starts_with("wasi:http") && !import.starts_with("wasi:sockets"),
@@ -169,9 +171,8 @@ fn in_tree_guests_are_components_of_their_worlds() {
         }
         if package == FORBIDDEN_IMPORT {
             assert!(
-                imports
-                    .iter()
-                    .any(|import| import == "dialgate:plugin/http-client@0.1.0"),
+                imports.iter().any(|import| *import
+                    == format!("dialgate:plugin/http-client@{}", dialgate_sdk::API_VERSION)),
                 "{package} must import outbound HTTP to be of use: {imports:?}"
             );
         }

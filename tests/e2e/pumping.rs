@@ -636,11 +636,19 @@ async fn the_operator_exempts_prefixes_for_every_tenant() {
         .await
         .error(401, "unauthorized");
     server
-        .put(path, OPERATOR_KEY, json!({"prefixes": ["+4474009", "4474"]}))
+        .put(
+            path,
+            OPERATOR_KEY,
+            json!({"prefixes": ["+4474009", "4474"]}),
+        )
         .await
         .invalid_field("prefixes[1]");
     let stored = server
-        .put(path, OPERATOR_KEY, json!({"prefixes": ["+4474009", "+4474009"]}))
+        .put(
+            path,
+            OPERATOR_KEY,
+            json!({"prefixes": ["+4474009", "+4474009"]}),
+        )
         .await
         .expect(200)
         .clone();

@@ -794,8 +794,12 @@ impl Engine {
         message: OutboundMessage,
         step: u32,
     ) -> Result<crate::sending::Dispatch, FlowError> {
-        let reservation =
-            self.reserve_spend(&verification.tenant_id, settings, &verification.phone, channel)?;
+        let reservation = self.reserve_spend(
+            &verification.tenant_id,
+            settings,
+            &verification.phone,
+            channel,
+        )?;
         let sent = self
             .dispatch(
                 message,
