@@ -26,8 +26,12 @@ impl Guest for Interpreter {
         std::panic::set_hook(Box::new(|_| {}));
         let program = Program::decode(&program)
             .map_err(|err| PluginError::new("bad-program", err.to_string()))?;
-        // The fraud signals come from the host (API 0.1.1), read once per call.
+        // The fraud signals come from the host (API 0.1.1), read once per call; a
+        // native build (the unit tests) has no host to ask.
+        #[cfg(target_arch = "wasm32")]
         let fraud = dialgate_sdk::contract::signals::fraud();
+        #[cfg(not(target_arch = "wasm32"))]
+        let fraud = None;
         let facts = EventFacts::new(&event, fraud);
         let mut outcomes = Vec::new();
         let matched = evaluate(&program, &facts, explain.then_some(&mut outcomes));
