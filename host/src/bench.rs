@@ -464,6 +464,8 @@ async fn configure_tenant(engine: &Engine, tenant_id: &str, rules: Rules) -> any
     let mut settings = PhoneSettings::default();
     settings.rate_limits.send_otp = limits;
     settings.rate_limits.verify_otp = limits;
+    settings.rate_limits.lookup = limits;
+    settings.rate_limits.line_checks = limits;
     engine
         .put_settings(tenant_id, settings)
         .await

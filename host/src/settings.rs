@@ -173,12 +173,17 @@ pub struct EndpointLimits {
     pub per_ip: BucketLimit,
 }
 
-/// Abuse limits for the OTP endpoints.
+/// Abuse limits for the OTP endpoints, lookups, and the line checks (which ask the
+/// tenant's lookup adapter, often a paid operator API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
     pub send_otp: EndpointLimits,
     pub verify_otp: EndpointLimits,
+    /// `POST /v1/phone/lookup`.
+    pub lookup: EndpointLimits,
+    /// `GET /v1/phone/porting-history` and `POST /v1/phone/sim-swap-check`.
+    pub line_checks: EndpointLimits,
 }
 
 impl Default for RateLimits {
@@ -193,6 +198,18 @@ impl Default for RateLimits {
                 per_tenant: BucketLimit::new(12_000, 1_200),
                 per_phone: BucketLimit::new(20, 10),
                 per_ip: BucketLimit::new(120, 60),
+            },
+            // Lookups usually come from the app's servers: the per-IP limit is the
+            // tenant's.
+            lookup: EndpointLimits {
+                per_tenant: BucketLimit::new(60_000, 10_000),
+                per_phone: BucketLimit::new(120, 60),
+                per_ip: BucketLimit::new(60_000, 10_000),
+            },
+            line_checks: EndpointLimits {
+                per_tenant: BucketLimit::new(600, 100),
+                per_phone: BucketLimit::new(10, 10),
+                per_ip: BucketLimit::new(600, 100),
             },
         }
     }
@@ -295,6 +312,8 @@ impl PhoneSettings {
         for (name, limits) in [
             ("send_otp", &self.rate_limits.send_otp),
             ("verify_otp", &self.rate_limits.verify_otp),
+            ("lookup", &self.rate_limits.lookup),
+            ("line_checks", &self.rate_limits.line_checks),
         ] {
             for (scope, bucket) in [
                 ("per_tenant", limits.per_tenant),

@@ -1,7 +1,7 @@
 //! Seed 004's line checks end to end: `GET /v1/phone/porting-history` and
 //! `POST /v1/phone/sim-swap-check`, answered by a real lookup adapter (a scripted test
-//! adapter, and the first-party CAMARA adapter against a loopback operator), and the
-//! errors without one.
+//! adapter, and the first-party CAMARA adapter against a loopback operator), the
+//! errors without one, and the rate limits that checks and lookups are taken from.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -262,4 +262,64 @@ async fn sim_swap_check_without_an_adapter_that_can_answer_is_stored_with_a_noti
     configure_camara(&server, &tenant, &id, &sim, true).await;
     let put = server.put(path, &tenant.key, on).await;
     assert!(put.expect(200).get("notices").is_none(), "{}", put.text);
+}
+
+#[tokio::test]
+async fn line_checks_and_lookups_are_rate_limited_before_the_adapter_is_asked() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    scripted(&server, &tenant, json!({"carrier": "Verizon"})).await;
+    server
+        .settings(
+            &tenant,
+            json!({"rate_limits": {
+                "line_checks": {
+                    "per_tenant": {"per_minute": 1, "burst": 3},
+                    "per_phone": {"per_minute": 1, "burst": 2},
+                },
+                "lookup": {"per_phone": {"per_minute": 1, "burst": 2}},
+            }}),
+        )
+        .await;
+    porting(&server, &tenant, UZ_BEELINE).await.expect(200);
+    sim_swap(&server, &tenant, UZ_BEELINE).await.expect(200);
+    let limited = porting(&server, &tenant, UZ_BEELINE).await;
+    let error = limited.error(429, "rate_limited").clone();
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("line-checks") && m.contains("phone number")),
+        "{error}"
+    );
+    assert!(limited.header("retry-after").is_some());
+    // Another number has its own bucket, until the tenant's is empty.
+    sim_swap(&server, &tenant, &uz_number(1)).await.expect(200);
+    let error = sim_swap(&server, &tenant, &uz_number(2))
+        .await
+        .error(429, "rate_limited")
+        .clone();
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("tenant")),
+        "{error}"
+    );
+
+    // Lookups have buckets of their own.
+    let lookup = |phone: String| {
+        let api = server.api.clone();
+        let tenant = tenant.clone();
+        async move {
+            api.post("/v1/phone/lookup", &tenant.key, json!({"phone": phone}))
+                .await
+        }
+    };
+    lookup(UZ_BEELINE.to_owned()).await.expect(200);
+    lookup(UZ_BEELINE.to_owned()).await.expect(200);
+    lookup(UZ_BEELINE.to_owned())
+        .await
+        .error(429, "rate_limited");
+    lookup(uz_number(3)).await.expect(200);
+    // A minute on, the number's bucket has a token again.
+    server.advance(chrono::Duration::minutes(1));
+    lookup(UZ_BEELINE.to_owned()).await.expect(200);
 }

@@ -61,6 +61,16 @@ fn defaults() -> Value {
                 "per_phone": {"per_minute": 20, "burst": 10},
                 "per_ip": {"per_minute": 120, "burst": 60},
             },
+            "lookup": {
+                "per_tenant": {"per_minute": 60000, "burst": 10000},
+                "per_phone": {"per_minute": 120, "burst": 60},
+                "per_ip": {"per_minute": 60000, "burst": 10000},
+            },
+            "line_checks": {
+                "per_tenant": {"per_minute": 600, "burst": 100},
+                "per_phone": {"per_minute": 10, "burst": 10},
+                "per_ip": {"per_minute": 600, "burst": 100},
+            },
         },
     })
 }

@@ -48,9 +48,7 @@ async fn porting_history(
     TenantCaller(caller): TenantCaller,
     ApiQuery(query): ApiQuery<crate::flows::line_checks::PortingQuery>,
 ) -> Result<Json<impl serde::Serialize>, ApiError> {
-    Ok(Json(
-        engine.porting_history(&caller.tenant_id, query).await?,
-    ))
+    Ok(Json(engine.porting_history(&caller, query).await?))
 }
 
 async fn sim_swap_check(
@@ -58,9 +56,7 @@ async fn sim_swap_check(
     TenantCaller(caller): TenantCaller,
     ApiJson(request): ApiJson<crate::flows::line_checks::SimSwapRequest>,
 ) -> Result<Json<impl serde::Serialize>, ApiError> {
-    Ok(Json(
-        engine.sim_swap_check(&caller.tenant_id, request).await?,
-    ))
+    Ok(Json(engine.sim_swap_check(&caller, request).await?))
 }
 
 async fn send_otp(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::flows::rules::triggers::Intel;
 use crate::flows::verification::analysis::parse_valid;
-use crate::flows::{Engine, FlowError};
+use crate::flows::{Caller, Engine, FlowError};
 
 /// A port within this many days makes a number `recently_ported`; within the risk
 /// table's 30 days its `risk_factor` is `high`, within this `medium`.
@@ -114,11 +114,21 @@ impl Engine {
     /// missing (`lookup_adapter_required`) or what failed (502).
     async fn adapter_answer(
         &self,
-        tenant_id: &str,
+        caller: &Caller,
         phone: &str,
         needs: &str,
     ) -> Result<(String, crate::plugins::Intelligence), FlowError> {
+        let tenant_id = caller.tenant_id.as_str();
         let number = parse_valid(phone, "phone")?;
+        // Checks ask the tenant's adapter, often a paid operator API: limited first.
+        let limits = self.settings(tenant_id)?.rate_limits.line_checks;
+        self.check_limits(
+            tenant_id,
+            "line-checks",
+            &limits,
+            &number.e164,
+            &caller.client_ip,
+        )?;
         match self.intelligence(tenant_id, &number.e164).await {
             Intel::NoAdapter => Err(FlowError::Conflict {
                 code: "lookup_adapter_required",
@@ -143,12 +153,10 @@ impl Engine {
     /// `GET /v1/phone/porting-history`.
     pub async fn porting_history(
         &self,
-        tenant_id: &str,
+        caller: &Caller,
         query: PortingQuery,
     ) -> Result<PortingHistory, FlowError> {
-        let (e164, found) = self
-            .adapter_answer(tenant_id, &query.phone, "porting")
-            .await?;
+        let (e164, found) = self.adapter_answer(caller, &query.phone, "porting").await?;
         let now = self.clock.now().timestamp_millis();
         let days_ago =
             |millis: i64| u32::try_from((now - millis).max(0) / 86_400_000).unwrap_or(u32::MAX);
@@ -182,13 +190,13 @@ impl Engine {
     /// `POST /v1/phone/sim-swap-check`.
     pub async fn sim_swap_check(
         &self,
-        tenant_id: &str,
+        caller: &Caller,
         request: SimSwapRequest,
     ) -> Result<SimSwapCheck, FlowError> {
         let (e164, found) = self
-            .adapter_answer(tenant_id, &request.phone, "SIM changes")
+            .adapter_answer(caller, &request.phone, "SIM changes")
             .await?;
-        let threshold = self.settings(tenant_id)?.sim_swap_threshold_days;
+        let threshold = self.settings(&caller.tenant_id)?.sim_swap_threshold_days;
         let now = self.clock.now().timestamp_millis();
         let days = found
             .last_sim_change_millis

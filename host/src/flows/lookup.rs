@@ -163,17 +163,29 @@ impl Engine {
     /// Checks a lookup's input and analyses the number for the tenant: parse, the
     /// tenant's lookup adapter, classification, score and warnings. Shared by the
     /// lookup flow and the workflow-rule test, which stores nothing.
+    /// `limited_for`, the caller's IP, takes the request from the tenant's lookup rate
+    /// limits before the tenant's lookup adapter is asked anything.
     pub(crate) async fn look_up<'a>(
         &self,
         tenant_id: &str,
         phone: &str,
         applicant_id: Option<&'a str>,
         applicant_country: Option<&str>,
+        limited_for: Option<&str>,
     ) -> Result<Looked<'a>, FlowError> {
         let number = parse_valid(phone, "phone")?;
         let applicant_country = parse_country(applicant_country, "applicant_country")?;
         let applicant_id = applicant_id.map(check_applicant).transpose()?;
         let settings = self.settings(tenant_id)?;
+        if let Some(ip) = limited_for {
+            self.check_limits(
+                tenant_id,
+                "lookup",
+                &settings.rate_limits.lookup,
+                &number.e164,
+                ip,
+            )?;
+        }
         let line = self.line_signals(tenant_id, &settings, &number.e164).await;
         let analysis = self.analyse(
             tenant_id,
@@ -211,6 +223,7 @@ impl Engine {
                 &request.phone,
                 request.applicant_id.as_deref(),
                 request.applicant_country.as_deref(),
+                Some(&caller.client_ip),
             )
             .await?;
         let now = self.clock.now();

@@ -495,7 +495,7 @@ impl Engine {
         trigger: Trigger,
     ) -> Result<RuleEvent, FlowError> {
         let looked = self
-            .look_up(tenant_id, phone, applicant_id, applicant_country)
+            .look_up(tenant_id, phone, applicant_id, applicant_country, None)
             .await?;
         let (settings, analysis) = (looked.settings, looked.analysis);
         let (applicant_id, applicant_country) = (looked.applicant_id, looked.applicant_country);
