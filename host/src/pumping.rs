@@ -461,7 +461,6 @@ impl Counts {
 /// What the detector sees of one prefix for one send.
 #[derive(Debug, Clone)]
 pub struct PrefixView<'a> {
-    pub prefix: &'a str,
     /// The tenant's counts (already rolled to now).
     pub tenant: &'a Counts,
     /// The host's aggregate over every tenant, this one included.
@@ -479,9 +478,6 @@ pub struct Evidence<'a> {
     pub number: Option<u64>,
     pub line_type: LineType,
     pub tier: Tier,
-    /// Whether the tenant itself has lifted a block of one of these prefixes within the
-    /// last window (the host's state then does not count against it).
-    pub lifted: bool,
 }
 
 /// What the detector measured, as the block record and rules see it.
@@ -582,14 +578,14 @@ pub fn judge(
         }
         // The host's aggregate: the conversion across tenants, with twice the samples.
         let (host_matured, host_verified) = view.host.matured(settings, now);
-        if host_matured >= 1.0 && !evidence.lifted {
+        if host_matured >= 1.0 {
             let host_rate =
                 (host_verified + 2.0 * PRIOR_WEIGHT * prior) / (host_matured + 2.0 * PRIOR_WEIGHT);
             if host_rate < floor && !view.tenant.any_verified() {
                 points.push((60.0, depth, Reason::HostLowConversion));
             }
         }
-        if view.host.blocked_until > now && !evidence.lifted {
+        if view.host.blocked_until > now {
             let own_history = view.tenant.any_verified();
             points.push((
                 if own_history { 30.0 } else { 85.0 },

@@ -31,6 +31,8 @@ pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 /// entries are dropped (they reload from the store when needed).
 const MAX_ENTRIES: usize = 200_000;
 const SHARDS: usize = 16;
+/// Clean entries a flush reads back per shard on a shared store.
+const REFRESH_PER_SHARD: usize = 64;
 /// Block records kept per tenant: past it, the oldest that no longer block go.
 const MAX_BLOCKS_PER_TENANT: usize = 500;
 /// Who the detector's cases are opened by.
@@ -376,20 +378,15 @@ impl Engine {
             .and_then(|region| detector.country_tiers.get(region).copied())
             .unwrap_or_default();
         let evidence = Evidence {
-            prefixes: prefixes
+            prefixes: tenant_views
                 .iter()
-                .zip(tenant_views.iter().zip(host_views.iter()))
-                .map(|(prefix, (tenant, host))| PrefixView {
-                    prefix,
-                    tenant,
-                    host,
-                })
+                .zip(host_views.iter())
+                .map(|(tenant, host)| PrefixView { tenant, host })
                 .collect(),
             tenant_total: &total,
             number: national_value(facts),
             line_type: facts.line_type,
             tier,
-            lifted: false,
         };
         let judgment = pumping::judge(detector, detector.mode, &evidence, now);
         let prefix = prefixes
@@ -715,22 +712,35 @@ impl Engine {
     }
 
     /// Writes the unflushed counts into the store, each merged into what is stored with
-    /// a compare-and-swap; on a shared store, reads back the entries used lately so
-    /// what other replicas counted is seen. Entries unused for a window go.
+    /// a compare-and-swap; on a shared store, reads back the entries used in the last
+    /// second (at most [`REFRESH_PER_SHARD`] a shard, the latest used first) so what
+    /// other replicas counted is seen, however many prefixes a tenant sends to. Entries
+    /// unused for a day go.
     pub fn flush_pumping(&self) -> Result<(), StoreError> {
         let now = ms(self.clock.now());
         let shared = self.db.is_shared();
-        let lately = now - 60_000;
+        let lately = now - 1_000;
         for shard in &self.replica.pumping.shards {
             let work: Vec<(Vec<u8>, Counts)> = {
                 let mut entries = shard.lock();
-                entries
+                let mut refresh: Vec<(i64, Vec<u8>)> = if shared {
+                    entries
+                        .iter()
+                        .filter(|(_, entry)| entry.pending.is_empty() && entry.touched > lately)
+                        .map(|(key, entry)| (entry.touched, key.clone()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                refresh.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                refresh.truncate(REFRESH_PER_SHARD);
+                let mut work: Vec<(Vec<u8>, Counts)> = entries
                     .iter_mut()
-                    .filter(|(_, entry)| {
-                        !entry.pending.is_empty() || (shared && entry.touched > lately)
-                    })
+                    .filter(|(_, entry)| !entry.pending.is_empty())
                     .map(|(key, entry)| (key.clone(), std::mem::take(&mut entry.pending)))
-                    .collect()
+                    .collect();
+                work.extend(refresh.into_iter().map(|(_, key)| (key, Counts::default())));
+                work
             };
             for (key, pending) in work {
                 let merged = if pending.is_empty() {

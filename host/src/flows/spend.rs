@@ -46,10 +46,6 @@ pub struct SpendView {
     pub pumping_estimated_savings: f64,
 }
 
-fn cap_of(budget: &Budget) -> i64 {
-    budget.cap_micros()
-}
-
 fn spend_key(tenant_id: &str, budget: &Budget) -> Vec<u8> {
     key(&[tenant_id, &budget.period_key()])
 }
@@ -103,12 +99,12 @@ impl Engine {
                 let until = budget
                     .period_end
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let state = if spent >= cap_of(budget) {
+                let state = if spent >= budget.cap_micros() {
                     format!("is spent until {until}")
                 } else {
                     format!(
                         "has {:.4} left until {until}, less than this code's estimated {:.4}",
-                        from_micros(cap_of(budget) - spent),
+                        from_micros(budget.cap_micros() - spent),
                         from_micros(estimate)
                     )
                 };

@@ -42,17 +42,12 @@ impl Sim {
         let evidence = Evidence {
             prefixes: views
                 .iter()
-                .map(|(prefix, tenant, host)| PrefixView {
-                    prefix,
-                    tenant,
-                    host,
-                })
+                .map(|(_, tenant, host)| PrefixView { tenant, host })
                 .collect(),
             tenant_total: &total,
             number: national.parse().ok(),
             line_type,
             tier,
-            lifted: false,
         };
         judge(settings, settings.mode, &evidence, now)
     }
