@@ -732,7 +732,7 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
-                refresh.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                refresh.sort_unstable_by_key(|(touched, _)| std::cmp::Reverse(*touched));
                 refresh.truncate(REFRESH_PER_SHARD);
                 let mut work: Vec<(Vec<u8>, Counts)> = entries
                     .iter_mut()
