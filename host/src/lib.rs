@@ -3,6 +3,7 @@
 //! The crate is the server library behind the `dialgate` binary. ARCHITECTURE.md
 //! maps its modules; the README documents the HTTP API.
 
+pub mod analytics;
 pub mod api;
 pub mod bench;
 pub mod changes;

@@ -214,7 +214,8 @@ pub async fn serve_with(
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
     let jobs = tokio::spawn(Arc::clone(&engine).run_jobs(jobs_stopped.clone()));
     let changes = tokio::spawn(Arc::clone(&engine).run_changes(jobs_stopped.clone()));
-    let pumping = tokio::spawn(Arc::clone(&engine).run_pumping(jobs_stopped));
+    let pumping = tokio::spawn(Arc::clone(&engine).run_pumping(jobs_stopped.clone()));
+    let analytics = tokio::spawn(Arc::clone(&engine).run_analytics(jobs_stopped));
     let app = api::app(engine);
     let (stop_connections, connections_stopped) = tokio::sync::watch::channel(false);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -265,6 +266,7 @@ pub async fn serve_with(
     let _ = jobs.await;
     let _ = changes.await;
     let _ = pumping.await;
+    let _ = analytics.await;
     Ok(())
 }
 

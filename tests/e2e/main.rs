@@ -1,6 +1,7 @@
 //! End-to-end tests of Dialgate: each test starts a real server (in-process on loopback,
 //! or the `dialgate` binary for crash tests) and talks HTTP to it.
 
+mod analytics;
 mod bad_input;
 mod cases;
 mod containment;

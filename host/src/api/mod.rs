@@ -3,6 +3,7 @@
 //! Handlers are thin: they extract and authenticate, call a flow, and render JSON.
 
 mod admin;
+mod analytics;
 mod cases;
 pub mod error;
 pub mod extract;
@@ -43,6 +44,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(templates::router())
         .merge(webhooks::router())
         .merge(fraud::router())
+        .merge(analytics::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -14,6 +14,7 @@
 //! - `caches`: what a replica keeps in memory of the store, and the change log;
 //! - `pumping`: the SMS-pumping detector's counts, blocks and their API.
 
+pub mod analytics;
 pub mod caches;
 pub mod jobs;
 pub mod line_checks;
@@ -94,6 +95,8 @@ pub struct Replica {
     /// The SMS-pumping detector's counts (unflushed ones for at most a flush
     /// interval) and the tenants' blocks.
     pub pumping: pumping::Ledger,
+    /// Conversion analytics' counts not yet merged into the store (a second's worth).
+    pub analytics: analytics::Ledger,
 }
 
 impl Default for Replica {
@@ -106,6 +109,7 @@ impl Default for Replica {
             jobs_next_due: std::sync::atomic::AtomicI64::new(i64::MIN),
             webhooks: crate::webhooks::Hub::default(),
             pumping: pumping::Ledger::default(),
+            analytics: analytics::Ledger::default(),
         }
     }
 }
@@ -132,6 +136,16 @@ impl Engine {
     /// disk; see the README's Performance section). The other 74 bits are random.
     fn id() -> String {
         uuid::Uuid::now_v7().to_string()
+    }
+
+    /// A new id as [`Engine::id`], whose time is `at` (the flows' clock, which is the
+    /// system's in production): a verification's id tells when it began as its
+    /// `created_at` does, so the verification log reads a time range as a key range.
+    fn id_at(at: chrono::DateTime<chrono::Utc>) -> String {
+        let seconds = u64::try_from(at.timestamp()).unwrap_or(0);
+        let timestamp =
+            uuid::Timestamp::from_unix(uuid::NoContext, seconds, at.timestamp_subsec_nanos());
+        uuid::Uuid::new_v7(timestamp).to_string()
     }
 
     fn verification_key(tenant_id: &str, id: &str) -> Vec<u8> {

@@ -240,6 +240,37 @@ pub struct Verification {
     /// stored.
     #[serde(skip)]
     pub fraud: Option<rules::FraudSignals>,
+    /// The code messages sent, for analytics: the first (whose choices the
+    /// verification's conversion is counted under) and the latest ones, up to
+    /// [`MAX_SENT_KEPT`] in all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<SentCode>,
+}
+
+/// Code messages a verification keeps in [`Verification::sent`].
+pub const MAX_SENT_KEPT: usize = 8;
+
+/// One code message as analytics counts it: when it went, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentCode {
+    pub message_id: String,
+    pub at: DateTime<Utc>,
+    pub channel: Channel,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    pub locale: String,
+}
+
+impl Verification {
+    /// Keeps `sent` among the verification's sent messages: the first always, then the
+    /// latest, up to [`MAX_SENT_KEPT`].
+    pub fn note_sent(&mut self, sent: SentCode) {
+        if self.sent.len() >= MAX_SENT_KEPT {
+            self.sent.remove(1);
+        }
+        self.sent.push(sent);
+    }
 }
 
 /// What the report tells about the last code message of a verification.

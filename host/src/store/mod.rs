@@ -105,11 +105,14 @@ pub enum Tree {
     /// `tenant id / day/YYYY-MM-DD[/country]` or `tenant id / month/YYYY-MM` → what the
     /// tenant's codes cost in that period (millionths of its providers' unit).
     Spend,
+    /// `tenant id (or *) / h|d / grouping / YYYYMMDD[HH] / value` → the conversion
+    /// analytics' tally of that bucket and group (see `analytics.rs`).
+    Analytics,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 36] = [
+    pub const ALL: [Tree; 37] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -146,6 +149,7 @@ impl Tree {
         Tree::PumpingCounts,
         Tree::FraudBlocks,
         Tree::Spend,
+        Tree::Analytics,
     ];
 
     /// The tree's stable name.
@@ -187,6 +191,7 @@ impl Tree {
             Tree::PumpingCounts => "pumping_counts",
             Tree::FraudBlocks => "fraud_blocks",
             Tree::Spend => "spend",
+            Tree::Analytics => "analytics",
         }
     }
 }
@@ -235,6 +240,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Pair>, StoreError>;
     /// Up to `limit` pairs whose key is `start` or after it, in key order.
     fn scan_from(&self, tree: Tree, start: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError>;
+    /// Up to `limit` pairs whose key is in `start..end`, in key order or reversed.
+    fn scan_range(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Pair>, StoreError>;
     /// Stores every pair (a bulk load: the store copy's writes).
     fn put_batch(&self, tree: Tree, pairs: &[Pair]) -> Result<(), StoreError> {
         pairs
@@ -604,6 +618,29 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<Pair>, StoreError> {
         self.store.scan_from(tree, start, limit)
+    }
+
+    /// Records whose key is in `start..end`, decoded, with their keys, in key order or
+    /// reversed: one page of a time-ordered listing.
+    pub fn scan_range<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.store
+            .scan_range(tree, start, end, limit, reverse)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let value = decode(tree, &key, &bytes)?;
+                Ok((key, value))
+            })
+            .collect()
     }
 
     /// Sets `key` to `new` (or removes it) only if it holds `expected` now, as bytes;

@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 10] = [
+const MIGRATIONS: [(i32, &str); 11] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
@@ -47,6 +47,7 @@ const MIGRATIONS: [(i32, &str); 10] = [
     (8, include_str!("migrations/0008_webhook_queue_leases.sql")),
     (9, include_str!("migrations/0009_take_tokens_up_to.sql")),
     (10, include_str!("migrations/0010_pumping.sql")),
+    (11, include_str!("migrations/0011_analytics.sql")),
 ];
 
 /// Takes tokens from each of a request's buckets, all or none, in one call (see
@@ -720,6 +721,27 @@ impl Store for PostgresStore {
                 Ok(pairs(rows))
             },
         )
+    }
+
+    fn scan_range(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Pair>, StoreError> {
+        let (from, upper) = (start.to_vec(), Some(end.to_vec()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let pick: fn(&TreeSql) -> &str = if reverse {
+            |sql| &sql.scan_range[1]
+        } else {
+            |sql| &sql.scan_range[0]
+        };
+        self.statement(tree, pick, move |client, statement| async move {
+            let rows = client.query(&statement, &[&from, &upper, &limit]).await?;
+            Ok(pairs(rows))
+        })
     }
 
     fn shared(&self) -> bool {

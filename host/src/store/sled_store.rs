@@ -99,6 +99,25 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn scan_range(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Pair>, StoreError> {
+        let range = self.tree(tree).range(start.to_vec()..end.to_vec());
+        let collect = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)
+        };
+        if reverse {
+            range.rev().take(limit).map(collect).collect()
+        } else {
+            range.take(limit).map(collect).collect()
+        }
+    }
+
     fn put_batch(&self, tree: Tree, pairs: &[Pair]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (key, value) in pairs {

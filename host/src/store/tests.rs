@@ -157,6 +157,31 @@ contract!(scan_from_reads_a_tree_in_chunks, |db: &Db| {
     assert_eq!(values, [0, 1, 2, 3, 4]);
 });
 
+contract!(scan_range_reads_a_range_either_way, |db: &Db| {
+    for n in 0..6u8 {
+        db.put(Tree::Analytics, &[b'r', n], &u32::from(n)).expect("put");
+    }
+    db.put(Tree::Analytics, b"s", &99u32).expect("put");
+    let forward: Vec<u32> = db
+        .scan_range::<u32>(Tree::Analytics, &[b'r', 1], &[b'r', 4], 10, false)
+        .expect("scan")
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(forward, [1, 2, 3]);
+    let back: Vec<u32> = db
+        .scan_range::<u32>(Tree::Analytics, b"r", b"t", 3, true)
+        .expect("scan")
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(back, [99, 5, 4]);
+    assert!(db
+        .scan_range::<u32>(Tree::Analytics, b"t", b"r", 3, false)
+        .expect("an empty range")
+        .is_empty());
+});
+
 contract!(concurrent_updates_lose_nothing, |db: &Db| {
     std::thread::scope(|scope| {
         for _ in 0..4 {

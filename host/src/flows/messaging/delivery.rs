@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DeliveryEvent, DeliveryStatus, Verification};
+use crate::analytics::Fact;
+use crate::flows::analytics::groups_of;
 use crate::store::Tree;
 
 use crate::flows::rules::triggers::{Firing, Trigger};
@@ -18,6 +20,43 @@ pub struct DeliveryRequest {
 }
 
 impl Engine {
+    /// Counts a delivery update for analytics: a message's first `delivered` (with the
+    /// time since it was sent), or its first `failed` or `expired`.
+    fn tally_delivery(
+        &self,
+        stored: &Verification,
+        message_id: &str,
+        status: DeliveryStatus,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let terminal = |s: DeliveryStatus| match s {
+            DeliveryStatus::Delivered => Some(true),
+            DeliveryStatus::Failed | DeliveryStatus::Expired => Some(false),
+            DeliveryStatus::Queued | DeliveryStatus::Sent => None,
+        };
+        let Some(delivered) = terminal(status) else {
+            return;
+        };
+        // The update just recorded is the last of its message's; an earlier one of the
+        // same kind was counted already.
+        let earlier = stored.deliveries.iter().rev().skip(1).any(|update| {
+            update.message_id == message_id && terminal(update.status) == Some(delivered)
+        });
+        if earlier {
+            return;
+        }
+        let sent = stored.sent.iter().find(|sent| sent.message_id == message_id);
+        let fact = if delivered {
+            Fact::Delivered {
+                latency_ms: sent.map(|sent| (now - sent.at).num_milliseconds()),
+            }
+        } else {
+            Fact::Failed
+        };
+        let groups = groups_of(stored, sent.or(stored.sent.first()));
+        self.tally(&stored.tenant_id, now, groups, fact);
+    }
+
     /// Records a delivery update of message `message_id` of verification
     /// `verification_id` and fires `otp_delivery_update`.
     pub async fn delivery_update(
@@ -90,6 +129,7 @@ impl Engine {
                     Ok((Some(current.clone()), current))
                 })?;
         self.emit_delivery(&stored, request.status);
+        self.tally_delivery(&stored, message_id, request.status, now);
         if was_open && !working.status.is_open() && stored.status == working.status {
             self.emit_outcome(&stored);
         }

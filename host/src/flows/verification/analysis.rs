@@ -37,7 +37,7 @@ impl Analysis {
         now: DateTime<Utc>,
     ) -> Verification {
         Verification {
-            id: Engine::id(),
+            id: Engine::id_at(now),
             tenant_id: tenant_id.to_owned(),
             applicant_id: applicant_id.map(str::to_owned),
             phone: self.facts(),
@@ -71,6 +71,7 @@ impl Analysis {
             applicant_country: None,
             feedback: None,
             fraud: None,
+            sent: Vec::new(),
         }
     }
 

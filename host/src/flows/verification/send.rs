@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::messages;
 use crate::model::{
     ApplicantNumber, AuditEvent, Channel, ChannelWorkflow, CodeMessage, MessageChoice,
-    ReportStatus, StepOutcome, Verification, WorkflowStep,
+    ReportStatus, SentCode, StepOutcome, Verification, WorkflowStep,
 };
 use crate::otp;
 use crate::routing::RuleRoute;
@@ -18,6 +18,8 @@ use crate::settings::EndpointLimits;
 use crate::store::{key, Tree};
 use crate::warnings::{Risk, RiskAction, Warning};
 
+use crate::analytics::Fact;
+use crate::flows::analytics::groups_of;
 use crate::flows::jobs::Job;
 use crate::flows::lookup::{check_applicant, client_ip};
 use crate::flows::messaging::routed::message_key;
@@ -261,6 +263,7 @@ impl Engine {
                 .filter(|verification| verification.status.is_open()),
             None => None,
         };
+        let starting = open.is_none();
         let mut verification = open.unwrap_or_else(|| {
             analysis.start_verification(tenant_id, applicant_id, settings.max_otp_attempts, now)
         });
@@ -345,6 +348,15 @@ impl Engine {
             if let Verdict::Blocked(block, case) =
                 self.apply_pumping(assessment, &verification, &settings, channel)?
             {
+                if block.enforced {
+                    let saved = self.cost_estimate(tenant_id, &verification.phone, channel);
+                    self.tally_verification(
+                        &verification,
+                        Fact::FraudBlocked {
+                            saved: crate::spend::to_micros(saved),
+                        },
+                    );
+                }
                 verification.warnings.push(pumping_warning(&block));
                 verification.cases.extend(case);
             }
@@ -366,6 +378,9 @@ impl Engine {
             )?;
             self.record_in_index(&index_key, &verification.id, None)?;
             self.emit_outcome(&verification);
+            if starting {
+                self.tally_verification(&verification, Fact::Started);
+            }
             self.db.sync().await?;
             return Ok(SendResponse {
                 verification_id: verification.id,
@@ -416,6 +431,7 @@ impl Engine {
             match sent {
                 Ok(dispatch) => {
                     outcomes.push(step_outcome(current, step.channel, now, Ok(&dispatch)));
+                    verification.note_sent(sent_code(&dispatch, step.channel, &record, now));
                     verification.message = Some(record);
                     break (code, dispatch);
                 }
@@ -467,6 +483,19 @@ impl Engine {
         }
         let verification = self.store_sent(verification, trail)?;
         self.pumping_sent(tenant_id, &settings, &verification.phone);
+        let resend = verification.sends > 1;
+        if !resend {
+            self.tally_verification(&verification, Fact::Started);
+        }
+        self.tally(
+            tenant_id,
+            now,
+            groups_of(&verification, verification.sent.last()),
+            Fact::Sent {
+                resend,
+                cost: crate::spend::to_micros(dispatch.cost),
+            },
+        );
         // Receipts that beat this write wait on the message; record them now.
         if dispatch.routed {
             self.apply_pending_receipts(
@@ -577,6 +606,11 @@ impl Engine {
                         next.code.attempts = current.code.attempts;
                         next.sends = current.sends + 1;
                         next.events = current.events;
+                        // The message this send added, after those sent meanwhile.
+                        next.sent = current.sent;
+                        if let Some(sent) = prepared.sent.last() {
+                            next.note_sent(sent.clone());
+                        }
                     }
                     None => next.sends = 1,
                 }
@@ -710,9 +744,10 @@ impl Engine {
                     };
                     flow.outcomes.push(outcome.clone());
                     flow.next_step_at = next_at;
-                    if sent.is_ok() {
+                    if let Ok(dispatch) = &sent {
                         flow.current = step;
                         current.channel = Some(channel);
+                        current.note_sent(sent_code(dispatch, channel, &record, now));
                         current.message = Some(record.clone());
                         current
                             .code
@@ -742,8 +777,17 @@ impl Engine {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        if sent.is_ok() {
+        if let Ok(dispatch) = &sent {
             self.pumping_sent(tenant_id, &settings, &stored.phone);
+            self.tally(
+                tenant_id,
+                now,
+                groups_of(&stored, stored.sent.last()),
+                Fact::Sent {
+                    resend: true,
+                    cost: crate::spend::to_micros(dispatch.cost),
+                },
+            );
         }
         if let Some(message_id) = outcome
             .message_id
@@ -842,6 +886,23 @@ impl Engine {
 }
 
 /// The answer to a send for a number and applicant whose decision holds.
+/// What analytics keeps of a code message `dispatch` sent on `channel`.
+fn sent_code(
+    dispatch: &crate::sending::Dispatch,
+    channel: Channel,
+    record: &CodeMessage,
+    at: DateTime<Utc>,
+) -> SentCode {
+    SentCode {
+        message_id: dispatch.message_id.clone(),
+        at,
+        channel,
+        provider: dispatch.provider.clone(),
+        template_id: record.template_id.clone(),
+        locale: record.locale.clone(),
+    }
+}
+
 fn held_answer(held: Verification, channel: Channel) -> SendResponse {
     let status = if held.status == ReportStatus::InReview {
         "in_review"

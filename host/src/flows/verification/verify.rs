@@ -190,6 +190,16 @@ impl Engine {
             // A correct entry clears the count.
             CheckOutcome::Verified => {
                 self.db.remove(Tree::GuessBudgets, &budget_key)?;
+                let first_sent = verification
+                    .sent
+                    .first()
+                    .map_or(verification.created_at, |sent| sent.at);
+                self.tally_verification(
+                    &verification,
+                    crate::analytics::Fact::Verified {
+                        after_ms: (now - first_sent).num_milliseconds(),
+                    },
+                );
                 // The conversion the SMS-pumping detector counts per prefix.
                 if let Some(sent) = sent {
                     self.pumping_converted(tenant_id, &settings, &verification.phone, sent);

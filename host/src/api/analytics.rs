@@ -1,0 +1,71 @@
+//! Analytics and the verification log: a tenant's conversion by time and group
+//! (`/v1/analytics/conversion`), the operator's across tenants or for one
+//! (`/v1/admin/analytics/conversion`), and a tenant's verifications, filtered and paged
+//! (`/v1/verifications`). Reads run off the request workers: a query may read many
+//! records.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::analytics::HOST;
+use crate::flows::analytics::{Conversion, ConversionQuery, LogPage, LogQuery};
+use crate::flows::{Engine, FlowError};
+use crate::store::Tree;
+
+use super::error::ApiError;
+use super::extract::{ApiQuery, OperatorCaller, TenantCaller};
+use super::plugins::off_worker;
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/v1/analytics/conversion", get(conversion))
+        .route("/v1/admin/analytics/conversion", get(conversion_all))
+        .route("/v1/verifications", get(log))
+}
+
+async fn conversion(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    ApiQuery(query): ApiQuery<ConversionQuery>,
+) -> Result<Json<Conversion>, ApiError> {
+    if query.tenant_id.is_some() {
+        return Err(FlowError::invalid(
+            "tenant_id",
+            "only the operator's view (/v1/admin/analytics/conversion) names a tenant",
+        )
+        .into());
+    }
+    Ok(Json(
+        off_worker(move || engine.conversion(&caller.tenant_id, &query)).await??,
+    ))
+}
+
+async fn conversion_all(
+    State(engine): State<Arc<Engine>>,
+    _operator: OperatorCaller,
+    ApiQuery(query): ApiQuery<ConversionQuery>,
+) -> Result<Json<Conversion>, ApiError> {
+    let owner = match query.tenant_id.clone() {
+        Some(tenant_id) => {
+            if tenant_id == HOST || engine.db.get_raw(Tree::Tenants, tenant_id.as_bytes())?.is_none() {
+                return Err(FlowError::NotFound("tenant").into());
+            }
+            tenant_id
+        }
+        None => HOST.to_owned(),
+    };
+    Ok(Json(off_worker(move || engine.conversion(&owner, &query)).await??))
+}
+
+async fn log(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    Ok(Json(
+        off_worker(move || engine.verification_log(&caller.tenant_id, &query)).await??,
+    ))
+}

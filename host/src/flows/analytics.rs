@@ -1,0 +1,516 @@
+//! Conversion analytics and the verification log: the flows count what happens to a
+//! verification (`tally`), this replica keeps the counts for at most a second and
+//! merges them into the stored tallies per hour and per day, for the tenant and for
+//! the host (`flush_analytics`); `conversion` reads one range of tallies back, and
+//! `verification_log` pages through a tenant's verifications newest first.
+//!
+//! Tallies are statistics kept beside the verifications, which stay the truth: a
+//! replica that dies loses the counts of its last second at most.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::analytics::{
+    parse_tally_key, tally_key, tally_range, Dim, Fact, Groups, Interval, Row, Tally, HOST,
+};
+use crate::model::{Channel, ReportStatus, SentCode, Verification};
+use crate::store::{key, StoreError, Tree};
+
+use crate::flows::{Engine, FlowError};
+
+/// How often a replica merges its counts into the store.
+const FLUSH_INTERVAL: StdDuration = StdDuration::from_secs(1);
+/// Unmerged count rows past which a flush is asked for at once.
+const PENDING_SOON: usize = 20_000;
+/// The longest range an hourly query covers.
+const MAX_HOURLY_DAYS: i64 = 31;
+/// The longest range a daily query covers.
+const MAX_DAILY_DAYS: i64 = 400;
+/// Tallies one query reads at most (a year of days for 500 group values).
+const MAX_TALLIES_READ: usize = 200_000;
+/// Verifications one page of the log reads at most, matching or not.
+const MAX_LOG_SCAN: usize = 2_000;
+/// Entries one page of the log holds at most.
+pub const MAX_LOG_PAGE: usize = 200;
+
+/// The counts one replica has not merged yet.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Counts by tenant, hour and the facts' groups.
+    pending: Mutex<HashMap<(String, DateTime<Utc>, Groups), Tally>>,
+    /// Tallies by store key that a failed flush could not merge; merged next time.
+    unmerged: Mutex<BTreeMap<Vec<u8>, Tally>>,
+    /// Wakes the flusher when the counts pile up.
+    soon: tokio::sync::Notify,
+}
+
+/// What a verification groups under, with the message `sent` (its first, for the
+/// verification's own facts).
+pub fn groups_of(verification: &Verification, sent: Option<&SentCode>) -> Groups {
+    let phone = &verification.phone;
+    Groups {
+        country: phone.region.clone(),
+        carrier: phone.carrier_name.clone(),
+        line_type: Some(phone.line_type.as_str().to_owned()),
+        channel: sent
+            .map(|sent| sent.channel)
+            .or(verification.channel)
+            .map(|channel| channel.as_str().to_owned()),
+        provider: sent.map(|sent| sent.provider.clone()),
+        template: sent.map(|sent| {
+            sent.template_id
+                .clone()
+                .unwrap_or_else(|| "default".to_owned())
+        }),
+        locale: sent.map(|sent| sent.locale.clone()),
+    }
+}
+
+/// Query of `GET /v1/analytics/conversion`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub interval: Option<String>,
+    pub group_by: Option<String>,
+    /// The operator's view only: one tenant's tallies instead of the host's.
+    pub tenant_id: Option<String>,
+}
+
+/// Answer of `GET /v1/analytics/conversion`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conversion {
+    /// The start of the first bucket covered.
+    pub from: DateTime<Utc>,
+    /// The end of the last bucket covered.
+    pub to: DateTime<Utc>,
+    pub interval: Interval,
+    /// The grouping, absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<Dim>,
+    /// One row per bucket (every bucket without a grouping, the buckets with counts
+    /// with one), in time order, then by group.
+    pub rows: Vec<Row>,
+    /// The whole range: one row, or one per group value ordered by codes started.
+    pub totals: Vec<Row>,
+}
+
+/// Query of `GET /v1/verifications`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    pub status: Option<String>,
+    pub country: Option<String>,
+    pub channel: Option<String>,
+    pub provider: Option<String>,
+    pub applicant_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// One verification in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub verification_id: String,
+    pub phone: String,
+    pub applicant_id: Option<String>,
+    pub status: ReportStatus,
+    pub otp_verified: bool,
+    pub channel: Option<Channel>,
+    /// The provider of the latest code message.
+    pub provider: Option<String>,
+    pub country: Option<String>,
+    pub line_type: String,
+    pub carrier: Option<String>,
+    pub sends: u32,
+    pub risk_score: u8,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+/// One page of the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPage {
+    pub verifications: Vec<LogEntry>,
+    /// Give it as `cursor` for the next page; absent on the last page. A page may hold
+    /// fewer entries than asked (even none) and still have a next one: each page reads
+    /// a bounded number of verifications.
+    pub next_cursor: Option<String>,
+}
+
+/// The moment `text` names: RFC 3339, or a date (`2026-11-30`, its midnight UTC).
+fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, FlowError> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|at| at.and_utc())
+        .ok_or_else(|| {
+            FlowError::invalid(
+                field,
+                "must be an RFC 3339 time (2026-11-30T12:00:00Z) or a date (2026-11-30)",
+            )
+        })
+}
+
+/// The key bound of verifications begun at `at`: the time part of their ids (UUID
+/// version 7, whose first 48 bits are the ms since the epoch, in hex).
+fn id_bound(tenant_id: &str, at: DateTime<Utc>) -> Vec<u8> {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0) & ((1 << 48) - 1);
+    key(&[tenant_id, &format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)])
+}
+
+impl Engine {
+    /// Counts `fact` for `tenant_id` at `at` under `groups`.
+    pub(crate) fn tally(&self, tenant_id: &str, at: DateTime<Utc>, groups: Groups, fact: Fact) {
+        let hour = Interval::Hour.floor(at);
+        let ledger = &self.replica.analytics;
+        let piled = {
+            let mut pending = ledger.pending.lock();
+            pending
+                .entry((tenant_id.to_owned(), hour, groups))
+                .or_default()
+                .count(fact);
+            pending.len() >= PENDING_SOON
+        };
+        if piled {
+            ledger.soon.notify_one();
+        }
+    }
+
+    /// Counts `fact` about `verification`, under the groups of its first code message.
+    pub(crate) fn tally_verification(&self, verification: &Verification, fact: Fact) {
+        let at = self.clock.now();
+        let groups = groups_of(verification, verification.sent.first());
+        self.tally(&verification.tenant_id, at, groups, fact);
+    }
+
+    /// Merges this replica's counts into the stored tallies: each into its hour and
+    /// its day, under every grouping, for the tenant and for the host.
+    pub fn flush_analytics(&self) -> Result<(), StoreError> {
+        let ledger = &self.replica.analytics;
+        let drained = std::mem::take(&mut *ledger.pending.lock());
+        let mut work = std::mem::take(&mut *ledger.unmerged.lock());
+        for ((tenant_id, hour, groups), tally) in drained {
+            for owner in [tenant_id.as_str(), HOST] {
+                for interval in [Interval::Hour, Interval::Day] {
+                    let start = interval.floor(hour);
+                    for dim in Dim::EVERY {
+                        let key = tally_key(owner, interval, dim, start, &groups.value(dim));
+                        work.entry(key).or_default().merge(&tally);
+                    }
+                }
+            }
+        }
+        let mut failed = None;
+        let mut left = BTreeMap::new();
+        for (key, tally) in work {
+            if failed.is_some() {
+                left.insert(key, tally);
+                continue;
+            }
+            let merged = self.db.update(Tree::Analytics, &key, |stored: Option<Tally>| {
+                let mut merged = stored.unwrap_or_default();
+                merged.merge(&tally);
+                Ok::<_, StoreError>((Some(merged), ()))
+            });
+            if let Err(err) = merged {
+                failed = Some(err);
+                left.insert(key, tally);
+            }
+        }
+        if !left.is_empty() {
+            let mut unmerged = ledger.unmerged.lock();
+            for (key, tally) in left {
+                unmerged.entry(key).or_default().merge(&tally);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Merges the counts every second (sooner when they pile up) until `stop`, and
+    /// once more then.
+    pub async fn run_analytics(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.changed() => true,
+                () = tokio::time::sleep(FLUSH_INTERVAL) => *stop.borrow(),
+                () = self.replica.analytics.soon.notified() => *stop.borrow(),
+            };
+            let engine = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || engine.flush_analytics()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!("analytics not merged (kept for later): {err}"),
+                Err(err) => tracing::error!("analytics not merged: {err}"),
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// The conversion analytics of `owner` (a tenant, or [`HOST`]) for `query`.
+    pub fn conversion(
+        &self,
+        owner: &str,
+        query: &ConversionQuery,
+    ) -> Result<Conversion, FlowError> {
+        let interval = match query.interval.as_deref() {
+            None | Some("day") => Interval::Day,
+            Some("hour") => Interval::Hour,
+            Some(_) => return Err(FlowError::invalid("interval", "must be hour or day")),
+        };
+        let group_by = match query.group_by.as_deref() {
+            None => None,
+            Some(name) => Some(Dim::parse(name).ok_or_else(|| {
+                FlowError::invalid(
+                    "group_by",
+                    "must be one of country, carrier, line_type, channel, provider, template, locale",
+                )
+            })?),
+        };
+        let now = self.clock.now();
+        let to = match query.to.as_deref() {
+            Some(text) => parse_time(text, "to")?,
+            None => now,
+        };
+        let from = match query.from.as_deref() {
+            Some(text) => parse_time(text, "from")?,
+            None => to - Duration::days(7),
+        };
+        if from >= to {
+            return Err(FlowError::invalid("from", "must be before `to`"));
+        }
+        let longest = match interval {
+            Interval::Hour => MAX_HOURLY_DAYS,
+            Interval::Day => MAX_DAILY_DAYS,
+        };
+        if to - from > Duration::days(longest) {
+            return Err(FlowError::invalid(
+                "to",
+                format!("the range may span at most {longest} days at this interval"),
+            ));
+        }
+        // Counts of this replica's last second are in the answer.
+        self.flush_analytics()?;
+        let start = interval.floor(from);
+        let mut end = interval.floor(to);
+        if end < to {
+            end = interval.next(end);
+        }
+        let dim = group_by.unwrap_or(Dim::All);
+        let (low, high) = tally_range(owner, interval, dim, start, end);
+        let mut tallies: Vec<(DateTime<Utc>, String, Tally)> = Vec::new();
+        let mut cursor = low;
+        loop {
+            let page: Vec<(Vec<u8>, Tally)> =
+                self.db
+                    .scan_range(Tree::Analytics, &cursor, &high, 1_000, false)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            cursor = last.clone();
+            cursor.push(0);
+            let full = page.len() == 1_000;
+            for (key, tally) in page {
+                if let Some((bucket, value)) = parse_tally_key(interval, &key) {
+                    tallies.push((bucket, value, tally));
+                }
+            }
+            if !full {
+                break;
+            }
+            if tallies.len() >= MAX_TALLIES_READ {
+                return Err(FlowError::invalid(
+                    "to",
+                    "too many groups in this range; ask for a shorter one or a daily interval",
+                ));
+            }
+        }
+        let group = |value: &str| {
+            group_by.map(|_| (!value.is_empty()).then(|| value.to_owned()))
+        };
+        let mut rows = Vec::new();
+        let mut totals: BTreeMap<String, Tally> = BTreeMap::new();
+        if group_by.is_none() {
+            // Every bucket, counted or not.
+            let mut by_bucket: HashMap<DateTime<Utc>, Tally> = HashMap::new();
+            for (bucket, _, tally) in &tallies {
+                by_bucket.entry(*bucket).or_default().merge(tally);
+            }
+            let mut bucket = start;
+            while bucket < end {
+                let next = interval.next(bucket);
+                let tally = by_bucket.remove(&bucket).unwrap_or_default();
+                totals.entry(String::new()).or_default().merge(&tally);
+                rows.push(Row::new(bucket, next, None, &tally));
+                bucket = next;
+            }
+        } else {
+            for (bucket, value, tally) in &tallies {
+                totals.entry(value.clone()).or_default().merge(tally);
+                rows.push(Row::new(*bucket, interval.next(*bucket), group(value), tally));
+            }
+        }
+        let mut totals: Vec<Row> = totals
+            .iter()
+            .map(|(value, tally)| Row::new(start, end, group(value), tally))
+            .collect();
+        if totals.is_empty() {
+            totals.push(Row::new(start, end, None, &Tally::default()));
+        }
+        totals.sort_by(|a, b| b.started.cmp(&a.started).then(b.sent.cmp(&a.sent)));
+        Ok(Conversion {
+            from: start,
+            to: end,
+            interval,
+            group_by,
+            rows,
+            totals,
+        })
+    }
+
+    /// One page of the tenant's verifications, newest first, filtered by `query`.
+    pub fn verification_log(
+        &self,
+        tenant_id: &str,
+        query: &LogQuery,
+    ) -> Result<LogPage, FlowError> {
+        let limit = query.limit.unwrap_or(50);
+        if !(1..=MAX_LOG_PAGE).contains(&limit) {
+            return Err(FlowError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_LOG_PAGE}"),
+            ));
+        }
+        // The report's names, or the same in snake case.
+        let status = match query.status.as_deref() {
+            None => None,
+            Some("Not Finished" | "not_finished" | "pending") => Some(ReportStatus::NotFinished),
+            Some("Approved" | "approved") => Some(ReportStatus::Approved),
+            Some("Declined" | "declined") => Some(ReportStatus::Declined),
+            Some("In Review" | "in_review") => Some(ReportStatus::InReview),
+            Some(_) => {
+                return Err(FlowError::invalid(
+                    "status",
+                    "must be Approved, Declined, In Review or Not Finished (or approved, declined, in_review, not_finished)",
+                ))
+            }
+        };
+        let channel = match query.channel.as_deref() {
+            None => None,
+            Some(name) => Some(
+                serde_json::from_value::<Channel>(serde_json::Value::String(name.to_owned()))
+                    .map_err(|_| FlowError::invalid("channel", "not a channel this host sends on"))?,
+            ),
+        };
+        let country = query.country.as_deref().map(str::to_ascii_uppercase);
+        let from = query.from.as_deref().map(|t| parse_time(t, "from")).transpose()?;
+        let to = query.to.as_deref().map(|t| parse_time(t, "to")).transpose()?;
+        let prefix = key(&[tenant_id, ""]);
+        let low = from.map_or_else(|| prefix.clone(), |at| id_bound(tenant_id, at));
+        let mut high = match &query.cursor {
+            Some(cursor) => {
+                let valid = cursor.len() == 36
+                    && cursor.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+                if !valid {
+                    return Err(FlowError::invalid("cursor", "not a cursor this log gave"));
+                }
+                key(&[tenant_id, cursor])
+            }
+            None => {
+                let mut end = prefix.clone();
+                end.push(0xff);
+                end
+            }
+        };
+        if let Some(to) = to {
+            // Ids of verifications begun up to a millisecond after `to`.
+            high = high.min(id_bound(tenant_id, to + Duration::milliseconds(1)));
+        }
+        let mut entries = Vec::new();
+        let mut read = 0;
+        let mut next_cursor = None;
+        while read < MAX_LOG_SCAN {
+            let chunk = (MAX_LOG_SCAN - read).min(200);
+            let page: Vec<(Vec<u8>, Verification)> =
+                self.db
+                    .scan_range(Tree::Verifications, &low, &high, chunk, true)?;
+            let Some((last, _)) = page.last() else {
+                next_cursor = None;
+                break;
+            };
+            high = last.clone();
+            read += page.len();
+            let exhausted = page.len() < chunk;
+            for (_, verification) in page {
+                let wanted = status.is_none_or(|status| verification.status == status)
+                    && channel.is_none_or(|channel| verification.channel == Some(channel))
+                    && country
+                        .as_deref()
+                        .is_none_or(|country| verification.phone.region.as_deref() == Some(country))
+                    && query.provider.as_deref().is_none_or(|provider| {
+                        verification.sent.iter().any(|sent| sent.provider == provider)
+                    })
+                    && query.applicant_id.as_deref().is_none_or(|applicant| {
+                        verification.applicant_id.as_deref() == Some(applicant)
+                    })
+                    && from.is_none_or(|from| verification.created_at >= from)
+                    && to.is_none_or(|to| verification.created_at <= to);
+                if wanted {
+                    entries.push(log_entry(verification));
+                    if entries.len() == limit {
+                        break;
+                    }
+                }
+            }
+            next_cursor = std::str::from_utf8(&high)
+                .ok()
+                .and_then(|text| text.rsplit('/').next())
+                .map(str::to_owned);
+            if exhausted && entries.len() < limit {
+                next_cursor = None;
+                break;
+            }
+            if entries.len() == limit {
+                next_cursor = entries.last().map(|entry| entry.verification_id.clone());
+                break;
+            }
+        }
+        Ok(LogPage {
+            verifications: entries,
+            next_cursor,
+        })
+    }
+}
+
+fn log_entry(verification: Verification) -> LogEntry {
+    LogEntry {
+        provider: verification.sent.last().map(|sent| sent.provider.clone()),
+        verification_id: verification.id,
+        phone: verification.phone.e164,
+        applicant_id: verification.applicant_id,
+        status: verification.status,
+        otp_verified: verification.otp_verified,
+        channel: verification.channel,
+        country: verification.phone.region,
+        line_type: verification.phone.line_type.as_str().to_owned(),
+        carrier: verification.phone.carrier_name,
+        sends: verification.sends,
+        risk_score: verification.risk.risk_score,
+        created_at: verification.created_at,
+        updated_at: verification.updated_at,
+        verified_at: verification.verified_at,
+    }
+}

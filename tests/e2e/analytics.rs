@@ -1,0 +1,342 @@
+//! Conversion analytics and the verification log end to end: the counts per group
+//! equal the traffic the test made (codes started, sent, resent, delivered, verified),
+//! per hour and per day, for the tenant and across tenants for the operator, and
+//! survive a restart; the log pages through a tenant's verifications newest first with
+//! its filters, and shows none of another tenant's; bad queries get a JSON error
+//! naming the field.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A British mobile number, far from the others the tests use.
+fn gb(i: u32) -> String {
+    format!("+447911{:06}", (10_000 + i * 7_919) % 290_000)
+}
+
+/// A US number, far from the others the tests use.
+fn us(i: u32) -> String {
+    format!("+1650253{:04}", 1_000 + i * 211)
+}
+
+async fn conversion(server: &TestServer, key: &str, query: &str) -> Value {
+    server
+        .get(&format!("/v1/analytics/conversion{query}"), key)
+        .await
+        .expect(200)
+        .clone()
+}
+
+/// The row of `rows` whose group is `value`.
+fn group<'a>(rows: &'a Value, value: &str) -> &'a Value {
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .find(|row| row["group"] == value)
+        .unwrap_or_else(|| panic!("no row for {value} in {rows}"))
+}
+
+/// The counts of a row: started, sent, delivered, failed, verified.
+fn counts(row: &Value) -> [u64; 5] {
+    ["started", "sent", "delivered", "failed", "verified"].map(|field| {
+        row[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {row}"))
+    })
+}
+
+/// Marks the newest outbox message of `phone` with `status`.
+async fn report_delivery(server: &TestServer, tenant: &Tenant, phone: &str, status: &str) {
+    let messages = server.outbox(tenant, phone).await;
+    let id = messages[0]["id"].as_str().expect("message id");
+    server
+        .post(
+            &format!("/v1/dev/outbox/{id}/delivery"),
+            &tenant.key,
+            json!({ "status": status }),
+        )
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn conversion_counts_are_the_traffic_per_group_for_the_tenant_and_the_operator() {
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let other = server.tenant("other").await;
+
+    // Five British codes verified, two of them delivered first (one receipt twice).
+    for i in 0..5 {
+        server.send(&acme, &gb(i), &format!("gb-{i}")).await;
+        if i < 2 {
+            report_delivery(&server, &acme, &gb(i), "delivered").await;
+        }
+        let code = server.latest_code(&acme, &gb(i)).await;
+        server
+            .verify(&acme, &gb(i), &format!("gb-{i}"), &code)
+            .await
+            .expect(200);
+    }
+    report_delivery(&server, &acme, &gb(0), "delivered").await;
+    // Three US codes never verified: one resent, one failed.
+    for i in 0..3 {
+        server.send(&acme, &us(i), &format!("us-{i}")).await;
+    }
+    server.advance(chrono::Duration::seconds(31));
+    server.send(&acme, &us(0), "us-0").await;
+    report_delivery(&server, &acme, &us(1), "failed").await;
+    // The other tenant's traffic is its own.
+    server.send_and_verify(&other, &gb(50), "x").await;
+
+    let by_country = conversion(&server, &acme.key, "?group_by=country").await;
+    assert_eq!(by_country["group_by"], "country");
+    assert_eq!(by_country["interval"], "day");
+    let totals = &by_country["totals"];
+    assert_eq!(totals.as_array().expect("totals").len(), 2, "{totals}");
+    let gb_row = group(totals, "GB");
+    assert_eq!(counts(gb_row), [5, 5, 2, 0, 5]);
+    assert_eq!(gb_row["conversion_rate"], 1.0);
+    assert!(gb_row["time_to_verify_p50_ms"].as_f64().is_some());
+    assert!(gb_row["delivery_latency_p50_ms"].as_f64().is_some());
+    let us_row = group(totals, "US");
+    assert_eq!(counts(us_row), [3, 4, 0, 1, 0]);
+    assert_eq!(us_row["conversion_rate"], 0.0);
+    assert_eq!(us_row["resends_per_verification"], 0.3333);
+    assert!(us_row["time_to_verify_p50_ms"].is_null());
+    // Today's row per country is the same, since all of it happened today.
+    let today: Vec<&Value> = by_country["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|row| row["group"] == "GB")
+        .collect();
+    assert_eq!(today.len(), 1);
+    assert_eq!(counts(today[0]), [5, 5, 2, 0, 5]);
+
+    // Without a grouping: one row a day for the last seven days, and the whole.
+    let all = conversion(&server, &acme.key, "").await;
+    assert!(all.get("group_by").is_none());
+    let rows = all["rows"].as_array().expect("rows");
+    assert!((7..=8).contains(&rows.len()), "{} rows", rows.len());
+    assert_eq!(counts(&all["totals"][0]), [8, 9, 2, 1, 5]);
+    assert_eq!(all["totals"][0]["conversion_rate"], 0.625);
+    let counted: u64 = rows.iter().map(|row| row["started"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 8);
+
+    // Other groupings count the same traffic.
+    let by_channel = conversion(&server, &acme.key, "?group_by=channel").await;
+    assert_eq!(counts(group(&by_channel["totals"], "sms")), [8, 9, 2, 1, 5]);
+    let by_line = conversion(&server, &acme.key, "?group_by=line_type").await;
+    let lines: u64 = by_line["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["started"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lines, 8);
+    let by_provider = conversion(&server, &acme.key, "?group_by=provider").await;
+    assert_eq!(by_provider["totals"].as_array().unwrap().len(), 1);
+    assert_eq!(by_provider["totals"][0]["sent"], 9);
+
+    // The other tenant sees only its own; the operator sees both, or one tenant.
+    let theirs = conversion(&server, &other.key, "").await;
+    assert_eq!(counts(&theirs["totals"][0]), [1, 1, 0, 0, 1]);
+    let host = conversion_admin(&server, "").await;
+    assert_eq!(counts(&host["totals"][0]), [9, 10, 2, 1, 6]);
+    let one = conversion_admin(&server, &format!("?tenant_id={}&group_by=country", acme.id)).await;
+    assert_eq!(counts(group(&one["totals"], "US")), [3, 4, 0, 1, 0]);
+
+    // The tallies survive a restart.
+    let server = server.restart().await;
+    let again = conversion(&server, &acme.key, "?group_by=country").await;
+    assert_eq!(again["totals"], by_country["totals"]);
+}
+
+async fn conversion_admin(server: &TestServer, query: &str) -> Value {
+    server
+        .get(
+            &format!("/v1/admin/analytics/conversion{query}"),
+            OPERATOR_KEY,
+        )
+        .await
+        .expect(200)
+        .clone()
+}
+
+#[tokio::test]
+async fn hourly_rows_put_traffic_in_its_hour() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let start = chrono::Utc::now();
+    server.send_and_verify(&tenant, &gb(100), "a").await;
+    server.advance(chrono::Duration::hours(2));
+    server.send_and_verify(&tenant, &gb(101), "b").await;
+    server.send_and_verify(&tenant, &gb(102), "c").await;
+    let from = (start - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = (start + chrono::Duration::hours(4)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let hourly = conversion(
+        &server,
+        &tenant.key,
+        &format!("?interval=hour&from={}&to={}", encode(&from), encode(&to)),
+    )
+    .await;
+    let rows = hourly["rows"].as_array().expect("rows");
+    // Every hour of the range, counted or not.
+    assert!((5..=6).contains(&rows.len()), "{} rows", rows.len());
+    let verified: Vec<u64> = rows.iter().map(|row| row["verified"].as_u64().unwrap()).collect();
+    let first = verified.iter().position(|n| *n > 0).expect("a counted hour");
+    assert_eq!(verified[first], 1, "{verified:?}");
+    assert_eq!(verified[first + 2], 2, "{verified:?}");
+    assert_eq!(verified.iter().sum::<u64>(), 3);
+    for pair in rows.windows(2) {
+        assert_eq!(pair[0]["end"], pair[1]["start"]);
+    }
+}
+
+#[tokio::test]
+async fn bad_analytics_queries_are_named() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let ask = |query: &'static str| {
+        let server = &server;
+        let key = tenant.key.clone();
+        async move {
+            server
+                .get(&format!("/v1/analytics/conversion{query}"), &key)
+                .await
+        }
+    };
+    ask("?interval=week").await.invalid_field("interval");
+    ask("?group_by=colour").await.invalid_field("group_by");
+    ask("?from=yesterday").await.invalid_field("from");
+    ask("?from=2026-11-02&to=2026-11-01").await.invalid_field("from");
+    ask("?interval=hour&from=2026-01-01&to=2026-03-01")
+        .await
+        .invalid_field("to");
+    ask("?from=2020-01-01&to=2026-01-01").await.invalid_field("to");
+    ask("?tenant_id=someone").await.invalid_field("tenant_id");
+    ask("?colour=blue").await.invalid_field("colour");
+    server
+        .get("/v1/admin/analytics/conversion", &tenant.key)
+        .await
+        .error(401, "unauthorized");
+    server
+        .get(
+            "/v1/admin/analytics/conversion?tenant_id=nobody",
+            OPERATOR_KEY,
+        )
+        .await
+        .error(404, "not_found");
+    server
+        .get("/v1/admin/analytics/conversion?tenant_id=*", OPERATOR_KEY)
+        .await
+        .error(404, "not_found");
+    server
+        .get("/v1/analytics/conversion", "not-a-key")
+        .await
+        .expect(401);
+}
+
+/// Every page of the log for `query`, following the cursors.
+async fn whole_log(server: &TestServer, tenant: &Tenant, query: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/verifications?{query}&cursor={cursor}"),
+            None => format!("/v1/verifications?{query}"),
+        };
+        let page = server.get(&path, &tenant.key).await.expect(200).clone();
+        all.extend(page["verifications"].as_array().expect("entries").clone());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return all,
+        }
+    }
+    panic!("the log did not end");
+}
+
+#[tokio::test]
+async fn the_verification_log_pages_newest_first_with_its_filters() {
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let other = server.tenant("other").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let verified = server.send_and_verify(&acme, &gb(200 + i), &format!("v{i}")).await;
+        ids.push(verified["verification_id"].as_str().unwrap().to_owned());
+        server.advance(chrono::Duration::seconds(5));
+    }
+    for i in 0..3 {
+        let sent = server.send(&acme, &us(10 + i), "pending-one").await;
+        ids.push(sent["verification_id"].as_str().unwrap().to_owned());
+        server.advance(chrono::Duration::seconds(5));
+    }
+    server.send_and_verify(&other, &gb(300), "theirs").await;
+
+    // Three at a time, newest first, each once.
+    let all = whole_log(&server, &acme, "limit=3").await;
+    let listed: Vec<&str> = all
+        .iter()
+        .map(|entry| entry["verification_id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    assert_eq!(listed.iter().collect::<HashSet<_>>().len(), 7);
+    let first = &all[0];
+    assert_eq!(first["phone"], us(12));
+    assert_eq!(first["status"], "Not Finished");
+    assert_eq!(first["country"], "US");
+    assert_eq!(first["channel"], "sms");
+    assert_eq!(first["provider"], "dev-outbox");
+    assert_eq!(first["sends"], 1);
+
+    // Filters.
+    let approved = whole_log(&server, &acme, "status=Approved").await;
+    assert_eq!(approved.len(), 4);
+    assert!(approved.iter().all(|entry| entry["otp_verified"] == true));
+    assert_eq!(whole_log(&server, &acme, "status=not_finished").await.len(), 3);
+    assert_eq!(whole_log(&server, &acme, "country=us").await.len(), 3);
+    assert_eq!(whole_log(&server, &acme, "applicant_id=v2").await.len(), 1);
+    assert_eq!(whole_log(&server, &acme, "applicant_id=pending-one").await.len(), 3);
+    assert_eq!(whole_log(&server, &acme, "channel=sms").await.len(), 7);
+    assert_eq!(whole_log(&server, &acme, "channel=voice").await.len(), 0);
+    assert_eq!(whole_log(&server, &acme, "provider=dev-outbox").await.len(), 7);
+    assert_eq!(whole_log(&server, &acme, "provider=nobody").await.len(), 0);
+    // A time range: the third to the fifth verification, by their created_at.
+    let created = |i: usize| {
+        let report = &all[all.len() - 1 - i];
+        report["created_at"].as_str().unwrap().to_owned()
+    };
+    let range = format!("from={}&to={}", encode(&created(2)), encode(&created(4)));
+    let in_range = whole_log(&server, &acme, &range).await;
+    let in_range: Vec<&str> = in_range
+        .iter()
+        .map(|entry| entry["verification_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(in_range, [ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]);
+
+    // Another tenant sees its own only.
+    let theirs = whole_log(&server, &other, "").await;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0]["applicant_id"], "theirs");
+
+    // Bad queries.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("status=done", "status"),
+        ("channel=pigeon", "channel"),
+        ("from=soon", "from"),
+        ("cursor=..%2F..%2Fother", "cursor"),
+    ] {
+        server
+            .get(&format!("/v1/verifications?{query}"), &acme.key)
+            .await
+            .invalid_field(field);
+    }
+    server
+        .get("/v1/verifications?tenant=other", &acme.key)
+        .await
+        .invalid_field("tenant");
+}
