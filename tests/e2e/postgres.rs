@@ -82,6 +82,49 @@ async fn two_replicas_share_state_and_a_code_is_used_once_across_them() {
     }
 }
 
+#[tokio::test]
+async fn analytics_of_two_replicas_add_up_and_either_lists_every_verification() {
+    let url = database().await;
+    let (a, b) = tokio::join!(replica(&url), replica(&url));
+    let tenant = a.tenant("counted").await;
+    // Four sent through a, two of them checked through b; three sent and checked on b.
+    for i in 0..4 {
+        a.send(&tenant, &uz_number(100 + i), &format!("a{i}")).await;
+    }
+    for i in 0..2 {
+        let code = b.latest_code(&tenant, &uz_number(100 + i)).await;
+        b.verify(&tenant, &uz_number(100 + i), &format!("a{i}"), &code)
+            .await
+            .expect(200);
+    }
+    for i in 0..3 {
+        b.send_and_verify(&tenant, &uz_number(200 + i), &format!("b{i}"))
+            .await;
+    }
+    // Each replica merges its own counts within a second; the sums are the traffic's.
+    let totals = |server: &TestServer| {
+        let api = server.api.clone();
+        let key = tenant.key.clone();
+        async move {
+            let answer = api.get("/v1/analytics/conversion", &key).await;
+            let totals = answer.expect(200)["totals"][0].clone();
+            (totals["started"].as_u64(), totals["verified"].as_u64())
+        }
+    };
+    eventually("both replicas' counts merged", || async {
+        totals(&a).await == (Some(7), Some(5)) && totals(&b).await == (Some(7), Some(5))
+    })
+    .await;
+    let listed = a
+        .get("/v1/verifications?limit=200", &tenant.key)
+        .await
+        .expect(200)["verifications"]
+        .as_array()
+        .expect("entries")
+        .len();
+    assert_eq!(listed, 7);
+}
+
 /// Waits (at most 10 s, far above the change log's poll) until `check` holds; how
 /// long it took. `what` names what is awaited.
 async fn eventually<F, Fut>(what: &str, check: F) -> std::time::Duration
