@@ -460,14 +460,26 @@ mod tests {
         let t = at("2026-11-30T15:42:07Z");
         assert_eq!(Interval::Hour.floor(t), at("2026-11-30T15:00:00Z"));
         assert_eq!(Interval::Day.floor(t), at("2026-11-30T00:00:00Z"));
-        let key = tally_key("ten", Interval::Hour, Dim::Country, Interval::Hour.floor(t), "GB");
+        let key = tally_key(
+            "ten",
+            Interval::Hour,
+            Dim::Country,
+            Interval::Hour.floor(t),
+            "GB",
+        );
         assert_eq!(key, b"ten/h/country/2026113015/GB");
         assert_eq!(
             parse_tally_key(Interval::Hour, &key),
             Some((at("2026-11-30T15:00:00Z"), "GB".to_owned()))
         );
         // A value with the separator in it is the key's last part, read whole.
-        let key = tally_key("ten", Interval::Day, Dim::Carrier, Interval::Day.floor(t), "A/B");
+        let key = tally_key(
+            "ten",
+            Interval::Day,
+            Dim::Carrier,
+            Interval::Day.floor(t),
+            "A/B",
+        );
         assert_eq!(
             parse_tally_key(Interval::Day, &key),
             Some((at("2026-11-30T00:00:00Z"), "A/B".to_owned()))
@@ -479,7 +491,9 @@ mod tests {
             at("2026-11-01T10:00:00Z"),
             at("2026-12-01T00:00:00Z"),
         );
-        assert!(start.as_slice() < b"ten/d/all/20261101/".as_slice() || start == b"ten/d/all/20261101/");
+        assert!(
+            start.as_slice() < b"ten/d/all/20261101/".as_slice() || start == b"ten/d/all/20261101/"
+        );
         assert!(b"ten/d/all/20261130/".as_slice() < end.as_slice());
         assert!(b"ten/d/all/20261201/".as_slice() >= end.as_slice());
     }
@@ -505,16 +519,32 @@ mod tests {
     fn tallies_merge_and_rows_derive_their_rates() {
         let mut one = Tally::default();
         one.count(Fact::Started);
-        one.count(Fact::Sent { resend: false, cost: 50_000 });
-        one.count(Fact::Delivered { latency_ms: Some(1200) });
+        one.count(Fact::Sent {
+            resend: false,
+            cost: 50_000,
+        });
+        one.count(Fact::Delivered {
+            latency_ms: Some(1200),
+        });
         let mut two = Tally::default();
         two.count(Fact::Started);
-        two.count(Fact::Sent { resend: false, cost: 50_000 });
-        two.count(Fact::Sent { resend: true, cost: 50_000 });
+        two.count(Fact::Sent {
+            resend: false,
+            cost: 50_000,
+        });
+        two.count(Fact::Sent {
+            resend: true,
+            cost: 50_000,
+        });
         two.count(Fact::Verified { after_ms: 30_000 });
         two.count(Fact::FraudBlocked { saved: 70_000 });
         one.merge(&two);
-        let row = Row::new(at("2026-11-30T00:00:00Z"), at("2026-12-01T00:00:00Z"), None, &one);
+        let row = Row::new(
+            at("2026-11-30T00:00:00Z"),
+            at("2026-12-01T00:00:00Z"),
+            None,
+            &one,
+        );
         assert_eq!((row.started, row.sent, row.verified), (2, 3, 1));
         assert_eq!(row.conversion_rate, Some(0.5));
         assert_eq!(row.resends_per_verification, Some(0.5));

@@ -13,6 +13,7 @@
 //! `--replicas N` runs the lookup and flow scenarios against N servers on it, requests
 //! spread round-robin.
 
+mod analytics;
 mod kannel;
 mod pumping;
 mod soak;
@@ -57,7 +58,8 @@ pub struct BenchArgs {
     /// hostile `spin` guest from the source tree), kannel (it needs Debian's kannel) and
     /// soak (mixed traffic for the run's length, reported interval by interval; run it
     /// with --seconds 600) and pumping (a synthetic trace of legitimate traffic, a
-    /// campaign and SMS-pumping attacks through the detector) (comma-separated).
+    /// campaign and SMS-pumping attacks through the detector) and analytics (a year of
+    /// counts, then the conversion queries a dashboard makes) (comma-separated).
     #[arg(
         long,
         default_value = "floor,lookup,lookup-1rule,lookup-10rules,lookup-10workflows,flow",
@@ -94,6 +96,12 @@ pub struct BenchArgs {
     /// trace drives: an attack runs at real speed, the run takes seconds).
     #[arg(long, default_value_t = 180)]
     pub pumping_minutes: u64,
+    /// Verifications the `analytics` scenario counts over `--analytics-days`.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub analytics_verifications: u64,
+    /// Days of traffic the `analytics` scenario counts (by the server's clock).
+    #[arg(long, default_value_t = 365)]
+    pub analytics_days: u64,
 }
 
 /// The store of this run's bench servers (`--store`), set once by [`run`].
@@ -198,8 +206,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     pumping::run(&client, &args, &dir.join("pumping")).await?;
                     continue;
                 }
+                "analytics" => {
+                    analytics::run(&client, &args, &dir.join("analytics")).await?;
+                    continue;
+                }
                 other => bail!(
-                    "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel, soak or pumping"
+                    "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel, soak, pumping or analytics"
                 ),
             };
             print_row(&figures, &results);

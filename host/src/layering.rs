@@ -21,6 +21,10 @@ mod tests {
         ),
         ("pumping", &["flows", "plugins", "api", "server", "store"]),
         ("spend.rs", &["flows", "plugins", "api", "server", "store"]),
+        (
+            "analytics.rs",
+            &["flows", "plugins", "api", "server", "store"],
+        ),
         ("error.rs", &["flows", "plugins", "api", "server"]),
         ("plugins", &["flows", "api", "server"]),
     ];

@@ -122,7 +122,10 @@ async fn conversion_counts_are_the_traffic_per_group_for_the_tenant_and_the_oper
     assert!((7..=8).contains(&rows.len()), "{} rows", rows.len());
     assert_eq!(counts(&all["totals"][0]), [8, 9, 2, 1, 5]);
     assert_eq!(all["totals"][0]["conversion_rate"], 0.625);
-    let counted: u64 = rows.iter().map(|row| row["started"].as_u64().unwrap()).sum();
+    let counted: u64 = rows
+        .iter()
+        .map(|row| row["started"].as_u64().unwrap())
+        .sum();
     assert_eq!(counted, 8);
 
     // Other groupings count the same traffic.
@@ -173,8 +176,10 @@ async fn hourly_rows_put_traffic_in_its_hour() {
     server.advance(chrono::Duration::hours(2));
     server.send_and_verify(&tenant, &gb(101), "b").await;
     server.send_and_verify(&tenant, &gb(102), "c").await;
-    let from = (start - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let to = (start + chrono::Duration::hours(4)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let from =
+        (start - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to =
+        (start + chrono::Duration::hours(4)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let hourly = conversion(
         &server,
         &tenant.key,
@@ -184,8 +189,14 @@ async fn hourly_rows_put_traffic_in_its_hour() {
     let rows = hourly["rows"].as_array().expect("rows");
     // Every hour of the range, counted or not.
     assert!((5..=6).contains(&rows.len()), "{} rows", rows.len());
-    let verified: Vec<u64> = rows.iter().map(|row| row["verified"].as_u64().unwrap()).collect();
-    let first = verified.iter().position(|n| *n > 0).expect("a counted hour");
+    let verified: Vec<u64> = rows
+        .iter()
+        .map(|row| row["verified"].as_u64().unwrap())
+        .collect();
+    let first = verified
+        .iter()
+        .position(|n| *n > 0)
+        .expect("a counted hour");
     assert_eq!(verified[first], 1, "{verified:?}");
     assert_eq!(verified[first + 2], 2, "{verified:?}");
     assert_eq!(verified.iter().sum::<u64>(), 3);
@@ -209,11 +220,15 @@ async fn bad_analytics_queries_are_named() {
     ask("?interval=week").await.invalid_field("interval");
     ask("?group_by=colour").await.invalid_field("group_by");
     ask("?from=yesterday").await.invalid_field("from");
-    ask("?from=2026-11-02&to=2026-11-01").await.invalid_field("from");
+    ask("?from=2026-11-02&to=2026-11-01")
+        .await
+        .invalid_field("from");
     ask("?interval=hour&from=2026-01-01&to=2026-03-01")
         .await
         .invalid_field("to");
-    ask("?from=2020-01-01&to=2026-01-01").await.invalid_field("to");
+    ask("?from=2020-01-01&to=2026-01-01")
+        .await
+        .invalid_field("to");
     ask("?tenant_id=someone").await.invalid_field("tenant_id");
     ask("?colour=blue").await.invalid_field("colour");
     server
@@ -263,7 +278,9 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
     let other = server.tenant("other").await;
     let mut ids = Vec::new();
     for i in 0..4 {
-        let verified = server.send_and_verify(&acme, &gb(200 + i), &format!("v{i}")).await;
+        let verified = server
+            .send_and_verify(&acme, &gb(200 + i), &format!("v{i}"))
+            .await;
         ids.push(verified["verification_id"].as_str().unwrap().to_owned());
         server.advance(chrono::Duration::seconds(5));
     }
@@ -295,13 +312,24 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
     let approved = whole_log(&server, &acme, "status=Approved").await;
     assert_eq!(approved.len(), 4);
     assert!(approved.iter().all(|entry| entry["otp_verified"] == true));
-    assert_eq!(whole_log(&server, &acme, "status=not_finished").await.len(), 3);
+    assert_eq!(
+        whole_log(&server, &acme, "status=not_finished").await.len(),
+        3
+    );
     assert_eq!(whole_log(&server, &acme, "country=us").await.len(), 3);
     assert_eq!(whole_log(&server, &acme, "applicant_id=v2").await.len(), 1);
-    assert_eq!(whole_log(&server, &acme, "applicant_id=pending-one").await.len(), 3);
+    assert_eq!(
+        whole_log(&server, &acme, "applicant_id=pending-one")
+            .await
+            .len(),
+        3
+    );
     assert_eq!(whole_log(&server, &acme, "channel=sms").await.len(), 7);
     assert_eq!(whole_log(&server, &acme, "channel=voice").await.len(), 0);
-    assert_eq!(whole_log(&server, &acme, "provider=dev-outbox").await.len(), 7);
+    assert_eq!(
+        whole_log(&server, &acme, "provider=dev-outbox").await.len(),
+        7
+    );
     assert_eq!(whole_log(&server, &acme, "provider=nobody").await.len(), 0);
     // A time range: the third to the fifth verification, by their created_at.
     let created = |i: usize| {
@@ -314,7 +342,10 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
         .iter()
         .map(|entry| entry["verification_id"].as_str().unwrap())
         .collect();
-    assert_eq!(in_range, [ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]);
+    assert_eq!(
+        in_range,
+        [ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]
+    );
 
     // Another tenant sees its own only.
     let theirs = whole_log(&server, &other, "").await;

@@ -831,3 +831,133 @@ async fn segments_are_counted_across_the_160_and_70_character_boundaries() {
         assert_eq!(report["locale"], *locale, "case {n}");
     }
 }
+
+/// A British mobile number of its own for the experiment's `i`-th send.
+fn experiment_number(i: u32) -> String {
+    format!("+447400{:06}", 500_000 + i * 4_409)
+}
+
+#[tokio::test]
+async fn a_brand_s_template_experiment_splits_numbers_by_weight_and_analytics_compares_them() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    for (id, text) in [
+        ("control", "Control {code}"),
+        ("challenger", "Challenger {code}"),
+    ] {
+        create(
+            &server,
+            &tenant,
+            "/v1/templates",
+            json!({"id": id, "name": id, "variants": [{"locale": "en", "text": text}]}),
+        )
+        .await;
+    }
+    let brand = create(
+        &server,
+        &tenant,
+        "/v1/brands",
+        json!({"id": "split", "name": "Split", "template_id": "control",
+               "experiment": {"template_id": "challenger", "weight": 30}}),
+    )
+    .await;
+    assert_eq!(brand["experiment"]["weight"], 30);
+
+    // Sixty numbers: each lands on one side, about 30% on the challenger's.
+    let mut challenger = Vec::new();
+    for i in 0..60 {
+        let phone = experiment_number(i);
+        let (message, report) = send_with(
+            &server,
+            &tenant,
+            &phone,
+            "a",
+            json!({"brand_id": "split", "client_ip": format!("198.51.100.{}", i + 1)}),
+        )
+        .await;
+        let side = report["template_id"]
+            .as_str()
+            .expect("a template")
+            .to_owned();
+        assert!(text(&message).starts_with(if side == "challenger" {
+            "Challenger"
+        } else {
+            "Control"
+        }));
+        if side == "challenger" {
+            challenger.push(phone);
+        }
+    }
+    assert!(
+        (8..=30).contains(&challenger.len()),
+        "{} of 60 on the challenger",
+        challenger.len()
+    );
+    // A number keeps its side when its code is sent again.
+    server.advance(chrono::Duration::seconds(31));
+    let (_, again) = send_with(
+        &server,
+        &tenant,
+        &challenger[0],
+        "a",
+        json!({"brand_id": "split", "client_ip": "198.51.100.200"}),
+    )
+    .await;
+    assert_eq!(again["template_id"], "challenger");
+    // Verify the challenger's codes only: conversion per template tells them apart.
+    for phone in &challenger {
+        let code = server.latest_code(&tenant, phone).await;
+        server.verify(&tenant, phone, "a", &code).await.expect(200);
+    }
+    let by_template = server
+        .get("/v1/analytics/conversion?group_by=template", &tenant.key)
+        .await
+        .expect(200)
+        .clone();
+    let row = |name: &str| {
+        by_template["totals"]
+            .as_array()
+            .expect("totals")
+            .iter()
+            .find(|row| row["group"] == name)
+            .unwrap_or_else(|| panic!("no {name} row: {by_template}"))
+            .clone()
+    };
+    let (control, chosen) = (row("control"), row("challenger"));
+    assert_eq!(chosen["started"], challenger.len());
+    assert_eq!(chosen["conversion_rate"], 1.0);
+    assert_eq!(control["started"], 60 - challenger.len());
+    assert_eq!(control["conversion_rate"], 0.0);
+
+    // Mistakes are named; a template in an experiment is in use.
+    for (body, field) in [
+        (
+            json!({"name": "X", "experiment": {"template_id": "challenger", "weight": 10}}),
+            "experiment",
+        ),
+        (
+            json!({"name": "X", "template_id": "control", "experiment": {"template_id": "control", "weight": 10}}),
+            "experiment.template_id",
+        ),
+        (
+            json!({"name": "X", "template_id": "control", "experiment": {"template_id": "nope", "weight": 10}}),
+            "experiment.template_id",
+        ),
+        (
+            json!({"name": "X", "template_id": "control", "experiment": {"template_id": "challenger", "weight": 0}}),
+            "experiment.weight",
+        ),
+        (
+            json!({"name": "X", "template_id": "control", "experiment": {"template_id": "challenger", "weight": 100}}),
+            "experiment.weight",
+        ),
+    ] {
+        server
+            .post("/v1/brands", &tenant.key, body)
+            .await
+            .invalid_field(field);
+    }
+    server
+        .delete("/v1/templates/challenger", &tenant.key)
+        .await
+        .error(409, "template_in_use");
+}

@@ -50,14 +50,21 @@ async fn conversion_all(
 ) -> Result<Json<Conversion>, ApiError> {
     let owner = match query.tenant_id.clone() {
         Some(tenant_id) => {
-            if tenant_id == HOST || engine.db.get_raw(Tree::Tenants, tenant_id.as_bytes())?.is_none() {
+            if tenant_id == HOST
+                || engine
+                    .db
+                    .get_raw(Tree::Tenants, tenant_id.as_bytes())?
+                    .is_none()
+            {
                 return Err(FlowError::NotFound("tenant").into());
             }
             tenant_id
         }
         None => HOST.to_owned(),
     };
-    Ok(Json(off_worker(move || engine.conversion(&owner, &query)).await??))
+    Ok(Json(
+        off_worker(move || engine.conversion(&owner, &query)).await??,
+    ))
 }
 
 async fn log(

@@ -220,11 +220,13 @@ impl Engine {
                 left.insert(key, tally);
                 continue;
             }
-            let merged = self.db.update(Tree::Analytics, &key, |stored: Option<Tally>| {
-                let mut merged = stored.unwrap_or_default();
-                merged.merge(&tally);
-                Ok::<_, StoreError>((Some(merged), ()))
-            });
+            let merged = self
+                .db
+                .update(Tree::Analytics, &key, |stored: Option<Tally>| {
+                    let mut merged = stored.unwrap_or_default();
+                    merged.merge(&tally);
+                    Ok::<_, StoreError>((Some(merged), ()))
+                });
             if let Err(err) = merged {
                 failed = Some(err);
                 left.insert(key, tally);
@@ -338,9 +340,7 @@ impl Engine {
                 ));
             }
         }
-        let group = |value: &str| {
-            group_by.map(|_| (!value.is_empty()).then(|| value.to_owned()))
-        };
+        let group = |value: &str| group_by.map(|_| (!value.is_empty()).then(|| value.to_owned()));
         let mut rows = Vec::new();
         let mut totals: BTreeMap<String, Tally> = BTreeMap::new();
         if group_by.is_none() {
@@ -360,7 +360,12 @@ impl Engine {
         } else {
             for (bucket, value, tally) in &tallies {
                 totals.entry(value.clone()).or_default().merge(tally);
-                rows.push(Row::new(*bucket, interval.next(*bucket), group(value), tally));
+                rows.push(Row::new(
+                    *bucket,
+                    interval.next(*bucket),
+                    group(value),
+                    tally,
+                ));
             }
         }
         let mut totals: Vec<Row> = totals
@@ -412,18 +417,28 @@ impl Engine {
             None => None,
             Some(name) => Some(
                 serde_json::from_value::<Channel>(serde_json::Value::String(name.to_owned()))
-                    .map_err(|_| FlowError::invalid("channel", "not a channel this host sends on"))?,
+                    .map_err(|_| {
+                        FlowError::invalid("channel", "not a channel this host sends on")
+                    })?,
             ),
         };
         let country = query.country.as_deref().map(str::to_ascii_uppercase);
-        let from = query.from.as_deref().map(|t| parse_time(t, "from")).transpose()?;
-        let to = query.to.as_deref().map(|t| parse_time(t, "to")).transpose()?;
+        let from = query
+            .from
+            .as_deref()
+            .map(|t| parse_time(t, "from"))
+            .transpose()?;
+        let to = query
+            .to
+            .as_deref()
+            .map(|t| parse_time(t, "to"))
+            .transpose()?;
         let prefix = key(&[tenant_id, ""]);
         let low = from.map_or_else(|| prefix.clone(), |at| id_bound(tenant_id, at));
         let mut high = match &query.cursor {
             Some(cursor) => {
-                let valid = cursor.len() == 36
-                    && cursor.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+                let valid =
+                    cursor.len() == 36 && cursor.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
                 if !valid {
                     return Err(FlowError::invalid("cursor", "not a cursor this log gave"));
                 }
@@ -457,11 +472,14 @@ impl Engine {
             for (_, verification) in page {
                 let wanted = status.is_none_or(|status| verification.status == status)
                     && channel.is_none_or(|channel| verification.channel == Some(channel))
-                    && country
-                        .as_deref()
-                        .is_none_or(|country| verification.phone.region.as_deref() == Some(country))
+                    && country.as_deref().is_none_or(|country| {
+                        verification.phone.region.as_deref() == Some(country)
+                    })
                     && query.provider.as_deref().is_none_or(|provider| {
-                        verification.sent.iter().any(|sent| sent.provider == provider)
+                        verification
+                            .sent
+                            .iter()
+                            .any(|sent| sent.provider == provider)
                     })
                     && query.applicant_id.as_deref().is_none_or(|applicant| {
                         verification.applicant_id.as_deref() == Some(applicant)

@@ -159,7 +159,8 @@ contract!(scan_from_reads_a_tree_in_chunks, |db: &Db| {
 
 contract!(scan_range_reads_a_range_either_way, |db: &Db| {
     for n in 0..6u8 {
-        db.put(Tree::Analytics, &[b'r', n], &u32::from(n)).expect("put");
+        db.put(Tree::Analytics, &[b'r', n], &u32::from(n))
+            .expect("put");
     }
     db.put(Tree::Analytics, b"s", &99u32).expect("put");
     let forward: Vec<u32> = db

@@ -41,8 +41,35 @@ pub struct Brand {
     pub name: String,
     pub app_hash: Option<String>,
     pub template_id: Option<String>,
+    /// A template experiment: a share of the sends that would use `template_id` use
+    /// another template instead, so their conversion can be compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Experiment>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A brand's template experiment: `weight` percent of the brand's sends (those that
+/// name no template of their own) use `template_id` rather than the brand's template.
+/// A number always falls on the same side, so its resends and fallback steps keep
+/// their template, and its verification's conversion counts under that template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub template_id: String,
+    /// Percent of the sends, 1 to 99.
+    pub weight: u8,
+}
+
+impl Experiment {
+    /// Whether the send to `subject` (an E.164 number) falls on the experiment's side:
+    /// the same answer on every replica and every run.
+    pub fn picks(&self, brand_id: &str, subject: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{brand_id}/{subject}").as_bytes());
+        let roll = u16::from_be_bytes([digest[0], digest[1]]) % 100;
+        roll < u16::from(self.weight)
+    }
 }
 
 /// A tenant's message template: one text per locale and channel.
@@ -76,6 +103,9 @@ pub struct BrandBody {
     pub app_hash: Option<String>,
     #[serde(default)]
     pub template_id: Option<String>,
+    /// A template experiment against `template_id`.
+    #[serde(default)]
+    pub experiment: Option<Experiment>,
 }
 
 /// Body of `POST /v1/templates` and `PUT /v1/templates/{id}`.
@@ -436,6 +466,27 @@ pub fn brand_definition(
     }
     if let Some(template_id) = &body.template_id {
         check_id(template_id, "template_id")?;
+    }
+    if let Some(experiment) = &body.experiment {
+        check_id(&experiment.template_id, "experiment.template_id")?;
+        if body.template_id.is_none() {
+            return Err(refuse(
+                "experiment",
+                "an experiment compares a template with the brand's own: give template_id too",
+            ));
+        }
+        if body.template_id.as_deref() == Some(experiment.template_id.as_str()) {
+            return Err(refuse(
+                "experiment.template_id",
+                "is the brand's own template; an experiment needs another",
+            ));
+        }
+        if !(1..=99).contains(&experiment.weight) {
+            return Err(refuse(
+                "experiment.weight",
+                "must be between 1 and 99 (percent)",
+            ));
+        }
     }
     Ok((id, name))
 }

@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DeliveryEvent, DeliveryStatus, Verification};
 use crate::analytics::Fact;
 use crate::flows::analytics::groups_of;
+use crate::model::{DeliveryEvent, DeliveryStatus, Verification};
 use crate::store::Tree;
 
 use crate::flows::rules::triggers::{Firing, Trigger};
@@ -45,7 +45,10 @@ impl Engine {
         if earlier {
             return;
         }
-        let sent = stored.sent.iter().find(|sent| sent.message_id == message_id);
+        let sent = stored
+            .sent
+            .iter()
+            .find(|sent| sent.message_id == message_id);
         let fact = if delivered {
             Fact::Delivered {
                 latency_ms: sent.map(|sent| (now - sent.at).num_milliseconds()),

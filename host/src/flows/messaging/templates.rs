@@ -161,6 +161,7 @@ impl Engine {
         &self,
         tenant_id: &str,
         request: &SendRequest,
+        subject: &str,
     ) -> Result<MessagePlan, FlowError> {
         let locale = request
             .locale
@@ -213,14 +214,30 @@ impl Engine {
                 Some(Brand {
                     id: brand_id,
                     template_id: Some(id),
+                    experiment,
                     ..
                 }),
-            ) => Some(self.load_template(tenant_id, id)?.ok_or_else(|| {
-                FlowError::invalid(
-                    "brand_id",
-                    format!("brand {brand_id:?} names template {id:?}, which does not exist"),
-                )
-            })?),
+            ) => {
+                // The brand's experiment takes its share of the numbers (a template
+                // deleted meanwhile leaves the send on the brand's own).
+                let id = match experiment {
+                    Some(experiment)
+                        if experiment.picks(brand_id, subject)
+                            && self
+                                .load_template(tenant_id, &experiment.template_id)?
+                                .is_some() =>
+                    {
+                        &experiment.template_id
+                    }
+                    _ => id,
+                };
+                Some(self.load_template(tenant_id, id)?.ok_or_else(|| {
+                    FlowError::invalid(
+                        "brand_id",
+                        format!("brand {brand_id:?} names template {id:?}, which does not exist"),
+                    )
+                })?)
+            }
             (None, _) => None,
         };
         let app_hash = request
@@ -268,11 +285,13 @@ impl Engine {
                 });
             }
             let now = self.clock.now();
+            self.check_experiment_template(tenant_id, body.experiment.as_ref())?;
             let brand = Brand {
                 id: id.unwrap_or_else(|| generated("brd")),
                 name,
                 app_hash: body.app_hash,
                 template_id: body.template_id,
+                experiment: body.experiment,
                 created_at: now,
                 updated_at: now,
             };
@@ -307,10 +326,12 @@ impl Engine {
             let _changing = CHANGES.lock();
             let current = self.brand(tenant_id, id)?;
             self.check_brand_template(tenant_id, body.template_id.as_deref())?;
+            self.check_experiment_template(tenant_id, body.experiment.as_ref())?;
             let brand = Brand {
                 name,
                 app_hash: body.app_hash,
                 template_id: body.template_id,
+                experiment: body.experiment,
                 updated_at: self.clock.now(),
                 ..current
             };
@@ -337,6 +358,29 @@ impl Engine {
     }
 
     /// A brand's default template must be one of the tenant's.
+    fn check_experiment_template(
+        &self,
+        tenant_id: &str,
+        experiment: Option<&templates::Experiment>,
+    ) -> Result<(), FlowError> {
+        match experiment {
+            Some(experiment)
+                if self
+                    .load_template(tenant_id, &experiment.template_id)?
+                    .is_none() =>
+            {
+                Err(FlowError::invalid(
+                    "experiment.template_id",
+                    format!(
+                        "no template {:?}; see GET /v1/templates",
+                        experiment.template_id
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn check_brand_template(
         &self,
         tenant_id: &str,
@@ -448,14 +492,20 @@ impl Engine {
             let users: Vec<String> = self
                 .brands(tenant_id)?
                 .into_iter()
-                .filter(|brand| brand.template_id.as_deref() == Some(id))
+                .filter(|brand| {
+                    brand.template_id.as_deref() == Some(id)
+                        || brand
+                            .experiment
+                            .as_ref()
+                            .is_some_and(|experiment| experiment.template_id == id)
+                })
                 .map(|brand| brand.id)
                 .collect();
             if !users.is_empty() && self.load_template(tenant_id, id)?.is_some() {
                 return Err(FlowError::Conflict {
                     code: "template_in_use",
                     message: format!(
-                        "brands {} name the template as their default; change them first",
+                        "brands {} name the template as their default or in an experiment; change them first",
                         users.join(", ")
                     ),
                 });
@@ -491,6 +541,7 @@ mod tests {
                 name: "Acme".into(),
                 app_hash: None,
                 template_id: None,
+                experiment: None,
                 created_at: now,
                 updated_at: now,
             }),

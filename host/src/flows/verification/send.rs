@@ -214,7 +214,7 @@ impl Engine {
         let applicant_country =
             parse_country(request.applicant_country.as_deref(), "applicant_country")?;
         let ip = client_ip(request.client_ip.as_deref(), &caller.client_ip)?;
-        let plan = self.plan_code_message(tenant_id, &request)?;
+        let plan = self.plan_code_message(tenant_id, &request, &number.e164)?;
         let settings = self.settings(tenant_id)?;
         self.check_limits(
             tenant_id,
@@ -695,9 +695,11 @@ impl Engine {
             app_hash: choice.app_hash.clone(),
             applicant_country: None,
         };
-        let rendered = self.plan_code_message(tenant_id, &again).and_then(|plan| {
-            self.code_message(&plan, &verification, channel, &code, &settings, now)
-        });
+        let rendered = self
+            .plan_code_message(tenant_id, &again, &verification.phone.e164)
+            .and_then(|plan| {
+                self.code_message(&plan, &verification, channel, &code, &settings, now)
+            });
         let (message, record) = match rendered {
             Ok(rendered) => rendered,
             Err(err) => {
