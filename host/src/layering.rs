@@ -23,6 +23,10 @@ mod tests {
         ("spend.rs", &["flows", "plugins", "api", "server", "store"]),
         ("error.rs", &["flows", "plugins", "api", "server"]),
         ("plugins", &["flows", "api", "server"]),
+        (
+            "metrics.rs",
+            &["flows", "plugins", "api", "server", "store"],
+        ),
     ];
 
     fn sources(path: &Path, found: &mut Vec<PathBuf>) {
