@@ -40,12 +40,10 @@ fn parse_line(line: &str) -> Option<Sample> {
     let mut rest = &line[name_end..];
     if let Some(inner) = rest.strip_prefix('{') {
         let mut chars = inner.char_indices().peekable();
-        let mut end = None;
-        loop {
+        let end = loop {
             let (start, first) = chars.next()?;
             if first == '}' {
-                end = Some(start + 1);
-                break;
+                break start + 1;
             }
             if first == ',' {
                 continue;
@@ -70,8 +68,8 @@ fn parse_line(line: &str) -> Option<Sample> {
                 }
             }
             labels.insert(key, value);
-        }
-        rest = &inner[end?..];
+        };
+        rest = &inner[end..];
     }
     let value = rest.trim().split(' ').next()?.parse().ok()?;
     Some(Sample {

@@ -617,21 +617,31 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
                 let engine = Arc::clone(&engine);
                 let client = client.clone();
                 let posted = job.clone();
-                let handle = tasks.spawn(async move {
-                    let recorded = attempt(&engine, &client, &posted).await;
-                    if let Err(err) = &recorded {
-                        tracing::error!(
-                            delivery = %posted.entry.delivery_id,
-                            error = %err,
-                            "webhook delivery not recorded"
-                        );
-                        return false;
-                    }
-                    if let Err(err) = engine.db.sync().await {
-                        tracing::error!(error = %err, "webhook attempt not flushed");
-                    }
-                    true
-                });
+                // The attempt's logs nest under a span of its own, as a request's do.
+                let span = tracing::info_span!(
+                    "webhook_attempt",
+                    tenant_id = %job.entry.tenant_id,
+                    subscription_id = %job.entry.subscription_id,
+                    delivery_id = %job.entry.delivery_id,
+                );
+                let handle = tasks.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let recorded = attempt(&engine, &client, &posted).await;
+                        if let Err(err) = &recorded {
+                            tracing::error!(
+                                delivery = %posted.entry.delivery_id,
+                                error = %err,
+                                "webhook delivery not recorded"
+                            );
+                            return false;
+                        }
+                        if let Err(err) = engine.db.sync().await {
+                            tracing::error!(error = %err, "webhook attempt not flushed");
+                        }
+                        true
+                    },
+                    span,
+                ));
                 running.insert(handle.id(), job);
             }
         }
