@@ -328,7 +328,7 @@ impl Metrics {
         let plugin_failures = Family::default();
         registry.register(
             "dialgate_plugin_failures",
-            "Plugin calls that failed, by plugin id and kind of failure",
+            "Plugin calls that failed, by plugin id and kind of failure (also calls refused a slot or dropped unfinished, which plugin_calls does not count)",
             Family::clone(&plugin_failures),
         );
         let plugin_fuel = Family::default();
@@ -465,6 +465,17 @@ impl Metrics {
         }
     }
 
+    /// A call of `plugin` failed with `kind` before it ran or before it ended (no slot
+    /// for it, or its chain was dropped past its bound).
+    pub fn plugin_failure(&self, plugin: &str, kind: &'static str) {
+        self.plugin_failures
+            .get_or_create(&PluginFailureLabels {
+                plugin: self.plugins.label(plugin),
+                kind,
+            })
+            .inc();
+    }
+
     /// A store operation of kind `op` took `took`.
     pub fn store_op(&self, op: StoreOp, took: Duration) {
         self.store_latency
@@ -553,7 +564,17 @@ mod tests {
         metrics.fraud_block("uz");
         metrics.fraud_block("UZ");
         metrics.fraud_block("Uzbekistan");
+        metrics.plugin_failure("", "overloaded");
         let text = metrics.encode(|_| {});
+        assert_eq!(
+            sample(
+                &text,
+                "dialgate_plugin_failures_total",
+                "plugin=\"unknown\",kind=\"overloaded\""
+            ),
+            Some(1.0)
+        );
+        assert!(!text.contains("dialgate_plugin_calls_total{"), "{text}");
         assert_eq!(
             sample(
                 &text,
