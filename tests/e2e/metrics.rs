@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::sims::SmsSim;
 use crate::support::{Api, TestServer, OPERATOR_KEY, UZ_BEELINE};
 
 /// One sample of the exposition: its name, labels and value.
@@ -449,4 +450,106 @@ async fn the_binary_logs_one_json_line_per_request() {
         "{line}"
     );
     assert!(!line.to_string().contains(UZ_BEELINE), "{line}");
+}
+
+/// Scrapes until `check` holds of a scrape, for what background workers do.
+async fn scrape_until(api: &Api, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+    for _ in 0..400 {
+        let scraped = scrape(api).await;
+        if check(&scraped) {
+            return scraped;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn breakers_and_webhook_failures_are_shown() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    server
+        .post("/v1/plugins/catalog/http-sms", &tenant.key, json!({}))
+        .await
+        .expect(201);
+    let (a_sim, b_sim) = (SmsSim::start().await, SmsSim::start().await);
+    let provider = |name: &str, sim: &SmsSim, priority: u32| {
+        json!({
+            "name": name,
+            "plugin": "http-sms",
+            "priority": priority,
+            "sender_id": "+15005550006",
+            "config": {"shape": "twilio", "base_url": sim.base_url(), "account_sid": "AC42"},
+            "secrets": {"auth_token": "twilio-secret"},
+            "hosts": [sim.host()],
+        })
+    };
+    let mut ids = Vec::new();
+    for (name, sim, priority) in [("a", &a_sim, 1), ("b", &b_sim, 2)] {
+        let created = server
+            .post("/v1/providers", &tenant.key, provider(name, sim, priority))
+            .await;
+        ids.push(created.expect(201)["id"].as_str().expect("id").to_owned());
+    }
+    server
+        .put(
+            "/v1/routing",
+            &tenant.key,
+            json!({"failure_threshold": 2, "open_seconds": 30}),
+        )
+        .await
+        .expect(200);
+    a_sim.fail_with(Some(500));
+    for n in 0..3 {
+        server
+            .send(&tenant, &format!("+99890{:07}", 2_000_000 + n * 101), "a")
+            .await;
+    }
+    let scraped = scrape(&server).await;
+    let state = |scraped: &Scrape, id: &str, state: &str| {
+        scraped.value(
+            "dialgate_provider_breakers",
+            &[("provider", id), ("state", state)],
+        )
+    };
+    assert_eq!(state(&scraped, &ids[0], "open"), 1.0, "{scraped:#?}");
+    assert_eq!(state(&scraped, &ids[1], "closed"), 1.0);
+    assert_eq!(state(&scraped, &ids[0], "closed"), 0.0);
+    // Read at scrape time: cooled down, the breaker is half open.
+    server.advance(chrono::Duration::seconds(31));
+    let scraped = scrape(&server).await;
+    assert_eq!(state(&scraped, &ids[0], "half_open"), 1.0);
+    assert_eq!(state(&scraped, &ids[0], "open"), 0.0);
+    // The adapter's calls were counted, refused sends too (the provider's 500 is
+    // the adapter's answer, not a failure of the plugin).
+    let adapter_calls: f64 = scraped
+        .series("dialgate_plugin_calls_total")
+        .iter()
+        .map(|sample| sample.value)
+        .sum();
+    assert!(adapter_calls >= 5.0, "{scraped:#?}");
+    assert!(scraped.series("dialgate_plugin_failures_total").is_empty());
+
+    // A receiver that refuses connections: the attempt fails and is counted.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let port = closed.local_addr().expect("an address").port();
+    drop(closed);
+    let hook = server
+        .post(
+            "/v1/webhooks",
+            &tenant.key,
+            json!({"url": format!("http://127.0.0.1:{port}/hook"), "event_types": ["*"]}),
+        )
+        .await;
+    let hook = hook.expect(201)["id"].as_str().expect("id").to_owned();
+    server
+        .post(&format!("/v1/webhooks/{hook}/test"), &tenant.key, json!({}))
+        .await
+        .expect(202);
+    let failed = [("outcome", "failed")];
+    scrape_until(&server, "the webhook attempt failed", |scraped| {
+        scraped.value("dialgate_webhook_attempts_total", &failed) >= 1.0
+    })
+    .await;
 }
