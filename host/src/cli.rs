@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, FileConfig, Overrides};
+use crate::config::{Config, FileConfig, LogFormat, Overrides};
 
 /// Dialgate: a programmable, self-hostable phone-verification host.
 #[derive(Debug, Parser)]
@@ -164,12 +164,36 @@ struct ServeArgs {
     /// active [default: 100 per core].
     #[arg(long, env = "DIALGATE_PLUGIN_CPU_MS_PER_SEC")]
     plugin_cpu_ms_per_sec: Option<u64>,
+    /// How log lines are written on standard error: text, or one JSON object a line
+    /// [default: text].
+    #[arg(long, env = "DIALGATE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// What the binary was asked to do, with `serve`'s configuration resolved (its log
+/// format decides how logging starts).
+enum Task {
+    Serve(Box<Config>),
+    Other(Command),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let task = match cli.command {
+        Command::Serve(args) => match serve_config(*args) {
+            Ok(config) => Task::Serve(Box::new(config)),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        other => Task::Other(other),
+    };
+    init_tracing(match &task {
+        Task::Serve(config) => config.log_format,
+        Task::Other(_) => LogFormat::Text,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -181,12 +205,17 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(*args).await,
-            Command::Bench(args) => crate::bench::run(args).await,
-            Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
-            Command::Migrate(args) => migrate(&args.store, args.store_ca_file),
-            Command::Store(StoreCommand::Copy(args)) => store_copy(&args),
+        match task {
+            Task::Serve(config) => crate::server::run(*config).await,
+            Task::Other(Command::Serve(_)) => {
+                anyhow::bail!("serve's configuration was not resolved")
+            }
+            Task::Other(Command::Bench(args)) => crate::bench::run(args).await,
+            Task::Other(Command::Plugin(PluginCommand::Run(args))) => {
+                crate::plugin_run::run(args).await
+            }
+            Task::Other(Command::Migrate(args)) => migrate(&args.store, args.store_ca_file),
+            Task::Other(Command::Store(StoreCommand::Copy(args))) => store_copy(&args),
         }
     });
     // Whatever plugins do, stopping does not wait on the blocking pool for long: every
@@ -201,7 +230,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// `serve`'s configuration: its file, then variables and flags over it, checked.
+fn serve_config(args: ServeArgs) -> anyhow::Result<Config> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -236,10 +266,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 plugin_queue_ms: args.plugin_queue_ms,
                 plugin_cpu_ms_per_sec: args.plugin_cpu_ms_per_sec,
             },
+            log_format: args.log_format,
         },
     );
     config.validate()?;
-    crate::server::run(config).await
+    Ok(config)
 }
 
 /// Applies the store's migrations and says where the schema stands.
@@ -292,11 +323,11 @@ fn parse_allow_list(text: &str) -> Result<crate::egress::AllowList, String> {
     text.parse()
 }
 
-fn init_tracing() {
+/// Logs to standard error in `format`, filtered by `DIALGATE_LOG` (default `info`),
+/// with phone numbers masked (see [`crate::logs`]).
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = crate::logs::subscriber(format, filter, std::io::stderr).try_init();
 }

@@ -50,6 +50,19 @@ pub struct Config {
     pub plugin_bounds: crate::plugins::PluginBounds,
     /// Limits on the HTTP connections the server accepts.
     pub http: HttpLimits,
+    /// How log lines are written: text, or one JSON object a line.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written on standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Limits on HTTP connections: how long a client may take to send a request's
@@ -106,6 +119,7 @@ impl Default for Config {
             plugin_bounds: crate::plugins::PluginBounds::default(),
             egress_allow: AllowList::default(),
             plugin_shares: crate::plugins::Shares::default(),
+            log_format: LogFormat::default(),
         }
     }
 }
@@ -149,6 +163,7 @@ pub struct FileConfig {
     pub adapter_calls_per_tenant: Option<usize>,
     pub plugin_queue_ms: Option<u64>,
     pub plugin_cpu_ms_per_sec: Option<u64>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// Caps on plugin calls, each optional (the TOML keys, flags and variables of the same
@@ -241,6 +256,7 @@ pub struct Overrides {
     pub plugin_kv_max_keys: Option<u64>,
     pub egress_allow: Option<AllowList>,
     pub plugin_shares: ShareOverrides,
+    pub log_format: Option<LogFormat>,
 }
 
 impl Config {
@@ -312,6 +328,7 @@ impl Config {
                     plugin_cpu_ms_per_sec: file.plugin_cpu_ms_per_sec,
                 })
                 .resolve(),
+            log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
         }
     }
 
@@ -537,6 +554,24 @@ mod tests {
             shares.rule_calls + shares.adapter_calls < crate::plugins::admission::POOL_INSTANCES
         );
         assert!(toml::from_str::<FileConfig>("plugin_calls = -1").is_err());
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_file_and_flags() {
+        let file: FileConfig = toml::from_str("log_format = \"json\"").expect("toml");
+        let config = Config::resolve(file, Overrides::default());
+        assert_eq!(config.log_format, LogFormat::Json);
+        let file: FileConfig = toml::from_str("log_format = \"json\"").expect("toml");
+        let overrides = Overrides {
+            log_format: Some(LogFormat::Text),
+            ..Overrides::default()
+        };
+        assert_eq!(Config::resolve(file, overrides).log_format, LogFormat::Text);
+        assert_eq!(
+            Config::resolve(FileConfig::default(), Overrides::default()).log_format,
+            LogFormat::Text
+        );
+        assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
     }
 
     #[test]

@@ -27,6 +27,10 @@ mod tests {
         ),
         ("error.rs", &["flows", "plugins", "api", "server"]),
         ("plugins", &["flows", "api", "server"]),
+        (
+            "metrics.rs",
+            &["flows", "plugins", "api", "server", "store"],
+        ),
     ];
 
     fn sources(path: &Path, found: &mut Vec<PathBuf>) {

@@ -34,12 +34,14 @@
 //! are taken from one token at a time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::metrics::{LimitScope, Metrics};
 use crate::settings::BucketLimit;
 use crate::store::{Db, StoreError, Taken, TokenBucket, Tree};
 
@@ -80,6 +82,8 @@ pub struct Buckets {
     shared: Option<Db>,
     /// Tokens this replica took ahead from large shared buckets, by bucket key.
     reserves: Mutex<Reserves>,
+    /// Where refusals are counted, by scope, when the host keeps metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The reserves of one replica, bounded by [`MAX_RESERVES`].
@@ -142,6 +146,16 @@ impl Default for Buckets {
     }
 }
 
+/// The scope of the bucket `key` (`{area}/{scope}/…`).
+fn scope_of(key: &str) -> LimitScope {
+    match key.split('/').nth(1) {
+        Some("t") => LimitScope::Tenant,
+        Some("p") => LimitScope::Number,
+        Some("i") => LimitScope::Ip,
+        _ => LimitScope::Other,
+    }
+}
+
 /// A denied request: seconds until a token is available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
@@ -156,7 +170,14 @@ impl Buckets {
             per_shard: (max / SHARDS).max(1),
             shared: None,
             reserves: Mutex::new(Reserves::default()),
+            metrics: None,
         }
+    }
+
+    /// These buckets, counting every refusal in `metrics` by its bucket's scope.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Buckets kept in `db`'s `rate_limits` tree, shared by every replica of the store.
@@ -184,7 +205,25 @@ impl Buckets {
     /// all or none: when one has no token, nothing is taken from the others, so a
     /// request denied for one scope (a number, say) costs nothing from a wider one
     /// (the tenant). A denial names the first empty bucket by its place in `buckets`.
+    ///
+    /// A refusal is counted by the empty bucket's scope, read from its key: keys are
+    /// `{area}/{scope}/…`, the scope `t` (tenant), `p` (phone number) or `i` (client
+    /// IP); other keys count as `other`.
     pub fn take_all(
+        &self,
+        buckets: &[(&str, BucketLimit)],
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), (usize, Limited)>, StoreError> {
+        let answer = self.take_all_uncounted(buckets, now)?;
+        if let (Err((at, _)), Some(metrics)) = (&answer, &self.metrics) {
+            let scope = buckets.get(*at).map_or("", |(key, _)| key);
+            metrics.rate_limited(scope_of(scope));
+        }
+        Ok(answer)
+    }
+
+    /// [`Buckets::take_all`], without counting a refusal.
+    fn take_all_uncounted(
         &self,
         buckets: &[(&str, BucketLimit)],
         now: DateTime<Utc>,
@@ -619,6 +658,43 @@ mod tests {
             .take("k", LIMIT, now + Duration::seconds(1))
             .expect("the local buckets")
             .is_ok());
+    }
+
+    #[test]
+    fn refusals_are_counted_by_the_empty_buckets_scope() {
+        let metrics = Arc::new(Metrics::new());
+        let buckets = Buckets::default().with_metrics(Arc::clone(&metrics));
+        let now = Utc::now();
+        let keys = ["lookup/t/ten", "lookup/p/ten/+15550001", "lookup/i/ten/::1"];
+        let tight = BucketLimit {
+            per_minute: 1,
+            burst: 1,
+        };
+        let limits = [LIMIT, tight, LIMIT];
+        let request: Vec<(&str, BucketLimit)> = keys.into_iter().zip(limits).collect();
+        assert!(buckets.take_all(&request, now).expect("local").is_ok());
+        assert_eq!(
+            buckets
+                .take_all(&request, now)
+                .expect("local")
+                .map_err(|(at, _)| at),
+            Err(1)
+        );
+        assert!(buckets
+            .take("webhook-test/ten", tight, now)
+            .expect("local")
+            .is_ok());
+        assert!(buckets
+            .take("webhook-test/ten", tight, now)
+            .expect("local")
+            .is_err());
+        let text = metrics.encode(|_| {});
+        assert!(
+            text.contains("dialgate_rate_limited_total{scope=\"number\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("dialgate_rate_limited_total{scope=\"other\"} 1\n"));
+        assert!(!text.contains("scope=\"tenant\""));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::egress::Egress;
 use crate::flows::webhooks::worker::{self, WorkerHandle};
 use crate::flows::{Engine, OperatorKey, Replica};
 use crate::limits::Buckets;
+use crate::metrics::Metrics;
 use crate::otp::CodeHasher;
 use crate::phone::carrier;
 use crate::plugins::registry::{Protection, Registry};
@@ -46,6 +47,7 @@ pub fn build_engine(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Arc<Engine>, OperatorKey)> {
+    let metrics = Arc::new(Metrics::new());
     let db = match &config.store {
         Some(url) => Db::open_postgres_with(url, true, config.store_options.clone())?,
         None => {
@@ -58,6 +60,7 @@ pub fn build_engine(
             Db::open_sled(&config.data_dir)?
         }
     };
+    db.observe(Arc::clone(&metrics));
     let secret = crate::secrets::code_secret(&db, config.code_secret()?.as_deref())?;
     let secrets = SecretBox::new(&secret);
     let sealed = crate::secrets::migrate(&db, &secrets)?;
@@ -86,7 +89,8 @@ pub fn build_engine(
         config.plugin_bounds,
         config.plugin_shares,
     )
-    .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
+    .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?
+    .with_metrics(Arc::clone(&metrics));
     let protection = Protection { egress, secrets };
     let plugins = Registry::open_with(Arc::new(runtime), db.clone(), builtins::all(), protection)
         .map_err(|err| anyhow::anyhow!("cannot load the tenants' plugins: {err}"))?;
@@ -103,7 +107,8 @@ pub fn build_engine(
     let limits = match &config.store {
         Some(_) => Buckets::shared(db.clone()),
         None => Buckets::default(),
-    };
+    }
+    .with_metrics(Arc::clone(&metrics));
     let engine = Engine {
         plugins: Arc::new(plugins),
         db,
@@ -115,6 +120,7 @@ pub fn build_engine(
         disposable,
         replica: Replica::default(),
         changes,
+        metrics,
     };
     let operator = engine
         .init_operator_key(config.operator_key.as_deref())

@@ -12,6 +12,7 @@ mod flow;
 mod hardening;
 mod kannel;
 mod line_checks;
+mod metrics;
 mod permissions;
 mod plugin_storage;
 mod plugins;

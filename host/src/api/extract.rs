@@ -237,6 +237,9 @@ impl FromRequestParts<Arc<Engine>> for TenantCaller {
         let record = engine
             .tenant_for_key(token)?
             .ok_or_else(|| ApiError::unauthorized("the API key is not valid or was revoked"))?;
+        if let Some(tenant) = parts.extensions.get::<super::observe::RequestTenant>() {
+            tenant.set(&record.tenant_id);
+        }
         Ok(TenantCaller(Caller {
             tenant_id: record.tenant_id,
             client_ip: peer_ip(parts),

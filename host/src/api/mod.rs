@@ -8,6 +8,7 @@ mod cases;
 pub mod error;
 pub mod extract;
 mod fraud;
+pub mod observe;
 mod phone;
 mod plugins;
 mod providers;
@@ -35,6 +36,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(observe::metrics))
         .merge(phone::router())
         .merge(admin::router())
         .merge(plugins::router())
@@ -50,6 +52,11 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::map_response(json_errors))
+        // Outermost, so it sees the answer as the client gets it.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&engine),
+            observe::observe,
+        ))
         .with_state(engine)
 }
 

@@ -4,6 +4,8 @@
 //! the host (`flush_analytics`); `conversion` reads one range of tallies back, and
 //! `verification_log` pages through a tenant's verifications newest first.
 //!
+//! Each fact also moves the operator's Prometheus counters (`metrics.rs`).
+//!
 //! Tallies are statistics kept beside the verifications, which stay the truth: a
 //! replica that dies loses the counts of its last second at most.
 
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::analytics::{
     parse_tally_key, tally_key, tally_range, Dim, Fact, Groups, Interval, Row, Tally, HOST,
 };
+use crate::metrics::CodeStage;
 use crate::model::{Channel, ReportStatus, SentCode, Verification};
 use crate::store::{key, StoreError, Tree};
 
@@ -173,7 +176,28 @@ fn id_bound(tenant_id: &str, at: DateTime<Utc>) -> Vec<u8> {
 
 impl Engine {
     /// Counts `fact` for `tenant_id` at `at` under `groups`.
+    /// The same fact moves the operator's metrics.
     pub(crate) fn tally(&self, tenant_id: &str, at: DateTime<Utc>, groups: Groups, fact: Fact) {
+        let stage = match fact {
+            Fact::Started => None,
+            Fact::Sent { .. } => Some(CodeStage::Sent),
+            Fact::Delivered { .. } => Some(CodeStage::Delivered),
+            Fact::Failed => Some(CodeStage::Failed),
+            Fact::Verified { .. } => Some(CodeStage::Verified),
+            Fact::FraudBlocked { .. } => {
+                self.metrics
+                    .fraud_block(groups.country.as_deref().unwrap_or(""));
+                None
+            }
+        };
+        if let Some(stage) = stage {
+            self.metrics.code(
+                stage,
+                groups.channel.as_deref().unwrap_or(""),
+                groups.provider.as_deref().unwrap_or(""),
+                groups.country.as_deref().unwrap_or(""),
+            );
+        }
         let hour = Interval::Hour.floor(at);
         let ledger = &self.replica.analytics;
         let piled = {

@@ -215,6 +215,25 @@ impl Engine {
     }
 
     async fn run_job(&self, job: &Job) -> Result<(), FlowError> {
+        // A job's logs (a fallback step's send) nest under a span of its own.
+        let span = match job {
+            Job::FallbackStep {
+                tenant_id,
+                verification_id,
+                step,
+            } => {
+                tracing::info_span!("job", kind = "fallback_step", %tenant_id, %verification_id, step)
+            }
+            Job::ExpireMessages {
+                tenant_id,
+                verification_id,
+            } => tracing::info_span!("job", kind = "expire_messages", %tenant_id, %verification_id),
+        };
+        tracing::Instrument::instrument(self.run_job_in_span(job), span).await
+    }
+
+    /// What [`Engine::run_job`] does, inside its span.
+    async fn run_job_in_span(&self, job: &Job) -> Result<(), FlowError> {
         match job {
             Job::FallbackStep {
                 tenant_id,

@@ -12,7 +12,8 @@
 //! - `jobs`: the durable scheduler and its worker;
 //! - `tenancy`: tenants, keys, the operator credential, settings, blocklists;
 //! - `caches`: what a replica keeps in memory of the store, and the change log;
-//! - `pumping`: the SMS-pumping detector's counts, blocks and their API.
+//! - `pumping`: the SMS-pumping detector's counts, blocks and their API;
+//! - `observe`: what a metrics scrape reads from the engine (breakers, webhook backlog).
 
 pub mod analytics;
 pub mod caches;
@@ -20,6 +21,7 @@ pub mod jobs;
 pub mod line_checks;
 mod lookup;
 pub mod messaging;
+mod observe;
 pub mod pumping;
 mod review;
 pub mod rules;
@@ -71,6 +73,9 @@ pub struct Engine {
     /// The change log replicas of a shared store keep their caches current by; `None`
     /// on the embedded store, which one process owns.
     pub changes: Option<Arc<crate::changes::ChangeLog>>,
+    /// This process's metrics (`GET /metrics`); the store, the plugin runtime and the
+    /// rate limits record into the same.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// State this process keeps for itself, beside the store that is the truth: caches of

@@ -337,6 +337,26 @@ pub enum Failure {
     Unloadable { message: String },
 }
 
+impl Failure {
+    /// The failure's kind, as its `kind` field is serialised.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::OutOfFuel { .. } => "out_of_fuel",
+            Failure::Timeout { .. } => "timeout",
+            Failure::StackOverflow => "stack_overflow",
+            Failure::Trap { .. } => "trap",
+            Failure::InputTooLarge { .. } => "input_too_large",
+            Failure::TooManyActions { .. } => "too_many_actions",
+            Failure::OutputTooLarge { .. } => "output_too_large",
+            Failure::Malformed { .. } => "malformed",
+            Failure::Plugin { .. } => "plugin",
+            Failure::StepBudget { .. } => "step_budget",
+            Failure::Overloaded { .. } => "overloaded",
+            Failure::Unloadable { .. } => "unloadable",
+        }
+    }
+}
+
 /// What kind of rule ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -369,6 +389,42 @@ pub struct RuleRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_kind_is_its_serialised_kind() {
+        let failures = [
+            Failure::OutOfFuel { fuel: 1 },
+            Failure::Timeout { ms: 1 },
+            Failure::StackOverflow,
+            Failure::Trap {
+                message: String::new(),
+            },
+            Failure::InputTooLarge { bytes: 1, limit: 1 },
+            Failure::TooManyActions {
+                returned: 1,
+                limit: 1,
+            },
+            Failure::OutputTooLarge { bytes: 1, limit: 1 },
+            Failure::Malformed {
+                message: String::new(),
+            },
+            Failure::Plugin {
+                code: String::new(),
+                message: String::new(),
+            },
+            Failure::StepBudget { steps: 1 },
+            Failure::Overloaded {
+                reason: String::new(),
+            },
+            Failure::Unloadable {
+                message: String::new(),
+            },
+        ];
+        for failure in failures {
+            let json = serde_json::to_value(&failure).expect("serialises");
+            assert_eq!(json["kind"], failure.kind());
+        }
+    }
 
     #[test]
     fn actions_use_the_workflow_rule_spelling() {

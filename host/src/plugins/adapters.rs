@@ -232,17 +232,24 @@ impl PluginRuntime {
         now_millis: i64,
         grant: AdapterCall,
     ) -> Result<AdapterRun, Failure> {
-        let code = self.resident(plugin)?;
-        let permit = self
-            .admission
-            .admit(&scope.tenant_id, Lane::Adapters)
-            .await?;
-        let store = self.call_store(scope, now_millis, Some(grant))?;
-        Ok(AdapterRun {
-            _permit: permit,
-            code,
-            store,
-        })
+        let run = async {
+            let code = self.resident(plugin)?;
+            let permit = self
+                .admission
+                .admit(&scope.tenant_id, Lane::Adapters)
+                .await?;
+            let store = self.call_store(scope, now_millis, Some(grant))?;
+            Ok(AdapterRun {
+                _permit: permit,
+                code,
+                store,
+            })
+        }
+        .await;
+        if let Err(failure) = &run {
+            self.record(scope, &Usage::default(), Some(failure));
+        }
+        run
     }
 
     /// What an adapter call used and returned; `None` when the caller gave up on it at
@@ -258,7 +265,9 @@ impl PluginRuntime {
             }))
         });
         let (usage, result) = self.finish(&run.store, result);
-        (usage, result.and_then(|inner| inner))
+        let result = result.and_then(|inner| inner);
+        self.record(&run.store.data().scope, &usage, result.as_ref().err());
+        (usage, result)
     }
 
     /// Asks a lookup adapter about `number`.

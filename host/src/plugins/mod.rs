@@ -331,6 +331,9 @@ pub struct PluginRuntime {
     code: code::CodeCache,
     /// Warm rule instances: their host-wide bound and figures.
     warm: Arc<WarmBudget>,
+    /// Where each call's outcome, fuel and time are counted, when the host keeps
+    /// metrics.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -455,7 +458,27 @@ impl PluginRuntime {
             admission: Admission::new(shares),
             code: code::CodeCache::new(bounds.code_memory_bytes),
             warm: WarmBudget::new(bounds.warm_instances),
+            metrics: None,
         })
+    }
+
+    /// This runtime, counting every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a call of `scope`'s plugin that used `usage` and ended in `failure`, if
+    /// it failed.
+    fn record(&self, scope: &Scope, usage: &Usage, failure: Option<&Failure>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.plugin_call(
+                &scope.plugin_id,
+                usage.fuel,
+                Duration::from_micros(usage.micros),
+                failure.map(Failure::kind),
+            );
+        }
     }
 
     /// The per-tenant admission of calls.
@@ -967,6 +990,25 @@ impl PluginRuntime {
     /// `signals` interface answers during the call.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn invoke_rule_in(
+        &self,
+        plugin: &Loaded,
+        warm: Option<&WarmPool>,
+        scope: &Scope,
+        now_millis: i64,
+        event: &wit::Event,
+        fraud: Option<wit::dialgate::plugin::signals::FraudSignals>,
+        input: usize,
+    ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
+        let (usage, result) = self
+            .invoke_rule_uncounted(plugin, warm, scope, now_millis, event, fraud, input)
+            .await;
+        self.record(scope, &usage, result.as_ref().err());
+        (usage, result)
+    }
+
+    /// [`PluginRuntime::invoke_rule_in`], without counting the call.
+    #[allow(clippy::too_many_arguments)]
+    async fn invoke_rule_uncounted(
         &self,
         plugin: &Loaded,
         warm: Option<&WarmPool>,

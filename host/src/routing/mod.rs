@@ -317,6 +317,11 @@ impl Ledger {
         cells
     }
 
+    /// The tenants with cells, for the metrics' breaker states.
+    pub fn tenants(&self) -> Vec<String> {
+        self.cells.read().keys().cloned().collect()
+    }
+
     /// Forgets a provider's cells (it was deleted).
     pub fn forget(&self, tenant: &str, provider: &str) {
         if let Some(countries) = self.cells.write().get_mut(tenant) {

@@ -14,6 +14,7 @@ mod sled_store;
 #[doc(hidden)]
 pub mod testing;
 
+use crate::metrics::StoreOp;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -399,6 +400,8 @@ pub struct Db {
     /// Turns `true` once every handle is gone and the backend is closed (for sled: its
     /// directory lock released).
     closed: tokio::sync::watch::Receiver<bool>,
+    /// Where operations' latency is recorded, once the engine's metrics are known.
+    metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -436,6 +439,26 @@ impl Db {
             store,
             flusher: tx,
             closed,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Records the latency of this store's operations (every clone's) in `metrics`
+    /// from now on; the first call wins.
+    pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Runs `operation`, recording its time as `op` when metrics are attached.
+    fn timed<R>(&self, op: StoreOp, operation: impl FnOnce() -> R) -> R {
+        match self.metrics.get() {
+            Some(metrics) => {
+                let started = std::time::Instant::now();
+                let result = operation();
+                metrics.store_op(op, started.elapsed());
+                result
+            }
+            None => operation(),
         }
     }
 
@@ -542,12 +565,18 @@ impl Db {
 
     /// Waits until every write made before this call is durable.
     pub async fn sync(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         self.flusher
             .send(tx)
             .map_err(|_| StoreError::Backend("flush thread stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Backend("flush thread stopped".into()))?
+        let result = rx
+            .await
+            .map_err(|_| StoreError::Backend("flush thread stopped".into()))?;
+        if let Some(metrics) = self.metrics.get() {
+            metrics.store_op(StoreOp::Sync, started.elapsed());
+        }
+        result
     }
 
     pub fn get<T: DeserializeOwned>(
@@ -555,14 +584,14 @@ impl Db {
         tree: Tree,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        self.store
-            .get(tree, key)?
+        self.timed(StoreOp::Get, || self.store.get(tree, key))?
             .map(|bytes| decode(tree, key, &bytes))
             .transpose()
     }
 
     pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-        self.store.put(tree, key, &encode(tree, value)?)
+        let bytes = encode(tree, value)?;
+        self.timed(StoreOp::Put, || self.store.put(tree, key, &bytes))
     }
 
     /// Stores `value` only if `key` is absent; whether it was stored.
@@ -572,18 +601,20 @@ impl Db {
         key: &[u8],
         value: &T,
     ) -> Result<bool, StoreError> {
-        self.store
-            .compare_and_swap(tree, key, None, Some(&encode(tree, value)?))
+        let bytes = encode(tree, value)?;
+        self.timed(StoreOp::Update, || {
+            self.store.compare_and_swap(tree, key, None, Some(&bytes))
+        })
     }
 
     /// The bytes under `key`, stored as they are (components and compiled artifacts).
     pub fn get_raw(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.get(tree, key)
+        self.timed(StoreOp::Get, || self.store.get(tree, key))
     }
 
     /// Stores `bytes` under `key` as they are.
     pub fn put_raw(&self, tree: Tree, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
-        self.store.put(tree, key, bytes)
+        self.timed(StoreOp::Put, || self.store.put(tree, key, bytes))
     }
 
     /// Up to `limit` records under `prefix` in key order, with their keys, undecoded.
@@ -593,7 +624,9 @@ impl Db {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Pair>, StoreError> {
-        self.store.scan_prefix(tree, prefix, limit, false)
+        self.timed(StoreOp::Scan, || {
+            self.store.scan_prefix(tree, prefix, limit, false)
+        })
     }
 
     /// Removes every record whose key starts with `prefix`.
@@ -617,7 +650,7 @@ impl Db {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<Pair>, StoreError> {
-        self.store.scan_from(tree, start, limit)
+        self.timed(StoreOp::Scan, || self.store.scan_from(tree, start, limit))
     }
 
     /// Records whose key is in `start..end`, decoded, with their keys, in key order or
@@ -652,11 +685,13 @@ impl Db {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
-        self.store.compare_and_swap(tree, key, expected, new)
+        self.timed(StoreOp::Update, || {
+            self.store.compare_and_swap(tree, key, expected, new)
+        })
     }
 
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
-        self.store.remove(tree, key)
+        self.timed(StoreOp::Remove, || self.store.remove(tree, key))
     }
 
     /// Records under `prefix`, decoded, in key order or reversed.
@@ -667,11 +702,12 @@ impl Db {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<T>, StoreError> {
-        self.store
-            .scan_prefix(tree, prefix, limit, reverse)?
-            .into_iter()
-            .map(|(key, bytes)| decode(tree, &key, &bytes))
-            .collect()
+        self.timed(StoreOp::Scan, || {
+            self.store.scan_prefix(tree, prefix, limit, reverse)
+        })?
+        .into_iter()
+        .map(|(key, bytes)| decode(tree, &key, &bytes))
+        .collect()
     }
 
     /// Records under `prefix` with their keys, decoded, in key order or reversed.
@@ -682,14 +718,15 @@ impl Db {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
-        self.store
-            .scan_prefix(tree, prefix, limit, reverse)?
-            .into_iter()
-            .map(|(key, bytes)| {
-                let value = decode(tree, &key, &bytes)?;
-                Ok((key, value))
-            })
-            .collect()
+        self.timed(StoreOp::Scan, || {
+            self.store.scan_prefix(tree, prefix, limit, reverse)
+        })?
+        .into_iter()
+        .map(|(key, bytes)| {
+            let value = decode(tree, &key, &bytes)?;
+            Ok((key, value))
+        })
+        .collect()
     }
 
     /// Atomically replaces the record under `key` with `update(current)`.
@@ -701,6 +738,22 @@ impl Db {
         tree: Tree,
         key: &[u8],
         mut update: impl FnMut(Option<T>) -> Result<(Option<T>, R), E>,
+    ) -> Result<R, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<StoreError>,
+    {
+        self.timed(StoreOp::Update, || {
+            self.update_untimed(tree, key, &mut update)
+        })
+    }
+
+    /// [`Db::update`]'s loop.
+    fn update_untimed<T, E, R>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        update: &mut impl FnMut(Option<T>) -> Result<(Option<T>, R), E>,
     ) -> Result<R, E>
     where
         T: Serialize + DeserializeOwned,

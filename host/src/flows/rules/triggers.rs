@@ -131,10 +131,12 @@ impl Engine {
             // Nothing runs but the host's own evaluator: recording the refusal needs
             // no sandbox.
             Err(failure) => {
-                return self
+                let runs = self
                     .plugins
                     .run_rules(&live, event, at, Some(&failure))
-                    .await
+                    .await;
+                self.count_not_run(&runs);
+                return runs;
             }
         };
         let chain = self.plugins.run_rules(&live, event, at, None);
@@ -152,7 +154,19 @@ impl Engine {
             }
             Err(_) => {
                 permit.charge(bound);
-                timed_out(bound)
+                let runs = timed_out(bound);
+                self.count_not_run(&runs);
+                runs
+            }
+        }
+    }
+
+    /// Counts the failures of rule plugins the runtime never ran or never finished (a
+    /// refused slot, a chain past its bound): the runtime counts only calls that end.
+    fn count_not_run(&self, runs: &[RuleRun]) {
+        for run in runs.iter().filter(|run| run.source == RuleSource::Plugin) {
+            if let Some(failure) = &run.error {
+                self.metrics.plugin_failure(&run.plugin_id, failure.kind());
             }
         }
     }

@@ -466,6 +466,45 @@ fn unschedule(engine: &Engine, job: &Job) -> Result<(), StoreError> {
     }
 }
 
+/// The deliveries waiting in the schedule by `now_millis`: entries due by then and
+/// parked ones, counted up to `cap` (the metrics' backlog; a scrape's read is bounded).
+pub(crate) fn backlog(engine: &Engine, now_millis: i64, cap: usize) -> Result<usize, StoreError> {
+    const CHUNK: usize = 1_000;
+    let parked = key(&[PARKED, ""]);
+    let mut count = 0;
+    let mut start = Vec::new();
+    let mut in_parked = false;
+    while count < cap {
+        let chunk = engine.db.scan_from_raw(Tree::WebhookQueue, &start, CHUNK)?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        let mut jumped = false;
+        for (stored, _) in &chunk {
+            if !in_parked {
+                if queue_due_millis(stored).is_some_and(|due| due > now_millis) {
+                    // Past the due entries: on to the parked ones, after every due time.
+                    start = parked.clone();
+                    in_parked = true;
+                    jumped = true;
+                    break;
+                }
+                in_parked = stored.starts_with(&parked);
+            }
+            count += 1;
+        }
+        if jumped {
+            continue;
+        }
+        if chunk.len() < CHUNK {
+            break;
+        }
+        start = last.clone();
+        start.push(0);
+    }
+    Ok(count.min(cap))
+}
+
 /// The lanes holding parked entries: one read per such lane, each jumping past the
 /// lane's entries to the next lane's, whatever a lane holds and however many
 /// subscriptions have none (deleting a subscription empties its lane).
@@ -578,21 +617,31 @@ async fn run(engine: Arc<Engine>, mut stopped: watch::Receiver<bool>) {
                 let engine = Arc::clone(&engine);
                 let client = client.clone();
                 let posted = job.clone();
-                let handle = tasks.spawn(async move {
-                    let recorded = attempt(&engine, &client, &posted).await;
-                    if let Err(err) = &recorded {
-                        tracing::error!(
-                            delivery = %posted.entry.delivery_id,
-                            error = %err,
-                            "webhook delivery not recorded"
-                        );
-                        return false;
-                    }
-                    if let Err(err) = engine.db.sync().await {
-                        tracing::error!(error = %err, "webhook attempt not flushed");
-                    }
-                    true
-                });
+                // The attempt's logs nest under a span of its own, as a request's do.
+                let span = tracing::info_span!(
+                    "webhook_attempt",
+                    tenant_id = %job.entry.tenant_id,
+                    subscription_id = %job.entry.subscription_id,
+                    delivery_id = %job.entry.delivery_id,
+                );
+                let handle = tasks.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let recorded = attempt(&engine, &client, &posted).await;
+                        if let Err(err) = &recorded {
+                            tracing::error!(
+                                delivery = %posted.entry.delivery_id,
+                                error = %err,
+                                "webhook delivery not recorded"
+                            );
+                            return false;
+                        }
+                        if let Err(err) = engine.db.sync().await {
+                            tracing::error!(error = %err, "webhook attempt not flushed");
+                        }
+                        true
+                    },
+                    span,
+                ));
                 running.insert(handle.id(), job);
             }
         }
@@ -726,6 +775,9 @@ async fn attempt(engine: &Engine, client: &reqwest::Client, job: &Job) -> Result
             Ok((Some(delivery), finished))
         },
     )?;
+    engine
+        .metrics
+        .webhook_attempt(record.succeeded, !record.succeeded && next.is_none());
     unschedule(engine, job)?;
     if finished {
         prune(engine, &entry.tenant_id, &entry.subscription_id)?;
