@@ -237,47 +237,23 @@ impl Histogram {
     }
 }
 
-/// What is tallied per bucket and group.
+/// What is tallied per bucket and group. Stored in postcard's compact binary form
+/// ([`Tally::encode`]): a query decodes thousands of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub started: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub sent: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub resends: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub delivered: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub failed: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub verified: u64,
     /// Millionths of the providers' unit.
-    #[serde(default, skip_serializing_if = "is_zero_i")]
     pub cost: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub fraud_blocks: u64,
     /// Millionths: what the sends the detector declined would have cost.
-    #[serde(default, skip_serializing_if = "is_zero_i")]
     pub saved: i64,
-    #[serde(default, skip_serializing_if = "Histogram::is_empty")]
     pub delivery_ms: Histogram,
-    #[serde(default, skip_serializing_if = "Histogram::is_empty")]
     pub verify_ms: Histogram,
-}
-
-fn is_zero(value: &u64) -> bool {
-    *value == 0
-}
-
-fn is_zero_i(value: &i64) -> bool {
-    *value == 0
-}
-
-impl Histogram {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl Tally {
@@ -326,6 +302,17 @@ impl Tally {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
         *self == Tally::default()
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain integers and maps into a vector cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// The tally `bytes` hold, if they are one.
+    pub fn decode(bytes: &[u8]) -> Option<Tally> {
+        postcard::from_bytes(bytes).ok()
     }
 }
 
@@ -552,9 +539,9 @@ mod tests {
         assert_eq!(row.estimated_savings, 0.07);
         assert_eq!(row.fraud_blocks, 1);
         assert!(row.delivery_latency_p50_ms.unwrap() > 1100.0);
-        let stored: Tally = serde_json::from_str(&serde_json::to_string(&one).unwrap()).unwrap();
-        assert_eq!(stored, one);
-        assert_eq!(serde_json::to_string(&Tally::default()).unwrap(), "{}");
+        assert_eq!(Tally::decode(&one.encode()), Some(one.clone()));
+        assert!(one.encode().len() < 40, "{} bytes", one.encode().len());
+        assert_eq!(Tally::decode(b"\xff\xff\xff"), None);
     }
 
     #[test]

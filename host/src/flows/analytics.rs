@@ -244,14 +244,7 @@ impl Engine {
                 left.insert(key, tally);
                 continue;
             }
-            let merged = self
-                .db
-                .update(Tree::Analytics, &key, |stored: Option<Tally>| {
-                    let mut merged = stored.unwrap_or_default();
-                    merged.merge(&tally);
-                    Ok::<_, StoreError>((Some(merged), ()))
-                });
-            if let Err(err) = merged {
+            if let Err(err) = self.merge_tally(&key, &tally) {
                 failed = Some(err);
                 left.insert(key, tally);
             }
@@ -263,6 +256,29 @@ impl Engine {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Adds `tally` to the one stored under `key` (a compare-and-swap, retried while
+    /// another replica merges into the same key). A stored value that is not a tally
+    /// is replaced.
+    fn merge_tally(&self, key: &[u8], tally: &Tally) -> Result<(), StoreError> {
+        loop {
+            let stored = self.db.get_raw(Tree::Analytics, key)?;
+            let mut merged = stored
+                .as_deref()
+                .and_then(Tally::decode)
+                .unwrap_or_default();
+            merged.merge(tally);
+            let swapped = self.db.compare_and_swap_raw(
+                Tree::Analytics,
+                key,
+                stored.as_deref(),
+                Some(&merged.encode()),
+            )?;
+            if swapped {
+                return Ok(());
+            }
+        }
     }
 
     /// Merges the counts every second (sooner when they pile up) until `stop`, and
@@ -340,17 +356,18 @@ impl Engine {
         let mut tallies: Vec<(DateTime<Utc>, String, Tally)> = Vec::new();
         let mut cursor = low;
         loop {
-            let page: Vec<(Vec<u8>, Tally)> =
-                self.db
-                    .scan_range(Tree::Analytics, &cursor, &high, 1_000, false)?;
+            let page = self
+                .db
+                .scan_range_raw(Tree::Analytics, &cursor, &high, 1_000, false)?;
             let Some((last, _)) = page.last() else {
                 break;
             };
             cursor = last.clone();
             cursor.push(0);
             let full = page.len() == 1_000;
-            for (key, tally) in page {
-                if let Some((bucket, value)) = parse_tally_key(interval, &key) {
+            for (key, bytes) in page {
+                let parsed = parse_tally_key(interval, &key).zip(Tally::decode(&bytes));
+                if let Some(((bucket, value), tally)) = parsed {
                     tallies.push((bucket, value, tally));
                 }
             }

@@ -653,6 +653,21 @@ impl Db {
         self.timed(StoreOp::Scan, || self.store.scan_from(tree, start, limit))
     }
 
+    /// Raw pairs whose key is in `start..end`, in key order or reversed.
+    pub fn scan_range_raw(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Pair>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.store.scan_range(tree, start, end, limit, reverse)
+    }
+
     /// Records whose key is in `start..end`, decoded, with their keys, in key order or
     /// reversed: one page of a time-ordered listing.
     pub fn scan_range<T: DeserializeOwned>(
