@@ -221,7 +221,8 @@ pub async fn serve_with(
     let jobs = tokio::spawn(Arc::clone(&engine).run_jobs(jobs_stopped.clone()));
     let changes = tokio::spawn(Arc::clone(&engine).run_changes(jobs_stopped.clone()));
     let pumping = tokio::spawn(Arc::clone(&engine).run_pumping(jobs_stopped.clone()));
-    let analytics = tokio::spawn(Arc::clone(&engine).run_analytics(jobs_stopped));
+    let analytics = tokio::spawn(Arc::clone(&engine).run_analytics(jobs_stopped.clone()));
+    let retention = tokio::spawn(Arc::clone(&engine).run_retention(jobs_stopped));
     let app = api::app(engine);
     let (stop_connections, connections_stopped) = tokio::sync::watch::channel(false);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -273,6 +274,7 @@ pub async fn serve_with(
     let _ = changes.await;
     let _ = pumping.await;
     let _ = analytics.await;
+    let _ = retention.await;
     Ok(())
 }
 

@@ -56,6 +56,8 @@ pub struct PhoneSettings {
     pub sms_pumping: crate::pumping::PumpingSettings,
     /// Budgets for what codes cost: daily, monthly, and daily per country.
     pub spend_caps: crate::spend::SpendCaps,
+    /// How long the tenant's records are kept (see `flows/retention.rs`).
+    pub retention: Retention,
 }
 
 /// The guess budget of a number: failed code entries are counted per tenant and
@@ -81,6 +83,37 @@ impl Default for GuessBudget {
         }
     }
 }
+
+/// How long a tenant's records are kept, in days from when each began. The purge
+/// removes what is older; analytics' tallies hold no personal data and stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Verifications, with their index entries, message records and the record of
+    /// who verified a number first.
+    pub verifications_days: u32,
+    /// Code messages: their delivery records and dev-outbox copies.
+    pub messages_days: u32,
+    /// A verification's audit trail (`/v1/verifications/{id}/events`); the
+    /// verification itself stays until `verifications_days`.
+    pub events_days: u32,
+    /// Webhook deliveries and their attempts (the payloads carry numbers).
+    pub webhook_deliveries_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            verifications_days: 365,
+            messages_days: 90,
+            events_days: 90,
+            webhook_deliveries_days: 30,
+        }
+    }
+}
+
+/// The longest retention period, in days (10 years).
+pub const MAX_RETENTION_DAYS: u32 = 3_650;
 
 /// What a failed rule plugin means for the verification.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +153,7 @@ impl Default for PhoneSettings {
             delivery_permissions: DeliveryPermissions::default(),
             sms_pumping: crate::pumping::PumpingSettings::default(),
             spend_caps: crate::spend::SpendCaps::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -332,6 +366,29 @@ impl PhoneSettings {
                     "must be between 1 and 1000000",
                 )?;
             }
+        }
+        let retention = &self.retention;
+        for (name, days) in [
+            ("verifications_days", retention.verifications_days),
+            ("messages_days", retention.messages_days),
+            ("events_days", retention.events_days),
+            ("webhook_deliveries_days", retention.webhook_deliveries_days),
+        ] {
+            check(
+                (1..=MAX_RETENTION_DAYS).contains(&days),
+                &format!("retention.{name}"),
+                "must be between 1 and 3650 days",
+            )?;
+        }
+        for (name, days) in [
+            ("messages_days", retention.messages_days),
+            ("events_days", retention.events_days),
+        ] {
+            check(
+                days <= retention.verifications_days,
+                &format!("retention.{name}"),
+                "must not exceed retention.verifications_days: a verification's parts go with it",
+            )?;
         }
         self.delivery_permissions.validate()?;
         if let Some((field, message)) = self

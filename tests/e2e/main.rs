@@ -19,6 +19,7 @@ mod plugins;
 mod postgres;
 mod pumping;
 mod report;
+mod retention;
 mod routing;
 mod secrets;
 mod settings;

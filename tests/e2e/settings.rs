@@ -50,6 +50,7 @@ fn defaults() -> Value {
             "country_tiers": {},
         },
         "spend_caps": {"daily": null, "monthly": null, "countries_daily": {}, "alert_percent": 80},
+        "retention": {"verifications_days": 365, "messages_days": 90, "events_days": 90, "webhook_deliveries_days": 30},
         "rate_limits": {
             "send_otp": {
                 "per_tenant": {"per_minute": 6000, "burst": 600},

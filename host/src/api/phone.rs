@@ -22,7 +22,7 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/v1/phone/verify-otp", post(verify_otp))
         .route("/v1/phone/porting-history", get(porting_history))
         .route("/v1/phone/sim-swap-check", post(sim_swap_check))
-        .route("/v1/verifications/{id}", get(report))
+        .route("/v1/verifications/{id}", get(report).delete(erase))
         .route("/v1/verifications/{id}/events", get(events))
         .route("/v1/verifications/{id}/feedback", post(feedback))
 }
@@ -100,6 +100,16 @@ async fn report(
     Path(id): Path<String>,
 ) -> Result<Json<impl serde::Serialize>, ApiError> {
     Ok(Json(engine.report(&caller, &id)?))
+}
+
+/// Erases a verification's personal data at once (see `flows/retention.rs`).
+async fn erase(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    engine.erase_verification(&caller, &id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 async fn events(

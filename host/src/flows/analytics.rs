@@ -169,7 +169,7 @@ fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, FlowError> {
 
 /// The key bound of verifications begun at `at`: the time part of their ids (UUID
 /// version 7, whose first 48 bits are the ms since the epoch, in hex).
-fn id_bound(tenant_id: &str, at: DateTime<Utc>) -> Vec<u8> {
+pub(crate) fn id_bound(tenant_id: &str, at: DateTime<Utc>) -> Vec<u8> {
     let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0) & ((1 << 48) - 1);
     key(&[tenant_id, &format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)])
 }

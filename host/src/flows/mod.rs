@@ -23,6 +23,7 @@ mod lookup;
 pub mod messaging;
 mod observe;
 pub mod pumping;
+pub mod retention;
 mod review;
 pub mod rules;
 pub mod spend;

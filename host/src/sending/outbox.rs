@@ -59,6 +59,13 @@ impl DevOutbox {
 
 /// Keys sort newest first: the time is stored as the distance to the end of time, then a
 /// falling sequence, so messages with the same timestamp also list the latest first.
+/// The outbox key from which `tenant_id`'s messages are older than `at` (keys run
+/// newest first, so the older ones are the keys after it).
+pub fn outbox_bound(tenant_id: &str, at: DateTime<Utc>) -> Vec<u8> {
+    let nanos = at.timestamp_nanos_opt().unwrap_or_default();
+    key(&[tenant_id, &format!("{:020}", i64::MAX - nanos)])
+}
+
 fn newest_first(at: DateTime<Utc>) -> String {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let nanos = at.timestamp_nanos_opt().unwrap_or_default();

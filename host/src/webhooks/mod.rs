@@ -292,6 +292,11 @@ pub fn delivery_id(at: DateTime<Utc>) -> String {
     format!("dlv_{millis:013}{}", &random[..12])
 }
 
+/// The smallest delivery id of a delivery made at `at` or later.
+pub fn delivery_id_bound(at: DateTime<Utc>) -> String {
+    format!("dlv_{:013}", at.timestamp_millis().max(0))
+}
+
 /// The `webhook-signature` header value for one attempt, per Standard Webhooks:
 /// `v1,` and the base64 of HMAC-SHA256 over `{id}.{timestamp}.{body}`, keyed by the
 /// base64-decoded part of the secret after `whsec_`. `None` for a malformed secret.

@@ -1,0 +1,235 @@
+//! Retention and erasure end to end: `DELETE /v1/verifications/{id}` leaves no record
+//! in the store that names the number (reports, index entries, messages, dev-outbox
+//! copies, webhook deliveries, the first verifier's record, cases) while analytics'
+//! counts stay; another tenant cannot erase it; and the purge removes what the
+//! tenant's retention settings no longer keep, each kind after its own period.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// Stored records (tree and key) whose key or content names `needle`.
+fn records_naming(server: &TestServer, needle: &str) -> Vec<String> {
+    let db = &server.engine().db;
+    let mut found = Vec::new();
+    for (name, _) in server.stored_records() {
+        let (tree_name, key) = name.split_once('/').expect("tree/key");
+        let tree = dialgate::store::Tree::ALL
+            .into_iter()
+            .find(|tree| tree.name() == tree_name)
+            .expect("a tree");
+        let content = db
+            .get::<Value>(tree, key.as_bytes())
+            .ok()
+            .flatten()
+            .map(|value| value.to_string())
+            .unwrap_or_else(|| {
+                let raw = db
+                    .get_raw(tree, key.as_bytes())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                String::from_utf8_lossy(&raw).into_owned()
+            });
+        if key.contains(needle) || content.contains(needle) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+async fn subscribe_everything(server: &TestServer, tenant: &Tenant) {
+    // A receiver that is never there: deliveries stay in the log, pending or failed.
+    server
+        .post(
+            "/v1/webhooks",
+            &tenant.key,
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}),
+        )
+        .await
+        .expect(201);
+}
+
+async fn deliveries_about(server: &TestServer, tenant: &Tenant, id: &str) -> usize {
+    let hooks = server
+        .get("/v1/webhooks", &tenant.key)
+        .await
+        .expect(200)
+        .clone();
+    let mut count = 0;
+    for hook in hooks["webhooks"].as_array().expect("webhooks") {
+        let path = format!(
+            "/v1/webhooks/{}/deliveries?limit=200",
+            hook["id"].as_str().unwrap()
+        );
+        let log = server.get(&path, &tenant.key).await.expect(200).clone();
+        count += log["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .filter(|delivery| delivery["payload"].to_string().contains(id))
+            .count();
+    }
+    count
+}
+
+#[tokio::test]
+async fn erasing_a_verification_leaves_no_record_naming_its_number() {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("erasing").await;
+    let other = server.tenant("other").await;
+    subscribe_everything(&server, &tenant).await;
+    let (gone, kept) = ("+447911234001", "+447911234977");
+    let erased = server.send_and_verify(&tenant, gone, "erase-me").await;
+    let id = erased["verification_id"].as_str().unwrap().to_owned();
+    let messages = server.outbox(&tenant, gone).await;
+    let message_id = messages[0]["id"].as_str().unwrap();
+    server
+        .post(
+            &format!("/v1/dev/outbox/{message_id}/delivery"),
+            &tenant.key,
+            json!({"status": "delivered"}),
+        )
+        .await
+        .expect(200);
+    let survivor = server.send_and_verify(&tenant, kept, "keep-me").await;
+    assert!(!records_naming(&server, gone).is_empty());
+    assert!(deliveries_about(&server, &tenant, &id).await > 0);
+
+    // Another tenant's erase is a 404 and changes nothing.
+    server
+        .delete(&format!("/v1/verifications/{id}"), &other.key)
+        .await
+        .error(404, "not_found");
+    server.report(&tenant, &id).await;
+
+    let reply = server
+        .delete(&format!("/v1/verifications/{id}"), &tenant.key)
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    server
+        .get(&format!("/v1/verifications/{id}"), &tenant.key)
+        .await
+        .error(404, "not_found");
+    assert_eq!(records_naming(&server, gone), Vec::<String>::new());
+    assert_eq!(records_naming(&server, "erase-me"), Vec::<String>::new());
+    assert_eq!(deliveries_about(&server, &tenant, &id).await, 0);
+    assert!(server.outbox(&tenant, gone).await.is_empty());
+    // The rest stays: the other verification, and the counts.
+    let id_kept = survivor["verification_id"].as_str().unwrap();
+    assert!(server
+        .report(&tenant, id_kept)
+        .await
+        .to_string()
+        .contains(kept));
+    assert!(!records_naming(&server, kept).is_empty());
+    let totals = server
+        .get("/v1/analytics/conversion", &tenant.key)
+        .await
+        .expect(200)["totals"][0]
+        .clone();
+    assert_eq!(
+        (totals["started"].as_u64(), totals["verified"].as_u64()),
+        (Some(2), Some(2))
+    );
+    // The number can start afresh, as a number never seen.
+    server.send_and_verify(&tenant, gone, "erase-me").await;
+    server
+        .delete(&format!("/v1/verifications/{id}"), &tenant.key)
+        .await
+        .error(404, "not_found");
+}
+
+#[tokio::test]
+async fn the_purge_removes_each_kind_after_its_own_period() {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("purging").await;
+    subscribe_everything(&server, &tenant).await;
+    server
+        .settings(
+            &tenant,
+            json!({"retention": {"verifications_days": 3, "messages_days": 1, "events_days": 2, "webhook_deliveries_days": 1}}),
+        )
+        .await;
+    let (old, new) = ("+447911235001", "+447911235977");
+    let first = server.send_and_verify(&tenant, old, "old").await;
+    let old_id = first["verification_id"].as_str().unwrap().to_owned();
+
+    // A day and a half later: the old code's message and deliveries expired.
+    server.advance(chrono::Duration::hours(36));
+    let second = server.send_and_verify(&tenant, new, "new").await;
+    let new_id = second["verification_id"].as_str().unwrap().to_owned();
+    let purged = server.engine().purge_expired().expect("a purge");
+    assert_eq!(purged.verifications, 0);
+    assert!(purged.outbox_messages >= 1, "{purged:?}");
+    assert!(purged.webhook_deliveries >= 1, "{purged:?}");
+    assert!(server.outbox(&tenant, old).await.is_empty());
+    assert_eq!(server.outbox(&tenant, new).await.len(), 1);
+    assert_eq!(deliveries_about(&server, &tenant, &old_id).await, 0);
+    assert!(deliveries_about(&server, &tenant, &new_id).await > 0);
+    let events = |id: String| {
+        let server = &server;
+        let key = tenant.key.clone();
+        async move {
+            let trail = server
+                .get(&format!("/v1/verifications/{id}/events"), &key)
+                .await
+                .expect(200)
+                .clone();
+            trail["events"].as_array().map_or(0, Vec::len)
+        }
+    };
+    assert!(events(old_id.clone()).await > 0);
+
+    // Past two days the old trail goes; past three, the old verification.
+    server.advance(chrono::Duration::hours(14));
+    let purged = server.engine().purge_expired().expect("a purge");
+    assert_eq!(purged.trails, 1, "{purged:?}");
+    assert_eq!(events(old_id.clone()).await, 0);
+    assert!(events(new_id.clone()).await > 0);
+    server.report(&tenant, &old_id).await;
+    server.advance(chrono::Duration::hours(24));
+    let purged = server.engine().purge_expired().expect("a purge");
+    assert_eq!(purged.verifications, 1, "{purged:?}");
+    server
+        .get(&format!("/v1/verifications/{old_id}"), &tenant.key)
+        .await
+        .error(404, "not_found");
+    assert_eq!(records_naming(&server, old), Vec::<String>::new());
+    server.report(&tenant, &new_id).await;
+    // Aggregates stay.
+    let totals = server
+        .get("/v1/analytics/conversion", &tenant.key)
+        .await
+        .expect(200)["totals"][0]
+        .clone();
+    assert_eq!(totals["verified"], 2);
+    // A second pass finds nothing left to do.
+    let again = server.engine().purge_expired().expect("a purge");
+    assert_eq!(
+        again.verifications + again.trails + again.messages,
+        0,
+        "{again:?}"
+    );
+
+    // Bad settings are named.
+    for (patch, field) in [
+        (
+            json!({"retention": {"verifications_days": 0}}),
+            "retention.verifications_days",
+        ),
+        (
+            json!({"retention": {"verifications_days": 5000}}),
+            "retention.verifications_days",
+        ),
+        (
+            json!({"retention": {"verifications_days": 30, "messages_days": 60}}),
+            "retention.messages_days",
+        ),
+    ] {
+        server
+            .put("/v1/settings/phone-verification", &tenant.key, patch)
+            .await
+            .invalid_field(field);
+    }
+}
