@@ -222,7 +222,8 @@ pub async fn serve_with(
     let changes = tokio::spawn(Arc::clone(&engine).run_changes(jobs_stopped.clone()));
     let pumping = tokio::spawn(Arc::clone(&engine).run_pumping(jobs_stopped.clone()));
     let analytics = tokio::spawn(Arc::clone(&engine).run_analytics(jobs_stopped.clone()));
-    let retention = tokio::spawn(Arc::clone(&engine).run_retention(jobs_stopped));
+    let retention = tokio::spawn(Arc::clone(&engine).run_retention(jobs_stopped.clone()));
+    let alerts = tokio::spawn(Arc::clone(&engine).run_alerts(jobs_stopped));
     let app = api::app(engine);
     let (stop_connections, connections_stopped) = tokio::sync::watch::channel(false);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -275,6 +276,7 @@ pub async fn serve_with(
     let _ = pumping.await;
     let _ = analytics.await;
     let _ = retention.await;
+    let _ = alerts.await;
     Ok(())
 }
 

@@ -58,6 +58,8 @@ pub struct PhoneSettings {
     pub spend_caps: crate::spend::SpendCaps,
     /// How long the tenant's records are kept (see `flows/retention.rs`).
     pub retention: Retention,
+    /// When conversion and delivery alerts fire (see `flows/alerts.rs`).
+    pub alerts: Alerts,
 }
 
 /// The guess budget of a number: failed code entries are counted per tenant and
@@ -112,6 +114,32 @@ impl Default for Retention {
     }
 }
 
+/// Thresholds of the hourly alerts. Each completed hour's conversion and delivery
+/// failures, per country and per provider, are compared with the week before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// `alert.conversion_dropped` when an hour's conversion is this many percent below
+    /// the week's (0 turns it off).
+    pub conversion_drop_percent: u32,
+    /// `alert.delivery_failures_spiked` when an hour's share of failed deliveries is at
+    /// least this many percent and at least twice the week's (0 turns it off).
+    pub delivery_failure_percent: u32,
+    /// Codes an hour needs (started for conversion, receipts for failures) before it
+    /// is judged; the week needs five times as many.
+    pub min_codes: u32,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            conversion_drop_percent: 30,
+            delivery_failure_percent: 20,
+            min_codes: 20,
+        }
+    }
+}
+
 /// The longest retention period, in days (10 years).
 pub const MAX_RETENTION_DAYS: u32 = 3_650;
 
@@ -154,6 +182,7 @@ impl Default for PhoneSettings {
             sms_pumping: crate::pumping::PumpingSettings::default(),
             spend_caps: crate::spend::SpendCaps::default(),
             retention: Retention::default(),
+            alerts: Alerts::default(),
         }
     }
 }
@@ -367,6 +396,21 @@ impl PhoneSettings {
                 )?;
             }
         }
+        check(
+            self.alerts.conversion_drop_percent <= 100,
+            "alerts.conversion_drop_percent",
+            "must be between 0 (off) and 100",
+        )?;
+        check(
+            self.alerts.delivery_failure_percent <= 100,
+            "alerts.delivery_failure_percent",
+            "must be between 0 (off) and 100",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.alerts.min_codes),
+            "alerts.min_codes",
+            "must be between 1 and 1000000",
+        )?;
         let retention = &self.retention;
         for (name, days) in [
             ("verifications_days", retention.verifications_days),

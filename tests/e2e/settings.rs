@@ -51,6 +51,7 @@ fn defaults() -> Value {
         },
         "spend_caps": {"daily": null, "monthly": null, "countries_daily": {}, "alert_percent": 80},
         "retention": {"verifications_days": 365, "messages_days": 90, "events_days": 90, "webhook_deliveries_days": 30},
+        "alerts": {"conversion_drop_percent": 30, "delivery_failure_percent": 20, "min_codes": 20},
         "rate_limits": {
             "send_otp": {
                 "per_tenant": {"per_minute": 6000, "burst": 600},

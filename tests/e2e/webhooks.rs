@@ -849,7 +849,9 @@ async fn the_catalogue_lists_every_event() {
             "case.created",
             "case.updated",
             "fraud.prefix_blocked",
-            "spend.threshold_reached"
+            "spend.threshold_reached",
+            "alert.conversion_dropped",
+            "alert.delivery_failures_spiked"
         ]
     );
     assert_eq!(

@@ -352,35 +352,7 @@ impl Engine {
             end = interval.next(end);
         }
         let dim = group_by.unwrap_or(Dim::All);
-        let (low, high) = tally_range(owner, interval, dim, start, end);
-        let mut tallies: Vec<(DateTime<Utc>, String, Tally)> = Vec::new();
-        let mut cursor = low;
-        loop {
-            let page = self
-                .db
-                .scan_range_raw(Tree::Analytics, &cursor, &high, 1_000, false)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            cursor = last.clone();
-            cursor.push(0);
-            let full = page.len() == 1_000;
-            for (key, bytes) in page {
-                let parsed = parse_tally_key(interval, &key).zip(Tally::decode(&bytes));
-                if let Some(((bucket, value), tally)) = parsed {
-                    tallies.push((bucket, value, tally));
-                }
-            }
-            if !full {
-                break;
-            }
-            if tallies.len() >= MAX_TALLIES_READ {
-                return Err(FlowError::invalid(
-                    "to",
-                    "too many groups in this range; ask for a shorter one or a daily interval",
-                ));
-            }
-        }
+        let tallies = self.read_tallies(owner, interval, dim, start, end)?;
         let group = |value: &str| group_by.map(|_| (!value.is_empty()).then(|| value.to_owned()));
         let mut rows = Vec::new();
         let mut totals: BTreeMap<String, Tally> = BTreeMap::new();
@@ -425,6 +397,49 @@ impl Engine {
             rows,
             totals,
         })
+    }
+
+    /// The stored tallies of `owner` for `dim` at `interval` in `start..end`: each
+    /// bucket's start, the group's value and the tally. At most
+    /// [`MAX_TALLIES_READ`]; past that the range is refused as too large.
+    pub(crate) fn read_tallies(
+        &self,
+        owner: &str,
+        interval: Interval,
+        dim: Dim,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, String, Tally)>, FlowError> {
+        let (low, high) = tally_range(owner, interval, dim, start, end);
+        let mut tallies: Vec<(DateTime<Utc>, String, Tally)> = Vec::new();
+        let mut cursor = low;
+        loop {
+            let page = self
+                .db
+                .scan_range_raw(Tree::Analytics, &cursor, &high, 1_000, false)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            cursor = last.clone();
+            cursor.push(0);
+            let full = page.len() == 1_000;
+            for (key, bytes) in page {
+                let parsed = parse_tally_key(interval, &key).zip(Tally::decode(&bytes));
+                if let Some(((bucket, value), tally)) = parsed {
+                    tallies.push((bucket, value, tally));
+                }
+            }
+            if !full {
+                break;
+            }
+            if tallies.len() >= MAX_TALLIES_READ {
+                return Err(FlowError::invalid(
+                    "to",
+                    "too many groups in this range; ask for a shorter one or a daily interval",
+                ));
+            }
+        }
+        Ok(tallies)
     }
 
     /// One page of the tenant's verifications, newest first, filtered by `query`.

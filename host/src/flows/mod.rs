@@ -15,6 +15,7 @@
 //! - `pumping`: the SMS-pumping detector's counts, blocks and their API;
 //! - `observe`: what a metrics scrape reads from the engine (breakers, webhook backlog).
 
+pub mod alerts;
 pub mod analytics;
 pub mod caches;
 pub mod jobs;

@@ -51,13 +51,15 @@ pub enum EventType {
     CaseUpdated,
     PrefixBlocked,
     SpendThreshold,
+    ConversionDropped,
+    DeliveryFailuresSpiked,
     /// Sent only by `POST /v1/webhooks/{id}/test`, to that subscription.
     Test,
 }
 
 impl EventType {
     /// The events subscriptions choose from (the test event is not among them).
-    pub const CATALOGUE: [EventType; 12] = [
+    pub const CATALOGUE: [EventType; 14] = [
         EventType::Sent,
         EventType::Delivered,
         EventType::Failed,
@@ -70,6 +72,8 @@ impl EventType {
         EventType::CaseUpdated,
         EventType::PrefixBlocked,
         EventType::SpendThreshold,
+        EventType::ConversionDropped,
+        EventType::DeliveryFailuresSpiked,
     ];
 
     /// The wire name.
@@ -87,6 +91,8 @@ impl EventType {
             EventType::CaseUpdated => "case.updated",
             EventType::PrefixBlocked => "fraud.prefix_blocked",
             EventType::SpendThreshold => "spend.threshold_reached",
+            EventType::ConversionDropped => "alert.conversion_dropped",
+            EventType::DeliveryFailuresSpiked => "alert.delivery_failures_spiked",
             EventType::Test => "webhook.test",
         }
     }
@@ -115,6 +121,12 @@ impl EventType {
             }
             EventType::SpendThreshold => {
                 "a budget of the spend caps reached its alert share (80% by default) or was spent (data: the budget, its cap, what was spent, the period)"
+            }
+            EventType::ConversionDropped => {
+                "an hour's conversion for a country or provider fell well below its level of the week before (data: the group, both rates and volumes)"
+            }
+            EventType::DeliveryFailuresSpiked => {
+                "an hour's delivery failures for a country or provider rose well above their level of the week before (data: the group, both rates and volumes)"
             }
             EventType::Test => "sent by POST /v1/webhooks/{id}/test",
         }
