@@ -574,7 +574,7 @@
       table([
         ['Trigger', (r) => r.trigger], ['Rule', (r) => r.name], ['Source', (r) => r.source], ['Version', (r) => r.version],
         ['Actions', (r) => (r.actions || []).map((a) => a.type).join(', ')], ['Failure', (r) => (r.error ? r.error.kind || JSON.stringify(r.error) : null)],
-        ['Fuel', (r) => fmtNum(r.fuel), { num: true }], ['µs', (r) => fmtNum(r.micros), { num: true }],
+        ['Fuel', (r) => fmtNum(r.fuel), { num: true }], ['Micros', (r) => fmtNum(r.micros), { num: true }],
       ], report.rules_fired || [], { name: 'rules-fired', empty: 'No rules ran.' }),
       h('h2', {}, 'Cases'),
       table([['Case', (c) => c.case_id], ['Type', (c) => c.case_type], ['Priority', (c) => c.priority], ['Title', (c) => c.title]], report.cases || [], { name: 'report-cases', empty: 'No cases.' }),

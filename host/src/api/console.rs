@@ -23,10 +23,6 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The version of the vendored chart library (uPlot, MIT), part of its asset path so
-/// browsers may keep it for good.
-pub const UPLOT_VERSION: &str = "1.6.32";
-
 /// How long a browser may keep an asset before asking again.
 #[derive(Debug, Clone, Copy)]
 enum Caching {
@@ -168,6 +164,10 @@ fn serve(asset: &Asset, request: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The version of the vendored chart library (uPlot, MIT), part of its asset paths
+    /// so browsers may keep them for good.
+    const UPLOT_VERSION: &str = "1.6.32";
 
     #[test]
     fn the_page_names_the_assets_it_loads() {
