@@ -439,7 +439,7 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
+        text.parse().expect("a value")
     }
 
     #[test]
@@ -491,8 +491,8 @@ mod tests {
         for ms in 1..=1000 {
             histogram.record(ms);
         }
-        let p50 = histogram.quantile(0.5).unwrap();
-        let p95 = histogram.quantile(0.95).unwrap();
+        let p50 = histogram.quantile(0.5).expect("a value");
+        let p95 = histogram.quantile(0.95).expect("a value");
         assert!((p50 - 500.0).abs() / 500.0 < 0.05, "{p50}");
         assert!((p95 - 950.0).abs() / 950.0 < 0.05, "{p95}");
         assert_eq!(Histogram::default().quantile(0.5), None);
@@ -538,7 +538,7 @@ mod tests {
         assert_eq!(row.cost, 0.15);
         assert_eq!(row.estimated_savings, 0.07);
         assert_eq!(row.fraud_blocks, 1);
-        assert!(row.delivery_latency_p50_ms.unwrap() > 1100.0);
+        assert!(row.delivery_latency_p50_ms.expect("a value") > 1100.0);
         assert_eq!(Tally::decode(&one.encode()), Some(one.clone()));
         assert!(one.encode().len() < 40, "{} bytes", one.encode().len());
         assert_eq!(Tally::decode(b"\xff\xff\xff"), None);

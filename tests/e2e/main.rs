@@ -4,6 +4,7 @@
 mod analytics;
 mod bad_input;
 mod cases;
+mod console;
 mod containment;
 mod crash;
 mod egress;

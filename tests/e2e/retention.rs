@@ -60,7 +60,7 @@ async fn deliveries_about(server: &TestServer, tenant: &Tenant, id: &str) -> usi
     for hook in hooks["webhooks"].as_array().expect("webhooks") {
         let path = format!(
             "/v1/webhooks/{}/deliveries?limit=200",
-            hook["id"].as_str().unwrap()
+            hook["id"].as_str().expect("a string")
         );
         let log = server.get(&path, &tenant.key).await.expect(200).clone();
         count += log["deliveries"]
@@ -81,9 +81,12 @@ async fn erasing_a_verification_leaves_no_record_naming_its_number() {
     subscribe_everything(&server, &tenant).await;
     let (gone, kept) = ("+447911234001", "+447911234977");
     let erased = server.send_and_verify(&tenant, gone, "erase-me").await;
-    let id = erased["verification_id"].as_str().unwrap().to_owned();
+    let id = erased["verification_id"]
+        .as_str()
+        .expect("a string")
+        .to_owned();
     let messages = server.outbox(&tenant, gone).await;
-    let message_id = messages[0]["id"].as_str().unwrap();
+    let message_id = messages[0]["id"].as_str().expect("a string");
     server
         .post(
             &format!("/v1/dev/outbox/{message_id}/delivery"),
@@ -116,7 +119,7 @@ async fn erasing_a_verification_leaves_no_record_naming_its_number() {
     assert_eq!(deliveries_about(&server, &tenant, &id).await, 0);
     assert!(server.outbox(&tenant, gone).await.is_empty());
     // The rest stays: the other verification, and the counts.
-    let id_kept = survivor["verification_id"].as_str().unwrap();
+    let id_kept = survivor["verification_id"].as_str().expect("a string");
     assert!(server
         .report(&tenant, id_kept)
         .await
@@ -153,12 +156,18 @@ async fn the_purge_removes_each_kind_after_its_own_period() {
         .await;
     let (old, new) = ("+447911235001", "+447911235977");
     let first = server.send_and_verify(&tenant, old, "old").await;
-    let old_id = first["verification_id"].as_str().unwrap().to_owned();
+    let old_id = first["verification_id"]
+        .as_str()
+        .expect("a string")
+        .to_owned();
 
     // A day and a half later: the old code's message and deliveries expired.
     server.advance(chrono::Duration::hours(36));
     let second = server.send_and_verify(&tenant, new, "new").await;
-    let new_id = second["verification_id"].as_str().unwrap().to_owned();
+    let new_id = second["verification_id"]
+        .as_str()
+        .expect("a string")
+        .to_owned();
     let purged = server.engine().purge_expired().expect("a purge");
     assert_eq!(purged.verifications, 0);
     assert!(purged.outbox_messages >= 1, "{purged:?}");

@@ -5,6 +5,7 @@
 mod admin;
 mod analytics;
 mod cases;
+mod console;
 pub mod error;
 pub mod extract;
 mod fraud;
@@ -47,6 +48,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(webhooks::router())
         .merge(fraud::router())
         .merge(analytics::router())
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -45,11 +45,7 @@ fn by_value(tallies: Vec<(DateTime<Utc>, String, Tally)>) -> HashMap<String, Tal
 
 /// What an hour of one group says against its week, under `alerts`: the alerts it
 /// raises, each with its event and payload facts.
-fn judge(
-    alerts: &Alerts,
-    hour: &Tally,
-    week: &Tally,
-) -> Vec<(EventType, serde_json::Value)> {
+fn judge(alerts: &Alerts, hour: &Tally, week: &Tally) -> Vec<(EventType, serde_json::Value)> {
     let min = u64::from(alerts.min_codes);
     let mut raised = Vec::new();
     if alerts.conversion_drop_percent > 0
