@@ -381,3 +381,132 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
         .await
         .invalid_field("tenant");
 }
+
+/// A British mobile number under +44 7400, far from the others.
+fn uk(i: u32) -> String {
+    format!("+447400{:06}", 100_000 + i * 1_237)
+}
+
+/// Sends a code to `phone` from a client address of its own, and verifies it when
+/// `verify`; the verification id.
+async fn code_for(
+    server: &TestServer,
+    tenant: &Tenant,
+    i: u32,
+    phone: &str,
+    verify: bool,
+) -> String {
+    let sent = server
+        .send_otp(
+            tenant,
+            json!({"phone": phone, "applicant_id": format!("a{i}"),
+                   "client_ip": format!("203.0.113.{}", i % 250 + 1)}),
+        )
+        .await
+        .expect(200)
+        .clone();
+    if verify {
+        let code = server.latest_code(tenant, phone).await;
+        server
+            .verify(tenant, phone, &format!("a{i}"), &code)
+            .await
+            .expect(200);
+    }
+    sent["verification_id"].as_str().expect("an id").to_owned()
+}
+
+/// The event types of the tenant's webhook deliveries.
+async fn alert_types(server: &TestServer, tenant: &Tenant) -> Vec<(String, Value)> {
+    let hooks = server
+        .get("/v1/webhooks", &tenant.key)
+        .await
+        .expect(200)
+        .clone();
+    let id = hooks["webhooks"][0]["id"]
+        .as_str()
+        .expect("a webhook")
+        .to_owned();
+    let log = server
+        .get(
+            &format!("/v1/webhooks/{id}/deliveries?limit=200"),
+            &tenant.key,
+        )
+        .await
+        .expect(200)
+        .clone();
+    log["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|delivery| {
+            (
+                delivery["event_type"].as_str().expect("type").to_owned(),
+                delivery["payload"]["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_hour_well_below_its_week_sends_alerts_once() {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("alerted").await;
+    let calm = server.tenant("calm").await;
+    for who in [&tenant, &calm] {
+        server
+            .post(
+                "/v1/webhooks",
+                &who.key,
+                json!({"url": "http://127.0.0.1:9/alerts", "event_types": ["alert.conversion_dropped", "alert.delivery_failures_spiked"]}),
+            )
+            .await
+            .expect(201);
+        server
+            .settings(who, json!({"alerts": {"min_codes": 5}}))
+            .await;
+    }
+    // A day of healthy traffic: 27 codes, 25 verified, delivered.
+    for i in 0..27 {
+        code_for(&server, &tenant, i, &uk(400 + i), i < 25).await;
+        report_delivery(&server, &tenant, &uk(400 + i), "delivered").await;
+        code_for(&server, &calm, i, &uk(500 + i), i < 25).await;
+    }
+    // A day later, one bad hour: 10 codes, 2 verified, 6 failed.
+    server.advance(chrono::Duration::days(1));
+    for i in 0..10 {
+        code_for(&server, &tenant, 100 + i, &uk(600 + i), i < 2).await;
+        let status = if i < 6 { "failed" } else { "delivered" };
+        report_delivery(&server, &tenant, &uk(600 + i), status).await;
+        code_for(&server, &calm, 100 + i, &uk(700 + i), i < 9).await;
+    }
+    // Nothing is judged before the hour is over.
+    server.engine().evaluate_alerts().expect("a check");
+    server.advance(chrono::Duration::hours(1));
+    let sent = server.engine().evaluate_alerts().expect("a check");
+    let alerts = alert_types(&server, &tenant).await;
+    assert_eq!(
+        sent, 4,
+        "conversion and failures, by country and by provider: {alerts:?}"
+    );
+    let find = |event: &str, group_by: &str| {
+        alerts
+            .iter()
+            .find(|(kind, data)| kind == event && data["group_by"] == group_by)
+            .unwrap_or_else(|| panic!("no {event} by {group_by}: {alerts:?}"))
+            .1
+            .clone()
+    };
+    let dropped = find("alert.conversion_dropped", "country");
+    assert_eq!(dropped["group"], "GB");
+    assert_eq!(dropped["conversion_rate"], 0.2);
+    assert_eq!(dropped["started"], 10);
+    assert_eq!(dropped["baseline_started"], 27);
+    let provider = find("alert.conversion_dropped", "provider");
+    assert_eq!(provider["group"], "dev-outbox");
+    let failing = find("alert.delivery_failures_spiked", "country");
+    assert_eq!(failing["failure_rate"], 0.6);
+    assert_eq!(failing["failed"], 6);
+    // The calm tenant's hour is fine; and an hour is judged once.
+    assert!(alert_types(&server, &calm).await.is_empty());
+    assert_eq!(server.engine().evaluate_alerts().expect("a check"), 0);
+}
