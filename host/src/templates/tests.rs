@@ -309,6 +309,7 @@ fn a_put_body_may_repeat_its_path_id_only() {
         name: "Acme".into(),
         app_hash: Some("short".into()),
         template_id: None,
+        experiment: None,
     };
     assert_eq!(
         brand_definition(&brand, None).expect_err("hash").field,
