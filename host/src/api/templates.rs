@@ -76,6 +76,7 @@ async fn list_brands(
     responses(
         (status = 200, description = "the brand", body = Object),
         Unauthorized,
+        Invalid,
         NotFound,
         Unavailable,
     )
@@ -125,6 +126,7 @@ async fn replace_brand(
     responses(
         (status = 204, description = "deleted"),
         Unauthorized,
+        Invalid,
         NotFound,
         RateLimited,
         Unavailable,
@@ -192,6 +194,7 @@ async fn list_templates(
     responses(
         (status = 200, description = "the template", body = Object),
         Unauthorized,
+        Invalid,
         NotFound,
         Unavailable,
     )
@@ -243,6 +246,7 @@ async fn replace_template(
     responses(
         (status = 204, description = "deleted"),
         Unauthorized,
+        Invalid,
         NotFound,
         Conflict,
         RateLimited,

@@ -98,6 +98,7 @@ async fn list(
     responses(
         (status = 200, description = "the rule", body = Object),
         Unauthorized,
+        Invalid,
         NotFound,
         Unavailable,
     )
@@ -146,6 +147,7 @@ async fn replace(
     responses(
         (status = 204, description = "deleted"),
         Unauthorized,
+        Invalid,
         NotFound,
         RateLimited,
         Unavailable,
@@ -169,6 +171,7 @@ async fn remove(
     responses(
         (status = 200, description = "the rule", body = Object),
         Unauthorized,
+        Invalid,
         NotFound,
         RateLimited,
         Unavailable,
@@ -193,6 +196,7 @@ async fn enable(
     responses(
         (status = 200, description = "the rule", body = Object),
         Unauthorized,
+        Invalid,
         NotFound,
         RateLimited,
         Unavailable,
