@@ -452,7 +452,7 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
+        text.parse().expect("a test time")
     }
 
     #[test]
@@ -504,8 +504,8 @@ mod tests {
         for ms in 1..=1000 {
             histogram.record(ms);
         }
-        let p50 = histogram.quantile(0.5).unwrap();
-        let p95 = histogram.quantile(0.95).unwrap();
+        let p50 = histogram.quantile(0.5).expect("a p50");
+        let p95 = histogram.quantile(0.95).expect("a p95");
         assert!((p50 - 500.0).abs() / 500.0 < 0.05, "{p50}");
         assert!((p95 - 950.0).abs() / 950.0 < 0.05, "{p95}");
         assert_eq!(Histogram::default().quantile(0.5), None);
@@ -551,10 +551,14 @@ mod tests {
         assert_eq!(row.cost, 0.15);
         assert_eq!(row.estimated_savings, 0.07);
         assert_eq!(row.fraud_blocks, 1);
-        assert!(row.delivery_latency_p50_ms.unwrap() > 1100.0);
-        let stored: Tally = serde_json::from_str(&serde_json::to_string(&one).unwrap()).unwrap();
+        assert!(row.delivery_latency_p50_ms.expect("a p50") > 1100.0);
+        let stored: Tally = serde_json::from_str(&serde_json::to_string(&one).expect("serialises"))
+            .expect("deserialises");
         assert_eq!(stored, one);
-        assert_eq!(serde_json::to_string(&Tally::default()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&Tally::default()).expect("serialises"),
+            "{}"
+        );
     }
 
     #[test]

@@ -41,11 +41,14 @@ const MAX_LOG_SCAN: usize = 2_000;
 /// Entries one page of the log holds at most.
 pub const MAX_LOG_PAGE: usize = 200;
 
+/// Counts by tenant, hour and the facts' groups.
+type PendingCounts = HashMap<(String, DateTime<Utc>, Groups), Tally>;
+
 /// The counts one replica has not merged yet.
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// Counts by tenant, hour and the facts' groups.
-    pending: Mutex<HashMap<(String, DateTime<Utc>, Groups), Tally>>,
+    pending: Mutex<PendingCounts>,
     /// Tallies by store key that a failed flush could not merge; merged next time.
     unmerged: Mutex<BTreeMap<Vec<u8>, Tally>>,
     /// Wakes the flusher when the counts pile up.
