@@ -124,7 +124,7 @@ async fn conversion_counts_are_the_traffic_per_group_for_the_tenant_and_the_oper
     assert_eq!(all["totals"][0]["conversion_rate"], 0.625);
     let counted: u64 = rows
         .iter()
-        .map(|row| row["started"].as_u64().expect("a value"))
+        .map(|row| row["started"].as_u64().expect("in the answer"))
         .sum();
     assert_eq!(counted, 8);
 
@@ -134,13 +134,19 @@ async fn conversion_counts_are_the_traffic_per_group_for_the_tenant_and_the_oper
     let by_line = conversion(&server, &acme.key, "?group_by=line_type").await;
     let lines: u64 = by_line["totals"]
         .as_array()
-        .expect("a value")
+        .expect("in the answer")
         .iter()
-        .map(|row| row["started"].as_u64().expect("a value"))
+        .map(|row| row["started"].as_u64().expect("in the answer"))
         .sum();
     assert_eq!(lines, 8);
     let by_provider = conversion(&server, &acme.key, "?group_by=provider").await;
-    assert_eq!(by_provider["totals"].as_array().expect("a value").len(), 1);
+    assert_eq!(
+        by_provider["totals"]
+            .as_array()
+            .expect("in the answer")
+            .len(),
+        1
+    );
     assert_eq!(by_provider["totals"][0]["sent"], 9);
 
     // The other tenant sees only its own; the operator sees both, or one tenant.
@@ -191,7 +197,7 @@ async fn hourly_rows_put_traffic_in_its_hour() {
     assert!((5..=6).contains(&rows.len()), "{} rows", rows.len());
     let verified: Vec<u64> = rows
         .iter()
-        .map(|row| row["verified"].as_u64().expect("a value"))
+        .map(|row| row["verified"].as_u64().expect("in the answer"))
         .collect();
     let first = verified
         .iter()
@@ -284,7 +290,7 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
         ids.push(
             verified["verification_id"]
                 .as_str()
-                .expect("a value")
+                .expect("in the answer")
                 .to_owned(),
         );
         server.advance(chrono::Duration::seconds(5));
@@ -294,7 +300,7 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
         ids.push(
             sent["verification_id"]
                 .as_str()
-                .expect("a value")
+                .expect("in the answer")
                 .to_owned(),
         );
         server.advance(chrono::Duration::seconds(5));
@@ -305,7 +311,7 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
     let all = whole_log(&server, &acme, "limit=3").await;
     let listed: Vec<&str> = all
         .iter()
-        .map(|entry| entry["verification_id"].as_str().expect("a value"))
+        .map(|entry| entry["verification_id"].as_str().expect("in the answer"))
         .collect();
     let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
     assert_eq!(listed, newest_first);
@@ -344,13 +350,16 @@ async fn the_verification_log_pages_newest_first_with_its_filters() {
     // A time range: the third to the fifth verification, by their created_at.
     let created = |i: usize| {
         let report = &all[all.len() - 1 - i];
-        report["created_at"].as_str().expect("a value").to_owned()
+        report["created_at"]
+            .as_str()
+            .expect("in the answer")
+            .to_owned()
     };
     let range = format!("from={}&to={}", encode(&created(2)), encode(&created(4)));
     let in_range = whole_log(&server, &acme, &range).await;
     let in_range: Vec<&str> = in_range
         .iter()
-        .map(|entry| entry["verification_id"].as_str().expect("a value"))
+        .map(|entry| entry["verification_id"].as_str().expect("in the answer"))
         .collect();
     assert_eq!(
         in_range,

@@ -14,6 +14,7 @@ mod hardening;
 mod kannel;
 mod line_checks;
 mod metrics;
+mod openapi;
 mod permissions;
 mod plugin_storage;
 mod plugins;

@@ -5,38 +5,51 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::flows::Engine;
 use crate::settings::PhoneSettings;
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller, TenantChange};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/v1/keys", post(create_key).get(list_keys))
-        .route("/v1/keys/{id}", delete(revoke_key))
-        .route(
-            "/v1/settings/phone-verification",
-            get(get_settings).put(put_settings),
-        )
-        .route("/v1/blocklist", post(block).get(blocklist))
-        .route("/v1/blocklist/{phone}", delete(unblock))
-        .route("/v1/dev/outbox", get(outbox))
-        .route("/v1/dev/outbox/{id}/delivery", post(outbox_delivery))
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
+        .routes(routes!(get_settings, put_settings))
+        .routes(routes!(block, blocklist))
+        .routes(routes!(unblock))
+        .routes(routes!(outbox))
+        .routes(routes!(outbox_delivery))
 }
 
-#[derive(Debug, Deserialize)]
+/// A name to give (optional).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NameBody {
     name: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    security(("operator_key" = [])),
+    request_body = NameBody,
+    responses(
+        (status = 201, description = "the tenant and its first API key (`api_key`, shown once)", body = Object),
+        JsonBody,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn create_tenant(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
@@ -48,6 +61,17 @@ async fn create_tenant(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "`{\"tenants\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list_tenants(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
@@ -55,6 +79,20 @@ async fn list_tenants(
     Ok(Json(json!({ "tenants": engine.list_tenants()? })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    security(("tenant_key" = [])),
+    request_body = NameBody,
+    responses(
+        (status = 201, description = "the key, with its secret shown once", body = Object),
+        JsonBody,
+        Unauthorized,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn create_key(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -66,6 +104,17 @@ async fn create_key(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "keys",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"keys\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list_keys(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -73,6 +122,21 @@ async fn list_keys(
     Ok(Json(json!({ "keys": engine.list_keys(&caller)? })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the key id")),
+    responses(
+        (status = 204, description = "revoked"),
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn revoke_key(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -82,6 +146,17 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/settings/phone-verification",
+    tag = "settings",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "the tenant's phone-verification settings", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn get_settings(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -92,6 +167,20 @@ async fn get_settings(
 
 /// Updates the settings: fields present in the body replace the current ones (nested
 /// objects merge), absent fields keep their value.
+#[utoipa::path(
+    put,
+    path = "/v1/settings/phone-verification",
+    tag = "settings",
+    security(("tenant_key" = [])),
+    request_body = Object,
+    responses(
+        (status = 200, description = "the settings stored, with `notices` when they ask for what the tenant's plugins cannot give", body = Object),
+        JsonBody,
+        Unauthorized,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn put_settings(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -146,6 +235,20 @@ fn merge(target: &mut Value, patch: Value) {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/blocklist",
+    tag = "blocklist",
+    security(("tenant_key" = [])),
+    request_body = crate::flows::BlockRequest,
+    responses(
+        (status = 201, description = "the entry", body = Object),
+        JsonBody,
+        Unauthorized,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn block(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -157,6 +260,17 @@ async fn block(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/blocklist",
+    tag = "blocklist",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"entries\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn blocklist(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -164,6 +278,21 @@ async fn blocklist(
     Ok(Json(json!({ "entries": engine.blocklist(&caller)? })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/blocklist/{phone}",
+    tag = "blocklist",
+    security(("tenant_key" = [])),
+    params(("phone" = String, Path, description = "the number (E.164)")),
+    responses(
+        (status = 204, description = "removed"),
+        Unauthorized,
+        NotFound,
+        Invalid,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn unblock(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -173,13 +302,28 @@ async fn unblock(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct OutboxQuery {
     phone: Option<String>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/dev/outbox",
+    tag = "dev",
+    security(("tenant_key" = [])),
+    params(OutboxQuery),
+    responses(
+        (status = 200, description = "`{\"messages\": [...]}`, newest first", body = Object),
+        Unauthorized,
+        NotFound,
+        Invalid,
+        Unavailable,
+    )
+)]
 async fn outbox(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -210,6 +354,22 @@ async fn outbox(
 
 /// Development: plays a provider's delivery receipt for a dev outbox message, so
 /// `otp_delivery_update` rules can be tried without a real provider.
+#[utoipa::path(
+    post,
+    path = "/v1/dev/outbox/{id}/delivery",
+    tag = "dev",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the outbox message id")),
+    request_body = crate::flows::DeliveryRequest,
+    responses(
+        (status = 200, description = "the verification's `verification_id`, `status` and `deliveries`", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        Unavailable,
+    )
+)]
 async fn outbox_delivery(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,

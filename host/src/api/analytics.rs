@@ -7,25 +7,40 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 
 use crate::analytics::HOST;
 use crate::flows::analytics::{Conversion, ConversionQuery, LogPage, LogQuery};
 use crate::flows::{Engine, FlowError};
 use crate::store::Tree;
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiQuery, OperatorCaller, TenantCaller};
 use super::plugins::off_worker;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/analytics/conversion", get(conversion))
-        .route("/v1/admin/analytics/conversion", get(conversion_all))
-        .route("/v1/verifications", get(log))
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(conversion))
+        .routes(routes!(conversion_all))
+        .routes(routes!(log))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/conversion",
+    tag = "analytics",
+    security(("tenant_key" = [])),
+    params(ConversionQuery),
+    responses(
+        (status = 200, description = "conversion per bucket and in total", body = Object),
+        Invalid,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn conversion(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -43,6 +58,20 @@ async fn conversion(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/analytics/conversion",
+    tag = "analytics",
+    security(("operator_key" = [])),
+    params(ConversionQuery),
+    responses(
+        (status = 200, description = "conversion across every tenant, or for one", body = Object),
+        Invalid,
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn conversion_all(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
@@ -67,6 +96,19 @@ async fn conversion_all(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/verifications",
+    tag = "verifications",
+    security(("tenant_key" = [])),
+    params(LogQuery),
+    responses(
+        (status = 200, description = "a page of the verification log, newest first, with `next_cursor`", body = Object),
+        Invalid,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn log(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,

@@ -5,23 +5,38 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::flows::{CasePatch, CaseQuery, Engine, ReviewRequest};
 use crate::model::Case;
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, TenantCaller};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/cases", get(list))
-        .route("/v1/cases/{id}", get(get_one).patch(update))
-        .route("/v1/verifications/{id}/review", post(review))
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, update))
+        .routes(routes!(review))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cases",
+    tag = "cases",
+    security(("tenant_key" = [])),
+    params(CaseQuery),
+    responses(
+        (status = 200, description = "`{\"cases\": [...]}`, newest first", body = Object),
+        Invalid,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -31,6 +46,19 @@ async fn list(
     Ok(Json(json!({ "cases": cases })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cases/{id}",
+    tag = "cases",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the case id")),
+    responses(
+        (status = 200, description = "the case", body = Object),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn get_one(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -39,6 +67,21 @@ async fn get_one(
     Ok(Json(engine.case(&caller, &id)?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/cases/{id}",
+    tag = "cases",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the case id")),
+    request_body = CasePatch,
+    responses(
+        (status = 200, description = "the case changed", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn update(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -48,6 +91,22 @@ async fn update(
     Ok(Json(engine.update_case(&caller, &id, patch).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/{id}/review",
+    tag = "verifications",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the verification id")),
+    request_body = ReviewRequest,
+    responses(
+        (status = 200, description = "the verification's report after the decision", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        Unavailable,
+    )
+)]
 async fn review(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,

@@ -5,34 +5,31 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::flows::pumping::BlockView;
 use crate::flows::Engine;
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller, TenantChange};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/spend", get(spend))
-        .route("/v1/fraud/blocks", get(list))
-        .route("/v1/fraud/blocks/{prefix}", delete(lift))
-        .route("/v1/admin/fraud/blocks", get(list_all))
-        .route(
-            "/v1/admin/fraud/exemptions",
-            get(exemptions).put(set_exemptions),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant_id}/fraud/blocks/{prefix}",
-            delete(lift_for),
-        )
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(spend))
+        .routes(routes!(list))
+        .routes(routes!(lift))
+        .routes(routes!(list_all))
+        .routes(routes!(exemptions, set_exemptions))
+        .routes(routes!(lift_for))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct BlockQuery {
     /// `active` (the default) or `all`.
@@ -50,6 +47,17 @@ fn listing(blocks: Vec<BlockView>) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/spend",
+    tag = "fraud",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "the spend caps' budgets and the SMS-pumping detector's savings", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn spend(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -57,6 +65,19 @@ async fn spend(
     Ok(Json(engine.spend(&caller.tenant_id)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/fraud/blocks",
+    tag = "fraud",
+    security(("tenant_key" = [])),
+    params(BlockQuery),
+    responses(
+        (status = 200, description = "`blocks`, `blocked_sends`, `estimated_savings`", body = Object),
+        Invalid,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -66,6 +87,21 @@ async fn list(
     Ok(Json(listing(blocks)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/fraud/blocks/{prefix}",
+    tag = "fraud",
+    security(("tenant_key" = [])),
+    params(("prefix" = String, Path, description = "the blocked prefix (`+447400`)")),
+    responses(
+        (status = 200, description = "the block, lifted", body = Object),
+        Unauthorized,
+        NotFound,
+        Invalid,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn lift(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -74,6 +110,17 @@ async fn lift(
     Ok(Json(engine.lift_own_fraud_block(&caller, &prefix).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/fraud/blocks",
+    tag = "fraud",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "every tenant's active blocks: `blocks`, `blocked_sends`, `estimated_savings`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list_all(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
@@ -81,12 +128,24 @@ async fn list_all(
     Ok(Json(listing(engine.all_fraud_blocks()?)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Prefixes the SMS-pumping detector never judges, for every tenant.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Exemptions {
     prefixes: Vec<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/fraud/exemptions",
+    tag = "fraud",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "the exempt prefixes", body = Exemptions),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn exemptions(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
@@ -94,6 +153,19 @@ async fn exemptions(
     Ok(Json(json!({"prefixes": *engine.host_exemptions()?})))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/fraud/exemptions",
+    tag = "fraud",
+    security(("operator_key" = [])),
+    request_body = Exemptions,
+    responses(
+        (status = 200, description = "the exempt prefixes stored", body = Exemptions),
+        JsonBody,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn set_exemptions(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
@@ -103,6 +175,20 @@ async fn set_exemptions(
     Ok(Json(json!({ "prefixes": prefixes })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/tenants/{tenant_id}/fraud/blocks/{prefix}",
+    tag = "fraud",
+    security(("operator_key" = [])),
+    params(("tenant_id" = String, Path, description = "the tenant"), ("prefix" = String, Path, description = "the blocked prefix")),
+    responses(
+        (status = 200, description = "the block, lifted", body = Object),
+        Unauthorized,
+        NotFound,
+        Invalid,
+        Unavailable,
+    )
+)]
 async fn lift_for(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,

@@ -10,6 +10,8 @@ pub mod error;
 pub mod extract;
 mod fraud;
 pub mod observe;
+#[cfg(test)]
+mod openapi_tests;
 mod phone;
 mod plugins;
 mod providers;
@@ -17,27 +19,66 @@ mod templates;
 mod webhooks;
 mod workflows;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::flows::Engine;
 use crate::store::Tree;
 
+use self::error::doc::Unavailable;
 use self::error::ApiError;
 
-/// The whole API over `engine`.
-pub fn app(engine: Arc<Engine>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(observe::metrics))
+/// The description's root: what no handler says (title, security schemes, the shared
+/// error schema). Every path comes from the handlers' `#[utoipa::path]`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Dialgate",
+        description = "Phone validation and lookup, one-time codes, verification reports, \
+            rules, providers, templates and webhooks. Errors are \
+            `{\"error\": {\"code\", \"message\", \"field\"?}}`; see the README."
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+/// The two bearer credentials: a tenant's API key and the operator key.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            ("tenant_key", "a tenant's API key (`dg_…`)"),
+            ("operator_key", "the operator key (`dgop_…`)"),
+        ] {
+            let mut scheme = Http::new(HttpAuthScheme::Bearer);
+            scheme.description = Some(what.to_owned());
+            components.add_security_scheme(name, SecurityScheme::Http(scheme));
+        }
+    }
+}
+
+/// Every route with its description: the routers register each handler through
+/// `routes!`, which takes the path and methods from the handler's `#[utoipa::path]`,
+/// so a route cannot be served without being described.
+fn routes() -> (Router<Arc<Engine>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(observe::metrics))
+        .routes(routes!(openapi_json))
         .merge(phone::router())
         .merge(admin::router())
         .merge(plugins::router())
@@ -48,6 +89,26 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .merge(webhooks::router())
         .merge(fraud::router())
         .merge(analytics::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 description of the whole API, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The description rendered once.
+static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
+    openapi()
+        .to_json()
+        .expect("the OpenAPI description renders as JSON")
+});
+
+/// The whole API over `engine`.
+pub fn app(engine: Arc<Engine>) -> Router {
+    routes()
+        .0
+        // The console's page and assets are not part of the API's description.
         .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -62,16 +123,39 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
+/// The status of a liveness or readiness probe.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Status {
+    /// `ok` (live) or `ready` (the store answers).
+    status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "the process is live", body = Status)))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the store answers a read.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "the store answers", body = Status), Unavailable))]
 async fn readyz(State(engine): State<Arc<Engine>>) -> Result<Json<serde_json::Value>, ApiError> {
     engine
         .db
         .get::<String>(Tree::Meta, b"operator_key_sha256")?;
     Ok(Json(json!({"status": "ready"})))
+}
+
+/// This description: every route, its parameters, bodies and answers (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON.as_str(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -95,6 +95,13 @@ pub async fn observe(
 }
 
 /// `GET /metrics`: every series in the OpenMetrics text format, for the operator.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "the process's metrics in the OpenMetrics text format",
+            content_type = "application/openmetrics-text", body = String),
+        crate::api::error::doc::Unauthorized,
+    ))]
 pub async fn metrics(_: OperatorCaller, State(engine): State<Arc<Engine>>) -> Response {
     let text = engine
         .metrics

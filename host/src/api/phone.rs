@@ -4,29 +4,45 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 
 use crate::flows::{
     Engine, IdempotencyKey, LookupRequest, SendRequest, ValidateRequest, VerifyRequest,
 };
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, TenantCaller};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/phone/validate", post(validate))
-        .route("/v1/phone/lookup", post(lookup))
-        .route("/v1/phone/send-otp", post(send_otp))
-        .route("/v1/phone/verify-otp", post(verify_otp))
-        .route("/v1/phone/porting-history", get(porting_history))
-        .route("/v1/phone/sim-swap-check", post(sim_swap_check))
-        .route("/v1/verifications/{id}", get(report).delete(erase))
-        .route("/v1/verifications/{id}/events", get(events))
-        .route("/v1/verifications/{id}/feedback", post(feedback))
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(validate))
+        .routes(routes!(lookup))
+        .routes(routes!(send_otp))
+        .routes(routes!(verify_otp))
+        .routes(routes!(porting_history))
+        .routes(routes!(sim_swap_check))
+        .routes(routes!(report, erase))
+        .routes(routes!(events))
+        .routes(routes!(feedback))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/phone/validate",
+    tag = "phone",
+    security(("tenant_key" = [])),
+    request_body = ValidateRequest,
+    responses(
+        (status = 200, description = "the number's format validation", body = Object),
+        JsonBody,
+        Unauthorized,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn validate(
     State(engine): State<Arc<Engine>>,
     _caller: TenantCaller,
@@ -35,6 +51,21 @@ async fn validate(
     Ok(Json(engine.validate(request)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/phone/lookup",
+    tag = "phone",
+    security(("tenant_key" = [])),
+    request_body = LookupRequest,
+    responses(
+        (status = 200, description = "type, carrier, location, risk and warnings", body = Object),
+        JsonBody,
+        Unauthorized,
+        RateLimited,
+        ProviderFailed,
+        Unavailable,
+    )
+)]
 async fn lookup(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -43,6 +74,22 @@ async fn lookup(
     Ok(Json(engine.lookup(&caller, request).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/phone/porting-history",
+    tag = "phone",
+    security(("tenant_key" = [])),
+    params(crate::flows::line_checks::PortingQuery),
+    responses(
+        (status = 200, description = "the number's porting history from the tenant's lookup adapter", body = Object),
+        Invalid,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        ProviderFailed,
+        Unavailable,
+    )
+)]
 async fn porting_history(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -51,6 +98,22 @@ async fn porting_history(
     Ok(Json(engine.porting_history(&caller, query).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/phone/sim-swap-check",
+    tag = "phone",
+    security(("tenant_key" = [])),
+    request_body = crate::flows::line_checks::SimSwapRequest,
+    responses(
+        (status = 200, description = "the SIM-swap check from the tenant's lookup adapter", body = Object),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        ProviderFailed,
+        Unavailable,
+    )
+)]
 async fn sim_swap_check(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -59,6 +122,23 @@ async fn sim_swap_check(
     Ok(Json(engine.sim_swap_check(&caller, request).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/phone/send-otp",
+    tag = "phone",
+    security(("tenant_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer to a send with the same key")),
+    request_body = SendRequest,
+    responses(
+        (status = 200, description = "the verification started, resent, or held", body = Object),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        ProviderFailed,
+        Unavailable,
+    )
+)]
 async fn send_otp(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -77,6 +157,22 @@ async fn send_otp(
     Ok(Json(engine.send_otp(&caller, request, idem).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/phone/verify-otp",
+    tag = "phone",
+    security(("tenant_key" = [])),
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "the code's check", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn verify_otp(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -85,6 +181,22 @@ async fn verify_otp(
     Ok(Json(engine.verify_otp(&caller, request).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/{id}/feedback",
+    tag = "verifications",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the verification id")),
+    request_body = crate::flows::verification::feedback::FeedbackRequest,
+    responses(
+        (status = 200, description = "the feedback recorded: `outcome`, `at`, `reports`", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        Unavailable,
+    )
+)]
 async fn feedback(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -94,6 +206,19 @@ async fn feedback(
     Ok(Json(engine.feedback(&caller, &id, request).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/verifications/{id}",
+    tag = "verifications",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the verification id")),
+    responses(
+        (status = 200, description = "the verification's report", body = Object),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn report(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -103,6 +228,19 @@ async fn report(
 }
 
 /// Erases a verification's personal data at once (see `flows/retention.rs`).
+#[utoipa::path(
+    delete,
+    path = "/v1/verifications/{id}",
+    tag = "verifications",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the verification id")),
+    responses(
+        (status = 204, description = "erased: the verification and what derives from it are gone"),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn erase(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -112,6 +250,19 @@ async fn erase(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/verifications/{id}/events",
+    tag = "verifications",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the verification id")),
+    responses(
+        (status = 200, description = "the audit trail: `{\"events\": [...]}`", body = Object),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn events(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, StatusCode};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -21,31 +20,28 @@ use crate::plugins::registry::{
 };
 use crate::plugins::{Kind, LoadError};
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, OperatorCaller, OptionalJson, TenantCaller, TenantChange};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route(
-            "/v1/plugins",
-            post(upload)
-                .get(list)
-                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (64 << 10))),
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(
+            routes!(upload, list).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (64 << 10))),
         )
-        .route("/v1/plugins/catalog", get(catalogue))
-        .route("/v1/plugins/catalog/{name}", post(install))
-        .route("/v1/plugins/{id}", get(get_one).delete(remove))
-        .route("/v1/plugins/{id}/versions", get(versions))
-        .route("/v1/plugins/{id}/activate", post(activate))
-        .route("/v1/plugins/{id}/deactivate", post(deactivate))
-        .route("/v1/plugins/{id}/bindings", put(bind))
-        .route("/v1/plugins/{id}/config", put(configure))
-        .route("/v1/plugins/{id}/dry-run", post(dry_run))
-        .route("/v1/plugin-runtime", get(runtime_stats))
-        .route(
-            "/v1/callbacks/{tenant}/{plugin}",
-            post(callback).get(callback),
-        )
+        .routes(routes!(catalogue))
+        .routes(routes!(install))
+        .routes(routes!(get_one, remove))
+        .routes(routes!(versions))
+        .routes(routes!(activate))
+        .routes(routes!(deactivate))
+        .routes(routes!(bind))
+        .routes(routes!(configure))
+        .routes(routes!(dry_run))
+        .routes(routes!(runtime_stats))
+        .routes(routes!(callback))
 }
 
 /// Runs registry work that compiles or runs plugins (CPU work, and WASI calls that
@@ -146,6 +142,17 @@ fn parse_triggers(list: Option<&str>) -> Result<Vec<Trigger>, ApiError> {
 struct UploadManifest {
     #[serde(flatten)]
     manifest: Manifest,
+}
+
+/// The parts of a multipart upload (for the description).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UploadParts {
+    /// The manifest as JSON: `name`, `kind`, `version`, `triggers`, `hosts`, `description`.
+    manifest: String,
+    /// The WebAssembly component.
+    #[schema(value_type = String, format = Binary)]
+    component: Vec<u8>,
 }
 
 fn unreadable(message: impl Into<String>) -> ApiError {
@@ -278,6 +285,25 @@ async fn read_upload(request: Request) -> Result<(Manifest, Bytes, bool), ApiErr
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plugins",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("name" = Option<String>, Query, description = "application/wasm uploads: the plugin's name"), ("kind" = Option<String>, Query, description = "application/wasm uploads: `rule`, `messaging_adapter` or `lookup_adapter`"), ("version" = Option<String>, Query, description = "application/wasm uploads: the version"), ("triggers" = Option<String>, Query, description = "application/wasm uploads: trigger names, comma-separated"), ("hosts" = Option<String>, Query, description = "application/wasm uploads: hosts, comma-separated"), ("description" = Option<String>, Query, description = "application/wasm uploads: a description"), ("activate" = Option<String>, Query, description = "application/wasm uploads: `true` to run this version at once")),
+    request_body(content((Vec<u8> = "application/wasm"), (UploadParts = "multipart/form-data")), description = "the component, raw with the manifest in the query, or multipart with `manifest` (JSON) and `component` parts"),
+    responses(
+        (status = 201, description = "the plugin, with the new version", body = Object),
+        BadRequest,
+        Unauthorized,
+        Conflict,
+        TooLarge,
+        UnsupportedMediaType,
+        Invalid,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn upload(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -298,6 +324,17 @@ async fn upload(
     Ok((StatusCode::CREATED, Json(PluginView::from(&record))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"plugins\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -311,6 +348,19 @@ async fn list(
     Ok(Json(json!({ "plugins": plugins })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{id}",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    responses(
+        (status = 200, description = "the plugin, with its storage", body = Object),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn get_one(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -321,6 +371,19 @@ async fn get_one(
     Ok(Json(view))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{id}/versions",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    responses(
+        (status = 200, description = "`active_version` and `versions`", body = Object),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn versions(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -333,7 +396,8 @@ async fn versions(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+/// The version to run.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActivateBody {
     version: String,
@@ -356,6 +420,23 @@ async fn modify(
     Ok(Json(PluginView::from(&record)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/{id}/activate",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    request_body = ActivateBody,
+    responses(
+        (status = 200, description = "the plugin", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn activate(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -368,6 +449,21 @@ async fn activate(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/{id}/deactivate",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    responses(
+        (status = 200, description = "the plugin", body = Object),
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn deactivate(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -380,6 +476,20 @@ async fn deactivate(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/plugins/{id}",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    responses(
+        (status = 204, description = "deleted with its data"),
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn remove(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -394,9 +504,12 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// Triggers to bind a rule to, and its place in their chains.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BindBody {
+    /// Trigger names the manifest asks for.
+    #[schema(value_type = Vec<String>)]
     triggers: Vec<Trigger>,
     order: Option<i32>,
 }
@@ -408,6 +521,23 @@ fn invalid(field: &str, message: impl Into<String>) -> RegistryError {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{id}/bindings",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    request_body = BindBody,
+    responses(
+        (status = 200, description = "the plugin", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn bind(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -449,7 +579,8 @@ async fn bind(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+/// A plugin's settings, secrets and granted hosts.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfigBody {
     /// Replaces the plain settings.
@@ -482,6 +613,23 @@ fn check_entries<'a>(
     Ok(())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{id}/config",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    request_body = ConfigBody,
+    responses(
+        (status = 200, description = "the plugin (secrets by name only)", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn configure(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -556,12 +704,32 @@ async fn configure(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+/// The event to run a rule on.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DryRunBody {
+    /// A rule event (trigger, verification, phone, …).
+    #[schema(value_type = Object)]
     event: RuleEvent,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/{id}/dry-run",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    request_body = DryRunBody,
+    responses(
+        (status = 200, description = "the rule's actions or failure, fuel, time and peak memory", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn dry_run(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -606,6 +774,17 @@ async fn dry_run(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/catalog",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "the first-party plugins: `{\"plugins\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn catalogue(State(engine): State<Arc<Engine>>, _caller: TenantCaller) -> Json<Value> {
     let plugins: Vec<Value> = engine
         .plugins
@@ -624,13 +803,31 @@ async fn catalogue(State(engine): State<Arc<Engine>>, _caller: TenantCaller) -> 
     Json(json!({ "plugins": plugins }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Hosts to grant a first-party plugin.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InstallBody {
     #[serde(default)]
     hosts: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/catalog/{name}",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("name" = String, Path, description = "a first-party plugin's name")),
+    request_body(content = Option<InstallBody>, description = "optional: the hosts to grant"),
+    responses(
+        (status = 201, description = "the plugin installed", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn install(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -650,6 +847,16 @@ async fn install(
     Ok((StatusCode::CREATED, Json(PluginView::from(&record))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugin-runtime",
+    tag = "plugins",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "runtime limits and counters", body = Object),
+        Unauthorized,
+    )
+)]
 async fn runtime_stats(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
@@ -673,6 +880,24 @@ async fn runtime_stats(
 
 /// A provider's delivery callback for a tenant's messaging adapter; authenticated by the
 /// adapter's `callback_token` secret, given as the `token` query parameter.
+#[utoipa::path(
+    method(get, post),
+    path = "/v1/callbacks/{tenant}/{plugin}",
+    tag = "callbacks",
+    params(("tenant" = String, Path, description = "the tenant id"), ("plugin" = String, Path, description = "the messaging adapter's id"), ("token" = Option<String>, Query, description = "the adapter's `callback_token` secret")),
+    request_body(content = Option<Object>, description = "the provider's callback, as it sends it"),
+    responses(
+        (status = 200, description = "`{\"recorded\": n}`", body = Object),
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        TooLarge,
+        Invalid,
+        RateLimited,
+        ProviderFailed,
+        Unavailable,
+    )
+)]
 async fn callback(
     State(engine): State<Arc<Engine>>,
     Path((tenant_id, plugin_id)): Path<(String, String)>,

@@ -7,33 +7,47 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::flows::messaging::providers::{PlanRequest, ProviderInput, ProviderView};
 use crate::flows::{CallbackError, Engine};
 use crate::routing::Policy;
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, TenantCaller, TenantChange};
 use super::plugins::read_callback;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/providers", post(create).get(list))
-        .route(
-            "/v1/providers/{provider_id}",
-            get(get_one).patch(update).delete(remove),
-        )
-        .route("/v1/providers/{provider_id}/enable", post(enable))
-        .route("/v1/providers/{provider_id}/disable", post(disable))
-        .route("/v1/routing", get(policy).put(put_policy))
-        .route("/v1/routing/stats", get(stats))
-        .route("/v1/routing/plan", post(plan))
-        .route("/v1/callbacks/{provider_id}", get(receipt).post(receipt))
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, update, remove))
+        .routes(routes!(enable))
+        .routes(routes!(disable))
+        .routes(routes!(policy, put_policy))
+        .routes(routes!(stats))
+        .routes(routes!(plan))
+        .routes(routes!(receipt))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/providers",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    request_body = ProviderInput,
+    responses(
+        (status = 201, description = "the provider, with its `id` and `callback_url`", body = Object),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn create(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -43,6 +57,17 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"providers\": [...]}` in priority order", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -51,6 +76,19 @@ async fn list(
     Ok(Json(json!({ "providers": providers })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
+    responses(
+        (status = 200, description = "the provider (secrets by name only)", body = Object),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn get_one(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -60,6 +98,23 @@ async fn get_one(
     Ok(Json(engine.provider_view(&provider)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/providers/{provider_id}",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
+    request_body = ProviderInput,
+    responses(
+        (status = 200, description = "the provider changed", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn update(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -89,6 +144,20 @@ async fn switch(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{provider_id}/enable",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
+    responses(
+        (status = 200, description = "the provider", body = Object),
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn enable(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -97,6 +166,20 @@ async fn enable(
     switch(&engine, &caller.tenant_id, &provider_id, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{provider_id}/disable",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
+    responses(
+        (status = 200, description = "the provider", body = Object),
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn disable(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -105,6 +188,20 @@ async fn disable(
     switch(&engine, &caller.tenant_id, &provider_id, false).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/providers/{provider_id}",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
+    responses(
+        (status = 204, description = "deleted"),
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn remove(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -116,6 +213,17 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/routing",
+    tag = "routing",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "the routing policy", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn policy(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -123,6 +231,20 @@ async fn policy(
     Ok(Json(engine.routing_policy(&caller.tenant_id)?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/routing",
+    tag = "routing",
+    security(("tenant_key" = [])),
+    request_body = Object,
+    responses(
+        (status = 200, description = "the routing policy stored", body = Object),
+        JsonBody,
+        Unauthorized,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn put_policy(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -133,6 +255,17 @@ async fn put_policy(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/routing/stats",
+    tag = "routing",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"stats\": [...]}` per provider and country", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn stats(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -141,6 +274,19 @@ async fn stats(
     Ok(Json(json!({ "stats": cells })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/routing/plan",
+    tag = "routing",
+    security(("tenant_key" = [])),
+    request_body = PlanRequest,
+    responses(
+        (status = 200, description = "the routing decision for a send now", body = Object),
+        JsonBody,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn plan(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -155,6 +301,24 @@ async fn plan(
 }
 
 /// A provider's delivery receipt, authenticated per provider.
+#[utoipa::path(
+    method(get, post),
+    path = "/v1/callbacks/{provider_id}",
+    tag = "callbacks",
+    params(("provider_id" = String, Path, description = "the provider id (`prv_…`)"), ("token" = Option<String>, Query, description = "the provider's `callback_token`, or the `X-Dialgate-Token` header")),
+    request_body(content = Option<Object>, description = "the provider's receipt, as it sends it"),
+    responses(
+        (status = 200, description = "`{\"recorded\": n}`", body = Object),
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        TooLarge,
+        Invalid,
+        RateLimited,
+        ProviderFailed,
+        Unavailable,
+    )
+)]
 async fn receipt(
     State(engine): State<Arc<Engine>>,
     Path(provider_id): Path<String>,

@@ -5,32 +5,41 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::flows::Engine;
 use crate::templates::{Brand, BrandBody, Template, TemplateBody};
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, TenantCaller, TenantChange};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/brands", post(create_brand).get(list_brands))
-        .route(
-            "/v1/brands/{id}",
-            get(get_brand).put(replace_brand).delete(delete_brand),
-        )
-        .route("/v1/templates", post(create_template).get(list_templates))
-        .route(
-            "/v1/templates/{id}",
-            get(get_template)
-                .put(replace_template)
-                .delete(delete_template),
-        )
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_brand, list_brands))
+        .routes(routes!(get_brand, replace_brand, delete_brand))
+        .routes(routes!(create_template, list_templates))
+        .routes(routes!(get_template, replace_template, delete_template))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/brands",
+    tag = "brands",
+    security(("tenant_key" = [])),
+    request_body = BrandBody,
+    responses(
+        (status = 201, description = "the brand", body = Object),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn create_brand(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -40,6 +49,17 @@ async fn create_brand(
     Ok((StatusCode::CREATED, Json(brand)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/brands",
+    tag = "brands",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"brands\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list_brands(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -47,6 +67,20 @@ async fn list_brands(
     Ok(Json(json!({ "brands": engine.brands(&caller.tenant_id)? })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/brands/{id}",
+    tag = "brands",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the brand id")),
+    responses(
+        (status = 200, description = "the brand", body = Object),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn get_brand(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -55,6 +89,23 @@ async fn get_brand(
     Ok(Json(engine.brand(&caller.tenant_id, &id)?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/brands/{id}",
+    tag = "brands",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the brand id")),
+    request_body = BrandBody,
+    responses(
+        (status = 200, description = "the brand replaced", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn replace_brand(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -66,6 +117,21 @@ async fn replace_brand(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/brands/{id}",
+    tag = "brands",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the brand id")),
+    responses(
+        (status = 204, description = "deleted"),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn delete_brand(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -75,6 +141,21 @@ async fn delete_brand(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/templates",
+    tag = "templates",
+    security(("tenant_key" = [])),
+    request_body = TemplateBody,
+    responses(
+        (status = 201, description = "the template", body = Object),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn create_template(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -84,6 +165,17 @@ async fn create_template(
     Ok((StatusCode::CREATED, Json(template)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    tag = "templates",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"templates\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list_templates(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -93,6 +185,20 @@ async fn list_templates(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{id}",
+    tag = "templates",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the template id")),
+    responses(
+        (status = 200, description = "the template", body = Object),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn get_template(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -101,6 +207,23 @@ async fn get_template(
     Ok(Json(engine.template(&caller.tenant_id, &id)?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/templates/{id}",
+    tag = "templates",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the template id")),
+    request_body = TemplateBody,
+    responses(
+        (status = 200, description = "the template replaced", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn replace_template(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -114,6 +237,22 @@ async fn replace_template(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/templates/{id}",
+    tag = "templates",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the template id")),
+    responses(
+        (status = 204, description = "deleted"),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn delete_template(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::flows::webhooks::subscriptions::{
@@ -15,26 +14,38 @@ use crate::flows::webhooks::subscriptions::{
 };
 use crate::flows::Engine;
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, TenantCaller, TenantChange};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/webhooks", post(create).get(list))
-        .route("/v1/webhooks/events", get(events))
-        .route(
-            "/v1/webhooks/{id}",
-            get(get_one).patch(update).delete(remove),
-        )
-        .route("/v1/webhooks/{id}/rotate-secret", post(rotate_secret))
-        .route("/v1/webhooks/{id}/test", post(test))
-        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
-        .route(
-            "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
-            post(retry),
-        )
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(events))
+        .routes(routes!(get_one, update, remove))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(test))
+        .routes(routes!(deliveries))
+        .routes(routes!(retry))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    request_body = CreateSubscription,
+    responses(
+        (status = 201, description = "the subscription, with its signing `secret` shown once", body = Object),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn create(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -44,6 +55,17 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`{\"webhooks\": [...]}`", body = Object),
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -52,6 +74,19 @@ async fn list(
     Ok(Json(json!({ "webhooks": webhooks })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the subscription id")),
+    responses(
+        (status = 200, description = "the subscription (never the secret)", body = Object),
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn get_one(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -60,6 +95,22 @@ async fn get_one(
     Ok(Json(engine.webhook(&caller.tenant_id, &id)?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the subscription id")),
+    request_body = PatchSubscription,
+    responses(
+        (status = 200, description = "the subscription changed", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn update(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -71,6 +122,20 @@ async fn update(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the subscription id")),
+    responses(
+        (status = 204, description = "deleted with its delivery log"),
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn remove(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -80,6 +145,20 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the subscription id")),
+    responses(
+        (status = 200, description = "the subscription with its new secret, shown once", body = Object),
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn rotate_secret(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -90,6 +169,21 @@ async fn rotate_secret(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/test",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the subscription id")),
+    responses(
+        (status = 202, description = "the `webhook.test` delivery queued", body = Object),
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn test(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -99,6 +193,20 @@ async fn test(
     Ok((StatusCode::ACCEPTED, Json(delivery)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the subscription id"), DeliveryQuery),
+    responses(
+        (status = 200, description = "`{\"deliveries\": [...]}`, newest first", body = Object),
+        Invalid,
+        Unauthorized,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn deliveries(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -109,6 +217,21 @@ async fn deliveries(
     Ok(Json(json!({ "deliveries": deliveries })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the subscription id"), ("delivery_id" = String, Path, description = "the delivery id")),
+    responses(
+        (status = 202, description = "the delivery, queued again", body = Object),
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn retry(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -120,6 +243,16 @@ async fn retry(
     Ok((StatusCode::ACCEPTED, Json(delivery)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/events",
+    tag = "webhooks",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "the event catalogue, the wildcard, the retry schedule", body = Object),
+        Unauthorized,
+    )
+)]
 async fn events(_caller: TenantCaller) -> Json<Value> {
     Json(crate::webhooks::catalogue())
 }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -16,24 +15,39 @@ use crate::flows::Engine;
 use crate::model::rules::Trigger;
 use crate::workflows::{self, WorkflowRule};
 
+use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, TenantCaller, TenantChange};
 use super::plugins::off_worker;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<Engine>> {
-    Router::new()
-        .route("/v1/workflows/rules", post(create).get(list))
-        .route("/v1/workflows/rules/order", put(reorder))
-        .route("/v1/workflows/rules/test", post(test))
-        .route(
-            "/v1/workflows/rules/{rule_id}",
-            get(get_one).put(replace).delete(remove),
-        )
-        .route("/v1/workflows/rules/{rule_id}/enable", post(enable))
-        .route("/v1/workflows/rules/{rule_id}/disable", post(disable))
-        .route("/v1/workflows/fields", get(fields))
+pub fn router() -> OpenApiRouter<Arc<Engine>> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(reorder))
+        .routes(routes!(test))
+        .routes(routes!(get_one, replace, remove))
+        .routes(routes!(enable))
+        .routes(routes!(disable))
+        .routes(routes!(fields))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/rules",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    request_body(content = Object, description = "`rule_id`, `trigger`, `conditions`, `actions`, `enabled`?, `order`?, `description`?"),
+    responses(
+        (status = 201, description = "the rule", body = Object),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn create(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -43,13 +57,29 @@ async fn create(
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// A trigger's name.
+    #[param(value_type = Option<String>)]
     trigger: Option<Trigger>,
     enabled: Option<bool>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/rules",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "`{\"rules\": [...]}` in run order", body = Object),
+        Invalid,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn list(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -59,6 +89,20 @@ async fn list(
     Ok(Json(json!({ "rules": rules })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/rules/{rule_id}",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    params(("rule_id" = String, Path, description = "the rule id")),
+    responses(
+        (status = 200, description = "the rule", body = Object),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        Unavailable,
+    )
+)]
 async fn get_one(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -67,6 +111,22 @@ async fn get_one(
     Ok(Json(engine.workflow_rule(&caller.tenant_id, &rule_id)?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/rules/{rule_id}",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    params(("rule_id" = String, Path, description = "the rule id")),
+    request_body(content = Object, description = "the rule, as on creation"),
+    responses(
+        (status = 200, description = "the rule replaced", body = Object),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn replace(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -78,6 +138,21 @@ async fn replace(
     Ok(Json(rule))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/workflows/rules/{rule_id}",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    params(("rule_id" = String, Path, description = "the rule id")),
+    responses(
+        (status = 204, description = "deleted"),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn remove(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -87,6 +162,21 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/rules/{rule_id}/enable",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    params(("rule_id" = String, Path, description = "the rule id")),
+    responses(
+        (status = 200, description = "the rule", body = Object),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn enable(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -97,6 +187,21 @@ async fn enable(
     Ok(Json(rule))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/rules/{rule_id}/disable",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    params(("rule_id" = String, Path, description = "the rule id")),
+    responses(
+        (status = 200, description = "the rule", body = Object),
+        Unauthorized,
+        Invalid,
+        NotFound,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn disable(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -107,6 +212,20 @@ async fn disable(
     Ok(Json(rule))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/rules/order",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    request_body = Reorder,
+    responses(
+        (status = 200, description = "`{\"rules\": [...]}` in the new order", body = Object),
+        JsonBody,
+        Unauthorized,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn reorder(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
@@ -117,6 +236,19 @@ async fn reorder(
     Ok(Json(json!({ "rules": rules })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/rules/test",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    request_body = TestRequest,
+    responses(
+        (status = 200, description = "which rules matched, every condition's value, the actions", body = Object),
+        JsonBody,
+        Unauthorized,
+        Unavailable,
+    )
+)]
 async fn test(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
@@ -127,6 +259,16 @@ async fn test(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/fields",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "the language: fields, operators, actions, triggers, limits", body = Object),
+        Unauthorized,
+    )
+)]
 async fn fields(_caller: TenantCaller) -> Json<Value> {
     Json(workflows::catalogue())
 }

@@ -78,7 +78,8 @@ pub fn groups_of(verification: &Verification, sent: Option<&SentCode>) -> Groups
 }
 
 /// Query of `GET /v1/analytics/conversion`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConversionQuery {
     pub from: Option<String>,
@@ -108,7 +109,8 @@ pub struct Conversion {
 }
 
 /// Query of `GET /v1/verifications`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     pub status: Option<String>,

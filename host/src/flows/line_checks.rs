@@ -17,14 +17,15 @@ const RECENT_PORT_DAYS: u32 = 90;
 const RISKY_PORT_DAYS: u32 = 30;
 
 /// Body of `POST /v1/phone/sim-swap-check`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimSwapRequest {
     pub phone: String,
 }
 
 /// Query of `GET /v1/phone/porting-history`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PortingQuery {
     pub phone: String,

@@ -13,7 +13,7 @@ use crate::flows::verification::analysis::{parse_country, parse_valid};
 use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/validate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     pub phone: String,
@@ -43,7 +43,7 @@ pub struct ValidateResponse {
 }
 
 /// Body of `POST /v1/phone/lookup`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     pub phone: String,

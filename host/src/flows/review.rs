@@ -45,7 +45,8 @@ pub const MAX_HISTORY: usize = 500;
 
 /// The query of `GET /v1/cases`. Values are checked by [`Engine::cases`], which names
 /// the parameter of a bad one.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CaseQuery {
     pub status: Option<String>,
@@ -213,7 +214,7 @@ where
 }
 
 /// Body of `PATCH /v1/cases/{id}`: at least one of `assignee`, `status`, `note`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CasePatch {
     /// A name assigns the case; `null` unassigns it.
@@ -330,7 +331,7 @@ fn view(mut case: Case) -> Case {
 }
 
 /// Body of `POST /v1/verifications/{id}/review`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
     pub decision: ReviewDecision,

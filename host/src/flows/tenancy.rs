@@ -44,7 +44,7 @@ pub struct CreatedKey {
 }
 
 /// Body of `POST /v1/blocklist`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
     pub phone: String,

@@ -33,7 +33,19 @@ pub struct ApiKey {
 }
 
 /// A delivery channel for codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Sms,
@@ -68,7 +80,7 @@ impl Channel {
 /// What the tenant's app says became of a verification (conversion feedback): the
 /// user proved the number (`verified`, e.g. the code was checked elsewhere or sign-up
 /// completed), never did (`not_verified`), or the traffic was fraud (`fraud`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FeedbackOutcome {
     Verified,
@@ -291,7 +303,7 @@ pub struct CodeMessage {
 }
 
 /// What a reviewer decided about a verification In Review.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReviewDecision {
     Approve,
@@ -327,7 +339,7 @@ pub struct Review {
 
 /// One step of a channel workflow: send on `channel`, and if the code is not
 /// verified within `timeout_seconds`, go on to the next step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowStep {
     pub channel: Channel,
@@ -378,7 +390,7 @@ pub struct StepOutcome {
 }
 
 /// Where a code message is on its way to the handset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Queued,
@@ -463,7 +475,7 @@ pub struct CaseRef {
 }
 
 /// Where a case is in its work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CaseStatus {
     #[default]

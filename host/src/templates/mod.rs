@@ -53,7 +53,7 @@ pub struct Brand {
 /// name no template of their own) use `template_id` rather than the brand's template.
 /// A number always falls on the same side, so its resends and fallback steps keep
 /// their template, and its verification's conversion counts under that template.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     pub template_id: String,
@@ -91,7 +91,7 @@ pub struct Variant {
 }
 
 /// Body of `POST /v1/brands` and `PUT /v1/brands/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrandBody {
     /// The brand's id: chosen by the client, else generated (`brd_…`). On `PUT` it may
@@ -109,7 +109,7 @@ pub struct BrandBody {
 }
 
 /// Body of `POST /v1/templates` and `PUT /v1/templates/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateBody {
     /// The template's id: chosen by the client, else generated (`tpl_…`). On `PUT` it
@@ -121,7 +121,7 @@ pub struct TemplateBody {
 }
 
 /// A variant as a client writes it; the channel defaults to `sms`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantBody {
     pub locale: String,

@@ -12,7 +12,7 @@ use crate::flows::rules::triggers::{Firing, Trigger};
 use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of a delivery update.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryRequest {
     pub status: DeliveryStatus,

@@ -31,7 +31,7 @@ const HOST_CONFIG: &[&str] = &["callback_url", "provider_id"];
 const CALLBACK_SECRETS: &[&str] = &["callback_token", "callback_secret"];
 
 /// How a provider's delivery callbacks prove where they come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CallbackAuth {
     /// The secret `callback_token`, as the `token` query parameter or the
@@ -116,7 +116,7 @@ pub struct ProviderView {
 }
 
 /// Body of `POST /v1/providers`; every field of `PATCH` is optional the same way.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderInput {
     pub name: Option<String>,
@@ -166,7 +166,7 @@ impl RoutingState {
 }
 
 /// Body of `POST /v1/routing/plan`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     pub phone: String,

@@ -31,15 +31,17 @@ impl From<RegistryError> for FlowError {
 }
 
 /// `PUT /v1/workflows/rules/order`: the rules of one trigger, in their new order.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reorder {
+    /// A trigger's name (see `GET /v1/workflows/fields`).
+    #[schema(value_type = String)]
     pub trigger: Trigger,
     pub rule_ids: Vec<String>,
 }
 
 /// `POST /v1/workflows/rules/test`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestRequest {
     /// The event to evaluate…
@@ -55,6 +57,7 @@ pub struct TestRequest {
     /// The trigger, with `phone` (default `phone_lookup_complete`); with `event`, the
     /// event's own.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub trigger: Option<Trigger>,
     /// Draft rules to test instead of the tenant's stored rules of the trigger.
     #[serde(default)]

@@ -16,7 +16,7 @@ use crate::flows::{Caller, Engine, FlowError};
 pub const MAX_FEEDBACK_REPORTS: u32 = 10;
 
 /// Body of `POST /v1/verifications/{id}/feedback`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackRequest {
     pub outcome: FeedbackOutcome,

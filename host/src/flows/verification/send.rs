@@ -31,7 +31,7 @@ use crate::flows::verification::idempotency::{fingerprint, Claim, IdempotencyKey
 use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/send-otp`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub phone: String,

@@ -18,7 +18,7 @@ use crate::flows::verification::analysis::parse_valid;
 use crate::flows::{Caller, Engine, FlowError};
 
 /// Body of `POST /v1/phone/verify-otp`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     pub phone: String,

@@ -27,7 +27,7 @@ pub const TEST_EVENT_LIMIT: BucketLimit = BucketLimit {
 };
 
 /// Body of `POST /v1/webhooks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
     pub url: String,
@@ -46,7 +46,7 @@ where
 }
 
 /// Body of `PATCH /v1/webhooks/{id}`: at least one field.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSubscription {
     pub url: Option<String>,
@@ -123,7 +123,8 @@ impl From<Delivery> for DeliveryView {
 }
 
 /// Query of `GET /v1/webhooks/{id}/deliveries`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     pub status: Option<String>,
