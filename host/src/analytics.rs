@@ -14,7 +14,19 @@ pub const HOST: &str = "*";
 pub const MAX_VALUE_LEN: usize = 64;
 
 /// What the rows of a query are grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Dim {
     /// No grouping: one row per interval.
@@ -64,7 +76,7 @@ impl Dim {
 }
 
 /// The size of a time bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
     Hour,
@@ -401,13 +413,14 @@ pub fn parse_tally_key(interval: Interval, key: &[u8]) -> Option<(DateTime<Utc>,
 
 /// One row of an analytics answer: a bucket (and a group's value) with its counts and
 /// the figures derived from them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Row {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     /// The group's value (`null` when the facts did not have one); absent without
     /// `group_by`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub group: Option<Option<String>>,
     pub started: u64,
     pub sent: u64,

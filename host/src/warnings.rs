@@ -109,14 +109,18 @@ impl Risk {
 }
 
 /// One warning on a verification or lookup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Warning {
+    /// The risk's tag, e.g. `VOIP_NUMBER`.
+    #[schema(value_type = String)]
     pub risk: Risk,
     pub additional_data: Option<String>,
+    #[schema(value_type = String)]
     pub log_type: LogType,
     pub short_description: String,
     pub long_description: String,
     /// The action this warning leads to (`Decline`, `Review` or `Approve`).
+    #[schema(value_type = String)]
     pub action: RiskAction,
 }
 

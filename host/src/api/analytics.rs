@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     security(("tenant_key" = [])),
     params(ConversionQuery),
     responses(
-        (status = 200, description = "conversion per bucket and in total", body = Object),
+        (status = 200, description = "conversion per bucket and in total", body = Conversion),
         Invalid,
         Unauthorized,
         Unavailable,
@@ -65,7 +65,7 @@ async fn conversion(
     security(("operator_key" = [])),
     params(ConversionQuery),
     responses(
-        (status = 200, description = "conversion across every tenant, or for one", body = Object),
+        (status = 200, description = "conversion across every tenant, or for one", body = Conversion),
         Invalid,
         Unauthorized,
         NotFound,
@@ -103,7 +103,7 @@ async fn conversion_all(
     security(("tenant_key" = [])),
     params(LogQuery),
     responses(
-        (status = 200, description = "a page of the verification log, newest first, with `next_cursor`", body = Object),
+        (status = 200, description = "a page of the verification log, newest first, with `next_cursor`", body = LogPage),
         Invalid,
         Unauthorized,
         Unavailable,

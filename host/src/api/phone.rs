@@ -130,7 +130,7 @@ async fn sim_swap_check(
     params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer to a send with the same key")),
     request_body = SendRequest,
     responses(
-        (status = 200, description = "the verification started, resent, or held", body = Object),
+        (status = 200, description = "the verification started, resent, or held", body = crate::flows::verification::send::SendResponse),
         JsonBody,
         Unauthorized,
         Conflict,
@@ -164,7 +164,7 @@ async fn send_otp(
     security(("tenant_key" = [])),
     request_body = VerifyRequest,
     responses(
-        (status = 200, description = "the code's check", body = Object),
+        (status = 200, description = "the code's check", body = crate::flows::verification::verify::VerifyResponse),
         JsonBody,
         Unauthorized,
         NotFound,

@@ -91,7 +91,7 @@ pub struct ConversionQuery {
 }
 
 /// Answer of `GET /v1/analytics/conversion`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Conversion {
     /// The start of the first bucket covered.
     pub from: DateTime<Utc>,
@@ -125,13 +125,16 @@ pub struct LogQuery {
 }
 
 /// One verification in the log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogEntry {
     pub verification_id: String,
     pub phone: String,
     pub applicant_id: Option<String>,
+    /// `Approved`, `Declined`, `In Review` or `Not Finished`.
+    #[schema(value_type = String)]
     pub status: ReportStatus,
     pub otp_verified: bool,
+    #[schema(value_type = Option<String>)]
     pub channel: Option<Channel>,
     /// The provider of the latest code message.
     pub provider: Option<String>,
@@ -146,7 +149,7 @@ pub struct LogEntry {
 }
 
 /// One page of the log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
     pub verifications: Vec<LogEntry>,
     /// Give it as `cursor` for the next page; absent on the last page. A page may hold

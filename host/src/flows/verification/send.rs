@@ -106,7 +106,7 @@ fn default_channel() -> Channel {
 }
 
 /// Answer of `POST /v1/phone/send-otp`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SendResponse {
     pub verification_id: String,
     pub phone: String,
@@ -114,6 +114,7 @@ pub struct SendResponse {
     /// `in_review` when an earlier decision for this number and applicant awaits a
     /// person (nothing is sent then).
     pub status: String,
+    #[schema(value_type = String)]
     pub channel: Channel,
     pub expires_at: Option<DateTime<Utc>>,
     pub resends_remaining: u32,

@@ -29,24 +29,27 @@ pub struct VerifyRequest {
 }
 
 /// The `phone_intelligence` block of a successful check.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PhoneIntelligence {
     #[serde(rename = "type")]
     pub line_type: &'static str,
     pub carrier: Option<String>,
     pub country: Option<String>,
     pub risk_score: u8,
+    /// `low`, `medium` or `high`.
+    #[schema(value_type = String)]
     pub risk_level: RiskLevel,
 }
 
 /// Answer of `POST /v1/phone/verify-otp`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerifyResponse {
     pub phone: String,
     /// `verified`, `incorrect_code`, `attempts_exceeded` or `expired`.
     pub verification_status: &'static str,
     pub verification_id: String,
     /// The report status after this check.
+    #[schema(value_type = String)]
     pub status: ReportStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<DateTime<Utc>>,
