@@ -414,7 +414,7 @@ async fn unknown_routes_answer_404_json() {
         (Method::GET, "/"),
         (Method::GET, "/v1/nope"),
         (Method::POST, "/v2/phone/send-otp"),
-        (Method::GET, "/v1/verifications"),
+        (Method::GET, "/v1/verification"),
         (Method::GET, "/v1/verifications/x/events/y"),
         (Method::POST, "/v1/phone/send-otp/extra"),
     ] {
@@ -443,7 +443,7 @@ async fn wrong_methods_answer_405_json() {
         (Method::POST, "/v1/settings/phone-verification"),
         (Method::POST, "/v1/dev/outbox"),
         (Method::GET, "/v1/blocklist/%2B998901234567"),
-        (Method::DELETE, "/v1/verifications/abc"),
+        (Method::PATCH, "/v1/verifications/abc"),
         (Method::POST, "/healthz"),
     ] {
         let reply = server
