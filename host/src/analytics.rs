@@ -224,6 +224,24 @@ impl Histogram {
             self.0.clone_from(&other.0);
             return;
         }
+        // Most merges add to buckets already counted: done in place, no allocation.
+        let mut at = 0;
+        let in_place = other.0.iter().all(|(bucket, _)| {
+            while at < self.0.len() && self.0[at].0 < *bucket {
+                at += 1;
+            }
+            at < self.0.len() && self.0[at].0 == *bucket
+        });
+        if in_place {
+            let mut at = 0;
+            for (bucket, count) in &other.0 {
+                while self.0[at].0 < *bucket {
+                    at += 1;
+                }
+                self.0[at].1 += count;
+            }
+            return;
+        }
         let mut merged = Vec::with_capacity(self.0.len().max(other.0.len()) + 4);
         let (mut mine, mut theirs) = (self.0.iter().peekable(), other.0.iter().peekable());
         loop {
