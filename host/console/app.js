@@ -343,8 +343,17 @@
       holder.dataset.points = String(xs.length);
       return chart;
     };
-    // Drawn once the holder is in the page and has a width.
-    requestAnimationFrame(() => { if (holder.isConnected) draw(); });
+    // Drawn once the holder is in the page and has a width: the page may still be
+    // awaiting its other reads when the first frame comes, so look again each frame
+    // (for about ten seconds at most).
+    const whenConnected = (frames) => {
+      if (holder.isConnected) {
+        draw();
+      } else if (frames > 0) {
+        requestAnimationFrame(() => whenConnected(frames - 1));
+      }
+    };
+    requestAnimationFrame(() => whenConnected(600));
     return holder;
   }
 
