@@ -231,9 +231,33 @@ impl Engine {
     /// Merges this replica's counts into the stored tallies: each into its hour and
     /// its day, under every grouping, for the tenant and for the host.
     pub fn flush_analytics(&self) -> Result<(), StoreError> {
+        self.flush_counts(None)
+    }
+
+    /// Merges this replica's counts of `tenant` only (all of them for `None`, with
+    /// those an earlier flush could not merge): a tenant's query brings forward the
+    /// merging of its own counts, never the whole replica's.
+    fn flush_counts(&self, tenant: Option<&str>) -> Result<(), StoreError> {
         let ledger = &self.replica.analytics;
-        let drained = std::mem::take(&mut *ledger.pending.lock());
-        let mut work = std::mem::take(&mut *ledger.unmerged.lock());
+        let (drained, mut work) = match tenant {
+            None => (
+                std::mem::take(&mut *ledger.pending.lock()),
+                std::mem::take(&mut *ledger.unmerged.lock()),
+            ),
+            Some(tenant) => {
+                let mut pending = ledger.pending.lock();
+                let own: Vec<_> = pending
+                    .keys()
+                    .filter(|(owner, _, _)| owner == tenant)
+                    .cloned()
+                    .collect();
+                let drained = own
+                    .into_iter()
+                    .filter_map(|key| pending.remove_entry(&key))
+                    .collect();
+                (drained, BTreeMap::new())
+            }
+        };
         for ((tenant_id, hour, groups), tally) in drained {
             for owner in [tenant_id.as_str(), HOST] {
                 for interval in [Interval::Hour, Interval::Day] {
@@ -352,8 +376,9 @@ impl Engine {
                 format!("the range may span at most {longest} days at this interval"),
             ));
         }
-        // Counts of this replica's last second are in the answer.
-        self.flush_analytics()?;
+        // Counts of this replica's last second are in the answer (the operator's view
+        // takes every tenant's).
+        self.flush_counts((owner != HOST).then_some(owner))?;
         let start = interval.floor(from);
         let mut end = interval.floor(to);
         if end < to {

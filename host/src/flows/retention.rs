@@ -91,7 +91,7 @@ impl Engine {
         for subscription in self.subscriptions_of(tenant_id)? {
             let prefix = crate::webhooks::deliveries_prefix(tenant_id, &subscription.id);
             let mut from = prefix.clone();
-            let end = successor(&prefix);
+            let end = past(&prefix);
             loop {
                 let page: Vec<(Vec<u8>, Delivery)> =
                     self.db
@@ -237,7 +237,7 @@ impl Engine {
         // Dev-outbox copies: their keys run newest first, so the expired ones are the
         // tenant's last keys.
         let from = outbox_bound(tenant_id, cutoff(now, retention.messages_days));
-        let end = successor(&start);
+        let end = past(&start);
         while purged.outbox_messages < PASS_BUDGET as u64 {
             let page = self
                 .db
@@ -351,14 +351,8 @@ fn about(delivery: &Delivery, id: &str) -> bool {
         .is_ok_and(|payload| payload["data"]["verification_id"] == id)
 }
 
-/// The smallest key after every key starting with `prefix`.
-fn successor(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![u8::MAX; prefix.len() + 1]
+/// The end of the range of keys starting with `prefix` (tenant prefixes end in `/`,
+/// so there always is one).
+fn past(prefix: &[u8]) -> Vec<u8> {
+    crate::store::successor(prefix).unwrap_or_else(|| vec![u8::MAX; prefix.len() + 1])
 }

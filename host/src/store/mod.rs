@@ -392,6 +392,18 @@ pub fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("/").into_bytes()
 }
 
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut bound = prefix.to_vec();
+    while let Some(last) = bound.pop() {
+        if last < u8::MAX {
+            bound.push(last + 1);
+            return Some(bound);
+        }
+    }
+    None
+}
+
 /// The typed store the host uses: JSON records, compare-and-swap updates, group commit.
 #[derive(Clone)]
 pub struct Db {

@@ -202,17 +202,7 @@ fn table(tree: Tree) -> String {
     format!("tree_{}", tree.name())
 }
 
-/// The smallest key greater than every key starting with `prefix`, if there is one.
-fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut bound = prefix.to_vec();
-    while let Some(last) = bound.pop() {
-        if last < u8::MAX {
-            bound.push(last + 1);
-            return Some(bound);
-        }
-    }
-    None
-}
+use super::successor;
 
 /// The (key, value) pairs of a scan's rows.
 fn pairs(rows: Vec<tokio_postgres::Row>) -> Vec<Pair> {
