@@ -62,7 +62,17 @@ pub fn build_engine(
     };
     db.observe(Arc::clone(&metrics));
     let secret = crate::secrets::code_secret(&db, config.code_secret()?.as_deref())?;
+    db.use_server_secret(&secret);
     let secrets = SecretBox::new(&secret);
+    let migrated = crate::store::personal::migrate(&db)?;
+    let moved = crate::plugins::storage::migrate(&db)?;
+    if migrated.sealed + migrated.renamed + moved > 0 {
+        tracing::info!(
+            sealed = migrated.sealed,
+            renamed = migrated.renamed + moved,
+            "personal data stored in the clear by an earlier version is now sealed"
+        );
+    }
     let sealed = crate::secrets::migrate(&db, &secrets)?;
     if sealed > 0 {
         tracing::info!(

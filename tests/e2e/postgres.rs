@@ -1219,3 +1219,61 @@ async fn the_sms_pumping_detector_counts_across_replicas_and_a_block_holds_on_ea
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL; .ci/test installs it and runs this test"]
+async fn no_file_of_the_cluster_holds_a_number_the_server_stored() {
+    // A cluster of this test's own, so its files hold only this test's data.
+    let (cluster, url) = tokio::task::spawn_blocking(|| {
+        let cluster = TestCluster::private();
+        let url = cluster.database();
+        (cluster, url)
+    })
+    .await
+    .expect("a cluster");
+    let server = replica(&url).await;
+    let tenant = server.tenant("Tenant Name Stored In Clear").await;
+    let number = "+447911236002";
+    let verified = server
+        .send_and_verify(&tenant, number, "applicant-in-clear")
+        .await;
+    server
+        .post(
+            "/v1/blocklist",
+            &tenant.key,
+            serde_json::json!({"phone": number}),
+        )
+        .await
+        .expect(201);
+    let id = verified["verification_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    assert!(server
+        .report(&tenant, &id)
+        .await
+        .to_string()
+        .contains(number));
+    server.stop().await;
+    // A fast shutdown checkpoints: every page is in the tables' files, and every
+    // change in the write-ahead log.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop();
+        cluster
+    })
+    .await
+    .expect("stopped");
+    let dir = cluster.data_dir().to_path_buf();
+    assert!(!files_holding(&dir, b"Tenant Name Stored In Clear").is_empty());
+    for trace in [&number.as_bytes()[1..], b"applicant-in-clear"] {
+        assert_eq!(
+            files_holding(&dir, trace),
+            Vec::<std::path::PathBuf>::new(),
+            "{}",
+            String::from_utf8_lossy(trace)
+        );
+    }
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .expect("removed");
+}

@@ -116,6 +116,8 @@ async fn erasing_a_verification_leaves_no_record_naming_its_number() {
         .error(404, "not_found");
     assert_eq!(records_naming(&server, gone), Vec::<String>::new());
     assert_eq!(records_naming(&server, "erase-me"), Vec::<String>::new());
+    // Index entries name the number only hashed: they go because they name the id.
+    assert_eq!(records_naming(&server, &id), Vec::<String>::new());
     assert_eq!(deliveries_about(&server, &tenant, &id).await, 0);
     assert!(server.outbox(&tenant, gone).await.is_empty());
     // The rest stays: the other verification, and the counts.
@@ -240,5 +242,138 @@ async fn the_purge_removes_each_kind_after_its_own_period() {
             .put("/v1/settings/phone-verification", &tenant.key, patch)
             .await
             .invalid_field(field);
+    }
+}
+
+/// What a copy of the store's files could reveal of one end user: the number, as its
+/// digits, and the applicant id and client IP the app gave.
+fn personal_traces(number: &str) -> [Vec<u8>; 3] {
+    [
+        number.trim_start_matches('+').as_bytes().to_vec(),
+        b"applicant-in-clear".to_vec(),
+        b"198.51.100.77".to_vec(),
+    ]
+}
+
+/// Traffic that stores a number in every kind of record that can hold it: a send with
+/// an idempotency key and a client IP, a wrong code (the guess budget), the right code
+/// (the first verifier), a delivery receipt, webhook deliveries, a lookup and a
+/// blocklist entry. Returns the verification's id.
+async fn personal_traffic(server: &TestServer, tenant: &Tenant, number: &str) -> String {
+    subscribe_everything(server, tenant).await;
+    let sent = server
+        .raw(
+            reqwest::Method::POST,
+            "/v1/phone/send-otp",
+            Some(&tenant.key),
+            Some((
+                "application/json",
+                serde_json::to_vec(&json!({
+                    "phone": number,
+                    "applicant_id": "applicant-in-clear",
+                    "client_ip": "198.51.100.77",
+                }))
+                .expect("json"),
+            )),
+            &[("Idempotency-Key", "idem-personal")],
+        )
+        .await;
+    let id = sent.expect(200)["verification_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let code = server.latest_code(tenant, number).await;
+    server
+        .verify(tenant, number, "applicant-in-clear", &wrong_code(&code))
+        .await;
+    server
+        .verify(tenant, number, "applicant-in-clear", &code)
+        .await
+        .expect(200);
+    let message = server.outbox(tenant, number).await[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    server
+        .post(
+            &format!("/v1/dev/outbox/{message}/delivery"),
+            &tenant.key,
+            json!({"status": "delivered"}),
+        )
+        .await
+        .expect(200);
+    server
+        .post("/v1/phone/lookup", &tenant.key, json!({"phone": number}))
+        .await
+        .expect(200);
+    server
+        .post("/v1/blocklist", &tenant.key, json!({"phone": number}))
+        .await;
+    id
+}
+
+#[tokio::test]
+async fn no_file_of_the_embedded_store_holds_a_number_before_or_after_its_erasure() {
+    let server = TestServer::start().await;
+    if server.on_postgres() {
+        // The data directory is unused: `postgres::no_file_of_the_cluster_holds…`
+        // searches the cluster's files instead.
+        return;
+    }
+    let tenant = server.tenant("Tenant Name Stored In Clear").await;
+    let number = "+447911236001";
+    let id = personal_traffic(&server, &tenant, number).await;
+    // The records exist and read back whole through the API.
+    assert!(server
+        .report(&tenant, &id)
+        .await
+        .to_string()
+        .contains(number));
+    let server = server.restart().await;
+    let dir = server.data_dir();
+    // The search works: what is not personal (the tenant's name) is found in the files.
+    assert!(!files_holding(&dir, b"Tenant Name Stored In Clear").is_empty());
+    for trace in personal_traces(number) {
+        assert_eq!(
+            files_holding(&dir, &trace),
+            Vec::<std::path::PathBuf>::new(),
+            "{}",
+            String::from_utf8_lossy(&trace)
+        );
+    }
+
+    // Erased and purged: the records are gone, and the files still hold no trace.
+    server
+        .delete(&format!("/v1/verifications/{id}"), &tenant.key)
+        .await
+        .expect(204);
+    server
+        .delete(&format!("/v1/blocklist/{}", encode(number)), &tenant.key)
+        .await;
+    // Another idempotent answer, left to expire: the purge sweeps it.
+    server
+        .raw(
+            reqwest::Method::POST,
+            "/v1/phone/send-otp",
+            Some(&tenant.key),
+            Some((
+                "application/json",
+                serde_json::to_vec(&json!({"phone": "+447911236003"})).expect("json"),
+            )),
+            &[("Idempotency-Key", "idem-expiring")],
+        )
+        .await
+        .expect(200);
+    server.advance(chrono::Duration::days(400));
+    let purged = server.engine().purge_expired().expect("a purge");
+    assert_eq!(purged.idempotent_answers, 1, "{purged:?}");
+    assert_eq!(records_naming(&server, &number[1..]), Vec::<String>::new());
+    let server = server.restart().await;
+    let dir = server.data_dir();
+    for trace in personal_traces(number) {
+        assert_eq!(
+            files_holding(&dir, &trace),
+            Vec::<std::path::PathBuf>::new()
+        );
     }
 }

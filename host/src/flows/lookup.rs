@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ApplicantNumber, CaseRef, Channel, Decision, ReportStatus, Verification};
 use crate::phone::risk::RiskAssessment;
 use crate::phone::{self, InvalidReason};
-use crate::store::{key, Tree};
+use crate::store::Tree;
 use crate::warnings::{Risk, RiskAction, Warning};
 
 use crate::flows::rules::triggers::{Firing, Trigger};
@@ -228,7 +228,9 @@ impl Engine {
             .await?;
         let now = self.clock.now();
         let auto = !settings.require_otp && applicant_id.is_some();
-        let index_key = key(&[tenant_id, &analysis.number.e164, applicant_id.unwrap_or("")]);
+        let index_key =
+            self.db
+                .applicant_key(tenant_id, &analysis.number.e164, applicant_id.unwrap_or(""))?;
         if auto {
             // A decision already made for this number and applicant holds: the lookup
             // answers it instead of deciding anew.

@@ -1,6 +1,7 @@
 //! Retention and erasure: the purge that removes what a tenant's `retention` settings
 //! no longer keep (verifications with everything derived from them, message records
-//! and dev-outbox copies, audit trails, webhook deliveries), run by every replica once
+//! and dev-outbox copies, audit trails, webhook deliveries, idempotent answers past
+//! their 24 hours), run by every replica once
 //! a minute; and `DELETE /v1/verifications/{id}`, which erases one verification's
 //! personal data at once. Analytics' tallies hold no personal data and stay.
 //!
@@ -43,6 +44,8 @@ pub struct Purged {
     pub outbox_messages: u64,
     pub trails: u64,
     pub webhook_deliveries: u64,
+    /// Stored idempotent answers past their 24 hours.
+    pub idempotent_answers: u64,
 }
 
 impl Purged {
@@ -52,6 +55,7 @@ impl Purged {
         self.outbox_messages += other.outbox_messages;
         self.trails += other.trails;
         self.webhook_deliveries += other.webhook_deliveries;
+        self.idempotent_answers += other.idempotent_answers;
     }
 }
 
@@ -77,9 +81,10 @@ impl Engine {
         self.remove_verification(&verification)?;
         self.db.remove(
             Tree::GuessBudgets,
-            &key(&[tenant_id, &verification.phone.e164]),
+            &self.db.number_key(tenant_id, &verification.phone.e164)?,
         )?;
         // Copies of the number outside the verification's own records.
+        self.forget_answers_about(tenant_id, &verification.id)?;
         let outbox: Vec<(Vec<u8>, OutboxMessage)> =
             self.db
                 .scan_entries(Tree::Outbox, &key(&[tenant_id, ""]), 10_000, false)?;
@@ -128,16 +133,16 @@ impl Engine {
         for (stored, message) in messages {
             self.remove_message(&stored, &message)?;
         }
-        let index = key(&[
+        let index = self.db.applicant_key(
             tenant_id,
             &verification.phone.e164,
             verification.applicant_id.as_deref().unwrap_or(""),
-        ]);
+        )?;
         let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, &index)?;
         if entry.is_some_and(|entry| entry.verification_id.as_deref() == Some(&verification.id)) {
             self.db.remove(Tree::VerificationIndex, &index)?;
         }
-        let owner_key = key(&[tenant_id, &verification.phone.e164]);
+        let owner_key = self.db.number_key(tenant_id, &verification.phone.e164)?;
         let owner: Option<VerifiedOwner> = self.db.get(Tree::VerifiedNumbers, &owner_key)?;
         if owner.is_some_and(|owner| owner.verification_id == verification.id) {
             self.db.remove(Tree::VerifiedNumbers, &owner_key)?;
@@ -296,6 +301,9 @@ impl Engine {
         if done && since.is_none_or(|ms| ms < until.timestamp_millis()) {
             self.db.put(Tree::Meta, &mark, &until.timestamp_millis())?;
         }
+
+        // Idempotent answers past their replay window.
+        purged.idempotent_answers = self.sweep_idempotency(tenant_id, now, PASS_BUDGET)?;
 
         // Webhook deliveries made before their cutoff.
         let bound =

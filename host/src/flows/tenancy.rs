@@ -244,7 +244,7 @@ impl Engine {
         };
         self.db.put(
             Tree::Blocklist,
-            &key(&[&caller.tenant_id, &entry.phone]),
+            &self.db.number_key(&caller.tenant_id, &entry.phone)?,
             &entry,
         )?;
         self.blocklist_changed(&caller.tenant_id, &entry.phone)?;
@@ -253,12 +253,15 @@ impl Engine {
     }
 
     pub fn blocklist(&self, caller: &Caller) -> Result<Vec<BlockedNumber>, FlowError> {
-        Ok(self.db.scan(
+        // Keys name numbers hashed: the list is put in the numbers' order here.
+        let mut entries: Vec<BlockedNumber> = self.db.scan(
             Tree::Blocklist,
             &key(&[&caller.tenant_id, ""]),
             100_000,
             false,
-        )?)
+        )?;
+        entries.sort_by(|a, b| a.phone.cmp(&b.phone));
+        Ok(entries)
     }
 
     pub async fn unblock(&self, caller: &Caller, phone_input: &str) -> Result<(), FlowError> {
@@ -266,10 +269,10 @@ impl Engine {
             field: "phone",
             reason,
         })?;
-        if !self
-            .db
-            .remove(Tree::Blocklist, &key(&[&caller.tenant_id, &e164]))?
-        {
+        if !self.db.remove(
+            Tree::Blocklist,
+            &self.db.number_key(&caller.tenant_id, &e164)?,
+        )? {
             return Err(FlowError::NotFound("blocklist entry"));
         }
         self.blocklist_changed(&caller.tenant_id, &e164)?;

@@ -197,26 +197,105 @@ fn scope_key(tenant_id: &str, plugin_id: &str) -> Vec<u8> {
     key(&[tenant_id, plugin_id])
 }
 
-/// A stored value's bytes (values are stored as JSON byte arrays).
-/// The first byte of a value stored as its raw bytes. Values written before were
-/// stored as JSON arrays of numbers (three to four bytes on disk per byte of value),
-/// which always begin with `[`; both are read.
+/// The first byte of a value stored as its raw bytes, as an earlier version stored
+/// values. Before that, values were JSON arrays of numbers (three to four bytes on disk
+/// per byte of value), which always begin with `[`; both are still read.
 const RAW: u8 = 0;
 
-/// A value as stored: [`RAW`], then its bytes.
-fn encode(value: &[u8]) -> Vec<u8> {
-    let mut stored = Vec::with_capacity(value.len() + 1);
-    stored.push(RAW);
-    stored.extend_from_slice(value);
-    stored
+/// The first byte, once opened, of a value as stored now: [`NAMED`], the length of the
+/// plugin's name for the key (4 bytes, little-endian: the key itself holds only its
+/// hash), then the value's bytes; the whole sealed as personal data (see
+/// [`crate::store::personal`]), since plugins keep numbers in their keys and values.
+const NAMED: u8 = 1;
+
+/// The key of the plugin's value `name`: the name hashed, never in the clear.
+fn value_key(db: &Db, tenant_id: &str, plugin_id: &str, name: &str) -> Result<Vec<u8>, KvFailure> {
+    Ok(key(&[
+        tenant_id,
+        plugin_id,
+        &db.personal_name(tenant_id, &[plugin_id, name])?,
+    ]))
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<u8>, KvFailure> {
-    if let Some((&RAW, value)) = bytes.split_first() {
-        return Ok(value.to_vec());
+/// `value`, named `name`, as stored under `stored_key`.
+fn encode(db: &Db, stored_key: &[u8], name: &str, value: &[u8]) -> Result<Vec<u8>, KvFailure> {
+    let mut record = Vec::with_capacity(value.len() + 5);
+    record.push(NAMED);
+    record.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    record.extend_from_slice(value);
+    Ok(db.personal()?.seal(Tree::PluginKv, stored_key, &record))
+}
+
+/// A stored value and the length of its name, when the record says it (records of
+/// earlier versions name their key in the clear: the key says it).
+fn decode(db: &Db, stored_key: &[u8], bytes: &[u8]) -> Result<(Vec<u8>, Option<u64>), KvFailure> {
+    let opened = db
+        .personal()?
+        .open(Tree::PluginKv, stored_key, bytes)
+        .map_err(|err| KvFailure::Store(format!("a stored value does not open: {err}")))?;
+    match opened.split_first() {
+        Some((&NAMED, rest)) if rest.len() >= 4 => {
+            let (length, value) = rest.split_at(4);
+            let length = u32::from_le_bytes(length.try_into().expect("4 bytes"));
+            Ok((value.to_vec(), Some(u64::from(length))))
+        }
+        Some((&RAW, value)) => Ok((value.to_vec(), None)),
+        _ => serde_json::from_slice(&opened)
+            .map(|value| (value, None))
+            .map_err(|err| KvFailure::Store(format!("a stored value does not decode: {err}"))),
     }
-    serde_json::from_slice(bytes)
-        .map_err(|err| KvFailure::Store(format!("a stored value does not decode: {err}")))
+}
+
+/// Where the store notes that [`migrate`] has run.
+const MIGRATED: &[u8] = b"plugin_kv_sealed/v1";
+
+/// Moves the values an earlier version stored under their names in the clear to
+/// hashed keys, sealed; once per store (see [`crate::store::personal::migrate`]).
+/// Returns how many values moved.
+pub fn migrate(db: &Db) -> Result<u64, StoreError> {
+    if db.get::<bool>(Tree::Meta, MIGRATED)?.is_some() {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    let mut start = Vec::new();
+    loop {
+        let chunk = db.scan_from_raw(Tree::PluginKv, &start, 1_024)?;
+        let Some((last, _)) = chunk.last() else { break };
+        start = last.clone();
+        start.push(0);
+        for (stored_key, bytes) in chunk {
+            if bytes.first() == Some(&crate::store::personal::SEALED) {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&stored_key) else {
+                continue;
+            };
+            // Usage records and tombstones are `tenant / plugin`: not values.
+            let mut parts = text.splitn(3, '/');
+            let (Some(tenant_id), Some(plugin_id), Some(name)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let failed = |err: KvFailure| StoreError::Corrupt {
+                tree: Tree::PluginKv.name(),
+                key: text.to_owned(),
+                message: format!("{err:?}"),
+            };
+            let (value, _) = decode(db, &stored_key, &bytes).map_err(failed)?;
+            let new_key = value_key(db, tenant_id, plugin_id, name).map_err(failed)?;
+            let sealed = encode(db, &new_key, name, &value).map_err(failed)?;
+            moved += u64::from(db.compare_and_swap_raw(
+                Tree::PluginKv,
+                &new_key,
+                None,
+                Some(&sealed),
+            )?);
+            db.compare_and_swap_raw(Tree::PluginKv, &stored_key, Some(&bytes), None)?;
+        }
+    }
+    db.put(Tree::Meta, MIGRATED, &true)?;
+    Ok(moved)
 }
 
 fn weight(name: &str, value: &[u8]) -> u64 {
@@ -398,8 +477,9 @@ impl PluginData {
             .db
             .scan_raw(Tree::PluginKv, &prefix, usize::MAX)?
         {
+            let (value, name) = decode(&self.inner.db, &key, &bytes)?;
             usage.keys += 1;
-            usage.bytes += (key.len() - prefix.len()) as u64 + decode(&bytes)?.len() as u64;
+            usage.bytes += name.unwrap_or((key.len() - prefix.len()) as u64) + value.len() as u64;
         }
         Ok(usage)
     }
@@ -470,9 +550,9 @@ impl PluginData {
                 return Ok(value.clone());
             }
         }
-        let key = key(&[&target.tenant_id, &target.plugin_id, name]);
+        let key = value_key(&self.inner.db, &target.tenant_id, &target.plugin_id, name)?;
         match self.inner.db.get_raw(Tree::PluginKv, &key)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            Some(bytes) => Ok(Some(decode(&self.inner.db, &key, &bytes)?.0)),
             None => Ok(None),
         }
     }
@@ -495,10 +575,10 @@ impl PluginData {
         } else {
             self.usage_locked(&mut slot, &target.tenant_id, &target.plugin_id)?
         };
-        let key = key(&[&target.tenant_id, &target.plugin_id, name]);
+        let key = value_key(&self.inner.db, &target.tenant_id, &target.plugin_id, name)?;
         let stored = |db: &Db| -> Result<Option<Vec<u8>>, KvFailure> {
             db.get_raw(Tree::PluginKv, &key)?
-                .map(|bytes| decode(&bytes))
+                .map(|bytes| decode(db, &key, &bytes).map(|(value, _)| value))
                 .transpose()
         };
         let delta = |old: &Option<Vec<u8>>, new: &Option<Vec<u8>>| -> (i64, i64) {
@@ -537,7 +617,10 @@ impl PluginData {
             // replicas at once counts twice.
             None => loop {
                 let raw = self.inner.db.get_raw(Tree::PluginKv, &key)?;
-                let old = raw.as_deref().map(decode).transpose()?;
+                let old = raw
+                    .as_deref()
+                    .map(|bytes| decode(&self.inner.db, &key, bytes).map(|(value, _)| value))
+                    .transpose()?;
                 let (new, answer) = change(old.as_deref())?;
                 let step = delta(&old, &new);
                 // On a shared store the usage record is taken first (within the quota)
@@ -553,7 +636,10 @@ impl PluginData {
                     }
                     after
                 };
-                let encoded = new.as_deref().map(encode);
+                let encoded = new
+                    .as_deref()
+                    .map(|value| encode(&self.inner.db, &key, name, value))
+                    .transpose()?;
                 if self.inner.db.compare_and_swap_raw(
                     Tree::PluginKv,
                     &key,

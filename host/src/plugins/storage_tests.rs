@@ -85,32 +85,64 @@ fn usage_is_computed_from_the_store_on_first_use() {
 }
 
 #[test]
-fn values_are_stored_as_their_bytes_and_older_json_values_still_read() {
+fn values_are_stored_sealed_under_hashed_names_and_older_values_still_read() {
     let (_dir, data) = data(StorageLimits::default());
     let mut state = call(&data, &scope("p"));
-    state.set("big".into(), vec![200; 1000]).expect("set");
+    state
+        .set("+447400123456".into(), vec![200; 1000])
+        .expect("set");
     let db = data.db().clone();
-    let stored_key = crate::store::key(&["tenant", "p", "big"]);
+    let name = db
+        .personal_name("tenant", &["p", "+447400123456"])
+        .expect("name");
+    let stored_key = crate::store::key(&["tenant", "p", &name]);
     let stored = db
         .get_raw(crate::store::Tree::PluginKv, &stored_key)
         .expect("read")
         .expect("stored");
-    // One byte of tag and the value: the disk holds what the quota counts.
-    assert_eq!(stored.len(), 1001);
-    assert_eq!(read(state.get("big".into())), Some(vec![200; 1000]));
+    // The value and a fixed 46 bytes (seal mark, nonce, tag, format and name length):
+    // the disk holds what the quota counts. Neither key nor value shows the name.
+    assert_eq!(stored.len(), 1000 + 46);
+    let every = db
+        .scan_raw(crate::store::Tree::PluginKv, b"", 100)
+        .expect("scan");
+    for (key, value) in &every {
+        for bytes in [key, value] {
+            assert!(!bytes.windows(12).any(|w| w == b"447400123456"));
+        }
+    }
+    assert_eq!(
+        read(state.get("+447400123456".into())),
+        Some(vec![200; 1000])
+    );
 
-    // A value written as a JSON array by an earlier release reads back, counts as its
-    // bytes, and is rewritten in the new form on its next write.
+    // Values an earlier release stored under their names in the clear (as JSON arrays,
+    // and as raw bytes) move to hashed keys, sealed, when the store is migrated; they
+    // read back and count as their names' and values' bytes.
     let legacy_key = crate::store::key(&["tenant", "p", "old"]);
-    db.put(crate::store::Tree::PluginKv, &legacy_key, &vec![1u8, 2, 3])
+    db.put_raw(crate::store::Tree::PluginKv, &legacy_key, b"[1,2,3]")
         .expect("legacy write");
+    let raw_key = crate::store::key(&["tenant", "p", "raw"]);
+    db.put_raw(crate::store::Tree::PluginKv, &raw_key, &[0, 9])
+        .expect("legacy write");
+    assert_eq!(super::storage::migrate(&db).expect("migrate"), 2);
+    assert!(db
+        .get_raw(crate::store::Tree::PluginKv, &legacy_key)
+        .expect("read")
+        .is_none());
     let reopened = PluginData::new(db.clone(), StorageLimits::default());
     let view = reopened.view("tenant", "p").expect("view");
-    assert_eq!((view.kv_keys, view.kv_bytes), (2, 3 + 1000 + 3 + 3));
+    assert_eq!(
+        (view.kv_keys, view.kv_bytes),
+        (3, 13 + 1000 + 3 + 3 + 3 + 1)
+    );
     let mut state = call(&reopened, &scope("p"));
     assert_eq!(read(state.get("old".into())), Some(vec![1, 2, 3]));
+    assert_eq!(read(state.get("raw".into())), Some(vec![9]));
     assert_eq!(state.increment("n".into(), 5).expect("counter"), 5);
     assert_eq!(read(state.get("n".into())), Some(b"5".to_vec()));
+    // Once migrated, a store is not scanned again.
+    assert_eq!(super::storage::migrate(&db).expect("migrate"), 0);
 }
 
 #[test]

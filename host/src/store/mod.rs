@@ -9,6 +9,7 @@
 
 mod codec;
 pub mod copy;
+pub mod personal;
 mod postgres;
 mod sled_store;
 #[doc(hidden)]
@@ -414,6 +415,10 @@ pub struct Db {
     closed: tokio::sync::watch::Receiver<bool>,
     /// Where operations' latency is recorded, once the engine's metrics are known.
     metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
+    /// The keys that seal personal records and hash personal names in keys (see
+    /// [`personal`]): set by the server from its secret, or taken from the stored
+    /// secret on first use.
+    personal: Arc<std::sync::OnceLock<personal::Personal>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -452,7 +457,53 @@ impl Db {
             flusher: tx,
             closed,
             metrics: Arc::default(),
+            personal: Arc::default(),
         }
+    }
+
+    /// Seals personal records and hashes personal names with keys derived from
+    /// `server_secret` from now on (every clone); the first call wins, and it must come
+    /// before the first personal record is read or written.
+    pub fn use_server_secret(&self, server_secret: &[u8; 32]) {
+        let _ = self.personal.set(personal::Personal::new(server_secret));
+    }
+
+    /// The keys of personal data: the server's, or, when it set none (tools and tests
+    /// that open a store directly), those of the secret stored in the store.
+    pub fn personal(&self) -> Result<&personal::Personal, StoreError> {
+        if let Some(personal) = self.personal.get() {
+            return Ok(personal);
+        }
+        let secret = crate::secrets::code_secret(self, None)?;
+        Ok(self
+            .personal
+            .get_or_init(|| personal::Personal::new(&secret)))
+    }
+
+    /// The name keys use for `parts` (a number, a number and an applicant, an IP) of
+    /// `tenant_id`: a keyed hash, never the value itself (see [`personal`]).
+    pub fn personal_name(&self, tenant_id: &str, parts: &[&str]) -> Result<String, StoreError> {
+        Ok(self.personal()?.name(tenant_id, parts))
+    }
+
+    /// The key of `tenant_id`'s record about the number `e164` (its verified owner,
+    /// guess budget, blocklist entry): the number hashed, never in the clear.
+    pub fn number_key(&self, tenant_id: &str, e164: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(key(&[tenant_id, &self.personal_name(tenant_id, &[e164])?]))
+    }
+
+    /// The key of `tenant_id`'s record about the number `e164` with the applicant
+    /// `applicant_id` (empty: none), hashed together.
+    pub fn applicant_key(
+        &self,
+        tenant_id: &str,
+        e164: &str,
+        applicant_id: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        Ok(key(&[
+            tenant_id,
+            &self.personal_name(tenant_id, &[e164, applicant_id])?,
+        ]))
     }
 
     /// Records the latency of this store's operations (every clone's) in `metrics`
@@ -597,12 +648,12 @@ impl Db {
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
         self.timed(StoreOp::Get, || self.store.get(tree, key))?
-            .map(|bytes| decode(tree, key, &bytes))
+            .map(|bytes| self.decode(tree, key, &bytes))
             .transpose()
     }
 
     pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-        let bytes = encode(tree, value)?;
+        let bytes = self.encode(tree, key, value)?;
         self.timed(StoreOp::Put, || self.store.put(tree, key, &bytes))
     }
 
@@ -613,7 +664,7 @@ impl Db {
         key: &[u8],
         value: &T,
     ) -> Result<bool, StoreError> {
-        let bytes = encode(tree, value)?;
+        let bytes = self.encode(tree, key, value)?;
         self.timed(StoreOp::Update, || {
             self.store.compare_and_swap(tree, key, None, Some(&bytes))
         })
@@ -697,7 +748,7 @@ impl Db {
             .scan_range(tree, start, end, limit, reverse)?
             .into_iter()
             .map(|(key, bytes)| {
-                let value = decode(tree, &key, &bytes)?;
+                let value = self.decode(tree, &key, &bytes)?;
                 Ok((key, value))
             })
             .collect()
@@ -733,7 +784,7 @@ impl Db {
             self.store.scan_prefix(tree, prefix, limit, reverse)
         })?
         .into_iter()
-        .map(|(key, bytes)| decode(tree, &key, &bytes))
+        .map(|(key, bytes)| self.decode(tree, &key, &bytes))
         .collect()
     }
 
@@ -750,7 +801,7 @@ impl Db {
         })?
         .into_iter()
         .map(|(key, bytes)| {
-            let value = decode(tree, &key, &bytes)?;
+            let value = self.decode(tree, &key, &bytes)?;
             Ok((key, value))
         })
         .collect()
@@ -788,16 +839,24 @@ impl Db {
     {
         loop {
             let current = self.store.get(tree, key)?;
-            let decoded = current
+            let plain = current
                 .as_deref()
-                .map(|bytes| decode(tree, key, bytes))
+                .map(|bytes| self.plain(tree, key, bytes))
+                .transpose()?;
+            let decoded = plain
+                .as_deref()
+                .map(|json| parse(tree, key, json))
                 .transpose()?;
             let (next, result) = update(decoded)?;
-            let encoded = next.as_ref().map(|next| encode(tree, next)).transpose()?;
-            // Nothing to write: the read is the update's moment.
-            if encoded == current {
+            let next_json = next.as_ref().map(to_json).transpose()?;
+            // Nothing to write: the read is the update's moment. (Compared as JSON: a
+            // sealed record's bytes differ at every write.)
+            if next_json.as_deref() == plain.as_deref() {
                 return Ok(result);
             }
+            let encoded = next_json
+                .map(|json| self.stored_form(tree, key, json))
+                .transpose()?;
             if self
                 .store
                 .compare_and_swap(tree, key, current.as_deref(), encoded.as_deref())?
@@ -808,21 +867,117 @@ impl Db {
     }
 }
 
-/// `value` as stored in `tree` (see [`codec`]).
-fn encode<T: Serialize>(tree: Tree, value: &T) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(value)
-        .map_err(|err| StoreError::Backend(format!("cannot encode record: {err}")))?;
-    codec::seal(tree, json)
+impl Db {
+    /// `value` as stored under `key` in `tree` (see [`codec`] and [`personal`]).
+    fn encode<T: Serialize>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        value: &T,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.stored_form(tree, key, to_json(value)?)
+    }
+
+    /// `json` as stored under `key` in `tree`: compressed when the tree is, then sealed
+    /// when the tree holds personal data.
+    fn stored_form(&self, tree: Tree, key: &[u8], json: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let record = codec::seal(tree, json)?;
+        if !tree.sealed() {
+            return Ok(record);
+        }
+        Ok(self.personal()?.seal(tree, key, &record))
+    }
+
+    /// The JSON of the record stored as `bytes` under `key` in `tree`, whichever form
+    /// it is in.
+    fn plain<'a>(
+        &self,
+        tree: Tree,
+        key: &'a [u8],
+        bytes: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
+        let corrupt = |message: String| corrupt(tree, key, message);
+        let record = if bytes.first() == Some(&personal::SEALED) {
+            std::borrow::Cow::Owned(
+                self.personal()?
+                    .open(tree, key, bytes)
+                    .map_err(corrupt)?
+                    .into_owned(),
+            )
+        } else {
+            std::borrow::Cow::Borrowed(bytes)
+        };
+        match record {
+            std::borrow::Cow::Borrowed(bytes) => codec::open(bytes).map_err(corrupt),
+            std::borrow::Cow::Owned(bytes) => Ok(std::borrow::Cow::Owned(
+                codec::open(&bytes).map_err(corrupt)?.into_owned(),
+            )),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        let json = self.plain(tree, key, bytes)?;
+        parse(tree, key, &json)
+    }
+
+    /// Rewrites the record stored as `bytes` under `from` in `tree` into the form new
+    /// records take (sealed where the tree is), under `to` (`None`: the same key);
+    /// whether it did. The record moves only if it is unchanged meanwhile and `to` is
+    /// free, so a record written since in the new form is never overwritten.
+    pub fn restore(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        bytes: &[u8],
+        to: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let json = self.plain(tree, from, bytes)?.into_owned();
+        match to {
+            None => {
+                let stored = self.stored_form(tree, from, json)?;
+                self.store
+                    .compare_and_swap(tree, from, Some(bytes), Some(&stored))
+            }
+            Some(to) => {
+                let stored = self.stored_form(tree, to, json)?;
+                let moved = self.store.compare_and_swap(tree, to, None, Some(&stored))?;
+                self.store.compare_and_swap(tree, from, Some(bytes), None)?;
+                Ok(moved)
+            }
+        }
+    }
+
+    /// A record of `tree` read with a raw call, decoded as the typed calls would.
+    pub fn decode_raw<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        self.decode(tree, key, bytes)
+    }
 }
 
-fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    let corrupt = |message: String| StoreError::Corrupt {
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value)
+        .map_err(|err| StoreError::Backend(format!("cannot encode record: {err}")))
+}
+
+fn parse<T: DeserializeOwned>(tree: Tree, key: &[u8], json: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(json).map_err(|err| corrupt(tree, key, err.to_string()))
+}
+
+fn corrupt(tree: Tree, key: &[u8], message: String) -> StoreError {
+    StoreError::Corrupt {
         tree: tree.name(),
         key: String::from_utf8_lossy(key).into_owned(),
         message,
-    };
-    let json = codec::open(bytes).map_err(corrupt)?;
-    serde_json::from_slice(&json).map_err(|err| corrupt(err.to_string()))
+    }
 }
 
 #[cfg(test)]

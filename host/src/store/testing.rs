@@ -106,6 +106,11 @@ impl TestCluster {
             .unwrap_or_else(|err| panic!("cannot start a TLS PostgreSQL cluster: {err}"))
     }
 
+    /// The cluster's data directory: its tables' files and its write-ahead log.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// Stops the server as an operator's fast shutdown does (connections are ended,
     /// the port closes) and waits until it is gone.
     pub fn stop(&self) {

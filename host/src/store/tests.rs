@@ -572,11 +572,18 @@ contract!(
             .get_raw(Tree::Verifications, b"t/v1")
             .expect("raw")
             .expect("there");
-        assert_eq!(stored[0], 0xFF, "stored compressed");
+        // Compressed, then sealed: verifications hold personal data.
+        assert_eq!(stored[0], 0xFE, "stored sealed");
+        let opened = db
+            .personal()
+            .expect("keys")
+            .open(Tree::Verifications, b"t/v1", &stored)
+            .expect("opens");
+        assert_eq!(opened[0], 0xFF, "stored compressed");
         assert!(
-            stored.len() < json.len(),
+            opened.len() < json.len(),
             "{} of {} bytes",
-            stored.len(),
+            opened.len(),
             json.len()
         );
         assert_eq!(
@@ -604,7 +611,7 @@ contract!(
             db.get_raw(Tree::Verifications, b"t/v0")
                 .expect("read")
                 .expect("there")[0],
-            0xFF
+            0xFE
         );
         // Scans decode too; a tree outside the compressed set keeps JSON.
         assert_eq!(
@@ -619,6 +626,83 @@ contract!(
                 .expect("read")
                 .expect("there"),
             json
+        );
+    }
+);
+
+contract!(
+    personal_records_of_an_earlier_version_are_sealed_and_renamed_once,
+    |db: &Db| {
+        let number = "+447400123456";
+        let found = |db: &Db| {
+            let mut found = Vec::new();
+            for tree in Tree::ALL {
+                for (key, value) in db.scan_from_raw(tree, b"", 10_000).expect("scan") {
+                    if [&key, &value]
+                        .iter()
+                        .any(|bytes| bytes.windows(12).any(|w| w == &number.as_bytes()[1..]))
+                    {
+                        found.push((tree.name(), String::from_utf8_lossy(&key).into_owned()));
+                    }
+                }
+            }
+            found
+        };
+        // As an earlier version stored them: numbers in keys, records in the clear.
+        db.put_raw(
+            Tree::VerifiedNumbers,
+            format!("t/{number}").as_bytes(),
+            br#"{"applicant_id":"a1"}"#,
+        )
+        .expect("put");
+        db.put_raw(
+            Tree::VerificationIndex,
+            format!("t/{number}/a1").as_bytes(),
+            br#"{"verification_id":"v1"}"#,
+        )
+        .expect("put");
+        db.put_raw(
+            Tree::Verifications,
+            b"t/v1",
+            format!(r#"{{"phone":"{number}"}}"#).as_bytes(),
+        )
+        .expect("put");
+        assert_eq!(found(db).len(), 3);
+        let migrated = personal::migrate(db).expect("migrate");
+        assert_eq!((migrated.renamed, migrated.sealed), (2, 1));
+        assert_eq!(found(db), Vec::<(&str, String)>::new());
+        // Found where the flows look now.
+        let owner: serde_json::Value = db
+            .get(
+                Tree::VerifiedNumbers,
+                &db.number_key("t", number).expect("key"),
+            )
+            .expect("read")
+            .expect("moved");
+        assert_eq!(owner["applicant_id"], "a1");
+        let entry: serde_json::Value = db
+            .get(
+                Tree::VerificationIndex,
+                &db.applicant_key("t", number, "a1").expect("key"),
+            )
+            .expect("read")
+            .expect("moved");
+        assert_eq!(entry["verification_id"], "v1");
+        let record: serde_json::Value = db
+            .get(Tree::Verifications, b"t/v1")
+            .expect("read")
+            .expect("sealed in place");
+        assert_eq!(record["phone"], number);
+        // Done once: a record written in the clear later is left for the flows.
+        db.put_raw(
+            Tree::Verifications,
+            b"t/v2",
+            br#"{"phone":"+447400123456"}"#,
+        )
+        .expect("put");
+        assert_eq!(
+            personal::migrate(db).expect("again"),
+            personal::Migrated::default()
         );
     }
 );

@@ -149,8 +149,10 @@ impl Engine {
                 Ok(!entries.is_empty())
             },
             || {
-                self.db
-                    .get(Tree::Blocklist, &key(&[tenant_id, &number.e164]))
+                self.db.get(
+                    Tree::Blocklist,
+                    &self.db.number_key(tenant_id, &number.e164)?,
+                )
             },
         )?;
         if let Some(entry) = blocked {
@@ -226,7 +228,7 @@ impl Engine {
         };
         let owner: Option<VerifiedOwner> = self
             .db
-            .get(Tree::VerifiedNumbers, &key(&[tenant_id, e164]))?;
+            .get(Tree::VerifiedNumbers, &self.db.number_key(tenant_id, e164)?)?;
         Ok(owner
             .filter(|owner| owner.applicant_id != applicant_id)
             .map(|owner| {

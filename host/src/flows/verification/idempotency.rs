@@ -3,13 +3,15 @@
 //! The first request with a key claims it with a pending marker (an atomic insert), so
 //! two concurrent requests with one key cannot both send. A successful answer replaces
 //! the marker and is kept for 24 hours; a failed request releases the key so the client
-//! may retry. Reusing a key with a different body is refused.
+//! may retry. Reusing a key with a different body is refused. The retention purge
+//! sweeps expired answers away (a stored answer names the number), and erasing a
+//! verification removes the answers about it.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{key, Tree};
+use crate::store::{key, StoreError, Tree};
 
 use crate::flows::{Engine, FlowError};
 
@@ -131,5 +133,69 @@ impl Engine {
         {
             tracing::warn!(error = %err, "could not release an idempotency key");
         }
+    }
+
+    /// Removes up to `budget` of `tenant_id`'s stored answers that expired by `now`,
+    /// continuing where the last sweep stopped (answers are keyed by the client's key,
+    /// not by time, so each pass reads the next stretch and the sweep wraps around).
+    /// Returns how many it removed.
+    pub(crate) fn sweep_idempotency(
+        &self,
+        tenant_id: &str,
+        now: DateTime<Utc>,
+        budget: usize,
+    ) -> Result<u64, StoreError> {
+        let mark = key(&["idempotency_sweep", tenant_id]);
+        let prefix = key(&[tenant_id, ""]);
+        let end = crate::store::successor(&prefix).unwrap_or_default();
+        let mut from = self
+            .db
+            .get::<String>(Tree::Meta, &mark)?
+            .map(|cursor| key(&[tenant_id, &cursor]))
+            .unwrap_or_else(|| prefix.clone());
+        let mut removed = 0;
+        let mut read = 0;
+        loop {
+            let page: Vec<(Vec<u8>, Stored)> =
+                self.db
+                    .scan_range(Tree::Idempotency, &from, &end, 500, false)?;
+            let Some((last, _)) = page.last() else {
+                // The end of the tenant's answers: the next sweep starts again.
+                self.db.remove(Tree::Meta, &mark)?;
+                return Ok(removed);
+            };
+            from = last.clone();
+            from.push(0);
+            read += page.len();
+            for (stored_key, stored) in page {
+                if stored.created_at + Duration::hours(RETENTION_HOURS) <= now {
+                    self.db.remove(Tree::Idempotency, &stored_key)?;
+                    removed += 1;
+                }
+            }
+            if read >= budget {
+                let cursor = String::from_utf8_lossy(&from[prefix.len()..]).into_owned();
+                self.db.put(Tree::Meta, &mark, &cursor)?;
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Removes `tenant_id`'s stored answers about verification `id` (among its newest
+    /// 10,000; expired answers are swept by the purge).
+    pub(crate) fn forget_answers_about(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        let answers: Vec<(Vec<u8>, Stored)> =
+            self.db
+                .scan_entries(Tree::Idempotency, &key(&[tenant_id, ""]), 10_000, false)?;
+        let quoted = format!("\"{id}\"");
+        for (stored_key, stored) in answers {
+            if stored
+                .answer
+                .is_some_and(|answer| answer.to_string().contains(&quoted))
+            {
+                self.db.remove(Tree::Idempotency, &stored_key)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -15,7 +15,7 @@ use crate::otp;
 use crate::routing::RuleRoute;
 use crate::sending::OutboundMessage;
 use crate::settings::EndpointLimits;
-use crate::store::{key, Tree};
+use crate::store::Tree;
 use crate::warnings::{Risk, RiskAction, Warning};
 
 use crate::analytics::Fact;
@@ -162,6 +162,8 @@ impl Engine {
         ip: &str,
     ) -> Result<(), FlowError> {
         let now = self.clock.now();
+        // Buckets name the number and the IP address hashed: a shared store keeps
+        // them in a table.
         let scopes = [
             (
                 "tenant",
@@ -170,12 +172,18 @@ impl Engine {
             ),
             (
                 "phone number",
-                format!("{scope}/p/{tenant_id}/{e164}"),
+                format!(
+                    "{scope}/p/{tenant_id}/{}",
+                    self.db.personal_name(tenant_id, &[e164])?
+                ),
                 limits.per_phone,
             ),
             (
                 "client IP",
-                format!("{scope}/i/{tenant_id}/{ip}"),
+                format!(
+                    "{scope}/i/{tenant_id}/{}",
+                    self.db.personal_name(tenant_id, &[ip])?
+                ),
                 limits.per_ip,
             ),
         ];
@@ -225,7 +233,9 @@ impl Engine {
             &ip,
         )?;
         let now = self.clock.now();
-        let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
+        let index_key =
+            self.db
+                .applicant_key(tenant_id, &number.e164, applicant_id.unwrap_or(""))?;
         // A decision made for this number and applicant (by a lookup, a rule, a
         // reviewer) holds: the send answers it and sends nothing.
         let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, &index_key)?;

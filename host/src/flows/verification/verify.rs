@@ -9,7 +9,7 @@ use crate::model::{
 use crate::otp::CheckOutcome;
 use crate::phone::risk::RiskLevel;
 use crate::settings::{GuessBudget, PhoneSettings};
-use crate::store::{key, Tree};
+use crate::store::Tree;
 use crate::warnings::{Risk, RiskAction, Warning};
 
 use crate::flows::lookup::{check_applicant, client_ip};
@@ -88,7 +88,9 @@ impl Engine {
             &number.e164,
             &ip,
         )?;
-        let index_key = key(&[tenant_id, &number.e164, applicant_id.unwrap_or("")]);
+        let index_key =
+            self.db
+                .applicant_key(tenant_id, &number.e164, applicant_id.unwrap_or(""))?;
         let entry: Option<ApplicantNumber> = self.db.get(Tree::VerificationIndex, &index_key)?;
         let id = entry
             .and_then(|entry| entry.verification_id)
@@ -181,7 +183,7 @@ impl Engine {
                 Ok((Some(verification.clone()), (verification, outcome, sent)))
             },
         );
-        let budget_key = guess_key(tenant_id, &number.e164);
+        let budget_key = self.db.number_key(tenant_id, &number.e164)?;
         let (verification, outcome, sent) = match checked {
             Ok(checked) => checked,
             Err(err) => {
@@ -345,7 +347,7 @@ impl Engine {
         };
         self.db.insert_new(
             Tree::VerifiedNumbers,
-            &key(&[tenant_id, &verification.phone.e164]),
+            &self.db.number_key(tenant_id, &verification.phone.e164)?,
             &owner,
         )?;
         Ok(())
@@ -358,10 +360,6 @@ pub(crate) struct Charge {
     ticket: u64,
     /// The entry used the budget's last guess: if it is wrong, the number locks.
     last: bool,
-}
-
-fn guess_key(tenant_id: &str, e164: &str) -> Vec<u8> {
-    key(&[tenant_id, e164])
 }
 
 /// Until when code entry is locked by `log`: the number has had the budget's
@@ -435,7 +433,7 @@ impl Engine {
     ) -> Result<Option<DateTime<Utc>>, FlowError> {
         let log: Option<GuessLog> = self
             .db
-            .get(Tree::GuessBudgets, &guess_key(tenant_id, e164))?;
+            .get(Tree::GuessBudgets, &self.db.number_key(tenant_id, e164)?)?;
         Ok(log.and_then(|log| locked_until(&log, budget, now)))
     }
 
@@ -453,7 +451,7 @@ impl Engine {
         let max = budget.max_failures_per_24h as usize;
         self.db.update::<GuessLog, FlowError, _>(
             Tree::GuessBudgets,
-            &guess_key(tenant_id, e164),
+            &self.db.number_key(tenant_id, e164)?,
             |current| {
                 let mut log = current.unwrap_or_default();
                 if let Some(until) = locked_until(&log, budget, now) {
