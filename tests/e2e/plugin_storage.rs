@@ -84,22 +84,28 @@ fn entries(server: &TestServer, tree: Tree, prefix: &[u8]) -> usize {
 }
 
 /// The plugin's key-value entries and their bytes as the plugin sees them, read from
-/// the store itself: a value is stored as a tag byte and its bytes, so the disk holds
-/// what the quota counts.
+/// the store itself: a value is stored sealed, and opens to a tag byte, the length of
+/// its name (the key holds only the name's hash) and its bytes, so the disk holds what
+/// the quota counts and a fixed overhead.
 fn kv_in_store(server: &TestServer, tenant: &Tenant, plugin: &str) -> (u64, u64) {
     let prefix = key(&[&tenant.id, plugin, ""]);
-    let pairs = server
-        .engine()
-        .db
+    let db = &server.engine().db;
+    let pairs = db
         .scan_raw(Tree::PluginKv, &prefix, usize::MAX)
         .expect("scan the store");
     let bytes = pairs
         .iter()
         .map(|(key, value)| {
-            let value = value
-                .strip_prefix(&[0])
-                .expect("a value stored as its bytes");
-            (key.len() - prefix.len() + value.len()) as u64
+            let opened = db
+                .personal()
+                .expect("the keys")
+                .open(Tree::PluginKv, key, value)
+                .expect("a sealed value");
+            let rest = opened
+                .strip_prefix(&[1])
+                .expect("a value with its name's length");
+            let (name, value) = rest.split_at(4);
+            u64::from(u32::from_le_bytes(name.try_into().expect("4 bytes"))) + value.len() as u64
         })
         .sum();
     (pairs.len() as u64, bytes)

@@ -1078,6 +1078,30 @@ async fn codes_go_out_through_the_http_sms_adapter_and_receipts_come_back() {
 
     let verified = server.verify(&tenant, &phone, "a", &code).await;
     assert_eq!(verified.expect(200)["status"], "Approved");
+
+    // Once the tenant no longer keeps the verification, the purge also drops the
+    // adapter's index entry of its message: a late receipt finds nothing to record.
+    server
+        .settings(&tenant, json!({"retention": {"verifications_days": 1, "messages_days": 1, "events_days": 1, "webhook_deliveries_days": 1}}))
+        .await;
+    server.advance(chrono::Duration::hours(49));
+    let purged = server.engine().purge_expired().expect("a purge");
+    assert_eq!(
+        (purged.verifications, purged.message_index_entries),
+        (1, 1),
+        "{purged:?}"
+    );
+    let body = format!("MessageSid={}&MessageStatus=delivered", accepted[0].id);
+    let reply = server
+        .raw(
+            Method::POST,
+            &callback,
+            None,
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.expect(200)["recorded"], 0);
 }
 
 #[tokio::test]

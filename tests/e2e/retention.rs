@@ -143,6 +143,25 @@ async fn erasing_a_verification_leaves_no_record_naming_its_number() {
         .delete(&format!("/v1/verifications/{id}"), &tenant.key)
         .await
         .error(404, "not_found");
+
+    // Erasures in a loop are bounded per tenant (misses count too, and two were made
+    // above); another tenant's are not affected.
+    for n in 3..=120 {
+        let path = format!("/v1/verifications/0190a000-0000-7000-8000-{n:012}");
+        server
+            .delete(&path, &tenant.key)
+            .await
+            .error(404, "not_found");
+    }
+    let limited = server
+        .delete(&format!("/v1/verifications/{id}"), &tenant.key)
+        .await;
+    limited.error(429, "rate_limited");
+    assert!(limited.header("retry-after").is_some());
+    server
+        .delete(&format!("/v1/verifications/{id}"), &other.key)
+        .await
+        .error(404, "not_found");
 }
 
 #[tokio::test]

@@ -35,6 +35,13 @@ const PASS_BUDGET: usize = 5_000;
 const BATCH: usize = 500;
 /// What an erased case keeps of its number.
 const ERASED: &str = "erased";
+/// Erasures a tenant may ask for: each reads up to 10,000 of its outbox copies and
+/// idempotent answers and its webhooks' deliveries, so a loop of them is bounded.
+/// (Bulk removal is the purge's work, under the tenant's retention settings.)
+pub const ERASE_LIMIT: crate::settings::BucketLimit = crate::settings::BucketLimit {
+    per_minute: 120,
+    burst: 120,
+};
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -46,6 +53,8 @@ pub struct Purged {
     pub webhook_deliveries: u64,
     /// Stored idempotent answers past their 24 hours.
     pub idempotent_answers: u64,
+    /// Adapters' provider-message index entries of purged verifications.
+    pub message_index_entries: u64,
 }
 
 impl Purged {
@@ -56,6 +65,7 @@ impl Purged {
         self.trails += other.trails;
         self.webhook_deliveries += other.webhook_deliveries;
         self.idempotent_answers += other.idempotent_answers;
+        self.message_index_entries += other.message_index_entries;
     }
 }
 
@@ -71,6 +81,16 @@ impl Engine {
     /// no longer name the number or the applicant. Another tenant's id is 404.
     pub async fn erase_verification(&self, caller: &Caller, id: &str) -> Result<(), FlowError> {
         let tenant_id = caller.tenant_id.as_str();
+        self.limits
+            .take(&format!("erase/{tenant_id}"), ERASE_LIMIT, self.clock.now())?
+            .map_err(|limited| FlowError::RateLimited {
+                code: "rate_limited",
+                message: format!(
+                    "too many erasures for this tenant (at most {} a minute); retry later",
+                    ERASE_LIMIT.per_minute
+                ),
+                retry_after_secs: limited.retry_after_secs,
+            })?;
         let verification: Verification = self
             .db
             .get(
@@ -302,8 +322,18 @@ impl Engine {
             self.db.put(Tree::Meta, &mark, &until.timestamp_millis())?;
         }
 
-        // Idempotent answers past their replay window.
-        purged.idempotent_answers = self.sweep_idempotency(tenant_id, now, PASS_BUDGET)?;
+        // Idempotent answers past their replay window, and adapters' message index
+        // entries of verifications the tenant no longer keeps: both keyed by what the
+        // client or the provider named, not by time, so each is swept in stretches.
+        purged.idempotent_answers = self.sweep(Tree::Idempotency, tenant_id, |stored, bytes| {
+            self.idempotency_expired(stored, bytes, now)
+        })?;
+        let kept_from = cutoff(now, retention.verifications_days);
+        purged.message_index_entries =
+            self.sweep(Tree::MessageIndex, tenant_id, |stored, bytes| {
+                let id: String = self.db.decode_raw(Tree::MessageIndex, stored, bytes)?;
+                Ok(begun_at(&id).is_none_or(|at| at < kept_from))
+            })?;
 
         // Webhook deliveries made before their cutoff.
         let bound =
@@ -325,6 +355,47 @@ impl Engine {
             }
         }
         Ok(purged)
+    }
+
+    /// Removes the records of `tenant_id` in `tree` that `expired` says are, reading
+    /// up to [`PASS_BUDGET`] of them from where the last sweep of the tree stopped (the
+    /// sweep wraps around at the tenant's last key). Returns how many it removed.
+    fn sweep(
+        &self,
+        tree: Tree,
+        tenant_id: &str,
+        mut expired: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let mark = key(&["sweep", tree.name(), tenant_id]);
+        let prefix = key(&[tenant_id, ""]);
+        let end = crate::store::successor(&prefix).unwrap_or_default();
+        let mut from = match self.db.get::<String>(Tree::Meta, &mark)? {
+            Some(cursor) => key(&[tenant_id, &cursor]),
+            None => prefix.clone(),
+        };
+        let (mut removed, mut read) = (0, 0);
+        loop {
+            let page = self.db.scan_range_raw(tree, &from, &end, BATCH, false)?;
+            let Some((last, _)) = page.last() else {
+                // The tenant's last key: the next sweep starts again.
+                self.db.remove(Tree::Meta, &mark)?;
+                return Ok(removed);
+            };
+            from = last.clone();
+            from.push(0);
+            read += page.len();
+            for (stored, bytes) in page {
+                if expired(&stored, &bytes)? {
+                    self.db.remove(tree, &stored)?;
+                    removed += 1;
+                }
+            }
+            if read >= PASS_BUDGET {
+                let cursor = String::from_utf8_lossy(&from[prefix.len()..]).into_owned();
+                self.db.put(Tree::Meta, &mark, &cursor)?;
+                return Ok(removed);
+            }
+        }
     }
 
     /// Purges once a minute until `stop`.
@@ -363,4 +434,32 @@ fn about(delivery: &Delivery, id: &str) -> bool {
 /// so there always is one).
 fn past(prefix: &[u8]) -> Vec<u8> {
     crate::store::successor(prefix).unwrap_or_else(|| vec![u8::MAX; prefix.len() + 1])
+}
+
+/// When the verification `id` began: its UUIDv7 carries the time (`None` for an id
+/// that is not one).
+fn begun_at(id: &str) -> Option<DateTime<Utc>> {
+    let (seconds, nanos) = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verification_id_tells_when_it_began() {
+        let at = DateTime::parse_from_rfc3339("2026-03-04T05:06:07.089Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            u64::try_from(at.timestamp()).expect("after 1970"),
+            at.timestamp_subsec_nanos(),
+        ))
+        .to_string();
+        assert_eq!(begun_at(&id), Some(at));
+        assert_eq!(begun_at("not-an-id"), None);
+        assert_eq!(begun_at(&uuid::Uuid::new_v4().to_string()), None);
+    }
 }

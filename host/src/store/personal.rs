@@ -91,7 +91,7 @@ impl Personal {
     }
 
     /// `record` (as the codec stores it) sealed for `key` in `tree`.
-    pub(crate) fn seal(&self, tree: Tree, key: &[u8], record: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, tree: Tree, key: &[u8], record: &[u8]) -> Vec<u8> {
         let nonce: [u8; NONCE_BYTES] = rand::rng().random();
         let aad = associated(tree, key);
         let ciphertext = self
@@ -113,7 +113,7 @@ impl Personal {
 
     /// The record under `key` in `tree` as the codec stores it: opened when sealed, as
     /// it is otherwise. `Err` says why a sealed record does not open.
-    pub(crate) fn open<'a>(
+    pub fn open<'a>(
         &self,
         tree: Tree,
         key: &[u8],

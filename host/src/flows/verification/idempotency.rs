@@ -135,50 +135,16 @@ impl Engine {
         }
     }
 
-    /// Removes up to `budget` of `tenant_id`'s stored answers that expired by `now`,
-    /// continuing where the last sweep stopped (answers are keyed by the client's key,
-    /// not by time, so each pass reads the next stretch and the sweep wraps around).
-    /// Returns how many it removed.
-    pub(crate) fn sweep_idempotency(
+    /// Whether the stored answer `bytes` (under `stored_key`) is past its replay window
+    /// at `now`; the purge sweeps those away.
+    pub(crate) fn idempotency_expired(
         &self,
-        tenant_id: &str,
+        stored_key: &[u8],
+        bytes: &[u8],
         now: DateTime<Utc>,
-        budget: usize,
-    ) -> Result<u64, StoreError> {
-        let mark = key(&["idempotency_sweep", tenant_id]);
-        let prefix = key(&[tenant_id, ""]);
-        let end = crate::store::successor(&prefix).unwrap_or_default();
-        let mut from = self
-            .db
-            .get::<String>(Tree::Meta, &mark)?
-            .map(|cursor| key(&[tenant_id, &cursor]))
-            .unwrap_or_else(|| prefix.clone());
-        let mut removed = 0;
-        let mut read = 0;
-        loop {
-            let page: Vec<(Vec<u8>, Stored)> =
-                self.db
-                    .scan_range(Tree::Idempotency, &from, &end, 500, false)?;
-            let Some((last, _)) = page.last() else {
-                // The end of the tenant's answers: the next sweep starts again.
-                self.db.remove(Tree::Meta, &mark)?;
-                return Ok(removed);
-            };
-            from = last.clone();
-            from.push(0);
-            read += page.len();
-            for (stored_key, stored) in page {
-                if stored.created_at + Duration::hours(RETENTION_HOURS) <= now {
-                    self.db.remove(Tree::Idempotency, &stored_key)?;
-                    removed += 1;
-                }
-            }
-            if read >= budget {
-                let cursor = String::from_utf8_lossy(&from[prefix.len()..]).into_owned();
-                self.db.put(Tree::Meta, &mark, &cursor)?;
-                return Ok(removed);
-            }
-        }
+    ) -> Result<bool, StoreError> {
+        let stored: Stored = self.db.decode_raw(Tree::Idempotency, stored_key, bytes)?;
+        Ok(stored.created_at + Duration::hours(RETENTION_HOURS) <= now)
     }
 
     /// Removes `tenant_id`'s stored answers about verification `id` (among its newest
