@@ -168,6 +168,10 @@ struct ServeArgs {
     /// [default: text].
     #[arg(long, env = "DIALGATE_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Exports spans (requests, jobs, webhook deliveries) over OTLP/HTTP with JSON
+    /// bodies to this collector base URL (`/v1/traces` is added) [default: none].
+    #[arg(long, env = "DIALGATE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// What the binary was asked to do, with `serve`'s configuration resolved (its log
@@ -191,10 +195,17 @@ pub fn main() -> ExitCode {
         other => Task::Other(other),
     };
     // Held to the end: dropping it writes out the lines still queued.
-    let _logs = init_tracing(match &task {
-        Task::Serve(config) => config.log_format,
-        Task::Other(_) => LogFormat::Text,
-    });
+    let _logs = match &task {
+        Task::Serve(config) => init_tracing(config.log_format, config.otlp_endpoint.as_deref()),
+        Task::Other(_) => init_tracing(LogFormat::Text, None),
+    };
+    let _logs = match _logs {
+        Ok(logs) => logs,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -268,6 +279,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<Config> {
                 plugin_cpu_ms_per_sec: args.plugin_cpu_ms_per_sec,
             },
             log_format: args.log_format,
+            otlp_endpoint: args.otlp_endpoint,
         },
     );
     config.validate()?;
@@ -329,15 +341,23 @@ fn parse_allow_list(text: &str) -> Result<crate::egress::AllowList, String> {
 /// their own through a buffer flushed whenever the queue empties, so a request never
 /// waits on a write to standard error (a write per request line cost a fifth of the
 /// lookup throughput); when more than 128k lines wait, new ones are dropped rather
-/// than stalling requests. The guard writes out what is queued when dropped.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// than stalling requests. With `otlp_endpoint`, the spans the filter lets through are
+/// also exported there (see [`crate::logs::Exporter`]). The guard writes out what is
+/// queued, lines and spans, when dropped.
+fn init_tracing(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<crate::logs::Guard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    let (writer, lines) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("dialgate-logs")
         .finish(std::io::BufWriter::new(std::io::stderr()));
+    let exporter = otlp_endpoint
+        .map(crate::logs::Exporter::start)
+        .transpose()?;
     use tracing_subscriber::util::SubscriberInitExt;
-    let _ = crate::logs::subscriber(format, filter, writer).try_init();
-    guard
+    let _ = crate::logs::subscriber(format, filter, writer, exporter.as_ref()).try_init();
+    Ok(crate::logs::Guard { lines, exporter })
 }

@@ -52,6 +52,9 @@ pub struct Config {
     pub http: HttpLimits,
     /// How log lines are written: text, or one JSON object a line.
     pub log_format: LogFormat,
+    /// Where spans are exported over OTLP/HTTP (JSON), e.g. `http://collector:4318`:
+    /// a collector's base URL, to which `/v1/traces` is added. Unset: none are.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written on standard error.
@@ -120,6 +123,7 @@ impl Default for Config {
             egress_allow: AllowList::default(),
             plugin_shares: crate::plugins::Shares::default(),
             log_format: LogFormat::default(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -164,6 +168,7 @@ pub struct FileConfig {
     pub plugin_queue_ms: Option<u64>,
     pub plugin_cpu_ms_per_sec: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Caps on plugin calls, each optional (the TOML keys, flags and variables of the same
@@ -257,6 +262,7 @@ pub struct Overrides {
     pub egress_allow: Option<AllowList>,
     pub plugin_shares: ShareOverrides,
     pub log_format: Option<LogFormat>,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -329,11 +335,15 @@ impl Config {
                 })
                 .resolve(),
             log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
+            otlp_endpoint: overrides.otlp_endpoint.or(file.otlp_endpoint),
         }
     }
 
     /// Checks the values a file, flag or variable may get wrong.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            crate::logs::check_otlp_endpoint(endpoint)?;
+        }
         if let Some(store) = &self.store {
             check_store_url(store)?;
         }

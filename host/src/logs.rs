@@ -4,10 +4,18 @@
 //! Numbers are masked where lines are written, not where they are logged: a number
 //! can reach a log line inside an error's text (a provider's answer, a store key), so
 //! every `+` followed by 7 to 15 digits is masked by [`mask_phone`] on its way out.
+//!
+//! Spans can also be exported over OTLP/HTTP (JSON bodies) to a collector the operator
+//! names ([`Exporter`]): spans only, never events, so no log message (which could
+//! carry a number in an error's text) leaves the process that way; a span's
+//! attributes are the host's own fields (request id, method, route template, tenant
+//! id, job kind, verification id).
 
 use std::io::Write;
 
+use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -19,6 +27,7 @@ pub fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
+    exporter: Option<&Exporter>,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -27,15 +36,154 @@ where
         .with_env_filter(filter)
         .with_writer(Masking(writer));
     match format {
-        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Text => Box::new(builder.finish().with(span_export(exporter))),
         LogFormat::Json => Box::new(
             builder
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)
                 .with_span_list(false)
-                .finish(),
+                .finish()
+                .with(span_export(exporter)),
         ),
+    }
+}
+
+/// The layer that hands finished spans to `exporter`: spans only, as events stay in
+/// the (masked) log lines.
+fn span_export<S>(exporter: Option<&Exporter>) -> Option<impl tracing_subscriber::Layer<S>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    exporter.map(|exporter| {
+        SpansOnly(tracing_opentelemetry::layer().with_tracer(exporter.provider.tracer("dialgate")))
+    })
+}
+
+/// A layer that passes `L` everything about spans and nothing about events.
+struct SpansOnly<L>(L);
+
+impl<S, L> tracing_subscriber::Layer<S> for SpansOnly<L>
+where
+    S: tracing::Subscriber,
+    L: tracing_subscriber::Layer<S>,
+{
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_follows_from(span, follows, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+
+    fn on_id_change(
+        &self,
+        old: &tracing::span::Id,
+        new: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_id_change(old, new, ctx);
+    }
+}
+
+/// Checks an OTLP endpoint: an `http` or `https` URL with a host.
+pub fn check_otlp_endpoint(endpoint: &str) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|err| anyhow::anyhow!("otlp_endpoint `{endpoint}` is not a URL: {err}"))?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https") && url.host().is_some(),
+        "otlp_endpoint `{endpoint}` must be an http or https URL with a host"
+    );
+    Ok(())
+}
+
+/// The span export: a batch of finished spans is posted to the collector's
+/// `/v1/traces` from a thread of the exporter's own, every 5 seconds or as soon as 512
+/// are waiting; a collector that is away loses spans (up to 2,048 wait), never slows a
+/// request.
+pub struct Exporter {
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+}
+
+impl Exporter {
+    /// Starts exporting to the collector at `endpoint` (its base URL).
+    pub fn start(endpoint: &str) -> anyhow::Result<Self> {
+        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+        check_otlp_endpoint(endpoint)?;
+        let traces = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|err| anyhow::anyhow!("cannot make the OTLP client: {err}"))?;
+        let spans = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+            .with_endpoint(traces)
+            .build()
+            .map_err(|err| anyhow::anyhow!("cannot export spans to {endpoint}: {err}"))?;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(spans)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("dialgate")
+                    .build(),
+            )
+            .build();
+        Ok(Self { provider })
+    }
+}
+
+/// Held while the process logs: dropping it writes out the queued lines and exports
+/// the finished spans.
+pub struct Guard {
+    pub lines: tracing_appender::non_blocking::WorkerGuard,
+    pub exporter: Option<Exporter>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(exporter) = &self.exporter {
+            if let Err(err) = exporter.provider.shutdown() {
+                eprintln!("warning: spans not exported at exit: {err}");
+            }
+        }
     }
 }
 
@@ -194,7 +342,12 @@ mod tests {
     #[test]
     fn json_lines_carry_fields_and_the_span_with_numbers_masked() {
         let captured = Captured::default();
-        let subscriber = subscriber(LogFormat::Json, EnvFilter::new("info"), captured.clone());
+        let subscriber = subscriber(
+            LogFormat::Json,
+            EnvFilter::new("info"),
+            captured.clone(),
+            None,
+        );
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request", request_id = "abc-1", route = "/v1/x");
             span.in_scope(|| {
@@ -216,7 +369,12 @@ mod tests {
     #[test]
     fn text_lines_are_masked_too() {
         let captured = Captured::default();
-        let subscriber = subscriber(LogFormat::Text, EnvFilter::new("info"), captured.clone());
+        let subscriber = subscriber(
+            LogFormat::Text,
+            EnvFilter::new("info"),
+            captured.clone(),
+            None,
+        );
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(key = "t/+998901234567", "stored record is corrupt");
         });

@@ -35,6 +35,14 @@ impl Binary {
         Self::launch(&["--data-dir".as_ref(), data_dir.as_os_str()], &dir).await
     }
 
+    /// Starts the binary on `data_dir` with `args` besides, logging at `log`.
+    pub async fn start_with(data_dir: &Path, args: &[&str], log: &str) -> Self {
+        let dir = data_dir.display().to_string();
+        let mut all = vec!["--data-dir".as_ref(), data_dir.as_os_str()];
+        all.extend(args.iter().map(|arg| std::ffi::OsStr::new(*arg)));
+        Self::launch_logging(&all, &dir, log).await
+    }
+
     /// Starts the binary on the PostgreSQL database `url` (a replica of a fleet),
     /// allowed to reach loopback (a test's webhook receiver) through the egress policy.
     pub async fn start_on_postgres(url: &str) -> Self {
@@ -51,6 +59,11 @@ impl Binary {
     /// Starts the binary with `args` and waits for its listening line, which names
     /// `place` (where its records are).
     async fn launch(args: &[&std::ffi::OsStr], place: &str) -> Self {
+        Self::launch_logging(args, place, "warn").await
+    }
+
+    /// [`Binary::launch`], logging at `log` (`DIALGATE_LOG`).
+    async fn launch_logging(args: &[&std::ffi::OsStr], place: &str, log: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dialgate"))
             .arg("serve")
             .arg("--listen")
@@ -63,7 +76,8 @@ impl Binary {
             .env_remove("DIALGATE_CODE_SECRET")
             .env_remove("DIALGATE_DISPOSABLE_LIST")
             .env_remove("DIALGATE_STORE")
-            .env("DIALGATE_LOG", "warn")
+            .env_remove("DIALGATE_OTLP_ENDPOINT")
+            .env("DIALGATE_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -30,6 +30,7 @@ mod spend;
 mod support;
 mod templates;
 mod tenants;
+mod tracing;
 mod warnings;
 mod webhook_fairness;
 mod webhooks;
