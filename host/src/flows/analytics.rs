@@ -108,6 +108,13 @@ pub struct Conversion {
     pub totals: Vec<Row>,
 }
 
+impl Conversion {
+    /// About the bytes of its JSON: a row takes some 400.
+    pub fn size_hint(&self) -> usize {
+        (self.rows.len() + self.totals.len()) * 420 + 256
+    }
+}
+
 /// Query of `GET /v1/verifications`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -387,8 +394,8 @@ impl Engine {
         let dim = group_by.unwrap_or(Dim::All);
         let tallies = self.read_tallies(owner, interval, dim, start, end)?;
         let group = |value: &str| group_by.map(|_| (!value.is_empty()).then(|| value.to_owned()));
-        let mut rows = Vec::new();
-        let mut totals: BTreeMap<String, Tally> = BTreeMap::new();
+        let mut rows = Vec::with_capacity(tallies.len());
+        let mut totals: HashMap<&str, Tally> = HashMap::new();
         if group_by.is_none() {
             // Every bucket, counted or not.
             let mut by_bucket: HashMap<DateTime<Utc>, Tally> = HashMap::new();
@@ -399,13 +406,18 @@ impl Engine {
             while bucket < end {
                 let next = interval.next(bucket);
                 let tally = by_bucket.remove(&bucket).unwrap_or_default();
-                totals.entry(String::new()).or_default().merge(&tally);
+                totals.entry("").or_default().merge(&tally);
                 rows.push(Row::new(bucket, next, None, &tally));
                 bucket = next;
             }
         } else {
             for (bucket, value, tally) in &tallies {
-                totals.entry(value.clone()).or_default().merge(tally);
+                match totals.get_mut(value.as_str()) {
+                    Some(total) => total.merge(tally),
+                    None => {
+                        totals.insert(value, tally.clone());
+                    }
+                }
                 rows.push(Row::new(
                     *bucket,
                     interval.next(*bucket),
@@ -421,7 +433,12 @@ impl Engine {
         if totals.is_empty() {
             totals.push(Row::new(start, end, None, &Tally::default()));
         }
-        totals.sort_by(|a, b| b.started.cmp(&a.started).then(b.sent.cmp(&a.sent)));
+        totals.sort_by(|a, b| {
+            b.started
+                .cmp(&a.started)
+                .then(b.sent.cmp(&a.sent))
+                .then_with(|| a.group.cmp(&b.group))
+        });
         Ok(Conversion {
             from: start,
             to: end,
