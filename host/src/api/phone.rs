@@ -238,6 +238,7 @@ async fn report(
         (status = 204, description = "erased: the verification and what derives from it are gone"),
         Unauthorized,
         NotFound,
+        RateLimited,
         Unavailable,
     )
 )]
