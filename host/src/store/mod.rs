@@ -893,26 +893,24 @@ impl Db {
     fn plain<'a>(
         &self,
         tree: Tree,
-        key: &'a [u8],
+        key: &[u8],
         bytes: &'a [u8],
     ) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
         let corrupt = |message: String| corrupt(tree, key, message);
-        let record = if bytes.first() == Some(&personal::SEALED) {
-            std::borrow::Cow::Owned(
-                self.personal()?
-                    .open(tree, key, bytes)
-                    .map_err(corrupt)?
-                    .into_owned(),
-            )
-        } else {
-            std::borrow::Cow::Borrowed(bytes)
-        };
-        match record {
-            std::borrow::Cow::Borrowed(bytes) => codec::open(bytes).map_err(corrupt),
-            std::borrow::Cow::Owned(bytes) => Ok(std::borrow::Cow::Owned(
-                codec::open(&bytes).map_err(corrupt)?.into_owned(),
-            )),
+        if bytes.first() != Some(&personal::SEALED) {
+            return codec::open(bytes).map_err(corrupt);
         }
+        let opened = self
+            .personal()?
+            .open(tree, key, bytes)
+            .map_err(corrupt)?
+            .into_owned();
+        // A compressed record decompresses into a buffer of its own; plain JSON is the
+        // opened buffer itself.
+        if let std::borrow::Cow::Owned(json) = codec::open(&opened).map_err(corrupt)? {
+            return Ok(std::borrow::Cow::Owned(json));
+        }
+        Ok(std::borrow::Cow::Owned(opened))
     }
 
     fn decode<T: DeserializeOwned>(
