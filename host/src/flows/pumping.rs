@@ -150,6 +150,8 @@ pub struct Ledger {
     shards: Vec<Mutex<HashMap<Vec<u8>, Entry>>>,
     blocks: Mutex<HashMap<String, Arc<Vec<PrefixBlock>>>>,
     exemptions: Mutex<Option<Arc<Vec<String>>>>,
+    /// Held by the one flush that runs at a time (an entry has one `flushing` part).
+    flush: Mutex<()>,
 }
 
 impl Default for Ledger {
@@ -158,6 +160,7 @@ impl Default for Ledger {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             blocks: Mutex::new(HashMap::new()),
             exemptions: Mutex::new(None),
+            flush: Mutex::new(()),
         }
     }
 }
@@ -173,8 +176,28 @@ struct Entry {
     stored: Counts,
     /// Counted here and not flushed yet.
     pending: Counts,
+    /// Taken from `pending` by the flush that is writing it: still counted by every
+    /// view until the write lands in `stored`, so a send judged meanwhile misses
+    /// nothing.
+    flushing: Counts,
     /// Last use, ms by the engine's clock.
     touched: i64,
+}
+
+impl Entry {
+    /// Whether it holds counts the store does not have yet.
+    fn dirty(&self) -> bool {
+        !self.pending.is_empty() || !self.flushing.is_empty()
+    }
+
+    /// Stored, in flight and pending counts together, rolled to `now`.
+    fn view(&self, settings: &pumping::PumpingSettings, now: i64) -> Counts {
+        let mut view = self.stored.clone();
+        view.merge(&self.flushing);
+        view.merge(&self.pending);
+        view.roll(settings, now);
+        view
+    }
 }
 
 impl Ledger {
@@ -199,13 +222,103 @@ impl Ledger {
         self.blocks.lock().clear();
         self.forget_exemptions();
         for shard in &self.shards {
-            shard.lock().retain(|_, entry| !entry.pending.is_empty());
+            shard.lock().retain(|_, entry| entry.dirty());
         }
     }
 
     /// Entries in memory (for tests of the bound).
     pub fn entries(&self) -> usize {
         self.shards.iter().map(|shard| shard.lock().len()).sum()
+    }
+
+    /// The counts under `key` as of `now` (stored, in flight and pending), when they
+    /// are in memory.
+    fn view(&self, key: &[u8], settings: &pumping::PumpingSettings, now: i64) -> Option<Counts> {
+        let mut entries = self.shard(key).lock();
+        let entry = entries.get_mut(key)?;
+        entry.touched = now;
+        Some(entry.view(settings, now))
+    }
+
+    /// Adds to the unflushed counts under `key`.
+    fn count(&self, key: Vec<u8>, now: i64, add: impl FnOnce(&mut Counts)) {
+        let mut entries = self.shard(&key).lock();
+        if !entries.contains_key(&key) && entries.len() >= MAX_ENTRIES / SHARDS {
+            evict(&mut entries);
+        }
+        let entry = entries.entry(key).or_default();
+        entry.touched = now;
+        add(&mut entry.pending);
+    }
+
+    /// Hands every entry's unflushed counts to `write` (which merges them into the
+    /// store and answers what is stored now) and takes its answer as the entry's
+    /// stored counts; on a shared store, also hands it the entries used in the last
+    /// second with nothing to write (an empty `Counts`: `write` reads them back), at
+    /// most [`REFRESH_PER_SHARD`] a shard, the latest used first. Counts being written
+    /// stay in every view until their write lands; a failed write keeps them, and
+    /// those not written yet, for the next flush. Entries unused for a day go.
+    fn flush(
+        &self,
+        shared: bool,
+        now: i64,
+        mut write: impl FnMut(&[u8], &Counts) -> Result<Option<Counts>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let _one_at_a_time = self.flush.lock();
+        let lately = now - 1_000;
+        for shard in &self.shards {
+            let work: Vec<(Vec<u8>, Counts)> = {
+                let mut entries = shard.lock();
+                let mut refresh: Vec<(i64, Vec<u8>)> = if shared {
+                    entries
+                        .iter()
+                        .filter(|(_, entry)| !entry.dirty() && entry.touched > lately)
+                        .map(|(key, entry)| (entry.touched, key.clone()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                refresh.sort_unstable_by_key(|(touched, _)| std::cmp::Reverse(*touched));
+                refresh.truncate(REFRESH_PER_SHARD);
+                let mut work: Vec<(Vec<u8>, Counts)> = entries
+                    .iter_mut()
+                    .filter(|(_, entry)| !entry.pending.is_empty())
+                    .map(|(key, entry)| {
+                        entry.flushing = std::mem::take(&mut entry.pending);
+                        (key.clone(), entry.flushing.clone())
+                    })
+                    .collect();
+                work.extend(refresh.into_iter().map(|(_, key)| (key, Counts::default())));
+                work
+            };
+            let mut work = work.into_iter();
+            while let Some((key, pending)) = work.next() {
+                let written = write(&key, &pending);
+                let mut entries = shard.lock();
+                match written {
+                    Ok(stored) => {
+                        if let Some(entry) = entries.get_mut(&key) {
+                            entry.stored = stored.unwrap_or_default();
+                            entry.flushing = Counts::default();
+                        }
+                    }
+                    Err(err) => {
+                        for key in std::iter::once(key).chain(work.map(|(key, _)| key)) {
+                            if let Some(entry) = entries.get_mut(&key) {
+                                let flushing = std::mem::take(&mut entry.flushing);
+                                entry.pending.merge(&flushing);
+                            }
+                        }
+                        return Err(err);
+                    }
+                }
+            }
+            let horizon = now - 24 * 3600 * 1000;
+            shard
+                .lock()
+                .retain(|_, entry| entry.touched > horizon || entry.dirty());
+        }
+        Ok(())
     }
 }
 
@@ -237,17 +350,10 @@ fn national_value(facts: &PhoneFacts) -> Option<u64> {
 impl Engine {
     /// The counts under `key` as of `now`: stored and unflushed, rolled.
     fn counts(&self, key: &[u8], settings: &pumping::PumpingSettings, now: i64) -> Counts {
-        let shard = self.replica.pumping.shard(key);
-        {
-            let mut entries = shard.lock();
-            if let Some(entry) = entries.get_mut(key) {
-                entry.touched = now;
-                let mut view = entry.stored.clone();
-                view.merge(&entry.pending);
-                view.roll(settings, now);
-                return view;
-            }
+        if let Some(view) = self.replica.pumping.view(key, settings, now) {
+            return view;
         }
+        let shard = self.replica.pumping.shard(key);
         // Not in memory: read it from the store (outside the lock).
         let stored = match self.db.get::<Counts>(Tree::PumpingCounts, key) {
             Ok(stored) => stored.unwrap_or_default(),
@@ -265,22 +371,12 @@ impl Engine {
             ..Entry::default()
         });
         entry.touched = now;
-        let mut view = entry.stored.clone();
-        view.merge(&entry.pending);
-        view.roll(settings, now);
-        view
+        entry.view(settings, now)
     }
 
     /// Adds to the unflushed counts under `key`.
     fn count(&self, key: Vec<u8>, now: i64, add: impl FnOnce(&mut Counts)) {
-        let shard = self.replica.pumping.shard(&key);
-        let mut entries = shard.lock();
-        if !entries.contains_key(&key) && entries.len() >= MAX_ENTRIES / SHARDS {
-            evict(&mut entries);
-        }
-        let entry = entries.entry(key).or_default();
-        entry.touched = now;
-        add(&mut entry.pending);
+        self.replica.pumping.count(key, now, add);
     }
 
     /// The tenant's blocks (every record: active, lifted and expired), cached.
@@ -718,68 +814,23 @@ impl Engine {
     /// unused for a day go.
     pub fn flush_pumping(&self) -> Result<(), StoreError> {
         let now = ms(self.clock.now());
-        let shared = self.db.is_shared();
-        let lately = now - 1_000;
-        for shard in &self.replica.pumping.shards {
-            let work: Vec<(Vec<u8>, Counts)> = {
-                let mut entries = shard.lock();
-                let mut refresh: Vec<(i64, Vec<u8>)> = if shared {
-                    entries
-                        .iter()
-                        .filter(|(_, entry)| entry.pending.is_empty() && entry.touched > lately)
-                        .map(|(key, entry)| (entry.touched, key.clone()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                refresh.sort_unstable_by_key(|(touched, _)| std::cmp::Reverse(*touched));
-                refresh.truncate(REFRESH_PER_SHARD);
-                let mut work: Vec<(Vec<u8>, Counts)> = entries
-                    .iter_mut()
-                    .filter(|(_, entry)| !entry.pending.is_empty())
-                    .map(|(key, entry)| (key.clone(), std::mem::take(&mut entry.pending)))
-                    .collect();
-                work.extend(refresh.into_iter().map(|(_, key)| (key, Counts::default())));
-                work
-            };
-            for (key, pending) in work {
-                let merged = if pending.is_empty() {
-                    self.db.get::<Counts>(Tree::PumpingCounts, &key)
-                } else {
-                    self.db
-                        .update(Tree::PumpingCounts, &key, |stored: Option<Counts>| {
-                            let mut merged = stored.unwrap_or_default();
-                            merged.merge(&pending);
-                            // Buckets that left the window the counts were made
-                            // with go into the history.
-                            merged.roll(&merged.settings(), now);
-                            Ok::<_, StoreError>((Some(merged.clone()), merged))
-                        })
-                        .map(Some)
-                };
-                let mut entries = shard.lock();
-                match merged {
-                    Ok(merged) => {
-                        if let Some(entry) = entries.get_mut(&key) {
-                            entry.stored = merged.unwrap_or_default();
-                        }
-                    }
-                    Err(err) => {
-                        // Kept for the next flush.
-                        if let Some(entry) = entries.get_mut(&key) {
-                            entry.pending.merge(&pending);
-                        }
-                        drop(entries);
-                        return Err(err);
-                    }
+        self.replica
+            .pumping
+            .flush(self.db.is_shared(), now, |key, pending| {
+                if pending.is_empty() {
+                    return self.db.get::<Counts>(Tree::PumpingCounts, key);
                 }
-            }
-            let horizon = now - 24 * 3600 * 1000;
-            shard
-                .lock()
-                .retain(|_, entry| entry.touched > horizon || !entry.pending.is_empty());
-        }
-        Ok(())
+                self.db
+                    .update(Tree::PumpingCounts, key, |stored: Option<Counts>| {
+                        let mut merged = stored.unwrap_or_default();
+                        merged.merge(pending);
+                        // Buckets that left the window the counts were made with go
+                        // into the history.
+                        merged.roll(&merged.settings(), now);
+                        Ok::<_, StoreError>((Some(merged.clone()), merged))
+                    })
+                    .map(Some)
+            })
     }
 
     /// Flushes the counts every [`FLUSH_INTERVAL`] until `stop`, and once more then.
@@ -991,12 +1042,98 @@ pub(crate) fn pumping_warning(block: &PrefixBlock) -> Warning {
 fn evict(entries: &mut HashMap<Vec<u8>, Entry>) {
     let mut clean: Vec<(i64, Vec<u8>)> = entries
         .iter()
-        .filter(|(_, entry)| entry.pending.is_empty())
+        .filter(|(_, entry)| !entry.dirty())
         .map(|(key, entry)| (entry.touched, key.clone()))
         .collect();
     clean.sort_unstable();
     let drop = (entries.len() / 10).max(1);
     for (_, key) in clean.into_iter().take(drop) {
         entries.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn sends(ledger: &Ledger, key: &[u8], view: impl Fn(&Counts)) {
+        let settings = pumping::PumpingSettings::default();
+        view(&ledger.view(key, &settings, NOW).expect("in memory"));
+    }
+
+    fn window(counts: &Counts) -> u64 {
+        counts.window_sends(&pumping::PumpingSettings::default(), NOW)
+    }
+
+    fn count_send(ledger: &Ledger, key: &[u8], number: u64) {
+        let settings = pumping::PumpingSettings::default();
+        ledger.count(key.to_vec(), NOW, |counts| {
+            counts.add_send(&settings, NOW, Some(number));
+        });
+    }
+
+    #[test]
+    fn counts_being_written_are_seen_until_their_write_lands_and_never_twice() {
+        let ledger = Ledger::default();
+        let key = b"t/a/+447400".to_vec();
+        for number in 0..8 {
+            count_send(&ledger, &key, 7_400_900_100 + number);
+        }
+        let mut store: Option<Counts> = None;
+        ledger
+            .flush(false, NOW, |written, pending| {
+                assert_eq!(written, key.as_slice());
+                // Mid-write, a judged send sees every earlier send and its number.
+                sends(&ledger, &key, |view| {
+                    assert_eq!(window(view), 8);
+                    assert_eq!(view.neighbours(7_400_900_108), 8);
+                });
+                let mut merged = store.take().unwrap_or_default();
+                merged.merge(pending);
+                store = Some(merged.clone());
+                Ok(Some(merged))
+            })
+            .expect("flushed");
+        sends(&ledger, &key, |view| assert_eq!(window(view), 8));
+        count_send(&ledger, &key, 7_400_900_108);
+        sends(&ledger, &key, |view| assert_eq!(window(view), 9));
+    }
+
+    #[test]
+    fn a_failed_write_keeps_its_counts_and_those_not_written_yet() {
+        let ledger = Ledger::default();
+        let keys: Vec<Vec<u8>> = (0..40)
+            .map(|i| format!("t/a/+44{i}").into_bytes())
+            .collect();
+        for key in &keys {
+            count_send(&ledger, key, 1);
+        }
+        let mut writes = 0;
+        let failed = ledger.flush(false, NOW, |_, _| {
+            writes += 1;
+            Err(StoreError::Backend("the disk is full".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(writes, 1, "the flush stops at the first failure");
+        for key in &keys {
+            sends(&ledger, key, |view| assert_eq!(window(view), 1));
+        }
+        // The next flush writes each once.
+        let mut written = Vec::new();
+        ledger
+            .flush(false, NOW, |key, pending| {
+                written.push(key.to_vec());
+                Ok(Some(pending.clone()))
+            })
+            .expect("flushed");
+        written.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(written, expected);
+        for key in &keys {
+            sends(&ledger, key, |view| assert_eq!(window(view), 1));
+        }
     }
 }
