@@ -420,6 +420,144 @@ pub fn tally_range(
     (start.into_bytes(), end.into_bytes())
 }
 
+/// How long after a day ends its tallies are rolled into one record per grouping: by
+/// then every replica has merged the day's counts (a replica keeps them a second).
+pub const SETTLE_HOURS: i64 = 1;
+
+/// The version of the rows a [`Rollup`] holds as JSON; a rollup of another version is
+/// read from its tallies instead. Raise it whenever [`Row`] or its JSON changes.
+pub const ROWS_FORMAT: u32 = 1;
+
+/// The key of the rollup of `owner`'s day starting at `start` for `dim`. Rollups sort
+/// by time within an owner and grouping, apart from the tallies (`D`, not `d`).
+pub fn rollup_key(owner: &str, dim: Dim, start: DateTime<Utc>) -> Vec<u8> {
+    format!(
+        "{owner}/D/{}/{}",
+        dim.as_str(),
+        Interval::Day.stamp(Interval::Day.floor(start))
+    )
+    .into_bytes()
+}
+
+/// The range of keys of `owner`'s rollups for `dim` of the days `start..end`.
+pub fn rollup_range(
+    owner: &str,
+    dim: Dim,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (Vec<u8>, Vec<u8>) {
+    (rollup_key(owner, dim, start), rollup_key(owner, dim, end))
+}
+
+/// The rollup key and day of a daily tally key of a grouping; `None` for other keys.
+pub fn rollup_of_tally_key(key: &[u8]) -> Option<(Vec<u8>, DateTime<Utc>)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let mut parts = text.splitn(5, '/');
+    let (owner, letter, dim) = (parts.next()?, parts.next()?, parts.next()?);
+    if letter != Interval::Day.letter() || dim == Dim::All.as_str() {
+        return None;
+    }
+    let stamp = parts.next()?;
+    let day = Interval::Day.parse_stamp(stamp)?;
+    Some((format!("{owner}/D/{dim}/{stamp}").into_bytes(), day))
+}
+
+/// The day a rollup key names.
+pub fn parse_rollup_key(key: &[u8]) -> Option<DateTime<Utc>> {
+    let text = std::str::from_utf8(key).ok()?;
+    Interval::Day.parse_stamp(text.rsplit('/').next()?)
+}
+
+/// A settled day's tallies of one grouping in one record: each group's tally, in the
+/// order of the tallies' keys, and the rows they make, as the answer's JSON writes
+/// them (comma-separated), so a query over a year reads and writes a record a day
+/// instead of a tally per group and day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollup {
+    /// [`ROWS_FORMAT`] when `rows` was written.
+    pub format: u32,
+    pub groups: Vec<(String, Tally)>,
+    pub rows: Vec<u8>,
+}
+
+/// What is stored under a rollup key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RollupRecord {
+    /// A replica is rolling the day since this time (ms): the tallies are the truth.
+    Building(i64),
+    Done(Rollup),
+}
+
+impl RollupRecord {
+    /// The stored form: `B` and the time, or `R`, the rows' format and length, the
+    /// rows, and the groups in postcard's form.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            RollupRecord::Building(since) => {
+                let mut out = vec![b'B'];
+                out.extend_from_slice(&since.to_be_bytes());
+                out
+            }
+            RollupRecord::Done(rollup) => {
+                // Plain integers, strings and vectors encode without fail.
+                let groups = postcard::to_allocvec(&rollup.groups).unwrap_or_default();
+                let mut out = Vec::with_capacity(9 + rollup.rows.len() + groups.len());
+                out.push(b'R');
+                out.extend_from_slice(&rollup.format.to_be_bytes());
+                let len = u32::try_from(rollup.rows.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&rollup.rows);
+                out.extend_from_slice(&groups);
+                out
+            }
+        }
+    }
+
+    /// The record `bytes` hold, if they are one.
+    pub fn decode(bytes: &[u8]) -> Option<RollupRecord> {
+        let (mark, rest) = bytes.split_first()?;
+        match mark {
+            b'B' => Some(RollupRecord::Building(i64::from_be_bytes(
+                rest.try_into().ok()?,
+            ))),
+            b'R' => {
+                let format = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+                let len = u32::from_be_bytes(rest.get(4..8)?.try_into().ok()?) as usize;
+                let rows = rest.get(8..8 + len)?.to_vec();
+                let groups = postcard::from_bytes(rest.get(8 + len..)?).ok()?;
+                Some(RollupRecord::Done(Rollup {
+                    format,
+                    groups,
+                    rows,
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Rollup {
+    /// The rollup of the day starting at `start` from its tallies (in key order), its
+    /// rows written as a query writes them.
+    pub fn of(start: DateTime<Utc>, groups: Vec<(String, Tally)>) -> Rollup {
+        let end = Interval::Day.next(start);
+        let mut rows = Vec::with_capacity(groups.len() * 420);
+        for (at, (value, tally)) in groups.iter().enumerate() {
+            if at > 0 {
+                rows.push(b',');
+            }
+            let group = Some((!value.is_empty()).then(|| value.clone()));
+            // A row of numbers and strings always serialises.
+            let _ = serde_json::to_writer(&mut rows, &Row::new(start, end, group, tally));
+        }
+        Rollup {
+            format: ROWS_FORMAT,
+            groups,
+            rows,
+        }
+    }
+}
+
 /// The bucket start and group value a tally key names.
 pub fn parse_tally_key(interval: Interval, key: &[u8]) -> Option<(DateTime<Utc>, String)> {
     let text = std::str::from_utf8(key).ok()?;
@@ -552,6 +690,53 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_rollup_keeps_its_groups_and_rows_and_a_mark_its_time() {
+        let day = at("2026-11-29T00:00:00Z");
+        let mut tally = Tally::default();
+        tally.count(Fact::Started);
+        tally.count(Fact::Verified { after_ms: 12_000 });
+        let rollup = Rollup::of(
+            day,
+            vec![(String::new(), tally.clone()), ("GB".into(), tally)],
+        );
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&[b"[", rollup.rows.as_slice(), b"]"].concat()).expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0]["group"].is_null(), "{}", rows[0]);
+        assert_eq!(rows[1]["group"], "GB");
+        assert_eq!(rows[1]["end"], "2026-11-30T00:00:00Z");
+        assert_eq!(rows[1]["verified"], 1);
+        let done = RollupRecord::Done(rollup);
+        assert_eq!(RollupRecord::decode(&done.encode()), Some(done));
+        let mark = RollupRecord::Building(1_764_460_800_000);
+        assert_eq!(RollupRecord::decode(&mark.encode()), Some(mark));
+        assert_eq!(RollupRecord::decode(b"R\0\0"), None);
+        assert_eq!(RollupRecord::decode(b""), None);
+    }
+
+    #[test]
+    fn a_daily_tally_of_a_grouping_names_its_rollup() {
+        let day = at("2026-11-29T00:00:00Z");
+        let tally = tally_key("ten_a", Interval::Day, Dim::Carrier, day, "GB Carrier 1");
+        assert_eq!(
+            rollup_of_tally_key(&tally),
+            Some((rollup_key("ten_a", Dim::Carrier, day), day))
+        );
+        assert_eq!(
+            parse_rollup_key(&rollup_key("ten_a", Dim::Carrier, day)),
+            Some(day)
+        );
+        let hourly = tally_key("ten_a", Interval::Hour, Dim::Carrier, day, "GB Carrier 1");
+        assert_eq!(rollup_of_tally_key(&hourly), None);
+        let all = tally_key("ten_a", Interval::Day, Dim::All, day, "");
+        assert_eq!(rollup_of_tally_key(&all), None);
+        // The rollups of a grouping sort apart from its tallies.
+        let (low, high) = tally_range("ten_a", Interval::Day, Dim::Carrier, day, day);
+        let rollup = rollup_key("ten_a", Dim::Carrier, day);
+        assert!(!(low..=high).contains(&rollup));
     }
 
     #[test]

@@ -174,6 +174,127 @@ async fn conversion_admin(server: &TestServer, query: &str) -> Value {
         .clone()
 }
 
+/// Rolls the settled days of every owner now (as each replica does every minute);
+/// how many days.
+async fn roll(server: &TestServer) -> usize {
+    let engine = std::sync::Arc::clone(server.engine());
+    tokio::task::spawn_blocking(move || engine.roll_every_owner())
+        .await
+        .expect("roll task")
+        .expect("rolled")
+}
+
+#[tokio::test]
+async fn settled_days_rolled_into_a_record_answer_as_their_tallies_and_late_counts_still_count() {
+    use dialgate::analytics::{Fact, Groups};
+    use dialgate::clock::Clock;
+    let (server, tenant) = TestServer::with_tenant().await;
+    let first = server.clock.now();
+    // Three days of traffic: verified British codes, unverified US ones (which have
+    // no carrier: the null group).
+    for day in 0..3 {
+        server.send_and_verify(&tenant, &gb(300 + day), "a").await;
+        server
+            .send_otp(&tenant, json!({"phone": us(20 + day)}))
+            .await
+            .expect(200);
+        server.advance(chrono::Duration::days(1));
+    }
+    server.advance(chrono::Duration::hours(2));
+    server.send_and_verify(&tenant, &gb(310), "b").await;
+    let day = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d").to_string();
+    let range = format!(
+        "?from={}&to={}",
+        day(first - chrono::Duration::days(1)),
+        day(server.clock.now() + chrono::Duration::days(1))
+    );
+    let groupings = ["country", "carrier", "line_type", "channel", "provider"];
+    let mut before = Vec::new();
+    for grouping in groupings {
+        before.push(
+            conversion(
+                &server,
+                &tenant.key,
+                &format!("{range}&group_by={grouping}"),
+            )
+            .await,
+        );
+    }
+    let carriers = &before[1];
+    assert!(
+        carriers["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|row| row["group"].is_null()),
+        "{carriers}"
+    );
+
+    // The settled days are rolled (those that ended an hour ago), for the tenant and
+    // for the host; today is not.
+    let midnight = |at: chrono::DateTime<chrono::Utc>| at.date_naive();
+    let settled =
+        (midnight(server.clock.now() - chrono::Duration::hours(1)) - midnight(first)).num_days();
+    assert!(settled >= 3);
+    assert_eq!(roll(&server).await as i64, 2 * settled);
+    assert_eq!(roll(&server).await, 0, "a day is rolled once");
+    for (grouping, before) in groupings.iter().zip(&before) {
+        let after = conversion(
+            &server,
+            &tenant.key,
+            &format!("{range}&group_by={grouping}"),
+        )
+        .await;
+        assert_eq!(&after, before, "{grouping}");
+    }
+    let host = server
+        .get(
+            &format!("/v1/admin/analytics/conversion{range}&group_by=country"),
+            OPERATOR_KEY,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(host["totals"], before[0]["totals"], "{host}");
+
+    // A count merged into a rolled day later (a replica whose store was down) is in
+    // the answer: the day is read from its tallies again.
+    let engine = server.engine();
+    let late = Groups {
+        country: Some("GB".into()),
+        ..Groups::default()
+    };
+    engine.tally(&tenant.id, first, late, Fact::Started);
+    tokio::task::spawn_blocking({
+        let engine = std::sync::Arc::clone(engine);
+        move || engine.flush_analytics()
+    })
+    .await
+    .expect("flush task")
+    .expect("flushed");
+    let after = conversion(&server, &tenant.key, &format!("{range}&group_by=country")).await;
+    let started = |answer: &Value| group(&answer["totals"], "GB")["started"].as_u64();
+    assert_eq!(
+        started(&after),
+        started(&before[0]).map(|n| n + 1),
+        "{after}"
+    );
+    let first_day = |answer: &Value| {
+        answer["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|row| row["group"] == "GB")
+            .map(|row| row["started"].clone())
+    };
+    assert_eq!(
+        first_day(&after).and_then(|n| n.as_u64()),
+        first_day(&before[0])
+            .and_then(|n| n.as_u64())
+            .map(|n| n + 1)
+    );
+}
+
 #[tokio::test]
 async fn hourly_rows_put_traffic_in_its_hour() {
     let (server, tenant) = TestServer::with_tenant().await;

@@ -60,10 +60,11 @@ async fn conversion(
 
 /// A conversion answer as its response: serialised on the blocking thread that made it,
 /// into a buffer sized for its rows (a year by day and carrier is some 10 MB; grown by
-/// doubling, the copies and fresh pages cost a fifth of the answer's time).
+/// doubling, the copies and fresh pages cost a fifth of the answer's time), with the
+/// rows of settled days copied from their rollups.
 fn answer(conversion: Conversion) -> Result<Response, ApiError> {
     let mut body = Vec::with_capacity(conversion.size_hint());
-    serde_json::to_writer(&mut body, &conversion).map_err(|err| {
+    conversion.write_json(&mut body).map_err(|err| {
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -18,7 +18,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::{
-    parse_tally_key, tally_key, tally_range, Dim, Fact, Groups, Interval, Row, Tally, HOST,
+    parse_rollup_key, parse_tally_key, rollup_key, rollup_of_tally_key, rollup_range, tally_key,
+    tally_range, Dim, Fact, Groups, Interval, Rollup, RollupRecord, Row, Tally, HOST, ROWS_FORMAT,
+    SETTLE_HOURS,
 };
 use crate::metrics::CodeStage;
 use crate::model::{Channel, ReportStatus, SentCode, Verification};
@@ -28,6 +30,10 @@ use crate::flows::{Engine, FlowError};
 
 /// How often a replica merges its counts into the store.
 const FLUSH_INTERVAL: StdDuration = StdDuration::from_secs(1);
+/// How often a replica rolls settled days into their rollups.
+const ROLL_INTERVAL: StdDuration = StdDuration::from_secs(60);
+/// Days of one owner rolled at most per pass.
+const ROLL_DAYS: usize = 31;
 /// Unmerged count rows past which a flush is asked for at once.
 const PENDING_SOON: usize = 20_000;
 /// The longest range an hourly query covers.
@@ -103,7 +109,8 @@ pub struct Conversion {
     pub group_by: Option<Dim>,
     /// One row per bucket (every bucket without a grouping, the buckets with counts
     /// with one), in time order, then by group.
-    pub rows: Vec<Row>,
+    #[schema(value_type = Vec<Row>)]
+    pub rows: Rows,
     /// The whole range: one row, or one per group value ordered by codes started.
     pub totals: Vec<Row>,
 }
@@ -112,6 +119,112 @@ impl Conversion {
     /// About the bytes of its JSON: a row takes some 400.
     pub fn size_hint(&self) -> usize {
         (self.rows.len() + self.totals.len()) * 420 + 256
+    }
+
+    /// Writes its JSON into `out`: what `serde_json` writes of it, with the rows a
+    /// rollup holds copied as they were written.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"from\":");
+        serde_json::to_writer(&mut *out, &self.from)?;
+        out.extend_from_slice(b",\"to\":");
+        serde_json::to_writer(&mut *out, &self.to)?;
+        out.extend_from_slice(b",\"interval\":");
+        serde_json::to_writer(&mut *out, &self.interval)?;
+        if let Some(dim) = self.group_by {
+            out.extend_from_slice(b",\"group_by\":");
+            serde_json::to_writer(&mut *out, &dim)?;
+        }
+        out.extend_from_slice(b",\"rows\":[");
+        for (at, part) in self.rows.parts.iter().enumerate() {
+            if at > 0 {
+                out.push(b',');
+            }
+            match part {
+                RowsPart::Made(row) => serde_json::to_writer(&mut *out, row)?,
+                RowsPart::Written { rows, .. } => out.extend_from_slice(rows),
+            }
+        }
+        out.extend_from_slice(b"],\"totals\":");
+        serde_json::to_writer(&mut *out, &self.totals)?;
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// An answer's rows: rows made for it, and settled days' rows as their rollup wrote
+/// them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    parts: Vec<RowsPart>,
+    len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum RowsPart {
+    Made(Row),
+    /// `count` rows' JSON, comma-separated (never empty).
+    Written {
+        rows: Vec<u8>,
+        count: usize,
+    },
+}
+
+impl Rows {
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, row: Row) {
+        self.parts.push(RowsPart::Made(row));
+        self.len += 1;
+    }
+
+    fn push_written(&mut self, rows: Vec<u8>, count: usize) {
+        if count > 0 {
+            self.parts.push(RowsPart::Written { rows, count });
+            self.len += count;
+        }
+    }
+
+    /// Every row, the written ones read back.
+    pub fn to_vec(&self) -> serde_json::Result<Vec<Row>> {
+        let mut all = Vec::with_capacity(self.len);
+        for part in &self.parts {
+            match part {
+                RowsPart::Made(row) => all.push(row.clone()),
+                RowsPart::Written { rows, .. } => {
+                    let mut list = Vec::with_capacity(rows.len() + 2);
+                    list.push(b'[');
+                    list.extend_from_slice(rows);
+                    list.push(b']');
+                    all.extend(serde_json::from_slice::<Vec<Row>>(&list)?);
+                }
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl Serialize for Rows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_vec()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rows {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let rows = Vec::<Row>::deserialize(deserializer)?;
+        Ok(Rows {
+            len: rows.len(),
+            parts: rows.into_iter().map(RowsPart::Made).collect(),
+        })
     }
 }
 
@@ -192,7 +305,7 @@ pub(crate) fn id_bound(tenant_id: &str, at: DateTime<Utc>) -> Vec<u8> {
 impl Engine {
     /// Counts `fact` for `tenant_id` at `at` under `groups`.
     /// The same fact moves the operator's metrics.
-    pub(crate) fn tally(&self, tenant_id: &str, at: DateTime<Utc>, groups: Groups, fact: Fact) {
+    pub fn tally(&self, tenant_id: &str, at: DateTime<Utc>, groups: Groups, fact: Fact) {
         let stage = match fact {
             Fact::Started => None,
             Fact::Sent { .. } => Some(CodeStage::Sent),
@@ -278,6 +391,7 @@ impl Engine {
         }
         let mut failed = None;
         let mut left = BTreeMap::new();
+        let today = Interval::Day.floor(self.clock.now());
         for (key, tally) in work {
             if failed.is_some() {
                 left.insert(key, tally);
@@ -286,6 +400,16 @@ impl Engine {
             if let Err(err) = self.merge_tally(&key, &tally) {
                 failed = Some(err);
                 left.insert(key, tally);
+                continue;
+            }
+            // A count merged into a day that is over: the day's rollup, if it was
+            // rolled already (or is being rolled), no longer holds every count.
+            if let Some((rollup, day)) = rollup_of_tally_key(&key) {
+                if day < today {
+                    if let Err(err) = self.db.remove(Tree::Analytics, &rollup) {
+                        failed = Some(err);
+                    }
+                }
             }
         }
         if !left.is_empty() {
@@ -323,6 +447,7 @@ impl Engine {
     /// Merges the counts every second (sooner when they pile up) until `stop`, and
     /// once more then.
     pub async fn run_analytics(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut rolled_at: Option<tokio::time::Instant> = None;
         loop {
             let stopping = tokio::select! {
                 _ = stop.changed() => true,
@@ -334,6 +459,15 @@ impl Engine {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::error!("analytics not merged (kept for later): {err}"),
                 Err(err) => tracing::error!("analytics not merged: {err}"),
+            }
+            if !stopping && rolled_at.is_none_or(|at| at.elapsed() >= ROLL_INTERVAL) {
+                rolled_at = Some(tokio::time::Instant::now());
+                let engine = Arc::clone(&self);
+                match tokio::task::spawn_blocking(move || engine.roll_every_owner()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::error!("analytics not rolled up: {err}"),
+                    Err(err) => tracing::error!("analytics not rolled up: {err}"),
+                }
             }
             if stopping {
                 return;
@@ -392,10 +526,37 @@ impl Engine {
             end = interval.next(end);
         }
         let dim = group_by.unwrap_or(Dim::All);
-        let tallies = self.read_tallies(owner, interval, dim, start, end)?;
+        // Settled days of a grouping are read from their rollups, the other buckets
+        // from their tallies.
+        let mut rollups = if interval == Interval::Day && dim != Dim::All {
+            self.read_rollups(owner, dim, start, end)?
+        } else {
+            BTreeMap::new()
+        };
+        let mut tallies = Vec::new();
+        let mut uncovered: Option<DateTime<Utc>> = None;
+        for day in rollups.keys() {
+            let from = uncovered.take().unwrap_or(start);
+            if from < *day {
+                tallies.extend(self.read_tallies(owner, interval, dim, from, *day)?);
+            }
+            uncovered = Some(interval.next(*day));
+        }
+        let from = uncovered.unwrap_or(start);
+        if from < end {
+            tallies.extend(self.read_tallies(owner, interval, dim, from, end)?);
+        }
         let group = |value: &str| group_by.map(|_| (!value.is_empty()).then(|| value.to_owned()));
-        let mut rows = Vec::with_capacity(tallies.len());
+        let mut rows = Rows::default();
         let mut totals: HashMap<&str, Tally> = HashMap::new();
+        fn add<'a>(value: &'a str, tally: &Tally, totals: &mut HashMap<&'a str, Tally>) {
+            match totals.get_mut(value) {
+                Some(total) => total.merge(tally),
+                None => {
+                    totals.insert(value, tally.clone());
+                }
+            }
+        }
         if group_by.is_none() {
             // Every bucket, counted or not.
             let mut by_bucket: HashMap<DateTime<Utc>, Tally> = HashMap::new();
@@ -411,13 +572,30 @@ impl Engine {
                 bucket = next;
             }
         } else {
-            for (bucket, value, tally) in &tallies {
-                match totals.get_mut(value.as_str()) {
-                    Some(total) => total.merge(tally),
-                    None => {
-                        totals.insert(value, tally.clone());
-                    }
+            // Both in time order: the tallies' buckets fall between the rollups' days.
+            let mut tallies = tallies.iter().peekable();
+            for (day, rollup) in &mut rollups {
+                while let Some((bucket, value, tally)) = tallies.next_if(|(at, ..)| at < day) {
+                    add(value, tally, &mut totals);
+                    rows.push(Row::new(
+                        *bucket,
+                        interval.next(*bucket),
+                        group(value),
+                        tally,
+                    ));
                 }
+                let Rollup {
+                    groups,
+                    rows: written,
+                    ..
+                } = rollup;
+                for (value, tally) in groups.iter() {
+                    add(value, tally, &mut totals);
+                }
+                rows.push_written(std::mem::take(written), groups.len());
+            }
+            for (bucket, value, tally) in tallies {
+                add(value, tally, &mut totals);
                 rows.push(Row::new(
                     *bucket,
                     interval.next(*bucket),
@@ -447,6 +625,149 @@ impl Engine {
             rows,
             totals,
         })
+    }
+
+    /// The rollups of `owner`'s settled days in `start..end` for `dim` whose rows are
+    /// of this version, by day.
+    fn read_rollups(
+        &self,
+        owner: &str,
+        dim: Dim,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<BTreeMap<DateTime<Utc>, Rollup>, FlowError> {
+        let (low, high) = rollup_range(owner, dim, start, end);
+        let page = self.db.scan_range_raw(
+            Tree::Analytics,
+            &low,
+            &high,
+            usize::try_from(MAX_DAILY_DAYS).unwrap_or(400) + 1,
+            false,
+        )?;
+        Ok(page
+            .into_iter()
+            .filter_map(|(key, bytes)| {
+                let day = parse_rollup_key(&key)?;
+                match RollupRecord::decode(&bytes)? {
+                    RollupRecord::Done(rollup) if rollup.format == ROWS_FORMAT => {
+                        Some((day, rollup))
+                    }
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
+    /// Rolls the settled days of the host's and every tenant's analytics, at most
+    /// [`ROLL_DAYS`] days of each; how many days it rolled.
+    pub fn roll_every_owner(&self) -> Result<usize, StoreError> {
+        let mut rolled = self.roll_analytics(HOST, ROLL_DAYS)?;
+        let mut cursor: Vec<u8> = Vec::new();
+        loop {
+            let page = self.db.scan_from_raw(Tree::Tenants, &cursor, 500)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(rolled);
+            };
+            cursor = last.clone();
+            cursor.push(0);
+            for (tenant, _) in &page {
+                if let Ok(tenant) = std::str::from_utf8(tenant) {
+                    rolled += self.roll_analytics(tenant, ROLL_DAYS)?;
+                }
+            }
+            if page.len() < 500 {
+                return Ok(rolled);
+            }
+        }
+    }
+
+    /// Rolls `owner`'s settled days into one record per day and grouping, from the
+    /// day after the last one rolled (the first day with tallies, the first time), at
+    /// most `limit` days; how many it rolled. Days are rolled once: a count merged
+    /// into a day afterwards (a store that was down for an hour) removes the day's
+    /// rollups, and the day is read from its tallies from then on.
+    pub fn roll_analytics(&self, owner: &str, limit: usize) -> Result<usize, StoreError> {
+        let mark = key(&["analytics_rolled", owner]);
+        let now = self.clock.now();
+        let settled = Interval::Day.floor(now - Duration::hours(SETTLE_HOURS));
+        let next: Option<String> = self.db.get(Tree::Meta, &mark)?;
+        let mut day = match next.as_deref().and_then(|text| text.parse().ok()) {
+            Some(day) => day,
+            None => {
+                // The first day with tallies.
+                let prefix = format!("{owner}/d/all/").into_bytes();
+                let first = self.db.scan_raw(Tree::Analytics, &prefix, 1)?;
+                match first
+                    .first()
+                    .and_then(|(key, _)| parse_tally_key(Interval::Day, key))
+                {
+                    Some((day, _)) => day,
+                    None => return Ok(0),
+                }
+            }
+        };
+        let mut rolled = 0;
+        while day < settled && rolled < limit {
+            for dim in Dim::EVERY.into_iter().filter(|dim| *dim != Dim::All) {
+                self.roll_day(owner, dim, day)?;
+            }
+            day = Interval::Day.next(day);
+            rolled += 1;
+            self.db.put(Tree::Meta, &mark, &day.to_rfc3339())?;
+        }
+        Ok(rolled)
+    }
+
+    /// Rolls `owner`'s tallies of `dim` for the day starting at `day` into its rollup.
+    /// The rollup key holds a building mark while the tallies are read, and the rollup
+    /// replaces only that mark: a merge into the day meanwhile removes the mark, and
+    /// the day stays read from its tallies.
+    fn roll_day(&self, owner: &str, dim: Dim, day: DateTime<Utc>) -> Result<(), StoreError> {
+        let key = rollup_key(owner, dim, day);
+        let now = self.clock.now().timestamp_millis();
+        let building = RollupRecord::Building(now).encode();
+        let stored = self.db.get_raw(Tree::Analytics, &key)?;
+        match stored.as_deref().and_then(RollupRecord::decode) {
+            Some(RollupRecord::Done(rollup)) if rollup.format == ROWS_FORMAT => return Ok(()),
+            // A mark left by a replica that died while rolling, or an older format.
+            _ => {
+                if !self.db.compare_and_swap_raw(
+                    Tree::Analytics,
+                    &key,
+                    stored.as_deref(),
+                    Some(&building),
+                )? {
+                    return Ok(());
+                }
+            }
+        }
+        let (low, high) = tally_range(owner, Interval::Day, dim, day, Interval::Day.next(day));
+        let mut groups = Vec::new();
+        let mut cursor = low;
+        loop {
+            let page = self
+                .db
+                .scan_range_raw(Tree::Analytics, &cursor, &high, 1_000, false)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            cursor = last.clone();
+            cursor.push(0);
+            let full = page.len() == 1_000;
+            for (key, bytes) in page {
+                let parsed = parse_tally_key(Interval::Day, &key).zip(Tally::decode(&bytes));
+                if let Some(((_, value), tally)) = parsed {
+                    groups.push((value, tally));
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let rollup = RollupRecord::Done(Rollup::of(day, groups)).encode();
+        self.db
+            .compare_and_swap_raw(Tree::Analytics, &key, Some(&building), Some(&rollup))?;
+        Ok(())
     }
 
     /// The stored tallies of `owner` for `dim` at `interval` in `start..end`: each
