@@ -174,6 +174,36 @@ async fn conversion_admin(server: &TestServer, query: &str) -> Value {
         .clone()
 }
 
+#[tokio::test]
+async fn a_query_counts_what_came_before_it_while_the_replica_merges() {
+    // The replica merges without pause while codes go out: each query comes while a
+    // merge may hold the counts of the send before it.
+    let (server, tenant) = TestServer::with_tenant().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let merger = {
+        let engine = std::sync::Arc::clone(server.engine());
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                engine.flush_analytics().expect("merged");
+            }
+        })
+    };
+    for i in 0..25 {
+        server
+            .send_otp(
+                &tenant,
+                json!({"phone": gb(400 + i), "client_ip": format!("198.51.100.{i}")}),
+            )
+            .await
+            .expect(200);
+        let totals = conversion(&server, &tenant.key, "").await["totals"][0].clone();
+        assert_eq!(totals["started"], u64::from(i + 1), "{totals}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    merger.join().expect("merger");
+}
+
 /// Rolls the settled days of every owner now (as each replica does every minute);
 /// how many days.
 async fn roll(server: &TestServer) -> usize {

@@ -59,6 +59,9 @@ pub struct Ledger {
     unmerged: Mutex<BTreeMap<Vec<u8>, Tally>>,
     /// Wakes the flusher when the counts pile up.
     soon: tokio::sync::Notify,
+    /// Held while counts are drained and merged: a query's flush waits for one under
+    /// way, whose drained counts are in no map it could see until they are merged.
+    flush: Mutex<()>,
 }
 
 /// What a verification groups under, with the message `sent` (its first, for the
@@ -359,6 +362,7 @@ impl Engine {
     /// merging of its own counts, never the whole replica's.
     fn flush_counts(&self, tenant: Option<&str>) -> Result<(), StoreError> {
         let ledger = &self.replica.analytics;
+        let _one_at_a_time = ledger.flush.lock();
         let (drained, mut work) = match tenant {
             None => (
                 std::mem::take(&mut *ledger.pending.lock()),
