@@ -745,29 +745,18 @@ impl Engine {
                 }
             }
         }
-        let (low, high) = tally_range(owner, Interval::Day, dim, day, Interval::Day.next(day));
         let mut groups = Vec::new();
-        let mut cursor = low;
-        loop {
-            let page = self
-                .db
-                .scan_range_raw(Tree::Analytics, &cursor, &high, 1_000, false)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            cursor = last.clone();
-            cursor.push(0);
-            let full = page.len() == 1_000;
-            for (key, bytes) in page {
-                let parsed = parse_tally_key(Interval::Day, &key).zip(Tally::decode(&bytes));
-                if let Some(((_, value), tally)) = parsed {
-                    groups.push((value, tally));
-                }
-            }
-            if !full {
-                break;
-            }
-        }
+        self.scan_tallies(
+            owner,
+            Interval::Day,
+            dim,
+            day,
+            Interval::Day.next(day),
+            |_, value, tally| {
+                groups.push((value, tally));
+                true
+            },
+        )?;
         let rollup = RollupRecord::Done(Rollup::of(day, groups)).encode();
         self.db
             .compare_and_swap_raw(Tree::Analytics, &key, Some(&building), Some(&rollup))?;
@@ -785,15 +774,41 @@ impl Engine {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, String, Tally)>, FlowError> {
-        let (low, high) = tally_range(owner, interval, dim, start, end);
         let mut tallies: Vec<(DateTime<Utc>, String, Tally)> = Vec::new();
+        let complete =
+            self.scan_tallies(owner, interval, dim, start, end, |bucket, value, tally| {
+                tallies.push((bucket, value, tally));
+                tallies.len() <= MAX_TALLIES_READ
+            })?;
+        if !complete {
+            return Err(FlowError::invalid(
+                "to",
+                "too many groups in this range; ask for a shorter one or a daily interval",
+            ));
+        }
+        Ok(tallies)
+    }
+
+    /// Hands each stored tally of `owner` for `dim` at `interval` in `start..end` to
+    /// `each` in key order (the bucket's start, the group's value, the tally) until it
+    /// answers `false`; whether every tally was handed.
+    fn scan_tallies(
+        &self,
+        owner: &str,
+        interval: Interval,
+        dim: Dim,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        mut each: impl FnMut(DateTime<Utc>, String, Tally) -> bool,
+    ) -> Result<bool, StoreError> {
+        let (low, high) = tally_range(owner, interval, dim, start, end);
         let mut cursor = low;
         loop {
             let page = self
                 .db
                 .scan_range_raw(Tree::Analytics, &cursor, &high, 1_000, false)?;
             let Some((last, _)) = page.last() else {
-                break;
+                return Ok(true);
             };
             cursor = last.clone();
             cursor.push(0);
@@ -801,20 +816,15 @@ impl Engine {
             for (key, bytes) in page {
                 let parsed = parse_tally_key(interval, &key).zip(Tally::decode(&bytes));
                 if let Some(((bucket, value), tally)) = parsed {
-                    tallies.push((bucket, value, tally));
+                    if !each(bucket, value, tally) {
+                        return Ok(false);
+                    }
                 }
             }
             if !full {
-                break;
-            }
-            if tallies.len() >= MAX_TALLIES_READ {
-                return Err(FlowError::invalid(
-                    "to",
-                    "too many groups in this range; ask for a shorter one or a daily interval",
-                ));
+                return Ok(true);
             }
         }
-        Ok(tallies)
     }
 
     /// One page of the tenant's verifications, newest first, filtered by `query`.
