@@ -714,11 +714,34 @@ async fn a_plugins_counter_on_two_replicas_loses_no_increment() {
     let mut counts = Vec::new();
     for call in calls {
         let answer = call.await.expect("a lookup");
-        counts.push(count(&answer).unwrap_or_else(|| panic!("no count: {answer}")));
+        match count(&answer) {
+            Some(counted) => counts.push(counted),
+            None => panic!(
+                "no count: {answer}\nfailures on a: {}\nfailures on b: {}",
+                plugin_failures(&a.api).await,
+                plugin_failures(&b.api).await
+            ),
+        }
     }
     counts.sort_unstable();
     let expected: Vec<u64> = (before + 1..=before + CALLS).collect();
     assert_eq!(counts, expected);
+}
+
+/// The plugin failure lines of a replica's metrics, to say why a rule had no effect.
+async fn plugin_failures(api: &Api) -> String {
+    let reply = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .expect("the server answers");
+    let text = reply.text().await.expect("the metrics");
+    text.lines()
+        .filter(|line| line.starts_with("dialgate_plugin_failures"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Runs `dialgate store copy --from from --to to`: whether it succeeded, and what it

@@ -78,32 +78,91 @@ pub struct State {
     pub fraud: Option<signals::FraudSignals>,
 }
 
-/// The time a call has run: the wall time since it started, less the time it waited
-/// to be scheduled again after yielding at an epoch tick.
+/// The time a call has run: the processor time its thread spent on it, so a call is
+/// not charged for the time the operating system or the scheduler gave others. The
+/// clock runs in segments, each on one thread: a segment ends before anything that
+/// waits (a yield at an epoch tick, a key-value operation, an outbound request) and a
+/// new one starts, perhaps on another thread, when the call goes on. A segment read
+/// from another thread than its own (a wait that was not paused) counts its wall time
+/// instead, so a call is never charged less than it ran.
 #[derive(Debug)]
 pub struct RunClock {
-    started: Instant,
-    waited_nanos: AtomicU64,
+    segments: parking_lot::Mutex<Segments>,
+}
+
+/// The closed segments' total, and the open one.
+#[derive(Debug)]
+struct Segments {
+    total: Duration,
+    open: Option<Segment>,
+}
+
+/// Where and when a segment started.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    thread: std::thread::ThreadId,
+    cpu: Duration,
+    wall: Instant,
+}
+
+impl Segment {
+    fn here() -> Self {
+        Self {
+            thread: std::thread::current().id(),
+            cpu: thread_cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        if std::thread::current().id() == self.thread {
+            thread_cpu_time().saturating_sub(self.cpu)
+        } else {
+            self.wall.elapsed()
+        }
+    }
+}
+
+/// The processor time the current thread has used.
+fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }
 
 impl RunClock {
+    /// A clock that starts running now, on this thread.
     fn new() -> Self {
         Self {
-            started: Instant::now(),
-            waited_nanos: AtomicU64::new(0),
+            segments: parking_lot::Mutex::new(Segments {
+                total: Duration::ZERO,
+                open: Some(Segment::here()),
+            }),
         }
     }
 
     /// How long the call has run.
     pub fn ran(&self) -> Duration {
-        let waited = Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(waited)
+        let segments = self.segments.lock();
+        segments.total + segments.open.map_or(Duration::ZERO, |open| open.elapsed())
     }
 
-    /// Notes a wait for the scheduler after a yield.
-    pub fn add_wait(&self, waited: Duration) {
-        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
+    /// Stops the clock before a wait.
+    pub fn pause(&self) {
+        let mut segments = self.segments.lock();
+        if let Some(open) = segments.open.take() {
+            segments.total += open.elapsed();
+        }
+    }
+
+    /// Starts the clock again after a wait, on the thread that goes on with the call.
+    pub fn resume(&self) {
+        let mut segments = self.segments.lock();
+        if segments.open.is_none() {
+            segments.open = Some(Segment::here());
+        }
     }
 }
 
@@ -430,11 +489,11 @@ impl State {
             )));
         }
         let target = self.kv_target().clone();
+        self.ran.pause();
         let started = Instant::now();
         let result = operation(&self.data, &target);
-        let waited = started.elapsed();
-        self.kv_waited += waited;
-        self.ran.add_wait(waited);
+        self.kv_waited += started.elapsed();
+        self.ran.resume();
         result.map_err(kv_error)
     }
 }
@@ -490,5 +549,58 @@ impl kv::Host for State {
         counted.map_err(|_| {
             kv::KvError::BadKey(format!("{name:?} holds a value that is not a counter"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{thread_cpu_time, RunClock};
+    use std::time::{Duration, Instant};
+
+    /// Spins until this thread has used `cpu` more processor time.
+    fn spin(cpu: Duration) {
+        let until = thread_cpu_time() + cpu;
+        while thread_cpu_time() < until {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[test]
+    fn a_call_is_charged_the_processor_time_it_used_not_the_time_it_waited() {
+        let clock = RunClock::new();
+        // Asleep, the thread uses no processor time: as the operating system giving
+        // the processor to other threads does to a call.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(clock.ran() < Duration::from_millis(30), "{:?}", clock.ran());
+        spin(Duration::from_millis(20));
+        let ran = clock.ran();
+        assert!(ran >= Duration::from_millis(20), "{ran:?}");
+        // Paused, the clock stands still however busy the thread is.
+        clock.pause();
+        spin(Duration::from_millis(20));
+        assert!(
+            clock.ran() < ran + Duration::from_millis(1),
+            "{:?}",
+            clock.ran()
+        );
+        clock.resume();
+        spin(Duration::from_millis(10));
+        assert!(clock.ran() >= ran + Duration::from_millis(10));
+        assert!(clock.ran() < ran + Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_segment_read_on_another_thread_counts_its_wall_time() {
+        let clock = RunClock::new();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(40));
+        let elsewhere = std::thread::scope(|scope| {
+            scope
+                .spawn(|| clock.ran())
+                .join()
+                .expect("the other thread")
+        });
+        assert!(elsewhere >= Duration::from_millis(40), "{elsewhere:?}");
+        assert!(elsewhere <= started.elapsed());
     }
 }

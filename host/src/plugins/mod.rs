@@ -845,10 +845,11 @@ impl PluginRuntime {
 
     /// A fresh store for one call, with the per-call limits armed: the call may run
     /// for `time`. At each epoch tick the guest yields to the scheduler, and once it
-    /// has run for its time it is interrupted. The time a call waits to be scheduled
-    /// again after a yield is not its own and is not counted, so a busy server never
-    /// times out a cheap call; the caller bounds the wall time (see
-    /// [`PluginRuntime::chain_bound`]).
+    /// has run for its time it is interrupted. The time is its thread's processor time
+    /// (see [`host::RunClock`]): a wait for the scheduler after a yield, or for the
+    /// operating system while other threads run, is not the call's own and is not
+    /// counted, so a busy server never times out a cheap call; the caller bounds the
+    /// wall time (see [`PluginRuntime::chain_bound`]).
     fn store(&self, state: State) -> Result<Store<State>, Failure> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.meter);
@@ -864,9 +865,9 @@ impl PluginRuntime {
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
-                    let yielded = Instant::now();
+                    clock.pause();
                     tokio::task::yield_now().await;
-                    clock.add_wait(yielded.elapsed());
+                    clock.resume();
                 }),
             ))
         });
