@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, FileConfig, LogFormat, Overrides};
+use crate::store::Db;
 
 /// Dialgate: a programmable, self-hostable phone-verification host.
 #[derive(Debug, Parser)]
@@ -39,6 +41,35 @@ enum StoreCommand {
     /// PostgreSQL database or back), then check each table's count and checksum. Stop
     /// the servers of the source first.
     Copy(CopyArgs),
+    /// Change the server secret (the code secret) of a deployment. Nothing is rewritten
+    /// but the data key's record: the key that seals personal records and tenants'
+    /// secrets and keys code hashes is unwrapped with the current secret and wrapped
+    /// under the new one. Stop a sled deployment's server first; replicas on PostgreSQL
+    /// keep running and are restarted one by one with the new secret.
+    RotateSecret(RotateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RotateArgs {
+    /// The store: a sled data directory, or postgres://user:password@host:port/database.
+    #[arg(long, env = "DIALGATE_STORE", hide_env_values = true)]
+    store: String,
+    /// PEM certificates a PostgreSQL store's certificate must chain to, when its URL
+    /// asks for TLS (sslmode=require); without it, the web's public roots.
+    #[arg(long, env = "DIALGATE_STORE_CA_FILE")]
+    store_ca_file: Option<PathBuf>,
+    /// The current secret; without it (or its file), the one the store keeps.
+    #[arg(long, env = "DIALGATE_CODE_SECRET", hide_env_values = true)]
+    code_secret: Option<String>,
+    /// File whose first line is the current secret (when --code-secret is unset).
+    #[arg(long, env = "DIALGATE_CODE_SECRET_FILE")]
+    code_secret_file: Option<PathBuf>,
+    /// The new secret.
+    #[arg(long, env = "DIALGATE_NEW_CODE_SECRET", hide_env_values = true)]
+    new_code_secret: Option<String>,
+    /// File whose first line is the new secret (when --new-code-secret is unset).
+    #[arg(long, env = "DIALGATE_NEW_CODE_SECRET_FILE")]
+    new_code_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -228,6 +259,9 @@ pub fn main() -> ExitCode {
             }
             Task::Other(Command::Migrate(args)) => migrate(&args.store, args.store_ca_file),
             Task::Other(Command::Store(StoreCommand::Copy(args))) => store_copy(&args),
+            Task::Other(Command::Store(StoreCommand::RotateSecret(args))) => {
+                rotate_secret(args).await
+            }
         }
     });
     // Whatever plugins do, stopping does not wait on the blocking pool for long: every
@@ -328,6 +362,48 @@ fn store_copy(args: &CopyArgs) -> anyhow::Result<()> {
     println!(
         "copied {records} records in {} tables; every table's count and checksum match",
         checks.len()
+    );
+    Ok(())
+}
+
+/// `dialgate store rotate-secret`: see [`crate::secrets::rotate`].
+async fn rotate_secret(args: RotateArgs) -> anyhow::Result<()> {
+    use crate::store::copy::Location;
+    let secret = |value: Option<String>, file: Option<PathBuf>| {
+        Config {
+            code_secret: value,
+            code_secret_file: file,
+            ..Config::default()
+        }
+        .code_secret()
+    };
+    let current = secret(args.code_secret, args.code_secret_file)?;
+    let new = secret(args.new_code_secret, args.new_code_secret_file)?
+        .context("give the new secret with --new-code-secret or --new-code-secret-file")?;
+    if current.as_deref() == Some(new.as_str()) {
+        anyhow::bail!("the new secret is the current one");
+    }
+    let location = Location::parse(&args.store);
+    let db = match &location {
+        Location::Sled(dir) => {
+            if !dir.join("conf").exists() {
+                anyhow::bail!("{} holds no sled store", dir.display());
+            }
+            Db::open_sled(dir)?
+        }
+        Location::Postgres(url) => Db::open_postgres_with(
+            url,
+            false,
+            crate::store::PostgresOptions {
+                ca_file: args.store_ca_file,
+                ..Default::default()
+            },
+        )?,
+    };
+    crate::secrets::rotate(&db, current.as_deref(), &new)?;
+    db.sync().await?;
+    println!(
+        "rotated the secret of {location}: start its servers with the new secret; the old one no longer opens it"
     );
     Ok(())
 }

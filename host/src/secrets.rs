@@ -236,14 +236,54 @@ pub fn migrate(db: &Db, secrets: &SecretBox) -> Result<usize, StoreError> {
 
 /// Where the code secret is kept when it is not configured.
 const CODE_SECRET: &[u8] = b"code_hash_secret";
+/// Where the data key is kept, wrapped under the server secret.
+const DATA_KEY: &[u8] = b"data_key";
+/// What a wrapped data key starts with (the format's version).
+const WRAPPED_PREFIX: &str = "dgkey1:";
+/// The HKDF label of the key that wraps the data key.
+const WRAP_LABEL: &[u8] = b"dialgate/data-key-wrap/v1";
 
-/// The secret that keys code hashes: configured, stored, or generated once and stored.
-pub fn code_secret(db: &Db, configured: Option<&str>) -> Result<[u8; 32], StoreError> {
+/// Why the keys of a deployment could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the code secret does not open this deployment's data key: the secret is not the one the deployment was set up or last rotated with (`dialgate store rotate-secret` changes it)"
+    )]
+    WrongSecret,
+    #[error(
+        "this deployment's code secret is kept outside its store (it was rotated to one): give it with --code-secret or --code-secret-file"
+    )]
+    SecretNotGiven,
+    #[error("the data key changed while it was being rotated: run the rotation again")]
+    Raced,
+}
+
+impl From<KeyError> for StoreError {
+    fn from(err: KeyError) -> Self {
+        match err {
+            KeyError::Store(err) => err,
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// The server secret: the configured one (hashed to 32 bytes), else the one stored in
+/// the store, else a new one, generated and stored, for a store that has no data key
+/// yet. A store whose secret was rotated to one kept outside it has a data key and no
+/// stored secret: then the secret must be given.
+pub fn server_secret(db: &Db, configured: Option<&str>) -> Result<[u8; 32], KeyError> {
     if let Some(secret) = configured {
         return Ok(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()).into());
     }
-    let fresh: [u8; 32] = rand::rng().random();
-    db.insert_new(Tree::Meta, CODE_SECRET, &hex::encode(fresh))?;
+    if db.get_raw(Tree::Meta, CODE_SECRET)?.is_none() {
+        if db.get_raw(Tree::Meta, DATA_KEY)?.is_some() {
+            return Err(KeyError::SecretNotGiven);
+        }
+        let fresh: [u8; 32] = rand::rng().random();
+        db.insert_new(Tree::Meta, CODE_SECRET, &hex::encode(fresh))?;
+    }
     let stored: String = db.get(Tree::Meta, CODE_SECRET)?.unwrap_or_default();
     let mut secret = [0u8; 32];
     match hex::decode(&stored) {
@@ -253,15 +293,168 @@ pub fn code_secret(db: &Db, configured: Option<&str>) -> Result<[u8; 32], StoreE
                 tree: "meta",
                 key: "code_hash_secret".into(),
                 message: "not 32 hex-encoded bytes".into(),
-            })
+            }
+            .into())
         }
     }
     Ok(secret)
 }
 
+/// The data key of the deployment whose server secret is `configured` (or the stored
+/// one): what seals personal records and tenants' secrets and keys code hashes.
+///
+/// The data key is kept in the store wrapped (sealed) under a key derived from the
+/// server secret, so changing the server secret rewraps one record and rewrites no
+/// other (see [`rotate`]). A store that has none yet gets one on its first start: the
+/// server secret itself, which is what every version before the wrapping sealed and
+/// hashed with, so their records read as they always did. A secret that does not
+/// unwrap the stored key is refused here, before anything is read or written with it.
+pub fn data_key(db: &Db, configured: Option<&str>) -> Result<[u8; 32], KeyError> {
+    let secret = server_secret(db, configured)?;
+    db.compare_and_swap_raw(
+        Tree::Meta,
+        DATA_KEY,
+        None,
+        Some(wrap(&secret, &secret).as_bytes()),
+    )?;
+    let stored = db.get_raw(Tree::Meta, DATA_KEY)?.ok_or(KeyError::Raced)?;
+    unwrap(&secret, &stored).ok_or(KeyError::WrongSecret)
+}
+
+/// Changes the deployment's server secret from `current` (or the stored one) to `new`:
+/// the data key is unwrapped with the current secret and wrapped under the new one, in
+/// one compare-and-swap, so every record stays readable, codes sent before still
+/// verify, and a copy of the store taken afterwards does not open with the old secret.
+/// A secret the store kept itself (generated on a first start) is removed: from now on
+/// the operator gives the new one. Servers running meanwhile keep the data key they
+/// hold; each starts again with the new secret.
+pub fn rotate(db: &Db, current: Option<&str>, new: &str) -> Result<(), KeyError> {
+    let secret = server_secret(db, current)?;
+    let stored = db.get_raw(Tree::Meta, DATA_KEY)?;
+    let key = match &stored {
+        Some(wrapped) => unwrap(&secret, wrapped).ok_or(KeyError::WrongSecret)?,
+        None => secret,
+    };
+    let new: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(new.as_bytes()).into();
+    let rewrapped = wrap(&new, &key);
+    if !db.compare_and_swap_raw(
+        Tree::Meta,
+        DATA_KEY,
+        stored.as_deref(),
+        Some(rewrapped.as_bytes()),
+    )? {
+        return Err(KeyError::Raced);
+    }
+    db.remove(Tree::Meta, CODE_SECRET)?;
+    Ok(())
+}
+
+/// The cipher that wraps the data key under `secret`.
+fn wrapping(secret: &[u8; 32]) -> XChaCha20Poly1305 {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, secret)
+        .expand(WRAP_LABEL, &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    XChaCha20Poly1305::new(&key.into())
+}
+
+/// `data_key` wrapped under `secret`: the prefix, then the base64 of nonce and
+/// ciphertext.
+fn wrap(secret: &[u8; 32], data_key: &[u8; 32]) -> String {
+    let nonce: [u8; NONCE_BYTES] = rand::rng().random();
+    let sealed = wrapping(secret)
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: data_key,
+                aad: DATA_KEY,
+            },
+        )
+        .expect("XChaCha20-Poly1305 seals 32 bytes");
+    let mut bytes = nonce.to_vec();
+    bytes.extend_from_slice(&sealed);
+    format!("{WRAPPED_PREFIX}{}", STANDARD_NO_PAD.encode(bytes))
+}
+
+/// The data key in `wrapped`, if `secret` opens it.
+fn unwrap(secret: &[u8; 32], wrapped: &[u8]) -> Option<[u8; 32]> {
+    let text = std::str::from_utf8(wrapped).ok()?;
+    let bytes = STANDARD_NO_PAD
+        .decode(text.strip_prefix(WRAPPED_PREFIX)?)
+        .ok()?;
+    if bytes.len() < NONCE_BYTES {
+        return None;
+    }
+    let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
+    let plain = wrapping(secret)
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: DATA_KEY,
+            },
+        )
+        .ok()?;
+    plain.try_into().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_start_keeps_the_secret_as_the_data_key_and_refuses_another() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open_sled(dir.path()).expect("db");
+        let secret = server_secret(&db, Some("first")).expect("secret");
+        // What every version before the wrapping sealed and hashed with.
+        assert_eq!(data_key(&db, Some("first")).expect("key"), secret);
+        assert_eq!(data_key(&db, Some("first")).expect("again"), secret);
+        let stored = db
+            .get_raw(Tree::Meta, DATA_KEY)
+            .expect("get")
+            .expect("kept");
+        assert!(!stored.windows(secret.len()).any(|window| window == secret));
+        assert!(matches!(
+            data_key(&db, Some("second")),
+            Err(KeyError::WrongSecret)
+        ));
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_data_key_under_the_new_secret_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open_sled(dir.path()).expect("db");
+        let key = data_key(&db, Some("first")).expect("key");
+        // A wrong current secret changes nothing.
+        let before = db.get_raw(Tree::Meta, DATA_KEY).expect("get");
+        assert!(matches!(
+            rotate(&db, Some("wrong"), "second"),
+            Err(KeyError::WrongSecret)
+        ));
+        assert_eq!(db.get_raw(Tree::Meta, DATA_KEY).expect("get"), before);
+        rotate(&db, Some("first"), "second").expect("rotate");
+        assert_eq!(data_key(&db, Some("second")).expect("new"), key);
+        assert!(matches!(
+            data_key(&db, Some("first")),
+            Err(KeyError::WrongSecret)
+        ));
+        // And on again: the key stays the one the records were sealed with.
+        rotate(&db, Some("second"), "third").expect("rotate again");
+        assert_eq!(data_key(&db, Some("third")).expect("third"), key);
+    }
+
+    #[test]
+    fn a_generated_secret_rotated_away_must_be_given_from_then_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open_sled(dir.path()).expect("db");
+        let key = data_key(&db, None).expect("generated");
+        assert_eq!(data_key(&db, None).expect("stored"), key);
+        rotate(&db, None, "outside").expect("rotate");
+        assert!(db.get_raw(Tree::Meta, CODE_SECRET).expect("get").is_none());
+        assert!(matches!(data_key(&db, None), Err(KeyError::SecretNotGiven)));
+        assert_eq!(data_key(&db, Some("outside")).expect("given"), key);
+    }
 
     fn boxed(byte: u8) -> SecretBox {
         SecretBox::new(&[byte; 32])

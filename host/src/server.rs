@@ -61,7 +61,18 @@ pub fn build_engine(
         }
     };
     db.observe(Arc::clone(&metrics));
-    let secret = crate::secrets::code_secret(&db, config.code_secret()?.as_deref())?;
+    let secret = match config
+        .code_secret()
+        .and_then(|configured| Ok(crate::secrets::data_key(&db, configured.as_deref())?))
+    {
+        Ok(secret) => secret,
+        Err(err) => {
+            // Nothing else holds the store yet: close it before answering, so a start
+            // tried again at once (with the right secret) can open the directory.
+            db.close_within(std::time::Duration::from_secs(10));
+            return Err(err);
+        }
+    };
     db.use_server_secret(&secret);
     let secrets = SecretBox::new(&secret);
     let migrated = crate::store::personal::migrate(&db)?;

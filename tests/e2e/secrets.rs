@@ -2,7 +2,10 @@
 //! signing secret is refused naming its field, a callback without the configured
 //! token is refused on both callback routes, and the bytes of the data directory hold
 //! no plaintext of a plugin secret, a provider secret, a callback token or a webhook
-//! signing secret, while the server still uses them after a restart.
+//! signing secret, while the server still uses them after a restart. The server
+//! secret is rotated with `dialgate store rotate-secret`: every record, secret and
+//! pending code still works under the new secret, and the old one, or none, is
+//! refused at start with an error that says so.
 
 use std::path::Path;
 
@@ -276,5 +279,112 @@ async fn the_data_directory_holds_no_secret_in_the_clear() {
     assert!(
         callback.ends_with(&format!("?token={provider_token}")),
         "{callback}"
+    );
+}
+
+/// Runs `dialgate store rotate-secret` on `store` with `args`: whether it succeeded,
+/// and what it printed.
+fn rotate_secret(store: &str, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+        .args(["store", "rotate-secret", "--store", store])
+        .args(args)
+        .env_remove("DIALGATE_STORE")
+        .output()
+        .expect("run dialgate store rotate-secret");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
+#[tokio::test]
+async fn a_rotated_server_secret_opens_everything_and_the_old_one_nothing() {
+    let server = TestServer::start_with(|config| {
+        config.code_secret = Some("the first secret".into());
+    })
+    .await;
+    let tenant = server.tenant("rotating").await;
+    let sim = SmsSim::start().await;
+    server
+        .post("/v1/plugins/catalog/http-sms", &tenant.key, json!({}))
+        .await
+        .expect(201);
+    let provider_secret = "provider-auth-token-2e8f";
+    server
+        .post(
+            "/v1/providers",
+            &tenant.key,
+            json!({
+                "name": "p",
+                "plugin": "http-sms",
+                "sender_id": "+15005550006",
+                "config": {"shape": "twilio", "base_url": sim.base_url(), "account_sid": "AC42"},
+                "secrets": {"auth_token": provider_secret, "callback_token": "cb-token-71a0"},
+                "hosts": [sim.host()],
+            }),
+        )
+        .await
+        .expect(201);
+    let phone = uz_number(31);
+    let sent = server.send(&tenant, &phone, "applicant-1").await;
+    let id = sent["verification_id"].as_str().expect("id").to_owned();
+    let text = sim.accepted()[0].text.clone();
+    let code = text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|digits| digits.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {text:?}"))
+        .to_owned();
+
+    // A wrong current secret changes nothing.
+    let halted = server.halt().await;
+    let store = halted.location();
+    let (done, printed) = rotate_secret(
+        &store,
+        &["--code-secret", "a wrong secret", "--new-code-secret", "x"],
+    );
+    assert!(!done, "{printed}");
+    assert!(printed.contains("does not open"), "{printed}");
+    let (done, printed) = rotate_secret(
+        &store,
+        &[
+            "--code-secret",
+            "the first secret",
+            "--new-code-secret",
+            "the second secret",
+        ],
+    );
+    assert!(done, "{printed}");
+
+    // The old secret, and none at all, are refused at start, naming the problem.
+    let (error, halted) = halted
+        .start_with(|config| config.code_secret = Some("the first secret".into()))
+        .await
+        .expect_err("the old secret is refused");
+    assert!(error.contains("does not open"), "{error}");
+    let (error, halted) = halted
+        .start_with(|_| {})
+        .await
+        .expect_err("a server secret must be given");
+    assert!(error.contains("--code-secret"), "{error}");
+
+    // Under the new secret: the report with its number, the provider's sealed token,
+    // and the code sent before the rotation.
+    let server = halted
+        .start_with(|config| config.code_secret = Some("the second secret".into()))
+        .await
+        .expect("the new secret opens the store");
+    let report = server.report(&tenant, &id).await;
+    assert_eq!(report["phone"]["full_number"], phone.as_str(), "{report}");
+    server
+        .verify(&tenant, &phone, "applicant-1", &code)
+        .await
+        .expect(200);
+    server.send(&tenant, &uz_number(32), "applicant-2").await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("AC42:{provider_secret}"));
+    assert_eq!(
+        sim.accepted()[1].authorization.as_deref(),
+        Some(format!("Basic {basic}").as_str())
     );
 }

@@ -502,6 +502,20 @@ impl TestServer {
         Self::launch(&config, clock, dir).await
     }
 
+    /// Stops the server and keeps its store, to start it again, perhaps differently:
+    /// where its records are, for a command run on them meanwhile.
+    pub async fn halt(self) -> Halted {
+        let Self {
+            clock,
+            _running: running,
+            _dir: dir,
+            store,
+            ..
+        } = self;
+        running.shutdown().await;
+        Halted { clock, dir, store }
+    }
+
     /// Stops the server: stops accepting, finishes requests in flight, closes the store.
     pub async fn stop(self) {
         self._running.shutdown().await;
@@ -510,6 +524,45 @@ impl TestServer {
     /// Moves the server's clock forward.
     pub fn advance(&self, by: chrono::Duration) {
         self.clock.advance(by);
+    }
+}
+
+/// A stopped server's store and clock (see [`TestServer::halt`]).
+#[derive(Debug)]
+pub struct Halted {
+    clock: ManualClock,
+    dir: TempDir,
+    store: Option<String>,
+}
+
+impl Halted {
+    /// Where the store is: its PostgreSQL URL, or its data directory.
+    pub fn location(&self) -> String {
+        match &self.store {
+            Some(url) => url.clone(),
+            None => self.dir.path().join("data").display().to_string(),
+        }
+    }
+
+    /// Starts the server again on its store with the test configuration as
+    /// `configure` changes it; or why it did not start, and the store to try again.
+    pub async fn start_with(
+        self,
+        configure: impl FnOnce(&mut Config),
+    ) -> Result<TestServer, (String, Halted)> {
+        let mut config = test_config(&self.dir.path().join("data"));
+        config.store = self.store.clone();
+        configure(&mut config);
+        match dialgate::server::spawn(&config, Arc::new(self.clock.clone())).await {
+            Ok(running) => Ok(TestServer {
+                api: Api::new(format!("http://{}", running.addr)),
+                clock: self.clock,
+                _running: running,
+                _dir: self.dir,
+                store: self.store,
+            }),
+            Err(err) => Err((format!("{err:#}"), self)),
+        }
     }
 }
 

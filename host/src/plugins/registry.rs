@@ -316,7 +316,7 @@ impl Registry {
         db: Db,
         builtins: Vec<Builtin>,
     ) -> Result<Self, RegistryError> {
-        let secret = crate::secrets::code_secret(&db, None)?;
+        let secret = crate::secrets::data_key(&db, None).map_err(StoreError::from)?;
         let protection = Protection {
             egress: Egress::default(),
             secrets: SecretBox::new(&secret),

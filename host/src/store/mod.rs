@@ -474,7 +474,7 @@ impl Db {
         if let Some(personal) = self.personal.get() {
             return Ok(personal);
         }
-        let secret = crate::secrets::code_secret(self, None)?;
+        let secret = crate::secrets::data_key(self, None)?;
         Ok(self
             .personal
             .get_or_init(|| personal::Personal::new(&secret)))
@@ -534,6 +534,27 @@ impl Db {
             // An error means the flush thread ended, which it does only after closing.
             let _ = closed.wait_for(|closed| *closed).await;
         }
+    }
+
+    /// Waits, blocking this thread for at most `limit`, until every handle to this
+    /// store has been dropped and the backend has closed: for a start that failed after
+    /// opening the store, so a caller that tries again (with another secret, say) finds
+    /// the directory unlocked. Whether it closed.
+    pub fn close_within(self, limit: std::time::Duration) -> bool {
+        let closed = self.closed.clone();
+        drop(self);
+        let until = std::time::Instant::now() + limit;
+        while !*closed.borrow() {
+            if closed.has_changed().is_err() {
+                // The flush thread ended, which it does only after closing.
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        true
     }
 
     /// Opens the embedded sled store under `dir`.
