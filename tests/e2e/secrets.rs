@@ -56,6 +56,32 @@ async fn post_callback(server: &TestServer, path: &str, body: &str) -> u16 {
         .status
 }
 
+/// Adds a Twilio-shaped provider on `sim` (account `AC42`) with its auth token and
+/// callback token.
+async fn twilio_provider(
+    server: &TestServer,
+    tenant: &Tenant,
+    sim: &SmsSim,
+    auth_token: &str,
+    callback_token: &str,
+) {
+    server
+        .post(
+            "/v1/providers",
+            &tenant.key,
+            json!({
+                "name": "p",
+                "plugin": "http-sms",
+                "sender_id": "+15005550006",
+                "config": {"shape": "twilio", "base_url": sim.base_url(), "account_sid": "AC42"},
+                "secrets": {"auth_token": auth_token, "callback_token": callback_token},
+                "hosts": [sim.host()],
+            }),
+        )
+        .await
+        .expect(201);
+}
+
 #[tokio::test]
 async fn empty_callback_secrets_are_refused_naming_the_field() {
     let (server, tenant) = TestServer::with_tenant().await;
@@ -201,21 +227,7 @@ async fn the_data_directory_holds_no_secret_in_the_clear() {
         .expect(200);
     let provider_secret = "provider-auth-token-91be";
     let provider_token = "provider-callback-token-5c0d";
-    server
-        .post(
-            "/v1/providers",
-            &tenant.key,
-            json!({
-                "name": "p",
-                "plugin": "http-sms",
-                "sender_id": "+15005550006",
-                "config": {"shape": "twilio", "base_url": sim.base_url(), "account_sid": "AC42"},
-                "secrets": {"auth_token": provider_secret, "callback_token": provider_token},
-                "hosts": [sim.host()],
-            }),
-        )
-        .await
-        .expect(201);
+    twilio_provider(&server, &tenant, &sim, provider_secret, provider_token).await;
     let webhook = server
         .post(
             "/v1/webhooks",
@@ -312,21 +324,7 @@ async fn a_rotated_server_secret_opens_everything_and_the_old_one_nothing() {
         .await
         .expect(201);
     let provider_secret = "provider-auth-token-2e8f";
-    server
-        .post(
-            "/v1/providers",
-            &tenant.key,
-            json!({
-                "name": "p",
-                "plugin": "http-sms",
-                "sender_id": "+15005550006",
-                "config": {"shape": "twilio", "base_url": sim.base_url(), "account_sid": "AC42"},
-                "secrets": {"auth_token": provider_secret, "callback_token": "cb-token-71a0"},
-                "hosts": [sim.host()],
-            }),
-        )
-        .await
-        .expect(201);
+    twilio_provider(&server, &tenant, &sim, provider_secret, "cb-token-71a0").await;
     let phone = uz_number(31);
     let sent = server.send(&tenant, &phone, "applicant-1").await;
     let id = sent["verification_id"].as_str().expect("id").to_owned();

@@ -434,18 +434,11 @@ impl TestServer {
 
     /// Like [`TestServer::restart`], with the configuration `configure` changes.
     pub async fn restart_with(self, configure: impl FnOnce(&mut Config)) -> Self {
-        let Self {
-            clock,
-            _running: running,
-            _dir: dir,
-            store,
-            ..
-        } = self;
-        running.shutdown().await;
-        let mut config = test_config(&dir.path().join("data"));
-        config.store = store;
-        configure(&mut config);
-        Self::launch(&config, clock, dir).await
+        self.halt()
+            .await
+            .start_with(configure)
+            .await
+            .unwrap_or_else(|(err, _)| panic!("the server starts again: {err}"))
     }
 
     /// Every record of every tree of the server's store, raw (tree name and key, then
@@ -489,17 +482,7 @@ impl TestServer {
     /// Stops the server (finishing requests in flight) and starts it again on the same
     /// data directory and clock: what a process restart does to the store.
     pub async fn restart(self) -> Self {
-        let Self {
-            clock,
-            _running: running,
-            _dir: dir,
-            store,
-            ..
-        } = self;
-        running.shutdown().await;
-        let mut config = test_config(&dir.path().join("data"));
-        config.store = store;
-        Self::launch(&config, clock, dir).await
+        self.restart_with(|_| {}).await
     }
 
     /// Stops the server and keeps its store, to start it again, perhaps differently:
