@@ -76,7 +76,7 @@ pub fn code_message(language: &str, code: &str, minutes: u32) -> String {
 }
 
 /// How an SMS carries a text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Encoding {
     /// The GSM 03.38 default alphabet (with its extension table): 160 characters in
     /// one message, 153 per part of a longer one.

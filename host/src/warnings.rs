@@ -6,7 +6,19 @@
 use serde::{Deserialize, Serialize};
 
 /// What a tenant wants done when a configurable risk is detected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum RiskAction {
     Approve,
     Review,

@@ -99,7 +99,7 @@ async fn update(
     params(("id" = String, Path, description = "the verification id")),
     request_body = ReviewRequest,
     responses(
-        (status = 200, description = "the verification's report after the decision", body = Object),
+        (status = 200, description = "the verification's report after the decision", body = crate::flows::verification::report::Report),
         JsonBody,
         Unauthorized,
         NotFound,

@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     security(("tenant_key" = [])),
     request_body = ValidateRequest,
     responses(
-        (status = 200, description = "the number's format validation", body = Object),
+        (status = 200, description = "the number's format validation", body = crate::flows::ValidateResponse),
         JsonBody,
         Unauthorized,
         RateLimited,
@@ -58,7 +58,7 @@ async fn validate(
     security(("tenant_key" = [])),
     request_body = LookupRequest,
     responses(
-        (status = 200, description = "type, carrier, location, risk and warnings", body = Object),
+        (status = 200, description = "type, carrier, location, risk and warnings", body = crate::flows::LookupResponse),
         JsonBody,
         Unauthorized,
         RateLimited,
@@ -213,7 +213,7 @@ async fn feedback(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the verification id")),
     responses(
-        (status = 200, description = "the verification's report", body = Object),
+        (status = 200, description = "the verification's report", body = crate::flows::verification::report::Report),
         Unauthorized,
         NotFound,
         Unavailable,

@@ -21,7 +21,7 @@ pub struct ValidateRequest {
 }
 
 /// The validation block.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Validation {
     pub valid: bool,
     pub formatted_e164: Option<String>,
@@ -36,7 +36,7 @@ pub struct Validation {
 }
 
 /// Answer of `POST /v1/phone/validate`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ValidateResponse {
     pub phone: String,
     pub validation: Validation,
@@ -52,7 +52,7 @@ pub struct LookupRequest {
 }
 
 /// Carrier block of a lookup.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CarrierView {
     pub name: Option<String>,
     #[serde(rename = "type")]
@@ -62,7 +62,7 @@ pub struct CarrierView {
 }
 
 /// Location block of a lookup.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LocationView {
     pub country: Option<String>,
     pub country_code: String,
@@ -71,14 +71,14 @@ pub struct LocationView {
 }
 
 /// The lookup adapter block of a lookup.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdapterView {
     pub name: String,
     pub error: Option<String>,
 }
 
 /// The SIM-swap block of a lookup.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SimSwapView {
     /// The date of the last SIM change.
     pub last_sim_change: String,
@@ -86,7 +86,7 @@ pub struct SimSwapView {
 }
 
 /// Answer of `POST /v1/phone/lookup`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LookupResponse {
     pub phone: String,
     pub valid: bool,

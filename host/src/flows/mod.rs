@@ -44,7 +44,7 @@ use crate::store::{key, Db};
 pub use caches::Caches;
 
 pub use crate::error::FlowError;
-pub use lookup::{LookupRequest, ValidateRequest};
+pub use lookup::{LookupRequest, LookupResponse, ValidateRequest, ValidateResponse};
 pub use messaging::delivery::DeliveryRequest;
 pub use messaging::dispatch::{CallbackError, MAX_CALLBACK_BYTES};
 pub use review::{CasePatch, CaseQuery, ReviewRequest};

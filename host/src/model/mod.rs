@@ -100,7 +100,7 @@ impl FeedbackOutcome {
 }
 
 /// The latest feedback on a verification, and how many changes of it were reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Feedback {
     pub outcome: FeedbackOutcome,
     pub at: DateTime<Utc>,
@@ -108,7 +108,7 @@ pub struct Feedback {
 }
 
 /// The overall status of a verification, as the report names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ReportStatus {
     Approved,
     Declined,
@@ -286,7 +286,7 @@ impl Verification {
 }
 
 /// What the report tells about the last code message of a verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CodeMessage {
     /// The tenant's template the text came from; `None` for the built-in text.
     pub template_id: Option<String>,
@@ -329,7 +329,7 @@ impl ReviewDecision {
 }
 
 /// A reviewer's decision, recorded on the verification and shown on its report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Review {
     pub decision: ReviewDecision,
     pub note: String,
@@ -352,7 +352,7 @@ fn default_step_timeout() -> u32 {
 }
 
 /// An ordered fallback of channels (e.g. sms → whatsapp → voice) and where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelWorkflow {
     pub steps: Vec<WorkflowStep>,
     /// The step whose code is the active one.
@@ -368,7 +368,7 @@ pub struct ChannelWorkflow {
 }
 
 /// What a send asked of its message's text: locale, brand, template, app hash.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageChoice {
     pub locale: Option<String>,
     pub brand_id: Option<String>,
@@ -377,7 +377,7 @@ pub struct MessageChoice {
 }
 
 /// What one started step of a channel workflow did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepOutcome {
     pub step: u32,
     pub channel: Channel,
@@ -425,7 +425,7 @@ impl DeliveryStatus {
 }
 
 /// A delivery update of one code message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliveryEvent {
     pub message_id: String,
     pub status: DeliveryStatus,
@@ -456,7 +456,7 @@ impl Verification {
 }
 
 /// A rule's decision on a verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     pub action: RiskAction,
     pub reason: Option<String>,
@@ -466,7 +466,7 @@ pub struct Decision {
 }
 
 /// A case opened for a verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CaseRef {
     pub case_id: String,
     pub case_type: String,

@@ -186,7 +186,7 @@ pub struct FactorView {
 
 /// What a rule asks the host to do, in the workflow-rule vocabulary
 /// (`{"type": "add_flag", "flag": "recent_sim_swap"}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RuleAction {
     Approve,
@@ -304,7 +304,9 @@ pub struct Usage {
 
 /// Why a call did not produce actions. The sandbox's failures and the plugin's own
 /// error are kept apart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Failure {
     #[error("the plugin used up its CPU budget of {fuel} fuel")]
@@ -358,7 +360,7 @@ impl Failure {
 }
 
 /// What kind of rule ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleSource {
     /// A rule plugin (a Wasm component).
@@ -372,7 +374,7 @@ pub enum RuleSource {
 /// when the evaluation failed); its `plugin_id` and `name` are its `rule_id`, its
 /// `version` is `r{revision}`, and its fuel (evaluation steps) and time are those of
 /// the one evaluation that decided every declarative rule at the trigger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleRun {
     #[serde(default)]
     pub source: RuleSource,

@@ -60,7 +60,7 @@ impl LineType {
 }
 
 /// Why a number is not valid, in the vocabulary of the validation API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum InvalidReason {
     TooShort,

@@ -86,7 +86,7 @@ impl RiskPolicy {
 }
 
 /// Risk level of a score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RiskLevel {
     Low,
@@ -130,7 +130,7 @@ pub struct Signals<'a> {
 }
 
 /// One factor that fired.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FactorHit {
     pub factor: String,
     pub contribution: i32,
@@ -138,7 +138,7 @@ pub struct FactorHit {
 }
 
 /// The outcome of scoring.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RiskAssessment {
     pub risk_score: u8,
     pub risk_level: RiskLevel,

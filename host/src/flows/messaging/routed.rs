@@ -29,7 +29,7 @@ use crate::flows::messaging::providers::{CallbackAuth, Provider, TenantRouting};
 use crate::flows::{Caller, Engine, FlowError};
 
 /// One status a message went through.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusChange {
     pub status: DeliveryStatus,
     pub at: DateTime<Utc>,
@@ -38,7 +38,7 @@ pub struct StatusChange {
 }
 
 /// One code message handed (or offered) to one provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageRecord {
     pub id: String,
     pub verification_id: String,
@@ -68,7 +68,7 @@ pub struct MessageRecord {
 }
 
 /// A receipt recorded on its message but not yet on its verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingReceipt {
     pub status: DeliveryStatus,
     pub reason: Option<String>,

@@ -22,7 +22,7 @@ use crate::flows::messaging::routed::MessageRecord;
 use crate::flows::{Caller, Engine, FlowError};
 
 /// Carrier block of the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportCarrier {
     pub name: Option<String>,
     #[serde(rename = "type")]
@@ -30,7 +30,7 @@ pub struct ReportCarrier {
 }
 
 /// The `phone` object of the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PhoneReport {
     pub status: ReportStatus,
     pub phone_number_prefix: String,
@@ -49,7 +49,7 @@ pub struct PhoneReport {
 }
 
 /// The report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub verification_id: String,
     pub applicant_id: Option<String>,
@@ -92,7 +92,7 @@ pub struct Report {
 }
 
 /// One rule run on the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuleFired {
     pub trigger: String,
     #[serde(flatten)]
