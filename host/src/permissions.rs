@@ -18,7 +18,19 @@ use crate::settings::InvalidSetting;
 
 /// A kind of destination that may be refused: a line type of the numbering plan, or a
 /// network of the international calling codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NumberType {
     Mobile,
@@ -101,7 +113,7 @@ pub fn default_refused_types() -> Vec<NumberType> {
 
 /// One channel's permissions; a field left out of a channel's entry (or null) is the
 /// default's.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelPermissions {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,7 +127,7 @@ pub struct ChannelPermissions {
 }
 
 /// Where a tenant's codes may be sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryPermissions {
     /// The only countries codes may go to (ISO 3166-1 alpha-2); null for every one.

@@ -26,7 +26,7 @@ pub const MAX_BLOCK_SECONDS: i64 = 30 * 24 * 3600;
 pub const MAX_EXEMPT_PREFIXES: usize = 100;
 
 /// How the detector acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Counts nothing and blocks nothing.
@@ -80,7 +80,7 @@ impl Mode {
 }
 
 /// A country's risk tier for pumping: the prior conversion a prefix starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     Low,
@@ -107,7 +107,7 @@ pub const CONVERTING: f64 = 0.3;
 const PRIOR_WEIGHT: f64 = 5.0;
 
 /// The tenant's detector settings (`sms_pumping` in the settings).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PumpingSettings {
     pub mode: Mode,

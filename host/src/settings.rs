@@ -10,7 +10,7 @@ use crate::phone::risk::{self, RiskPolicy};
 use crate::warnings::RiskAction;
 
 /// A tenant's phone-verification settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PhoneSettings {
     /// When false, a lookup that names an applicant is a complete verification on its own.
@@ -66,7 +66,7 @@ pub struct PhoneSettings {
 /// number over a sliding 24 hours, whichever verification or applicant they were
 /// entered for; a new code does not reset the count (NIST SP 800-63B-4), a correct
 /// entry does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuessBudget {
     /// Failed entries within 24 hours that lock the number.
@@ -88,7 +88,7 @@ impl Default for GuessBudget {
 
 /// How long a tenant's records are kept, in days from when each began. The purge
 /// removes what is older; analytics' tallies hold no personal data and stay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Verifications, with their index entries, message records and the record of
@@ -116,7 +116,7 @@ impl Default for Retention {
 
 /// Thresholds of the hourly alerts. Each completed hour's conversion and delivery
 /// failures, per country and per provider, are compared with the week before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Alerts {
     /// `alert.conversion_dropped` when an hour's conversion is this many percent below
@@ -144,7 +144,7 @@ impl Default for Alerts {
 pub const MAX_RETENTION_DAYS: u32 = 3_650;
 
 /// What a failed rule plugin means for the verification.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginFailure {
     /// Fail open: record the failure and carry on as if the rule had asked nothing.
@@ -188,7 +188,7 @@ impl Default for PhoneSettings {
 }
 
 /// Actions for the configurable risks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RiskActions {
     #[serde(rename = "VOIP_NUMBER_DETECTED")]
@@ -214,7 +214,7 @@ impl Default for RiskActions {
 }
 
 /// A token bucket: sustained rate and burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BucketLimit {
     pub per_minute: u32,
@@ -228,7 +228,7 @@ impl BucketLimit {
 }
 
 /// Buckets for one endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointLimits {
     pub per_tenant: BucketLimit,
@@ -238,7 +238,7 @@ pub struct EndpointLimits {
 
 /// Abuse limits for the OTP endpoints, lookups, and the line checks (which ask the
 /// tenant's lookup adapter, often a paid operator API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
     pub send_otp: EndpointLimits,

@@ -16,7 +16,7 @@ pub const MAX_BUDGET: f64 = 1e9;
 pub const MICROS: f64 = 1_000_000.0;
 
 /// The tenant's budgets (`spend_caps` in the settings). Absent budgets are unlimited.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpendCaps {
     /// Spend per UTC day.

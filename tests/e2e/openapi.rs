@@ -1,7 +1,7 @@
 //! `GET /openapi.json` on the real server: served without a key, OpenAPI 3.1, and every
 //! operation it describes is routed (the server neither answers `route_not_found` nor
 //! 405 for it). The answers of the verification journey (validate, lookup, send, check,
-//! report) match the schemas the description gives their routes.
+//! report) and of the settings routes match the schemas the description gives them.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -115,6 +115,22 @@ async fn the_verification_journey_answers_as_described() {
         .await
         .expect(200)
         .clone();
+    let settings = server
+        .get("/v1/settings/phone-verification", &tenant.key)
+        .await
+        .expect(200)
+        .clone();
+    assert_described(&doc, "get", "/v1/settings/phone-verification", &settings);
+    let stored = server
+        .put(
+            "/v1/settings/phone-verification",
+            &tenant.key,
+            json!({"otp_expiry_minutes": 5, "rate_limits": {"send_otp": {"per_phone": {"per_minute": 9, "burst": 9}}}}),
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_described(&doc, "put", "/v1/settings/phone-verification", &stored);
     for phone in [UZ_BEELINE, "+44740", "not a number"] {
         let answer = server
             .post("/v1/phone/validate", &tenant.key, json!({"phone": phone}))

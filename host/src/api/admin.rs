@@ -152,7 +152,7 @@ async fn revoke_key(
     tag = "settings",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "the tenant's phone-verification settings", body = Object),
+        (status = 200, description = "the tenant's phone-verification settings", body = PhoneSettings),
         Unauthorized,
         Unavailable,
     )
@@ -174,7 +174,7 @@ async fn get_settings(
     security(("tenant_key" = [])),
     request_body = Object,
     responses(
-        (status = 200, description = "the settings stored, with `notices` when they ask for what the tenant's plugins cannot give", body = Object),
+        (status = 200, description = "the settings stored, with `notices` when they ask for what the tenant's plugins cannot give", body = StoredSettings),
         JsonBody,
         Unauthorized,
         RateLimited,
@@ -209,7 +209,7 @@ async fn put_settings(
 
 /// The answer to a settings update: the settings, and notices about what they ask
 /// for that the tenant's plugins cannot give (only when there are any).
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct StoredSettings {
     #[serde(flatten)]
     settings: PhoneSettings,

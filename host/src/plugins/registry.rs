@@ -1131,6 +1131,16 @@ impl Registry {
         runs
     }
 
+    /// What a chain at `trigger` that ran past its bound (and was dropped) records: each
+    /// of its rule plugins, by name, failed with `failure`, so the report says which
+    /// rules did not finish (their results, if any, were dropped with the chain).
+    pub fn chain_failed(live: &TenantLive, trigger: Trigger, failure: &Failure) -> Vec<RuleRun> {
+        live.rules(trigger)
+            .iter()
+            .map(|rule| rule_run(rule, Usage::default(), Err(failure.clone())))
+            .collect()
+    }
+
     /// The rule plugin a dry run of `id` runs, loaded (which may compile it), and the
     /// event it gets (the plugin's own configuration unless the event brings one).
     pub fn dry_run_target(

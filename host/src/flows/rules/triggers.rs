@@ -139,6 +139,7 @@ impl Engine {
                 return runs;
             }
         };
+        let trigger = event.trigger;
         let chain = self.plugins.run_rules(&live, event, at, None);
         match tokio::time::timeout(bound, chain).await {
             Ok(runs) => {
@@ -154,7 +155,7 @@ impl Engine {
             }
             Err(_) => {
                 permit.charge(bound);
-                let runs = timed_out(bound);
+                let runs = timed_out(&live, trigger, bound);
                 self.count_not_run(&runs);
                 runs
             }
@@ -434,16 +435,23 @@ pub(crate) enum Intel {
     },
 }
 
-/// The one run standing for a chain the caller stopped waiting for.
-fn timed_out(bound: std::time::Duration) -> Vec<RuleRun> {
+/// What a chain that ran past `bound` records: each of its rule plugins timed out (a
+/// chain of declarative rules alone, which the host evaluates under its own bounds,
+/// records the runtime as timed out).
+fn timed_out(live: &TenantLive, trigger: Trigger, bound: std::time::Duration) -> Vec<RuleRun> {
     let ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+    let failure = Failure::Timeout { ms };
+    let runs = crate::plugins::registry::Registry::chain_failed(live, trigger, &failure);
+    if !runs.is_empty() {
+        return runs;
+    }
     vec![RuleRun {
         source: RuleSource::Plugin,
         plugin_id: String::new(),
         name: "(plugin runtime)".to_owned(),
         version: String::new(),
         actions: Vec::new(),
-        error: Some(Failure::Timeout { ms }),
+        error: Some(failure),
         fuel: 0,
         micros: ms.saturating_mul(1_000),
     }]
