@@ -164,6 +164,100 @@ async fn erasing_a_verification_leaves_no_record_naming_its_number() {
         .error(404, "not_found");
 }
 
+/// Dev-outbox messages and index entries that do not match: messages without an
+/// entry of their number, and entries without their message.
+fn outbox_index_mismatches(server: &TestServer) -> Vec<String> {
+    use dialgate::store::Tree;
+    let db = &server.engine().db;
+    let messages = db.scan_raw(Tree::Outbox, b"", usize::MAX).expect("outbox");
+    let entries = db
+        .scan_raw(Tree::OutboxNumbers, b"", usize::MAX)
+        .expect("index");
+    let mut unmatched: std::collections::BTreeSet<Vec<u8>> =
+        entries.into_iter().map(|(entry, _)| entry).collect();
+    let mut mismatches = Vec::new();
+    for (stored, _) in messages {
+        let message: dialgate::sending::OutboxMessage = db
+            .get(Tree::Outbox, &stored)
+            .expect("read")
+            .expect("a message");
+        let tenant = String::from_utf8_lossy(&stored);
+        let tenant = tenant.split('/').next().expect("a tenant");
+        let entry = dialgate::sending::outbox_number_key(db, tenant, &message.phone, &stored)
+            .expect("an entry key");
+        if !unmatched.remove(&entry) {
+            mismatches.push(format!("message {} has no index entry", message.id));
+        }
+    }
+    mismatches.extend(
+        unmatched
+            .into_iter()
+            .map(|entry| format!("entry {} has no message", String::from_utf8_lossy(&entry))),
+    );
+    mismatches
+}
+
+#[tokio::test]
+async fn a_numbers_outbox_copies_are_read_and_erased_through_its_index() {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("outbox-index").await;
+    let other = server.tenant("outbox-index-other").await;
+    let number = "+447911236001";
+    let busy = |n: usize| format!("+4474001230{n:02}");
+    let first = server.send(&tenant, number, "first").await;
+    // Many messages to other numbers, and one to the same number of another tenant.
+    for n in 0..12 {
+        server
+            .send_otp(
+                &tenant,
+                json!({"phone": busy(n), "applicant_id": format!("busy-{n}"), "client_ip": format!("198.51.100.{}", n + 1)}),
+            )
+            .await
+            .expect(200);
+    }
+    server.send(&other, number, "first").await;
+    let second = server.send(&tenant, number, "second").await;
+
+    // The number's messages, newest first, and only the tenant's.
+    let listed = server.outbox(&tenant, number).await;
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|message| message["verification_id"].as_str().expect("an id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            second["verification_id"].as_str().expect("an id"),
+            first["verification_id"].as_str().expect("an id"),
+        ]
+    );
+    assert_eq!(server.outbox(&tenant, &busy(7)).await.len(), 1);
+    let page = server
+        .get(
+            &format!("/v1/dev/outbox?phone={}&limit=1", encode(number)),
+            &tenant.key,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(page["messages"][0]["id"], listed[0]["id"]);
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(outbox_index_mismatches(&server), Vec::<String>::new());
+
+    // Erasing the first verification removes its copy and entry, and nothing else.
+    let first_id = first["verification_id"].as_str().expect("an id");
+    let erased = server
+        .delete(&format!("/v1/verifications/{first_id}"), &tenant.key)
+        .await;
+    assert_eq!(erased.status, 204, "{}", erased.body);
+    let left = server.outbox(&tenant, number).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["verification_id"], second["verification_id"]);
+    assert_eq!(server.outbox(&other, number).await.len(), 1);
+    assert_eq!(server.outbox(&tenant, &busy(7)).await.len(), 1);
+    assert_eq!(outbox_index_mismatches(&server), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn the_purge_removes_each_kind_after_its_own_period() {
     let server = TestServer::start().await;
@@ -195,6 +289,8 @@ async fn the_purge_removes_each_kind_after_its_own_period() {
     assert!(purged.webhook_deliveries >= 1, "{purged:?}");
     assert!(server.outbox(&tenant, old).await.is_empty());
     assert_eq!(server.outbox(&tenant, new).await.len(), 1);
+    // The purged messages' index entries went with them.
+    assert_eq!(outbox_index_mismatches(&server), Vec::<String>::new());
     assert_eq!(deliveries_about(&server, &tenant, &old_id).await, 0);
     assert!(deliveries_about(&server, &tenant, &new_id).await > 0);
     let events = |id: String| {

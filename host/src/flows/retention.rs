@@ -22,7 +22,7 @@ use crate::flows::analytics::id_bound;
 use crate::flows::messaging::routed::MessageRecord;
 use crate::flows::{Caller, Engine, FlowError};
 use crate::model::{ApplicantNumber, Case, Verification, VerifiedOwner};
-use crate::sending::{outbox_bound, OutboxMessage};
+use crate::sending::{outbox_bound, outbox_number_key, DevOutbox, OutboxMessage};
 use crate::settings::Retention;
 use crate::store::{key, StoreError, Tree};
 use crate::webhooks::{Delivery, Subscription};
@@ -35,8 +35,8 @@ const PASS_BUDGET: usize = 5_000;
 const BATCH: usize = 500;
 /// What an erased case keeps of its number.
 const ERASED: &str = "erased";
-/// Erasures a tenant may ask for: each reads up to 10,000 of its outbox copies and
-/// idempotent answers and its webhooks' deliveries, so a loop of them is bounded.
+/// Erasures a tenant may ask for: each reads up to 10,000 of its idempotent answers
+/// and its webhooks' deliveries, so a loop of them is bounded.
 /// (Bulk removal is the purge's work, under the tenant's retention settings.)
 pub const ERASE_LIMIT: crate::settings::BucketLimit = crate::settings::BucketLimit {
     per_minute: 120,
@@ -105,14 +105,11 @@ impl Engine {
         )?;
         // Copies of the number outside the verification's own records.
         self.forget_answers_about(tenant_id, &verification.id)?;
-        let outbox: Vec<(Vec<u8>, OutboxMessage)> =
-            self.db
-                .scan_entries(Tree::Outbox, &key(&[tenant_id, ""]), 10_000, false)?;
-        for (stored, message) in outbox {
-            if message.verification_id == verification.id {
-                self.db.remove(Tree::Outbox, &stored)?;
-            }
-        }
+        DevOutbox::new(self.db.clone()).remove_where(
+            tenant_id,
+            &verification.phone.e164,
+            |message| message.verification_id == verification.id,
+        )?;
         for subscription in self.subscriptions_of(tenant_id)? {
             let prefix = crate::webhooks::deliveries_prefix(tenant_id, &subscription.id);
             let mut from = prefix.clone();
@@ -264,13 +261,17 @@ impl Engine {
         let from = outbox_bound(tenant_id, cutoff(now, retention.messages_days));
         let end = past(&start);
         while purged.outbox_messages < PASS_BUDGET as u64 {
-            let page = self
-                .db
-                .scan_range_raw(Tree::Outbox, &from, &end, BATCH, false)?;
+            let page: Vec<(Vec<u8>, OutboxMessage)> =
+                self.db
+                    .scan_range(Tree::Outbox, &from, &end, BATCH, false)?;
             if page.is_empty() {
                 break;
             }
-            for (stored, _) in page {
+            for (stored, message) in page {
+                self.db.remove(
+                    Tree::OutboxNumbers,
+                    &outbox_number_key(&self.db, tenant_id, &message.phone, &stored)?,
+                )?;
                 self.db.remove(Tree::Outbox, &stored)?;
                 purged.outbox_messages += 1;
             }

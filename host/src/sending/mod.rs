@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Channel;
 
-pub use outbox::{outbox_bound, DevOutbox, OutboxMessage};
+pub use outbox::{outbox_bound, outbox_number_key, DevOutbox, OutboxMessage};
 
 /// A code message ready to send.
 #[derive(Debug, Clone)]

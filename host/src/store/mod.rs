@@ -48,6 +48,10 @@ pub enum Tree {
     Settings,
     /// `tenant id / reverse time / message id` → dev outbox message.
     Outbox,
+    /// `tenant id / number's name / reverse time / message id` → nothing: the dev
+    /// outbox's messages to one number (the same key as in `Outbox` after the tenant
+    /// id, so reading a number's messages or erasing them needs no scan of the rest).
+    OutboxNumbers,
     /// `tenant id / idempotency key` → stored answer.
     Idempotency,
     /// `tenant id / plugin id / key` → a plugin's key-value data.
@@ -114,7 +118,7 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 37] = [
+    pub const ALL: [Tree; 38] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -125,6 +129,7 @@ impl Tree {
         Tree::Blocklist,
         Tree::Settings,
         Tree::Outbox,
+        Tree::OutboxNumbers,
         Tree::Idempotency,
         Tree::PluginKv,
         Tree::Plugins,
@@ -167,6 +172,7 @@ impl Tree {
             Tree::Blocklist => "blocklist",
             Tree::Settings => "settings",
             Tree::Outbox => "outbox",
+            Tree::OutboxNumbers => "outbox_numbers",
             Tree::Idempotency => "idempotency",
             Tree::PluginKv => "plugin_kv",
             Tree::Plugins => "plugins",

@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 11] = [
+const MIGRATIONS: [(i32, &str); 12] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
@@ -48,6 +48,7 @@ const MIGRATIONS: [(i32, &str); 11] = [
     (9, include_str!("migrations/0009_take_tokens_up_to.sql")),
     (10, include_str!("migrations/0010_pumping.sql")),
     (11, include_str!("migrations/0011_analytics.sql")),
+    (12, include_str!("migrations/0012_outbox_numbers.sql")),
 ];
 
 /// Takes tokens from each of a request's buckets, all or none, in one call (see
