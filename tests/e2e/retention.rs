@@ -258,6 +258,80 @@ async fn a_numbers_outbox_copies_are_read_and_erased_through_its_index() {
     assert_eq!(outbox_index_mismatches(&server), Vec::<String>::new());
 }
 
+/// The keys of the tree of idempotent answers' index entries.
+fn answer_index(server: &TestServer) -> Vec<String> {
+    server
+        .engine()
+        .db
+        .scan_raw(
+            dialgate::store::Tree::IdempotencyVerifications,
+            b"",
+            usize::MAX,
+        )
+        .expect("index")
+        .into_iter()
+        .map(|(entry, _)| String::from_utf8_lossy(&entry).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn idempotent_answers_are_erased_with_their_verification_and_purged_with_their_entries() {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("answers").await;
+    let send = |phone: &'static str, idem: &'static str| {
+        let body =
+            serde_json::to_vec(&json!({"phone": phone, "applicant_id": idem})).expect("json");
+        let server = &server;
+        let key = tenant.key.clone();
+        async move {
+            server
+                .raw(
+                    reqwest::Method::POST,
+                    "/v1/phone/send-otp",
+                    Some(&key),
+                    Some(("application/json", body)),
+                    &[("Idempotency-Key", idem)],
+                )
+                .await
+        }
+    };
+    let (gone, kept) = ("+447911238001", "+447911238977");
+    let first = send(gone, "erase-answer").await;
+    let id = first.expect(200)["verification_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let other = send(kept, "keep-answer").await;
+    let kept_id = other.expect(200)["verification_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    // A retry replays the answer.
+    assert_eq!(send(gone, "erase-answer").await.text, first.text);
+    assert_eq!(answer_index(&server).len(), 2);
+
+    let erased = server
+        .delete(&format!("/v1/verifications/{id}"), &tenant.key)
+        .await;
+    assert_eq!(erased.status, 204, "{}", erased.body);
+    assert_eq!(records_naming(&server, &id), Vec::<String>::new());
+    assert_eq!(answer_index(&server).len(), 1);
+    assert!(answer_index(&server)[0].contains(&kept_id));
+    // The other answer still replays; the erased one is gone, so the key runs afresh.
+    assert_eq!(send(kept, "keep-answer").await.text, other.text);
+    let again = send(gone, "erase-answer").await;
+    assert_ne!(
+        again.expect(200)["verification_id"].as_str(),
+        Some(id.as_str())
+    );
+
+    // Past the replay window the purge removes the answers and their entries.
+    server.advance(chrono::Duration::hours(25));
+    let purged = server.engine().purge_expired().expect("a purge");
+    assert_eq!(purged.idempotent_answers, 2, "{purged:?}");
+    assert_eq!(answer_index(&server), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn the_purge_removes_each_kind_after_its_own_period() {
     let server = TestServer::start().await;

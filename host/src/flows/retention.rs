@@ -35,8 +35,8 @@ const PASS_BUDGET: usize = 5_000;
 const BATCH: usize = 500;
 /// What an erased case keeps of its number.
 const ERASED: &str = "erased";
-/// Erasures a tenant may ask for: each reads up to 10,000 of its idempotent answers
-/// and its webhooks' deliveries, so a loop of them is bounded.
+/// Erasures a tenant may ask for: each reads its webhooks' deliveries, so a loop of
+/// them is bounded.
 /// (Bulk removal is the purge's work, under the tenant's retention settings.)
 pub const ERASE_LIMIT: crate::settings::BucketLimit = crate::settings::BucketLimit {
     per_minute: 120,
@@ -327,7 +327,7 @@ impl Engine {
         // entries of verifications the tenant no longer keeps: both keyed by what the
         // client or the provider named, not by time, so each is swept in stretches.
         purged.idempotent_answers = self.sweep(Tree::Idempotency, tenant_id, |stored, bytes| {
-            self.idempotency_expired(stored, bytes, now)
+            self.idempotency_expired(tenant_id, stored, bytes, now)
         })?;
         let kept_from = cutoff(now, retention.verifications_days);
         purged.message_index_entries =

@@ -54,6 +54,9 @@ pub enum Tree {
     OutboxNumbers,
     /// `tenant id / idempotency key` → stored answer.
     Idempotency,
+    /// `tenant id / verification id / idempotency key` → nothing: the stored answers
+    /// about a verification, so erasing it finds them without a scan.
+    IdempotencyVerifications,
     /// `tenant id / plugin id / key` → a plugin's key-value data.
     PluginKv,
     /// `tenant id / plugin id` → a plugin's record: versions, bindings, config.
@@ -118,7 +121,7 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 38] = [
+    pub const ALL: [Tree; 39] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -131,6 +134,7 @@ impl Tree {
         Tree::Outbox,
         Tree::OutboxNumbers,
         Tree::Idempotency,
+        Tree::IdempotencyVerifications,
         Tree::PluginKv,
         Tree::Plugins,
         Tree::PluginBlobs,
@@ -174,6 +178,7 @@ impl Tree {
             Tree::Outbox => "outbox",
             Tree::OutboxNumbers => "outbox_numbers",
             Tree::Idempotency => "idempotency",
+            Tree::IdempotencyVerifications => "idempotency_verifications",
             Tree::PluginKv => "plugin_kv",
             Tree::Plugins => "plugins",
             Tree::PluginBlobs => "plugin_blobs",

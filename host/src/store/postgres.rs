@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 12] = [
+const MIGRATIONS: [(i32, &str); 13] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
@@ -49,6 +49,10 @@ const MIGRATIONS: [(i32, &str); 12] = [
     (10, include_str!("migrations/0010_pumping.sql")),
     (11, include_str!("migrations/0011_analytics.sql")),
     (12, include_str!("migrations/0012_outbox_numbers.sql")),
+    (
+        13,
+        include_str!("migrations/0013_idempotency_verifications.sql"),
+    ),
 ];
 
 /// Takes tokens from each of a request's buckets, all or none, in one call (see

@@ -44,6 +44,13 @@ struct Stored {
     answer: Option<serde_json::Value>,
 }
 
+impl Stored {
+    /// The verification the stored answer is about, if it names one.
+    fn about(&self) -> Option<&str> {
+        self.answer.as_ref()?["verification_id"].as_str()
+    }
+}
+
 /// Whether to run the request or replay an answer.
 pub(crate) enum Claim {
     Fresh,
@@ -63,9 +70,14 @@ impl Engine {
         fingerprint: &str,
     ) -> Result<Claim, FlowError> {
         let now = self.clock.now();
-        let key = key(&[tenant_id, &idem.0]);
-        self.db
-            .update::<Stored, FlowError, Claim>(Tree::Idempotency, &key, |current| {
+        let stored_key = key(&[tenant_id, &idem.0]);
+        // The verification an expired answer this claim replaces was about.
+        let mut replaced: Option<String> = None;
+        let claim = self.db.update::<Stored, FlowError, Claim>(
+            Tree::Idempotency,
+            &stored_key,
+            |current| {
+                replaced = None;
                 let fresh = Stored {
                     fingerprint: fingerprint.to_owned(),
                     created_at: now,
@@ -102,9 +114,20 @@ impl Engine {
                             None => Ok((Some(fresh), Claim::Fresh)),
                         }
                     }
-                    _ => Ok((Some(fresh), Claim::Fresh)),
+                    expired => {
+                        replaced = expired.as_ref().and_then(Stored::about).map(str::to_owned);
+                        Ok((Some(fresh), Claim::Fresh))
+                    }
                 }
-            })
+            },
+        )?;
+        if let Some(id) = replaced {
+            self.db.remove(
+                Tree::IdempotencyVerifications,
+                &key(&[tenant_id, &id, &idem.0]),
+            )?;
+        }
+        Ok(claim)
     }
 
     pub(crate) fn complete_idempotency(
@@ -116,6 +139,15 @@ impl Engine {
     ) -> Result<(), FlowError> {
         let answer =
             serde_json::to_value(answer).map_err(|err| FlowError::Provider(err.to_string()))?;
+        // The index entry first: one without its answer is harmless, an answer
+        // without its entry would outlive its verification's erasure.
+        if let Some(id) = answer["verification_id"].as_str() {
+            self.db.put_raw(
+                Tree::IdempotencyVerifications,
+                &key(&[tenant_id, id, &idem.0]),
+                b"",
+            )?;
+        }
         let stored = Stored {
             fingerprint: fingerprint.to_owned(),
             created_at: self.clock.now(),
@@ -135,32 +167,47 @@ impl Engine {
         }
     }
 
-    /// Whether the stored answer `bytes` (under `stored_key`) is past its replay window
-    /// at `now`; the purge sweeps those away.
+    /// Whether the stored answer `bytes` (under `stored_key`, a key of `tenant_id`'s)
+    /// is past its replay window at `now`; the purge sweeps those away, and this
+    /// removes an expired answer's index entry first.
     pub(crate) fn idempotency_expired(
         &self,
+        tenant_id: &str,
         stored_key: &[u8],
         bytes: &[u8],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let stored: Stored = self.db.decode_raw(Tree::Idempotency, stored_key, bytes)?;
-        Ok(stored.created_at + Duration::hours(RETENTION_HOURS) <= now)
+        if stored.created_at + Duration::hours(RETENTION_HOURS) > now {
+            return Ok(false);
+        }
+        if let Some(id) = stored.about() {
+            let idem =
+                String::from_utf8_lossy(stored_key.get(tenant_id.len() + 1..).unwrap_or_default());
+            self.db.remove(
+                Tree::IdempotencyVerifications,
+                &key(&[tenant_id, id, &idem]),
+            )?;
+        }
+        Ok(true)
     }
 
-    /// Removes `tenant_id`'s stored answers about verification `id` (among its newest
-    /// 10,000; expired answers are swept by the purge).
+    /// Removes `tenant_id`'s stored answers about verification `id`, found through
+    /// their index (an idempotency key used again since for another verification
+    /// keeps its new answer), and their index entries.
     pub(crate) fn forget_answers_about(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
-        let answers: Vec<(Vec<u8>, Stored)> =
-            self.db
-                .scan_entries(Tree::Idempotency, &key(&[tenant_id, ""]), 10_000, false)?;
-        let quoted = format!("\"{id}\"");
-        for (stored_key, stored) in answers {
-            if stored
-                .answer
-                .is_some_and(|answer| answer.to_string().contains(&quoted))
-            {
+        let prefix = key(&[tenant_id, id, ""]);
+        for (entry, _) in self
+            .db
+            .scan_raw(Tree::IdempotencyVerifications, &prefix, usize::MAX)?
+        {
+            let idem = String::from_utf8_lossy(&entry[prefix.len()..]).into_owned();
+            let stored_key = key(&[tenant_id, &idem]);
+            let stored: Option<Stored> = self.db.get(Tree::Idempotency, &stored_key)?;
+            if stored.is_some_and(|stored| stored.about() == Some(id)) {
                 self.db.remove(Tree::Idempotency, &stored_key)?;
             }
+            self.db.remove(Tree::IdempotencyVerifications, &entry)?;
         }
         Ok(())
     }
