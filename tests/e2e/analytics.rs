@@ -670,3 +670,129 @@ async fn an_hour_well_below_its_week_sends_alerts_once() {
     assert!(alert_types(&server, &calm).await.is_empty());
     assert_eq!(server.engine().evaluate_alerts().expect("a check"), 0);
 }
+
+/// The tenant's rule statistics, by `source/id`.
+async fn rule_stats(server: &TestServer, key: &str) -> std::collections::BTreeMap<String, Value> {
+    let body = server
+        .get("/v1/analytics/rules", key)
+        .await
+        .expect(200)
+        .clone();
+    body["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|rule| {
+            let name = format!(
+                "{}/{}",
+                rule["source"].as_str().expect("a source"),
+                rule["id"].as_str().expect("an id")
+            );
+            (name, rule.clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rule_statistics_count_each_rules_runs_decisions_and_failures_and_survive_a_restart() {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("rule-stats").await;
+    let other = server.tenant("rule-stats-other").await;
+    let echo = upload_echo(&server, &tenant, "phone_lookup_complete", Value::Null).await;
+    let panic = upload_rule(
+        &server,
+        &tenant,
+        "hostile_panic",
+        "panic",
+        "phone_lookup_complete",
+        Value::Null,
+    )
+    .await;
+    let rule: Value = serde_json::from_str(
+        r#"{"rule_id":"otp_for_voip","trigger":"phone_lookup_complete","conditions":{"all":[{"field":"phone_type","operator":"eq","value":"voip"}]},"actions":[{"type":"send_otp","channel":"sms"}]}"#,
+    )
+    .expect("a rule");
+    server
+        .post("/v1/workflows/rules", &tenant.key, rule)
+        .await
+        .expect(201);
+    for phone in [gb(1).as_str(), gb(2).as_str(), UZ_BEELINE, UK_VOIP] {
+        server
+            .post("/v1/phone/lookup", &tenant.key, json!({ "phone": phone }))
+            .await
+            .expect(200);
+    }
+    server
+        .post("/v1/phone/lookup", &other.key, json!({ "phone": UK_VOIP }))
+        .await
+        .expect(200);
+
+    let check = |stats: &std::collections::BTreeMap<String, Value>| {
+        let echoed = &stats[&format!("plugin/{echo}")];
+        assert_eq!(
+            (
+                echoed["runs"].as_u64(),
+                echoed["decided"].as_u64(),
+                echoed["failures"].as_u64()
+            ),
+            (Some(4), Some(4), Some(0)),
+            "{echoed}"
+        );
+        assert!(echoed.get("last_failure").is_none(), "{echoed}");
+        let panicked = &stats[&format!("plugin/{panic}")];
+        assert_eq!(
+            (
+                panicked["runs"].as_u64(),
+                panicked["decided"].as_u64(),
+                panicked["failures"].as_u64()
+            ),
+            (Some(4), Some(0), Some(4)),
+            "{panicked}"
+        );
+        assert_eq!(panicked["last_failure"], "trap", "{panicked}");
+        assert!(panicked["last_failure_at"].is_string(), "{panicked}");
+        // A declarative rule is recorded when it matches: the one VoIP lookup.
+        let matched = &stats["workflow/otp_for_voip"];
+        assert_eq!(
+            (matched["runs"].as_u64(), matched["decided"].as_u64()),
+            (Some(1), Some(1)),
+            "{matched}"
+        );
+        assert_eq!(stats.len(), 3, "{stats:?}");
+    };
+    check(&rule_stats(&server, &tenant.key).await);
+    // Another tenant's rules are its own: it has none.
+    assert!(rule_stats(&server, &other.key).await.is_empty());
+
+    // The counts are stored, not kept by the process.
+    let server = server.restart().await;
+    check(&rule_stats(&server, &tenant.key).await);
+    // A range that ends before the lookups counts none of them.
+    let before = server
+        .get(
+            "/v1/analytics/rules?from=2020-01-01&to=2020-01-08",
+            &tenant.key,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(before["rules"], json!([]), "{before}");
+    server
+        .get("/v1/analytics/rules?from=yesterday", &tenant.key)
+        .await
+        .invalid_field("from");
+    server
+        .get(
+            "/v1/analytics/rules?from=2026-01-01&to=2025-01-01",
+            &tenant.key,
+        )
+        .await
+        .invalid_field("from");
+    server
+        .get(
+            "/v1/analytics/rules?from=2020-01-01&to=2026-01-01",
+            &tenant.key,
+        )
+        .await
+        .invalid_field("to");
+}

@@ -1,6 +1,7 @@
 //! Analytics and the verification log: a tenant's conversion by time and group
 //! (`/v1/analytics/conversion`), the operator's across tenants or for one
-//! (`/v1/admin/analytics/conversion`), and a tenant's verifications, filtered and paged
+//! (`/v1/admin/analytics/conversion`), a tenant's rule statistics
+//! (`/v1/analytics/rules`), and a tenant's verifications, filtered and paged
 //! (`/v1/verifications`). Reads run off the request workers: a query may read many
 //! records.
 
@@ -13,6 +14,7 @@ use axum::Json;
 
 use crate::analytics::HOST;
 use crate::flows::analytics::{Conversion, ConversionQuery, LogPage, LogQuery};
+use crate::flows::rules::stats::{RuleStatsPage, RuleStatsQuery};
 use crate::flows::{Engine, FlowError};
 use crate::store::Tree;
 
@@ -27,6 +29,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     OpenApiRouter::new()
         .routes(routes!(conversion))
         .routes(routes!(conversion_all))
+        .routes(routes!(rules))
         .routes(routes!(log))
 }
 
@@ -108,6 +111,29 @@ async fn conversion_all(
         None => HOST.to_owned(),
     };
     off_worker(move || answer(engine.conversion(&owner, &query)?)).await?
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/rules",
+    tag = "analytics",
+    security(("tenant_key" = [])),
+    params(RuleStatsQuery),
+    responses(
+        (status = 200, description = "each rule plugin's and declarative rule's runs, decisions and failures over the range's days", body = RuleStatsPage),
+        Invalid,
+        Unauthorized,
+        Unavailable,
+    )
+)]
+async fn rules(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    ApiQuery(query): ApiQuery<RuleStatsQuery>,
+) -> Result<Json<RuleStatsPage>, ApiError> {
+    Ok(Json(
+        off_worker(move || engine.rule_stats(&caller.tenant_id, &query)).await??,
+    ))
 }
 
 #[utoipa::path(

@@ -282,7 +282,7 @@ pub struct LogPage {
 }
 
 /// The moment `text` names: RFC 3339, or a date (`2026-11-30`, its midnight UTC).
-fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, FlowError> {
+pub(crate) fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, FlowError> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
@@ -352,9 +352,12 @@ impl Engine {
     }
 
     /// Merges this replica's counts into the stored tallies: each into its hour and
-    /// its day, under every grouping, for the tenant and for the host.
+    /// its day, under every grouping, for the tenant and for the host; and its rule
+    /// statistics (see `rules/stats.rs`).
     pub fn flush_analytics(&self) -> Result<(), StoreError> {
-        self.flush_counts(None)
+        let rules = self.flush_rule_stats(None);
+        self.flush_counts(None)?;
+        rules
     }
 
     /// Merges this replica's counts of `tenant` only (all of them for `None`, with

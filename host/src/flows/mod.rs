@@ -104,6 +104,8 @@ pub struct Replica {
     pub pumping: pumping::Ledger,
     /// Conversion analytics' counts not yet merged into the store (a second's worth).
     pub analytics: analytics::Ledger,
+    /// Rule statistics not yet merged into the store (a second's worth).
+    pub rule_stats: rules::stats::RuleLedger,
 }
 
 impl Default for Replica {
@@ -117,6 +119,7 @@ impl Default for Replica {
             webhooks: crate::webhooks::Hub::default(),
             pumping: pumping::Ledger::default(),
             analytics: analytics::Ledger::default(),
+            rule_stats: rules::stats::RuleLedger::default(),
         }
     }
 }

@@ -117,11 +117,14 @@ pub enum Tree {
     /// `tenant id (or *) / h|d / grouping / YYYYMMDD[HH] / value` → the conversion
     /// analytics' tally of that bucket and group (see `analytics.rs`).
     Analytics,
+    /// `tenant id / YYYYMMDD / plugin|workflow / id` → a rule's runs, decisions and
+    /// failures that day (see `flows/rules/stats.rs`).
+    RuleStats,
 }
 
 impl Tree {
     /// Every tree, for backends that open them up front.
-    pub const ALL: [Tree; 39] = [
+    pub const ALL: [Tree; 40] = [
         Tree::Meta,
         Tree::Tenants,
         Tree::ApiKeys,
@@ -161,6 +164,7 @@ impl Tree {
         Tree::FraudBlocks,
         Tree::Spend,
         Tree::Analytics,
+        Tree::RuleStats,
     ];
 
     /// The tree's stable name.
@@ -205,6 +209,7 @@ impl Tree {
             Tree::FraudBlocks => "fraud_blocks",
             Tree::Spend => "spend",
             Tree::Analytics => "analytics",
+            Tree::RuleStats => "rule_stats",
         }
     }
 }

@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 use super::{Pair, Store, StoreError, Taken, TokenBucket, Tree};
 
 /// The schema's migrations, in order: (version, SQL).
-const MIGRATIONS: [(i32, &str); 13] = [
+const MIGRATIONS: [(i32, &str); 14] = [
     (1, include_str!("migrations/0001_trees.sql")),
     (2, include_str!("migrations/0002_changes.sql")),
     (3, include_str!("migrations/0003_webhook_leases.sql")),
@@ -53,6 +53,7 @@ const MIGRATIONS: [(i32, &str); 13] = [
         13,
         include_str!("migrations/0013_idempotency_verifications.sql"),
     ),
+    (14, include_str!("migrations/0014_rule_stats.sql")),
 ];
 
 /// Takes tokens from each of a request's buckets, all or none, in one call (see

@@ -100,6 +100,7 @@ impl Engine {
                 Vec::new()
             }
         };
+        self.count_rule_runs(&verification.tenant_id, firing.at, &runs);
         let fired = self.apply(&firing, &runs, verification, settings)?;
         trail.push(AuditEvent {
             at: firing.at,
