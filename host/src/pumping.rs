@@ -481,7 +481,8 @@ pub struct Evidence<'a> {
 }
 
 /// What the detector measured, as the block record and rules see it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PumpingSignals)]
 pub struct Signals {
     /// Codes verified over matured codes sent at the judged prefix, with the prior.
     pub conversion_rate: Option<f64>,
@@ -501,8 +502,9 @@ pub struct Signals {
 }
 
 /// Why a prefix was judged under attack: the strongest signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = PumpingReason)]
 pub enum Reason {
     LowConversion,
     SequentialNumbers,

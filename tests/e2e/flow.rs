@@ -226,6 +226,8 @@ async fn a_used_code_cannot_be_reused() {
     let (server, tenant) = TestServer::with_tenant().await;
     let verified = server.send_and_verify(&tenant, UZ_BEELINE, "a").await;
     assert_eq!(verified["verification_status"], "verified");
+    // A first-try success says nothing of attempts: none are left to count.
+    assert!(verified.get("attempts_remaining").is_none(), "{verified}");
     let code = server.latest_code(&tenant, UZ_BEELINE).await;
 
     let again = server.verify(&tenant, UZ_BEELINE, "a", &code).await;
@@ -383,6 +385,7 @@ async fn verify_after_expiry_is_rejected() {
     assert_eq!(late["verification_status"], "expired");
     assert_eq!(late["status"], "Not Finished");
     assert!(late.get("verified_at").is_none(), "{late}");
+    assert!(late.get("attempts_remaining").is_none(), "{late}");
 
     let report = server.report(&tenant, id).await;
     assert_eq!(report["phone"]["status"], "Not Finished");

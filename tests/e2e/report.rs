@@ -400,3 +400,45 @@ async fn validate_with_a_country_reads_national_numbers_and_checks_the_region() 
         .await;
     unknown.invalid_field("country");
 }
+
+#[tokio::test]
+async fn in_dev_mode_the_report_lists_the_outbox_messages_with_their_receipts() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let sent = server.send(&tenant, UZ_BEELINE, "dev").await;
+    let id = sent["verification_id"].as_str().expect("an id");
+    // A resend: a second message of the same verification.
+    server.advance(chrono::Duration::seconds(61));
+    server.send(&tenant, UZ_BEELINE, "dev").await;
+    let kept = server.outbox(&tenant, UZ_BEELINE).await;
+    assert_eq!(kept.len(), 2);
+    let first = kept[1]["id"].as_str().expect("an id").to_owned();
+    server
+        .post(
+            &format!("/v1/dev/outbox/{first}/delivery"),
+            &tenant.key,
+            serde_json::json!({"status": "delivered"}),
+        )
+        .await
+        .expect(200);
+
+    let report = server.report(&tenant, id).await;
+    let messages = report["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 2, "{report}");
+    // Oldest first, each the dev outbox's, the first delivered.
+    assert_eq!(messages[0]["id"], first.as_str(), "{report}");
+    for message in messages {
+        assert_eq!(message["provider"], "dev-outbox", "{message}");
+        assert_eq!(message["to"], UZ_BEELINE, "{message}");
+        assert_eq!(message["channel"], "sms", "{message}");
+        assert_eq!(message["verification_id"], id, "{message}");
+    }
+    assert_eq!(messages[0]["status"], "delivered", "{report}");
+    let history: Vec<&str> = messages[0]["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|change| change["status"].as_str().expect("a status"))
+        .collect();
+    assert_eq!(history, ["sent", "delivered"]);
+    assert_eq!(messages[1]["status"], "sent", "{report}");
+}

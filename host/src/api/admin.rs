@@ -7,14 +7,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::flows::Engine;
+use crate::flows::{CreatedKey, Engine, KeyView, TenantView};
+use crate::model::{BlockedNumber, DeliveryEvent, ReportStatus};
+use crate::sending::OutboxMessage;
 use crate::settings::PhoneSettings;
 
 use super::error::doc::*;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, OperatorCaller, TenantCaller, TenantChange};
+use utoipa::openapi::schema::{Array, Object, Schema, Type};
+use utoipa::openapi::RefOr;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -44,7 +48,7 @@ struct NameBody {
     security(("operator_key" = [])),
     request_body = NameBody,
     responses(
-        (status = 201, description = "the tenant and its first API key (`api_key`, shown once)", body = Object),
+        (status = 201, description = "the tenant and its first API key (`api_key`, shown once)", body = TenantView),
         JsonBody,
         Unauthorized,
         Unavailable,
@@ -54,7 +58,7 @@ async fn create_tenant(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
     ApiJson(body): ApiJson<NameBody>,
-) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
+) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     Ok((
         StatusCode::CREATED,
         Json(engine.create_tenant(body.name.as_deref()).await?),
@@ -67,7 +71,7 @@ async fn create_tenant(
     tag = "tenants",
     security(("operator_key" = [])),
     responses(
-        (status = 200, description = "`{\"tenants\": [...]}`", body = Object),
+        (status = 200, description = "every tenant (never an API key)", body = TenantList),
         Unauthorized,
         Unavailable,
     )
@@ -76,7 +80,15 @@ async fn list_tenants(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "tenants": engine.list_tenants()? })))
+    super::as_value(&TenantList {
+        tenants: engine.list_tenants()?,
+    })
+}
+
+/// The answer of `GET /v1/tenants`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TenantList {
+    tenants: Vec<TenantView>,
 }
 
 #[utoipa::path(
@@ -86,7 +98,7 @@ async fn list_tenants(
     security(("tenant_key" = [])),
     request_body = NameBody,
     responses(
-        (status = 201, description = "the key, with its secret shown once", body = Object),
+        (status = 201, description = "the key, with its secret shown once", body = CreatedKey),
         JsonBody,
         Unauthorized,
         RateLimited,
@@ -97,7 +109,7 @@ async fn create_key(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<NameBody>,
-) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     Ok((
         StatusCode::CREATED,
         Json(engine.create_key(&caller, body.name.as_deref()).await?),
@@ -110,7 +122,7 @@ async fn create_key(
     tag = "keys",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"keys\": [...]}`", body = Object),
+        (status = 200, description = "the tenant's keys (never their secrets)", body = KeyList),
         Unauthorized,
         Unavailable,
     )
@@ -119,7 +131,15 @@ async fn list_keys(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "keys": engine.list_keys(&caller)? })))
+    super::as_value(&KeyList {
+        keys: engine.list_keys(&caller)?,
+    })
+}
+
+/// The answer of `GET /v1/keys`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct KeyList {
+    keys: Vec<KeyView>,
 }
 
 #[utoipa::path(
@@ -209,12 +229,41 @@ async fn put_settings(
 
 /// The answer to a settings update: the settings, and notices about what they ask
 /// for that the tenant's plugins cannot give (only when there are any).
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize)]
 struct StoredSettings {
     #[serde(flatten)]
     settings: PhoneSettings,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     notices: Vec<String>,
+}
+
+/// The settings' schema with `notices` beside their fields. Not the derived
+/// `allOf` of `PhoneSettings` and `notices`: `PhoneSettings` admits no other property
+/// (it is read with `deny_unknown_fields`), so an answer with notices would match
+/// no schema of that `allOf`.
+impl utoipa::PartialSchema for StoredSettings {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = <PhoneSettings as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.additional_properties = None;
+            object.description = Some(
+                "The settings stored, and notices about what they ask for that the \
+                 tenant's plugins cannot give (only when there are any)."
+                    .to_owned(),
+            );
+            object.properties.insert(
+                "notices".to_owned(),
+                Array::new(Object::with_type(Type::String)).into(),
+            );
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for StoredSettings {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <PhoneSettings as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 fn merge(target: &mut Value, patch: Value) {
@@ -242,7 +291,7 @@ fn merge(target: &mut Value, patch: Value) {
     security(("tenant_key" = [])),
     request_body = crate::flows::BlockRequest,
     responses(
-        (status = 201, description = "the entry", body = Object),
+        (status = 201, description = "the entry", body = BlockedNumber),
         JsonBody,
         Unauthorized,
         RateLimited,
@@ -253,7 +302,7 @@ async fn block(
     State(engine): State<Arc<Engine>>,
     TenantChange(caller): TenantChange,
     ApiJson(body): ApiJson<crate::flows::BlockRequest>,
-) -> Result<(StatusCode, Json<impl serde::Serialize>), ApiError> {
+) -> Result<(StatusCode, Json<BlockedNumber>), ApiError> {
     Ok((
         StatusCode::CREATED,
         Json(engine.block(&caller, body).await?),
@@ -266,7 +315,7 @@ async fn block(
     tag = "blocklist",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"entries\": [...]}`", body = Object),
+        (status = 200, description = "the blocklist, in the numbers' order", body = Blocklist),
         Unauthorized,
         Unavailable,
     )
@@ -275,7 +324,15 @@ async fn blocklist(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "entries": engine.blocklist(&caller)? })))
+    super::as_value(&Blocklist {
+        entries: engine.blocklist(&caller)?,
+    })
+}
+
+/// The answer of `GET /v1/blocklist`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Blocklist {
+    entries: Vec<BlockedNumber>,
 }
 
 #[utoipa::path(
@@ -317,7 +374,7 @@ struct OutboxQuery {
     security(("tenant_key" = [])),
     params(OutboxQuery),
     responses(
-        (status = 200, description = "`{\"messages\": [...]}`, newest first", body = Object),
+        (status = 200, description = "the messages kept, newest first", body = OutboxMessages),
         Unauthorized,
         NotFound,
         Invalid,
@@ -347,9 +404,15 @@ async fn outbox(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    Ok(Json(
-        json!({ "messages": outbox.list(&caller.tenant_id, phone.as_deref(), limit)? }),
-    ))
+    super::as_value(&OutboxMessages {
+        messages: outbox.list(&caller.tenant_id, phone.as_deref(), limit)?,
+    })
+}
+
+/// The answer of `GET /v1/dev/outbox`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct OutboxMessages {
+    messages: Vec<OutboxMessage>,
 }
 
 /// Development: plays a provider's delivery receipt for a dev outbox message, so
@@ -362,7 +425,7 @@ async fn outbox(
     params(("id" = String, Path, description = "the outbox message id")),
     request_body = crate::flows::DeliveryRequest,
     responses(
-        (status = 200, description = "the verification's `verification_id`, `status` and `deliveries`", body = Object),
+        (status = 200, description = "the verification's `verification_id`, `status` and `deliveries`", body = PlayedReceipt),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -391,9 +454,18 @@ async fn outbox_delivery(
     let verification = engine
         .delivery_update(&caller, &message.verification_id, &id, body)
         .await?;
-    Ok(Json(json!({
-        "verification_id": verification.id,
-        "status": verification.status,
-        "deliveries": verification.deliveries,
-    })))
+    super::as_value(&PlayedReceipt {
+        deliveries: verification.deliveries,
+        status: verification.status,
+        verification_id: verification.id,
+    })
+}
+
+/// The answer of `POST /v1/dev/outbox/{id}/delivery`: the verification after the
+/// receipt.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PlayedReceipt {
+    deliveries: Vec<DeliveryEvent>,
+    status: ReportStatus,
+    verification_id: String,
 }

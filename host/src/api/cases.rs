@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::flows::{CasePatch, CaseQuery, Engine, ReviewRequest};
 use crate::model::Case;
@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     security(("tenant_key" = [])),
     params(CaseQuery),
     responses(
-        (status = 200, description = "`{\"cases\": [...]}`, newest first", body = Object),
+        (status = 200, description = "the cases, newest first", body = CaseList),
         Invalid,
         Unauthorized,
         Unavailable,
@@ -43,7 +43,13 @@ async fn list(
     ApiQuery(query): ApiQuery<CaseQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let cases = engine.cases(&caller, query)?;
-    Ok(Json(json!({ "cases": cases })))
+    super::as_value(&CaseList { cases })
+}
+
+/// The answer of `GET /v1/cases`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct CaseList {
+    cases: Vec<Case>,
 }
 
 #[utoipa::path(
@@ -53,7 +59,7 @@ async fn list(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the case id")),
     responses(
-        (status = 200, description = "the case", body = Object),
+        (status = 200, description = "the case", body = Case),
         Unauthorized,
         NotFound,
         Unavailable,
@@ -75,7 +81,7 @@ async fn get_one(
     params(("id" = String, Path, description = "the case id")),
     request_body = CasePatch,
     responses(
-        (status = 200, description = "the case changed", body = Object),
+        (status = 200, description = "the case changed", body = Case),
         JsonBody,
         Unauthorized,
         NotFound,

@@ -37,13 +37,23 @@ struct BlockQuery {
 }
 
 /// The blocks with the sends they refused and what those would have cost.
-fn listing(blocks: Vec<BlockView>) -> Value {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct FraudBlocks {
+    /// Sends the blocks refused.
+    blocked_sends: u64,
+    blocks: Vec<BlockView>,
+    /// What the refused sends would have cost, rounded to four decimals.
+    estimated_savings: f64,
+}
+
+/// The listing of `blocks`.
+fn listing(blocks: Vec<BlockView>) -> Result<Json<Value>, ApiError> {
     let blocked: u64 = blocks.iter().map(|view| view.block.blocked_sends).sum();
     let savings: f64 = blocks.iter().map(|view| view.block.estimated_savings).sum();
-    json!({
-        "blocks": blocks,
-        "blocked_sends": blocked,
-        "estimated_savings": (savings * 10_000.0).round() / 10_000.0,
+    super::as_value(&FraudBlocks {
+        blocked_sends: blocked,
+        blocks,
+        estimated_savings: (savings * 10_000.0).round() / 10_000.0,
     })
 }
 
@@ -53,7 +63,7 @@ fn listing(blocks: Vec<BlockView>) -> Value {
     tag = "fraud",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "the spend caps' budgets and the SMS-pumping detector's savings", body = Object),
+        (status = 200, description = "the spend caps' budgets and the SMS-pumping detector's savings", body = crate::flows::spend::SpendView),
         Unauthorized,
         Unavailable,
     )
@@ -72,7 +82,7 @@ async fn spend(
     security(("tenant_key" = [])),
     params(BlockQuery),
     responses(
-        (status = 200, description = "`blocks`, `blocked_sends`, `estimated_savings`", body = Object),
+        (status = 200, description = "`blocks`, `blocked_sends`, `estimated_savings`", body = FraudBlocks),
         Invalid,
         Unauthorized,
         Unavailable,
@@ -84,7 +94,7 @@ async fn list(
     ApiQuery(query): ApiQuery<BlockQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let blocks = engine.fraud_blocks(&caller.tenant_id, query.status.as_deref())?;
-    Ok(Json(listing(blocks)))
+    listing(blocks)
 }
 
 #[utoipa::path(
@@ -94,7 +104,7 @@ async fn list(
     security(("tenant_key" = [])),
     params(("prefix" = String, Path, description = "the blocked prefix (`+447400`)")),
     responses(
-        (status = 200, description = "the block, lifted", body = Object),
+        (status = 200, description = "the block, lifted", body = BlockView),
         Unauthorized,
         NotFound,
         Invalid,
@@ -116,7 +126,7 @@ async fn lift(
     tag = "fraud",
     security(("operator_key" = [])),
     responses(
-        (status = 200, description = "every tenant's active blocks: `blocks`, `blocked_sends`, `estimated_savings`", body = Object),
+        (status = 200, description = "every tenant's active blocks: `blocks`, `blocked_sends`, `estimated_savings`", body = FraudBlocks),
         Unauthorized,
         Unavailable,
     )
@@ -125,7 +135,7 @@ async fn list_all(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(listing(engine.all_fraud_blocks()?)))
+    listing(engine.all_fraud_blocks()?)
 }
 
 /// Prefixes the SMS-pumping detector never judges, for every tenant.
@@ -182,7 +192,7 @@ async fn set_exemptions(
     security(("operator_key" = [])),
     params(("tenant_id" = String, Path, description = "the tenant"), ("prefix" = String, Path, description = "the blocked prefix")),
     responses(
-        (status = 200, description = "the block, lifted", body = Object),
+        (status = 200, description = "the block, lifted", body = BlockView),
         Unauthorized,
         NotFound,
         Invalid,

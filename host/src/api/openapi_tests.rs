@@ -1,5 +1,6 @@
 //! Tests of the OpenAPI description: it is 3.1, every operation has its answers and
-//! security, and the README's API table and the description name the same routes.
+//! security, the README's API table and the description name the same routes, every
+//! JSON answer but three names its fields, and every schema it refers to is defined.
 
 use std::collections::BTreeSet;
 
@@ -153,5 +154,67 @@ fn every_operation_has_answers_errors_and_security() {
                 assert!(declared, "{method} {path}: {name} is not a parameter");
             }
         }
+    }
+}
+
+/// Success answers described only as "an object": the description itself and two
+/// catalogues the answer is built for as JSON (`webhooks::catalogue`,
+/// `workflows::catalogue`). Every other JSON answer names its fields.
+const LOOSE_ANSWERS: [(&str, &str); 3] = [
+    ("get", "/openapi.json"),
+    ("get", "/v1/webhooks/events"),
+    ("get", "/v1/workflows/fields"),
+];
+
+#[test]
+fn every_json_answer_is_described_field_by_field() {
+    let doc = serde_json::to_value(super::openapi()).expect("the description serialises");
+    let schemas = &doc["components"]["schemas"];
+    let mut loose = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let Some(responses) = operation["responses"].as_object() else {
+                continue;
+            };
+            for (status, response) in responses {
+                let schema = &response["content"]["application/json"]["schema"];
+                if !status.starts_with('2') || schema.is_null() {
+                    continue;
+                }
+                let named = schema["$ref"]
+                    .as_str()
+                    .and_then(|at| at.strip_prefix("#/components/schemas/"));
+                match named {
+                    Some(name) => {
+                        let target = &schemas[name];
+                        assert!(
+                            target["properties"].is_object() || target["allOf"].is_array(),
+                            "{method} {path} {status}: {name} names no fields: {target}"
+                        );
+                    }
+                    None => loose.push((method.clone(), path.clone())),
+                }
+            }
+        }
+    }
+    let expected: Vec<(String, String)> = LOOSE_ANSWERS
+        .iter()
+        .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
+    loose.sort();
+    assert_eq!(loose, expected, "answers described only as an object");
+}
+
+#[test]
+fn every_reference_resolves() {
+    let doc = serde_json::to_value(super::openapi()).expect("the description serialises");
+    let text = doc.to_string();
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap_or_default();
+        assert!(
+            schemas.contains_key(name),
+            "{name} is referenced, not defined"
+        );
     }
 }

@@ -81,7 +81,7 @@ async fn lookup(
     security(("tenant_key" = [])),
     params(crate::flows::line_checks::PortingQuery),
     responses(
-        (status = 200, description = "the number's porting history from the tenant's lookup adapter", body = Object),
+        (status = 200, description = "the number's porting history from the tenant's lookup adapter", body = crate::flows::line_checks::PortingHistory),
         Invalid,
         Unauthorized,
         Conflict,
@@ -94,7 +94,7 @@ async fn porting_history(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
     ApiQuery(query): ApiQuery<crate::flows::line_checks::PortingQuery>,
-) -> Result<Json<impl serde::Serialize>, ApiError> {
+) -> Result<Json<crate::flows::line_checks::PortingHistory>, ApiError> {
     Ok(Json(engine.porting_history(&caller, query).await?))
 }
 
@@ -105,7 +105,7 @@ async fn porting_history(
     security(("tenant_key" = [])),
     request_body = crate::flows::line_checks::SimSwapRequest,
     responses(
-        (status = 200, description = "the SIM-swap check from the tenant's lookup adapter", body = Object),
+        (status = 200, description = "the SIM-swap check from the tenant's lookup adapter", body = crate::flows::line_checks::SimSwapCheck),
         JsonBody,
         Unauthorized,
         Conflict,
@@ -118,7 +118,7 @@ async fn sim_swap_check(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
     ApiJson(request): ApiJson<crate::flows::line_checks::SimSwapRequest>,
-) -> Result<Json<impl serde::Serialize>, ApiError> {
+) -> Result<Json<crate::flows::line_checks::SimSwapCheck>, ApiError> {
     Ok(Json(engine.sim_swap_check(&caller, request).await?))
 }
 
@@ -189,7 +189,7 @@ async fn verify_otp(
     params(("id" = String, Path, description = "the verification id")),
     request_body = crate::flows::verification::feedback::FeedbackRequest,
     responses(
-        (status = 200, description = "the feedback recorded: `outcome`, `at`, `reports`", body = Object),
+        (status = 200, description = "the feedback recorded: `outcome`, `at`, `reports`", body = crate::model::Feedback),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -202,7 +202,7 @@ async fn feedback(
     TenantCaller(caller): TenantCaller,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<crate::flows::verification::feedback::FeedbackRequest>,
-) -> Result<Json<impl serde::Serialize>, ApiError> {
+) -> Result<Json<crate::model::Feedback>, ApiError> {
     Ok(Json(engine.feedback(&caller, &id, request).await?))
 }
 
@@ -258,7 +258,7 @@ async fn erase(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the verification id")),
     responses(
-        (status = 200, description = "the audit trail: `{\"events\": [...]}`", body = Object),
+        (status = 200, description = "the audit trail: every trigger fired, in order, with the rules that ran", body = AuditTrail),
         Unauthorized,
         NotFound,
         Unavailable,
@@ -270,5 +270,11 @@ async fn events(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let events = engine.events(&caller, &id)?;
-    Ok(Json(serde_json::json!({ "events": events })))
+    super::as_value(&AuditTrail { events })
+}
+
+/// The answer of `GET /v1/verifications/{id}/events`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct AuditTrail {
+    events: Vec<crate::model::AuditEvent>,
 }

@@ -11,14 +11,14 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, Sta
 use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::flows::Engine;
 use crate::model::rules::{RuleEvent, Trigger};
 use crate::plugins::registry::{
-    activate_version, Manifest, PluginView, RegistryError, MAX_COMPONENT_BYTES,
+    activate_version, Manifest, PluginView, RegistryError, VersionRecord, MAX_COMPONENT_BYTES,
 };
-use crate::plugins::{Kind, LoadError};
+use crate::plugins::{Failure, Kind, LoadError, PluginBounds, RuleAction, RuntimeStats};
 
 use super::error::doc::*;
 use super::error::ApiError;
@@ -293,7 +293,7 @@ async fn read_upload(request: Request) -> Result<(Manifest, Bytes, bool), ApiErr
     params(("name" = Option<String>, Query, description = "application/wasm uploads: the plugin's name"), ("kind" = Option<String>, Query, description = "application/wasm uploads: `rule`, `messaging_adapter` or `lookup_adapter`"), ("version" = Option<String>, Query, description = "application/wasm uploads: the version"), ("triggers" = Option<String>, Query, description = "application/wasm uploads: trigger names, comma-separated"), ("hosts" = Option<String>, Query, description = "application/wasm uploads: hosts, comma-separated"), ("description" = Option<String>, Query, description = "application/wasm uploads: a description"), ("activate" = Option<String>, Query, description = "application/wasm uploads: `true` to run this version at once")),
     request_body(content((Vec<u8> = "application/wasm"), (UploadParts = "multipart/form-data")), description = "the component, raw with the manifest in the query, or multipart with `manifest` (JSON) and `component` parts"),
     responses(
-        (status = 201, description = "the plugin, with the new version", body = Object),
+        (status = 201, description = "the plugin, with the new version", body = PluginView),
         BadRequest,
         Unauthorized,
         Conflict,
@@ -330,7 +330,7 @@ async fn upload(
     tag = "plugins",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"plugins\": [...]}`", body = Object),
+        (status = 200, description = "the tenant's plugins (secrets by name only)", body = PluginList),
         Unauthorized,
         Unavailable,
     )
@@ -345,7 +345,13 @@ async fn list(
         .iter()
         .map(PluginView::from)
         .collect();
-    Ok(Json(json!({ "plugins": plugins })))
+    super::as_value(&PluginList { plugins })
+}
+
+/// The answer of `GET /v1/plugins`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PluginList {
+    plugins: Vec<PluginView>,
 }
 
 #[utoipa::path(
@@ -355,7 +361,7 @@ async fn list(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the plugin id")),
     responses(
-        (status = 200, description = "the plugin, with its storage", body = Object),
+        (status = 200, description = "the plugin, with its storage", body = PluginView),
         Unauthorized,
         NotFound,
         Unavailable,
@@ -378,7 +384,7 @@ async fn get_one(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the plugin id")),
     responses(
-        (status = 200, description = "`active_version` and `versions`", body = Object),
+        (status = 200, description = "`active_version` and `versions`", body = PluginVersions),
         Unauthorized,
         NotFound,
         Unavailable,
@@ -390,10 +396,18 @@ async fn versions(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = engine.plugins.get(&caller.tenant_id, &id)?;
-    Ok(Json(json!({
-        "active_version": record.active_version,
-        "versions": record.versions,
-    })))
+    super::as_value(&PluginVersions {
+        active_version: record.active_version,
+        versions: record.versions,
+    })
+}
+
+/// The answer of `GET /v1/plugins/{id}/versions`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PluginVersions {
+    /// The version that runs; `null` while deactivated.
+    active_version: Option<String>,
+    versions: Vec<VersionRecord>,
 }
 
 /// The version to run.
@@ -428,7 +442,7 @@ async fn modify(
     params(("id" = String, Path, description = "the plugin id")),
     request_body = ActivateBody,
     responses(
-        (status = 200, description = "the plugin", body = Object),
+        (status = 200, description = "the plugin", body = PluginView),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -456,7 +470,7 @@ async fn activate(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the plugin id")),
     responses(
-        (status = 200, description = "the plugin", body = Object),
+        (status = 200, description = "the plugin", body = PluginView),
         Unauthorized,
         NotFound,
         Conflict,
@@ -529,7 +543,7 @@ fn invalid(field: &str, message: impl Into<String>) -> RegistryError {
     params(("id" = String, Path, description = "the plugin id")),
     request_body = BindBody,
     responses(
-        (status = 200, description = "the plugin", body = Object),
+        (status = 200, description = "the plugin", body = PluginView),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -621,7 +635,7 @@ fn check_entries<'a>(
     params(("id" = String, Path, description = "the plugin id")),
     request_body = ConfigBody,
     responses(
-        (status = 200, description = "the plugin (secrets by name only)", body = Object),
+        (status = 200, description = "the plugin (secrets by name only)", body = PluginView),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -721,7 +735,7 @@ struct DryRunBody {
     params(("id" = String, Path, description = "the plugin id")),
     request_body = DryRunBody,
     responses(
-        (status = 200, description = "the rule's actions or failure, fuel, time and peak memory", body = Object),
+        (status = 200, description = "the rule's actions or failure, fuel, time and peak memory", body = DryRun),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -765,13 +779,25 @@ async fn dry_run(
         Ok(actions) => (actions, None),
         Err(failure) => (Vec::new(), Some(failure)),
     };
-    Ok(Json(json!({
-        "actions": actions,
-        "error": error,
-        "fuel": usage.fuel,
-        "micros": usage.micros,
-        "peak_memory_bytes": usage.peak_memory_bytes,
-    })))
+    super::as_value(&DryRun {
+        actions,
+        error,
+        fuel: usage.fuel,
+        micros: usage.micros,
+        peak_memory_bytes: usage.peak_memory_bytes,
+    })
+}
+
+/// The answer of a dry run: the rule's actions, or why it produced none, and what the
+/// call used.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DryRun {
+    actions: Vec<RuleAction>,
+    /// Why the call produced no actions; `null` when it ran.
+    error: Option<Failure>,
+    fuel: u64,
+    micros: u64,
+    peak_memory_bytes: usize,
 }
 
 #[utoipa::path(
@@ -780,27 +806,47 @@ async fn dry_run(
     tag = "plugins",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "the first-party plugins: `{\"plugins\": [...]}`", body = Object),
+        (status = 200, description = "the first-party plugins", body = PluginCatalogue),
         Unauthorized,
         Unavailable,
     )
 )]
-async fn catalogue(State(engine): State<Arc<Engine>>, _caller: TenantCaller) -> Json<Value> {
-    let plugins: Vec<Value> = engine
+async fn catalogue(
+    State(engine): State<Arc<Engine>>,
+    _caller: TenantCaller,
+) -> Result<Json<Value>, ApiError> {
+    let plugins = engine
         .plugins
         .builtins()
         .iter()
-        .map(|builtin| {
-            json!({
-                "name": builtin.name,
-                "kind": builtin.kind,
-                "description": builtin.description,
-                "triggers": builtin.triggers,
-                "size": builtin.bytes.len(),
-            })
+        .map(|builtin| CatalogueEntry {
+            description: builtin.description,
+            kind: builtin.kind,
+            name: builtin.name,
+            size: builtin.bytes.len(),
+            triggers: builtin.triggers,
         })
         .collect();
-    Json(json!({ "plugins": plugins }))
+    super::as_value(&PluginCatalogue { plugins })
+}
+
+/// The answer of `GET /v1/plugins/catalog`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PluginCatalogue {
+    plugins: Vec<CatalogueEntry>,
+}
+
+/// A first-party plugin, as the catalogue shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct CatalogueEntry {
+    description: &'static str,
+    kind: Kind,
+    name: &'static str,
+    /// The component's size in bytes.
+    size: usize,
+    /// Trigger names (rules).
+    #[schema(value_type = Vec<String>)]
+    triggers: &'static [Trigger],
 }
 
 /// Hosts to grant a first-party plugin.
@@ -819,7 +865,7 @@ struct InstallBody {
     params(("name" = String, Path, description = "a first-party plugin's name")),
     request_body(content = Option<InstallBody>, description = "optional: the hosts to grant"),
     responses(
-        (status = 201, description = "the plugin installed", body = Object),
+        (status = 201, description = "the plugin installed", body = PluginView),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -853,29 +899,50 @@ async fn install(
     tag = "plugins",
     security(("operator_key" = [])),
     responses(
-        (status = 200, description = "runtime limits and counters", body = Object),
+        (status = 200, description = "runtime limits and counters", body = RuntimeFigures),
         Unauthorized,
     )
 )]
 async fn runtime_stats(
     State(engine): State<Arc<Engine>>,
     _operator: OperatorCaller,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
     let runtime = engine.plugins.runtime();
     let limits = runtime.limits();
-    Json(json!({
-        "stats": runtime.stats(),
-        "bounds": runtime.bounds(),
-        "limits": {
-            "fuel": limits.fuel,
-            "time_ms": limits.time_ms,
-            "memory_bytes": limits.memory_bytes,
-            "max_actions": limits.max_actions,
-            "max_output_bytes": limits.max_output_bytes,
-            "max_input_bytes": limits.max_input_bytes,
+    super::as_value(&RuntimeFigures {
+        bounds: runtime.bounds(),
+        builtins: engine.plugins.builtins().iter().map(|b| b.name).collect(),
+        limits: CallLimits {
+            fuel: limits.fuel,
+            max_actions: limits.max_actions,
+            max_input_bytes: limits.max_input_bytes,
+            max_output_bytes: limits.max_output_bytes,
+            memory_bytes: limits.memory_bytes,
+            time_ms: limits.time_ms,
         },
-        "builtins": engine.plugins.builtins().iter().map(|b| b.name).collect::<Vec<_>>(),
-    }))
+        stats: runtime.stats(),
+    })
+}
+
+/// The answer of `GET /v1/plugin-runtime`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RuntimeFigures {
+    bounds: PluginBounds,
+    /// The first-party plugins' names.
+    builtins: Vec<&'static str>,
+    limits: CallLimits,
+    stats: RuntimeStats,
+}
+
+/// The sandbox's per-call limits.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct CallLimits {
+    fuel: u64,
+    max_actions: usize,
+    max_input_bytes: usize,
+    max_output_bytes: usize,
+    memory_bytes: usize,
+    time_ms: u64,
 }
 
 /// A provider's delivery callback for a tenant's messaging adapter; authenticated by the
@@ -887,7 +954,7 @@ async fn runtime_stats(
     params(("tenant" = String, Path, description = "the tenant id"), ("plugin" = String, Path, description = "the messaging adapter's id"), ("token" = Option<String>, Query, description = "the adapter's `callback_token` secret")),
     request_body(content = Option<Object>, description = "the provider's callback, as it sends it"),
     responses(
-        (status = 200, description = "`{\"recorded\": n}`", body = Object),
+        (status = 200, description = "`{\"recorded\": n}`", body = Recorded),
         BadRequest,
         Unauthorized,
         NotFound,
@@ -908,7 +975,14 @@ async fn callback(
         .provider_callback(&tenant_id, &plugin_id, token.as_deref(), request)
         .await
         .map_err(super::providers::callback_error)?;
-    Ok(Json(json!({ "recorded": recorded })))
+    super::as_value(&Recorded { recorded })
+}
+
+/// The answer to a provider's callback or receipt.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Recorded {
+    /// Delivery updates recorded from it.
+    pub(super) recorded: usize,
 }
 
 /// A provider's callback as adapters see it (method, path and query, headers, body),

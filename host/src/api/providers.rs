@@ -8,11 +8,11 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::flows::messaging::providers::{PlanRequest, ProviderInput, ProviderView};
+use crate::flows::messaging::providers::{CellView, PlanRequest, ProviderInput, ProviderView};
 use crate::flows::{CallbackError, Engine};
-use crate::routing::Policy;
+use crate::routing::{Considered, Policy, Strategy};
 
 use super::error::doc::*;
 use super::error::ApiError;
@@ -40,7 +40,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     security(("tenant_key" = [])),
     request_body = ProviderInput,
     responses(
-        (status = 201, description = "the provider, with its `id` and `callback_url`", body = Object),
+        (status = 201, description = "the provider, with its `id` and `callback_url`", body = ProviderView),
         JsonBody,
         Unauthorized,
         Conflict,
@@ -63,7 +63,7 @@ async fn create(
     tag = "providers",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"providers\": [...]}` in priority order", body = Object),
+        (status = 200, description = "the providers in priority order (secrets by name only)", body = ProviderList),
         Unauthorized,
         Unavailable,
     )
@@ -73,7 +73,13 @@ async fn list(
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<Value>, ApiError> {
     let providers = engine.providers(&caller.tenant_id)?;
-    Ok(Json(json!({ "providers": providers })))
+    super::as_value(&ProviderList { providers })
+}
+
+/// The answer of `GET /v1/providers`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ProviderList {
+    providers: Vec<ProviderView>,
 }
 
 #[utoipa::path(
@@ -83,7 +89,7 @@ async fn list(
     security(("tenant_key" = [])),
     params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
     responses(
-        (status = 200, description = "the provider (secrets by name only)", body = Object),
+        (status = 200, description = "the provider (secrets by name only)", body = ProviderView),
         Unauthorized,
         NotFound,
         Unavailable,
@@ -106,7 +112,7 @@ async fn get_one(
     params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
     request_body = ProviderInput,
     responses(
-        (status = 200, description = "the provider changed", body = Object),
+        (status = 200, description = "the provider changed", body = ProviderView),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -151,7 +157,7 @@ async fn switch(
     security(("tenant_key" = [])),
     params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
     responses(
-        (status = 200, description = "the provider", body = Object),
+        (status = 200, description = "the provider", body = ProviderView),
         Unauthorized,
         NotFound,
         RateLimited,
@@ -173,7 +179,7 @@ async fn enable(
     security(("tenant_key" = [])),
     params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
     responses(
-        (status = 200, description = "the provider", body = Object),
+        (status = 200, description = "the provider", body = ProviderView),
         Unauthorized,
         NotFound,
         RateLimited,
@@ -219,7 +225,7 @@ async fn remove(
     tag = "routing",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "the routing policy", body = Object),
+        (status = 200, description = "the routing policy", body = Policy),
         Unauthorized,
         Unavailable,
     )
@@ -238,7 +244,7 @@ async fn policy(
     security(("tenant_key" = [])),
     request_body = Object,
     responses(
-        (status = 200, description = "the routing policy stored", body = Object),
+        (status = 200, description = "the routing policy stored", body = Policy),
         JsonBody,
         Unauthorized,
         RateLimited,
@@ -261,7 +267,7 @@ async fn put_policy(
     tag = "routing",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"stats\": [...]}` per provider and country", body = Object),
+        (status = 200, description = "what routing learnt per provider and country, with each breaker", body = RoutingStats),
         Unauthorized,
         Unavailable,
     )
@@ -270,8 +276,14 @@ async fn stats(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<Value>, ApiError> {
-    let cells = engine.routing_stats(&caller.tenant_id)?;
-    Ok(Json(json!({ "stats": cells })))
+    let stats = engine.routing_stats(&caller.tenant_id)?;
+    super::as_value(&RoutingStats { stats })
+}
+
+/// The answer of `GET /v1/routing/stats`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RoutingStats {
+    stats: Vec<CellView>,
 }
 
 #[utoipa::path(
@@ -281,7 +293,7 @@ async fn stats(
     security(("tenant_key" = [])),
     request_body = PlanRequest,
     responses(
-        (status = 200, description = "the routing decision for a send now", body = Object),
+        (status = 200, description = "the routing decision for a send now", body = RoutingPlan),
         JsonBody,
         Unauthorized,
         Unavailable,
@@ -293,11 +305,21 @@ async fn plan(
     ApiJson(request): ApiJson<PlanRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let (plan, policy) = engine.preview_route(&caller.tenant_id, request)?;
-    Ok(Json(json!({
-        "strategy": policy.strategy.as_str(),
-        "order": plan.order,
-        "considered": plan.considered,
-    })))
+    super::as_value(&RoutingPlan {
+        considered: plan.considered,
+        order: plan.order,
+        strategy: policy.strategy,
+    })
+}
+
+/// The answer of `POST /v1/routing/plan`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RoutingPlan {
+    /// Every provider, and why it is or is not in `order`.
+    considered: Vec<Considered>,
+    /// The providers to try, in order (provider ids).
+    order: Vec<String>,
+    strategy: Strategy,
 }
 
 /// A provider's delivery receipt, authenticated per provider.
@@ -308,7 +330,7 @@ async fn plan(
     params(("provider_id" = String, Path, description = "the provider id (`prv_…`)"), ("token" = Option<String>, Query, description = "the provider's `callback_token`, or the `X-Dialgate-Token` header")),
     request_body(content = Option<Object>, description = "the provider's receipt, as it sends it"),
     responses(
-        (status = 200, description = "`{\"recorded\": n}`", body = Object),
+        (status = 200, description = "`{\"recorded\": n}`", body = super::plugins::Recorded),
         BadRequest,
         Unauthorized,
         NotFound,
@@ -329,7 +351,7 @@ async fn receipt(
         .provider_receipt(&provider_id, token.as_deref(), request)
         .await
         .map_err(callback_error)?;
-    Ok(Json(json!({ "recorded": recorded })))
+    super::as_value(&super::plugins::Recorded { recorded })
 }
 
 /// The answer to a refused callback.

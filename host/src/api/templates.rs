@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::flows::Engine;
 use crate::templates::{Brand, BrandBody, Template, TemplateBody};
@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     security(("tenant_key" = [])),
     request_body = BrandBody,
     responses(
-        (status = 201, description = "the brand", body = Object),
+        (status = 201, description = "the brand", body = Brand),
         JsonBody,
         Unauthorized,
         Conflict,
@@ -55,7 +55,7 @@ async fn create_brand(
     tag = "brands",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"brands\": [...]}`", body = Object),
+        (status = 200, description = "the tenant's brands", body = BrandList),
         Unauthorized,
         Unavailable,
     )
@@ -64,7 +64,15 @@ async fn list_brands(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "brands": engine.brands(&caller.tenant_id)? })))
+    super::as_value(&BrandList {
+        brands: engine.brands(&caller.tenant_id)?,
+    })
+}
+
+/// The answer of `GET /v1/brands`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct BrandList {
+    brands: Vec<Brand>,
 }
 
 #[utoipa::path(
@@ -74,7 +82,7 @@ async fn list_brands(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the brand id")),
     responses(
-        (status = 200, description = "the brand", body = Object),
+        (status = 200, description = "the brand", body = Brand),
         Unauthorized,
         Invalid,
         NotFound,
@@ -97,7 +105,7 @@ async fn get_brand(
     params(("id" = String, Path, description = "the brand id")),
     request_body = BrandBody,
     responses(
-        (status = 200, description = "the brand replaced", body = Object),
+        (status = 200, description = "the brand replaced", body = Brand),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -148,7 +156,7 @@ async fn delete_brand(
     security(("tenant_key" = [])),
     request_body = TemplateBody,
     responses(
-        (status = 201, description = "the template", body = Object),
+        (status = 201, description = "the template", body = Template),
         JsonBody,
         Unauthorized,
         Conflict,
@@ -171,7 +179,7 @@ async fn create_template(
     tag = "templates",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"templates\": [...]}`", body = Object),
+        (status = 200, description = "the tenant's templates", body = TemplateList),
         Unauthorized,
         Unavailable,
     )
@@ -180,9 +188,15 @@ async fn list_templates(
     State(engine): State<Arc<Engine>>,
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "templates": engine.templates(&caller.tenant_id)? }),
-    ))
+    super::as_value(&TemplateList {
+        templates: engine.templates(&caller.tenant_id)?,
+    })
+}
+
+/// The answer of `GET /v1/templates`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TemplateList {
+    templates: Vec<Template>,
 }
 
 #[utoipa::path(
@@ -192,7 +206,7 @@ async fn list_templates(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the template id")),
     responses(
-        (status = 200, description = "the template", body = Object),
+        (status = 200, description = "the template", body = Template),
         Unauthorized,
         Invalid,
         NotFound,
@@ -215,7 +229,7 @@ async fn get_template(
     params(("id" = String, Path, description = "the template id")),
     request_body = TemplateBody,
     responses(
-        (status = 200, description = "the template replaced", body = Object),
+        (status = 200, description = "the template replaced", body = Template),
         JsonBody,
         Unauthorized,
         NotFound,

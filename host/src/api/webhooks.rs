@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::flows::webhooks::subscriptions::{
     CreateSubscription, DeliveryQuery, DeliveryView, PatchSubscription, SubscriptionView,
@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     security(("tenant_key" = [])),
     request_body = CreateSubscription,
     responses(
-        (status = 201, description = "the subscription, with its signing `secret` shown once", body = Object),
+        (status = 201, description = "the subscription, with its signing `secret` shown once", body = SubscriptionView),
         JsonBody,
         Unauthorized,
         Conflict,
@@ -61,7 +61,7 @@ async fn create(
     tag = "webhooks",
     security(("tenant_key" = [])),
     responses(
-        (status = 200, description = "`{\"webhooks\": [...]}`", body = Object),
+        (status = 200, description = "the tenant's subscriptions (never their secrets)", body = WebhookList),
         Unauthorized,
         Unavailable,
     )
@@ -71,7 +71,13 @@ async fn list(
     TenantCaller(caller): TenantCaller,
 ) -> Result<Json<Value>, ApiError> {
     let webhooks = engine.webhooks(&caller.tenant_id)?;
-    Ok(Json(json!({ "webhooks": webhooks })))
+    super::as_value(&WebhookList { webhooks })
+}
+
+/// The answer of `GET /v1/webhooks`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct WebhookList {
+    webhooks: Vec<SubscriptionView>,
 }
 
 #[utoipa::path(
@@ -81,7 +87,7 @@ async fn list(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the subscription id")),
     responses(
-        (status = 200, description = "the subscription (never the secret)", body = Object),
+        (status = 200, description = "the subscription (never the secret)", body = SubscriptionView),
         Unauthorized,
         NotFound,
         Unavailable,
@@ -103,7 +109,7 @@ async fn get_one(
     params(("id" = String, Path, description = "the subscription id")),
     request_body = PatchSubscription,
     responses(
-        (status = 200, description = "the subscription changed", body = Object),
+        (status = 200, description = "the subscription changed", body = SubscriptionView),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -152,7 +158,7 @@ async fn remove(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the subscription id")),
     responses(
-        (status = 200, description = "the subscription with its new secret, shown once", body = Object),
+        (status = 200, description = "the subscription with its new secret, shown once", body = SubscriptionView),
         Unauthorized,
         NotFound,
         RateLimited,
@@ -176,7 +182,7 @@ async fn rotate_secret(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the subscription id")),
     responses(
-        (status = 202, description = "the `webhook.test` delivery queued", body = Object),
+        (status = 202, description = "the `webhook.test` delivery queued", body = DeliveryView),
         Unauthorized,
         NotFound,
         Conflict,
@@ -200,7 +206,7 @@ async fn test(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the subscription id"), DeliveryQuery),
     responses(
-        (status = 200, description = "`{\"deliveries\": [...]}`, newest first", body = Object),
+        (status = 200, description = "the subscription's deliveries, newest first", body = DeliveryLog),
         Invalid,
         Unauthorized,
         NotFound,
@@ -214,7 +220,13 @@ async fn deliveries(
     ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let deliveries = engine.webhook_deliveries(&caller.tenant_id, &id, query)?;
-    Ok(Json(json!({ "deliveries": deliveries })))
+    super::as_value(&DeliveryLog { deliveries })
+}
+
+/// The answer of `GET /v1/webhooks/{id}/deliveries`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DeliveryLog {
+    deliveries: Vec<DeliveryView>,
 }
 
 #[utoipa::path(
@@ -224,7 +236,7 @@ async fn deliveries(
     security(("tenant_key" = [])),
     params(("id" = String, Path, description = "the subscription id"), ("delivery_id" = String, Path, description = "the delivery id")),
     responses(
-        (status = 202, description = "the delivery, queued again", body = Object),
+        (status = 202, description = "the delivery, queued again", body = DeliveryView),
         Unauthorized,
         NotFound,
         Conflict,

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::flows::rules::workflows::{Reorder, TestReport, TestRequest};
 use crate::flows::Engine;
@@ -40,7 +40,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
     security(("tenant_key" = [])),
     request_body(content = Object, description = "`rule_id`, `trigger`, `conditions`, `actions`, `enabled`?, `order`?, `description`?"),
     responses(
-        (status = 201, description = "the rule", body = Object),
+        (status = 201, description = "the rule", body = WorkflowRule),
         JsonBody,
         Unauthorized,
         Conflict,
@@ -74,7 +74,7 @@ struct ListQuery {
     security(("tenant_key" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "`{\"rules\": [...]}` in run order", body = Object),
+        (status = 200, description = "the rules in run order", body = RuleList),
         Invalid,
         Unauthorized,
         Unavailable,
@@ -86,7 +86,13 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let rules = engine.workflow_rules(&caller.tenant_id, query.trigger, query.enabled)?;
-    Ok(Json(json!({ "rules": rules })))
+    super::as_value(&RuleList { rules })
+}
+
+/// The answer of `GET /v1/workflows/rules` and of a reorder.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RuleList {
+    rules: Vec<WorkflowRule>,
 }
 
 #[utoipa::path(
@@ -96,7 +102,7 @@ async fn list(
     security(("tenant_key" = [])),
     params(("rule_id" = String, Path, description = "the rule id")),
     responses(
-        (status = 200, description = "the rule", body = Object),
+        (status = 200, description = "the rule", body = WorkflowRule),
         Unauthorized,
         Invalid,
         NotFound,
@@ -119,7 +125,7 @@ async fn get_one(
     params(("rule_id" = String, Path, description = "the rule id")),
     request_body(content = Object, description = "the rule, as on creation"),
     responses(
-        (status = 200, description = "the rule replaced", body = Object),
+        (status = 200, description = "the rule replaced", body = WorkflowRule),
         JsonBody,
         Unauthorized,
         NotFound,
@@ -169,7 +175,7 @@ async fn remove(
     security(("tenant_key" = [])),
     params(("rule_id" = String, Path, description = "the rule id")),
     responses(
-        (status = 200, description = "the rule", body = Object),
+        (status = 200, description = "the rule", body = WorkflowRule),
         Unauthorized,
         Invalid,
         NotFound,
@@ -194,7 +200,7 @@ async fn enable(
     security(("tenant_key" = [])),
     params(("rule_id" = String, Path, description = "the rule id")),
     responses(
-        (status = 200, description = "the rule", body = Object),
+        (status = 200, description = "the rule", body = WorkflowRule),
         Unauthorized,
         Invalid,
         NotFound,
@@ -219,7 +225,7 @@ async fn disable(
     security(("tenant_key" = [])),
     request_body = Reorder,
     responses(
-        (status = 200, description = "`{\"rules\": [...]}` in the new order", body = Object),
+        (status = 200, description = "the trigger's rules in the new order", body = RuleList),
         JsonBody,
         Unauthorized,
         RateLimited,
@@ -233,7 +239,7 @@ async fn reorder(
 ) -> Result<Json<Value>, ApiError> {
     let rules =
         off_worker(move || engine.reorder_workflow_rules(&caller.tenant_id, &body)).await??;
-    Ok(Json(json!({ "rules": rules })))
+    super::as_value(&RuleList { rules })
 }
 
 #[utoipa::path(
@@ -243,7 +249,7 @@ async fn reorder(
     security(("tenant_key" = [])),
     request_body = TestRequest,
     responses(
-        (status = 200, description = "which rules matched, every condition's value, the actions", body = Object),
+        (status = 200, description = "which rules matched, every condition's value, the actions", body = TestReport),
         JsonBody,
         Unauthorized,
         Unavailable,

@@ -32,7 +32,7 @@ pub struct PortingQuery {
 }
 
 /// One change of operator, as seed 004 shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PortEntry {
     pub from_carrier: Option<String>,
     pub to_carrier: String,
@@ -42,7 +42,7 @@ pub struct PortEntry {
 }
 
 /// Answer of `GET /v1/phone/porting-history`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PortingHistory {
     pub phone: String,
     pub current_carrier: Option<String>,
@@ -54,7 +54,7 @@ pub struct PortingHistory {
 }
 
 /// Answer of `POST /v1/phone/sim-swap-check`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SimSwapCheck {
     pub phone: String,
     pub sim_swap_detected: bool,
@@ -65,7 +65,7 @@ pub struct SimSwapCheck {
 }
 
 /// How a SIM-swap check reads.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SimSwapRisk {
     /// `high` (a change within the tenant's `sim_swap_threshold_days`), `low`, or
     /// `unknown` when the operator did not say when the SIM last changed.

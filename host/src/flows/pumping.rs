@@ -39,7 +39,7 @@ const MAX_BLOCKS_PER_TENANT: usize = 500;
 pub const DETECTOR: &str = "sms_pumping_detector";
 
 /// A prefix the detector judged under attack for one tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PrefixBlock {
     /// The blocked E.164 prefix (`+447700`).
     pub prefix: String,
@@ -90,7 +90,7 @@ impl PrefixBlock {
 }
 
 /// A block as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BlockView {
     pub tenant_id: String,
     pub status: &'static str,

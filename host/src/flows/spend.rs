@@ -27,7 +27,7 @@ pub(crate) struct Reservation {
 }
 
 /// A budget as `GET /v1/spend` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
     pub budget: String,
     pub cap: f64,
@@ -38,7 +38,7 @@ pub struct BudgetView {
 }
 
 /// `GET /v1/spend`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SpendView {
     pub budgets: Vec<BudgetView>,
     /// Sends the SMS-pumping detector refused, and their estimated cost.

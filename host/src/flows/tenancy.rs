@@ -17,7 +17,7 @@ use crate::flows::{Caller, Engine, FlowError};
 const OPERATOR_KEY: &[u8] = b"operator_key_sha256";
 
 /// A tenant as the API shows it; `api_key` only right after creation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: String,
     pub name: String,
@@ -27,7 +27,7 @@ pub struct TenantView {
 }
 
 /// A key as listed: never the secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -36,7 +36,7 @@ pub struct KeyView {
 }
 
 /// A key right after creation: the only time its secret is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub key: KeyView,

@@ -57,6 +57,11 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// The channel named `name` (`sms`, `whatsapp`, `voice`, ...).
+    pub fn parse(name: &str) -> Option<Channel> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+
     /// The request spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -507,7 +512,7 @@ impl CaseStatus {
 }
 
 /// A note on a case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CaseNote {
     pub at: DateTime<Utc>,
     /// Who wrote it: the patch's `author`, else the case's assignee, else unknown.
@@ -517,7 +522,7 @@ pub struct CaseNote {
 
 /// One change to a case: who changed which field from what to what, and when. A note
 /// is recorded as a change of `notes` with the note's text as `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CaseChange {
     pub at: DateTime<Utc>,
     pub by: Option<String>,
@@ -532,7 +537,7 @@ pub const CASE_PRIORITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 
 /// A case for people to work, opened by a rule. Fields added after the first release
 /// default, so cases stored before them still load.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Case {
     pub id: String,
     pub tenant_id: String,
@@ -590,7 +595,7 @@ pub struct GuessFailure {
 }
 
 /// A number on a tenant's blocklist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlockedNumber {
     pub phone: String,
     pub reason: Option<String>,
@@ -606,7 +611,7 @@ pub struct VerifiedOwner {
 }
 
 /// An entry of a verification's audit trail: a trigger that fired.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub at: DateTime<Utc>,
     pub trigger: String,

@@ -34,7 +34,7 @@ struct Counters {
 }
 
 /// The cache's figures, for operators and tests.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct CodeStats {
     /// Bytes of compiled code in memory.
     pub resident_bytes: usize,

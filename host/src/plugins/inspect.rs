@@ -12,7 +12,7 @@ use super::{Kind, LoadError, WASI_GRANTED};
 /// Size limits on what a tenant's component may hold. Generous for a real plugin (the
 /// first-party guests use a tenth or less of each) and small enough that compiling
 /// the largest accepted component stays well bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SizeLimits {
     /// Functions defined by all of the component's core modules together.

@@ -214,7 +214,7 @@ struct Counters {
 }
 
 /// The runtime's counters, for operators and tests.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct RuntimeStats {
     pub compiled: u64,
     pub loaded_from_cache: u64,
@@ -229,7 +229,7 @@ pub struct RuntimeStats {
 /// The operator's bounds on plugins beyond the per-call [`Limits`]: what a plugin
 /// keeps and logs, what an upload may hold, how many compilations run at once, and
 /// how often a tenant may upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginBounds {
     pub storage: StorageLimits,

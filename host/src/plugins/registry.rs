@@ -69,11 +69,12 @@ pub struct Manifest {
 }
 
 /// One uploaded version of a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionRecord {
     pub version: String,
     pub sha256: String,
     pub size: usize,
+    #[schema(value_type = Vec<String>)]
     pub triggers: Vec<Trigger>,
     pub hosts: Vec<String>,
     pub description: Option<String>,
@@ -112,13 +113,14 @@ impl PluginRecord {
 }
 
 /// A plugin as the API shows it: secrets by name only.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginView {
     pub id: String,
     pub name: String,
     pub kind: Kind,
     pub active_version: Option<String>,
     pub versions: Vec<VersionRecord>,
+    #[schema(value_type = Vec<String>)]
     pub triggers: Vec<Trigger>,
     pub order: i32,
     pub config: BTreeMap<String, String>,

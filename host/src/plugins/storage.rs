@@ -22,7 +22,7 @@ use crate::store::{key, Db, StoreError, Tree};
 use super::Scope;
 
 /// Bounds on what a plugin keeps and logs, settable by the operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageLimits {
     /// Bytes of keys and values one plugin may keep.
@@ -65,7 +65,7 @@ pub struct KvUsage {
 }
 
 /// What the API shows of a plugin's storage and logs.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct StorageView {
     pub kv_bytes: u64,
     pub kv_keys: u64,

@@ -46,7 +46,7 @@ pub struct WarmBudget {
 }
 
 /// Warm-instance figures, for operators and tests.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct WarmStats {
     /// Instances parked now.
     pub parked: usize,

@@ -25,8 +25,9 @@ pub use breaker::{Breaker, BreakerState};
 pub use stats::{Outcome, Performance, Stats};
 
 /// How the first provider is chosen among the eligible ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RoutingStrategy)]
 pub enum Strategy {
     /// Lowest `priority` first (ties by name).
     #[default]
@@ -51,8 +52,9 @@ impl Strategy {
 }
 
 /// A tenant's routing policy (`GET`/`PUT /v1/routing`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(as = RoutingPolicy)]
 pub struct Policy {
     pub strategy: Strategy,
     /// Consecutive failures of a provider for one country that open its breaker.
@@ -142,7 +144,7 @@ pub struct RuleRoute<'a> {
 }
 
 /// Why a provider is, or is not, in a plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Considered {
     pub provider_id: String,
     pub name: String,

@@ -48,7 +48,7 @@ pub struct Stats {
 }
 
 /// The statistics over the window, and the score `best_performance` ranks by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Performance {
     pub attempts: u64,
     pub accepted: u64,

@@ -35,7 +35,7 @@ pub const APP_HASH_LEN: usize = 11;
 
 /// A tenant's brand: the name its messages show as `{brand}`, its Android app hash,
 /// and the template its sends use unless a request names another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Brand {
     pub id: String,
     pub name: String,
@@ -73,7 +73,7 @@ impl Experiment {
 }
 
 /// A tenant's message template: one text per locale and channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Template {
     pub id: String,
     pub name: String,
@@ -83,7 +83,7 @@ pub struct Template {
 }
 
 /// One text of a template: its locale (normalised: `pt`, `pt-br`), channel and text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Variant {
     pub locale: String,
     pub channel: Channel,

@@ -191,8 +191,9 @@ impl Subscription {
 }
 
 /// Where a delivery is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = WebhookDeliveryStatus)]
 pub enum DeliveryStatus {
     /// Waiting for its next attempt.
     Pending,
@@ -225,7 +226,7 @@ impl DeliveryStatus {
 }
 
 /// One attempt to deliver a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1 for the first attempt.
     pub attempt: u32,

@@ -42,10 +42,11 @@ pub const MAX_RULES_PER_TENANT: usize = 500;
 pub const MAX_RULE_BYTES: usize = crate::model::rules::MAX_PROGRAM_BYTES / MAX_RULES_PER_TRIGGER;
 
 /// A tenant's declarative rule, as stored and shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowRule {
     pub rule_id: String,
     pub tenant_id: String,
+    #[schema(value_type = String)]
     pub trigger: Trigger,
     /// The conditions as the tenant wrote them.
     pub conditions: Json,
@@ -84,7 +85,7 @@ pub struct Compiled {
 }
 
 /// One node of a rule's conditions, for explaining a match.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     /// Where it is in the rule, e.g. `conditions.all[1]`.
     pub path: String,

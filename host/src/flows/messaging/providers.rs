@@ -91,7 +91,7 @@ impl Provider {
 }
 
 /// A provider as the API shows it: secrets by name only.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     pub id: String,
     pub name: String,
@@ -181,7 +181,7 @@ pub struct PlanRequest {
 }
 
 /// One provider × country in `GET /v1/routing/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CellView {
     pub provider_id: String,
     pub provider: String,

@@ -65,7 +65,7 @@ pub struct TestRequest {
 }
 
 /// One condition's outcome in a test.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConditionTrace {
     /// Where the node is, what it is, and the value it compares with.
     #[serde(flatten)]
@@ -77,7 +77,7 @@ pub struct ConditionTrace {
 }
 
 /// One rule's outcome in a test.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuleTrace {
     pub rule_id: String,
     pub enabled: bool,
@@ -88,9 +88,11 @@ pub struct RuleTrace {
 }
 
 /// What `POST /v1/workflows/rules/test` answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TestReport {
+    #[schema(value_type = String)]
     pub trigger: Trigger,
+    #[schema(value_type = Object)]
     pub event: RuleEvent,
     pub rules: Vec<RuleTrace>,
     /// The enabled rules that matched, in run order.

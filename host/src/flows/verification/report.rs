@@ -12,14 +12,17 @@ use serde::Serialize;
 use crate::model::rules::RuleRun;
 use crate::model::{
     AuditEvent, CaseRef, Channel, ChannelWorkflow, CodeMessage, Decision, DeliveryEvent,
-    ReportStatus, Review, Verification,
+    DeliveryStatus, ReportStatus, Review, Verification,
 };
 use crate::phone::countries;
 use crate::phone::risk::RiskAssessment;
 use crate::warnings::Warning;
 
-use crate::flows::messaging::routed::MessageRecord;
+use crate::flows::messaging::routed::{MessageRecord, StatusChange};
 use crate::flows::{Caller, Engine, FlowError};
+
+/// The provider name of the dev outbox's messages on a report.
+const DEV_OUTBOX: &str = "dev-outbox";
 
 /// Carrier block of the report.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -112,10 +115,79 @@ impl Engine {
     /// The report of one of the caller's verifications.
     pub fn report(&self, caller: &Caller, id: &str) -> Result<Report, FlowError> {
         let verification = self.load(caller, id)?;
-        let messages = self.messages_of(&caller.tenant_id, id)?;
+        let mut messages = self.messages_of(&caller.tenant_id, id)?;
+        messages.extend(self.outbox_messages_of(&verification)?);
+        messages.sort_by(|a, b| {
+            (a.created_at, a.step, a.attempt).cmp(&(b.created_at, b.step, b.attempt))
+        });
         let mut report = to_report(verification);
         report.messages = messages;
         Ok(report)
+    }
+
+    /// In dev mode, the codes of `verification` the dev outbox kept, as message records
+    /// of the `dev-outbox` provider: sent when kept, then each delivery receipt played
+    /// for them (`POST /v1/dev/outbox/{id}/delivery`).
+    fn outbox_messages_of(
+        &self,
+        verification: &Verification,
+    ) -> Result<Vec<MessageRecord>, FlowError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(Vec::new());
+        };
+        let kept = outbox.list(
+            &verification.tenant_id,
+            Some(&verification.phone.e164),
+            1_000,
+        )?;
+        Ok(kept
+            .into_iter()
+            .filter(|message| message.verification_id == verification.id)
+            .map(|message| {
+                let mut history = vec![StatusChange {
+                    status: DeliveryStatus::Sent,
+                    at: message.created_at,
+                    reason: None,
+                }];
+                history.extend(
+                    verification
+                        .deliveries
+                        .iter()
+                        .filter(|delivery| delivery.message_id == message.id)
+                        .map(|delivery| StatusChange {
+                            status: delivery.status,
+                            at: delivery.at,
+                            reason: delivery.reason.clone(),
+                        }),
+                );
+                let last = history
+                    .last()
+                    .map_or((DeliveryStatus::Sent, message.created_at), |change| {
+                        (change.status, change.at)
+                    });
+                MessageRecord {
+                    id: message.id.clone(),
+                    verification_id: message.verification_id,
+                    provider_id: DEV_OUTBOX.to_owned(),
+                    provider: DEV_OUTBOX.to_owned(),
+                    channel: Channel::parse(&message.channel).unwrap_or(Channel::Sms),
+                    to: message.phone,
+                    country: verification.phone.region.clone(),
+                    step: 0,
+                    attempt: 0,
+                    status: last.0,
+                    error: None,
+                    provider_message_id: Some(message.id),
+                    segments: message.segments,
+                    cost: 0.0,
+                    latency_ms: None,
+                    history,
+                    created_at: message.created_at,
+                    updated_at: last.1,
+                    pending_receipts: Vec::new(),
+                }
+            })
+            .collect())
     }
 
     /// The audit trail of one of the caller's verifications.

@@ -55,7 +55,10 @@ pub struct VerifyResponse {
     pub verified_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone_intelligence: Option<PhoneIntelligence>,
-    pub attempts_remaining: u32,
+    /// Code entries left after a wrong code (0 once they are exhausted); absent when
+    /// the check verified or the code had expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_remaining: Option<u32>,
     pub warnings: Vec<Warning>,
 }
 
@@ -251,8 +254,9 @@ impl Engine {
                 risk_level: verification.risk.risk_level,
             }),
             attempts_remaining: match outcome {
-                CheckOutcome::Incorrect { attempts_remaining } => attempts_remaining,
-                _ => 0,
+                CheckOutcome::Incorrect { attempts_remaining } => Some(attempts_remaining),
+                CheckOutcome::AttemptsExceeded | CheckOutcome::NoActiveCode => Some(0),
+                CheckOutcome::Verified | CheckOutcome::Expired => None,
             },
             warnings: verification.warnings,
         })

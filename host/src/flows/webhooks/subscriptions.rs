@@ -58,7 +58,7 @@ pub struct PatchSubscription {
 }
 
 /// A subscription as the API shows it: without its secret, unless just made.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView {
     pub id: String,
     pub url: String,
@@ -89,7 +89,7 @@ impl SubscriptionView {
 }
 
 /// A delivery as the API shows it: the payload as JSON, no tenant.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: String,
     pub message_id: String,
