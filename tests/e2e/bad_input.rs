@@ -457,3 +457,34 @@ async fn wrong_methods_answer_405_json() {
         reply.error(405, "method_not_allowed");
     }
 }
+
+#[tokio::test]
+async fn an_unencoded_plus_in_a_query_is_named_for_what_it_is() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    server.send(&tenant, UZ_BEELINE, "plus").await;
+    // As seed 004 writes it: the `+` reaches the server as a space.
+    for path in [
+        "/v1/dev/outbox?phone=+998901234567",
+        "/v1/phone/porting-history?phone=+14155552671",
+    ] {
+        let reply = server.get(path, &tenant.key).await;
+        let error = reply.invalid_field("phone");
+        let message = error["message"].as_str().expect("a message");
+        assert!(message.contains("%2B"), "{message}");
+    }
+    // Encoded, the same number is found.
+    let found = server
+        .get("/v1/dev/outbox?phone=%2B998901234567", &tenant.key)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(found["messages"].as_array().map(Vec::len), Some(1));
+    // A `+` inside a value is not a number's: the parameter's own check answers.
+    server
+        .get(
+            "/v1/analytics/conversion?from=2026-11-30T00:00:00+01:00",
+            &tenant.key,
+        )
+        .await
+        .invalid_field("from");
+}

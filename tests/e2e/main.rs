@@ -31,6 +31,7 @@ mod support;
 mod templates;
 mod tenants;
 mod tracing;
+mod walkthrough;
 mod warnings;
 mod webhook_fairness;
 mod webhooks;

@@ -173,11 +173,33 @@ fn field_of(path: &str, message: &str) -> String {
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
 
+/// The first parameter of a raw query string whose value begins with a literal `+`
+/// and a digit: a number in E.164 form sent without encoding its `+`, which a query
+/// string decodes as a space.
+fn unencoded_plus(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        let mut chars = value.chars();
+        (chars.next() == Some('+') && chars.next().is_some_and(|c| c.is_ascii_digit()))
+            .then_some(name)
+    })
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
+        if let Some(name) = unencoded_plus(query) {
+            return Err(ApiError::invalid(
+                name,
+                format!(
+                    "a `+` in a query string reads as a space: send the number's `+` as %2B \
+                     ({name}=%2B14155552671), or let the client encode it \
+                     (curl -G --data-urlencode '{name}=+14155552671')"
+                ),
+            ));
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
