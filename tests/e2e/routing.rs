@@ -735,12 +735,25 @@ async fn receipts_move_messages_through_their_statuses_with_token_or_signature()
     let (server, tenant) = TestServer::with_tenant().await;
     install_http_sms(&server, &tenant).await;
     let sim = SmsSim::start().await;
-    let token_provider = id(&provider(
+    let created = provider(
         &server,
         &tenant,
         twilio("tok", &sim, json!({"priority": 1})),
     )
-    .await);
+    .await;
+    let token_provider = id(&created);
+    // The full callback URL, token included, is shown once: in the creation's answer.
+    let shown = created["callback_url_with_token"]
+        .as_str()
+        .expect("the callback URL with its token")
+        .to_owned();
+    let read = server
+        .get(&format!("/v1/providers/{token_provider}"), &tenant.key)
+        .await
+        .expect(200)
+        .clone();
+    assert!(read.get("callback_url_with_token").is_none(), "{read}");
+    assert!(!read.to_string().contains("cbt_"), "{read}");
     let sent = server.send(&tenant, &uz(900), "a").await;
     let verification = sent["verification_id"].as_str().expect("id").to_owned();
     let sms = sim.accepted()[0].clone();
@@ -752,6 +765,7 @@ async fn receipts_move_messages_through_their_statuses_with_token_or_signature()
         url.contains(&format!("/v1/callbacks/{token_provider}?token=cbt_")),
         "{url}"
     );
+    assert_eq!(url, shown, "the URL shown is the one the provider gets");
     let body = |status: &str| format!("MessageSid={}&MessageStatus={status}", sms.id);
     assert_eq!(post_callback(&server, &url, &body("sent"), &[]).await, 200);
     assert_eq!(
@@ -787,6 +801,30 @@ async fn receipts_move_messages_through_their_statuses_with_token_or_signature()
         .map(|h| h["status"].as_str().expect("status"))
         .collect();
     assert_eq!(history, ["queued", "sent", "sent", "delivered", "failed"]);
+
+    // A rotated token is shown once; the old one is refused from then on.
+    let rotated = server
+        .post(
+            &format!("/v1/providers/{token_provider}/rotate-callback-token"),
+            &tenant.key,
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .clone();
+    let fresh = rotated["callback_url_with_token"]
+        .as_str()
+        .expect("the new URL")
+        .to_owned();
+    assert_ne!(fresh, url);
+    assert_eq!(
+        post_callback(&server, &url, &body("delivered"), &[]).await,
+        401
+    );
+    assert_eq!(
+        post_callback(&server, &fresh, &body("delivered"), &[]).await,
+        200
+    );
     assert_eq!(report["deliveries"][1]["status"], "delivered");
     assert!(report["rules_fired"].as_array().is_some());
 
@@ -810,6 +848,15 @@ async fn receipts_move_messages_through_their_statuses_with_token_or_signature()
     let sms = signed_sim.accepted()[0].clone();
     let url = sms.callback.clone().expect("callback");
     assert!(!url.contains("token="), "{url}");
+    // Signed receipts have no token to rotate.
+    server
+        .post(
+            &format!("/v1/providers/{signed}/rotate-callback-token"),
+            &tenant.key,
+            json!({}),
+        )
+        .await
+        .error(409, "callback_auth_not_token");
     assert!(url.ends_with(&format!("/v1/callbacks/{signed}")), "{url}");
     let payload = format!("MessageSid={}&MessageStatus=delivered", sms.id);
     let mut mac = Hmac::<Sha256>::new_from_slice(b"sig-secret").expect("key");

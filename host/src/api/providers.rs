@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(get_one, update, remove))
         .routes(routes!(enable))
         .routes(routes!(disable))
+        .routes(routes!(rotate_callback_token))
         .routes(routes!(policy, put_policy))
         .routes(routes!(stats))
         .routes(routes!(plan))
@@ -146,6 +147,33 @@ async fn switch(
     Ok(Json(
         engine
             .update_provider(tenant_id, provider_id, input)
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{provider_id}/rotate-callback-token",
+    tag = "providers",
+    security(("tenant_key" = [])),
+    params(("provider_id" = String, Path, description = "the provider id (`prv_…`)")),
+    responses(
+        (status = 200, description = "the provider, with `callback_url_with_token` carrying its new token (shown once); the old token is refused from now on", body = ProviderView),
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
+async fn rotate_callback_token(
+    State(engine): State<Arc<Engine>>,
+    TenantChange(caller): TenantChange,
+    Path(provider_id): Path<String>,
+) -> Result<Json<ProviderView>, ApiError> {
+    Ok(Json(
+        engine
+            .rotate_callback_token(&caller.tenant_id, &provider_id)
             .await?,
     ))
 }

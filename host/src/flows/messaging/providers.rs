@@ -109,6 +109,10 @@ pub struct ProviderView {
     pub callback_auth: CallbackAuth,
     /// Where the provider sends delivery receipts.
     pub callback_url: String,
+    /// `callback_url` with its `token`, to give the provider: shown once, in the answer
+    /// that generated the token (creation, a switch to token receipts, a rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url_with_token: Option<String>,
     pub timeout_ms: Option<u32>,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
@@ -265,12 +269,14 @@ pub(crate) fn check_base_url(value: &str, egress: &EgressPolicy) -> Result<(), S
 
 /// Applies `input` over `current` and checks the result; the first problem is named.
 /// Secrets are sealed with `secrets`; literal addresses are checked against `egress`.
+/// Applies `input` to `current`; the callback token it generated, if it made one (a
+/// provider that authenticates receipts by token and had none).
 fn apply(
     current: &mut Provider,
     input: ProviderInput,
     egress: &EgressPolicy,
     secrets: &SecretBox,
-) -> Result<(), FlowError> {
+) -> Result<Option<String>, FlowError> {
     let scope = provider_scope(&current.tenant_id, &current.id);
     if let Some(name) = input.name {
         check_name("name", &name)?;
@@ -426,19 +432,25 @@ fn apply(
     }
     match &current.callback_auth {
         CallbackAuth::Token if !current.secrets.contains_key("callback_token") => {
-            let token = format!("cbt_{}", uuid::Uuid::new_v4().simple());
-            let sealed = secrets.seal_named(&scope, "callback_token", &token);
-            current.secrets.insert("callback_token".into(), sealed);
+            Ok(Some(new_callback_token(current, secrets)))
         }
         CallbackAuth::HmacSha256 { .. } if !current.secrets.contains_key("callback_secret") => {
-            return Err(FlowError::invalid(
+            Err(FlowError::invalid(
                 "secrets.callback_secret",
                 "signature callbacks need the secret `callback_secret`",
-            ));
+            ))
         }
-        _ => {}
+        _ => Ok(None),
     }
-    Ok(())
+}
+
+/// Gives `provider` a new callback token, sealed among its secrets, and returns it.
+fn new_callback_token(provider: &mut Provider, secrets: &SecretBox) -> String {
+    let scope = provider_scope(&provider.tenant_id, &provider.id);
+    let token = format!("cbt_{}", uuid::Uuid::new_v4().simple());
+    let sealed = secrets.seal_named(&scope, "callback_token", &token);
+    provider.secrets.insert("callback_token".into(), sealed);
+    token
 }
 
 impl Engine {
@@ -474,6 +486,7 @@ impl Engine {
             hosts: provider.hosts.clone(),
             callback_auth: provider.callback_auth.clone(),
             callback_url: self.callback_url(&provider.id),
+            callback_url_with_token: None,
             timeout_ms: provider.timeout_ms,
             enabled: provider.enabled,
             created_at: provider.created_at,
@@ -588,7 +601,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
         };
-        apply(
+        let token = apply(
             &mut provider,
             input,
             self.plugins.egress().policy(),
@@ -624,7 +637,48 @@ impl Engine {
             Ok(())
         })?;
         self.db.sync().await?;
-        Ok(self.provider_view(&provider))
+        Ok(self.view_with_token(&provider, token.as_deref()))
+    }
+
+    /// The view of `provider`, with its callback URL's token when one was just made.
+    fn view_with_token(&self, provider: &Provider, token: Option<&str>) -> ProviderView {
+        let mut view = self.provider_view(provider);
+        view.callback_url_with_token =
+            token.map(|token| format!("{}?token={token}", view.callback_url));
+        view
+    }
+
+    /// `POST /v1/providers/{id}/rotate-callback-token`: a new callback token, shown once
+    /// in the answer's `callback_url_with_token`; the old one is refused from now on.
+    pub async fn rotate_callback_token(
+        &self,
+        tenant_id: &str,
+        provider_id: &str,
+    ) -> Result<ProviderView, FlowError> {
+        let now = self.clock.now();
+        let mut token = String::new();
+        let updated = self.change_routing(tenant_id, || {
+            self.db.update::<Provider, FlowError, Provider>(
+                Tree::Providers,
+                &Self::provider_key(tenant_id, provider_id),
+                |current| {
+                    let mut provider = current.ok_or(FlowError::NotFound("provider"))?;
+                    if provider.callback_auth != CallbackAuth::Token {
+                        return Err(FlowError::Conflict {
+                            code: "callback_auth_not_token",
+                            message: "this provider's receipts are signed (callback_auth \
+                                      hmac_sha256): rotate its `callback_secret` instead"
+                                .into(),
+                        });
+                    }
+                    token = new_callback_token(&mut provider, self.plugins.secret_box());
+                    provider.updated_at = now;
+                    Ok((Some(provider.clone()), provider))
+                },
+            )
+        })?;
+        self.db.sync().await?;
+        Ok(self.view_with_token(&updated, Some(&token)))
     }
 
     /// `GET /v1/providers`, in priority order.
@@ -657,6 +711,7 @@ impl Engine {
             self.check_adapter(tenant_id, plugin)?;
         }
         let renamed = input.name.clone();
+        let mut token = None;
         let updated = self.change_routing(tenant_id, || {
             if let Some(name) = &renamed {
                 let others: Vec<Provider> = self.db.scan(
@@ -680,7 +735,7 @@ impl Engine {
                 &Self::provider_key(tenant_id, provider_id),
                 |current| {
                     let mut provider = current.ok_or(FlowError::NotFound("provider"))?;
-                    apply(
+                    token = apply(
                         &mut provider,
                         input.clone(),
                         self.plugins.egress().policy(),
@@ -692,7 +747,7 @@ impl Engine {
             )
         })?;
         self.db.sync().await?;
-        Ok(self.provider_view(&updated))
+        Ok(self.view_with_token(&updated, token.as_deref()))
     }
 
     /// `DELETE /v1/providers/{id}`. Receipts for its messages are no longer accepted.
