@@ -24,12 +24,11 @@ pub use crate::contract::http_client::HttpError;
 pub use crate::contract::types::{HttpRequest, HttpResponse, PluginError};
 
 /// Host services an adapter may use: the log, the clock, the tenant's configuration
-/// and secrets, and outbound HTTP to the hosts the tenant granted.
+/// and secrets, and outbound HTTP to the hosts the tenant granted (in native builds,
+/// the stand-ins of [`crate::testing`]).
 pub mod host {
-    pub use crate::contract::clock::now_millis;
-    pub use crate::contract::config::{get as config, secret};
-    pub use crate::contract::http_client::{send, HttpError};
-    pub use crate::contract::log::{write as log, Level};
+    pub use crate::contract::log::Level;
+    pub use crate::services::{config, log, now_millis, secret, send, HttpError};
 
     /// The configuration value for `key`, or a message naming the missing key (for a
     /// `bad-config` error). Blank values count as missing.

@@ -8,7 +8,9 @@
 //! With the `guest` feature (on by default) it is also the guest side of the contract:
 //! [`rule`] for rule plugins, [`messaging`] and [`lookup`] for adapters (which share
 //! [`adapter`]'s host services), and [`http`]'s pure helpers. [`contract`] holds the
-//! types all of them share.
+//! types all of them share. In native builds (`cargo test`) the host services are
+//! in-memory stand-ins that [`testing`] sets and reads, so a plugin's logic is
+//! unit-tested without a host.
 //!
 //! [`workflow`] is the declarative workflow-rule language, shared by the host (which
 //! validates and compiles tenants' rules) and the first-party interpreter component
@@ -29,6 +31,10 @@ pub mod lookup;
 pub mod messaging;
 #[cfg(feature = "guest")]
 pub mod rule;
+#[cfg(feature = "guest")]
+mod services;
+#[cfg(all(feature = "guest", not(target_arch = "wasm32")))]
+pub mod testing;
 pub mod workflow;
 
 /// Version of the plugin API this SDK speaks.

@@ -28,15 +28,16 @@ pub use crate::contract::types::{
     Channel, PhoneIntelligence, PluginError, RiskFactor, Trigger, VerificationStatus,
 };
 
-/// Host services a rule may use.
+/// Host services a rule may use (in native builds, the stand-ins of
+/// [`crate::testing`]).
 pub mod host {
-    pub use crate::contract::clock::now_millis;
-    pub use crate::contract::kv::{self, KvError};
-    pub use crate::contract::log::{write as log, Level};
+    pub use crate::contract::log::Level;
+    pub use crate::services::kv::{self, KvError};
+    pub use crate::services::{log, now_millis};
     /// Since API 0.1.1: the fraud signals of the flow the rule runs in (the
     /// SMS-pumping detector's score of the number's prefix, its conversion and sends,
     /// and whether the delivery permissions allow the number).
-    pub use crate::contract::signals::{fraud as fraud_signals, FraudSignals};
+    pub use crate::{contract::signals::FraudSignals, services::fraud_signals};
 }
 
 /// A rule plugin.

@@ -193,8 +193,29 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_rule_counts_in_the_store_and_declines_past_the_limit() {
+        // The SDK's native stand-ins: an in-memory store and a settable clock.
+        dialgate_sdk::testing::set_now_millis(5 * 3_600_000);
+        let event = configured(&[("max_codes", "2")]);
+        assert!(Velocity::on_event(&event).expect("ok").is_empty());
+        assert!(Velocity::on_event(&event).expect("ok").is_empty());
+        let third = Velocity::on_event(&event).expect("ok");
+        assert!(matches!(&third[1], Action::AddFlag(flag) if flag == FLAG));
+        assert_eq!(
+            dialgate_sdk::testing::kv_value("codes/+14155552671/5").as_deref(),
+            Some(&b"3"[..])
+        );
+        // A new window counts afresh.
+        dialgate_sdk::testing::advance_millis(3_600_000);
+        assert!(Velocity::on_event(&event).expect("ok").is_empty());
+        // A store that holds something else under the key is reported, not a panic.
+        dialgate_sdk::testing::set_kv("codes/+14155552671/6", "not a number");
+        let err = Velocity::on_event(&event).expect_err("not a counter");
+        assert_eq!(err.code, "kv");
+    }
+
+    #[test]
     fn other_triggers_ask_for_nothing_and_touch_no_store() {
-        // Natively the host's store is out of reach, so reaching it would panic.
         for trigger in [
             Trigger::PhoneLookupComplete,
             Trigger::OtpSent,
@@ -205,5 +226,6 @@ mod tests {
             event.trigger = trigger;
             assert!(Velocity::on_event(&event).expect("no error").is_empty());
         }
+        assert!(dialgate_sdk::testing::kv_entries().is_empty());
     }
 }
