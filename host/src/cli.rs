@@ -103,6 +103,9 @@ enum PluginCommand {
     /// Run a rule plugin once on an event under the production limits and print its
     /// actions, the fuel it used, its peak memory and its time.
     Run(crate::plugin_run::RunArgs),
+    /// Make a plugin project (rule, messaging adapter or lookup adapter) that passes
+    /// its own tests and builds to a component.
+    New(crate::plugin_new::NewArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -257,6 +260,7 @@ pub fn main() -> ExitCode {
             Task::Other(Command::Plugin(PluginCommand::Run(args))) => {
                 crate::plugin_run::run(args).await
             }
+            Task::Other(Command::Plugin(PluginCommand::New(args))) => crate::plugin_new::run(&args),
             Task::Other(Command::Migrate(args)) => migrate(&args.store, args.store_ca_file),
             Task::Other(Command::Store(StoreCommand::Copy(args))) => store_copy(&args),
             Task::Other(Command::Store(StoreCommand::RotateSecret(args))) => {

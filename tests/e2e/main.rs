@@ -16,6 +16,7 @@ mod line_checks;
 mod metrics;
 mod openapi;
 mod permissions;
+mod plugin_new;
 mod plugin_storage;
 mod plugins;
 mod postgres;
