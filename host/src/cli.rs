@@ -212,7 +212,7 @@ struct ServeArgs {
 /// format decides how logging starts).
 enum Task {
     Serve(Box<Config>),
-    Other(Command),
+    Other(Box<Command>),
 }
 
 /// Entry point of the binary.
@@ -226,7 +226,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        other => Task::Other(other),
+        other => Task::Other(Box::new(other)),
     };
     // Held to the end: dropping it writes out the lines still queued.
     let _logs = match &task {
@@ -251,21 +251,18 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match task {
-            Task::Serve(config) => crate::server::run(*config).await,
-            Task::Other(Command::Serve(_)) => {
-                anyhow::bail!("serve's configuration was not resolved")
-            }
-            Task::Other(Command::Bench(args)) => crate::bench::run(args).await,
-            Task::Other(Command::Plugin(PluginCommand::Run(args))) => {
-                crate::plugin_run::run(args).await
-            }
-            Task::Other(Command::Plugin(PluginCommand::New(args))) => crate::plugin_new::run(&args),
-            Task::Other(Command::Migrate(args)) => migrate(&args.store, args.store_ca_file),
-            Task::Other(Command::Store(StoreCommand::Copy(args))) => store_copy(&args),
-            Task::Other(Command::Store(StoreCommand::RotateSecret(args))) => {
-                rotate_secret(args).await
-            }
+        let command = match task {
+            Task::Serve(config) => return crate::server::run(*config).await,
+            Task::Other(command) => *command,
+        };
+        match command {
+            Command::Serve(_) => anyhow::bail!("serve's configuration was not resolved"),
+            Command::Bench(args) => crate::bench::run(args).await,
+            Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
+            Command::Plugin(PluginCommand::New(args)) => crate::plugin_new::run(&args),
+            Command::Migrate(args) => migrate(&args.store, args.store_ca_file),
+            Command::Store(StoreCommand::Copy(args)) => store_copy(&args),
+            Command::Store(StoreCommand::RotateSecret(args)) => rotate_secret(args).await,
         }
     });
     // Whatever plugins do, stopping does not wait on the blocking pool for long: every

@@ -1141,6 +1141,170 @@ fn base64_basic(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
 
+/// Runs `dialgate plugin run` with `args`; its JSON report, or its error text.
+fn plugin_run(args: &[&std::ffi::OsStr]) -> Result<Value, String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+        .args(["plugin", "run"])
+        .args(args)
+        .output()
+        .expect("run dialgate");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&output.stdout).expect("JSON on stdout"))
+}
+
+#[tokio::test]
+async fn plugin_run_tries_an_adapter_against_a_simulator_scripted_answers_and_a_callback() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = dir.path().join("http_sms.wasm");
+    std::fs::write(&wasm, guest_component("http_sms")).expect("write the component");
+    let sim = SmsSim::start().await;
+    let base_url = format!("base_url={}", sim.base_url());
+    let config = |extra: &[&'static str]| -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![wasm.clone().into()];
+        for entry in [
+            "--config",
+            "shape=twilio",
+            "--config",
+            "account_sid=AC1",
+            "--config",
+            "sender=+15005550006",
+            "--secret",
+            "auth_token=s3cret-token",
+            "--config",
+        ] {
+            args.push(entry.into());
+        }
+        args.push(base_url.clone().into());
+        args.extend(extra.iter().map(std::ffi::OsString::from));
+        args
+    };
+
+    // `send` against a loopback simulator: the message arrives, the dispatch and the
+    // exchange are printed, and the secret is not.
+    let args = config(&["--send-to", "+14155552671"]);
+    let report = tokio::task::spawn_blocking(move || {
+        plugin_run(&args.iter().map(|arg| arg.as_os_str()).collect::<Vec<_>>())
+    })
+    .await
+    .expect("the run")
+    .expect("a report");
+    assert_eq!(report["world"], "messaging-adapter", "{report}");
+    assert_eq!(report["call"], "send", "{report}");
+    let accepted = sim.accepted();
+    assert_eq!(accepted.len(), 1, "{report}");
+    assert_eq!(
+        report["returned"]["dispatch"]["provider_message_id"], accepted[0].id,
+        "{report}"
+    );
+    assert_eq!(report["sent"][0]["response"]["status"], 201, "{report}");
+    assert!(report["sent"][0]["url"]
+        .as_str()
+        .is_some_and(|url| url.starts_with(&sim.base_url())));
+    assert!(!report.to_string().contains("s3cret-token"), "{report}");
+    assert!(report["fuel"].as_u64().is_some_and(|fuel| fuel > 0));
+    assert!(report["micros"].as_u64().is_some());
+    assert!(report["peak_memory_bytes"]
+        .as_u64()
+        .is_some_and(|bytes| bytes > 0));
+
+    // Scripted answers instead of the network: a 4xx is the provider's refusal.
+    let answers = dir.path().join("answers.json");
+    std::fs::write(
+        &answers,
+        json!([{"status": 400, "body": "{\"code\": 21211, \"message\": \"invalid To\"}"}])
+            .to_string(),
+    )
+    .expect("write the answers");
+    let mut args = config(&["--send-to", "+14155552671", "--answers"]);
+    args.push(answers.clone().into());
+    let report = tokio::task::spawn_blocking(move || {
+        plugin_run(&args.iter().map(|arg| arg.as_os_str()).collect::<Vec<_>>())
+    })
+    .await
+    .expect("the run")
+    .expect("a report");
+    assert_eq!(
+        report["returned"]["refusal"]["kind"], "rejected",
+        "{report}"
+    );
+    assert_eq!(report["sent"][0]["response"]["status"], 400, "{report}");
+    assert_eq!(sim.accepted().len(), 1, "nothing more was sent");
+
+    // `parse-callback` on a recorded receipt.
+    let callback = dir.path().join("callback.json");
+    std::fs::write(
+        &callback,
+        json!({"url": "/v1/callbacks/prv_local?token=cbt_local", "headers": {"Content-Type": "application/x-www-form-urlencoded"}, "body": "MessageSid=SM1&MessageStatus=delivered"}).to_string(),
+    )
+    .expect("write the callback");
+    let mut args = config(&["--callback"]);
+    args.push(callback.into());
+    let report = tokio::task::spawn_blocking(move || {
+        plugin_run(&args.iter().map(|arg| arg.as_os_str()).collect::<Vec<_>>())
+    })
+    .await
+    .expect("the run")
+    .expect("a report");
+    assert_eq!(report["call"], "parse-callback", "{report}");
+    assert_eq!(
+        report["returned"]["updates"][0]["provider_message_id"], "SM1",
+        "{report}"
+    );
+    assert_eq!(
+        report["returned"]["updates"][0]["status"], "delivered",
+        "{report}"
+    );
+
+    // A lookup adapter's `lookup`, answered by a script.
+    let camara = dir.path().join("camara.wasm");
+    std::fs::write(&camara, guest_component("camara_lookup")).expect("write the component");
+    let swap = dir.path().join("swap.json");
+    std::fs::write(
+        &swap,
+        json!([{"status": 200, "headers": {"Content-Type": "application/json"}, "body": "{\"latestSimChange\": \"2026-11-01T10:00:00Z\"}"}]).to_string(),
+    )
+    .expect("write the answers");
+    let report = tokio::task::spawn_blocking(move || {
+        plugin_run(&[
+            camara.as_os_str(),
+            "--lookup".as_ref(),
+            "+14155552671".as_ref(),
+            "--config".as_ref(),
+            "base_url=https://operator.example/camara".as_ref(),
+            "--secret".as_ref(),
+            "access_token=op-token-123".as_ref(),
+            "--answers".as_ref(),
+            swap.as_os_str(),
+        ])
+    })
+    .await
+    .expect("the run")
+    .expect("a report");
+    assert_eq!(report["world"], "lookup-adapter", "{report}");
+    assert_eq!(report["call"], "lookup", "{report}");
+    assert!(
+        report["returned"]["intelligence"]["last_sim_change_millis"]
+            .as_i64()
+            .is_some(),
+        "{report}"
+    );
+    assert!(report["sent"][0]["url"]
+        .as_str()
+        .is_some_and(|url| url.ends_with("/sim-swap/v2/retrieve-date")));
+    assert!(!report.to_string().contains("op-token-123"), "{report}");
+
+    // An adapter without a call to make says what to give.
+    let args = config(&[]);
+    let error = tokio::task::spawn_blocking(move || {
+        plugin_run(&args.iter().map(|arg| arg.as_os_str()).collect::<Vec<_>>())
+    })
+    .await
+    .expect("the run")
+    .expect_err("no call named");
+    assert!(error.contains("--send-to"), "{error}");
+}
 #[test]
 fn plugin_run_prints_actions_fuel_memory_and_time() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -105,6 +105,72 @@ pub struct AdapterCall {
     pub timeout: Option<Duration>,
     /// The server's egress policy, which every outbound request passes.
     pub egress: crate::egress::Egress,
+    /// Where the call's outbound exchanges are recorded, and the answers scripted in
+    /// place of the network: for `dialgate plugin run`; `None` in a server.
+    pub trial: Option<Arc<Trial>>,
+}
+
+/// A scripted answer: status, headers, body.
+pub type ScriptedAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// What `dialgate plugin run` watches and scripts of an adapter call.
+#[derive(Debug, Default)]
+pub struct Trial {
+    /// Every outbound request of the call, with what came of it.
+    pub exchanges: parking_lot::Mutex<Vec<Exchange>>,
+    /// Answers given in order instead of sending requests, when scripted.
+    pub scripted: Option<parking_lot::Mutex<std::collections::VecDeque<HttpResponse>>>,
+}
+
+impl Trial {
+    /// A trial that sends its requests out and records them.
+    pub fn live() -> Self {
+        Self::default()
+    }
+
+    /// A trial that answers its requests with `answers` (status, headers, body), in
+    /// order, and records them; nothing is sent.
+    pub fn scripted(answers: Vec<ScriptedAnswer>) -> Self {
+        Self {
+            exchanges: parking_lot::Mutex::new(Vec::new()),
+            scripted: Some(parking_lot::Mutex::new(
+                answers
+                    .into_iter()
+                    .map(|(status, headers, body)| HttpResponse {
+                        status,
+                        headers,
+                        body,
+                    })
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// One outbound request of an adapter call and what came of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// The request body as text (invalid UTF-8 replaced).
+    pub body: String,
+    /// The answer's status, headers and body as text, if there was an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<ExchangeResponse>,
+    /// Why there was no answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long the exchange took, in milliseconds.
+    pub millis: f64,
+}
+
+/// An answer as [`Exchange`] shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 /// Pre-instantiated adapters.
@@ -446,6 +512,49 @@ impl lookup::dialgate::plugin::lookup_types::Host for State {}
 
 impl http_client::Host for State {
     async fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, http_client::HttpError> {
+        let Some(trial) = self.adapter.as_ref().and_then(|call| call.trial.clone()) else {
+            return self.send_out(request).await;
+        };
+        let mut exchange = Exchange {
+            method: request.method.clone(),
+            url: request.url.clone(),
+            headers: request.headers.clone(),
+            body: String::from_utf8_lossy(&request.body).into_owned(),
+            response: None,
+            error: None,
+            millis: 0.0,
+        };
+        let started = Instant::now();
+        let answer = match &trial.scripted {
+            Some(script) => script.lock().pop_front().ok_or_else(|| {
+                http_client::HttpError::Connection(
+                    "no scripted answer left for this request".into(),
+                )
+            }),
+            None => self.send_out(request).await,
+        };
+        exchange.millis = started.elapsed().as_secs_f64() * 1e3;
+        match &answer {
+            Ok(response) => {
+                exchange.response = Some(ExchangeResponse {
+                    status: response.status,
+                    headers: response.headers.clone(),
+                    body: String::from_utf8_lossy(&response.body).into_owned(),
+                });
+            }
+            Err(err) => exchange.error = Some(format!("{err:?}")),
+        }
+        trial.exchanges.lock().push(exchange);
+        answer
+    }
+}
+
+impl State {
+    /// Sends an adapter's request out, through the grant and the egress policy.
+    async fn send_out(
+        &mut self,
+        request: HttpRequest,
+    ) -> Result<HttpResponse, http_client::HttpError> {
         use http_client::HttpError;
         let Some(call) = self.adapter.as_ref() else {
             return Err(HttpError::NotGranted(

@@ -66,8 +66,8 @@ pub use self::inspect::SizeLimits;
 pub use self::storage::{PluginData, StorageLimits, StorageView};
 
 pub use self::adapters::{
-    AdapterCall, AdapterDispatch, AdapterMessage, CallbackRequest, DeliveryUpdate, HttpGrant,
-    Intelligence, SendRefusal,
+    AdapterCall, AdapterDispatch, AdapterMessage, CallbackRequest, DeliveryUpdate, Exchange,
+    HttpGrant, Intelligence, SendRefusal, Trial,
 };
 pub use self::admission::{Admission, Lane, Permit, Shares};
 pub use self::code::CodeStats;

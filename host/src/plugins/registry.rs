@@ -555,6 +555,7 @@ impl Registry {
                             },
                             timeout: None,
                             egress: self.egress.clone(),
+                            trial: None,
                         },
                     };
                     if record.kind == Kind::LookupAdapter {

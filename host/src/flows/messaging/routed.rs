@@ -186,6 +186,7 @@ impl Engine {
                 provider.timeout_ms.unwrap_or(policy_ms),
             ))),
             egress: base.egress.clone(),
+            trial: None,
         }
     }
 
