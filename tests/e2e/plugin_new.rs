@@ -46,8 +46,7 @@ async fn new_projects_of_each_kind_test_build_and_load_outside_the_repository() 
     let work = tempfile::tempdir().expect("a temporary directory");
     let target = work.path().join("target");
     let dialgate = env!("CARGO_BIN_EXE_dialgate");
-    let server = TestServer::start().await;
-    let tenant = server.tenant("authors").await;
+    let mut built = Vec::new();
     for (kind, name, upload_kind) in [
         ("rule", "seen-often", "rule"),
         ("messaging-adapter", "acme-sms", "messaging_adapter"),
@@ -79,6 +78,13 @@ async fn new_projects_of_each_kind_test_build_and_load_outside_the_repository() 
                 .join(format!("{}.wasm", name.replace('-', "_"))),
         )
         .expect("the component");
+        built.push((kind, name, upload_kind, component));
+    }
+
+    // The server starts once the builds are done, so no connection idles through them.
+    let server = TestServer::start().await;
+    let tenant = server.tenant("authors").await;
+    for (kind, name, upload_kind, component) in built {
         let triggers = if kind == "rule" {
             "&triggers=phone_lookup_complete"
         } else {

@@ -28,7 +28,7 @@ use crate::model::{
 use crate::store::{key, Tree};
 
 use crate::flows::rules::triggers::{Firing, Trigger};
-use crate::flows::verification::report::{to_report, Report};
+use crate::flows::verification::report::Report;
 use crate::flows::verification::verify::status_name;
 use crate::flows::{Caller, Engine, FlowError};
 
@@ -478,7 +478,7 @@ impl Engine {
         )?;
         self.emit_outcome(&stored);
         self.db.sync().await?;
-        Ok(to_report(stored))
+        self.full_report(stored)
     }
 
     /// Resolves the cases of `verification` that are not resolved, noting the decision.

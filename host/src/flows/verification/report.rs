@@ -115,7 +115,13 @@ impl Engine {
     /// The report of one of the caller's verifications.
     pub fn report(&self, caller: &Caller, id: &str) -> Result<Report, FlowError> {
         let verification = self.load(caller, id)?;
-        let mut messages = self.messages_of(&caller.tenant_id, id)?;
+        self.full_report(verification)
+    }
+
+    /// The report of `verification` with its code messages: those offered to
+    /// providers and, in dev mode, those the dev outbox kept.
+    pub(crate) fn full_report(&self, verification: Verification) -> Result<Report, FlowError> {
+        let mut messages = self.messages_of(&verification.tenant_id, &verification.id)?;
         messages.extend(self.outbox_messages_of(&verification)?);
         messages.sort_by(|a, b| {
             (a.created_at, a.step, a.attempt).cmp(&(b.created_at, b.step, b.attempt))
