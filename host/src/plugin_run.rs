@@ -251,7 +251,7 @@ fn run_adapter(
     });
     let call = AdapterCall {
         config,
-        secrets,
+        secrets: secrets.clone(),
         grant: HttpGrant { hosts },
         timeout: None,
         egress: crate::egress::Egress::new(crate::egress::AllowList::loopback()),
@@ -323,14 +323,10 @@ fn run_adapter(
     report["error"] = json!(error);
     let mut sent = trial.exchanges.lock().clone();
     for exchange in &mut sent {
-        redact(exchange, &secrets_given(args)?);
+        redact(exchange, &secrets);
     }
     report["sent"] = json!(sent);
     Ok(report)
-}
-
-fn secrets_given(args: &RunArgs) -> anyhow::Result<BTreeMap<String, String>> {
-    entries("secret", &args.secrets)
 }
 
 /// Hides `secrets` in what `exchange` shows: each secret's value becomes

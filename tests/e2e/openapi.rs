@@ -78,6 +78,15 @@ async fn openapi_describes_routes_the_server_serves() {
 
 /// The schema the description `doc` gives the 200 answer of `method` `path`, with the
 /// description's components beside it so its references resolve.
+/// The server's OpenAPI description.
+async fn openapi_doc(server: &TestServer) -> Value {
+    server
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200)
+        .clone()
+}
+
 fn answer_schema(doc: &Value, method: &str, path: &str) -> Value {
     status_schema(doc, method, path, 200)
 }
@@ -147,11 +156,7 @@ async fn described(
 #[tokio::test]
 async fn the_verification_journey_answers_as_described() {
     let (server, tenant) = TestServer::with_tenant().await;
-    let doc = server
-        .call(Method::GET, "/openapi.json", None, None)
-        .await
-        .expect(200)
-        .clone();
+    let doc = openapi_doc(&server).await;
     let settings = server
         .get("/v1/settings/phone-verification", &tenant.key)
         .await
@@ -222,11 +227,7 @@ async fn the_verification_journey_answers_as_described() {
 #[tokio::test]
 async fn feedback_audit_trail_outbox_and_spend_answer_as_described() {
     let (server, tenant) = TestServer::with_tenant().await;
-    let doc = server
-        .call(Method::GET, "/openapi.json", None, None)
-        .await
-        .expect(200)
-        .clone();
+    let doc = openapi_doc(&server).await;
     let key = tenant.key.as_str();
     // Settings that ask for what the tenant's plugins cannot give answer `notices`
     // beside the settings' fields.
@@ -333,11 +334,7 @@ async fn feedback_audit_trail_outbox_and_spend_answer_as_described() {
 #[tokio::test]
 async fn the_management_routes_answer_as_described() {
     let (server, tenant) = TestServer::with_tenant().await;
-    let doc = server
-        .call(Method::GET, "/openapi.json", None, None)
-        .await
-        .expect(200)
-        .clone();
+    let doc = openapi_doc(&server).await;
     let key = tenant.key.as_str();
     let get = |template: &'static str, path: String, key: &'static str| {
         let (server, doc) = (&server, &doc);
