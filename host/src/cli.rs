@@ -194,6 +194,10 @@ struct ServeArgs {
     /// [default: 100].
     #[arg(long, env = "DIALGATE_PLUGIN_QUEUE_MS")]
     plugin_queue_ms: Option<u64>,
+    /// Longest wait for an adapter slot before a send, receipt or lookup is refused as
+    /// overloaded, in ms [default: 1000].
+    #[arg(long, env = "DIALGATE_ADAPTER_QUEUE_MS")]
+    adapter_queue_ms: Option<u64>,
     /// Plugin CPU time in ms each tenant may use per second while other tenants are
     /// active [default: 100 per core].
     #[arg(long, env = "DIALGATE_PLUGIN_CPU_MS_PER_SEC")]
@@ -311,6 +315,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<Config> {
                 adapter_calls: args.adapter_calls,
                 adapter_calls_per_tenant: args.adapter_calls_per_tenant,
                 plugin_queue_ms: args.plugin_queue_ms,
+                adapter_queue_ms: args.adapter_queue_ms,
                 plugin_cpu_ms_per_sec: args.plugin_cpu_ms_per_sec,
             },
             log_format: args.log_format,

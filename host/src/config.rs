@@ -166,6 +166,7 @@ pub struct FileConfig {
     pub adapter_calls: Option<usize>,
     pub adapter_calls_per_tenant: Option<usize>,
     pub plugin_queue_ms: Option<u64>,
+    pub adapter_queue_ms: Option<u64>,
     pub plugin_cpu_ms_per_sec: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub otlp_endpoint: Option<String>,
@@ -183,8 +184,10 @@ pub struct ShareOverrides {
     pub adapter_calls: Option<usize>,
     /// Adapter calls one tenant may have in flight.
     pub adapter_calls_per_tenant: Option<usize>,
-    /// Longest wait for a plugin slot, in ms, before the call is refused as overloaded.
+    /// Longest wait for a rule slot, in ms, before the call is refused as overloaded.
     pub plugin_queue_ms: Option<u64>,
+    /// Longest wait for an adapter slot, in ms, before the call is refused as overloaded.
+    pub adapter_queue_ms: Option<u64>,
     /// Plugin CPU time (ms) each tenant may use per second while others are active.
     pub plugin_cpu_ms_per_sec: Option<u64>,
 }
@@ -202,6 +205,7 @@ impl ShareOverrides {
                 .adapter_calls_per_tenant
                 .or(lower.adapter_calls_per_tenant),
             plugin_queue_ms: self.plugin_queue_ms.or(lower.plugin_queue_ms),
+            adapter_queue_ms: self.adapter_queue_ms.or(lower.adapter_queue_ms),
             plugin_cpu_ms_per_sec: self.plugin_cpu_ms_per_sec.or(lower.plugin_cpu_ms_per_sec),
         }
     }
@@ -219,6 +223,7 @@ impl ShareOverrides {
                 .adapter_calls_per_tenant
                 .unwrap_or(defaults.adapter_calls_per_tenant),
             queue_ms: self.plugin_queue_ms.unwrap_or(defaults.queue_ms),
+            adapter_queue_ms: self.adapter_queue_ms.unwrap_or(defaults.adapter_queue_ms),
             cpu_ms_per_sec: self
                 .plugin_cpu_ms_per_sec
                 .unwrap_or(defaults.cpu_ms_per_sec),
@@ -331,6 +336,7 @@ impl Config {
                     adapter_calls: file.adapter_calls,
                     adapter_calls_per_tenant: file.adapter_calls_per_tenant,
                     plugin_queue_ms: file.plugin_queue_ms,
+                    adapter_queue_ms: file.adapter_queue_ms,
                     plugin_cpu_ms_per_sec: file.plugin_cpu_ms_per_sec,
                 })
                 .resolve(),

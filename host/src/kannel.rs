@@ -248,6 +248,13 @@ impl Kannel {
         Ok(kannel)
     }
 
+    /// The process ids of the running boxes (bearerbox, then smsbox when running).
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.bearerbox.id())
+            .chain(self.smsbox.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// smsbox's sendsms URL, e.g. `http://127.0.0.1:13013/cgi-bin/sendsms`.
     pub fn sendsms_url(&self) -> String {
         format!("http://127.0.0.1:{}/cgi-bin/sendsms", self.sendsms_port)

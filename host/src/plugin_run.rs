@@ -249,14 +249,15 @@ fn run_adapter(
         }
         None => Trial::live(),
     });
-    let call = AdapterCall {
+    let call = Arc::new(AdapterCall {
         config,
         secrets: secrets.clone(),
         grant: HttpGrant { hosts },
         timeout: None,
         egress: crate::egress::Egress::new(crate::egress::AllowList::loopback()),
         trial: Some(Arc::clone(&trial)),
-    };
+        client: None,
+    });
     let scope = Scope {
         tenant_id: "local".to_owned(),
         plugin_id: "local".to_owned(),

@@ -108,6 +108,26 @@ pub struct AdapterCall {
     /// Where the call's outbound exchanges are recorded, and the answers scripted in
     /// place of the network: for `dialgate plugin run`; `None` in a server.
     pub trial: Option<Arc<Trial>>,
+    /// The connection pool of the call's provider (built through `egress`, so the
+    /// policy holds): a provider's connections are kept alive between its calls and
+    /// never shared with another's. `None`: the pool the egress policy's holders share.
+    pub client: Option<reqwest::Client>,
+}
+
+impl AdapterCall {
+    /// A connection pool of its own for a provider's calls, through `egress`.
+    pub fn provider_client(egress: &crate::egress::Egress) -> reqwest::Client {
+        egress
+            .client_builder()
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .unwrap_or_else(|err| {
+                // Only a TLS backend that cannot start fails here: the shared pool
+                // (which reports the same failure) serves instead.
+                tracing::error!("cannot build a provider's outbound HTTP client: {err}");
+                egress_client(egress)
+            })
+    }
 }
 
 /// A scripted answer: status, headers, body.
@@ -296,7 +316,7 @@ impl PluginRuntime {
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
-        grant: AdapterCall,
+        grant: Arc<AdapterCall>,
     ) -> Result<AdapterRun, Failure> {
         let run = async {
             let code = self.resident(plugin)?;
@@ -342,7 +362,7 @@ impl PluginRuntime {
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
-        grant: AdapterCall,
+        grant: Arc<AdapterCall>,
         number: &str,
     ) -> AdapterResult<Intelligence> {
         let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
@@ -369,7 +389,7 @@ impl PluginRuntime {
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
-        grant: AdapterCall,
+        grant: Arc<AdapterCall>,
         message: AdapterMessage,
     ) -> AdapterResult<Result<AdapterDispatch, SendRefusal>> {
         let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
@@ -411,7 +431,7 @@ impl PluginRuntime {
         plugin: &Loaded,
         scope: &Scope,
         now_millis: i64,
-        grant: AdapterCall,
+        grant: Arc<AdapterCall>,
         request: CallbackRequest,
     ) -> AdapterResult<Vec<DeliveryUpdate>> {
         let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
@@ -593,9 +613,11 @@ impl State {
         }
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HttpError::BadUrl(format!("bad method {:?}", request.method)))?;
-        let mut builder = egress_client(&call.egress)
-            .request(method, url)
-            .body(request.body);
+        let client = call
+            .client
+            .clone()
+            .unwrap_or_else(|| egress_client(&call.egress));
+        let mut builder = client.request(method, url).body(request.body);
         // At most the provider's timeout, and never past the call's deadline.
         let mut timeout = call.timeout.unwrap_or(HTTP_TIMEOUT).min(HTTP_TIMEOUT);
         if let Some(deadline) = self.deadline {

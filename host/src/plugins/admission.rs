@@ -41,8 +41,12 @@ pub struct Shares {
     pub adapter_calls: usize,
     /// Adapter calls one tenant may have in flight.
     pub adapter_calls_per_tenant: usize,
-    /// Longest wait for a slot before the call is refused as overloaded, in ms.
+    /// Longest wait for a rule slot before the call is refused as overloaded, in ms.
     pub queue_ms: u64,
+    /// Longest wait for an adapter slot, in ms: a send or receipt queues behind its
+    /// tenant's calls waiting on the network rather than failing at once, within the
+    /// time a provider is given anyway.
+    pub adapter_queue_ms: u64,
     /// Plugin CPU time (ms) a tenant's budget gains per second; the budget holds at
     /// most one second's worth.
     pub cpu_ms_per_sec: u64,
@@ -50,7 +54,7 @@ pub struct Shares {
 
 impl Default for Shares {
     /// 128 rule chains and 96 adapter calls at once (of 256 instances), 8 and 16 per
-    /// tenant, a 100 ms wait, and a tenth of the machine's cores as each tenant's CPU
+    /// tenant, a 100 ms wait for a rule slot and 1 s for an adapter slot, and a tenth of the machine's cores as each tenant's CPU
     /// budget (100 ms per second per core).
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as u64;
@@ -60,6 +64,7 @@ impl Default for Shares {
             adapter_calls: 96,
             adapter_calls_per_tenant: 16,
             queue_ms: 100,
+            adapter_queue_ms: 1_000,
             cpu_ms_per_sec: 100 * cores,
         }
     }
@@ -211,7 +216,7 @@ impl Admission {
                 ),
             });
         }
-        let (own, lane_slots, own_cap, lane_cap, what, setting) = match lane {
+        let (own, lane_slots, own_cap, lane_cap, what, setting, queue_ms) = match lane {
             Lane::Rules => (
                 &share.rules,
                 &self.rules,
@@ -219,6 +224,7 @@ impl Admission {
                 self.shares.rule_calls,
                 "rule",
                 "plugin_calls",
+                self.shares.queue_ms,
             ),
             Lane::Adapters => (
                 &share.adapters,
@@ -227,14 +233,14 @@ impl Admission {
                 self.shares.adapter_calls,
                 "adapter",
                 "adapter_calls",
+                self.shares.adapter_queue_ms,
             ),
         };
-        let wait = Duration::from_millis(self.shares.queue_ms);
+        let wait = Duration::from_millis(queue_ms);
         let until = tokio::time::Instant::now() + wait;
         let tenant_permit = acquire(own, until).await.ok_or_else(|| Failure::Overloaded {
             reason: format!(
-                "tenant {tenant} already runs its share of {own_cap} {what} calls and none ended within {} ms (the operator's {setting}_per_tenant)",
-                self.shares.queue_ms
+                "tenant {tenant} already runs its share of {own_cap} {what} calls and none ended within {queue_ms} ms (the operator's {setting}_per_tenant)",
             ),
         })?;
         let lane_permit =
@@ -242,8 +248,7 @@ impl Admission {
                 .await
                 .ok_or_else(|| Failure::Overloaded {
                     reason: format!(
-                        "all {lane_cap} {what} call slots of the host are busy and none freed within {} ms (the operator's {setting})",
-                        self.shares.queue_ms
+                        "all {lane_cap} {what} call slots of the host are busy and none freed within {queue_ms} ms (the operator's {setting})",
                     ),
                 })?;
         Ok(Permit {
@@ -310,6 +315,7 @@ mod tests {
             adapter_calls: 4,
             adapter_calls_per_tenant: 1,
             queue_ms: 20,
+            adapter_queue_ms: 20,
             cpu_ms_per_sec: 5,
         }
     }

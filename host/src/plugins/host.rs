@@ -62,7 +62,7 @@ pub struct State {
     /// How long this call's key-value operations waited for the store.
     kv_waited: Duration,
     /// What an adapter call is granted: configuration, secrets, outbound hosts.
-    pub adapter: Option<AdapterCall>,
+    pub adapter: Option<Arc<AdapterCall>>,
     /// The virtual monotonic clock, in nanoseconds since the instance was made (a
     /// warm instance's clock goes on from where its last call left it).
     pub monotonic: Arc<AtomicU64>,
@@ -232,7 +232,7 @@ impl State {
         scope: &Scope,
         now_millis: i64,
         limits: &Limits,
-        adapter: Option<AdapterCall>,
+        adapter: Option<Arc<AdapterCall>>,
     ) -> Self {
         let wall = Arc::new(AtomicI64::new(now_millis));
         let monotonic = Arc::new(AtomicU64::new(0));

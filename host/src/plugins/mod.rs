@@ -881,7 +881,7 @@ impl PluginRuntime {
         &self,
         scope: &Scope,
         now_millis: i64,
-        adapter: Option<AdapterCall>,
+        adapter: Option<Arc<AdapterCall>>,
     ) -> Result<Store<State>, Failure> {
         let started = Instant::now();
         let time = match adapter {

@@ -204,7 +204,7 @@ pub struct LiveAdapter {
     pub name: String,
     pub version: String,
     pub loaded: Loaded,
-    pub call: AdapterCall,
+    pub call: Arc<AdapterCall>,
 }
 
 /// A declarative rule as it runs.
@@ -544,7 +544,7 @@ impl Registry {
                         name: record.name.clone(),
                         version: active.version.clone(),
                         loaded,
-                        call: AdapterCall {
+                        call: Arc::new(AdapterCall {
                             config: record.config.clone(),
                             secrets: self.secrets.open_all(
                                 &crate::secrets::plugin_scope(&record.tenant_id, &record.id),
@@ -556,7 +556,8 @@ impl Registry {
                             timeout: None,
                             egress: self.egress.clone(),
                             trial: None,
-                        },
+                            client: None,
+                        }),
                     };
                     if record.kind == Kind::LookupAdapter {
                         // One lookup adapter answers per tenant: the first by name.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analytics::Fact;
 use crate::flows::analytics::groups_of;
-use crate::model::{DeliveryEvent, DeliveryStatus, Verification};
+use crate::model::{AuditEvent, DeliveryEvent, DeliveryStatus, Verification};
 use crate::store::Tree;
 
 use crate::flows::rules::triggers::{Firing, Trigger};
@@ -73,13 +73,48 @@ impl Engine {
         if request.reason.as_ref().is_some_and(|r| r.len() > 512) {
             return Err(FlowError::invalid("reason", "at most 512 characters"));
         }
-        let settings = self.settings(tenant_id)?;
         let key = Engine::verification_key(tenant_id, verification_id);
+        let now = self.clock.now();
+        let detail = format!("{message_id} {}", request.status.as_str());
+        let ruled = self
+            .plugins
+            .live(tenant_id)
+            .is_some_and(|live| live.has_rules(Trigger::OtpDeliveryUpdate));
+        if !ruled {
+            // No rule can change the verification: the receipt and the firing's entry
+            // on the audit trail are appended in one read-modify-write.
+            self.plugins.runtime().admission().note(tenant_id);
+            let stored = self.db.update::<Verification, FlowError, _>(
+                Tree::Verifications,
+                &key,
+                |current| {
+                    let mut current = current.ok_or(FlowError::NotFound("verification"))?;
+                    current.deliveries.push(DeliveryEvent {
+                        message_id: message_id.to_owned(),
+                        status: request.status,
+                        reason: request.reason.clone(),
+                        at: now,
+                    });
+                    current.events.push(AuditEvent {
+                        at: now,
+                        trigger: Trigger::OtpDeliveryUpdate.name().to_owned(),
+                        status: current.status,
+                        detail: Some(detail.clone()),
+                        rules: Vec::new(),
+                    });
+                    Ok((Some(current.clone()), current))
+                },
+            )?;
+            self.emit_delivery(&stored, request.status);
+            self.tally_delivery(&stored, message_id, request.status, now);
+            self.db.sync().await?;
+            return Ok(stored);
+        }
+        let settings = self.settings(tenant_id)?;
         let mut working: Verification = self
             .db
             .get(Tree::Verifications, &key)?
             .ok_or(FlowError::NotFound("verification"))?;
-        let now = self.clock.now();
         let was_open = working.status.is_open();
         working.deliveries.push(DeliveryEvent {
             message_id: message_id.to_owned(),
@@ -97,7 +132,7 @@ impl Engine {
                 resends: 0,
                 at: now,
             },
-            Some(format!("{message_id} {}", request.status.as_str())),
+            Some(detail),
             &mut working,
             &settings,
         )

@@ -144,24 +144,21 @@ impl Engine {
         if routing.providers.is_empty() {
             return Ok(routing);
         }
-        let live = self.plugins.live(tenant_id);
-        let adapters = live.as_ref().map_or(&[][..], |live| live.messaging());
+        let Some(live) = self.plugins.live(tenant_id) else {
+            return Ok(Arc::new(TenantRouting {
+                policy: routing.policy.clone(),
+                prepared: Arc::clone(&routing.prepared),
+                ..TenantRouting::default()
+            }));
+        };
         let usable = |provider: &crate::flows::messaging::providers::Provider| {
-            adapters
+            live.messaging()
                 .iter()
                 .find(|adapter| adapter.name == provider.plugin)
                 .is_some_and(|adapter| {
-                    let mut config = adapter.call.config.clone();
-                    config.extend(provider.config.clone());
-                    if let Some(sender) = &provider.sender_id {
-                        config.insert("sender".into(), sender.clone());
-                    }
-                    let mut secrets = adapter.call.secrets.clone();
-                    secrets.extend(self.plugins.secret_box().open_all(
-                        &crate::secrets::provider_scope(tenant_id, &provider.id),
-                        &provider.secrets,
-                    ));
-                    self.missing_config(adapter, &config, &secrets).is_empty()
+                    self.prepared_call(&routing, provider, &live, adapter)
+                        .missing
+                        .is_empty()
                 })
         };
         if routing.providers.iter().all(usable) {
@@ -183,6 +180,7 @@ impl Engine {
             policy: routing.policy.clone(),
             providers,
             routes,
+            prepared: Arc::clone(&routing.prepared),
         }))
     }
 

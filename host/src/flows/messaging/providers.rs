@@ -5,14 +5,16 @@
 //! decision. Providers are cached per tenant; every change replaces the cache entry.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::egress::Policy as EgressPolicy;
 use crate::model::Channel;
+use crate::plugins::registry::TenantLive;
+use crate::plugins::AdapterCall;
 use crate::routing::{self, Ledger, Plan, Policy, Route, RuleRoute, View};
 use crate::secrets::{provider_scope, SealedMap, SecretBox};
 use crate::store::{key, Tree};
@@ -147,6 +149,26 @@ pub struct TenantRouting {
     pub policy: Policy,
     pub providers: Vec<Provider>,
     pub routes: Vec<Route>,
+    /// Each provider's adapter call, prepared on first use (`Engine::prepared_call`);
+    /// it lives as long as these providers do, so a change of providers or policy
+    /// (which replaces the whole `TenantRouting`) prepares them again.
+    pub(crate) prepared: PreparedCalls,
+}
+
+/// Prepared adapter calls by provider id, shared by a routing and its filtered copies.
+pub(crate) type PreparedCalls = Arc<Mutex<HashMap<String, PreparedCall>>>;
+
+/// A provider's adapter call as every send and receipt of the provider uses it: the
+/// adapter's configuration overlaid with the provider's and the host's keys, secrets
+/// opened, hosts granted, and a connection pool of the provider's own.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedCall {
+    /// The tenant's plugins it was prepared with: a new installation or configuration
+    /// of the adapter (a new `TenantLive`) prepares the call again.
+    pub live: Weak<TenantLive>,
+    pub call: Arc<AdapterCall>,
+    /// What a first-party adapter lacks to send with this call (nothing: usable).
+    pub missing: Vec<String>,
 }
 
 /// Routing state shared by all requests: the per-tenant cache and the ledger of
@@ -522,6 +544,7 @@ impl Engine {
             .unwrap_or_default();
         let routes = providers.iter().map(Provider::route).collect();
         Ok(TenantRouting {
+            prepared: PreparedCalls::default(),
             policy,
             providers,
             routes,

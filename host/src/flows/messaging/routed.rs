@@ -9,6 +9,7 @@
 //! queued → sent → delivered / failed / expired; a final status is never replaced.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -18,6 +19,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::model::{Channel, DeliveryStatus};
+use crate::plugins::registry::{LiveAdapter, TenantLive};
 use crate::plugins::{AdapterCall, AdapterMessage, CallbackRequest, HttpGrant, Scope, SendRefusal};
 use crate::routing::{Outcome, RuleRoute};
 use crate::sending::{Dispatch, OutboundMessage};
@@ -25,7 +27,7 @@ use crate::store::{key, Tree};
 
 use crate::flows::messaging::delivery::DeliveryRequest;
 use crate::flows::messaging::dispatch::CallbackError;
-use crate::flows::messaging::providers::{CallbackAuth, Provider, TenantRouting};
+use crate::flows::messaging::providers::{CallbackAuth, PreparedCall, Provider, TenantRouting};
 use crate::flows::{Caller, Engine, FlowError};
 
 /// One status a message went through.
@@ -133,6 +135,34 @@ fn signature_ok(secret: &str, body: &[u8], given: &str) -> bool {
 }
 
 impl Engine {
+    /// `provider`'s adapter call, prepared once for the routing's providers and the
+    /// tenant's `live` plugins (see [`PreparedCall`]).
+    pub(crate) fn prepared_call(
+        &self,
+        routing: &TenantRouting,
+        provider: &Provider,
+        live: &Arc<TenantLive>,
+        adapter: &LiveAdapter,
+    ) -> PreparedCall {
+        let current = |hit: &&PreparedCall| std::ptr::eq(hit.live.as_ptr(), Arc::as_ptr(live));
+        if let Some(hit) = routing.prepared.lock().get(&provider.id).filter(current) {
+            return hit.clone();
+        }
+        // Prepared outside the lock (it opens secrets and builds a connection pool);
+        // two sends racing here prepare it twice and keep one.
+        let call = self.provider_call(provider, &adapter.call, routing.policy.attempt_timeout_ms);
+        let prepared = PreparedCall {
+            live: Arc::downgrade(live),
+            missing: self.missing_config(adapter, &call.config, &call.secrets),
+            call: Arc::new(call),
+        };
+        routing
+            .prepared
+            .lock()
+            .insert(provider.id.clone(), prepared.clone());
+        prepared
+    }
+
     /// The configuration, secrets and grant a provider's adapter is called with: the
     /// adapter's own, overlaid with the provider's, plus what the host sets.
     fn provider_call(
@@ -185,6 +215,7 @@ impl Engine {
             timeout: Some(Duration::from_millis(u64::from(
                 provider.timeout_ms.unwrap_or(policy_ms),
             ))),
+            client: Some(AdapterCall::provider_client(&base.egress)),
             egress: base.egress.clone(),
             trial: None,
         }
@@ -281,9 +312,13 @@ impl Engine {
                 &early_index,
                 &String::from_utf8_lossy(&record_key).into_owned(),
             )?;
-            let adapter = live
-                .as_ref()
-                .and_then(|live| live.messaging().iter().find(|a| a.name == provider.plugin));
+            let adapter = live.as_ref().and_then(|live| {
+                let adapter = live
+                    .messaging()
+                    .iter()
+                    .find(|a| a.name == provider.plugin)?;
+                Some((live, adapter))
+            });
             let started = Instant::now();
             let outcome = match adapter {
                 None => Err((
@@ -293,12 +328,8 @@ impl Engine {
                         provider.plugin
                     ),
                 )),
-                Some(adapter) => {
-                    let call = self.provider_call(
-                        provider,
-                        &adapter.call,
-                        routing.policy.attempt_timeout_ms,
-                    );
+                Some((live, adapter)) => {
+                    let call = self.prepared_call(routing, provider, live, adapter).call;
                     let budget =
                         call.timeout.unwrap_or(Duration::from_secs(5)) + Duration::from_millis(500);
                     let scope = Scope {
@@ -316,7 +347,7 @@ impl Engine {
                         &adapter.loaded,
                         &scope,
                         now.timestamp_millis(),
-                        call.clone(),
+                        Arc::clone(&call),
                         outgoing,
                     );
                     match tokio::time::timeout(budget, invoked).await {
@@ -540,7 +571,7 @@ impl Engine {
             .iter()
             .find(|a| a.name == provider.plugin)
             .ok_or(CallbackError::Unknown)?;
-        let call = self.provider_call(provider, &adapter.call, routing.policy.attempt_timeout_ms);
+        let call = self.prepared_call(&routing, provider, &live, adapter).call;
         let scope = Scope {
             tenant_id: tenant_id.clone(),
             plugin_id: adapter.plugin_id.clone(),
