@@ -164,7 +164,7 @@ async fn uploads_are_checked_and_refused_with_an_error_naming_the_problem() {
     let error = forbidden.error(422, "forbidden_import");
     let message = error["message"].as_str().expect("message");
     assert!(
-        message.contains("dialgate:plugin/http-client@0.1.1"),
+        message.contains("dialgate:plugin/http-client@0.2.0"),
         "{message}"
     );
     assert!(message.contains("rule world"), "{message}");

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::host::State;
-use super::{Failure, Kind, Lane, Loaded, LoadedInner, PluginRuntime, Scope, Usage};
+use super::{Contract, Failure, Kind, Lane, Loaded, LoadedInner, PluginRuntime, Scope, Usage};
 
 /// Bindings of the `messaging-adapter` world; shared interfaces come from the rule's.
 pub mod messaging {
@@ -173,9 +173,11 @@ pub struct ExchangeResponse {
     pub body: String,
 }
 
-/// Pre-instantiated adapters.
+/// Pre-instantiated adapters. A 0.1 lookup adapter's export is 0.2.0's, so it runs
+/// through 0.2.0's bindings; a 0.1 messaging adapter exports `send` and has its own.
 pub(super) enum AdapterPre {
     Messaging(messaging::MessagingAdapterPre<State>),
+    MessagingV0_1(super::v0_1::messaging::MessagingAdapterPre<State>),
     Lookup(lookup::LookupAdapterPre<State>),
 }
 
@@ -191,15 +193,27 @@ impl Linkers {
         wasmtime_wasi::p2::add_to_linker_async(&mut messaging)?;
         super::host::link_virtual_clock(&mut messaging)?;
         messaging::MessagingAdapter::add_to_linker::<_, HasSelf<_>>(&mut messaging, |s| s)?;
+        super::v0_1::link_adapter(&mut messaging, Kind::MessagingAdapter)?;
         let mut lookup = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut lookup)?;
         super::host::link_virtual_clock(&mut lookup)?;
         lookup::LookupAdapter::add_to_linker::<_, HasSelf<_>>(&mut lookup, |s| s)?;
+        super::v0_1::link_adapter(&mut lookup, Kind::LookupAdapter)?;
         Ok(Self { messaging, lookup })
     }
 
-    pub(super) fn pre(&self, kind: Kind, component: &Component) -> wasmtime::Result<AdapterPre> {
+    pub(super) fn pre(
+        &self,
+        kind: Kind,
+        contract: Contract,
+        component: &Component,
+    ) -> wasmtime::Result<AdapterPre> {
         Ok(match kind {
+            Kind::MessagingAdapter if contract == Contract::V0_1 => {
+                AdapterPre::MessagingV0_1(super::v0_1::messaging::MessagingAdapterPre::new(
+                    self.messaging.instantiate_pre(component)?,
+                )?)
+            }
             Kind::MessagingAdapter => AdapterPre::Messaging(messaging::MessagingAdapterPre::new(
                 self.messaging.instantiate_pre(component)?,
             )?),
@@ -376,7 +390,7 @@ impl PluginRuntime {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
-        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = run.code.as_ref() else {
+        let LoadedInner::Adapter(pre) = run.code.as_ref() else {
             return (Usage::default(), Err(not_kind("messaging")));
         };
         let store = &mut run.store;
@@ -388,8 +402,17 @@ impl PluginRuntime {
             language: message.language,
         };
         let result = bounded(async {
-            let adapter = pre.instantiate_async(&mut *store).await?;
-            let answer = adapter.call_send(&mut *store, &wit_message).await?;
+            let answer = match pre {
+                AdapterPre::Messaging(pre) => {
+                    let adapter = pre.instantiate_async(&mut *store).await?;
+                    adapter.call_send_message(&mut *store, &wit_message).await?
+                }
+                AdapterPre::MessagingV0_1(pre) => {
+                    let adapter = pre.instantiate_async(&mut *store).await?;
+                    adapter.call_send(&mut *store, &wit_message).await?
+                }
+                AdapterPre::Lookup(_) => return Ok(Err(not_kind("messaging"))),
+            };
             Ok(Ok(answer
                 .map(|dispatch| AdapterDispatch {
                     provider_message_id: dispatch.provider_message_id,
@@ -418,7 +441,7 @@ impl PluginRuntime {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
-        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = run.code.as_ref() else {
+        let LoadedInner::Adapter(pre) = run.code.as_ref() else {
             return (Usage::default(), Err(not_kind("messaging")));
         };
         let store = &mut run.store;
@@ -429,8 +452,17 @@ impl PluginRuntime {
             body: request.body,
         };
         let result = bounded(async {
-            let adapter = pre.instantiate_async(&mut *store).await?;
-            let answer = adapter.call_parse_callback(&mut *store, &request).await?;
+            let answer = match pre {
+                AdapterPre::Messaging(pre) => {
+                    let adapter = pre.instantiate_async(&mut *store).await?;
+                    adapter.call_parse_callback(&mut *store, &request).await?
+                }
+                AdapterPre::MessagingV0_1(pre) => {
+                    let adapter = pre.instantiate_async(&mut *store).await?;
+                    adapter.call_parse_callback(&mut *store, &request).await?
+                }
+                AdapterPre::Lookup(_) => return Ok(Err(not_kind("messaging"))),
+            };
             Ok(answer
                 .map(|updates| updates.into_iter().map(delivery_update).collect())
                 .map_err(plugin_error))
