@@ -1104,6 +1104,48 @@ async fn codes_go_out_through_the_http_sms_adapter_and_receipts_come_back() {
     assert_eq!(reply.expect(200)["recorded"], 0);
 }
 
+/// A messaging adapter built against API 0.1.1 exports `send`, not 0.2.0's
+/// `send-message`: the host still calls it, and codes still reach the provider.
+#[tokio::test]
+async fn a_messaging_adapter_built_against_api_0_1_still_delivers_codes() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let sim = SmsSim::start().await;
+    let reply = upload(
+        &server,
+        &tenant,
+        "guest_contract_v01_messaging",
+        &format!(
+            "name=old-gateway&kind=messaging_adapter&version=1&hosts={}",
+            sim.host()
+        ),
+    )
+    .await;
+    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            json!({"config": {"base_url": sim.base_url(), "sender": "Dialgate"}, "granted_hosts": [sim.host()]}),
+        )
+        .await
+        .expect(200);
+    let phone = uz_number(61);
+    let sent = server.send(&tenant, &phone, "a").await;
+    let accepted = sim.accepted();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].to, phone);
+    assert_eq!(accepted[0].from, "Dialgate");
+    let code: String = accepted[0]
+        .text
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    assert!(sent["verification_id"].is_string(), "{sent}");
+    let verified = server.verify(&tenant, &phone, "a", &code).await;
+    assert_eq!(verified.expect(200)["status"], "Approved");
+}
+
 #[tokio::test]
 async fn an_outage_fails_over_to_the_next_adapter_and_a_total_outage_is_reported() {
     let (server, tenant) = TestServer::with_tenant().await;
