@@ -8,7 +8,8 @@
 /// export `send` clashes with the C library's `send` under wit-bindgen's default core
 /// names, so it takes the component model's standard core name on wasm32 (and a
 /// prefix a native linker accepts elsewhere), as adapters had to before 0.2.0.
-#[allow(unsafe_code)]
+// The generated glue for `send` passes a message's fields as separate arguments.
+#[allow(unsafe_code, clippy::too_many_arguments)]
 mod bindings {
     #[cfg(target_arch = "wasm32")]
     wit_bindgen::generate!({
