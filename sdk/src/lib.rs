@@ -37,6 +37,12 @@ mod services;
 pub mod testing;
 pub mod workflow;
 
+/// The README, the plugin author's reference: every Rust example in it is compiled and
+/// run as a doc test (natively, against the stand-ins of [`testing`]).
+#[cfg(all(doctest, feature = "guest"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Version of the plugin API this SDK speaks.
 pub const API_VERSION: &str = "0.2.0";
 

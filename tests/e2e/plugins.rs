@@ -1233,7 +1233,7 @@ async fn plugin_run_tries_an_adapter_against_a_simulator_scripted_answers_and_a_
     .expect("the run")
     .expect("a report");
     assert_eq!(report["world"], "messaging-adapter", "{report}");
-    assert_eq!(report["call"], "send", "{report}");
+    assert_eq!(report["call"], "send-message", "{report}");
     let accepted = sim.accepted();
     assert_eq!(accepted.len(), 1, "{report}");
     assert_eq!(
