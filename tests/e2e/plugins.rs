@@ -968,6 +968,38 @@ async fn plugins_reload_after_a_restart_without_compiling_again() {
     );
 }
 
+/// Uploads the messaging adapter `artifact` as `name`, asking for `sim`'s host, and
+/// configures it with `config` and `secrets`, the host granted; returns its id.
+async fn messaging_adapter(
+    server: &TestServer,
+    tenant: &Tenant,
+    sim: &SmsSim,
+    (artifact, name): (&str, &str),
+    config: Value,
+    secrets: Value,
+) -> String {
+    let reply = upload(
+        server,
+        tenant,
+        artifact,
+        &format!(
+            "name={name}&kind=messaging_adapter&version=1&hosts={}",
+            sim.host()
+        ),
+    )
+    .await;
+    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            json!({"config": config, "secrets": secrets, "granted_hosts": [sim.host()]}),
+        )
+        .await
+        .expect(200);
+    id
+}
+
 /// Sets up an `http-sms` adapter named `name` of `shape` against `sim`, granted and with
 /// a callback token; returns its id.
 async fn sms_adapter(
@@ -977,17 +1009,6 @@ async fn sms_adapter(
     name: &str,
     shape: &str,
 ) -> String {
-    let reply = upload(
-        server,
-        tenant,
-        "http_sms",
-        &format!(
-            "name={name}&kind=messaging_adapter&version=1&hosts={}",
-            sim.host()
-        ),
-    )
-    .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
     let (config, secrets) = match shape {
         "twilio" => (
             json!({"shape": "twilio", "base_url": sim.base_url(), "sender": "+15005550006", "account_sid": "AC42"}),
@@ -998,15 +1019,7 @@ async fn sms_adapter(
             json!({"api_secret": "vonage-secret", "callback_token": "cb-token"}),
         ),
     };
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({"config": config, "secrets": secrets, "granted_hosts": [sim.host()]}),
-        )
-        .await
-        .expect(200);
-    id
+    messaging_adapter(server, tenant, sim, ("http_sms", name), config, secrets).await
 }
 
 #[tokio::test]
@@ -1110,25 +1123,15 @@ async fn codes_go_out_through_the_http_sms_adapter_and_receipts_come_back() {
 async fn a_messaging_adapter_built_against_api_0_1_still_delivers_codes() {
     let (server, tenant) = TestServer::with_tenant().await;
     let sim = SmsSim::start().await;
-    let reply = upload(
+    messaging_adapter(
         &server,
         &tenant,
-        "guest_contract_v01_messaging",
-        &format!(
-            "name=old-gateway&kind=messaging_adapter&version=1&hosts={}",
-            sim.host()
-        ),
+        &sim,
+        ("guest_contract_v01_messaging", "old-gateway"),
+        json!({"base_url": sim.base_url(), "sender": "Dialgate"}),
+        json!({}),
     )
     .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({"config": {"base_url": sim.base_url(), "sender": "Dialgate"}, "granted_hosts": [sim.host()]}),
-        )
-        .await
-        .expect(200);
     let phone = uz_number(61);
     let sent = server.send(&tenant, &phone, "a").await;
     let accepted = sim.accepted();

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use crate::model::rules::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 20] = [
+const GUESTS: [&str; 21] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
@@ -29,6 +29,7 @@ const GUESTS: [&str; 20] = [
     "guest-signals",
     "guest-contract-v010",
     "guest-contract-v01-messaging",
+    "guest-contract-v011-signals",
 ];
 
 /// The component built from the guest crate whose artifact is `artifact` (e.g.

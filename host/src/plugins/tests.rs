@@ -841,6 +841,28 @@ fn a_0_2_0_rule_reads_the_fraud_signals_in_its_event() {
 }
 
 #[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_rule_built_against_api_0_1_1_still_reads_the_signals_through_its_interface() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let rule = rule(&runtime, "guest_contract_v011_signals");
+    let warm = runtime.warm_pool("a");
+    let mut with = event("mobile", None, &[]);
+    with.fraud = Some(crate::model::rules::FraudSignals {
+        pumping_risk: 72,
+        prefix_conversion_rate: None,
+        prefix_sends_1h: 9,
+        geo_permitted: true,
+    });
+    let (_, actions) = block_on(runtime.invoke_rule_warm(&rule, &warm, &scope("a"), 0, &with));
+    assert_eq!(flags(&actions), ["v0.1.1 signals risk=72 sends=9 geo=true"]);
+    // The next call, served warm, sees its own event's signals: none.
+    let plain = event("mobile", None, &[]);
+    let (_, actions) = block_on(runtime.invoke_rule_warm(&rule, &warm, &scope("a"), 0, &plain));
+    assert_eq!(flags(&actions), ["v0.1.1 signals none"]);
+}
+
+#[test]
 fn the_contract_line_comes_from_the_imports_and_decides_the_exports_and_grants() {
     let rule_0_1 = [
         ("dialgate:plugin/rule-types@0.1.0", true),
