@@ -935,16 +935,10 @@ fn a_messaging_adapter_built_against_api_0_1_1_exports_send_and_still_sends() {
         Vec::new(),
         br#"{"messages":[{"message-id":"SM7","status":"0"}]}"#.to_vec(),
     )]));
-    let call = AdapterCall {
-        config: [("base_url".to_owned(), "http://127.0.0.1:9".to_owned())].into(),
-        secrets: Default::default(),
-        grant: HttpGrant {
-            hosts: vec!["127.0.0.1:9".to_owned()],
-        },
-        timeout: None,
-        egress: crate::egress::Egress::new(crate::egress::AllowList::loopback()),
-        trial: Some(Arc::clone(&trial)),
-    };
+    let call = adapter_call(
+        &[("base_url", "http://127.0.0.1:9")],
+        Some(Arc::clone(&trial)),
+    );
     let message = AdapterMessage {
         id: "m1".to_owned(),
         to: "+14155552671".to_owned(),
@@ -962,4 +956,41 @@ fn a_messaging_adapter_built_against_api_0_1_1_exports_send_and_still_sends() {
         "{}",
         exchanges[0].body
     );
+}
+
+/// An adapter call with `config`, granted 127.0.0.1:9 under a loopback egress policy,
+/// its exchanges recorded (and scripted) by `trial`.
+fn adapter_call(config: &[(&str, &str)], trial: Option<Arc<Trial>>) -> AdapterCall {
+    AdapterCall {
+        config: config
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+        secrets: Default::default(),
+        grant: HttpGrant {
+            hosts: vec!["127.0.0.1:9".to_owned()],
+        },
+        timeout: None,
+        egress: crate::egress::Egress::new(crate::egress::AllowList::loopback()),
+        trial,
+    }
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_lookup_adapter_built_against_api_0_1_1_still_answers() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let adapter = runtime
+        .load(
+            &guest("guest_contract_v01_lookup"),
+            Some(Kind::LookupAdapter),
+        )
+        .expect("a 0.1 lookup adapter loads");
+    let call = adapter_call(&[("carrier", "Old Telecom")], None);
+    let (_, found) =
+        block_on(runtime.invoke_lookup(&adapter, &scope("a"), 0, call, "+14155552671"));
+    let found = found.expect("answered");
+    assert_eq!(found.carrier_name.as_deref(), Some("Old Telecom"));
+    assert_eq!(found.line_status.as_deref(), Some("active"));
 }

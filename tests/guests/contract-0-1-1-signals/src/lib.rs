@@ -1,5 +1,5 @@
-//! A test rule built against `dialgate:plugin@0.1.1` as it was released (the copy in
-//! `wit/`, never to be edited): a rule built before API 0.2.0 reads its flow's fraud
+//! A test rule built against `dialgate:plugin@0.1.1` as it was released (the frozen
+//! copy in `tests/guests/contract-0-1-messaging/wit/`, never to be edited): a rule built before API 0.2.0 reads its flow's fraud
 //! signals through the `signals` interface, which 0.2.0 replaced with the event's
 //! `fraud`, and must keep reading them on this host. At every trigger it adds the flag
 //! `v0.1.1 signals risk=… sends=… geo=…`, or `v0.1.1 signals none`.
@@ -8,7 +8,7 @@
 #[allow(unsafe_code)]
 mod bindings {
     wit_bindgen::generate!({
-        path: "wit",
+        path: "../contract-0-1-messaging/wit",
         world: "dialgate:plugin/rule@0.1.1",
     });
 
