@@ -173,11 +173,10 @@ pub struct ExchangeResponse {
     pub body: String,
 }
 
-/// Pre-instantiated adapters. A 0.1 lookup adapter's export is 0.2.0's, so it runs
-/// through 0.2.0's bindings; a 0.1 messaging adapter exports `send` and has its own.
+/// Pre-instantiated adapters (a messaging adapter through the bindings of its line of
+/// the contract; a lookup adapter's export is the same in both).
 pub(super) enum AdapterPre {
-    Messaging(messaging::MessagingAdapterPre<State>),
-    MessagingV0_1(super::v0_1::messaging::MessagingAdapterPre<State>),
+    Messaging(super::v0_1::MessagingPre),
     Lookup(lookup::LookupAdapterPre<State>),
 }
 
@@ -209,13 +208,9 @@ impl Linkers {
         component: &Component,
     ) -> wasmtime::Result<AdapterPre> {
         Ok(match kind {
-            Kind::MessagingAdapter if contract == Contract::V0_1 => {
-                AdapterPre::MessagingV0_1(super::v0_1::messaging::MessagingAdapterPre::new(
-                    self.messaging.instantiate_pre(component)?,
-                )?)
-            }
-            Kind::MessagingAdapter => AdapterPre::Messaging(messaging::MessagingAdapterPre::new(
+            Kind::MessagingAdapter => AdapterPre::Messaging(super::v0_1::MessagingPre::new(
                 self.messaging.instantiate_pre(component)?,
+                contract,
             )?),
             _ => AdapterPre::Lookup(lookup::LookupAdapterPre::new(
                 self.lookup.instantiate_pre(component)?,
@@ -390,7 +385,7 @@ impl PluginRuntime {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
-        let LoadedInner::Adapter(pre) = run.code.as_ref() else {
+        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = run.code.as_ref() else {
             return (Usage::default(), Err(not_kind("messaging")));
         };
         let store = &mut run.store;
@@ -402,17 +397,7 @@ impl PluginRuntime {
             language: message.language,
         };
         let result = bounded(async {
-            let answer = match pre {
-                AdapterPre::Messaging(pre) => {
-                    let adapter = pre.instantiate_async(&mut *store).await?;
-                    adapter.call_send_message(&mut *store, &wit_message).await?
-                }
-                AdapterPre::MessagingV0_1(pre) => {
-                    let adapter = pre.instantiate_async(&mut *store).await?;
-                    adapter.call_send(&mut *store, &wit_message).await?
-                }
-                AdapterPre::Lookup(_) => return Ok(Err(not_kind("messaging"))),
-            };
+            let answer = pre.send_message(&mut *store, &wit_message).await?;
             Ok(Ok(answer
                 .map(|dispatch| AdapterDispatch {
                     provider_message_id: dispatch.provider_message_id,
@@ -441,7 +426,7 @@ impl PluginRuntime {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
-        let LoadedInner::Adapter(pre) = run.code.as_ref() else {
+        let LoadedInner::Adapter(AdapterPre::Messaging(pre)) = run.code.as_ref() else {
             return (Usage::default(), Err(not_kind("messaging")));
         };
         let store = &mut run.store;
@@ -452,17 +437,7 @@ impl PluginRuntime {
             body: request.body,
         };
         let result = bounded(async {
-            let answer = match pre {
-                AdapterPre::Messaging(pre) => {
-                    let adapter = pre.instantiate_async(&mut *store).await?;
-                    adapter.call_parse_callback(&mut *store, &request).await?
-                }
-                AdapterPre::MessagingV0_1(pre) => {
-                    let adapter = pre.instantiate_async(&mut *store).await?;
-                    adapter.call_parse_callback(&mut *store, &request).await?
-                }
-                AdapterPre::Lookup(_) => return Ok(Err(not_kind("messaging"))),
-            };
+            let answer = pre.parse_callback(&mut *store, &request).await?;
             Ok(answer
                 .map(|updates| updates.into_iter().map(delivery_update).collect())
                 .map_err(plugin_error))

@@ -9,14 +9,18 @@
 //! versions: [`link_rule`] and [`link_adapter`] register them a second time under the
 //! 0.1.1 names. What changed is converted here: a rule's event (0.1 has no `fraud`
 //! field; its rules ask the `signals` interface instead) and the messaging adapter's
-//! export (`send`, renamed `send-message` in 0.2.0). A 0.1 lookup adapter's export is
-//! the same function as 0.2.0's, so 0.2.0's bindings call it.
+//! export (`send`, renamed `send-message` in 0.2.0; [`MessagingPre`] calls a messaging
+//! adapter through the bindings of its line, keeping `adapters.rs` unaware of lines). A
+//! 0.1 lookup adapter's export is the same function as 0.2.0's, so 0.2.0's bindings
+//! call it.
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::Store;
 
+use super::adapters::messaging::dialgate::plugin::messaging_types;
 use super::host::State;
 use super::wit::dialgate::plugin as current;
-use super::Kind;
+use super::{Contract, Kind};
 
 /// Bindings of the 0.1.1 `rule` world; only `rule-types` and `signals` are its own.
 pub mod rule {
@@ -95,6 +99,62 @@ pub(super) fn link_adapter(linker: &mut Linker<State>, kind: Kind) -> wasmtime::
             &mut linker.instance(&name("messaging-types"))?,
             me,
         ),
+    }
+}
+
+/// A messaging adapter ready to instantiate, through the bindings of its line: 0.2.0
+/// exports `send-message`, 0.1 `send` (the same function under its old name).
+pub(super) enum MessagingPre {
+    V0_2(super::adapters::messaging::MessagingAdapterPre<State>),
+    V0_1(messaging::MessagingAdapterPre<State>),
+}
+
+impl MessagingPre {
+    /// Checks `pre`'s exports against the bindings of the line `contract`.
+    pub(super) fn new(pre: InstancePre<State>, contract: Contract) -> wasmtime::Result<Self> {
+        Ok(match contract {
+            Contract::V0_2 => {
+                MessagingPre::V0_2(super::adapters::messaging::MessagingAdapterPre::new(pre)?)
+            }
+            Contract::V0_1 => MessagingPre::V0_1(messaging::MessagingAdapterPre::new(pre)?),
+        })
+    }
+
+    /// Instantiates the adapter in `store` and hands it `message`.
+    pub(super) async fn send_message(
+        &self,
+        store: &mut Store<State>,
+        message: &messaging_types::Message,
+    ) -> wasmtime::Result<Result<messaging_types::Dispatch, messaging_types::SendError>> {
+        match self {
+            MessagingPre::V0_2(pre) => {
+                let adapter = pre.instantiate_async(&mut *store).await?;
+                adapter.call_send_message(&mut *store, message).await
+            }
+            MessagingPre::V0_1(pre) => {
+                let adapter = pre.instantiate_async(&mut *store).await?;
+                adapter.call_send(&mut *store, message).await
+            }
+        }
+    }
+
+    /// Instantiates the adapter in `store` and hands it a provider's callback.
+    pub(super) async fn parse_callback(
+        &self,
+        store: &mut Store<State>,
+        request: &current::types::HttpRequest,
+    ) -> wasmtime::Result<Result<Vec<messaging_types::DeliveryUpdate>, current::types::PluginError>>
+    {
+        match self {
+            MessagingPre::V0_2(pre) => {
+                let adapter = pre.instantiate_async(&mut *store).await?;
+                adapter.call_parse_callback(&mut *store, request).await
+            }
+            MessagingPre::V0_1(pre) => {
+                let adapter = pre.instantiate_async(&mut *store).await?;
+                adapter.call_parse_callback(&mut *store, request).await
+            }
+        }
     }
 }
 
