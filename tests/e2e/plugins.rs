@@ -1038,12 +1038,7 @@ async fn codes_go_out_through_the_http_sms_adapter_and_receipts_come_back() {
         server.outbox(&tenant, &phone).await.is_empty(),
         "not the dev outbox"
     );
-    let code: String = accepted[0]
-        .text
-        .chars()
-        .filter(char::is_ascii_digit)
-        .take(6)
-        .collect();
+    let code = accepted[0].code();
     assert_eq!(code.len(), 6, "{}", accepted[0].text);
     let expected_auth = format!("Basic {}", base64_basic("AC42", "twilio-secret"));
     assert_eq!(
@@ -1138,12 +1133,7 @@ async fn a_messaging_adapter_built_against_api_0_1_still_delivers_codes() {
     assert_eq!(accepted.len(), 1);
     assert_eq!(accepted[0].to, phone);
     assert_eq!(accepted[0].from, "Dialgate");
-    let code: String = accepted[0]
-        .text
-        .chars()
-        .filter(char::is_ascii_digit)
-        .take(6)
-        .collect();
+    let code = accepted[0].code();
     assert!(sent["verification_id"].is_string(), "{sent}");
     let verified = server.verify(&tenant, &phone, "a", &code).await;
     assert_eq!(verified.expect(200)["status"], "Approved");
