@@ -797,6 +797,13 @@ fn an_instance_that_ran_out_of_time_is_not_kept_and_no_bound_keeps_none() {
     assert_eq!(cold.stats().warm.parked, 0);
 }
 
+/// Whether a component's bytes hold `name` (import names are in them).
+fn names(bytes: &[u8], name: &str) -> bool {
+    bytes
+        .windows(name.len())
+        .any(|window| window == name.as_bytes())
+}
+
 #[test]
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
 fn a_rule_built_against_api_0_1_0_loads_and_runs_on_this_host() {
@@ -804,9 +811,8 @@ fn a_rule_built_against_api_0_1_0_loads_and_runs_on_this_host() {
     let runtime = runtime(db);
     // The component imports the contract at 0.1.0 (import names are in its bytes).
     let bytes = guest("guest_contract_v010");
-    let named = |name: &[u8]| bytes.windows(name.len()).any(|window| window == name);
-    assert!(named(b"dialgate:plugin/log@0.1.0"));
-    assert!(!named(b"@0.1.1"));
+    assert!(names(&bytes, "dialgate:plugin/log@0.1.0"));
+    assert!(!names(&bytes, "@0.1.1"));
     let rule = rule(&runtime, "guest_contract_v010");
     let (_, actions) =
         block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("voip", None, &[])));
@@ -924,9 +930,8 @@ fn a_messaging_adapter_built_against_api_0_1_1_exports_send_and_still_sends() {
     let (_dir, db) = db();
     let runtime = runtime(db);
     let bytes = guest("guest_contract_v01_messaging");
-    let named = |name: &[u8]| bytes.windows(name.len()).any(|window| window == name);
-    assert!(named(b"dialgate:plugin/messaging-types@0.1.1"));
-    assert!(!named(b"dialgate:plugin/messaging-types@0.2.0"));
+    assert!(names(&bytes, "dialgate:plugin/messaging-types@0.1.1"));
+    assert!(!names(&bytes, "dialgate:plugin/messaging-types@0.2.0"));
     let adapter = runtime
         .load(&bytes, Some(Kind::MessagingAdapter))
         .expect("a 0.1 messaging adapter loads");
