@@ -2,9 +2,12 @@
 //! them in a sandbox. The only module that names wasmtime.
 //!
 //! Loading checks what a component is before anything is compiled, by parsing it (see
-//! [`inspect`]): its world (from its exports), the contract's API version, every
-//! import against what that world grants (naming the first import that is not
-//! granted), and size limits. Compiling runs under a bound on concurrent compilations.
+//! [`inspect`]): the contract's API version (from its imports), its world (from its
+//! exports), every import against what that world grants (naming the first import
+//! that is not granted), and size limits. The version decides the bindings a component
+//! is called through: this host's (0.2.0, [`wit`]) or the 0.1 line's (`v0_1`), which
+//! keep components built before 0.2.0 running. Compiling runs under a bound on
+//! concurrent compilations.
 //! Compiled code is cached in the store by content hash and engine fingerprint, stored
 //! only once the component passed every check, so a restart loads plugins without
 //! compiling them again.
