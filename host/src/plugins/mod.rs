@@ -81,7 +81,7 @@ pub use self::warm::{WarmPool, WarmStats};
 pub use crate::model::rules::{Failure, Limits, RuleAction, RuleEvent, Usage, MAX_PROGRAM_BYTES};
 
 /// Bindings of the contract's worlds at this host's version (0.2.0), generated from
-/// `sdk/wit/plugin.wit`; the 0.1 line's are in [`v0_1`].
+/// `sdk/wit/plugin.wit`; the 0.1 line's are in `v0_1`.
 pub mod wit {
     wasmtime::component::bindgen!({
         world: "rule",
