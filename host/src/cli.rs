@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, FileConfig, LogFormat, Overrides};
 use crate::store::Db;
 
+#[cfg(test)]
+mod sdk_readme;
+
 /// Dialgate: a programmable, self-hostable phone-verification host.
 #[derive(Debug, Parser)]
 #[command(name = "dialgate", version, about)]

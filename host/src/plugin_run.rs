@@ -1,6 +1,6 @@
 //! `dialgate plugin run FILE ...`: runs a plugin once under the production sandbox
 //! limits and prints what it did, for plugin authors: a rule on an event; a messaging
-//! adapter's `send` (against the network, a loopback simulator, or scripted answers)
+//! adapter's `send-message` (against the network, a loopback simulator, or scripted answers)
 //! or `parse-callback` on a recorded callback; a lookup adapter's `lookup`. For an
 //! adapter it also prints every request the adapter sent and what came back.
 
@@ -41,7 +41,7 @@ pub struct RunArgs {
     /// temporary directory, removed afterwards].
     #[arg(long)]
     pub kv_dir: Option<PathBuf>,
-    /// A messaging adapter: call `send` with a code message to this number.
+    /// A messaging adapter: call `send-message` with a code message to this number.
     #[arg(long, value_name = "E164")]
     pub send_to: Option<String>,
     /// The message's text [default: "Your verification code is 123456"].
@@ -280,13 +280,13 @@ fn run_adapter(
                 crate::plugins::block_on(runtime.invoke_send(loaded, &scope, now, call, message));
             match result {
                 Ok(Ok(dispatch)) => (
-                    "send",
+                    "send-message",
                     usage,
                     json!({"dispatch": {"provider_message_id": dispatch.provider_message_id, "segments": dispatch.segments}}),
                     None,
                 ),
-                Ok(Err(refusal)) => ("send", usage, json!({ "refusal": refusal }), None),
-                Err(failure) => ("send", usage, serde_json::Value::Null, Some(failure)),
+                Ok(Err(refusal)) => ("send-message", usage, json!({ "refusal": refusal }), None),
+                Err(failure) => ("send-message", usage, serde_json::Value::Null, Some(failure)),
             }
         }
         (Kind::MessagingAdapter, None, Some(path), None) => {
@@ -314,7 +314,7 @@ fn run_adapter(
             }
         }
         (Kind::MessagingAdapter, ..) => anyhow::bail!(
-            "a messaging adapter runs `send` (--send-to E164) or `parse-callback` (--callback FILE): give one"
+            "a messaging adapter runs `send-message` (--send-to E164) or `parse-callback` (--callback FILE): give one"
         ),
         _ => anyhow::bail!("a lookup adapter runs `lookup`: give --lookup E164"),
     };

@@ -23,17 +23,16 @@ mod generated {
             package dialgate:sdk;
 
             world imports {
-                import dialgate:plugin/types@0.1.1;
-                import dialgate:plugin/rule-types@0.1.1;
-                import dialgate:plugin/messaging-types@0.1.1;
-                import dialgate:plugin/lookup-types@0.1.1;
-                import dialgate:plugin/workflow-types@0.1.1;
-                import dialgate:plugin/log@0.1.1;
-                import dialgate:plugin/clock@0.1.1;
-                import dialgate:plugin/kv@0.1.1;
-                import dialgate:plugin/http-client@0.1.1;
-                import dialgate:plugin/config@0.1.1;
-                import dialgate:plugin/signals@0.1.1;
+                import dialgate:plugin/types@0.2.0;
+                import dialgate:plugin/rule-types@0.2.0;
+                import dialgate:plugin/messaging-types@0.2.0;
+                import dialgate:plugin/lookup-types@0.2.0;
+                import dialgate:plugin/workflow-types@0.2.0;
+                import dialgate:plugin/log@0.2.0;
+                import dialgate:plugin/clock@0.2.0;
+                import dialgate:plugin/kv@0.2.0;
+                import dialgate:plugin/http-client@0.2.0;
+                import dialgate:plugin/config@0.2.0;
             }
         ",
         path: "wit",
@@ -43,7 +42,7 @@ mod generated {
 }
 
 pub use generated::dialgate::plugin::{
-    clock, config, http_client, kv, log, lookup_types, messaging_types, rule_types, signals, types,
+    clock, config, http_client, kv, log, lookup_types, messaging_types, rule_types, types,
     workflow_types,
 };
 
@@ -103,67 +102,53 @@ pub mod __private {
 macro_rules! __generate_world {
     (rule) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/rule@0.1.1",
+            world: "dialgate:plugin/rule@0.2.0",
             with: {
-                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
-                "dialgate:plugin/rule-types@0.1.1": dialgate_sdk::contract::rule_types,
-                "dialgate:plugin/log@0.1.1": dialgate_sdk::contract::log,
-                "dialgate:plugin/clock@0.1.1": dialgate_sdk::contract::clock,
-                "dialgate:plugin/kv@0.1.1": dialgate_sdk::contract::kv,
-                "dialgate:plugin/signals@0.1.1": dialgate_sdk::contract::signals,
+                "dialgate:plugin/types@0.2.0": dialgate_sdk::contract::types,
+                "dialgate:plugin/rule-types@0.2.0": dialgate_sdk::contract::rule_types,
+                "dialgate:plugin/log@0.2.0": dialgate_sdk::contract::log,
+                "dialgate:plugin/clock@0.2.0": dialgate_sdk::contract::clock,
+                "dialgate:plugin/kv@0.2.0": dialgate_sdk::contract::kv,
             },
         );
     };
+    // The export is `send-message` since 0.2.0: a world export named `send` got the
+    // core name `send`, which clashes with the C library's `send` that std links in on
+    // wasm32-wasip2, and needed a prefixed core name (which also lost the post-return
+    // functions).
     (messaging_adapter) => {
-        // The world exports a function named `send`, and wasi-libc defines a C function
-        // `send` that std links in on wasm32-wasip2: under wit-bindgen's default
-        // (legacy) core names the two symbols clash and linking fails. The component
-        // model's standard core name for the world export `send` is `cm32p2||send`,
-        // which clashes with nothing; the component still exports `send` and
-        // `parse-callback`. (wit-bindgen prefixes the post-return functions too, whose
-        // standard names end in `_post` instead, so the component has none: what a call
-        // returns stays allocated until the instance is dropped.) Native builds, for
-        // unit tests, take a prefix their linkers accept.
-        #[cfg(target_arch = "wasm32")]
-        $crate::__generate_world!(@messaging_adapter "cm32p2||");
-        #[cfg(not(target_arch = "wasm32"))]
-        $crate::__generate_world!(@messaging_adapter "dialgate_native_");
-    };
-    (@messaging_adapter $prefix:literal) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/messaging-adapter@0.1.1",
+            world: "dialgate:plugin/messaging-adapter@0.2.0",
             with: {
-                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
-                "dialgate:plugin/messaging-types@0.1.1": dialgate_sdk::contract::messaging_types,
-                "dialgate:plugin/log@0.1.1": dialgate_sdk::contract::log,
-                "dialgate:plugin/clock@0.1.1": dialgate_sdk::contract::clock,
-                "dialgate:plugin/http-client@0.1.1": dialgate_sdk::contract::http_client,
-                "dialgate:plugin/config@0.1.1": dialgate_sdk::contract::config,
+                "dialgate:plugin/types@0.2.0": dialgate_sdk::contract::types,
+                "dialgate:plugin/messaging-types@0.2.0": dialgate_sdk::contract::messaging_types,
+                "dialgate:plugin/log@0.2.0": dialgate_sdk::contract::log,
+                "dialgate:plugin/clock@0.2.0": dialgate_sdk::contract::clock,
+                "dialgate:plugin/http-client@0.2.0": dialgate_sdk::contract::http_client,
+                "dialgate:plugin/config@0.2.0": dialgate_sdk::contract::config,
             },
-            export_prefix: $prefix,
         );
     };
     (lookup_adapter) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/lookup-adapter@0.1.1",
+            world: "dialgate:plugin/lookup-adapter@0.2.0",
             with: {
-                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
-                "dialgate:plugin/lookup-types@0.1.1": dialgate_sdk::contract::lookup_types,
-                "dialgate:plugin/log@0.1.1": dialgate_sdk::contract::log,
-                "dialgate:plugin/clock@0.1.1": dialgate_sdk::contract::clock,
-                "dialgate:plugin/http-client@0.1.1": dialgate_sdk::contract::http_client,
-                "dialgate:plugin/config@0.1.1": dialgate_sdk::contract::config,
+                "dialgate:plugin/types@0.2.0": dialgate_sdk::contract::types,
+                "dialgate:plugin/lookup-types@0.2.0": dialgate_sdk::contract::lookup_types,
+                "dialgate:plugin/log@0.2.0": dialgate_sdk::contract::log,
+                "dialgate:plugin/clock@0.2.0": dialgate_sdk::contract::clock,
+                "dialgate:plugin/http-client@0.2.0": dialgate_sdk::contract::http_client,
+                "dialgate:plugin/config@0.2.0": dialgate_sdk::contract::config,
             },
         );
     };
     (workflow_interpreter) => {
         $crate::__generate_world!(@contract
-            world: "dialgate:plugin/workflow-interpreter@0.1.1",
+            world: "dialgate:plugin/workflow-interpreter@0.2.0",
             with: {
-                "dialgate:plugin/types@0.1.1": dialgate_sdk::contract::types,
-                "dialgate:plugin/rule-types@0.1.1": dialgate_sdk::contract::rule_types,
-                "dialgate:plugin/workflow-types@0.1.1": dialgate_sdk::contract::workflow_types,
-                "dialgate:plugin/signals@0.1.1": dialgate_sdk::contract::signals,
+                "dialgate:plugin/types@0.2.0": dialgate_sdk::contract::types,
+                "dialgate:plugin/rule-types@0.2.0": dialgate_sdk::contract::rule_types,
+                "dialgate:plugin/workflow-types@0.2.0": dialgate_sdk::contract::workflow_types,
             },
         );
     };
@@ -180,10 +165,14 @@ macro_rules! __generate_world {
 /// Every plugin is a WebAssembly component targeting one of the worlds below, and the
 /// host checks the world and this package's version before it instantiates anything.
 ///
-/// Versions: 0.1.1 adds the `signals` interface (the fraud signals of the flow a rule
-/// runs in) and changes nothing else, so a plugin built against 0.1.0 runs unchanged:
-/// the host accepts both, and a 0.1.0 plugin simply does not import `signals`.
-package dialgate:plugin@0.1.1;
+/// Versions: 0.1.1 added the `signals` interface (the fraud signals of the flow a rule
+/// runs in). 0.2.0 moves those signals into the rule's event (`event.fraud`) and drops
+/// `signals`, and renames the messaging adapter's export `send` to `send-message` (a
+/// world export named `send` collides with the C library's `send` when a plugin is
+/// linked). The host runs components of 0.1.0, 0.1.1 and 0.2.0 side by side: it reads
+/// the version a component targets from its imports and calls it through that
+/// version's bindings.
+package dialgate:plugin@0.2.0;
 
 /// Types shared by every world.
 interface types {
@@ -328,31 +317,6 @@ interface log {
     write: func(level: level, message: string);
 }
 
-/// Since 0.1.1: what the host's fraud defences know of the destination of the flow a
-/// rule runs in. Read it during `on-event`; between calls there is nothing to read.
-interface signals {
-    /// The SMS-pumping detector's view of the number's prefix and the tenant's
-    /// delivery permissions.
-    record fraud-signals {
-        /// The detector's score for the number's prefix, 0 to 100 (blocking at 80 in
-        /// standard mode, 60 in strict).
-        pumping-risk: u8,
-        /// Codes verified over matured codes sent to the prefix the score is about,
-        /// with the detector's prior; absent before any code to it matured.
-        prefix-conversion-rate: option<f64>,
-        /// Codes sent to that prefix within the detector's window (an hour by default);
-        /// `prefix_sends_1h` in declarative rules (a WIT name cannot hold `1h`).
-        prefix-sends-hour: u64,
-        /// Whether the tenant's delivery permissions allow codes to the number on the
-        /// flow's channel.
-        geo-permitted: bool,
-    }
-
-    /// The signals of the event being handled; absent where they are not known (a
-    /// lookup, or the SMS-pumping detector turned off).
-    fraud: func() -> option<fraud-signals>;
-}
-
 /// The host's clock: the only time a plugin can read.
 interface clock {
     /// Milliseconds since the Unix epoch, as the host's flows see it.
@@ -437,6 +401,24 @@ interface rule-types {
         otp-verified: bool,
     }
 
+    /// Since 0.2.0: what the host's fraud defences know of the destination of the
+    /// flow: the SMS-pumping detector's view of the number's prefix and the tenant's
+    /// delivery permissions.
+    record fraud-signals {
+        /// The detector's score for the number's prefix, 0 to 100 (blocking at 80 in
+        /// standard mode, 60 in strict).
+        pumping-risk: u8,
+        /// Codes verified over matured codes sent to the prefix the score is about,
+        /// with the detector's prior; absent before any code to it matured.
+        prefix-conversion-rate: option<f64>,
+        /// Codes sent to that prefix within the detector's window (an hour by default);
+        /// `prefix_sends_1h` in declarative rules (a WIT name cannot hold `1h`).
+        prefix-sends-hour: u64,
+        /// Whether the tenant's delivery permissions allow codes to the number on the
+        /// flow's channel.
+        geo-permitted: bool,
+    }
+
     /// What a rule is told when its trigger fires.
     record event {
         /// The trigger that fired.
@@ -453,6 +435,9 @@ interface rule-types {
         applicant-country: option<string>,
         /// The tenant's configuration of this plugin.
         config: list<tuple<string, string>>,
+        /// Since 0.2.0: the fraud signals of the flow; absent where they are not known
+        /// (a lookup, or the SMS-pumping detector turned off).
+        fraud: option<fraud-signals>,
     }
 
     /// Setting a risk factor on the verification.
@@ -624,7 +609,6 @@ interface workflow-types {
 /// a world tenants upload to: the host ships the one component that targets it and
 /// runs it in the same sandbox, under the same limits, as tenants' rules.
 world workflow-interpreter {
-    import signals;
     use types.{plugin-error};
     use rule-types.{event};
     use workflow-types.{evaluation};
@@ -640,7 +624,6 @@ world rule {
     import log;
     import clock;
     import kv;
-    import signals;
     use types.{plugin-error};
     use rule-types.{event, action};
 
@@ -658,8 +641,8 @@ world messaging-adapter {
     use types.{plugin-error, http-request};
     use messaging-types.{message, dispatch, send-error, delivery-update};
 
-    /// Hands one message to the provider.
-    export send: func(message: message) -> result<dispatch, send-error>;
+    /// Hands one message to the provider (named `send` before 0.2.0).
+    export send-message: func(message: message) -> result<dispatch, send-error>;
     /// Turns a provider's delivery callback, already authenticated by the host, into
     /// status updates.
     export parse-callback: func(request: http-request) -> result<list<delivery-update>, plugin-error>;

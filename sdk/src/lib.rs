@@ -2,7 +2,7 @@
 //!
 //! This release carries the trigger points of the verification flows and the API
 //! version. The WebAssembly contract itself is the WIT package in `sdk/wit/plugin.wit`
-//! (`dialgate:plugin@0.1.1`: the `rule`, `messaging-adapter` and `lookup-adapter`
+//! (`dialgate:plugin@0.2.0`: the `rule`, `messaging-adapter` and `lookup-adapter`
 //! worlds); `tests/contract.rs` keeps it documented and in step with these names.
 //!
 //! With the `guest` feature (on by default) it is also the guest side of the contract:
@@ -37,13 +37,19 @@ mod services;
 pub mod testing;
 pub mod workflow;
 
-/// Version of the plugin API this SDK speaks.
-pub const API_VERSION: &str = "0.1.1";
+/// The README, the plugin author's reference: every Rust example in it is compiled and
+/// run as a doc test (natively, against the stand-ins of [`testing`]).
+#[cfg(all(doctest, feature = "guest"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
-/// Versions of the plugin API a host of this version runs: each adds to the one
-/// before, so a plugin built against any of them imports a subset of what the host
-/// provides.
-pub const COMPATIBLE_API_VERSIONS: &[&str] = &["0.1.0", "0.1.1"];
+/// Version of the plugin API this SDK speaks.
+pub const API_VERSION: &str = "0.2.0";
+
+/// Versions of the plugin API a host of this version runs. 0.1.1 only added to 0.1.0;
+/// 0.2.0 changed the rule's event and the messaging adapter's export, and the host
+/// calls each component through the bindings of the version it targets.
+pub const COMPATIBLE_API_VERSIONS: &[&str] = &["0.1.0", "0.1.1", "0.2.0"];
 
 /// A point in the verification flows where tenant programming runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -14,7 +14,7 @@
 //! struct Gateway;
 //!
 //! impl MessagingAdapter for Gateway {
-//!     fn send(message: &Message) -> Result<Dispatch, SendError> {
+//!     fn send_message(message: &Message) -> Result<Dispatch, SendError> {
 //!         let url = host::required_config("url").map_err(SendError::BadConfig)?;
 //!         let request = HttpRequest::post_form(url, [("to", &message.to), ("text", &message.body)]);
 //!         let response = host::send(&request)
@@ -42,7 +42,8 @@ pub trait MessagingAdapter {
     /// Hands `message` to the provider. Return [`SendError::Rejected`] when retrying
     /// will not help, [`SendError::Unavailable`] when another provider may succeed, and
     /// [`SendError::BadConfig`] when the tenant's settings are incomplete or wrong.
-    fn send(message: &Message) -> Result<Dispatch, SendError>;
+    /// (Named `send` before API 0.2.0.)
+    fn send_message(message: &Message) -> Result<Dispatch, SendError>;
 
     /// Turns a provider's delivery callback, already authenticated by the host, into
     /// status updates. The default reports none.
@@ -58,7 +59,8 @@ pub trait MessagingAdapter {
 macro_rules! register_messaging_adapter {
     ($adapter:ty) => {
         #[doc(hidden)]
-        // The generated glue for `send` passes a message's fields as separate arguments.
+        // The generated glue for `send-message` passes a message's fields as separate
+        // arguments.
         #[allow(clippy::too_many_arguments)]
         mod __dialgate_messaging_adapter_export {
             use super::*;
@@ -68,13 +70,13 @@ macro_rules! register_messaging_adapter {
             pub struct Export;
 
             impl Guest for Export {
-                fn send(
+                fn send_message(
                     message: $crate::messaging::Message,
                 ) -> ::core::result::Result<
                     $crate::messaging::Dispatch,
                     $crate::messaging::SendError,
                 > {
-                    <$adapter as $crate::messaging::MessagingAdapter>::send(&message)
+                    <$adapter as $crate::messaging::MessagingAdapter>::send_message(&message)
                 }
 
                 fn parse_callback(
@@ -135,7 +137,7 @@ mod tests {
     struct Silent;
 
     impl MessagingAdapter for Silent {
-        fn send(message: &Message) -> Result<Dispatch, SendError> {
+        fn send_message(message: &Message) -> Result<Dispatch, SendError> {
             Err(SendError::Rejected(format!(
                 "not sending to {}",
                 message.to
@@ -149,7 +151,7 @@ mod tests {
         assert!(Silent::parse_callback(&callback)
             .expect("no error")
             .is_empty());
-        let err = Silent::send(&testing::message()).expect_err("rejected");
+        let err = Silent::send_message(&testing::message()).expect_err("rejected");
         assert_eq!(err.reason(), "not sending to +14155552671");
     }
 }

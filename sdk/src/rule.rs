@@ -3,7 +3,8 @@
 //!
 //! A rule runs at the triggers a tenant binds it to. It receives an [`Event`] (the
 //! trigger, the verification so far, what is known about the number, the applicant,
-//! and the tenant's configuration of the plugin) and returns [`Action`]s.
+//! the tenant's configuration of the plugin and, since API 0.2.0, the flow's
+//! [`FraudSignals`] in `event.fraud`) and returns [`Action`]s.
 //!
 //! ```no_run
 //! use dialgate_sdk::rule::{Action, Channel, Event, PluginError, Rule};
@@ -23,7 +24,9 @@
 //! # fn main() {}
 //! ```
 
-pub use crate::contract::rule_types::{Action, CreateCase, Event, SetRisk, VerificationSnapshot};
+pub use crate::contract::rule_types::{
+    Action, CreateCase, Event, FraudSignals, SetRisk, VerificationSnapshot,
+};
 pub use crate::contract::types::{
     Channel, PhoneIntelligence, PluginError, RiskFactor, Trigger, VerificationStatus,
 };
@@ -34,10 +37,6 @@ pub mod host {
     pub use crate::contract::log::Level;
     pub use crate::services::kv::{self, KvError};
     pub use crate::services::{log, now_millis};
-    /// Since API 0.1.1: the fraud signals of the flow the rule runs in (the
-    /// SMS-pumping detector's score of the number's prefix, its conversion and sends,
-    /// and whether the delivery permissions allow the number).
-    pub use crate::{contract::signals::FraudSignals, services::fraud_signals};
 }
 
 /// A rule plugin.
@@ -132,6 +131,7 @@ pub mod testing {
             applicant_id: Some("applicant".to_owned()),
             applicant_country: None,
             config: Vec::new(),
+            fraud: None,
         }
     }
 }

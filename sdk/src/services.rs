@@ -3,7 +3,6 @@
 //! [`crate::testing`], so a plugin's logic is unit-tested without a host.
 
 use crate::contract::log::Level;
-use crate::contract::signals::FraudSignals;
 use crate::contract::types::{HttpRequest, HttpResponse};
 
 pub use crate::contract::http_client::HttpError;
@@ -85,12 +84,4 @@ pub fn send(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
     return crate::contract::http_client::send(request);
     #[cfg(not(target_arch = "wasm32"))]
     return crate::testing::stand_in::send(request);
-}
-
-/// Since API 0.1.1: the fraud signals of the flow a rule runs in.
-pub fn fraud_signals() -> Option<FraudSignals> {
-    #[cfg(target_arch = "wasm32")]
-    return crate::contract::signals::fraud();
-    #[cfg(not(target_arch = "wasm32"))]
-    return crate::testing::stand_in::fraud_signals();
 }

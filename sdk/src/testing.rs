@@ -1,8 +1,9 @@
 //! Native stand-ins for the host's services, for unit tests of plugins with
 //! `cargo test`: an in-memory key-value store with the host's key and value limits and
 //! its counter format, a settable clock, a captured log, the tenant's configuration and
-//! secrets, scripted HTTP answers with the requests recorded, and settable fraud
-//! signals. Each test thread has its own host, empty at first; [`reset`] empties it.
+//! secrets, and scripted HTTP answers with the requests recorded. Each test thread has
+//! its own host, empty at first; [`reset`] empties it. (A rule's fraud signals are in
+//! its event since API 0.2.0: set `event.fraud` in the test.)
 //!
 //! ```
 //! use dialgate_sdk::rule::host::{kv, now_millis};
@@ -31,7 +32,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::contract::http_client::HttpError;
 use crate::contract::log::Level;
-use crate::contract::signals::FraudSignals;
 use crate::contract::types::{HttpRequest, HttpResponse};
 
 /// The longest key the host accepts.
@@ -50,7 +50,6 @@ struct Host {
     secrets: BTreeMap<String, String>,
     answers: VecDeque<Result<HttpResponse, HttpError>>,
     requests: Vec<HttpRequest>,
-    fraud: Option<FraudSignals>,
 }
 
 impl Default for Host {
@@ -63,7 +62,6 @@ impl Default for Host {
             secrets: BTreeMap::new(),
             answers: VecDeque::new(),
             requests: Vec::new(),
-            fraud: None,
         }
     }
 }
@@ -77,7 +75,7 @@ fn with<R>(f: impl FnOnce(&mut Host) -> R) -> R {
 }
 
 /// Empties this thread's host: store, log, configuration, scripted answers, recorded
-/// requests and fraud signals; the clock goes back to [`DEFAULT_NOW_MILLIS`].
+/// requests; the clock goes back to [`DEFAULT_NOW_MILLIS`].
 pub fn reset() {
     with(|host| *host = Host::default());
 }
@@ -131,11 +129,6 @@ pub fn answer(answer: Result<HttpResponse, HttpError>) {
 /// The outbound requests the plugin sent, in order.
 pub fn requests() -> Vec<HttpRequest> {
     with(|host| host.requests.clone())
-}
-
-/// Sets the fraud signals a rule sees.
-pub fn set_fraud_signals(signals: Option<FraudSignals>) {
-    with(|host| host.fraud = signals);
 }
 
 /// The stand-ins themselves, called by [`crate::services`] in native builds.
@@ -219,10 +212,6 @@ pub(crate) mod stand_in {
                 )))
             })
         })
-    }
-
-    pub fn fraud_signals() -> Option<FraudSignals> {
-        with(|host| host.fraud)
     }
 }
 

@@ -48,7 +48,10 @@ fn each_world_exports_what_the_host_calls() {
             .collect()
     };
     assert_eq!(exports("rule"), ["on-event"]);
-    assert_eq!(exports("messaging-adapter"), ["send", "parse-callback"]);
+    assert_eq!(
+        exports("messaging-adapter"),
+        ["send-message", "parse-callback"]
+    );
     assert_eq!(exports("lookup-adapter"), ["lookup"]);
 }
 

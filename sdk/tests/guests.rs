@@ -22,11 +22,11 @@ struct World {
 
 const RULE: World = World {
     exports: &["on-event"],
-    granted: &["log", "clock", "kv", "types", "rule-types", "signals"],
+    granted: &["log", "clock", "kv", "types", "rule-types"],
 };
 
 const MESSAGING_ADAPTER: World = World {
-    exports: &["send", "parse-callback"],
+    exports: &["send-message", "parse-callback"],
     granted: &[
         "log",
         "clock",
@@ -39,7 +39,7 @@ const MESSAGING_ADAPTER: World = World {
 
 const WORKFLOW_INTERPRETER: World = World {
     exports: &["evaluate"],
-    granted: &["types", "rule-types", "workflow-types", "signals"],
+    granted: &["types", "rule-types", "workflow-types"],
 };
 
 const LOOKUP_ADAPTER: World = World {

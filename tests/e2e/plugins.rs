@@ -164,7 +164,7 @@ async fn uploads_are_checked_and_refused_with_an_error_naming_the_problem() {
     let error = forbidden.error(422, "forbidden_import");
     let message = error["message"].as_str().expect("message");
     assert!(
-        message.contains("dialgate:plugin/http-client@0.1.1"),
+        message.contains("dialgate:plugin/http-client@0.2.0"),
         "{message}"
     );
     assert!(message.contains("rule world"), "{message}");
@@ -968,6 +968,38 @@ async fn plugins_reload_after_a_restart_without_compiling_again() {
     );
 }
 
+/// Uploads the messaging adapter `artifact` as `name`, asking for `sim`'s host, and
+/// configures it with `config` and `secrets`, the host granted; returns its id.
+async fn messaging_adapter(
+    server: &TestServer,
+    tenant: &Tenant,
+    sim: &SmsSim,
+    (artifact, name): (&str, &str),
+    config: Value,
+    secrets: Value,
+) -> String {
+    let reply = upload(
+        server,
+        tenant,
+        artifact,
+        &format!(
+            "name={name}&kind=messaging_adapter&version=1&hosts={}",
+            sim.host()
+        ),
+    )
+    .await;
+    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
+    server
+        .put(
+            &format!("/v1/plugins/{id}/config"),
+            &tenant.key,
+            json!({"config": config, "secrets": secrets, "granted_hosts": [sim.host()]}),
+        )
+        .await
+        .expect(200);
+    id
+}
+
 /// Sets up an `http-sms` adapter named `name` of `shape` against `sim`, granted and with
 /// a callback token; returns its id.
 async fn sms_adapter(
@@ -977,17 +1009,6 @@ async fn sms_adapter(
     name: &str,
     shape: &str,
 ) -> String {
-    let reply = upload(
-        server,
-        tenant,
-        "http_sms",
-        &format!(
-            "name={name}&kind=messaging_adapter&version=1&hosts={}",
-            sim.host()
-        ),
-    )
-    .await;
-    let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
     let (config, secrets) = match shape {
         "twilio" => (
             json!({"shape": "twilio", "base_url": sim.base_url(), "sender": "+15005550006", "account_sid": "AC42"}),
@@ -998,15 +1019,7 @@ async fn sms_adapter(
             json!({"api_secret": "vonage-secret", "callback_token": "cb-token"}),
         ),
     };
-    server
-        .put(
-            &format!("/v1/plugins/{id}/config"),
-            &tenant.key,
-            json!({"config": config, "secrets": secrets, "granted_hosts": [sim.host()]}),
-        )
-        .await
-        .expect(200);
-    id
+    messaging_adapter(server, tenant, sim, ("http_sms", name), config, secrets).await
 }
 
 #[tokio::test]
@@ -1025,12 +1038,7 @@ async fn codes_go_out_through_the_http_sms_adapter_and_receipts_come_back() {
         server.outbox(&tenant, &phone).await.is_empty(),
         "not the dev outbox"
     );
-    let code: String = accepted[0]
-        .text
-        .chars()
-        .filter(char::is_ascii_digit)
-        .take(6)
-        .collect();
+    let code = accepted[0].code();
     assert_eq!(code.len(), 6, "{}", accepted[0].text);
     let expected_auth = format!("Basic {}", base64_basic("AC42", "twilio-secret"));
     assert_eq!(
@@ -1102,6 +1110,33 @@ async fn codes_go_out_through_the_http_sms_adapter_and_receipts_come_back() {
         )
         .await;
     assert_eq!(reply.expect(200)["recorded"], 0);
+}
+
+/// A messaging adapter built against API 0.1.1 exports `send`, not 0.2.0's
+/// `send-message`: the host still calls it, and codes still reach the provider.
+#[tokio::test]
+async fn a_messaging_adapter_built_against_api_0_1_still_delivers_codes() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let sim = SmsSim::start().await;
+    messaging_adapter(
+        &server,
+        &tenant,
+        &sim,
+        ("guest_contract_v01_messaging", "old-gateway"),
+        json!({"base_url": sim.base_url(), "sender": "Dialgate"}),
+        json!({}),
+    )
+    .await;
+    let phone = uz_number(61);
+    let sent = server.send(&tenant, &phone, "a").await;
+    let accepted = sim.accepted();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].to, phone);
+    assert_eq!(accepted[0].from, "Dialgate");
+    let code = accepted[0].code();
+    assert!(sent["verification_id"].is_string(), "{sent}");
+    let verified = server.verify(&tenant, &phone, "a", &code).await;
+    assert_eq!(verified.expect(200)["status"], "Approved");
 }
 
 #[tokio::test]
@@ -1191,7 +1226,7 @@ async fn plugin_run_tries_an_adapter_against_a_simulator_scripted_answers_and_a_
     .expect("the run")
     .expect("a report");
     assert_eq!(report["world"], "messaging-adapter", "{report}");
-    assert_eq!(report["call"], "send", "{report}");
+    assert_eq!(report["call"], "send-message", "{report}");
     let accepted = sim.accepted();
     assert_eq!(accepted.len(), 1, "{report}");
     assert_eq!(

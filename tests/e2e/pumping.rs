@@ -583,7 +583,7 @@ async fn declarative_rules_see_the_pumping_risk_the_prefix_figures_and_the_permi
 }
 
 #[tokio::test]
-async fn rule_plugins_read_the_signals_through_api_0_1_1_and_a_0_1_0_plugin_still_runs() {
+async fn rule_plugins_read_the_signals_in_their_event_and_a_0_1_0_plugin_still_runs() {
     let (server, tenant) = TestServer::with_tenant().await;
     upload_rule(
         &server,

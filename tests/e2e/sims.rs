@@ -169,6 +169,17 @@ pub struct Sms {
     pub kind: &'static str,
 }
 
+impl Sms {
+    /// The code the message carries: the first six digits of its text.
+    pub fn code(&self) -> String {
+        self.text
+            .chars()
+            .filter(char::is_ascii_digit)
+            .take(6)
+            .collect()
+    }
+}
+
 #[derive(Debug, Default)]
 struct SmsState {
     fail_with: Option<u16>,

@@ -69,7 +69,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Load(load) => {
                 let code = match load {
                     LoadError::ForbiddenImport { .. } => "forbidden_import",
-                    LoadError::ApiVersion { .. } => "unsupported_api_version",
+                    LoadError::ApiVersion { .. } | LoadError::MixedVersions { .. } => {
+                        "unsupported_api_version"
+                    }
                     LoadError::WrongWorld { .. } | LoadError::UnknownWorld(_) => "wrong_world",
                     LoadError::NotAComponent(_) => "not_a_component",
                     LoadError::TooLarge(_) => "component_too_large",

@@ -31,8 +31,8 @@ pub struct RuleEvent {
     /// The tenant's configuration of the plugin; the host fills it in per plugin.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// The fraud signals of the flow, where known (a send's triggers); plugins read
-    /// them through API 0.1.1's `signals` interface.
+    /// The fraud signals of the flow, where known (a send's triggers); a 0.2.0 rule
+    /// reads them in its event, a 0.1.1 rule through the `signals` interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraud: Option<FraudSignals>,
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::host::State;
-use super::{Failure, Kind, Lane, Loaded, LoadedInner, PluginRuntime, Scope, Usage};
+use super::{Contract, Failure, Kind, Lane, Loaded, LoadedInner, PluginRuntime, Scope, Usage};
 
 /// Bindings of the `messaging-adapter` world; shared interfaces come from the rule's.
 pub mod messaging {
@@ -193,9 +193,10 @@ pub struct ExchangeResponse {
     pub body: String,
 }
 
-/// Pre-instantiated adapters.
+/// Pre-instantiated adapters (a messaging adapter through the bindings of its line of
+/// the contract; a lookup adapter's export is the same in both).
 pub(super) enum AdapterPre {
-    Messaging(messaging::MessagingAdapterPre<State>),
+    Messaging(super::v0_1::MessagingPre),
     Lookup(lookup::LookupAdapterPre<State>),
 }
 
@@ -211,17 +212,25 @@ impl Linkers {
         wasmtime_wasi::p2::add_to_linker_async(&mut messaging)?;
         super::host::link_virtual_clock(&mut messaging)?;
         messaging::MessagingAdapter::add_to_linker::<_, HasSelf<_>>(&mut messaging, |s| s)?;
+        super::v0_1::link_adapter(&mut messaging, Kind::MessagingAdapter)?;
         let mut lookup = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut lookup)?;
         super::host::link_virtual_clock(&mut lookup)?;
         lookup::LookupAdapter::add_to_linker::<_, HasSelf<_>>(&mut lookup, |s| s)?;
+        super::v0_1::link_adapter(&mut lookup, Kind::LookupAdapter)?;
         Ok(Self { messaging, lookup })
     }
 
-    pub(super) fn pre(&self, kind: Kind, component: &Component) -> wasmtime::Result<AdapterPre> {
+    pub(super) fn pre(
+        &self,
+        kind: Kind,
+        contract: Contract,
+        component: &Component,
+    ) -> wasmtime::Result<AdapterPre> {
         Ok(match kind {
-            Kind::MessagingAdapter => AdapterPre::Messaging(messaging::MessagingAdapterPre::new(
+            Kind::MessagingAdapter => AdapterPre::Messaging(super::v0_1::MessagingPre::new(
                 self.messaging.instantiate_pre(component)?,
+                contract,
             )?),
             _ => AdapterPre::Lookup(lookup::LookupAdapterPre::new(
                 self.lookup.instantiate_pre(component)?,
@@ -408,8 +417,7 @@ impl PluginRuntime {
             language: message.language,
         };
         let result = bounded(async {
-            let adapter = pre.instantiate_async(&mut *store).await?;
-            let answer = adapter.call_send(&mut *store, &wit_message).await?;
+            let answer = pre.send_message(&mut *store, &wit_message).await?;
             Ok(Ok(answer
                 .map(|dispatch| AdapterDispatch {
                     provider_message_id: dispatch.provider_message_id,
@@ -449,8 +457,7 @@ impl PluginRuntime {
             body: request.body,
         };
         let result = bounded(async {
-            let adapter = pre.instantiate_async(&mut *store).await?;
-            let answer = adapter.call_parse_callback(&mut *store, &request).await?;
+            let answer = pre.parse_callback(&mut *store, &request).await?;
             Ok(answer
                 .map(|updates| updates.into_iter().map(delivery_update).collect())
                 .map_err(plugin_error))

@@ -6,11 +6,9 @@ use crate::model::{Channel, ReportStatus};
 use super::wit;
 use crate::model::rules::{RuleAction, RuleEvent, Trigger};
 
-/// The fraud signals as the `signals` interface gives them.
-pub(super) fn fraud(
-    signals: Option<&crate::model::rules::FraudSignals>,
-) -> Option<wit::dialgate::plugin::signals::FraudSignals> {
-    signals.map(|signals| wit::dialgate::plugin::signals::FraudSignals {
+/// The fraud signals as the event carries them.
+fn fraud(signals: Option<&crate::model::rules::FraudSignals>) -> Option<wit::FraudSignals> {
+    signals.map(|signals| wit::FraudSignals {
         pumping_risk: signals.pumping_risk,
         prefix_conversion_rate: signals.prefix_conversion_rate,
         prefix_sends_hour: signals.prefix_sends_1h,
@@ -109,6 +107,7 @@ pub(super) fn event_taken(event: &mut RuleEvent) -> wit::Event {
         applicant_id: take(&mut event.applicant_id),
         applicant_country: take(&mut event.applicant_country),
         config: take(&mut event.config).into_iter().collect(),
+        fraud: fraud(event.fraud.as_ref()),
     }
 }
 

@@ -27,7 +27,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use super::storage::{KvFailure, KvTarget, PluginData};
 
 use super::adapters::AdapterCall;
-use super::wit::dialgate::plugin::{clock, kv, log, rule_types, signals, types};
+use super::wit::dialgate::plugin::{clock, kv, log, rule_types, types};
 use super::{Limits, Scope};
 
 /// Longest key a plugin may use.
@@ -74,8 +74,9 @@ pub struct State {
     pub deadline: Option<Instant>,
     /// How long the call has run, yields to the scheduler left out.
     pub ran: Arc<RunClock>,
-    /// The fraud signals of the event this call handles (the `signals` interface).
-    pub fraud: Option<signals::FraudSignals>,
+    /// The fraud signals of the event a 0.1 rule's call handles, which its `signals`
+    /// interface answers (0.2.0 passes them in the event).
+    pub fraud: Option<rule_types::FraudSignals>,
 }
 
 /// The time a call has run: the processor time its thread spent on it, so a call is
@@ -427,12 +428,6 @@ impl WasiView for State {
 
 impl types::Host for State {}
 impl rule_types::Host for State {}
-
-impl signals::Host for State {
-    fn fraud(&mut self) -> Option<signals::FraudSignals> {
-        self.fraud
-    }
-}
 
 impl log::Host for State {
     fn write(&mut self, level: log::Level, message: String) {

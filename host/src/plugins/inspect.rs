@@ -1,5 +1,7 @@
-//! Parse-time checks of a component, before anything is compiled: its world (from its
-//! exports), the contract's API version, every import against what that world grants,
+//! Parse-time checks of a component, before anything is compiled: the contract's API
+//! version (from its imports: every one names the same version, which decides the
+//! line of the contract the component is called through), its world (from its exports
+//! in that line), every import against what that world grants,
 //! and size limits on its core modules (functions, body sizes, locals, data). Parsing
 //! is linear and cheap; compiling is not, so an upload that will be refused is refused
 //! here, in milliseconds, with nothing compiled and nothing stored.
@@ -7,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use wasmparser::{ComponentTypeRef, Encoding, Parser, Payload, TypeBounds};
 
-use super::{Kind, LoadError, WASI_GRANTED};
+use super::{Contract, Kind, LoadError, WASI_GRANTED};
 
 /// Size limits on what a tenant's component may hold. Generous for a real plugin (the
 /// first-party guests use a tenth or less of each) and small enough that compiling
@@ -62,6 +64,8 @@ impl SizeLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspection {
     pub kind: Kind,
+    /// The line of the contract the component targets.
+    pub contract: Contract,
     pub functions: u32,
     pub code_bytes: u64,
     pub data_bytes: u64,
@@ -172,27 +176,70 @@ pub fn inspect(bytes: &[u8], limits: &SizeLimits) -> Result<Inspection, LoadErro
             _ => {}
         }
     }
-    let kind = world(&exports)?;
-    check_imports(
-        kind,
-        imports
-            .iter()
-            .map(|(name, instance)| (name.as_str(), *instance)),
-    )?;
+    let imports: Vec<(&str, bool)> = imports
+        .iter()
+        .map(|(name, instance)| (name.as_str(), *instance))
+        .collect();
+    let (kind, contract) = check(&exports, &imports)?;
     Ok(Inspection {
         kind,
+        contract,
         functions,
         code_bytes,
         data_bytes,
     })
 }
 
-/// The world whose exports the component has.
-pub(super) fn world<S: AsRef<str>>(exports: &[S]) -> Result<Kind, LoadError> {
+/// The world, and the line of the contract, of a component with `exports` and
+/// `imports` (each with whether it is an instance), once every import is checked.
+pub(super) fn check<S: AsRef<str>>(
+    exports: &[S],
+    imports: &[(&str, bool)],
+) -> Result<(Kind, Contract), LoadError> {
+    let contract = contract(imports.iter().map(|(name, _)| *name), exports)?;
+    let kind = world(exports, contract)?;
+    check_imports(kind, contract, imports.iter().copied())?;
+    Ok((kind, contract))
+}
+
+/// The line of the contract whose version the component's contract imports name (all
+/// the same one); for a component that imports none, the line whose messaging export
+/// it has, else this host's.
+fn contract<'a, S: AsRef<str>>(
+    imports: impl Iterator<Item = &'a str>,
+    exports: &[S],
+) -> Result<Contract, LoadError> {
+    let mut found: Option<&str> = None;
+    for name in imports {
+        let Some(rest) = name.strip_prefix("dialgate:plugin/") else {
+            continue;
+        };
+        let version = rest.split_once('@').map_or("", |(_, version)| version);
+        match found {
+            Some(first) if first != version => {
+                return Err(LoadError::MixedVersions {
+                    first: first.to_owned(),
+                    second: version.to_owned(),
+                })
+            }
+            _ => found = Some(version),
+        }
+    }
+    match found {
+        Some(version) => Contract::of(version).ok_or_else(|| LoadError::ApiVersion {
+            found: version.to_owned(),
+        }),
+        None if exports.iter().any(|name| name.as_ref() == "send") => Ok(Contract::V0_1),
+        None => Ok(Contract::V0_2),
+    }
+}
+
+/// The world whose exports, in the line `contract`, the component has.
+pub(super) fn world<S: AsRef<str>>(exports: &[S], contract: Contract) -> Result<Kind, LoadError> {
     [Kind::Rule, Kind::MessagingAdapter, Kind::LookupAdapter]
         .into_iter()
         .find(|kind| {
-            kind.exports()
+            kind.exports(contract)
                 .iter()
                 .all(|name| exports.iter().any(|export| export.as_ref() == *name))
         })
@@ -208,10 +255,11 @@ pub(super) fn world<S: AsRef<str>>(exports: &[S]) -> Result<Kind, LoadError> {
 }
 
 /// Checks every import (its name, and whether it is an instance) against what `kind`
-/// grants: the contract's interfaces of its world at this host's API version, and the
-/// WASI interfaces the standard library imports.
+/// grants in the line `contract`: the contract's interfaces of its world at a version
+/// of that line, and the WASI interfaces the standard library imports.
 pub(super) fn check_imports<'a>(
     kind: Kind,
+    contract: Contract,
     imports: impl IntoIterator<Item = (&'a str, bool)>,
 ) -> Result<(), LoadError> {
     for (name, instance) in imports {
@@ -224,12 +272,12 @@ pub(super) fn check_imports<'a>(
         }
         if let Some(rest) = name.strip_prefix("dialgate:plugin/") {
             let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-            if !dialgate_sdk::COMPATIBLE_API_VERSIONS.contains(&version) {
+            if Contract::of(version) != Some(contract) {
                 return Err(LoadError::ApiVersion {
                     found: version.to_owned(),
                 });
             }
-            if kind.granted().contains(&interface) {
+            if kind.granted(contract).contains(&interface) {
                 continue;
             }
         } else if WASI_GRANTED.iter().any(|prefix| name.starts_with(prefix)) {

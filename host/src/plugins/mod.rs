@@ -2,9 +2,12 @@
 //! them in a sandbox. The only module that names wasmtime.
 //!
 //! Loading checks what a component is before anything is compiled, by parsing it (see
-//! [`inspect`]): its world (from its exports), the contract's API version, every
-//! import against what that world grants (naming the first import that is not
-//! granted), and size limits. Compiling runs under a bound on concurrent compilations.
+//! [`inspect`]): the contract's API version (from its imports), its world (from its
+//! exports), every import against what that world grants (naming the first import
+//! that is not granted), and size limits. The version decides the bindings a component
+//! is called through: this host's (0.2.0, [`wit`]) or the 0.1 line's (`v0_1`), which
+//! keep components built before 0.2.0 running. Compiling runs under a bound on
+//! concurrent compilations.
 //! Compiled code is cached in the store by content hash and engine fingerprint, stored
 //! only once the component passed every check, so a restart loads plugins without
 //! compiling them again.
@@ -44,6 +47,7 @@ mod storage_tests;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod v0_1;
 mod warm;
 
 use std::hash::{Hash, Hasher};
@@ -76,7 +80,8 @@ use self::warm::WarmBudget;
 pub use self::warm::{WarmPool, WarmStats};
 pub use crate::model::rules::{Failure, Limits, RuleAction, RuleEvent, Usage, MAX_PROGRAM_BYTES};
 
-/// Bindings of the contract's worlds, generated from `sdk/wit/plugin.wit`.
+/// Bindings of the contract's worlds at this host's version (0.2.0), generated from
+/// `sdk/wit/plugin.wit`; the 0.1 line's are in `v0_1`.
 pub mod wit {
     wasmtime::component::bindgen!({
         world: "rule",
@@ -84,7 +89,9 @@ pub mod wit {
         exports: { default: async },
     });
 
-    pub use self::dialgate::plugin::rule_types::{CreateCase, SetRisk, VerificationSnapshot};
+    pub use self::dialgate::plugin::rule_types::{
+        CreateCase, FraudSignals, SetRisk, VerificationSnapshot,
+    };
     pub use self::dialgate::plugin::types::{
         Channel, PhoneIntelligence, RiskFactor, Trigger, VerificationStatus,
     };
@@ -98,7 +105,6 @@ pub mod wit {
             with: {
                 "dialgate:plugin/types": super::dialgate::plugin::types,
                 "dialgate:plugin/rule-types": super::dialgate::plugin::rule_types,
-                "dialgate:plugin/signals": super::dialgate::plugin::signals,
             },
         });
     }
@@ -113,6 +119,30 @@ pub enum Kind {
     LookupAdapter,
 }
 
+/// The lines of the contract this host runs: components of one line share bindings,
+/// and a component is called through those of the line it targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Contract {
+    /// `dialgate:plugin@0.1.0` and `@0.1.1` (which only added `signals`).
+    V0_1,
+    /// `dialgate:plugin@0.2.0`.
+    V0_2,
+}
+
+impl Contract {
+    /// The line of the contract's version `version`, if this host runs it.
+    pub fn of(version: &str) -> Option<Contract> {
+        if !dialgate_sdk::COMPATIBLE_API_VERSIONS.contains(&version) {
+            return None;
+        }
+        if version.starts_with("0.1.") {
+            Some(Contract::V0_1)
+        } else {
+            Some(Contract::V0_2)
+        }
+    }
+}
+
 impl Kind {
     /// The world's name in the contract.
     pub fn world(self) -> &'static str {
@@ -123,10 +153,13 @@ impl Kind {
         }
     }
 
-    /// The contract's interfaces the world imports.
-    fn granted(self) -> &'static [&'static str] {
+    /// The contract's interfaces the world imports in the line `contract`.
+    fn granted(self, contract: Contract) -> &'static [&'static str] {
         match self {
-            Kind::Rule => &["types", "rule-types", "log", "clock", "kv", "signals"],
+            Kind::Rule if contract == Contract::V0_1 => {
+                &["types", "rule-types", "log", "clock", "kv", "signals"]
+            }
+            Kind::Rule => &["types", "rule-types", "log", "clock", "kv"],
             Kind::MessagingAdapter => &[
                 "types",
                 "messaging-types",
@@ -146,11 +179,12 @@ impl Kind {
         }
     }
 
-    /// The functions the world exports.
-    fn exports(self) -> &'static [&'static str] {
+    /// The functions the world exports in the line `contract`.
+    fn exports(self, contract: Contract) -> &'static [&'static str] {
         match self {
             Kind::Rule => &["on-event"],
-            Kind::MessagingAdapter => &["send", "parse-callback"],
+            Kind::MessagingAdapter if contract == Contract::V0_1 => &["send", "parse-callback"],
+            Kind::MessagingAdapter => &["send-message", "parse-callback"],
             Kind::LookupAdapter => &["lookup"],
         }
     }
@@ -180,9 +214,11 @@ pub enum LoadError {
     ForbiddenImport { import: String, world: String },
     #[error(
         "the component speaks dialgate:plugin@{found}; this host speaks @{}",
-        dialgate_sdk::COMPATIBLE_API_VERSIONS.join(" and @")
+        dialgate_sdk::COMPATIBLE_API_VERSIONS.join(", @")
     )]
     ApiVersion { found: String },
+    #[error("the component imports dialgate:plugin@{first} and @{second}; a component targets one version")]
+    MixedVersions { first: String, second: String },
     #[error("the component is too large: {0}; split or slim the plugin")]
     TooLarge(String),
     #[error("cannot link the component: {0}")]
@@ -355,7 +391,34 @@ pub struct Loaded {
 
 enum LoadedInner {
     Rule(wit::RulePre<State>),
+    /// A rule of the contract's 0.1 line.
+    RuleV0_1(v0_1::rule::RulePre<State>),
     Adapter(adapters::AdapterPre),
+}
+
+/// An instance of a rule, through the bindings of the line it targets.
+pub(super) enum RuleInstance {
+    V0_2(wit::Rule),
+    V0_1(v0_1::rule::Rule),
+}
+
+impl RuleInstance {
+    /// Calls the rule's `on-event` with `event` (converted for a 0.1 rule, whose fraud
+    /// signals the `signals` interface answers from the store's state).
+    async fn on_event(
+        &self,
+        store: &mut Store<State>,
+        event: &wit::Event,
+    ) -> wasmtime::Result<Result<Vec<wit::Action>, wit::dialgate::plugin::types::PluginError>> {
+        match self {
+            RuleInstance::V0_2(rule) => rule.call_on_event(store, event).await,
+            RuleInstance::V0_1(rule) => {
+                store.data_mut().fraud = event.fraud;
+                let answer = rule.call_on_event(&mut *store, &v0_1::event(event)).await?;
+                Ok(answer.map(|actions| actions.into_iter().map(v0_1::action).collect()))
+            }
+        }
+    }
 }
 
 impl Loaded {
@@ -440,6 +503,7 @@ impl PluginRuntime {
         host::link_virtual_clock(&mut rule_linker).map_err(runtime)?;
         wit::Rule::add_to_linker::<_, HasSelf<_>>(&mut rule_linker, |state| state)
             .map_err(runtime)?;
+        v0_1::link_rule(&mut rule_linker).map_err(runtime)?;
         let adapters = adapters::Linkers::new(&engine).map_err(runtime)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -572,14 +636,14 @@ impl PluginRuntime {
         let sha256 = content_hash(bytes);
         let (component, artifact) = self.component(&sha256, bytes)?;
         // The compiled view agrees with the parsed one; checked again, cheaply.
-        let kind = self.inspect(&component)?;
+        let (kind, contract) = self.inspect(&component)?;
         if let Some(expected) = expected.filter(|expected| *expected != kind) {
             return Err(LoadError::WrongWorld {
                 expected: expected.world().to_owned(),
                 found: kind.world().to_owned(),
             });
         }
-        let code = self.prepare(kind, &component)?;
+        let code = self.prepare(kind, contract, &component)?;
         if let Some(artifact) = artifact {
             self.store_artifact(&sha256, &artifact)?;
         }
@@ -667,30 +731,37 @@ impl PluginRuntime {
                 component
             }
         };
-        let found = self.inspect(&component)?;
+        let (found, contract) = self.inspect(&component)?;
         if found != kind {
             return Err(LoadError::WrongWorld {
                 expected: kind.world().to_owned(),
                 found: found.world().to_owned(),
             });
         }
-        self.prepare(kind, &component)
+        self.prepare(kind, contract, &component)
     }
 
-    /// Pre-instantiates `component` in its world's linker; with the size of its code.
+    /// Pre-instantiates `component` in its world's linker, through the bindings of
+    /// the line of the contract it targets; with the size of its code.
     fn prepare(
         &self,
         kind: Kind,
+        contract: Contract,
         component: &Component,
     ) -> Result<(LoadedInner, usize), LoadError> {
         let link = |err: wasmtime::Error| LoadError::Link(format!("{err:#}"));
         let inner = match kind {
             Kind::Rule => {
                 let pre = self.rule_linker.instantiate_pre(component).map_err(link)?;
-                LoadedInner::Rule(wit::RulePre::new(pre).map_err(link)?)
+                match contract {
+                    Contract::V0_2 => LoadedInner::Rule(wit::RulePre::new(pre).map_err(link)?),
+                    Contract::V0_1 => {
+                        LoadedInner::RuleV0_1(v0_1::rule::RulePre::new(pre).map_err(link)?)
+                    }
+                }
             }
             Kind::MessagingAdapter | Kind::LookupAdapter => {
-                LoadedInner::Adapter(self.adapters.pre(kind, component).map_err(link)?)
+                LoadedInner::Adapter(self.adapters.pre(kind, contract, component).map_err(link)?)
             }
         };
         let range = component.image_range();
@@ -742,7 +813,6 @@ impl PluginRuntime {
             Ok(store) => store,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
-        store.data_mut().fraud = convert::fraud(event.fraud.as_ref());
         let wit_event = convert::event(event);
         let result = async {
             let instance = interpreter.pre.instantiate_async(&mut store).await?;
@@ -829,18 +899,17 @@ impl PluginRuntime {
             .map_err(|err| LoadError::Runtime(err.to_string()))
     }
 
-    /// Which world the compiled component targets, checking the API version and that
-    /// it imports nothing its world does not grant (as parsing did before compiling).
-    fn inspect(&self, component: &Component) -> Result<Kind, LoadError> {
+    /// Which world, in which line of the contract, the compiled component targets,
+    /// checking the API version and that it imports nothing its world does not grant
+    /// (as parsing did before compiling).
+    fn inspect(&self, component: &Component) -> Result<(Kind, Contract), LoadError> {
         let ty = component.component_type();
         let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
-        let kind = inspect::world(&exports)?;
-        inspect::check_imports(
-            kind,
-            ty.imports(&self.engine)
-                .map(|(name, item)| (name, matches!(item.ty, ComponentItem::ComponentInstance(_)))),
-        )?;
-        Ok(kind)
+        let imports: Vec<(&str, bool)> = ty
+            .imports(&self.engine)
+            .map(|(name, item)| (name, matches!(item.ty, ComponentItem::ComponentInstance(_))))
+            .collect();
+        inspect::check(&exports, &imports)
     }
 
     /// A fresh store for one call, with the per-call limits armed: the call may run
@@ -978,18 +1047,15 @@ impl PluginRuntime {
         event: &RuleEvent,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
         let input = event.text_len();
-        let fraud = convert::fraud(event.fraud.as_ref());
         let event = convert::event(event);
-        self.invoke_rule_in(plugin, warm, scope, now_millis, &event, fraud, input)
+        self.invoke_rule_in(plugin, warm, scope, now_millis, &event, input)
             .await
     }
 
     /// Runs the rule `plugin` on `event` (converted already; `input` is the bytes of
     /// text it carries) under the runtime's limits, in a warm instance of `warm` if one
     /// is parked (else a fresh one), and parks the instance there again if the call
-    /// returned. A failed call still reports what it used. `fraud` is what the
-    /// `signals` interface answers during the call.
-    #[allow(clippy::too_many_arguments)]
+    /// returned. A failed call still reports what it used.
     pub(super) async fn invoke_rule_in(
         &self,
         plugin: &Loaded,
@@ -997,18 +1063,16 @@ impl PluginRuntime {
         scope: &Scope,
         now_millis: i64,
         event: &wit::Event,
-        fraud: Option<wit::dialgate::plugin::signals::FraudSignals>,
         input: usize,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
         let (usage, result) = self
-            .invoke_rule_uncounted(plugin, warm, scope, now_millis, event, fraud, input)
+            .invoke_rule_uncounted(plugin, warm, scope, now_millis, event, input)
             .await;
         self.record(scope, &usage, result.as_ref().err());
         (usage, result)
     }
 
     /// [`PluginRuntime::invoke_rule_in`], without counting the call.
-    #[allow(clippy::too_many_arguments)]
     async fn invoke_rule_uncounted(
         &self,
         plugin: &Loaded,
@@ -1016,14 +1080,16 @@ impl PluginRuntime {
         scope: &Scope,
         now_millis: i64,
         event: &wit::Event,
-        fraud: Option<wit::dialgate::plugin::signals::FraudSignals>,
         input: usize,
     ) -> (Usage, Result<Vec<RuleAction>, Failure>) {
         let inner = match self.resident(plugin) {
             Ok(inner) => inner,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
-        let LoadedInner::Rule(pre) = inner.as_ref() else {
+        if !matches!(
+            inner.as_ref(),
+            LoadedInner::Rule(_) | LoadedInner::RuleV0_1(_)
+        ) {
             return (
                 Usage::default(),
                 Err(Failure::Malformed {
@@ -1057,14 +1123,21 @@ impl PluginRuntime {
                 Err(failure) => return (Usage::default(), Err(failure)),
             },
         };
-        store.data_mut().fraud = fraud;
         let mut returned = None;
         let result = async {
-            let rule = match rule {
-                Some(rule) => rule,
-                None => pre.instantiate_async(&mut store).await?,
+            let rule = match (rule, inner.as_ref()) {
+                (Some(rule), _) => rule,
+                (None, LoadedInner::RuleV0_1(pre)) => {
+                    RuleInstance::V0_1(pre.instantiate_async(&mut store).await?)
+                }
+                (None, LoadedInner::Rule(pre)) => {
+                    RuleInstance::V0_2(pre.instantiate_async(&mut store).await?)
+                }
+                (None, LoadedInner::Adapter(_)) => {
+                    return Err(wasmtime::Error::msg("an adapter cannot run as a rule"))
+                }
             };
-            let answer = rule.call_on_event(&mut store, event).await;
+            let answer = rule.on_event(&mut store, event).await;
             if answer.is_ok() {
                 returned = Some(rule);
             }

@@ -1070,7 +1070,6 @@ impl Registry {
         }
         steps.extend(live.rules(event.trigger).iter().map(Step::Plugin));
         steps.sort_by(|a, b| a.key().cmp(&b.key()));
-        let fraud = super::convert::fraud(event.fraud.as_ref());
         let usage = decided
             .as_ref()
             .map(|(_, usage, _)| *usage)
@@ -1116,7 +1115,6 @@ impl Registry {
                             &rule.scope,
                             now_millis,
                             plugin_event,
-                            fraud,
                             input,
                         )
                         .await;

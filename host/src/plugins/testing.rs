@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use crate::model::rules::{PhoneView, RuleEvent, Snapshot, Trigger};
 
 /// The in-tree guests the tests and benchmarks run.
-const GUESTS: [&str; 19] = [
+const GUESTS: [&str; 22] = [
     "otp-for-voip",
     "flag-sim-swap",
     "velocity",
@@ -28,6 +28,9 @@ const GUESTS: [&str; 19] = [
     "guest-line",
     "guest-signals",
     "guest-contract-v010",
+    "guest-contract-v01-messaging",
+    "guest-contract-v011-signals",
+    "guest-contract-v01-lookup",
 ];
 
 /// The component built from the guest crate whose artifact is `artifact` (e.g.

@@ -797,6 +797,13 @@ fn an_instance_that_ran_out_of_time_is_not_kept_and_no_bound_keeps_none() {
     assert_eq!(cold.stats().warm.parked, 0);
 }
 
+/// Whether a component's bytes hold `name` (import names are in them).
+fn names(bytes: &[u8], name: &str) -> bool {
+    bytes
+        .windows(name.len())
+        .any(|window| window == name.as_bytes())
+}
+
 #[test]
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
 fn a_rule_built_against_api_0_1_0_loads_and_runs_on_this_host() {
@@ -804,9 +811,8 @@ fn a_rule_built_against_api_0_1_0_loads_and_runs_on_this_host() {
     let runtime = runtime(db);
     // The component imports the contract at 0.1.0 (import names are in its bytes).
     let bytes = guest("guest_contract_v010");
-    let named = |name: &[u8]| bytes.windows(name.len()).any(|window| window == name);
-    assert!(named(b"dialgate:plugin/log@0.1.0"));
-    assert!(!named(b"@0.1.1"));
+    assert!(names(&bytes, "dialgate:plugin/log@0.1.0"));
+    assert!(!names(&bytes, "@0.1.1"));
     let rule = rule(&runtime, "guest_contract_v010");
     let (_, actions) =
         block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("voip", None, &[])));
@@ -818,7 +824,7 @@ fn a_rule_built_against_api_0_1_0_loads_and_runs_on_this_host() {
 
 #[test]
 #[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
-fn a_rule_reads_the_fraud_signals_of_its_event_through_api_0_1_1() {
+fn a_0_2_0_rule_reads_the_fraud_signals_in_its_event() {
     let (_dir, db) = db();
     let runtime = runtime(db);
     let rule = rule(&runtime, "guest_signals");
@@ -834,8 +840,162 @@ fn a_rule_reads_the_fraud_signals_of_its_event_through_api_0_1_1() {
         flags(&actions),
         ["signals risk=85 conversion=0.125 sends=40 geo=false"]
     );
-    // Without signals the interface answers none, in the same warm pool as well.
+    // Without signals the event carries none.
     let (_, actions) =
         block_on(runtime.invoke_rule(&rule, &scope("a"), 0, &event("mobile", None, &[])));
     assert_eq!(flags(&actions), ["signals none"]);
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_rule_built_against_api_0_1_1_still_reads_the_signals_through_its_interface() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let rule = rule(&runtime, "guest_contract_v011_signals");
+    let warm = runtime.warm_pool("a");
+    let mut with = event("mobile", None, &[]);
+    with.fraud = Some(crate::model::rules::FraudSignals {
+        pumping_risk: 72,
+        prefix_conversion_rate: None,
+        prefix_sends_1h: 9,
+        geo_permitted: true,
+    });
+    let (_, actions) = block_on(runtime.invoke_rule_warm(&rule, &warm, &scope("a"), 0, &with));
+    assert_eq!(flags(&actions), ["v0.1.1 signals risk=72 sends=9 geo=true"]);
+    // The next call, served warm, sees its own event's signals: none.
+    let plain = event("mobile", None, &[]);
+    let (_, actions) = block_on(runtime.invoke_rule_warm(&rule, &warm, &scope("a"), 0, &plain));
+    assert_eq!(flags(&actions), ["v0.1.1 signals none"]);
+}
+
+#[test]
+fn the_contract_line_comes_from_the_imports_and_decides_the_exports_and_grants() {
+    let rule_0_1 = [
+        ("dialgate:plugin/rule-types@0.1.0", true),
+        ("dialgate:plugin/log@0.1.0", true),
+    ];
+    assert_eq!(
+        inspect::check(&["on-event"], &rule_0_1),
+        Ok((Kind::Rule, Contract::V0_1))
+    );
+    let signals_0_1 = [("dialgate:plugin/signals@0.1.1", true)];
+    assert_eq!(
+        inspect::check(&["on-event"], &signals_0_1),
+        Ok((Kind::Rule, Contract::V0_1))
+    );
+    // 0.2.0 has no `signals`: the signals are in the event.
+    let signals_0_2 = [("dialgate:plugin/signals@0.2.0", true)];
+    assert!(matches!(
+        inspect::check(&["on-event"], &signals_0_2),
+        Err(LoadError::ForbiddenImport { .. })
+    ));
+    // A messaging adapter exports `send` in 0.1 and `send-message` in 0.2.0.
+    let messaging = |version: &str| [(format!("dialgate:plugin/messaging-types@{version}"), true)];
+    let check = |exports: &[&str], version: &str| {
+        let imports = messaging(version);
+        let imports: Vec<(&str, bool)> = imports.iter().map(|(n, i)| (n.as_str(), *i)).collect();
+        inspect::check(exports, &imports)
+    };
+    assert_eq!(
+        check(&["send", "parse-callback"], "0.1.1"),
+        Ok((Kind::MessagingAdapter, Contract::V0_1))
+    );
+    assert_eq!(
+        check(&["send-message", "parse-callback"], "0.2.0"),
+        Ok((Kind::MessagingAdapter, Contract::V0_2))
+    );
+    assert!(matches!(
+        check(&["send", "parse-callback"], "0.2.0"),
+        Err(LoadError::UnknownWorld(_))
+    ));
+    // An unknown version is refused naming what this host speaks; so is a mix.
+    let unknown = check(&["send-message", "parse-callback"], "0.3.0").expect_err("refused");
+    assert_eq!(
+        unknown.to_string(),
+        "the component speaks dialgate:plugin@0.3.0; this host speaks @0.1.0, @0.1.1, @0.2.0"
+    );
+    let mixed = [
+        ("dialgate:plugin/types@0.1.1", true),
+        ("dialgate:plugin/rule-types@0.2.0", true),
+    ];
+    assert!(matches!(
+        inspect::check(&["on-event"], &mixed),
+        Err(LoadError::MixedVersions { .. })
+    ));
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_messaging_adapter_built_against_api_0_1_1_exports_send_and_still_sends() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let bytes = guest("guest_contract_v01_messaging");
+    assert!(names(&bytes, "dialgate:plugin/messaging-types@0.1.1"));
+    assert!(!names(&bytes, "dialgate:plugin/messaging-types@0.2.0"));
+    let adapter = runtime
+        .load(&bytes, Some(Kind::MessagingAdapter))
+        .expect("a 0.1 messaging adapter loads");
+    let trial = Arc::new(Trial::scripted(vec![(
+        200,
+        Vec::new(),
+        br#"{"messages":[{"message-id":"SM7","status":"0"}]}"#.to_vec(),
+    )]));
+    let call = adapter_call(
+        &[("base_url", "http://127.0.0.1:9")],
+        Some(Arc::clone(&trial)),
+    );
+    let message = AdapterMessage {
+        id: "m1".to_owned(),
+        to: "+14155552671".to_owned(),
+        channel: Channel::Sms,
+        body: "Your code is 123456".to_owned(),
+        language: "en".to_owned(),
+    };
+    let (_, sent) = block_on(runtime.invoke_send(&adapter, &scope("a"), 0, call, message));
+    let dispatch = sent.expect("the call ran").expect("the provider accepted");
+    assert_eq!(dispatch.provider_message_id, "SM7");
+    let exchanges = trial.exchanges.lock();
+    assert_eq!(exchanges[0].url, "http://127.0.0.1:9/sms/json");
+    assert!(
+        exchanges[0].body.contains("to=%2B14155552671"),
+        "{}",
+        exchanges[0].body
+    );
+}
+
+/// An adapter call with `config`, granted 127.0.0.1:9 under a loopback egress policy,
+/// its exchanges recorded (and scripted) by `trial`.
+fn adapter_call(config: &[(&str, &str)], trial: Option<Arc<Trial>>) -> AdapterCall {
+    AdapterCall {
+        config: config
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+        secrets: Default::default(),
+        grant: HttpGrant {
+            hosts: vec!["127.0.0.1:9".to_owned()],
+        },
+        timeout: None,
+        egress: crate::egress::Egress::new(crate::egress::AllowList::loopback()),
+        trial,
+    }
+}
+
+#[test]
+#[ignore = "needs the wasm32-wasip2 target; .ci/test adds it and runs this test"]
+fn a_lookup_adapter_built_against_api_0_1_1_still_answers() {
+    let (_dir, db) = db();
+    let runtime = runtime(db);
+    let adapter = runtime
+        .load(
+            &guest("guest_contract_v01_lookup"),
+            Some(Kind::LookupAdapter),
+        )
+        .expect("a 0.1 lookup adapter loads");
+    let call = adapter_call(&[("carrier", "Old Telecom")], None);
+    let (_, found) =
+        block_on(runtime.invoke_lookup(&adapter, &scope("a"), 0, call, "+14155552671"));
+    let found = found.expect("answered");
+    assert_eq!(found.carrier_name.as_deref(), Some("Old Telecom"));
+    assert_eq!(found.line_status.as_deref(), Some("active"));
 }

@@ -29,7 +29,7 @@ use serde::Serialize;
 use wasmtime::Store;
 
 use super::host::State;
-use super::{wit, LoadedInner};
+use super::{LoadedInner, RuleInstance};
 
 /// Warm instances per tenant, at most.
 const PER_TENANT: usize = 16;
@@ -115,7 +115,7 @@ fn reserve(counter: &AtomicUsize, cap: usize) -> bool {
 /// An instance kept after a clean call, with the code it was made from.
 pub(super) struct Parked {
     pub store: Store<State>,
-    pub rule: wit::Rule,
+    pub rule: RuleInstance,
     pub code: Arc<LoadedInner>,
 }
 

@@ -203,7 +203,7 @@ pub(crate) fn snippet(response: &HttpResponse) -> Option<String> {
 pub struct HttpSms;
 
 impl MessagingAdapter for HttpSms {
-    fn send(message: &Message) -> Result<Dispatch, SendError> {
+    fn send_message(message: &Message) -> Result<Dispatch, SendError> {
         let settings = Settings::read(host::config, host::secret)?;
         let request = build_request(&settings, message)?;
         let response = host::send(&request).map_err(|err| transport_error(&err))?;

@@ -277,7 +277,7 @@ fn bad_callback(message: impl Into<String>) -> PluginError {
 pub struct Kannel;
 
 impl MessagingAdapter for Kannel {
-    fn send(message: &Message) -> Result<Dispatch, SendError> {
+    fn send_message(message: &Message) -> Result<Dispatch, SendError> {
         let settings = Settings::read(host::config, host::secret)?;
         let request = build_request(&settings, message)?;
         let response = host::send(&request).map_err(|err| transport_error(&err))?;

@@ -8,7 +8,6 @@
 //! asked, every condition's outcome). It knows nothing of actions: the host holds
 //! each rule's actions and applies those of the rules that matched.
 
-use dialgate_sdk::contract::signals::FraudSignals;
 use dialgate_sdk::contract::types::VerificationStatus;
 use dialgate_sdk::contract::workflow_types::ConditionOutcome;
 use dialgate_sdk::workflow::{evaluate, Fact, Facts, Field, Program};
@@ -26,13 +25,7 @@ impl Guest for Interpreter {
         std::panic::set_hook(Box::new(|_| {}));
         let program = Program::decode(&program)
             .map_err(|err| PluginError::new("bad-program", err.to_string()))?;
-        // The fraud signals come from the host (API 0.1.1), read once per call; a
-        // native build (the unit tests) has no host to ask.
-        #[cfg(target_arch = "wasm32")]
-        let fraud = dialgate_sdk::contract::signals::fraud();
-        #[cfg(not(target_arch = "wasm32"))]
-        let fraud = None;
-        let facts = EventFacts::new(&event, fraud);
+        let facts = EventFacts::new(&event);
         let mut outcomes = Vec::new();
         let matched = evaluate(&program, &facts, explain.then_some(&mut outcomes));
         Ok(Evaluation {
@@ -52,16 +45,15 @@ impl Guest for Interpreter {
 
 export!(Interpreter);
 
-/// The facts of one event, with the fraud signals of its flow.
+/// The facts of one event, the fraud signals of its flow included (`event.fraud`).
 pub struct EventFacts<'a> {
     event: &'a Event,
-    fraud: Option<FraudSignals>,
 }
 
 impl<'a> EventFacts<'a> {
-    /// The facts `event` carries, and `fraud`, the host's signals for it.
-    pub fn new(event: &'a Event, fraud: Option<FraudSignals>) -> Self {
-        Self { event, fraud }
+    /// The facts `event` carries.
+    pub fn new(event: &'a Event) -> Self {
+        Self { event }
     }
 }
 
@@ -120,20 +112,20 @@ impl Facts for EventFacts<'_> {
                 }
                 _ => Fact::Unknown,
             },
-            Field::PumpingRisk => self
+            Field::PumpingRisk => event
                 .fraud
                 .as_ref()
                 .map_or(Fact::Unknown, |f| Fact::Number(f64::from(f.pumping_risk))),
-            Field::PrefixConversionRate => self
+            Field::PrefixConversionRate => event
                 .fraud
                 .as_ref()
                 .and_then(|f| f.prefix_conversion_rate)
                 .map_or(Fact::Unknown, Fact::Number),
-            Field::PrefixSends1h => self
+            Field::PrefixSends1h => event
                 .fraud
                 .as_ref()
                 .map_or(Fact::Unknown, |f| Fact::Number(f.prefix_sends_hour as f64)),
-            Field::GeoPermitted => self
+            Field::GeoPermitted => event
                 .fraud
                 .as_ref()
                 .map_or(Fact::Unknown, |f| Fact::Bool(f.geo_permitted)),
@@ -194,7 +186,7 @@ mod tests {
     #[test]
     fn derived_and_unknown_fields() {
         let facts_event = event();
-        let facts = EventFacts::new(&facts_event, None);
+        let facts = EventFacts::new(&facts_event);
         assert_eq!(facts.fact(Field::CountryMismatch), Fact::Bool(true));
         assert_eq!(facts.fact(Field::SimSwapDaysAgo), Fact::Unknown);
         assert_eq!(

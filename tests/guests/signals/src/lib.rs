@@ -1,16 +1,15 @@
-//! A test rule built against API 0.1.1: at every trigger it reads the fraud signals
-//! of the flow through the `signals` interface and adds them as one flag
+//! A test rule built against API 0.2.0: at every trigger it reads the fraud signals
+//! of the flow from its event (`event.fraud`) and adds them as one flag
 //! (`signals risk=… conversion=… sends=… geo=…`, or `signals none`).
 
-use dialgate_sdk::rule::host::fraud_signals;
 use dialgate_sdk::rule::{Action, Event, PluginError, Rule};
 
 /// The rule.
 pub struct Signals;
 
 impl Rule for Signals {
-    fn on_event(_event: &Event) -> Result<Vec<Action>, PluginError> {
-        let flag = match fraud_signals() {
+    fn on_event(event: &Event) -> Result<Vec<Action>, PluginError> {
+        let flag = match &event.fraud {
             None => "signals none".to_owned(),
             Some(signals) => format!(
                 "signals risk={} conversion={} sends={} geo={}",

@@ -1,5 +1,5 @@
 //! A hostile rule for the sandbox tests: a component of the `rule` world that also
-//! imports `dialgate:plugin/http-client@0.1.1`, which rules are not granted, and calls
+//! imports `dialgate:plugin/http-client@0.2.0`, which rules are not granted, and calls
 //! it. The host must refuse to instantiate it rather than fail at the call.
 //!
 //! The SDK only offers a rule the rule world's imports, so this crate generates its
@@ -13,8 +13,8 @@ mod bindings {
             package hostile:forbidden;
 
             world forbidden {
-                include dialgate:plugin/rule@0.1.1;
-                import dialgate:plugin/http-client@0.1.1;
+                include dialgate:plugin/rule@0.2.0;
+                import dialgate:plugin/http-client@0.2.0;
             }
         ",
         path: "../../../sdk/wit",
