@@ -73,6 +73,12 @@ pub struct BenchArgs {
     /// none).
     #[arg(long, default_value_t = 31)]
     pub kannel_dlr_mask: u8,
+    /// How long the endpoint taking Kannel's delivery reports in the `kannel`
+    /// scenario's part (a) waits before it answers, in ms: 0 answers at once; a few ms
+    /// is what a receipt endpoint that makes each receipt durable before answering
+    /// takes (Dialgate's does in part (b)).
+    #[arg(long, default_value_t = 0)]
+    pub kannel_sink_delay_ms: u64,
     /// A PostgreSQL database the bench servers keep their records in, instead of a
     /// sled store in a temporary directory (postgres://user:password@host:port/db).
     #[arg(long)]
@@ -417,8 +423,30 @@ fn bench_config(dir: &std::path::Path) -> anyhow::Result<Config> {
         // policy refuses by default.
         egress_allow: crate::egress::AllowList::loopback(),
         store: STORE.get().cloned().flatten(),
+        plugin_shares: bench_shares(),
         ..Config::default()
     })
+}
+
+/// The plugin shares of bench servers: the defaults, or what the server's variables
+/// (`DIALGATE_ADAPTER_CALLS_PER_TENANT` and the like) set, so a run can show how a
+/// share bounds a scenario.
+fn bench_shares() -> crate::plugins::Shares {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let count = |name: &str| var(name).and_then(|v| usize::try_from(v).ok());
+    let defaults = crate::plugins::Shares::default();
+    crate::plugins::Shares {
+        rule_calls: count("DIALGATE_PLUGIN_CALLS").unwrap_or(defaults.rule_calls),
+        rule_calls_per_tenant: count("DIALGATE_PLUGIN_CALLS_PER_TENANT")
+            .unwrap_or(defaults.rule_calls_per_tenant),
+        adapter_calls: count("DIALGATE_ADAPTER_CALLS").unwrap_or(defaults.adapter_calls),
+        adapter_calls_per_tenant: count("DIALGATE_ADAPTER_CALLS_PER_TENANT")
+            .unwrap_or(defaults.adapter_calls_per_tenant),
+        queue_ms: var("DIALGATE_PLUGIN_QUEUE_MS").unwrap_or(defaults.queue_ms),
+        adapter_queue_ms: var("DIALGATE_ADAPTER_QUEUE_MS").unwrap_or(defaults.adapter_queue_ms),
+        cpu_ms_per_sec: var("DIALGATE_PLUGIN_CPU_MS_PER_SEC").unwrap_or(defaults.cpu_ms_per_sec),
+    }
+    .clamped()
 }
 
 /// A bench server with no tenants of its own: the first of a run, or another replica

@@ -29,7 +29,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::json;
 
-use super::{expect_ok, json_request, post_json, start_server, BenchArgs, HttpClient, Rules};
+use super::{expect_ok, json_request, post_json, start_tenants, BenchArgs, HttpClient, Rules};
 use crate::kannel::{FakeSmsc, Kannel};
 
 /// Messages sent before each timed part, not counted.
@@ -137,8 +137,17 @@ pub(super) async fn run(
     // Where Kannel's reports go in part (a): an endpoint that only answers 200.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sink = listener.local_addr()?;
+    let delay = Duration::from_millis(args.kannel_sink_delay_ms);
     let sink_task = tokio::spawn(async move {
-        let app = Router::new().route("/dlr", get(|| async { "ok" }));
+        let app = Router::new().route(
+            "/dlr",
+            get(move || async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                "ok"
+            }),
+        );
         let _ = axum::serve(listener, app).await;
     });
 
@@ -175,17 +184,20 @@ pub(super) async fn run(
     let pids = kannel.pids();
     let kannel_only = part(&smsc, &pids, args.connections, messages, direct).await?;
     println!(
-        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight, dlr-mask {mask})",
+        "{:<34} {:>10.0}/s  ({} messages in {:.2} s, {} in flight, dlr-mask {mask}, reports answered after {} ms)",
         "kannel: sendsms straight to smsbox",
         kannel_only.per_second(),
         kannel_only.messages,
         kannel_only.elapsed.as_secs_f64(),
         args.connections,
+        args.kannel_sink_delay_ms,
     );
     kannel_only.print_cpu();
 
     // (b) The same through Dialgate with a kannel provider.
-    let (addr, key, _, server) = start_server(dir, Rules::Plugins(0)).await?;
+    let mut bench = start_tenants(dir, &[Rules::Plugins(0)]).await?;
+    let (_, key) = bench.tenants.remove(0);
+    let (addr, server, engine) = (bench.addr, bench.task, bench.engine);
     let base = format!("http://{addr}");
     let install = post_json(
         &format!("{base}/v1/plugins/catalog/kannel"),
@@ -246,12 +258,62 @@ pub(super) async fn run(
         100.0 * dialgate.per_second() / kannel_only.per_second(),
     );
     dialgate.print_cpu();
+    print_latencies(&engine.metrics.encode(|_| {}));
     if !smsc.unreadable().is_empty() {
         bail!("the fake SMSC could not read: {:?}", smsc.unreadable());
     }
     server.abort();
     sink_task.abort();
     Ok(())
+}
+
+/// Prints, from the server's metrics, the mean time of its HTTP routes and store
+/// operations over the run (warm-ups included): where a message's time went.
+fn print_latencies(metrics: &str) {
+    // (series, label to show) → (sum of seconds, count)
+    let mut means: std::collections::BTreeMap<(String, String), (f64, f64)> =
+        std::collections::BTreeMap::new();
+    for line in metrics.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        for (name, label) in [
+            ("dialgate_http_request_duration_seconds", "route"),
+            ("dialgate_store_operation_duration_seconds", "op"),
+        ] {
+            let Some(rest) = series.strip_prefix(name) else {
+                continue;
+            };
+            let (part, labels) = rest.split_once('{').unwrap_or((rest, ""));
+            let shown = labels
+                .split_once(&format!("{label}=\""))
+                .and_then(|(_, value)| value.split_once('"'))
+                .map_or("", |(value, _)| value)
+                .to_owned();
+            let entry = means.entry((name.to_owned(), shown)).or_default();
+            match part {
+                "_sum" => entry.0 += value,
+                "_count" => entry.1 += value,
+                _ => {}
+            }
+        }
+    }
+    for ((name, shown), (sum, count)) in means {
+        if count > 0.0 {
+            let what = if name.contains("http") {
+                "route"
+            } else {
+                "store"
+            };
+            println!(
+                "  {what:<6} {shown:<40} {count:>8.0} × {:>8.2} ms mean",
+                sum * 1e3 / count
+            );
+        }
+    }
 }
 
 /// A distinct valid UK mobile number for message `i` (+44 7911 000000 to 299999, the

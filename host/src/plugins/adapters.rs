@@ -326,13 +326,11 @@ impl PluginRuntime {
         scope: &Scope,
         now_millis: i64,
         grant: Arc<AdapterCall>,
+        lane: Lane,
     ) -> Result<AdapterRun, Failure> {
         let run = async {
             let code = self.resident(plugin)?;
-            let permit = self
-                .admission
-                .admit(&scope.tenant_id, Lane::Adapters)
-                .await?;
+            let permit = self.admission.admit(&scope.tenant_id, lane).await?;
             let store = self.call_store(scope, now_millis, Some(grant))?;
             Ok(AdapterRun {
                 _permit: permit,
@@ -374,7 +372,10 @@ impl PluginRuntime {
         grant: Arc<AdapterCall>,
         number: &str,
     ) -> AdapterResult<Intelligence> {
-        let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
+        let mut run = match self
+            .adapter_run(plugin, scope, now_millis, grant, Lane::Adapters)
+            .await
+        {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
@@ -401,7 +402,10 @@ impl PluginRuntime {
         grant: Arc<AdapterCall>,
         message: AdapterMessage,
     ) -> AdapterResult<Result<AdapterDispatch, SendRefusal>> {
-        let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
+        let mut run = match self
+            .adapter_run(plugin, scope, now_millis, grant, Lane::Adapters)
+            .await
+        {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
         };
@@ -442,7 +446,10 @@ impl PluginRuntime {
         grant: Arc<AdapterCall>,
         request: CallbackRequest,
     ) -> AdapterResult<Vec<DeliveryUpdate>> {
-        let mut run = match self.adapter_run(plugin, scope, now_millis, grant).await {
+        let mut run = match self
+            .adapter_run(plugin, scope, now_millis, grant, Lane::Callbacks)
+            .await
+        {
             Ok(run) => run,
             Err(failure) => return (Usage::default(), Err(failure)),
         };

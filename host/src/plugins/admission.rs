@@ -5,7 +5,10 @@
 //! own share of that lane, so one tenant can hold at most its share however many
 //! requests it sends, and the lanes together stay below the pool's size. Adapters wait
 //! on the network while they hold an instance, so they have their own lane and
-//! cannot starve rules. Waiting for a slot is bounded; a tenant also has a plugin
+//! cannot starve rules; a provider's receipts take the adapter lane with a tenant
+//! share of their own, so they never wait behind the tenant's sends (a gateway that
+//! answers a send only once its earlier receipts are taken would otherwise stall
+//! both). Waiting for a slot is bounded; a tenant also has a plugin
 //! CPU-time budget (wall time of its rule chains, measured outside the guest) refilled
 //! at a steady rate, enforced while other tenants are active. A call refused for load
 //! comes back as [`Failure::Overloaded`], which the flows record and treat like any
@@ -93,7 +96,12 @@ impl Shares {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Rules,
+    /// Sends and lookups, which hold their instance while the network answers.
     Adapters,
+    /// Providers' receipts parsed by their adapter: the host's adapter lane, but a
+    /// tenant share of their own, so receipts never queue behind the tenant's sends
+    /// (whose provider may itself be waiting for those receipts to be taken).
+    Callbacks,
 }
 
 /// One tenant's share.
@@ -101,6 +109,7 @@ pub enum Lane {
 struct TenantShare {
     rules: Arc<Semaphore>,
     adapters: Arc<Semaphore>,
+    callbacks: Arc<Semaphore>,
     budget: Mutex<Bucket>,
 }
 
@@ -191,6 +200,7 @@ impl Admission {
             Arc::new(TenantShare {
                 rules: Arc::new(Semaphore::new(self.shares.rule_calls_per_tenant)),
                 adapters: Arc::new(Semaphore::new(self.shares.adapter_calls_per_tenant)),
+                callbacks: Arc::new(Semaphore::new(self.shares.adapter_calls_per_tenant)),
                 budget: Mutex::new(Bucket {
                     micros: self.capacity_micros(),
                     at: Instant::now(),
@@ -232,6 +242,15 @@ impl Admission {
                 self.shares.adapter_calls_per_tenant,
                 self.shares.adapter_calls,
                 "adapter",
+                "adapter_calls",
+                self.shares.adapter_queue_ms,
+            ),
+            Lane::Callbacks => (
+                &share.callbacks,
+                &self.adapters,
+                self.shares.adapter_calls_per_tenant,
+                self.shares.adapter_calls,
+                "callback",
                 "adapter_calls",
                 self.shares.adapter_queue_ms,
             ),
@@ -354,6 +373,25 @@ mod tests {
             .admit("a", Lane::Rules)
             .await
             .expect("rules are not held up by adapters");
+    }
+
+    #[tokio::test]
+    async fn receipts_do_not_queue_behind_the_tenants_sends() {
+        let admission = Admission::new(shares());
+        let _send = admission.admit("a", Lane::Adapters).await.expect("slot");
+        let receipt = admission
+            .admit("a", Lane::Callbacks)
+            .await
+            .expect("a receipt has a share of its own");
+        admission
+            .admit("a", Lane::Callbacks)
+            .await
+            .expect_err("one callback per tenant");
+        drop(receipt);
+        admission
+            .admit("a", Lane::Callbacks)
+            .await
+            .expect("the receipt's slot came back");
     }
 
     #[tokio::test]
