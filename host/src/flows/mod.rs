@@ -106,6 +106,8 @@ pub struct Replica {
     pub analytics: analytics::Ledger,
     /// Rule statistics not yet merged into the store (a second's worth).
     pub rule_stats: rules::stats::RuleLedger,
+    /// The tenants with a backtest running here.
+    pub backtests: rules::backtest::Running,
 }
 
 impl Default for Replica {
@@ -120,6 +122,7 @@ impl Default for Replica {
             pumping: pumping::Ledger::default(),
             analytics: analytics::Ledger::default(),
             rule_stats: rules::stats::RuleLedger::default(),
+            backtests: rules::backtest::Running::default(),
         }
     }
 }

@@ -1,0 +1,3 @@
+//! Unit tests of the backtest's replay and comparison.
+
+use super::*;
