@@ -34,11 +34,13 @@ use crate::settings::PhoneSettings;
 use crate::store::{key, Db, Tree};
 use crate::workflows;
 
-use super::replay::{
+use replay::{
     blocks, compare, merge, responsible, strip_rule_effects, Compared, Example, Orders, Outcome,
     Replay, Tally,
 };
 use super::workflows::draft_rules;
+
+pub mod replay;
 
 /// The window's default length, in days.
 pub const DEFAULT_DAYS: u32 = 7;

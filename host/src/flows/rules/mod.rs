@@ -3,7 +3,6 @@
 //! backtests of candidate rules over recorded traffic.
 
 pub mod backtest;
-pub mod replay;
 pub mod stats;
 pub mod triggers;
 pub mod workflows;

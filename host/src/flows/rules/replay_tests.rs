@@ -1,3 +1,0 @@
-//! Unit tests of the backtest's replay and comparison.
-
-use super::*;
