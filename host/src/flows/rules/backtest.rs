@@ -34,11 +34,11 @@ use crate::settings::PhoneSettings;
 use crate::store::{key, Db, Tree};
 use crate::workflows;
 
+use super::workflows::draft_rules;
 use replay::{
     blocks, compare, merge, responsible, strip_rule_effects, Compared, Example, Orders, Outcome,
     Replay, Tally,
 };
-use super::workflows::draft_rules;
 
 pub mod replay;
 
@@ -506,7 +506,9 @@ impl Engine {
         let to = self.clock.now();
         let from = to - chrono::Duration::days(i64::from(bounds.days));
         let mut pages = Pages::new(self.db.clone(), tenant_id, from);
-        let deadline = started + bounds.budget;
+        // The budget is the replay's: loading the candidate (which may compile it) is
+        // not charged to it.
+        let deadline = Instant::now() + bounds.budget;
         let mut tally = Tally::default();
         let mut stopped = None;
         'pages: loop {
