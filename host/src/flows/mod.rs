@@ -154,7 +154,7 @@ impl Engine {
     /// A new id as [`Engine::id`], whose time is `at` (the flows' clock, which is the
     /// system's in production): a verification's id tells when it began as its
     /// `created_at` does, so the verification log reads a time range as a key range.
-    fn id_at(at: chrono::DateTime<chrono::Utc>) -> String {
+    pub(crate) fn id_at(at: chrono::DateTime<chrono::Utc>) -> String {
         let seconds = u64::try_from(at.timestamp()).unwrap_or(0);
         let timestamp =
             uuid::Timestamp::from_unix(uuid::NoContext, seconds, at.timestamp_subsec_nanos());

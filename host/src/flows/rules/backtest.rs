@@ -393,6 +393,15 @@ impl Pages {
         Ok(page)
     }
 
+    /// Why a scan that read no more stopped: `max_verifications` when `scanned`
+    /// reached the cap with verifications of the window left, else nothing.
+    fn capped(&mut self, scanned: u64, bounds: Bounds) -> Result<Option<&'static str>, FlowError> {
+        if scanned < bounds.most || self.next(1)?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some("max_verifications"))
+    }
+
     fn decode(&self, (key, bytes): &(Vec<u8>, Vec<u8>)) -> Result<Verification, FlowError> {
         Ok(self.db.decode_raw(Tree::Verifications, key, bytes)?)
     }
@@ -517,9 +526,7 @@ impl Engine {
                 .min(PAGE);
             let page = pages.next(want)?;
             if page.is_empty() {
-                if tally.scanned >= bounds.most && !pages.done {
-                    stopped = Some("max_verifications");
-                }
+                stopped = pages.capped(tally.scanned, bounds)?;
                 break;
             }
             for pair in &page {
@@ -640,8 +647,7 @@ fn scan_parallel(
             .min(PAGE);
         let page = pages.next(want)?;
         if page.is_empty() {
-            let stopped =
-                (tally.scanned >= bounds.most && !pages.done).then_some("max_verifications");
+            let stopped = pages.capped(tally.scanned, bounds)?;
             return Ok(Scanned { tally, stopped });
         }
         let chunk = page.len().div_ceil(threads);
