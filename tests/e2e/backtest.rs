@@ -45,6 +45,35 @@ fn flag_uz() -> Value {
     })
 }
 
+/// Runs `dialgate plugin backtest` against `server` with `args`; returns whether it
+/// succeeded and what it printed (standard output, then standard error).
+async fn backtest_command(server: &TestServer, key: &str, args: &[&str]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
+    command
+        .args([
+            "plugin",
+            "backtest",
+            "--server",
+            &server.api.base,
+            "--key",
+            key,
+        ])
+        .args(args)
+        .env("DIALGATE_LOG", "warn");
+    for proxy in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        command.env_remove(proxy);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().expect("run dialgate"))
+        .await
+        .expect("the command's thread");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
 async fn backtest(server: &TestServer, tenant: &Tenant, body: Value) -> Value {
     let reply = server
         .post("/v1/workflows/rules/backtest", &tenant.key, body)
@@ -362,6 +391,23 @@ async fn backtest_of_a_plugin_version_discards_its_key_value_writes() {
             "{answer}"
         );
     }
+    // The command prints the same backtest, readably.
+    let (ok, printed) = backtest_command(
+        &server,
+        &tenant.key,
+        &["--plugin", &id, "--version", "2.0.0"],
+    )
+    .await;
+    assert!(ok, "{printed}");
+    assert!(
+        printed.contains("backtest of plugin counter 2.0.0"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("3 verifications replayed, complete"),
+        "{printed}"
+    );
+    assert!(printed.contains("count:3 (1)"), "{printed}");
     let plugin = server.get(&format!("/v1/plugins/{id}"), &tenant.key).await;
     assert_eq!(
         plugin.expect(200)["storage"]["kv_keys"],
@@ -488,4 +534,28 @@ async fn hostile_plugin_versions_are_bounded_and_backtests_run_one_at_a_time() {
     assert_eq!(other.expect(200)["outcomes"]["would_decline"], 1);
     // Once it ended, the tenant may backtest again.
     backtest(&server, &tenant, json!({"rules": []})).await;
+}
+
+#[tokio::test]
+async fn the_backtest_command_fails_on_an_error_answer() {
+    let (server, tenant) = TestServer::with_tenant().await;
+    let (ok, printed) = backtest_command(
+        &server,
+        &tenant.key,
+        &["--plugin", "plg_unknown", "--version", "1"],
+    )
+    .await;
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains("404") && printed.contains("not_found"),
+        "{printed}"
+    );
+    let (ok, printed) = backtest_command(
+        &server,
+        &tenant.key,
+        &["--plugin", "plg_unknown", "--version", "1", "--days", "0"],
+    )
+    .await;
+    assert!(!ok, "{printed}");
+    assert!(printed.contains("(field days)"), "{printed}");
 }

@@ -31,7 +31,7 @@ use crate::model::Verification;
 use crate::plugins::registry::{programs, Registry, TenantLive};
 use crate::plugins::Lane;
 use crate::settings::PhoneSettings;
-use crate::store::{key, Db, Tree};
+use crate::store::{key, Db, Pair, Tree};
 use crate::workflows;
 
 use super::workflows::draft_rules;
@@ -379,7 +379,7 @@ impl Pages {
     }
 
     /// The next page of at most `size` (key, raw record) pairs; empty at the end.
-    fn next(&mut self, size: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FlowError> {
+    fn next(&mut self, size: usize) -> Result<Vec<Pair>, FlowError> {
         if self.done || size == 0 {
             return Ok(Vec::new());
         }
@@ -402,7 +402,7 @@ impl Pages {
         Ok(Some("max_verifications"))
     }
 
-    fn decode(&self, (key, bytes): &(Vec<u8>, Vec<u8>)) -> Result<Verification, FlowError> {
+    fn decode(&self, (key, bytes): &Pair) -> Result<Verification, FlowError> {
         Ok(self.db.decode_raw(Tree::Verifications, key, bytes)?)
     }
 }
@@ -519,7 +519,7 @@ impl Engine {
         // not charged to it.
         let deadline = Instant::now() + bounds.budget;
         let mut tally = Tally::default();
-        let mut stopped = None;
+        let stopped;
         'pages: loop {
             let want = usize::try_from(bounds.most - tally.scanned)
                 .unwrap_or(PAGE)
