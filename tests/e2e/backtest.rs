@@ -327,18 +327,7 @@ async fn upload_candidate(
     triggers: &str,
 ) -> String {
     let id = upload_rule(server, tenant, "guest_echo", name, triggers, Value::Null).await;
-    let reply = server
-        .raw(
-            reqwest::Method::POST,
-            &format!("/v1/plugins?name={name}&kind=rule&version={version}&triggers={triggers}"),
-            Some(&tenant.key),
-            Some((
-                "application/wasm",
-                dialgate::plugins::testing::guest_component(artifact),
-            )),
-            &[],
-        )
-        .await;
+    let reply = upload_version(server, tenant, artifact, name, version, triggers).await;
     let body = reply.expect(201);
     assert_eq!(body["id"], id.as_str(), "{body}");
     assert_eq!(body["active_version"], "1.0.0", "{body}");

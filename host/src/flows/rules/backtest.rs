@@ -205,6 +205,11 @@ impl Running {
     }
 }
 
+/// The error of a backtest whose blocking task ended without an answer.
+fn lost(err: tokio::task::JoinError) -> FlowError {
+    FlowError::Unavailable(format!("the backtest was lost: {err}"))
+}
+
 /// A backtest's checked bounds.
 #[derive(Debug, Clone, Copy)]
 struct Bounds {
@@ -456,7 +461,7 @@ impl Engine {
         let scanned =
             tokio::task::spawn_blocking(move || scan_parallel(&context, pages, bounds, deadline))
                 .await
-                .map_err(|err| FlowError::Unavailable(format!("the backtest was lost: {err}")))??;
+                .map_err(lost)??;
         Ok(report(described, bounds, from, to, scanned, started))
     }
 
@@ -491,7 +496,7 @@ impl Engine {
                 registry.backtest_target(&tenant, &plugin, &version, scope)
             })
             .await
-            .map_err(|err| FlowError::Unavailable(format!("the backtest was lost: {err}")))??
+            .map_err(lost)??
         };
         let described = format!("plugin {} {}", rule.name, rule.version);
         let mut orders = Orders {
