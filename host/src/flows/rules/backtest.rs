@@ -3,9 +3,10 @@
 //! would have changed (see `replay` for how a verification is replayed).
 //!
 //! A backtest reads the tenant's stored verifications of the window, newest first,
-//! and writes nothing: no verification, audit event, case, webhook, analytics count,
-//! rule statistic or metric; a candidate plugin's key-value writes go to a scratch
-//! layer dropped when the backtest ends. It is bounded: a window of at most
+//! and writes nothing: no verification, audit event, case, webhook, analytics count
+//! or rule statistic (the runtime's call metrics count a plugin candidate's calls, as
+//! they count dry runs'); a candidate plugin's key-value writes go to a scratch layer
+//! dropped when the backtest ends. It is bounded: a window of at most
 //! [`MAX_DAYS`] days, at most [`MAX_VERIFICATIONS`] verifications, a time budget of at
 //! most [`MAX_BUDGET_MS`] (an answer that ran out says `complete: false`, how many
 //! verifications it replayed and how far back it reached), every plugin call under
