@@ -749,3 +749,90 @@ fn report(
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(err: FlowError) -> String {
+        match err {
+            FlowError::Invalid { field, .. } => field,
+            other => panic!("not a field's error: {other}"),
+        }
+    }
+
+    #[test]
+    fn backtest_bounds_default_and_refuse_naming_the_field() {
+        let defaults = bounds(None, None, None).expect("defaults");
+        assert_eq!(defaults.days, DEFAULT_DAYS);
+        assert_eq!(defaults.most, u64::from(DEFAULT_VERIFICATIONS));
+        assert_eq!(defaults.budget, Duration::from_millis(DEFAULT_BUDGET_MS));
+        for (days, most, budget, named) in [
+            (Some(0), None, None, "days"),
+            (Some(MAX_DAYS + 1), None, None, "days"),
+            (None, Some(0), None, "max_verifications"),
+            (None, Some(MAX_VERIFICATIONS + 1), None, "max_verifications"),
+            (None, None, Some(MIN_BUDGET_MS - 1), "time_budget_ms"),
+            (None, None, Some(MAX_BUDGET_MS + 1), "time_budget_ms"),
+        ] {
+            let refused = bounds(days, most, budget).expect_err("refused");
+            assert_eq!(field(refused), named);
+        }
+    }
+
+    #[test]
+    fn a_backtest_candidate_is_checked_as_stored_rules_are() {
+        let rule = |id: &str| {
+            serde_json::json!({
+                "rule_id": id, "trigger": "otp_sent",
+                "conditions": {"field": "country", "operator": "eq", "value": "GB"},
+                "actions": [{"type": "review"}],
+            })
+        };
+        let now = Utc::now();
+        assert_eq!(
+            candidate_rules("t", &[rule("a"), rule("b")], now)
+                .expect("valid")
+                .len(),
+            2
+        );
+        let twice = candidate_rules("t", &[rule("a"), rule("a")], now).expect_err("twice");
+        assert_eq!(field(twice), "rules[1].rule_id");
+        let mut bad = rule("c");
+        bad["actions"] = serde_json::json!([{"type": "explode"}]);
+        let refused = candidate_rules("t", &[rule("a"), bad], now).expect_err("bad");
+        assert_eq!(field(refused), "rules[1].actions[0].type");
+        let crowded: Vec<Json> = (0..=workflows::MAX_RULES_PER_TRIGGER)
+            .map(|n| rule(&format!("r{n}")))
+            .collect();
+        assert_eq!(
+            field(candidate_rules("t", &crowded, now).expect_err("crowded")),
+            "rules"
+        );
+    }
+
+    #[test]
+    fn backtests_run_one_per_tenant_and_a_few_per_server() {
+        let running = Running::default();
+        let first = running.enter("a").expect("a slot");
+        assert!(matches!(
+            running.enter("a"),
+            Err(FlowError::Conflict {
+                code: "backtest_running",
+                ..
+            })
+        ));
+        let _second = running.enter("b").expect("another tenant's slot");
+        assert!(matches!(
+            running.enter("c"),
+            Err(FlowError::RateLimited {
+                code: "backtests_busy",
+                ..
+            })
+        ));
+        drop(first);
+        running
+            .enter("a")
+            .expect("a slot again once the first ended");
+    }
+}
