@@ -410,6 +410,12 @@ async fn backtest_of_a_plugin_version_discards_its_key_value_writes() {
         .post(&path, &tenant.key, json!({"version": "9"}))
         .await
         .invalid_field("version");
+    // Another tenant cannot backtest this plugin, nor learn that it exists.
+    let other = server.tenant("other").await;
+    server
+        .post(&path, &other.key, json!({"version": "2.0.0"}))
+        .await
+        .error(404, "not_found");
 }
 
 #[tokio::test]
