@@ -3,11 +3,12 @@
 //! candidate declarative rule set over all of it through the real HTTP endpoint,
 //! timed.
 //!
-//! The traffic is made by the flows themselves: a few hundred lookups that decide a
-//! verification each (ten countries, the tenant's own declarative rules firing and
-//! recorded on the audit trails), through `Engine::lookup`, then stored again and
-//! again under fresh ids spread over the six days, straight into the store (what
-//! 100,000 requests would have left, without sending them).
+//! The traffic is made by the flows themselves: 200 lookups that decide a
+//! verification each (ten countries) through `Engine::lookup` and 100 code flows
+//! (send, verify) over HTTP, the tenant's own declarative rules firing and recorded
+//! on the audit trails; then these are stored again and again under fresh ids spread
+//! over the six days, straight into the store (what 100,000 requests would have
+//! left, without sending them).
 
 use std::sync::Arc;
 
@@ -22,8 +23,10 @@ use crate::store::{key, Tree};
 
 use super::{expect_ok, post_json, BenchArgs, HttpClient, Rules, NUMBERS};
 
-/// Lookups that make the distinct verifications the traffic repeats.
+/// Lookups that make distinct verifications the traffic repeats.
 const SEEDS: usize = 200;
+/// Code flows (send and verify) that make the others.
+const FLOWS: usize = 100;
 
 /// The tenant's current rules: a flag on VoIP numbers, review of risky ones.
 fn current_rules() -> Vec<Value> {
@@ -114,20 +117,51 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    // And code flows over HTTP: send, then verify (five triggers on each trail).
+    let base = format!("http://{}/v1/phone", server.addr);
+    for n in 0..FLOWS {
+        let phone = format!("+447911{:06}", (n * 7_919) % 300_000);
+        let applicant = format!("flow-{n}");
+        let send = json!({"phone": phone, "applicant_id": applicant, "channel": "sms"});
+        expect_ok(
+            client
+                .request(post_json(&format!("{base}/send-otp"), &api_key, &send)?)
+                .await,
+        )
+        .await?;
+        let code = server
+            .outbox
+            .codes
+            .lock()
+            .remove(&phone)
+            .context("code not recorded")?;
+        let verify = json!({"phone": phone, "applicant_id": applicant, "code": code});
+        expect_ok(
+            client
+                .request(post_json(&format!("{base}/verify-otp"), &api_key, &verify)?)
+                .await,
+        )
+        .await?;
+    }
     let prefix = key(&[&tenant_id, ""]);
-    let seeds: Vec<Verification> = engine.db.scan(Tree::Verifications, &prefix, SEEDS, false)?;
+    let seeds: Vec<Verification> =
+        engine
+            .db
+            .scan(Tree::Verifications, &prefix, SEEDS + FLOWS, false)?;
     anyhow::ensure!(!seeds.is_empty(), "the lookups stored no verification");
-    let total = args.backtest_verifications.max(1);
+    // The window holds the originals and their copies: `total` in all.
+    let total = args.backtest_verifications.max(seeds.len() as u64);
+    let copies = total - seeds.len() as u64;
     let filling = std::time::Instant::now();
     let now = engine.clock.now();
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let share = total.div_ceil(workers as u64);
+    let share = copies.div_ceil(workers as u64);
     let seeds = Arc::new(seeds);
     let mut writers = Vec::new();
     for worker in 0..workers {
         let (engine, seeds, tenant_id) =
             (Arc::clone(&engine), Arc::clone(&seeds), tenant_id.clone());
-        let count = share.min(total.saturating_sub(share * worker as u64));
+        let count = share.min(copies.saturating_sub(share * worker as u64));
         writers.push(tokio::task::spawn_blocking(
             move || -> anyhow::Result<()> {
                 let mut rng = StdRng::seed_from_u64(worker as u64);
@@ -153,7 +187,7 @@ pub async fn run(
     }
     engine.db.sync().await?;
     println!(
-        "backtest: {total} verifications stored for one tenant in {:.1} s ({} distinct, from lookups through the flows)",
+        "backtest: {total} verifications stored for one tenant in {:.1} s (copies of {} made by lookups and code flows)",
         filling.elapsed().as_secs_f64(),
         seeds.len()
     );
