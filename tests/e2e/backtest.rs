@@ -152,7 +152,7 @@ async fn backtest_of_a_declining_rule_reports_would_be_declines_and_writes_nothi
         json!({"rules": [decline_uz()], "days": 7}),
     )
     .await;
-    assert_eq!(answer["candidate"], "1 declarative rules");
+    assert_eq!(answer["candidate"], "1 declarative rule");
     assert_eq!(answer["days"], 7);
     assert_eq!(answer["scanned"], 3);
     assert_eq!(answer["complete"], true);

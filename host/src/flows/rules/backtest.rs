@@ -446,7 +446,10 @@ impl Engine {
             .min()
             .unwrap_or_default();
         orders.plugins = self.plugin_orders(tenant_id)?;
-        let described = format!("{} declarative rules", drafts.len());
+        let described = match drafts.len() {
+            1 => "1 declarative rule".to_owned(),
+            n => format!("{n} declarative rules"),
+        };
         let context = Arc::new(Context {
             registry: Arc::clone(&self.plugins),
             candidate: TenantLive::with_workflows(programs(drafts)),
