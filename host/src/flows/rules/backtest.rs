@@ -162,26 +162,27 @@ pub struct BacktestReport {
 /// The tenants with a backtest running on this server.
 #[derive(Debug, Default)]
 pub struct Running {
-    tenants: Mutex<HashSet<String>>,
+    tenants: Arc<Mutex<HashSet<String>>>,
 }
 
-/// A backtest's place among the running ones, given up when dropped.
+/// A backtest's place among the running ones, given up when dropped: held by the
+/// work itself, so a caller that goes away does not free it while the work goes on.
 #[derive(Debug)]
-struct Slot<'a> {
-    running: &'a Running,
+struct Slot {
+    tenants: Arc<Mutex<HashSet<String>>>,
     tenant_id: String,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.running.tenants.lock().remove(&self.tenant_id);
+        self.tenants.lock().remove(&self.tenant_id);
     }
 }
 
 impl Running {
     /// A slot for `tenant_id`'s backtest: 409 while it has one running, 429 while the
     /// server runs [`MAX_RUNNING`].
-    fn enter(&self, tenant_id: &str) -> Result<Slot<'_>, FlowError> {
+    fn enter(&self, tenant_id: &str) -> Result<Slot, FlowError> {
         let mut tenants = self.tenants.lock();
         if tenants.contains(tenant_id) {
             return Err(FlowError::Conflict {
@@ -200,7 +201,7 @@ impl Running {
         }
         tenants.insert(tenant_id.to_owned());
         Ok(Slot {
-            running: self,
+            tenants: Arc::clone(&self.tenants),
             tenant_id: tenant_id.to_owned(),
         })
     }
@@ -457,15 +458,19 @@ impl Engine {
             orders,
             settings: self.settings(tenant_id)?,
         });
-        let _slot = self.replica.backtests.enter(tenant_id)?;
+        let slot = self.replica.backtests.enter(tenant_id)?;
         let to = self.clock.now();
         let from = to - chrono::Duration::days(i64::from(bounds.days));
         let pages = Pages::new(self.db.clone(), tenant_id, from);
         let deadline = started + bounds.budget;
-        let scanned =
-            tokio::task::spawn_blocking(move || scan_parallel(&context, pages, bounds, deadline))
-                .await
-                .map_err(lost)??;
+        // The slot goes with the work: a caller that hangs up does not free it while
+        // the work runs on to its budget.
+        let scanned = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            scan_parallel(&context, pages, bounds, deadline)
+        })
+        .await
+        .map_err(lost)??;
         Ok(report(described, bounds, from, to, scanned, started))
     }
 
