@@ -14,6 +14,7 @@
 //! spread round-robin.
 
 mod analytics;
+mod backtest;
 mod kannel;
 mod pumping;
 mod soak;
@@ -59,7 +60,9 @@ pub struct BenchArgs {
     /// soak (mixed traffic for the run's length, reported interval by interval; run it
     /// with --seconds 600) and pumping (a synthetic trace of legitimate traffic, a
     /// campaign and SMS-pumping attacks through the detector) and analytics (a year of
-    /// counts, then the conversion queries a dashboard makes) (comma-separated).
+    /// counts, then the conversion queries a dashboard makes) and backtest (a tenant's
+    /// recorded verifications, then one backtest of a candidate rule set over them)
+    /// (comma-separated).
     #[arg(
         long,
         default_value = "floor,lookup,lookup-1rule,lookup-10rules,lookup-10workflows,flow",
@@ -108,6 +111,9 @@ pub struct BenchArgs {
     /// Days of traffic the `analytics` scenario counts (by the server's clock).
     #[arg(long, default_value_t = 365)]
     pub analytics_days: u64,
+    /// Verifications the `backtest` scenario stores and backtests.
+    #[arg(long, default_value_t = 100_000)]
+    pub backtest_verifications: u64,
 }
 
 /// The store of this run's bench servers (`--store`), set once by [`run`].
@@ -216,8 +222,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     analytics::run(&client, &args, &dir.join("analytics")).await?;
                     continue;
                 }
+                "backtest" => {
+                    backtest::run(&client, &args, &dir.join("backtest")).await?;
+                    continue;
+                }
                 other => bail!(
-                    "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel, soak, pumping or analytics"
+                    "unknown scenario {other:?}; expected floor, lookup, lookup-1rule, lookup-10rules, lookup-10workflows, flow, noisy-neighbour, kannel, soak, pumping, analytics or backtest"
                 ),
             };
             print_row(&figures, &results);

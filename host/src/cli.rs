@@ -27,7 +27,7 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run the load driver against an in-process server over loopback and print figures.
     Bench(crate::bench::BenchArgs),
-    /// Work with plugins locally.
+    /// Work with plugins: locally, or on a running server (backtest).
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Apply the PostgreSQL store's schema migrations (`serve` also applies them at
@@ -109,6 +109,9 @@ enum PluginCommand {
     /// Make a plugin project (rule, messaging adapter or lookup adapter) that passes
     /// its own tests and builds to a component.
     New(crate::plugin_new::NewArgs),
+    /// Ask a running server to backtest an uploaded version of a rule plugin over the
+    /// tenant's recorded traffic, and print what would have changed.
+    Backtest(crate::plugin_backtest::BacktestArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -267,6 +270,9 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Plugin(PluginCommand::Run(args)) => crate::plugin_run::run(args).await,
             Command::Plugin(PluginCommand::New(args)) => crate::plugin_new::run(&args),
+            Command::Plugin(PluginCommand::Backtest(args)) => {
+                crate::plugin_backtest::run(args).await
+            }
             Command::Migrate(args) => migrate(&args.store, args.store_ca_file),
             Command::Store(StoreCommand::Copy(args)) => store_copy(&args),
             Command::Store(StoreCommand::RotateSecret(args)) => rotate_secret(args).await,

@@ -24,6 +24,7 @@ pub mod model;
 pub mod otp;
 pub mod permissions;
 pub mod phone;
+pub mod plugin_backtest;
 pub mod plugin_new;
 pub mod plugin_run;
 pub mod plugins;

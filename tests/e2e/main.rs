@@ -2,6 +2,7 @@
 //! or the `dialgate` binary for crash tests) and talks HTTP to it.
 
 mod analytics;
+mod backtest;
 mod bad_input;
 mod cases;
 mod console;

@@ -3,8 +3,8 @@
 //! 405 for it). The answers of the verification journey (validate, lookup, send, check,
 //! report, feedback, audit trail, dev outbox), of the settings routes and of the
 //! management routes (tenants, keys, blocklist, webhooks, providers and routing, brands
-//! and templates, plugins, workflow rules, cases, fraud and spend) match the schemas the
-//! description gives them.
+//! and templates, plugins, workflow rules and their test and backtest, cases, fraud and
+//! spend) match the schemas the description gives them.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -336,6 +336,10 @@ async fn the_management_routes_answer_as_described() {
     let (server, tenant) = TestServer::with_tenant().await;
     let doc = openapi_doc(&server).await;
     let key = tenant.key.as_str();
+    // A recorded verification, so the backtest's examples are checked too.
+    server
+        .send_and_verify(&tenant, &uz_number(7), "backtested")
+        .await;
     let get = |template: &'static str, path: String, key: &'static str| {
         let (server, doc) = (&server, &doc);
         async move { described(server, doc, Method::GET, template, &path, key, None, 200).await }
@@ -705,6 +709,26 @@ async fn the_management_routes_answer_as_described() {
     )
     .await;
     assert_eq!(tested["matched"], json!(["flag_voip"]));
+    let backtested = described(
+        &server,
+        &doc,
+        Method::POST,
+        "/v1/workflows/rules/backtest",
+        "/v1/workflows/rules/backtest",
+        key,
+        Some(json!({"rules": [{
+            "rule_id": "decline_all",
+            "trigger": "phone_lookup_complete",
+            "conditions": {"field": "phone_type", "operator": "exists"},
+            "actions": [{"type": "decline", "reason": "closed"}],
+        }]})),
+        200,
+    )
+    .await;
+    assert_eq!(
+        backtested["examples"]["would_decline"][0]["responsible"][0]["rule"], "decline_all",
+        "{backtested}"
+    );
 
     // The check has teeth here too: a provider without its callback URL is refused.
     let schema = status_schema(&doc, "post", "/v1/providers", 201);

@@ -725,18 +725,7 @@ pub async fn upload_rule(
     triggers: &str,
     config: Value,
 ) -> String {
-    let reply = server
-        .raw(
-            Method::POST,
-            &format!("/v1/plugins?name={name}&kind=rule&version=1.0.0&triggers={triggers}"),
-            Some(&tenant.key),
-            Some((
-                "application/wasm",
-                dialgate::plugins::testing::guest_component(artifact),
-            )),
-            &[],
-        )
-        .await;
+    let reply = upload_version(server, tenant, artifact, name, "1.0.0", triggers).await;
     let id = reply.expect(201)["id"].as_str().expect("id").to_owned();
     if config != Value::Null {
         server
@@ -749,6 +738,31 @@ pub async fn upload_rule(
             .expect(200);
     }
     id
+}
+
+/// Uploads the in-tree guest `artifact` as version `version` of the rule `name` (a new
+/// plugin, active, or another version of the tenant's plugin of that name), bound to
+/// `triggers` (comma-separated); returns the answer.
+pub async fn upload_version(
+    server: &TestServer,
+    tenant: &Tenant,
+    artifact: &str,
+    name: &str,
+    version: &str,
+    triggers: &str,
+) -> Reply {
+    server
+        .raw(
+            Method::POST,
+            &format!("/v1/plugins?name={name}&kind=rule&version={version}&triggers={triggers}"),
+            Some(&tenant.key),
+            Some((
+                "application/wasm",
+                dialgate::plugins::testing::guest_component(artifact),
+            )),
+            &[],
+        )
+        .await
 }
 
 /// Runs `dialgate bench` with `args` on sled (logging warnings only) and expects it to

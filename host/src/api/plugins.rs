@@ -1,7 +1,7 @@
 //! Plugin management: upload (raw `application/wasm` with the manifest in the query, or
 //! multipart with a JSON manifest part and a component part), list, get, versions,
 //! activate, deactivate, delete, trigger bindings, configuration and secrets, the
-//! first-party catalogue, dry runs, and provider callbacks.
+//! first-party catalogue, dry runs, backtests of a version, and provider callbacks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::flows::rules::backtest::{BacktestReport, PluginBacktest};
 use crate::flows::Engine;
 use crate::model::rules::{RuleEvent, Trigger};
 use crate::plugins::registry::{
@@ -40,6 +41,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(bind))
         .routes(routes!(configure))
         .routes(routes!(dry_run))
+        .routes(routes!(backtest))
         .routes(routes!(runtime_stats))
         .routes(routes!(callback))
 }
@@ -800,6 +802,34 @@ struct DryRun {
     fuel: u64,
     micros: u64,
     peak_memory_bytes: usize,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/{id}/backtest",
+    tag = "plugins",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "the plugin id")),
+    request_body = PluginBacktest,
+    responses(
+        (status = 200, description = "what the version would have changed in the tenant's recorded traffic: counts per outcome, flags and cases, failures, examples", body = BacktestReport),
+        JsonBody,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
+async fn backtest(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PluginBacktest>,
+) -> Result<Json<BacktestReport>, ApiError> {
+    Ok(Json(
+        engine.backtest_plugin(&caller.tenant_id, &id, body).await?,
+    ))
 }
 
 #[utoipa::path(

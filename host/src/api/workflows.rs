@@ -1,6 +1,7 @@
 //! Declarative workflow rules over HTTP: `/v1/workflows/rules` (create, list, get,
-//! replace, delete, enable, disable, order), `/v1/workflows/rules/test`, and the
-//! language's catalogue at `/v1/workflows/fields`.
+//! replace, delete, enable, disable, order), `/v1/workflows/rules/test`,
+//! `/v1/workflows/rules/backtest`, and the language's catalogue at
+//! `/v1/workflows/fields`.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::flows::rules::backtest::{BacktestReport, RulesBacktest};
 use crate::flows::rules::workflows::{Reorder, TestReport, TestRequest};
 use crate::flows::Engine;
 use crate::model::rules::Trigger;
@@ -27,6 +29,7 @@ pub fn router() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(create, list))
         .routes(routes!(reorder))
         .routes(routes!(test))
+        .routes(routes!(backtest))
         .routes(routes!(get_one, replace, remove))
         .routes(routes!(enable))
         .routes(routes!(disable))
@@ -263,6 +266,29 @@ async fn test(
     Ok(Json(
         engine.test_workflow_rules(&caller.tenant_id, body).await?,
     ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/rules/backtest",
+    tag = "workflows",
+    security(("tenant_key" = [])),
+    request_body = RulesBacktest,
+    responses(
+        (status = 200, description = "what the candidate rule set would have changed in the tenant's recorded traffic: counts per outcome, flags and cases, failures, examples", body = BacktestReport),
+        JsonBody,
+        Unauthorized,
+        Conflict,
+        RateLimited,
+        Unavailable,
+    )
+)]
+async fn backtest(
+    State(engine): State<Arc<Engine>>,
+    TenantCaller(caller): TenantCaller,
+    ApiJson(body): ApiJson<RulesBacktest>,
+) -> Result<Json<BacktestReport>, ApiError> {
+    Ok(Json(engine.backtest_rules(&caller.tenant_id, body).await?))
 }
 
 #[utoipa::path(

@@ -106,6 +106,8 @@ pub struct Replica {
     pub analytics: analytics::Ledger,
     /// Rule statistics not yet merged into the store (a second's worth).
     pub rule_stats: rules::stats::RuleLedger,
+    /// The tenants with a backtest running here.
+    pub backtests: rules::backtest::Running,
 }
 
 impl Default for Replica {
@@ -120,6 +122,7 @@ impl Default for Replica {
             pumping: pumping::Ledger::default(),
             analytics: analytics::Ledger::default(),
             rule_stats: rules::stats::RuleLedger::default(),
+            backtests: rules::backtest::Running::default(),
         }
     }
 }
@@ -151,7 +154,7 @@ impl Engine {
     /// A new id as [`Engine::id`], whose time is `at` (the flows' clock, which is the
     /// system's in production): a verification's id tells when it began as its
     /// `created_at` does, so the verification log reads a time range as a key range.
-    fn id_at(at: chrono::DateTime<chrono::Utc>) -> String {
+    pub(crate) fn id_at(at: chrono::DateTime<chrono::Utc>) -> String {
         let seconds = u64::try_from(at.timestamp()).unwrap_or(0);
         let timestamp =
             uuid::Timestamp::from_unix(uuid::NoContext, seconds, at.timestamp_subsec_nanos());

@@ -156,6 +156,16 @@ impl RiskAssessment {
         self.risk_level = level;
         self
     }
+
+    /// Drops the factors `drop` names (e.g. those rules set) and recomputes score and
+    /// level.
+    pub fn without_factors(mut self, drop: impl Fn(&str) -> bool, policy: &RiskPolicy) -> Self {
+        self.factors.retain(|existing| !drop(&existing.factor));
+        let (score, level) = total(&self.factors, policy);
+        self.risk_score = score;
+        self.risk_level = level;
+        self
+    }
 }
 
 fn total(factors: &[FactorHit], policy: &RiskPolicy) -> (u8, RiskLevel) {

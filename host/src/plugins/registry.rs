@@ -260,6 +260,26 @@ impl TenantLive {
     pub fn messaging(&self) -> &[LiveAdapter] {
         &self.messaging
     }
+
+    /// A snapshot that runs only `workflows` (a backtest's candidate rule set).
+    pub fn with_workflows(workflows: HashMap<Trigger, Arc<LiveProgram>>) -> Self {
+        Self {
+            workflows,
+            ..Self::default()
+        }
+    }
+
+    /// A snapshot that runs only `rule`, at `triggers` (a backtest's candidate plugin
+    /// version).
+    pub fn with_rule(rule: LiveRule, triggers: &[Trigger]) -> Self {
+        Self {
+            rules: triggers
+                .iter()
+                .map(|trigger| (*trigger, vec![rule.clone()]))
+                .collect(),
+            ..Self::default()
+        }
+    }
 }
 
 /// A first-party plugin shipped inside the binary.
@@ -689,34 +709,17 @@ impl Registry {
         &self,
         tenant_id: &str,
     ) -> Result<HashMap<Trigger, Arc<LiveProgram>>, RegistryError> {
-        let mut rules = self.workflow_rules(tenant_id)?;
-        rules.retain(|rule| rule.enabled);
-        let mut by_trigger: HashMap<Trigger, (Program, Vec<LiveWorkflow>)> = HashMap::new();
-        for rule in rules {
-            let compiled = match workflows::compile(&rule.conditions) {
-                Ok(compiled) => compiled,
+        let rules = self.workflow_rules(tenant_id)?;
+        let compiled = rules.into_iter().filter(|rule| rule.enabled).filter_map(|rule| {
+            match workflows::compile(&rule.conditions) {
+                Ok(compiled) => Some((rule, compiled)),
                 Err(err) => {
                     tracing::error!(tenant_id, rule_id = %rule.rule_id, "stored workflow rule does not compile: {err}");
-                    continue;
+                    None
                 }
-            };
-            let (program, live) = by_trigger.entry(rule.trigger).or_default();
-            program.rules.push(compiled.condition);
-            live.push(LiveWorkflow {
-                rule_id: rule.rule_id,
-                revision: rule.revision,
-                order: rule.order,
-                actions: rule.actions,
-                nodes: compiled.nodes,
-            });
-        }
-        Ok(by_trigger
-            .into_iter()
-            .map(|(trigger, (program, rules))| {
-                let program = CompiledProgram::new(program);
-                (trigger, Arc::new(LiveProgram { program, rules }))
-            })
-            .collect())
+            }
+        });
+        Ok(programs(compiled))
     }
 
     /// Every declarative rule of the tenant, in run order within each trigger: by
@@ -1196,6 +1199,75 @@ impl Registry {
             .invoke_rule(&target.loaded, scratch.scope(), now_millis, &target.event)
             .await
     }
+    /// The rule plugin version `version` of `id` as it would run if activated (its
+    /// bindings, order and configuration), loaded, for a backtest: its calls run under
+    /// `scope` (a scratch layer's) and the returned triggers are those activating it
+    /// would bind.
+    pub fn backtest_target(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: &str,
+        scope: Scope,
+    ) -> Result<(LiveRule, Vec<Trigger>), RegistryError> {
+        let mut record = self.get(tenant_id, id)?;
+        if record.kind != Kind::Rule {
+            return Err(invalid(
+                "id",
+                format!(
+                    "{} is a {} plugin; only rules can be backtested",
+                    record.name,
+                    record.kind.world()
+                ),
+            ));
+        }
+        activate_version(&mut record, version)?;
+        let active = record
+            .active()
+            .ok_or_else(|| invalid("version", "the version is not stored"))?;
+        let bytes = self
+            .db
+            .get_raw(Tree::PluginBlobs, active.sha256.as_bytes())?
+            .ok_or(RegistryError::NotFound)?;
+        let loaded = self.load(&active.sha256, &bytes, Kind::Rule)?;
+        let rule = LiveRule {
+            plugin_id: record.id.clone(),
+            name: record.name.clone(),
+            version: active.version.clone(),
+            order: record.order,
+            config: record.config.clone(),
+            loaded,
+            warm: self.runtime.warm_pool(tenant_id),
+            scope,
+        };
+        Ok((rule, record.triggers))
+    }
+}
+
+/// The enabled rules of `rules` (compiled, in run order within each trigger), as
+/// one program per trigger.
+pub fn programs(
+    rules: impl IntoIterator<Item = (WorkflowRule, workflows::Compiled)>,
+) -> HashMap<Trigger, Arc<LiveProgram>> {
+    let mut by_trigger: HashMap<Trigger, (Program, Vec<LiveWorkflow>)> = HashMap::new();
+    for (rule, compiled) in rules.into_iter().filter(|(rule, _)| rule.enabled) {
+        let (program, live) = by_trigger.entry(rule.trigger).or_default();
+        program.rules.push(compiled.condition);
+        live.push(LiveWorkflow {
+            rule_id: rule.rule_id,
+            revision: rule.revision,
+            order: rule.order,
+            actions: rule.actions,
+            nodes: compiled.nodes,
+        });
+    }
+    by_trigger
+        .into_iter()
+        .map(|(trigger, (program, rules))| {
+            let program = CompiledProgram::new(program);
+            (trigger, Arc::new(LiveProgram { program, rules }))
+        })
+        .collect()
 }
 
 /// A rule plugin ready for a dry run, with its event.

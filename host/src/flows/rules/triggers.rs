@@ -173,7 +173,8 @@ impl Engine {
         }
     }
 
-    /// Applies the rules' actions and failures to the verification.
+    /// Applies the rules' actions and failures to the verification; the cases they
+    /// open are stored and announced.
     fn apply(
         &self,
         firing: &Firing<'_>,
@@ -181,132 +182,12 @@ impl Engine {
         verification: &mut Verification,
         settings: &PhoneSettings,
     ) -> Result<Fired, FlowError> {
-        let mut fired = Fired::default();
-        let trigger = firing.trigger.name();
-        for run in runs {
-            let decide = |verification: &mut Verification, action, reason: Option<String>| {
-                verification.decisions.push(Decision {
-                    action,
-                    reason,
-                    plugin: run.name.clone(),
-                    trigger: trigger.to_owned(),
-                });
-            };
-            if let Some(error) = &run.error {
-                let action = match settings.on_plugin_failure {
-                    PluginFailure::Continue => None,
-                    PluginFailure::Review => Some(RiskAction::Review),
-                    PluginFailure::Decline => Some(RiskAction::Decline),
-                };
-                if let Some(action) = action {
-                    decide(
-                        verification,
-                        action,
-                        Some(format!("rule {} failed: {error}", run.name)),
-                    );
-                }
-                continue;
-            }
-            for action in &run.actions {
-                match action {
-                    RuleAction::Approve => decide(verification, RiskAction::Approve, None),
-                    RuleAction::Review => decide(verification, RiskAction::Review, None),
-                    RuleAction::Decline { reason } => {
-                        decide(verification, RiskAction::Decline, Some(reason.clone()));
-                    }
-                    RuleAction::Block { reason } => {
-                        decide(verification, RiskAction::Decline, Some(reason.clone()));
-                        fired.blocked = Some(reason.clone());
-                    }
-                    RuleAction::AddFlag { flag } => {
-                        if !verification.flags.contains(flag) {
-                            verification.flags.push(flag.clone());
-                        }
-                    }
-                    RuleAction::SetRisk {
-                        factor,
-                        contribution,
-                        details,
-                    } => {
-                        let policy = settings.risk_policy();
-                        verification.risk = verification.risk.clone().with_factor(
-                            FactorHit {
-                                factor: factor.clone(),
-                                contribution: *contribution,
-                                details: details.clone(),
-                            },
-                            &policy,
-                        );
-                        let high = verification.risk.risk_score >= settings.high_risk_threshold;
-                        let raised = verification
-                            .warnings
-                            .iter()
-                            .any(|w| w.risk == Risk::HighRiskPhoneNumber);
-                        if high && !raised {
-                            verification.warnings.push(Warning::new(
-                                Risk::HighRiskPhoneNumber,
-                                RiskAction::Decline,
-                                Some(format!(
-                                    "risk score {} of 100 after rule {}",
-                                    verification.risk.risk_score, run.name
-                                )),
-                            ));
-                        }
-                    }
-                    RuleAction::CreateCase {
-                        case_type,
-                        priority,
-                        title,
-                    } => {
-                        let case = Case {
-                            id: format!("case_{}", uuid::Uuid::new_v4().simple()),
-                            tenant_id: verification.tenant_id.clone(),
-                            verification_id: firing.stored.then(|| verification.id.clone()),
-                            phone: verification.phone.e164.clone(),
-                            applicant_id: verification.applicant_id.clone(),
-                            case_type: case_type.clone(),
-                            priority: priority.clone(),
-                            title: title.clone(),
-                            status: crate::model::CaseStatus::Open,
-                            flags: verification.flags.clone(),
-                            opened_by: run.name.clone(),
-                            created_at: firing.at,
-                            ..Case::default()
-                        };
-                        self.db
-                            .put(Tree::Cases, &key(&[&case.tenant_id, &case.id]), &case)?;
-                        self.emit_case(crate::webhooks::EventType::CaseCreated, &case);
-                        verification.cases.push(CaseRef {
-                            case_id: case.id,
-                            case_type: case.case_type,
-                            priority: case.priority,
-                            title: case.title,
-                        });
-                    }
-                    RuleAction::RequestInfo { info_needed } => {
-                        if !verification.info_requested.contains(info_needed) {
-                            verification.info_requested.push(info_needed.clone());
-                        }
-                    }
-                    RuleAction::SendOtp { channel } => {
-                        verification.otp_required = Some(*channel);
-                        fired.otp_channel = Some(*channel);
-                    }
-                    RuleAction::Route { provider } => match provider.strip_prefix('!') {
-                        Some(avoided) => {
-                            if !verification.avoided_routes.iter().any(|a| a == avoided) {
-                                verification.avoided_routes.push(avoided.to_owned());
-                            }
-                        }
-                        None => verification.route = Some(provider.clone()),
-                    },
-                }
-            }
-            if fired.blocked.is_some() {
-                break;
-            }
-        }
-        Ok(fired)
+        apply_runs(firing, runs, verification, settings, &mut |case| {
+            self.db
+                .put(Tree::Cases, &key(&[&case.tenant_id, &case.id]), case)?;
+            self.emit_case(crate::webhooks::EventType::CaseCreated, case);
+            Ok(())
+        })
     }
 
     /// What the tenant's lookup adapter knows about `e164`; empty when the tenant has
@@ -456,6 +337,143 @@ fn timed_out(live: &TenantLive, trigger: Trigger, bound: std::time::Duration) ->
         fuel: 0,
         micros: ms.saturating_mul(1_000),
     }]
+}
+
+/// Applies the rules' actions and failures at `firing` to the verification (see the
+/// module's documentation): what live firings and backtests share. `open_case` is
+/// given every case a `create_case` action opens, before the verification refers to
+/// it.
+pub(crate) fn apply_runs(
+    firing: &Firing<'_>,
+    runs: &[RuleRun],
+    verification: &mut Verification,
+    settings: &PhoneSettings,
+    open_case: &mut dyn FnMut(&Case) -> Result<(), FlowError>,
+) -> Result<Fired, FlowError> {
+    let mut fired = Fired::default();
+    let trigger = firing.trigger.name();
+    for run in runs {
+        let decide = |verification: &mut Verification, action, reason: Option<String>| {
+            verification.decisions.push(Decision {
+                action,
+                reason,
+                plugin: run.name.clone(),
+                trigger: trigger.to_owned(),
+            });
+        };
+        if let Some(error) = &run.error {
+            let action = match settings.on_plugin_failure {
+                PluginFailure::Continue => None,
+                PluginFailure::Review => Some(RiskAction::Review),
+                PluginFailure::Decline => Some(RiskAction::Decline),
+            };
+            if let Some(action) = action {
+                decide(
+                    verification,
+                    action,
+                    Some(format!("rule {} failed: {error}", run.name)),
+                );
+            }
+            continue;
+        }
+        for action in &run.actions {
+            match action {
+                RuleAction::Approve => decide(verification, RiskAction::Approve, None),
+                RuleAction::Review => decide(verification, RiskAction::Review, None),
+                RuleAction::Decline { reason } => {
+                    decide(verification, RiskAction::Decline, Some(reason.clone()));
+                }
+                RuleAction::Block { reason } => {
+                    decide(verification, RiskAction::Decline, Some(reason.clone()));
+                    fired.blocked = Some(reason.clone());
+                }
+                RuleAction::AddFlag { flag } => {
+                    if !verification.flags.contains(flag) {
+                        verification.flags.push(flag.clone());
+                    }
+                }
+                RuleAction::SetRisk {
+                    factor,
+                    contribution,
+                    details,
+                } => {
+                    let policy = settings.risk_policy();
+                    verification.risk = verification.risk.clone().with_factor(
+                        FactorHit {
+                            factor: factor.clone(),
+                            contribution: *contribution,
+                            details: details.clone(),
+                        },
+                        &policy,
+                    );
+                    let high = verification.risk.risk_score >= settings.high_risk_threshold;
+                    let raised = verification
+                        .warnings
+                        .iter()
+                        .any(|w| w.risk == Risk::HighRiskPhoneNumber);
+                    if high && !raised {
+                        verification.warnings.push(Warning::new(
+                            Risk::HighRiskPhoneNumber,
+                            RiskAction::Decline,
+                            Some(format!(
+                                "risk score {} of 100 after rule {}",
+                                verification.risk.risk_score, run.name
+                            )),
+                        ));
+                    }
+                }
+                RuleAction::CreateCase {
+                    case_type,
+                    priority,
+                    title,
+                } => {
+                    let case = Case {
+                        id: format!("case_{}", uuid::Uuid::new_v4().simple()),
+                        tenant_id: verification.tenant_id.clone(),
+                        verification_id: firing.stored.then(|| verification.id.clone()),
+                        phone: verification.phone.e164.clone(),
+                        applicant_id: verification.applicant_id.clone(),
+                        case_type: case_type.clone(),
+                        priority: priority.clone(),
+                        title: title.clone(),
+                        status: crate::model::CaseStatus::Open,
+                        flags: verification.flags.clone(),
+                        opened_by: run.name.clone(),
+                        created_at: firing.at,
+                        ..Case::default()
+                    };
+                    open_case(&case)?;
+                    verification.cases.push(CaseRef {
+                        case_id: case.id,
+                        case_type: case.case_type,
+                        priority: case.priority,
+                        title: case.title,
+                    });
+                }
+                RuleAction::RequestInfo { info_needed } => {
+                    if !verification.info_requested.contains(info_needed) {
+                        verification.info_requested.push(info_needed.clone());
+                    }
+                }
+                RuleAction::SendOtp { channel } => {
+                    verification.otp_required = Some(*channel);
+                    fired.otp_channel = Some(*channel);
+                }
+                RuleAction::Route { provider } => match provider.strip_prefix('!') {
+                    Some(avoided) => {
+                        if !verification.avoided_routes.iter().any(|a| a == avoided) {
+                            verification.avoided_routes.push(avoided.to_owned());
+                        }
+                    }
+                    None => verification.route = Some(provider.clone()),
+                },
+            }
+        }
+        if fired.blocked.is_some() {
+            break;
+        }
+    }
+    Ok(fired)
 }
 
 /// The event rules see for `verification` at this firing.

@@ -364,25 +364,8 @@ impl Engine {
                         ),
                     ));
                 }
-                let now = self.clock.now();
-                let mut drafts = drafts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, draft)| {
-                        let definition =
-                            workflows::definition(draft, None).map_err(|err| match err {
-                                FlowError::Invalid { field, message } => FlowError::Invalid {
-                                    field: format!("rules[{i}].{field}"),
-                                    message,
-                                },
-                                other => other,
-                            })?;
-                        Ok(draft_rule(tenant_id, definition, i, now))
-                    })
-                    .collect::<Result<Vec<_>, FlowError>>()?;
+                let mut drafts = draft_rules(tenant_id, drafts, self.clock.now())?;
                 drafts.retain(|(rule, _)| rule.trigger == event.trigger);
-                // Drafts run as stored rules would: by `order`, ties as listed.
-                drafts.sort_by_key(|(rule, _)| rule.order);
                 drafts
             }
             None => self
@@ -520,6 +503,32 @@ impl Engine {
 
 /// The order of a trigger's first rule.
 const DEFAULT_ORDER: i32 = 100;
+
+/// Draft rules (`drafts`, bodies as a rule's creation takes them; a refusal names
+/// the draft, `rules[i].…`) as if stored, in run order within each trigger: by
+/// `order`, ties as listed.
+pub(crate) fn draft_rules(
+    tenant_id: &str,
+    drafts: &[Json],
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<(WorkflowRule, workflows::Compiled)>, FlowError> {
+    let mut rules = drafts
+        .iter()
+        .enumerate()
+        .map(|(i, draft)| {
+            let definition = workflows::definition(draft, None).map_err(|err| match err {
+                FlowError::Invalid { field, message } => FlowError::Invalid {
+                    field: format!("rules[{i}].{field}"),
+                    message,
+                },
+                other => other,
+            })?;
+            Ok(draft_rule(tenant_id, definition, i, now))
+        })
+        .collect::<Result<Vec<_>, FlowError>>()?;
+    rules.sort_by_key(|(rule, _)| rule.order);
+    Ok(rules)
+}
 
 /// A draft rule under test, as if stored.
 fn draft_rule(

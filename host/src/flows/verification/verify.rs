@@ -554,7 +554,7 @@ fn audit_without_rules(verification: &mut Verification, outcome: CheckOutcome, n
 
 /// Applies the rules' verdict after a check: a decline closes the verification (an
 /// open one loses its code), a review turns an approval into a review.
-fn settle(verification: &mut Verification) {
+pub(crate) fn settle(verification: &mut Verification) {
     match verification.verdict() {
         RiskAction::Decline if verification.status != ReportStatus::Declined => {
             verification.status = ReportStatus::Declined;
