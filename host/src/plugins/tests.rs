@@ -965,8 +965,8 @@ fn a_messaging_adapter_built_against_api_0_1_1_exports_send_and_still_sends() {
 
 /// An adapter call with `config`, granted 127.0.0.1:9 under a loopback egress policy,
 /// its exchanges recorded (and scripted) by `trial`.
-fn adapter_call(config: &[(&str, &str)], trial: Option<Arc<Trial>>) -> AdapterCall {
-    AdapterCall {
+fn adapter_call(config: &[(&str, &str)], trial: Option<Arc<Trial>>) -> Arc<AdapterCall> {
+    Arc::new(AdapterCall {
         config: config
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
@@ -978,7 +978,8 @@ fn adapter_call(config: &[(&str, &str)], trial: Option<Arc<Trial>>) -> AdapterCa
         timeout: None,
         egress: crate::egress::Egress::new(crate::egress::AllowList::loopback()),
         trial,
-    }
+        client: None,
+    })
 }
 
 #[test]
