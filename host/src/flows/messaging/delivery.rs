@@ -76,6 +76,12 @@ impl Engine {
         let key = Engine::verification_key(tenant_id, verification_id);
         let now = self.clock.now();
         let detail = format!("{message_id} {}", request.status.as_str());
+        let delivery = DeliveryEvent {
+            message_id: message_id.to_owned(),
+            status: request.status,
+            reason: request.reason.clone(),
+            at: now,
+        };
         let ruled = self
             .plugins
             .live(tenant_id)
@@ -89,12 +95,7 @@ impl Engine {
                 &key,
                 |current| {
                     let mut current = current.ok_or(FlowError::NotFound("verification"))?;
-                    current.deliveries.push(DeliveryEvent {
-                        message_id: message_id.to_owned(),
-                        status: request.status,
-                        reason: request.reason.clone(),
-                        at: now,
-                    });
+                    current.deliveries.push(delivery.clone());
                     current.events.push(AuditEvent {
                         at: now,
                         trigger: Trigger::OtpDeliveryUpdate.name().to_owned(),
@@ -116,12 +117,7 @@ impl Engine {
             .get(Tree::Verifications, &key)?
             .ok_or(FlowError::NotFound("verification"))?;
         let was_open = working.status.is_open();
-        working.deliveries.push(DeliveryEvent {
-            message_id: message_id.to_owned(),
-            status: request.status,
-            reason: request.reason.clone(),
-            at: now,
-        });
+        working.deliveries.push(delivery.clone());
         let mut trail = Vec::new();
         self.fire(
             &mut trail,
@@ -145,12 +141,7 @@ impl Engine {
             self.db
                 .update::<Verification, FlowError, _>(Tree::Verifications, &key, |current| {
                     let mut current = current.ok_or(FlowError::NotFound("verification"))?;
-                    current.deliveries.push(DeliveryEvent {
-                        message_id: message_id.to_owned(),
-                        status: request.status,
-                        reason: request.reason.clone(),
-                        at: now,
-                    });
+                    current.deliveries.push(delivery.clone());
                     current.flags = working.flags.clone();
                     current.decisions = working.decisions.clone();
                     current.cases = working.cases.clone();
