@@ -442,21 +442,21 @@ fn bench_config(dir: &std::path::Path) -> anyhow::Result<Config> {
 /// (`DIALGATE_ADAPTER_CALLS_PER_TENANT` and the like) set, so a run can show how a
 /// share bounds a scenario.
 fn bench_shares() -> crate::plugins::Shares {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let count = |name: &str| var(name).and_then(|v| usize::try_from(v).ok());
-    let defaults = crate::plugins::Shares::default();
-    crate::plugins::Shares {
-        rule_calls: count("DIALGATE_PLUGIN_CALLS").unwrap_or(defaults.rule_calls),
-        rule_calls_per_tenant: count("DIALGATE_PLUGIN_CALLS_PER_TENANT")
-            .unwrap_or(defaults.rule_calls_per_tenant),
-        adapter_calls: count("DIALGATE_ADAPTER_CALLS").unwrap_or(defaults.adapter_calls),
-        adapter_calls_per_tenant: count("DIALGATE_ADAPTER_CALLS_PER_TENANT")
-            .unwrap_or(defaults.adapter_calls_per_tenant),
-        queue_ms: var("DIALGATE_PLUGIN_QUEUE_MS").unwrap_or(defaults.queue_ms),
-        adapter_queue_ms: var("DIALGATE_ADAPTER_QUEUE_MS").unwrap_or(defaults.adapter_queue_ms),
-        cpu_ms_per_sec: var("DIALGATE_PLUGIN_CPU_MS_PER_SEC").unwrap_or(defaults.cpu_ms_per_sec),
+    fn var<T: std::str::FromStr>(name: &str) -> Option<T> {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
     }
-    .clamped()
+    crate::config::ShareOverrides {
+        plugin_calls: var("DIALGATE_PLUGIN_CALLS"),
+        plugin_calls_per_tenant: var("DIALGATE_PLUGIN_CALLS_PER_TENANT"),
+        adapter_calls: var("DIALGATE_ADAPTER_CALLS"),
+        adapter_calls_per_tenant: var("DIALGATE_ADAPTER_CALLS_PER_TENANT"),
+        plugin_queue_ms: var("DIALGATE_PLUGIN_QUEUE_MS"),
+        adapter_queue_ms: var("DIALGATE_ADAPTER_QUEUE_MS"),
+        plugin_cpu_ms_per_sec: var("DIALGATE_PLUGIN_CPU_MS_PER_SEC"),
+    }
+    .resolve()
 }
 
 /// A bench server with no tenants of its own: the first of a run, or another replica

@@ -211,7 +211,7 @@ impl ShareOverrides {
     }
 
     /// The shares these caps set over the defaults.
-    fn resolve(self) -> crate::plugins::Shares {
+    pub(crate) fn resolve(self) -> crate::plugins::Shares {
         let defaults = crate::plugins::Shares::default();
         crate::plugins::Shares {
             rule_calls: self.plugin_calls.unwrap_or(defaults.rule_calls),
